@@ -1,0 +1,52 @@
+"""The Broker: the shared state every connection's handlers may touch."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from akfak.config import BrokerConfig
+from akfak.handlers.registry import HandlerRegistry
+
+log = Logger()
+
+
+class Broker:
+    """Configuration, the handler registry, storage and coordinators of one node.
+
+    `open()` loads storage before any listener accepts a connection; `close()`
+    flushes it after the listeners have stopped (the service orders both).
+    """
+
+    def __init__(self, config: BrokerConfig, *, clock: IReactorTime | None = None):
+        if clock is None:
+            from twisted.internet import reactor as clock  # type: ignore[assignment]
+        self.config = config
+        self.clock: Any = clock
+        self.node_id = config.node_id
+        self.registry = HandlerRegistry.discover(self)
+        #: listener name -> (host, port) clients are told to connect to
+        self.advertised: dict[str, tuple[str, int]] = {}
+        if unknown := config.unknown_keys():
+            log.info("Keeping but not using these properties: {keys}", keys=", ".join(unknown))
+
+    def open(self) -> None:
+        """Load storage (recovering it if needed)."""
+
+    def close(self) -> Any:
+        """Flush and close storage; may return a Deferred."""
+        return None
+
+    def advertise(self, listener: str, host: str, port: int) -> None:
+        if host in ("0.0.0.0", "::", ""):
+            host = socket.getfqdn()
+        self.advertised.setdefault(listener, (host, port))
+
+    def advertised_address(self, listener: str) -> tuple[str, int]:
+        """The address for clients that reached us through `listener`."""
+        if listener in self.advertised:
+            return self.advertised[listener]
+        return next(iter(self.advertised.values()))

@@ -1,0 +1,341 @@
+"""Broker configuration: Apache Kafka's `server.properties` keys, defaults and overrides.
+
+The configuration is a flat mapping of Kafka's own broker config names, so a
+`server.properties` written for Kafka drops in unchanged.  Command-line options
+are applied on top of the file as overrides of the same keys.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from twisted.logger import Logger
+
+log = Logger()
+
+DEFAULT_LISTEN = "tcp:9092:interface=127.0.0.1"
+DEFAULT_LOG_DIR = "/tmp/kafka-logs"  # Kafka's own default for log.dir
+
+#: Kafka's defaults for the broker settings akfak reads.  Keys akfak reads but
+#: whose default depends on other keys (log.retention.ms) are not listed.
+DEFAULTS: Mapping[str, str] = {
+    "node.id": "1",
+    "log.dir": DEFAULT_LOG_DIR,
+    "num.partitions": "1",
+    "auto.create.topics.enable": "true",
+    "default.replication.factor": "1",
+    "log.segment.bytes": str(1024 * 1024 * 1024),
+    "log.roll.hours": "168",
+    "log.retention.hours": "168",
+    "log.retention.bytes": "-1",
+    "log.retention.check.interval.ms": "300000",
+    "log.index.interval.bytes": "4096",
+    "log.index.size.max.bytes": str(10 * 1024 * 1024),
+    "log.flush.interval.messages": str(2**63 - 1),
+    "log.flush.scheduler.interval.ms": str(2**63 - 1),
+    "log.flush.offset.checkpoint.interval.ms": "60000",
+    "log.cleanup.policy": "delete",
+    "log.message.timestamp.type": "CreateTime",
+    "log.segment.delete.delay.ms": "60000",
+    "socket.request.max.bytes": "104857600",
+    "message.max.bytes": "1048588",
+    "compression.type": "producer",
+    "offsets.topic.num.partitions": "50",
+    "offsets.topic.replication.factor": "3",
+    "offsets.retention.minutes": "10080",
+    "offsets.retention.check.interval.ms": "600000",
+    "offsets.topic.segment.bytes": str(100 * 1024 * 1024),
+    "group.initial.rebalance.delay.ms": "3000",
+    "group.min.session.timeout.ms": "6000",
+    "group.max.session.timeout.ms": "1800000",
+    "group.max.size": str(2**31 - 1),
+    "transactional.id.expiration.ms": "604800000",
+    "producer.id.expiration.ms": "86400000",
+    "producer.id.expiration.check.interval.ms": "600000",
+    "max.incremental.fetch.session.cache.slots": "1000",
+    "delete.topic.enable": "true",
+    "controller.listener.names": "",
+    "listener.security.protocol.map": (
+        "PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL"
+    ),
+}
+
+#: Keys akfak reads beyond those with a default above.
+OTHER_KNOWN_KEYS = frozenset(
+    {
+        "listeners",
+        "advertised.listeners",
+        "log.dirs",
+        "log.retention.ms",
+        "log.retention.minutes",
+        "log.roll.ms",
+        "log.flush.interval.ms",
+        "process.roles",
+        "cluster.id",
+    }
+)
+
+_LISTENER = re.compile(r"^(?P<name>[A-Za-z0-9_]+)://(?P<host>\[[^\]]*\]|[^:]*):(?P<port>\d+)$")
+
+
+class ConfigError(ValueError):
+    """A configuration value akfak cannot use."""
+
+
+def parse_properties(text: str) -> dict[str, str]:
+    """Parse Java `.properties` text: `key=value`, `key: value` or `key value`,
+    `#`/`!` comments, backslash line continuations and escapes."""
+    props: dict[str, str] = {}
+    logical: list[str] = []
+    for raw in text.splitlines():
+        line = raw.lstrip()
+        if not logical and (not line or line[0] in "#!"):
+            continue
+        # An odd number of trailing backslashes continues the line.
+        trailing = len(line) - len(line.rstrip("\\"))
+        if trailing % 2:
+            logical.append(line[:-1])
+            continue
+        logical.append(line)
+        entry, logical = "".join(logical), []
+        key, value = _split_entry(entry)
+        props[_unescape(key)] = _unescape(value)
+    if logical:
+        key, value = _split_entry("".join(logical))
+        props[_unescape(key)] = _unescape(value)
+    return props
+
+
+def _split_entry(entry: str) -> tuple[str, str]:
+    i = 0
+    while i < len(entry):
+        ch = entry[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if ch in "=: \t\f":
+            break
+        i += 1
+    key, rest = entry[:i], entry[i:].lstrip(" \t\f")
+    if rest[:1] in ("=", ":"):
+        rest = rest[1:].lstrip(" \t\f")
+    return key, rest
+
+
+def _unescape(s: str) -> str:
+    if "\\" not in s:
+        return s
+    out, i = [], 0
+    while i < len(s):
+        ch = s[i]
+        if ch == "\\" and i + 1 < len(s):
+            nxt = s[i + 1]
+            if nxt == "u" and i + 5 < len(s):
+                out.append(chr(int(s[i + 2 : i + 6], 16)))
+                i += 6
+                continue
+            out.append({"t": "\t", "n": "\n", "r": "\r", "f": "\f"}.get(nxt, nxt))
+            i += 2
+            continue
+        out.append(ch)
+        i += 1
+    return "".join(out)
+
+
+@dataclass(frozen=True)
+class Listener:
+    """One place the broker listens, and the address it advertises for it."""
+
+    name: str
+    endpoint: str  # a Twisted server endpoint string
+    advertised_host: str | None = None
+    advertised_port: int | None = None
+
+
+@dataclass
+class BrokerConfig:
+    """Kafka broker properties (from a file, then overrides) plus akfak's own options."""
+
+    properties: dict[str, str] = field(default_factory=dict)
+    #: Twisted endpoint strings from `--listen`; when given they replace `listeners`.
+    listen: list[str] = field(default_factory=list)
+    #: Storage provider: "disk" (Kafka's log directory format) or "memory".
+    storage: str = "disk"
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> BrokerConfig:
+        return cls(properties=parse_properties(Path(path).read_text(encoding="utf-8")))
+
+    def override(self, key: str, value: str) -> None:
+        self.properties[key] = value
+
+    # -- typed access ----------------------------------------------------------
+
+    def get(self, key: str, default: str | None = None) -> str | None:
+        if key in self.properties:
+            return self.properties[key]
+        return DEFAULTS.get(key, default)
+
+    def get_int(self, key: str, default: int | None = None) -> int:
+        value = self.get(key)
+        if value is None or value.strip() == "":
+            if default is None:
+                raise ConfigError(f"{key} is not set")
+            return default
+        try:
+            return int(value.strip())
+        except ValueError:
+            raise ConfigError(f"{key}={value!r} is not an integer") from None
+
+    def get_bool(self, key: str) -> bool:
+        value = (self.get(key) or "").strip().lower()
+        if value not in ("true", "false"):
+            raise ConfigError(f"{key}={value!r} is not true or false")
+        return value == "true"
+
+    def is_set(self, key: str) -> bool:
+        return key in self.properties
+
+    def unknown_keys(self) -> list[str]:
+        return sorted(k for k in self.properties if k not in DEFAULTS and k not in OTHER_KNOWN_KEYS)
+
+    @property
+    def node_id(self) -> int:
+        if not self.is_set("node.id") and self.is_set("broker.id"):
+            return self.get_int("broker.id")
+        return self.get_int("node.id")
+
+    @property
+    def data_dir(self) -> Path:
+        dirs = self.get("log.dirs") or self.get("log.dir") or DEFAULT_LOG_DIR
+        first, *rest = [d.strip() for d in dirs.split(",") if d.strip()]
+        if rest:
+            log.warn("akfak uses one log directory; using {first}, ignoring {rest}", first=first,
+                     rest=rest)
+        return Path(first).expanduser()
+
+    @property
+    def num_partitions(self) -> int:
+        return self.get_int("num.partitions")
+
+    @property
+    def auto_create_topics(self) -> bool:
+        return self.get_bool("auto.create.topics.enable")
+
+    @property
+    def default_replication_factor(self) -> int:
+        return self.get_int("default.replication.factor")
+
+    @property
+    def socket_request_max_bytes(self) -> int:
+        return self.get_int("socket.request.max.bytes")
+
+    @property
+    def message_max_bytes(self) -> int:
+        return self.get_int("message.max.bytes")
+
+    @property
+    def segment_bytes(self) -> int:
+        return self.get_int("log.segment.bytes")
+
+    @property
+    def retention_ms(self) -> int:
+        """`log.retention.ms`, else `.minutes`, else `.hours`, as Kafka resolves them."""
+        if self.is_set("log.retention.ms"):
+            return self.get_int("log.retention.ms")
+        if self.is_set("log.retention.minutes"):
+            return self.get_int("log.retention.minutes") * 60_000
+        return self.get_int("log.retention.hours") * 3_600_000
+
+    @property
+    def retention_bytes(self) -> int:
+        return self.get_int("log.retention.bytes")
+
+    @property
+    def roll_ms(self) -> int:
+        if self.is_set("log.roll.ms"):
+            return self.get_int("log.roll.ms")
+        return self.get_int("log.roll.hours") * 3_600_000
+
+    def listeners(self) -> list[Listener]:
+        """Where to listen: `--listen` endpoints, else Kafka's `listeners` (without the
+        controller listeners and those needing TLS or SASL), else the default."""
+        if self.listen:
+            return [Listener(name="PLAINTEXT", endpoint=e) for e in self.listen]
+        spec = self.get("listeners")
+        if not spec:
+            return [Listener(name="PLAINTEXT", endpoint=DEFAULT_LISTEN)]
+        controller = {
+            n.strip() for n in (self.get("controller.listener.names") or "").split(",") if n.strip()
+        }
+        protocols = _parse_protocol_map(self.get("listener.security.protocol.map") or "")
+        advertised = {name: (host, port) for name, host, port in _parse_listeners(
+            self.get("advertised.listeners") or "")}
+        result = []
+        for name, host, port in _parse_listeners(spec):
+            if name in controller:
+                continue
+            protocol = protocols.get(name, name)
+            if protocol != "PLAINTEXT":
+                log.warn("Skipping listener {name}: security protocol {protocol} is not supported",
+                         name=name, protocol=protocol)
+                continue
+            adv_host, adv_port = advertised.get(name, (None, None))
+            result.append(Listener(name=name, endpoint=_endpoint_for(host, port),
+                                   advertised_host=adv_host or None, advertised_port=adv_port))
+        if not result:
+            raise ConfigError(f"listeners={spec!r} names no PLAINTEXT listener for clients")
+        return result
+
+
+def _parse_protocol_map(spec: str) -> dict[str, str]:
+    result = {}
+    for item in spec.split(","):
+        if ":" in item:
+            name, protocol = item.split(":", 1)
+            result[name.strip()] = protocol.strip()
+    return result
+
+
+def _parse_listeners(spec: str) -> list[tuple[str, str, int]]:
+    result = []
+    for item in spec.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        m = _LISTENER.match(item)
+        if m is None:
+            raise ConfigError(f"cannot parse listener {item!r} (expected NAME://host:port)")
+        host = m["host"]
+        if host.startswith("["):
+            host = host[1:-1]
+        result.append((m["name"], host, int(m["port"])))
+    return result
+
+
+def _endpoint_for(host: str, port: int) -> str:
+    """A Twisted endpoint string for Kafka's `host:port` (empty host: all interfaces)."""
+    if not host:
+        return f"tcp:{port}"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        # Kafka binds a hostname's address; Twisted's TCP endpoints want the address.
+        address = ipaddress.ip_address(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][4][0])
+    if address.version == 6:
+        return f"tcp6:{port}:interface={str(address).replace(':', chr(92) + ':')}"
+    return f"tcp:{port}:interface={address}"
+
+
+def apply_overrides(config: BrokerConfig, overrides: Iterable[str]) -> None:
+    """Apply `key=value` strings (Kafka's `--override` form)."""
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} is not key=value")
+        config.override(key.strip(), value.strip())

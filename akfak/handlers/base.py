@@ -1,0 +1,82 @@
+"""The common shape of a request handler: kio decodes requests and encodes responses."""
+
+from __future__ import annotations
+
+import io
+from datetime import timedelta
+from functools import cache
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from kio.index import load_request_schema, load_response_schema
+from kio.serial import entity_reader, entity_writer
+from kio.static.primitive import i32Timedelta
+from zope.interface import implementer
+
+from akfak.interfaces import IRequestHandler
+
+if TYPE_CHECKING:
+    from akfak.broker import Broker
+    from akfak.protocol import RequestContext
+
+#: akfak never throttles; every response's throttle_time is zero.
+NO_THROTTLE = i32Timedelta.parse(timedelta(0))
+
+
+@cache
+def request_schema(api_key: int, version: int) -> Any:
+    return load_request_schema(api_key, version)
+
+
+@cache
+def response_schema(api_key: int, version: int) -> Any:
+    return load_response_schema(api_key, version)
+
+
+@cache
+def _reader(schema: type) -> Any:
+    return entity_reader(schema)
+
+
+def encode_entity(entity: Any) -> bytes:
+    buffer = io.BytesIO()
+    entity_writer(type(entity))(buffer, entity)
+    return buffer.getvalue()
+
+
+@implementer(IRequestHandler)
+class Handler:
+    """Base for handlers of one API key over `min_version..max_version`.
+
+    Subclasses set the class attributes and implement `handle`; versions below
+    `kio_min_version` (for which kio has no schema) must override `decode`/`encode`.
+    """
+
+    api_key: ClassVar[int]
+    min_version: ClassVar[int]
+    max_version: ClassVar[int]
+
+    def __init__(self, broker: Broker):
+        self.broker = broker
+
+    def is_flexible(self, version: int) -> bool:
+        # Flexible versions are always "N+": past our maximum, the maximum decides.
+        try:
+            return bool(request_schema(self.api_key, min(version, self.max_version)).__flexible__)
+        except Exception:
+            return False
+
+    def request_type(self, version: int) -> Any:
+        return request_schema(self.api_key, version)
+
+    def response_type(self, version: int) -> Any:
+        return response_schema(self.api_key, version)
+
+    def decode(self, version: int, body: bytes, offset: int) -> Any:
+        request, _size = _reader(self.request_type(version))(body, offset)
+        return request
+
+    def encode(self, version: int, response: Any) -> bytes | list[bytes]:
+        return encode_entity(response)
+
+    def handle(self, request: Any, context: RequestContext) -> Any:
+        raise NotImplementedError

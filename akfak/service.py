@@ -1,0 +1,93 @@
+"""Services: the broker's lifetime, its listeners and timers, composed in a MultiService."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application.service import Application, MultiService, Service
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from akfak.broker import Broker
+from akfak.config import BrokerConfig, Listener
+from akfak.factory import KafkaFactory
+
+log = Logger()
+
+
+class BrokerService(Service):
+    """Opens the broker's storage when started and closes it when stopped."""
+
+    def __init__(self, broker: Broker):
+        self.broker = broker
+
+    def startService(self) -> None:
+        self.broker.open()
+        super().startService()
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        return maybeDeferred(self.broker.close)
+
+
+class ListenerService(Service):
+    """Listens on one endpoint string and advertises the address it got."""
+
+    def __init__(self, broker: Broker, listener: Listener, reactor: Any = None):
+        self.broker = broker
+        self.listener = listener
+        self.reactor = reactor if reactor is not None else broker.clock
+        self.port: IListeningPort | None = None
+        #: fires with the listening port (or fails) once startService has begun listening
+        self.listening: Deferred[IListeningPort] | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        endpoint = serverFromString(self.reactor, self.listener.endpoint)
+        self.listening = endpoint.listen(KafkaFactory(self.broker, self.listener.name))
+        self.listening.addCallback(self._listening)
+        failed: list[Failure] = []
+        self.listening.addErrback(lambda f: failed.append(f) or f)
+        if failed:
+            # tcp: endpoints fail at once (port in use); raising makes twistd exit with it.
+            self.listening.addErrback(lambda _: None)
+            failed[0].raiseException()
+
+    def _listening(self, port: IListeningPort) -> IListeningPort:
+        self.port = port
+        address = port.getHost()
+        host = self.listener.advertised_host or address.host
+        number = self.listener.advertised_port or address.port
+        self.broker.advertise(self.listener.name, host, number)
+        log.info("akfak node {node} listening on {endpoint} ({host}:{port}), advertising {adv}",
+                 node=self.broker.node_id, endpoint=self.listener.endpoint, host=address.host,
+                 port=address.port, adv=f"{host}:{number}")
+        return port
+
+    def stopService(self) -> Deferred[None] | None:
+        super().stopService()
+        if self.port is not None:
+            port, self.port = self.port, None
+            return maybeDeferred(port.stopListening)
+        return None
+
+
+def makeService(config: BrokerConfig, *, reactor: Any = None) -> MultiService:
+    """The whole broker as one service: storage first, then its listeners."""
+    top = MultiService()
+    broker = Broker(config, clock=reactor)
+    top.broker = broker  # type: ignore[attr-defined]
+    BrokerService(broker).setServiceParent(top)
+    for listener in config.listeners():
+        ListenerService(broker, listener, reactor).setServiceParent(top)
+    return top
+
+
+def makeApplication(config: BrokerConfig) -> Any:
+    """An Application for `twistd -y` (see akfak.tac)."""
+    application = Application("akfak")
+    makeService(config).setServiceParent(application)
+    return application

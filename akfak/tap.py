@@ -1,0 +1,90 @@
+"""`twistd akfak`: command-line options and the service they make."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from twisted.application.service import IService
+from twisted.python import usage
+
+from akfak.config import BrokerConfig, ConfigError, apply_overrides
+from akfak.service import makeService as _makeService
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = (
+        "Run akfak, a Kafka-compatible broker. Options override the values read from "
+        "--config (an Apache Kafka server.properties)."
+    )
+    optParameters = [
+        ["config", "c", None, "An Apache Kafka server.properties file to read."],
+        ["data-dir", "d", None, "Log directory (Kafka's log.dirs) [default: /tmp/kafka-logs]."],
+        ["storage", None, "disk", "Storage provider: disk (Kafka's format) or memory."],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["listen"] = []
+        self["override"] = []
+
+    def opt_listen(self, endpoint: str) -> None:
+        """A Twisted server endpoint string to listen on (repeatable)
+        [default: tcp:9092:interface=127.0.0.1]."""
+        self["listen"].append(endpoint)
+
+    def opt_override(self, assignment: str) -> None:
+        """Set a broker property, key=value, as kafka-server-start's --override (repeatable)."""
+        self["override"].append(assignment)
+
+    opt_o = opt_override
+
+    def postOptions(self) -> None:
+        try:
+            self.config = build_config(
+                config=self["config"],
+                data_dir=self["data-dir"],
+                listen=self["listen"],
+                overrides=self["override"],
+                storage=self["storage"],
+            )
+        except (OSError, ConfigError) as e:
+            raise usage.UsageError(str(e)) from e
+
+
+def build_config(
+    *,
+    config: str | None = None,
+    data_dir: str | None = None,
+    listen: list[str] | None = None,
+    overrides: list[str] | None = None,
+    storage: str = "disk",
+) -> BrokerConfig:
+    """A BrokerConfig from a server.properties file and command-line style overrides."""
+    result = BrokerConfig.from_file(config) if config else BrokerConfig()
+    apply_overrides(result, overrides or [])
+    if data_dir:
+        result.override("log.dirs", data_dir)
+    result.listen = list(listen or [])
+    if storage not in ("disk", "memory"):
+        raise ConfigError(f"--storage must be disk or memory, not {storage!r}")
+    result.storage = storage
+    result.listeners()  # fail now, not at start, on unusable listeners
+    return result
+
+
+def config_from_environment(environ: Any = os.environ) -> BrokerConfig:
+    """For akfak.tac: AKFAK_CONFIG, AKFAK_DATA_DIR, AKFAK_LISTEN (space-separated
+    endpoint strings), AKFAK_OVERRIDE (space-separated key=value), AKFAK_STORAGE."""
+    return build_config(
+        config=environ.get("AKFAK_CONFIG") or None,
+        data_dir=environ.get("AKFAK_DATA_DIR") or None,
+        listen=environ.get("AKFAK_LISTEN", "").split(),
+        overrides=environ.get("AKFAK_OVERRIDE", "").split(),
+        storage=environ.get("AKFAK_STORAGE") or "disk",
+    )
+
+
+def makeService(options: Options) -> IService:
+    return _makeService(options.config)

@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.logger import globalLogPublisher
+
+from tests.brokers import BrokerProcess, InProcessBroker, start_in_process, start_process
+
+
+@pytest.fixture
+def inproc(tmp_path: Path) -> Iterator[InProcessBroker]:
+    """A broker in the test's reactor, in-memory storage, on a free port."""
+    broker = start_in_process(tmp_path / "data")
+    yield broker
+    pytest_twisted.blockon(broker.service.stopService())
+
+
+@pytest.fixture
+def broker_process(tmp_path: Path) -> Iterator[Any]:
+    """A factory starting broker subprocesses; all are stopped after the test."""
+    started: list[BrokerProcess] = []
+
+    def start(*extra: str, data_dir: Path | None = None, **kwargs: Any) -> BrokerProcess:
+        proc = start_process(data_dir or tmp_path / "data", *extra, **kwargs)
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        if proc.proc.poll() is None:
+            proc.stop()
+
+
+@pytest.fixture
+def log_events() -> Iterator[list[dict[str, Any]]]:
+    """Every twisted.logger event emitted during the test."""
+    events: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(events.append)
+    yield events
+    globalLogPublisher.removeObserver(events.append)
