@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from akfak.config import BrokerConfig
@@ -30,15 +32,33 @@ class Broker:
         self.registry = HandlerRegistry.discover(self)
         #: listener name -> (host, port) clients are told to connect to
         self.advertised: dict[str, tuple[str, int]] = {}
+        self._periodic: list[tuple[float, Callable[[], Any]]] = []
+        self._loops: list[LoopingCall] = []
         if unknown := config.unknown_keys():
             log.info("Keeping but not using these properties: {keys}", keys=", ".join(unknown))
 
     def open(self) -> None:
-        """Load storage (recovering it if needed)."""
+        """Load storage (recovering it if needed), then start the periodic tasks."""
+        for interval, task in self._periodic:
+            loop = LoopingCall(task)
+            loop.clock = self.clock
+            loop.start(interval, now=False).addErrback(
+                lambda f, t=task: log.failure("Periodic task {task} failed", f, task=t))
+            self._loops.append(loop)
 
     def close(self) -> Any:
-        """Flush and close storage; may return a Deferred."""
+        """Stop the periodic tasks, then flush and close storage; may return a Deferred."""
+        for loop in self._loops:
+            if loop.running:
+                loop.stop()
+        self._loops.clear()
         return None
+
+    def every(self, seconds: float, task: Callable[[], Any]) -> None:
+        """Run `task` every `seconds` while the broker is open (retention, flushes, expiry).
+
+        Register before `open()`; a task returning a Deferred delays its next run."""
+        self._periodic.append((seconds, task))
 
     def advertise(self, listener: str, host: str, port: int) -> None:
         if host in ("0.0.0.0", "::", ""):
