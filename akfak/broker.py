@@ -6,6 +6,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -40,10 +41,9 @@ class Broker:
     def open(self) -> None:
         """Load storage (recovering it if needed), then start the periodic tasks."""
         for interval, task in self._periodic:
-            loop = LoopingCall(task)
+            loop = LoopingCall(_logging_failures, task)
             loop.clock = self.clock
-            loop.start(interval, now=False).addErrback(
-                lambda f, t=task: log.failure("Periodic task {task} failed", f, task=t))
+            loop.start(interval, now=False)
             self._loops.append(loop)
 
     def close(self) -> Any:
@@ -70,3 +70,10 @@ class Broker:
         if listener in self.advertised:
             return self.advertised[listener]
         return next(iter(self.advertised.values()))
+
+
+def _logging_failures(task: Callable[[], Any]) -> Deferred[Any]:
+    """Run a periodic task; a failure is logged and the next run still happens."""
+    return maybeDeferred(task).addErrback(
+        lambda failure: log.failure("Periodic task {task} failed", failure, task=task)
+    )
