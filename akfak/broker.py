@@ -12,7 +12,13 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from akfak.config import BrokerConfig
+from akfak.fetch_sessions import FetchSessionCache
+from akfak.groups.coordinator import GroupCoordinator
+from akfak.groups.service import close_group_coordinator, open_group_coordinator
 from akfak.handlers.registry import HandlerRegistry
+from akfak.log import BaseLogStorage, PartitionLog, storage_for
+from akfak.metadata import Controller, MetadataImage
+from akfak.waiters import AppendWaiters
 
 log = Logger()
 
@@ -35,12 +41,35 @@ class Broker:
         self.advertised: dict[str, tuple[str, int]] = {}
         self._periodic: list[tuple[float, Callable[[], Any]]] = []
         self._loops: list[LoopingCall] = []
+        #: set by open()
+        self.storage: BaseLogStorage = None  # type: ignore[assignment]
+        self.controller: Controller = None  # type: ignore[assignment]
+        self.group_coordinator: GroupCoordinator | None = None  # akfak.groups, set by open()
+        self.fetch_sessions = FetchSessionCache(
+            config.get_int("max.incremental.fetch.session.cache.slots"))
+        #: long-poll Fetches waiting for appends, keyed by (topic, partition)
+        self.waiters = AppendWaiters(self.clock)
         if unknown := config.unknown_keys():
             log.info("Keeping but not using these properties: {keys}", keys=", ".join(unknown))
 
     def open(self) -> None:
         """Load storage (recovering it if needed), then start the periodic tasks."""
-        for interval, task in self._periodic:
+        self.storage = storage_for(self.config, clock=self.clock)
+        self.storage.open()
+        self.controller = Controller(self.storage, self.config, clock=self.clock)
+        log.info("Opened {storage} storage in {dir}: cluster {cluster}, {topics} topics",
+                 storage=self.config.storage, dir=self.config.data_dir,
+                 cluster=self.cluster_id, topics=len(self.image.topics_by_name))
+        # group coordinator (akfak.groups): loads __consumer_offsets, registers its periodic tasks
+        self.group_coordinator = open_group_coordinator(self)
+        storage = self.storage
+        tasks = [
+            (self.config.get_int("log.retention.check.interval.ms") / 1000,
+             lambda: storage.run_retention(self.now_ms())),
+            (1.0, lambda: storage.flush_due(self.now_ms())),
+            *self._periodic,
+        ]
+        for interval, task in tasks:
             loop = LoopingCall(_logging_failures, task)
             loop.clock = self.clock
             loop.start(interval, now=False)
@@ -52,13 +81,45 @@ class Broker:
             if loop.running:
                 loop.stop()
         self._loops.clear()
-        return None
+        close_group_coordinator(self)  # group coordinator (akfak.groups): before storage closes
+        if self.storage is None:
+            return None
+        return self.storage.close()
 
     def every(self, seconds: float, task: Callable[[], Any]) -> None:
         """Run `task` every `seconds` while the broker is open (retention, flushes, expiry).
 
         Register before `open()`; a task returning a Deferred delays its next run."""
         self._periodic.append((seconds, task))
+
+    # -- what handlers ask -------------------------------------------------------------
+
+    def now_ms(self) -> int:
+        return int(self.clock.seconds() * 1000)
+
+    @property
+    def image(self) -> MetadataImage:
+        """The current metadata image (topics, partitions, configs)."""
+        return self.controller.image
+
+    @property
+    def cluster_id(self) -> str:
+        return self.controller.cluster_id
+
+    def get_log(self, topic: str, partition: int) -> PartitionLog | None:
+        return self.storage.get_log(topic, partition)
+
+    def topic_name(self, topic_id: Any) -> str | None:
+        topic = self.controller.image.topic_by_id(topic_id)
+        return None if topic is None else topic.name
+
+    def leader_epoch(self, topic: str, partition: int) -> int:
+        image = self.controller.image.partition(topic, partition)
+        return -1 if image is None else image.leader_epoch
+
+    def appended(self, topic: str, partition: int) -> None:
+        """Records were appended to a partition: wake the Fetches waiting for it."""
+        self.waiters.notify((topic, partition))
 
     def advertise(self, listener: str, host: str, port: int) -> None:
         if host in ("0.0.0.0", "::", ""):

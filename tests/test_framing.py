@@ -200,7 +200,7 @@ def test_unsupported_version_of_other_api_closes_connection(
     handler = inproc.broker.registry.get(3)
     if handler is None:
         pytest.skip("Metadata is not registered")
-    frame = encode_request(3, handler.max_version + 1, 1, b"", flexible=False)
+    frame = encode_request(3, handler.max_version + 1, 1, b"", flexible=True)
     yield deferToThread(bad_input_case, inproc.port, frame)
     assert f"unsupported version {handler.max_version + 1} of API key 3" in logged(log_events)
 

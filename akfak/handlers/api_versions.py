@@ -13,7 +13,6 @@ Behaviour:
 from __future__ import annotations
 
 import re
-import sys
 from typing import Any
 
 from kio.schema.api_versions.v0.response import ApiVersion as ApiVersionV0
@@ -21,7 +20,7 @@ from kio.schema.api_versions.v0.response import ApiVersionsResponse as ApiVersio
 from kio.schema.errors import ErrorCode
 from kio.static.primitive import i16
 
-from akfak.handlers.base import NO_THROTTLE, Handler, encode_entity, response_schema
+from akfak.handlers.base import NO_THROTTLE, Handler, encode_entity
 from akfak.handlers.registry import API_VERSIONS_KEY
 from akfak.protocol import RequestContext
 
@@ -36,14 +35,13 @@ class ApiVersionsHandler(Handler):
     def handle(self, request: Any, context: RequestContext) -> Any:
         version = context.api_version
         module = self.response_type(version)
-        entry = _entry_type(version)
         error = ErrorCode.none
         if version >= 3 and not (
             _SOFTWARE.match(request.client_software_name)
             and _SOFTWARE.match(request.client_software_version)
         ):
             error = ErrorCode.invalid_request
-        keys = () if error else self._api_keys(entry)
+        keys = () if error else self._api_keys(self.response_module(version).ApiVersion)
         if version == 0:
             return module(error_code=error, api_keys=keys)
         return module(error_code=error, api_keys=keys, throttle_time=NO_THROTTLE)
@@ -61,11 +59,6 @@ class ApiVersionsHandler(Handler):
                 error_code=ErrorCode.unsupported_version, api_keys=self._api_keys(ApiVersionV0)
             )
         )
-
-
-def _entry_type(version: int) -> Any:
-    """The versioned `ApiVersion` entry type beside the response schema."""
-    return sys.modules[response_schema(API_VERSIONS_KEY, version).__module__].ApiVersion
 
 
 HANDLERS = (ApiVersionsHandler,)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import io
-from datetime import timedelta
+import sys
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -35,6 +36,13 @@ def response_schema(api_key: int, version: int) -> Any:
 @cache
 def _reader(schema: type) -> Any:
     return entity_reader(schema)
+
+
+def timestamp(ms: int) -> datetime | None:
+    """A Kafka millisecond timestamp as kio's datetime fields take it (-1: None)."""
+    # kio's TZAware refuses sub-second values, but its writer encodes any datetime to the
+    # millisecond, so a plain aware datetime is used.
+    return None if ms < 0 else datetime.fromtimestamp(ms / 1000, UTC)
 
 
 def encode_entity(entity: Any) -> bytes:
@@ -70,6 +78,10 @@ class Handler:
 
     def response_type(self, version: int) -> Any:
         return response_schema(self.api_key, version)
+
+    def response_module(self, version: int) -> Any:
+        """The kio module of a response version, for its nested entity types."""
+        return sys.modules[response_schema(self.api_key, version).__module__]
 
     def decode(self, version: int, body: bytes, offset: int) -> Any:
         request, _size = _reader(self.request_type(version))(body, offset)

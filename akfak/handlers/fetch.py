@@ -1,0 +1,167 @@
+"""Fetch (key 1), v4-v18.
+
+Behavior:
+- Whole batches from the one containing the fetch offset; the client skips
+  records before its offset.  Per partition at most partition_max_bytes, in all
+  at most max_bytes, except that the first partition returning data returns at
+  least one whole batch (KIP-74), or clients stall on a large batch.
+- Long poll: without min_bytes of data the answer waits up to max_wait_ms,
+  woken by appends to any fetched partition (AppendWaiters), then reads again.
+- OFFSET_OUT_OF_RANGE outside [log start offset, high watermark]; a fetch at the
+  high watermark is empty.  read_committed reads to the last stable offset.
+- v7+: fetch sessions (KIP-227, akfak.fetch_sessions); session errors answer
+  with a top-level error and no partitions.  v13+: topics by id (UNKNOWN_TOPIC_ID).
+- current_leader_epoch newer than ours: UNKNOWN_LEADER_EPOCH; older: FENCED_LEADER_EPOCH.
+- Record bytes go from the log to the transport untouched (fetch_response).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Hashable
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet.defer import Deferred
+
+from akfak.errors import KafkaError
+from akfak.fetch_sessions import FetchContext, PartitionKey
+from akfak.handlers.base import Handler
+from akfak.handlers.fetch_response import PartitionResult, TopicResult, encode_fetch_response
+from akfak.protocol import RequestContext
+
+NO_TOPIC_ID = uuid.UUID(int=0)
+READ_COMMITTED = 1
+OFFSET_OUT_OF_RANGE = 1
+UNKNOWN_TOPIC_OR_PARTITION = 3
+UNKNOWN_TOPIC_ID = 100
+FENCED_LEADER_EPOCH = 74
+UNKNOWN_LEADER_EPOCH = 75
+
+
+@dataclass(slots=True)
+class _Read:
+    """One partition's read, before the session decides whether to send it."""
+
+    key: PartitionKey
+    name: str | None
+    result: PartitionResult
+
+
+class FetchHandler(Handler):
+    api_key = 1
+    min_version = 4
+    max_version = 18
+
+    def encode(self, version: int, response: Any) -> bytes | list[bytes]:
+        return response  # already encoded to parts by handle()
+
+    def handle(self, request: Any, context: RequestContext) -> Any:
+        version = context.api_version
+        broker = self.broker
+        by_id = version >= 13
+        wanted: list[tuple[PartitionKey, int, int]] = []
+        leader_epochs: dict[PartitionKey, int] = {}
+        for topic in request.topics:
+            ref: Hashable = topic.topic_id if by_id else topic.topic
+            for p in topic.partitions:
+                key = (ref, int(p.partition))
+                wanted.append((key, int(p.fetch_offset), int(p.partition_max_bytes)))
+                leader_epochs[key] = int(p.current_leader_epoch) if version >= 9 else -1
+        if version >= 7:
+            forgotten = [
+                ((t.topic_id if by_id else t.topic), int(index))
+                for t in request.forgotten_topics_data
+                for index in t.partitions
+            ]
+            try:
+                fetch = broker.fetch_sessions.new_context(
+                    int(request.session_id), int(request.session_epoch), wanted, forgotten,
+                    broker.now_ms())
+            except KafkaError as e:
+                return encode_fetch_response(version, e.error_code, 0, [])
+        else:
+            fetch = FetchContext(0, wanted)
+
+        isolation = int(request.isolation_level)
+        max_bytes = int(request.max_bytes)
+        min_bytes = int(request.min_bytes)
+        max_wait_ms = int(request.max_wait.total_seconds() * 1000)
+        deadline = broker.clock.seconds() + max_wait_ms / 1000
+
+        def attempt(_: object = None) -> Any:
+            reads, size, errors = self._read(fetch, leader_epochs, by_id, isolation, max_bytes)
+            remaining = deadline - broker.clock.seconds()
+            if size >= min_bytes or errors or remaining <= 0 or not reads:
+                return self._respond(version, fetch, reads)
+            waiting: Deferred[bool] = broker.waiters.wait(
+                [(r.name, r.result.index) for r in reads if r.name is not None], remaining)
+            return waiting.addCallback(attempt)
+
+        return attempt()
+
+    def _read(self, fetch: FetchContext, leader_epochs: dict[PartitionKey, int], by_id: bool,
+              isolation: int, max_bytes: int) -> tuple[list[_Read], int, bool]:
+        broker = self.broker
+        reads: list[_Read] = []
+        total = 0
+        errors = False
+        min_one = True
+        for key, offset, partition_max in fetch.partitions:
+            ref, index = key
+            name = broker.topic_name(ref) if by_id else ref
+            result = PartitionResult(index)
+            reads.append(_Read(key, name, result))
+            log = broker.get_log(name, index) if name is not None else None
+            if log is None:
+                result.error = UNKNOWN_TOPIC_ID if by_id and name is None else UNKNOWN_TOPIC_OR_PARTITION
+                errors = True
+                continue
+            result.high_watermark = log.high_watermark
+            result.last_stable_offset = log.last_stable_offset
+            result.log_start_offset = log.log_start_offset
+            requested_epoch = leader_epochs.get(key, -1)
+            if requested_epoch >= 0:
+                epoch = broker.leader_epoch(name, index)
+                if requested_epoch != epoch:
+                    result.error = UNKNOWN_LEADER_EPOCH if requested_epoch > epoch else FENCED_LEADER_EPOCH
+                    errors = True
+                    continue
+            if isolation == READ_COMMITTED:
+                result.aborted = []
+            limit = max(0, min(partition_max, max_bytes - total))
+            try:
+                read = log.read(offset, limit, min_one=min_one,
+                                max_offset=log.last_stable_offset if isolation == READ_COMMITTED else None)
+            except KafkaError as e:
+                result.error = e.error_code
+                errors = errors or e.error_code != 0
+                continue
+            if read.size:
+                min_one = False
+                total += read.size
+                result.records, result.records_size = read.parts, read.size
+        return reads, total, errors
+
+    def _respond(self, version: int, fetch: FetchContext, reads: list[_Read]) -> list[bytes]:
+        topics: list[TopicResult] = []
+        by_ref: dict[Hashable, TopicResult] = {}
+        for read in reads:
+            result = read.result
+            if not fetch.include(read.key, result.high_watermark, result.last_stable_offset,
+                                 result.log_start_offset, bool(result.records_size), result.error):
+                continue
+            ref = read.key[0]
+            topic = by_ref.get(ref)
+            if topic is None:
+                if version >= 13:
+                    topic = TopicResult("", ref)  # type: ignore[arg-type]
+                else:
+                    topic = TopicResult(ref, NO_TOPIC_ID)  # type: ignore[arg-type]
+                by_ref[ref] = topic
+                topics.append(topic)
+            topic.partitions.append(result)
+        return encode_fetch_response(version, 0, fetch.session_id, topics)
+
+
+HANDLERS = (FetchHandler,)

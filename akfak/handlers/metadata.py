@@ -1,0 +1,132 @@
+"""Metadata (key 3), v0-v13.
+
+Behavior:
+- Brokers: this node, at the address advertised for the listener the request
+  came through.  cluster_id from meta.properties; controller_id is this node.
+- Topics: all of them for a null list (v1+) or an empty one (v0); else those
+  named (or, v10+, by topic id: UNKNOWN_TOPIC_ID when unknown).  Partitions
+  carry leader, leader epoch, replicas and ISR from the KRaft metadata image.
+- Unknown topics are created when auto.create.topics.enable and the request
+  allows it (v4+; always before): num.partitions partitions, at once, so the
+  answer already describes them (Kafka answers UNKNOWN_TOPIC_OR_PARTITION while
+  its controller creates them asynchronously).  A name Kafka would refuse gets
+  INVALID_TOPIC_EXCEPTION; without auto-creation, UNKNOWN_TOPIC_OR_PARTITION.
+- Authorized operations (v8+) are reported only when asked: everything is
+  allowed, as on a Kafka broker without an authorizer.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from kio.schema.errors import ErrorCode
+from kio.static.primitive import i32
+
+from akfak.errors import KafkaError
+from akfak.handlers.base import NO_THROTTLE, Handler
+from akfak.metadata import TopicImage
+from akfak.protocol import RequestContext
+
+INTERNAL_TOPICS = frozenset({"__consumer_offsets", "__transaction_state"})
+NOT_REQUESTED = -(2**31)
+# AclOperation codes: READ 3, WRITE 4, CREATE 5, DELETE 6, ALTER 7, DESCRIBE 8,
+# CLUSTER_ACTION 9, DESCRIBE_CONFIGS 10, ALTER_CONFIGS 11, IDEMPOTENT_WRITE 12.
+TOPIC_OPERATIONS = sum(1 << op for op in (3, 4, 5, 6, 7, 8, 10, 11))
+CLUSTER_OPERATIONS = sum(1 << op for op in (5, 7, 8, 9, 10, 11, 12))
+
+
+class MetadataHandler(Handler):
+    api_key = 3
+    min_version = 0
+    max_version = 13
+
+    def handle(self, request: Any, context: RequestContext) -> Any:
+        version = context.api_version
+        module = self.response_module(version)
+        broker = self.broker
+        image = broker.image
+        if request.topics is None or (version == 0 and not request.topics):
+            wanted = [(t.name, None) for t in sorted(image.topics_by_name.values(), key=lambda t: t.name)]
+        else:
+            wanted = [(t.name, t.topic_id if version >= 10 else None) for t in request.topics]
+        auto_create = broker.config.auto_create_topics and (
+            version < 4 or bool(request.allow_auto_topic_creation))
+        with_operations = version >= 8 and bool(request.include_topic_authorized_operations)
+        topics = []
+        for name, topic_id in wanted:
+            topic: TopicImage | None = None
+            error = ErrorCode.none
+            if name is None and topic_id is not None:
+                topic = image.topic_by_id(topic_id)
+                if topic is None:
+                    error = ErrorCode.unknown_topic_id
+            elif name is not None:
+                topic = broker.image.topic(name)
+                if topic is None:
+                    topic, error = self._auto_create(name, auto_create)
+            topics.append(self._topic(module, version, name, topic_id, topic, error, with_operations))
+        host, port = broker.advertised_address(context.listener)
+        broker_fields: dict[str, Any] = {"node_id": i32(broker.node_id), "host": host, "port": i32(port)}
+        if version >= 1:
+            broker_fields["rack"] = None
+        fields: dict[str, Any] = {
+            "brokers": (module.MetadataResponseBroker(**broker_fields),),
+            "topics": tuple(topics),
+        }
+        if version >= 1:
+            fields["controller_id"] = i32(broker.node_id)
+        if version >= 2:
+            fields["cluster_id"] = broker.cluster_id
+        if version >= 3:
+            fields["throttle_time"] = NO_THROTTLE
+        if 8 <= version <= 10:
+            fields["cluster_authorized_operations"] = i32(
+                CLUSTER_OPERATIONS if request.include_cluster_authorized_operations else NOT_REQUESTED)
+        if version >= 13:
+            fields["error_code"] = ErrorCode.none
+        return self.response_type(version)(**fields)
+
+    def _auto_create(self, name: str, allowed: bool) -> tuple[TopicImage | None, ErrorCode]:
+        if not allowed:
+            return None, ErrorCode.unknown_topic_or_partition
+        try:
+            topic = self.broker.controller.create_topic(name)
+        except KafkaError as e:
+            return None, ErrorCode(e.error_code)
+        return topic, ErrorCode.none
+
+    def _topic(self, module: Any, version: int, name: str | None, topic_id: uuid.UUID | None,
+               topic: TopicImage | None, error: ErrorCode, with_operations: bool) -> Any:
+        partitions = ()
+        if topic is not None:
+            name, topic_id = topic.name, topic.topic_id
+            partitions = tuple(self._partition(module, version, p)
+                               for _, p in sorted(topic.partitions.items()))
+        fields: dict[str, Any] = {"error_code": error, "name": name, "partitions": partitions}
+        if version >= 1:
+            fields["is_internal"] = name in INTERNAL_TOPICS
+        if version >= 10:
+            fields["topic_id"] = topic_id or uuid.UUID(int=0)
+        if version >= 8:
+            fields["topic_authorized_operations"] = i32(
+                TOPIC_OPERATIONS if with_operations and topic is not None else NOT_REQUESTED)
+        return module.MetadataResponseTopic(**fields)
+
+    @staticmethod
+    def _partition(module: Any, version: int, p: Any) -> Any:
+        fields: dict[str, Any] = {
+            "error_code": ErrorCode.none,
+            "partition_index": i32(p.partition),
+            "leader_id": i32(p.leader),
+            "replica_nodes": tuple(i32(r) for r in p.replicas),
+            "isr_nodes": tuple(i32(r) for r in p.isr),
+        }
+        if version >= 7:
+            fields["leader_epoch"] = i32(p.leader_epoch)
+        if version >= 5:
+            fields["offline_replicas"] = ()
+        return module.MetadataResponsePartition(**fields)
+
+
+HANDLERS = (MetadataHandler,)

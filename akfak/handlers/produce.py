@@ -1,0 +1,174 @@
+"""Produce (key 0), advertised v0-v13; record data is magic 2 only, so v3+.
+
+Behavior:
+- v0-v2 are advertised as Kafka 4 does (librdkafka refuses to produce compressed
+  data to a broker whose minimum is above 0, KAFKA-18659) and every partition is
+  answered UNSUPPORTED_VERSION in that version's format.
+- Each partition must carry exactly one magic-2 batch (INVALID_RECORD otherwise),
+  zstd only from v7 (UNSUPPORTED_COMPRESSION_TYPE); storage checks CRC, sizes and
+  offsets.  Internal topics refuse client appends (INVALID_TOPIC_EXCEPTION).
+- acks 0: no response at all; if any partition failed, the connection is closed
+  instead, so the client refreshes its metadata (as Kafka does).  acks 1 and -1
+  are the same on a single node.  Other acks: INVALID_REQUIRED_ACKS everywhere.
+- v13 names topics by id (UNKNOWN_TOPIC_ID when unknown).
+- Record batches go to the log as they came, but for the patched offsets.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+from kio.schema.errors import ErrorCode
+from kio.static.primitive import i32, i64
+
+from akfak.errors import KafkaError
+from akfak.handlers.base import NO_THROTTLE, Handler, encode_entity, timestamp
+from akfak.protocol import RequestContext
+
+INTERNAL_TOPICS = frozenset({"__consumer_offsets", "__transaction_state"})
+_BATCH_PREFIX = struct.Struct(">qi")  # base offset, batch length
+MIN_BATCH_SIZE = 61  # a batch header with no records
+ZSTD = 4
+
+
+def check_produce_records(records: bytes | None, version: int) -> tuple[ErrorCode, str | None]:
+    """Kafka's ProduceRequest.validateRecords: one magic-2 batch per partition."""
+    if records is None or len(records) < 12:
+        return ErrorCode.invalid_record, (
+            f"Produce requests with version {version} must have at least one record batch per partition")
+    _base, length = _BATCH_PREFIX.unpack_from(records)
+    if length < MIN_BATCH_SIZE - 12 and len(records) >= 17 and records[16] == 2:
+        return ErrorCode.corrupt_message, f"Record batch length {length} is below the minimum"
+    if 12 + length > len(records):
+        return ErrorCode.invalid_record, (
+            f"Produce requests with version {version} must have at least one record batch per partition")
+    if records[16] != 2:
+        return ErrorCode.invalid_record, (
+            f"Produce requests with version {version} are only allowed to contain record batches "
+            "with magic version 2")
+    if version < 7 and len(records) >= 23 and records[22] & 0x07 == ZSTD:
+        return ErrorCode.unsupported_compression_type, (
+            f"Produce requests with version {version} are not allowed to use ZStandard compression")
+    if 12 + length < len(records):
+        return ErrorCode.invalid_record, (
+            f"Produce requests with version {version} are only allowed to contain exactly one "
+            "record batch per partition")
+    return ErrorCode.none, None
+
+
+class ProduceHandler(Handler):
+    api_key = 0
+    min_version = 0
+    max_version = 13
+    kio_min_version = 3
+
+    def request_type(self, version: int) -> Any:
+        return super().request_type(max(version, self.kio_min_version))
+
+    def decode(self, version: int, body: bytes, offset: int) -> Any:
+        if version >= self.kio_min_version:
+            return super().decode(version, body, offset)
+        # v0-v2 are v3 without the leading transactional id: decode them as v3 with a null one.
+        return super().decode(self.kio_min_version, b"\xff\xff" + body[offset:], 0)
+
+    def encode(self, version: int, response: Any) -> bytes | list[bytes]:
+        if version >= self.kio_min_version:
+            return super().encode(version, response)
+        return encode_legacy_response(version, response)
+
+    def handle(self, request: Any, context: RequestContext) -> Any:
+        version = context.api_version
+        acks = int(request.acks)
+        module = self.response_module(max(version, self.kio_min_version))
+        broker = self.broker
+        now_ms = broker.now_ms()
+        failed = False
+        topics = []
+        for topic_data in request.topic_data:
+            if version >= 13:
+                name = broker.topic_name(topic_data.topic_id)
+            else:
+                name = topic_data.name
+            partitions = []
+            for data in topic_data.partition_data:
+                index = int(data.index)
+                if version < self.kio_min_version:
+                    error, message = ErrorCode.unsupported_version, (
+                        f"Produce v{version} is not supported; use v3 or later")
+                elif acks not in (-1, 0, 1):
+                    error, message = ErrorCode.invalid_required_acks, None
+                elif name is None:
+                    error, message = ErrorCode.unknown_topic_id, None
+                else:
+                    error, message = check_produce_records(data.records, version)
+                result = None
+                if not error:
+                    log = broker.get_log(name, index)
+                    if log is None:
+                        error = ErrorCode.unknown_topic_or_partition
+                    elif name in INTERNAL_TOPICS:
+                        error, message = ErrorCode.invalid_topic_exception, (
+                            f"Cannot append to internal topic {name}")
+                    else:
+                        try:
+                            result = log.append(data.records, leader_epoch=broker.leader_epoch(name, index),
+                                                now_ms=now_ms)
+                        except KafkaError as e:
+                            error, message = ErrorCode(e.error_code), str(e)
+                        else:
+                            broker.appended(name, index)
+                failed = failed or bool(error)
+                partitions.append(self._partition(module, version, index, error, message, result))
+            topic_fields: dict[str, Any] = {"partition_responses": tuple(partitions)}
+            if version >= 13:
+                topic_fields["topic_id"] = topic_data.topic_id
+            else:
+                topic_fields["name"] = topic_data.name
+            topics.append(module.TopicProduceResponse(**topic_fields))
+        if acks == 0:
+            if failed:
+                context.connection.drop("a Produce with acks=0 failed; closing so the client "
+                                        "refreshes its metadata")
+            return None
+        return self.response_type(max(version, self.kio_min_version))(
+            responses=tuple(topics), throttle_time=NO_THROTTLE)
+
+    @staticmethod
+    def _partition(module: Any, version: int, index: int, error: ErrorCode, message: str | None,
+                   result: Any) -> Any:
+        fields: dict[str, Any] = {
+            "index": i32(index),
+            "error_code": error,
+            "base_offset": i64(result.base_offset if result else -1),
+            "log_append_time": timestamp(result.log_append_time if result else -1),
+        }
+        if version >= 5:
+            fields["log_start_offset"] = i64(result.log_start_offset if result else -1)
+        if version >= 8:
+            fields["record_errors"] = ()
+            fields["error_message"] = message
+        return module.PartitionProduceResponse(**fields)
+
+
+_I16 = struct.Struct(">h")
+_I32 = struct.Struct(">i")
+
+
+def encode_legacy_response(version: int, response: Any) -> bytes:
+    """A v0-v2 Produce response: v2 is laid out as v3; v1 drops log_append_time; v0
+    also drops throttle_time."""
+    if version == 2:
+        return encode_entity(response)
+    out = bytearray(_I32.pack(len(response.responses)))
+    for topic in response.responses:
+        name = topic.name.encode()
+        out += _I16.pack(len(name)) + name + _I32.pack(len(topic.partition_responses))
+        for p in topic.partition_responses:
+            out += struct.pack(">ihq", p.index, p.error_code, p.base_offset)
+    if version == 1:
+        out += _I32.pack(0)
+    return bytes(out)
+
+
+HANDLERS = (ProduceHandler,)
