@@ -1,0 +1,12 @@
+"""Consumer groups: the classic group protocol and committed offsets.
+
+- `coordinator.py`: GroupCoordinator, the operations (join, sync, heartbeat, leave,
+  list, describe, delete, commit, fetch, delete offsets, expiry) and loading;
+- `group.py`: a classic group's state and members;
+- `offsets.py`: committed offsets and their expiry;
+- `records.py`: `__consumer_offsets` keys, values and record batches (Kafka's formats);
+- `store.py`: the coordinator's view of `__consumer_offsets` (IOffsetsTopic) and an
+  in-memory provider;
+- `consumer_protocol.py`: the subscription topics of "consumer" groups;
+- `results.py`: the version-independent answers handlers encode.
+"""

@@ -1,0 +1,496 @@
+"""The records the group coordinator keeps in `__consumer_offsets`, in Kafka's formats.
+
+Keys and values follow apache/kafka `group-coordinator/src/main/resources/common/
+message/{OffsetCommit,GroupMetadata}{Key,Value}.json`: an int16 version, then the
+fields.  A key's version names its type (0 and 1: an offset commit, 2: group
+metadata), as Kafka's coordinator record serde does.  Values are written as Kafka
+4 writes them (OffsetCommitValue v3, or v1 when an explicit expiry was asked for;
+GroupMetadataValue v3); every version 0-4 is read.  A tombstone is a null value.
+
+Records travel in magic-2 record batches (uncompressed: Kafka's default
+`offsets.topic.compression.codec`), encoded here with their varints; batches
+written by Apache Kafka with a codec are read through `akfak.log.records` when it
+is available.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import crc32c
+
+OFFSET_COMMIT_KEY_VERSION = 1  # Kafka writes 1; 0 is read as the same layout
+GROUP_METADATA_KEY_VERSION = 2
+OFFSET_COMMIT_VALUE_VERSION = 3
+OFFSET_COMMIT_VALUE_VERSION_WITH_EXPIRY = 1
+GROUP_METADATA_VALUE_VERSION = 3
+
+_I16 = struct.Struct(">h")
+_I32 = struct.Struct(">i")
+_I64 = struct.Struct(">q")
+_BATCH_HEADER = struct.Struct(">qiibIhiqqqhii")
+_BATCH_HEADER_SIZE = 61
+_CRC_START = 21
+_CONTROL_BIT = 0x20
+#: Kafka's "delete horizon" batch attribute (KIP-534): the base timestamp is the horizon.
+DELETE_HORIZON_BIT = 0x40
+_COMPRESSION_MASK = 0x07
+
+
+class RecordFormatError(ValueError):
+    """Bytes that are not a coordinator record akfak understands."""
+
+
+# -- keys and values --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OffsetCommitKey:
+    group: str
+    topic: str
+    partition: int
+
+
+@dataclass(frozen=True, slots=True)
+class GroupMetadataKey:
+    group: str
+
+
+CoordinatorKey = OffsetCommitKey | GroupMetadataKey
+
+
+@dataclass(frozen=True, slots=True)
+class OffsetCommitValue:
+    offset: int
+    leader_epoch: int = -1
+    metadata: str = ""
+    commit_timestamp: int = -1
+    #: only in value version 1 (an OffsetCommit v2-v4 retention time); -1 when absent
+    expire_timestamp: int = -1
+
+
+@dataclass(frozen=True, slots=True)
+class MemberMetadataValue:
+    member_id: str
+    group_instance_id: str | None
+    client_id: str
+    client_host: str
+    rebalance_timeout: int
+    session_timeout: int
+    subscription: bytes
+    assignment: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class GroupMetadataValue:
+    protocol_type: str
+    generation: int
+    protocol: str | None
+    leader: str | None
+    current_state_timestamp: int = -1
+    members: tuple[MemberMetadataValue, ...] = field(default=())
+
+
+CoordinatorValue = OffsetCommitValue | GroupMetadataValue
+
+
+class _Writer:
+    """Classic (non-flexible) Kafka encoding."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def int16(self, v: int) -> None:
+        self.parts.append(_I16.pack(v))
+
+    def int32(self, v: int) -> None:
+        self.parts.append(_I32.pack(v))
+
+    def int64(self, v: int) -> None:
+        self.parts.append(_I64.pack(v))
+
+    def string(self, v: str | None) -> None:
+        if v is None:
+            self.int16(-1)
+            return
+        data = v.encode("utf-8")
+        self.int16(len(data))
+        self.parts.append(data)
+
+    def bytes_(self, v: bytes) -> None:
+        self.int32(len(v))
+        self.parts.append(v)
+
+    def getvalue(self) -> bytes:
+        return b"".join(self.parts)
+
+
+class _Reader:
+    """Reads classic and flexible (compact, tagged) encodings."""
+
+    def __init__(self, data: bytes, flexible: bool = False):
+        self.data = data
+        self.pos = 0
+        self.flexible = flexible
+
+    def _take(self, n: int) -> bytes:
+        end = self.pos + n
+        if n < 0 or end > len(self.data):
+            raise RecordFormatError("record runs past its end")
+        chunk = self.data[self.pos : end]
+        self.pos = end
+        return chunk
+
+    def int16(self) -> int:
+        (v,) = _I16.unpack(self._take(2))
+        return int(v)
+
+    def int32(self) -> int:
+        (v,) = _I32.unpack(self._take(4))
+        return int(v)
+
+    def int64(self) -> int:
+        (v,) = _I64.unpack(self._take(8))
+        return int(v)
+
+    def uvarint(self) -> int:
+        result = shift = 0
+        while True:
+            byte = self._take(1)[0]
+            result |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                return result
+            shift += 7
+            if shift > 63:
+                raise RecordFormatError("varint too long")
+
+    def nullable_string(self) -> str | None:
+        n = self.uvarint() - 1 if self.flexible else self.int16()
+        if n < 0:
+            return None
+        try:
+            return self._take(n).decode("utf-8")
+        except UnicodeDecodeError:
+            raise RecordFormatError("string is not UTF-8") from None
+
+    def string(self) -> str:
+        value = self.nullable_string()
+        if value is None:
+            raise RecordFormatError("null where a string is required")
+        return value
+
+    def bytes_(self) -> bytes:
+        n = self.uvarint() - 1 if self.flexible else self.int32()
+        if n < 0:
+            return b""
+        return self._take(n)
+
+    def array_length(self) -> int:
+        n = self.uvarint() - 1 if self.flexible else self.int32()
+        return max(n, 0)
+
+    def tagged_fields(self) -> None:
+        if not self.flexible:
+            return
+        for _ in range(self.uvarint()):
+            self.uvarint()  # tag
+            self._take(self.uvarint())
+
+
+def encode_key(key: CoordinatorKey) -> bytes:
+    w = _Writer()
+    if isinstance(key, OffsetCommitKey):
+        w.int16(OFFSET_COMMIT_KEY_VERSION)
+        w.string(key.group)
+        w.string(key.topic)
+        w.int32(key.partition)
+    else:
+        w.int16(GROUP_METADATA_KEY_VERSION)
+        w.string(key.group)
+    return w.getvalue()
+
+
+def decode_key(data: bytes) -> CoordinatorKey | None:
+    """The key, or None for record types the classic coordinator does not keep
+    (consumer-group, share-group and streams records written by Kafka 4)."""
+    r = _Reader(data)
+    version = r.int16()
+    if version in (0, 1):
+        return OffsetCommitKey(r.string(), r.string(), r.int32())
+    if version == 2:
+        return GroupMetadataKey(r.string())
+    return None
+
+
+def encode_offset_commit_value(value: OffsetCommitValue) -> bytes:
+    w = _Writer()
+    if value.expire_timestamp >= 0:
+        # Kafka keeps v1 for commits that carry their own expiry (KIP-211).
+        w.int16(OFFSET_COMMIT_VALUE_VERSION_WITH_EXPIRY)
+        w.int64(value.offset)
+        w.string(value.metadata)
+        w.int64(value.commit_timestamp)
+        w.int64(value.expire_timestamp)
+    else:
+        w.int16(OFFSET_COMMIT_VALUE_VERSION)
+        w.int64(value.offset)
+        w.int32(value.leader_epoch)
+        w.string(value.metadata)
+        w.int64(value.commit_timestamp)
+    return w.getvalue()
+
+
+def decode_offset_commit_value(data: bytes) -> OffsetCommitValue:
+    version = _Reader(data).int16()
+    r = _Reader(data, flexible=version >= 4)
+    r.pos = 2
+    offset = r.int64()
+    leader_epoch = r.int32() if version >= 3 else -1
+    metadata = r.nullable_string() or ""
+    commit_timestamp = r.int64()
+    expire_timestamp = r.int64() if version == 1 else -1
+    r.tagged_fields()
+    return OffsetCommitValue(offset, leader_epoch, metadata, commit_timestamp, expire_timestamp)
+
+
+def encode_group_metadata_value(value: GroupMetadataValue) -> bytes:
+    w = _Writer()
+    w.int16(GROUP_METADATA_VALUE_VERSION)
+    w.string(value.protocol_type)
+    w.int32(value.generation)
+    w.string(value.protocol)
+    w.string(value.leader)
+    w.int64(value.current_state_timestamp)
+    w.int32(len(value.members))
+    for m in value.members:
+        w.string(m.member_id)
+        w.string(m.group_instance_id)
+        w.string(m.client_id)
+        w.string(m.client_host)
+        w.int32(m.rebalance_timeout)
+        w.int32(m.session_timeout)
+        w.bytes_(m.subscription)
+        w.bytes_(m.assignment)
+    return w.getvalue()
+
+
+def decode_group_metadata_value(data: bytes) -> GroupMetadataValue:
+    version = _Reader(data).int16()
+    r = _Reader(data, flexible=version >= 4)
+    r.pos = 2
+    protocol_type = r.nullable_string() or ""
+    generation = r.int32()
+    protocol = r.nullable_string()
+    leader = r.nullable_string()
+    current_state_timestamp = r.int64() if version >= 2 else -1
+    members = []
+    for _ in range(r.array_length()):
+        member_id = r.string()
+        instance_id = r.nullable_string() if version >= 3 else None
+        client_id = r.string()
+        client_host = r.string()
+        rebalance_timeout = r.int32() if version >= 1 else -1
+        session_timeout = r.int32()
+        subscription = r.bytes_()
+        assignment = r.bytes_()
+        r.tagged_fields()
+        members.append(MemberMetadataValue(member_id, instance_id, client_id, client_host,
+                                           rebalance_timeout, session_timeout, subscription, assignment))
+    r.tagged_fields()
+    return GroupMetadataValue(protocol_type, generation, protocol, leader, current_state_timestamp,
+                              tuple(members))
+
+
+def encode_value(value: CoordinatorValue | None) -> bytes | None:
+    if value is None:
+        return None
+    if isinstance(value, OffsetCommitValue):
+        return encode_offset_commit_value(value)
+    return encode_group_metadata_value(value)
+
+
+def decode_value(key: CoordinatorKey, data: bytes | None) -> CoordinatorValue | None:
+    if data is None:
+        return None
+    if isinstance(key, OffsetCommitKey):
+        return decode_offset_commit_value(data)
+    return decode_group_metadata_value(data)
+
+
+@dataclass(frozen=True, slots=True)
+class CoordinatorRecord:
+    """One key and its value (None: a tombstone)."""
+
+    key: CoordinatorKey
+    value: CoordinatorValue | None
+
+    def encode(self) -> tuple[bytes, bytes | None]:
+        return encode_key(self.key), encode_value(self.value)
+
+
+# -- record batches ---------------------------------------------------------------
+
+
+def _zigzag(n: int) -> int:
+    return (n << 1) ^ (n >> 63)
+
+
+def _varint(n: int) -> bytes:
+    """A signed varint (zigzag), as record fields use."""
+    v = _zigzag(n) & 0xFFFFFFFFFFFFFFFF
+    out = bytearray()
+    while v >= 0x80:
+        out.append((v & 0x7F) | 0x80)
+        v >>= 7
+    out.append(v)
+    return bytes(out)
+
+
+def _read_varint(data: bytes | memoryview, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= len(data):
+            raise RecordFormatError("varint runs past the end of the batch")
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return (result >> 1) ^ -(result & 1), pos
+        shift += 7
+        if shift > 63:
+            raise RecordFormatError("varint too long")
+
+
+def _record_bytes(field_value: bytes | None) -> bytes:
+    if field_value is None:
+        return _varint(-1)
+    return _varint(len(field_value)) + field_value
+
+
+def encode_batch(entries: Sequence[tuple[bytes, bytes | None]], *, timestamp: int) -> bytes:
+    """An uncompressed magic-2 batch of (key, value) records at base offset 0, as
+    the coordinator appends it (the log assigns the real offsets)."""
+    return encode_records(0, len(entries) - 1, [LogRecord(i, timestamp, k, v)
+                                                for i, (k, v) in enumerate(entries)])
+
+
+def encode_records(base_offset: int, last_offset_delta: int, records: Sequence[LogRecord], *,
+                   delete_horizon_ms: int | None = None) -> bytes:
+    """An uncompressed magic-2 batch holding `records` at their own offsets.
+
+    `last_offset_delta` may reach past the last record (a cleaned batch keeps its
+    original offset span); with `delete_horizon_ms` the batch carries Kafka's
+    delete horizon (attribute bit 6, the horizon as base timestamp, KIP-534).
+    """
+    timestamps = [r.timestamp for r in records]
+    max_ts = max(timestamps, default=-1)
+    base_ts = delete_horizon_ms if delete_horizon_ms is not None else min(timestamps, default=-1)
+    body = bytearray()
+    for r in records:
+        record = b"".join((b"\x00", _varint(r.timestamp - base_ts), _varint(r.offset - base_offset),
+                           _record_bytes(r.key), _record_bytes(r.value), _varint(0)))
+        body += _varint(len(record)) + record
+    attributes = DELETE_HORIZON_BIT if delete_horizon_ms is not None else 0
+    header = bytearray(_BATCH_HEADER.pack(
+        base_offset, _BATCH_HEADER_SIZE - 12 + len(body), -1, 2, 0, attributes, last_offset_delta,
+        base_ts, max_ts, -1, -1, -1, len(records)))
+    crc = crc32c.crc32c(bytes(body), crc32c.crc32c(bytes(header[_CRC_START:])))
+    struct.pack_into(">I", header, 17, crc)
+    return bytes(header) + bytes(body)
+
+
+@dataclass(frozen=True, slots=True)
+class LogRecord:
+    offset: int
+    timestamp: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class BatchInfo:
+    base_offset: int
+    last_offset: int
+    size: int
+    control: bool
+    max_timestamp: int
+    #: the delete horizon of a cleaned batch holding tombstones, else None
+    delete_horizon_ms: int | None = None
+    producer_id: int = -1
+    transactional: bool = False
+
+
+def iter_batches(data: bytes | memoryview) -> Iterator[tuple[BatchInfo, memoryview]]:
+    """Whole batches in `data` (a trailing partial batch is ignored)."""
+    view = memoryview(data)
+    pos = 0
+    while pos + _BATCH_HEADER_SIZE <= len(view):
+        (base_offset, length, _epoch, magic, _crc, attributes, last_delta, base_ts, max_ts,
+         producer_id, *_rest) = _BATCH_HEADER.unpack_from(view, pos)
+        size = 12 + length
+        if size < _BATCH_HEADER_SIZE or pos + size > len(view):
+            break
+        if magic != 2:
+            raise RecordFormatError(f"record batch magic {magic} (only magic 2 is read)")
+        info = BatchInfo(base_offset, base_offset + last_delta, size, bool(attributes & _CONTROL_BIT),
+                         max_ts, base_ts if attributes & DELETE_HORIZON_BIT else None, producer_id,
+                         bool(attributes & 0x10))
+        yield info, view[pos : pos + size]
+        pos += size
+
+
+def iter_batch_records(batch: memoryview) -> Iterator[LogRecord]:
+    """The records of one batch (uncompressed here; compressed through akfak.log)."""
+    (base_offset, _length, _epoch, _magic, _crc, attributes, _last_delta, base_ts, max_ts,
+     _pid, _pepoch, _seq, count) = _BATCH_HEADER.unpack_from(batch, 0)
+    log_append_time = bool(attributes & 0x08)
+    if attributes & _COMPRESSION_MASK:
+        from akfak.log.records import iter_records  # decompression lives with storage
+
+        for rec in iter_records(bytes(batch)):
+            yield LogRecord(rec.offset, rec.timestamp, rec.key, rec.value)
+        return
+    data = batch[_BATCH_HEADER_SIZE:]
+    pos = 0
+    for _ in range(count):
+        length, pos = _read_varint(data, pos)
+        end = pos + length
+        q = pos + 1  # attributes
+        ts_delta, q = _read_varint(data, q)
+        offset_delta, q = _read_varint(data, q)
+        klen, q = _read_varint(data, q)
+        key = None if klen < 0 else bytes(data[q : q + klen])
+        q += max(klen, 0)
+        vlen, q = _read_varint(data, q)
+        value = None if vlen < 0 else bytes(data[q : q + vlen])
+        timestamp = max_ts if log_append_time else base_ts + ts_delta
+        yield LogRecord(base_offset + offset_delta, timestamp, key, value)
+        pos = end
+
+
+def decode_record(key: bytes | None, value: bytes | None) -> CoordinatorRecord | None:
+    """A coordinator record, or None for one the classic coordinator ignores."""
+    if key is None:
+        return None
+    decoded = decode_key(key)
+    if decoded is None:
+        return None
+    return CoordinatorRecord(decoded, decode_value(decoded, value))
+
+
+def java_string_hash(s: str) -> int:
+    """Java's String.hashCode: over UTF-16 code units, in 32-bit arithmetic."""
+    h = 0
+    units = s.encode("utf-16-be")
+    for i in range(0, len(units), 2):
+        h = (31 * h + ((units[i] << 8) | units[i + 1])) & 0xFFFFFFFF
+    return h - (1 << 32) if h & 0x80000000 else h
+
+
+def partition_for(group_id: str, num_partitions: int) -> int:
+    """The `__consumer_offsets` partition of a group, as Kafka computes it
+    (`Utils.abs(groupId.hashCode()) % numPartitions`; abs(MIN_VALUE) is 0)."""
+    h = java_string_hash(group_id)
+    return (0 if h == -(1 << 31) else abs(h)) % num_partitions

@@ -1,0 +1,50 @@
+"""Wiring the group coordinator into a Broker: what `Broker.open()`/`close()` call.
+
+    self.group_coordinator = open_group_coordinator(self)   # in open(), storage opened
+    close_group_coordinator(self)                            # in close(), before storage
+
+The coordinator keeps `__consumer_offsets` in the broker's partition logs when the
+broker has storage and a metadata controller (`broker.storage`, `broker.controller`),
+else in memory.  Periodic tasks: offset expiry every
+`offsets.retention.check.interval.ms`, and compaction of `__consumer_offsets` every
+`log.cleaner.backoff.ms` (see `compaction.py`).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from akfak.groups.coordinator import GroupCoordinator
+from akfak.groups.store import IOffsetsTopic, MemoryOffsetsTopic
+
+if TYPE_CHECKING:
+    from akfak.broker import Broker
+
+
+def offsets_topic_for(broker: Broker) -> IOffsetsTopic:
+    controller = getattr(broker, "controller", None)
+    storage = getattr(broker, "storage", None)
+    if controller is not None and storage is not None:
+        from akfak.groups.log_store import LogOffsetsTopic
+
+        return LogOffsetsTopic(controller, storage, broker.config)
+    return MemoryOffsetsTopic()
+
+
+def open_group_coordinator(broker: Broker) -> GroupCoordinator:
+    """Create the coordinator, register its periodic tasks and start loading."""
+    coordinator = GroupCoordinator(broker.config, broker.clock, offsets_topic_for(broker))
+    interval_ms = broker.config.get_int("offsets.retention.check.interval.ms")
+    broker.every(interval_ms / 1000.0, coordinator.cleanup_group_metadata)
+    from akfak.groups.compaction import register_compaction
+
+    register_compaction(broker, coordinator)
+    coordinator.start()
+    return coordinator
+
+
+def close_group_coordinator(broker: Broker) -> Any:
+    coordinator: GroupCoordinator | None = getattr(broker, "group_coordinator", None)
+    if coordinator is not None:
+        coordinator.stop()
+    return None

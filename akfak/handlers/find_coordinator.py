@@ -1,0 +1,73 @@
+"""FindCoordinator (10), v0-v6.
+
+Behavior / Version notes:
+- Single node: this broker coordinates every group (key type 0) and every
+  transactional id (key type 1); it answers its own node id and the address
+  advertised on the listener the request came in on.  Other key types (share
+  groups, 2) are INVALID_REQUEST.
+- As Kafka does, asking for a group coordinator creates `__consumer_offsets` when
+  it does not exist yet; the answer waits until it does (COORDINATOR_NOT_AVAILABLE
+  if that fails, or while the group coordinator is not running).
+- v0 has no key type (a group); v0-v3 ask for one key, v4+ for a batch of
+  `coordinator_keys` of one type and get one entry per key (KIP-699).
+- A success carries error_message "NONE", as Kafka's Errors.NONE.message() does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kio.schema.errors import ErrorCode
+from kio.static.primitive import i32
+from twisted.internet.defer import Deferred, succeed
+from twisted.python.failure import Failure
+
+from akfak.handlers.base import NO_THROTTLE, Handler
+from akfak.handlers.groups import coordinator_of, make, nested
+from akfak.protocol import RequestContext
+
+KEY_TYPE_GROUP = 0
+KEY_TYPE_TRANSACTION = 1
+
+
+class FindCoordinatorHandler(Handler):
+    api_key = 10
+    min_version = 0
+    max_version = 6
+
+    def handle(self, request: Any, context: RequestContext) -> Deferred[Any]:
+        version = context.api_version
+        key_type = int(getattr(request, "key_type", KEY_TYPE_GROUP))
+        keys = list(request.coordinator_keys) if version >= 4 else [request.key]
+        ready = self._ready(key_type)
+
+        def respond(error: ErrorCode) -> Any:
+            host, port = self.broker.advertised_address(context.listener)
+            found = error is ErrorCode.none
+            entry = dict(node_id=i32(self.broker.node_id if found else -1), host=host if found else "",
+                         port=i32(port if found else -1), error_code=error,
+                         error_message="NONE" if found else error.name)
+            if version < 4:
+                return make(self.response_type(version), throttle_time=NO_THROTTLE, **entry)
+            coordinator_type = nested(self, version, "Coordinator")
+            return make(self.response_type(version), throttle_time=NO_THROTTLE,
+                        coordinators=tuple(make(coordinator_type, key=key, **entry) for key in keys))
+
+        return ready.addCallback(respond)
+
+    def _ready(self, key_type: int) -> Deferred[ErrorCode]:
+        if key_type == KEY_TYPE_TRANSACTION:
+            return succeed(ErrorCode.none)
+        if key_type != KEY_TYPE_GROUP:
+            return succeed(ErrorCode.invalid_request)
+        coordinator = coordinator_of(self.broker)
+        if coordinator is None:
+            return succeed(ErrorCode.coordinator_not_available)
+
+        def failed(failure: Failure) -> ErrorCode:
+            return ErrorCode.coordinator_not_available
+
+        return coordinator.ensure_topic().addCallbacks(lambda _: ErrorCode.none, failed)
+
+
+HANDLERS = (FindCoordinatorHandler,)

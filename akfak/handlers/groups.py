@@ -1,0 +1,269 @@
+"""The classic group protocol: JoinGroup (11), SyncGroup (14), Heartbeat (12),
+LeaveGroup (13), ListGroups (16), DescribeGroups (15), DeleteGroups (42).
+
+Behavior / Version notes:
+- The broker's GroupCoordinator (akfak.groups) decides; these handlers only
+  translate between wire versions and its answers.  Without a coordinator (the
+  broker not open) every request gets COORDINATOR_NOT_AVAILABLE.
+- JoinGroup v0-9 (v0 as Kafka 4.1 restored it).  v0 has no rebalance timeout: the
+  session timeout stands in for it.  From v4 a first join without a member id is
+  answered MEMBER_ID_REQUIRED with the id to rejoin with (KIP-394).  v5+ carry
+  group.instance.id (static membership, KIP-345).  Below v7 a missing protocol
+  name is "" (not null); from v7 "" is sent as null.  v9 answers skip_assignment
+  to a static leader rejoining a stable group (KIP-814).
+- JoinGroup and SyncGroup answers wait on Deferreds (the rebalance); the protocol
+  layer keeps later responses on the connection behind them.
+- SyncGroup v5 checks protocol_type/protocol_name (INCONSISTENT_GROUP_PROTOCOL) and
+  echoes them; while the coordinator loads it answers REBALANCE_IN_PROGRESS (the
+  rebalance was lost), as Kafka does.  Heartbeat while loading answers NONE.
+- LeaveGroup v0-2 name one member and carry its error at the top level; v3+ batch
+  members (by member id, or by group.instance.id with an empty member id); v5 reasons.
+- ListGroups v4+ filters by state (case-insensitive), v5 by type ("classic").
+- DescribeGroups: a group that does not exist is "Dead"; from v6 also
+  GROUP_ID_NOT_FOUND with a message.  Member metadata and assignments only for a
+  Stable group.  v3+ authorized operations: READ, DELETE, DESCRIBE (no ACLs here)
+  when asked for, else INT32_MIN.
+- DeleteGroups: only Empty groups (NON_EMPTY_GROUP otherwise, GROUP_ID_NOT_FOUND when
+  unknown); their committed offsets go too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from kio.schema.errors import ErrorCode
+from kio.static.primitive import i32
+from twisted.internet.defer import Deferred, succeed
+
+from akfak.groups.results import JoinResult, LeaveResult, SyncResult
+from akfak.handlers.base import NO_THROTTLE, Handler
+from akfak.protocol import RequestContext
+
+if TYPE_CHECKING:
+    from akfak.broker import Broker
+    from akfak.groups.coordinator import GroupCoordinator
+
+INT32_MIN = -(2**31)
+#: READ (3), DELETE (6) and DESCRIBE (8): every operation a group resource supports.
+GROUP_AUTHORIZED_OPERATIONS = (1 << 3) | (1 << 6) | (1 << 8)
+
+
+def coordinator_of(broker: Broker) -> GroupCoordinator | None:
+    coordinator = getattr(broker, "group_coordinator", None)
+    return coordinator if coordinator is not None and coordinator.active else None
+
+
+def make(cls: type, **values: Any) -> Any:
+    """A kio entity from the values its version has (others are dropped)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in values.items() if k in names})
+
+
+def nested(handler: Handler, version: int, name: str) -> type:
+    """A nested entity type of a response version (e.g. JoinGroupResponseMember)."""
+    return getattr(sys.modules[handler.response_type(version).__module__], name)  # type: ignore[no-any-return]
+
+
+def millis(value: timedelta) -> int:
+    return value // timedelta(milliseconds=1)
+
+
+def client_host(context: RequestContext) -> str:
+    # Kafka reports InetAddress.toString(): "/127.0.0.1".
+    host = context.peer.rsplit(":", 1)[0]
+    return f"/{host}"
+
+
+class JoinGroupHandler(Handler):
+    api_key = 11
+    min_version = 0
+    max_version = 9
+
+    def handle(self, request: Any, context: RequestContext) -> Deferred[Any]:
+        version = context.api_version
+        coordinator = coordinator_of(self.broker)
+        if coordinator is None:
+            answer: Deferred[JoinResult] = succeed(
+                JoinResult(ErrorCode.coordinator_not_available, request.member_id))
+        else:
+            session = millis(request.session_timeout)
+            answer = coordinator.join_group(
+                request.group_id, request.member_id, getattr(request, "group_instance_id", None),
+                client_id=context.client_id or "", client_host=client_host(context),
+                session_timeout_ms=session,
+                rebalance_timeout_ms=millis(request.rebalance_timeout) if version >= 1 else session,
+                protocol_type=request.protocol_type,
+                protocols=tuple((p.name, p.metadata) for p in request.protocols),
+                version=version, reason=getattr(request, "reason", None))
+        return answer.addCallback(self._response, version)
+
+    def _response(self, result: JoinResult, version: int) -> Any:
+        member_type = nested(self, version, "JoinGroupResponseMember")
+        protocol_name = result.protocol_name
+        if version < 7 and protocol_name is None:
+            protocol_name = ""
+        elif version >= 7 and protocol_name == "":
+            protocol_name = None
+        return make(
+            self.response_type(version), throttle_time=NO_THROTTLE, error_code=result.error,
+            generation_id=i32(result.generation_id), protocol_type=result.protocol_type,
+            protocol_name=protocol_name, leader=result.leader, skip_assignment=result.skip_assignment,
+            member_id=result.member_id,
+            members=tuple(make(member_type, member_id=m.member_id, group_instance_id=m.group_instance_id,
+                               metadata=m.metadata) for m in result.members))
+
+
+class SyncGroupHandler(Handler):
+    api_key = 14
+    min_version = 0
+    max_version = 5
+
+    def handle(self, request: Any, context: RequestContext) -> Deferred[Any]:
+        version = context.api_version
+        coordinator = coordinator_of(self.broker)
+        if coordinator is None:
+            answer: Deferred[SyncResult] = succeed(SyncResult(ErrorCode.coordinator_not_available))
+        else:
+            answer = coordinator.sync_group(
+                request.group_id, request.generation_id, request.member_id,
+                getattr(request, "group_instance_id", None),
+                [(a.member_id, a.assignment) for a in request.assignments],
+                protocol_type=getattr(request, "protocol_type", None),
+                protocol_name=getattr(request, "protocol_name", None))
+        return answer.addCallback(self._response, version)
+
+    def _response(self, result: SyncResult, version: int) -> Any:
+        return make(self.response_type(version), throttle_time=NO_THROTTLE, error_code=result.error,
+                    protocol_type=result.protocol_type, protocol_name=result.protocol_name,
+                    assignment=result.assignment)
+
+
+class HeartbeatHandler(Handler):
+    api_key = 12
+    min_version = 0
+    max_version = 4
+
+    def handle(self, request: Any, context: RequestContext) -> Any:
+        coordinator = coordinator_of(self.broker)
+        if coordinator is None:
+            error = ErrorCode.coordinator_not_available
+        else:
+            error = coordinator.heartbeat(request.group_id, request.generation_id, request.member_id,
+                                          getattr(request, "group_instance_id", None))
+        return make(self.response_type(context.api_version), throttle_time=NO_THROTTLE, error_code=error)
+
+
+class LeaveGroupHandler(Handler):
+    api_key = 13
+    min_version = 0
+    max_version = 5
+
+    def handle(self, request: Any, context: RequestContext) -> Any:
+        version = context.api_version
+        if version < 3:
+            members = [(request.member_id, None, None)]
+        else:
+            members = [(m.member_id, m.group_instance_id, getattr(m, "reason", None))
+                       for m in request.members]
+        coordinator = coordinator_of(self.broker)
+        if coordinator is None:
+            result = LeaveResult(ErrorCode.coordinator_not_available)
+        else:
+            result = coordinator.leave_group(request.group_id, members)
+        response_type = self.response_type(version)
+        if version < 3:
+            # One member, whose error is the response's (Kafka's LeaveGroupResponse).
+            error = result.error
+            if error is ErrorCode.none:
+                error = next((m.error for m in result.members if m.error is not ErrorCode.none),
+                             ErrorCode.none)
+            return make(response_type, throttle_time=NO_THROTTLE, error_code=error)
+        member_type = nested(self, version, "MemberResponse")
+        return make(response_type, throttle_time=NO_THROTTLE, error_code=result.error,
+                    members=tuple(make(member_type, member_id=m.member_id,
+                                       group_instance_id=m.group_instance_id, error_code=m.error)
+                                  for m in result.members))
+
+
+class ListGroupsHandler(Handler):
+    api_key = 16
+    min_version = 0
+    max_version = 5
+
+    def handle(self, request: Any, context: RequestContext) -> Any:
+        version = context.api_version
+        coordinator = getattr(self.broker, "group_coordinator", None)
+        response_type = self.response_type(version)
+        if coordinator is None:
+            return make(response_type, throttle_time=NO_THROTTLE,
+                        error_code=ErrorCode.coordinator_not_available, groups=())
+        result = coordinator.list_groups(getattr(request, "states_filter", ()),
+                                         getattr(request, "types_filter", ()))
+        group_type = nested(self, version, "ListedGroup")
+        return make(response_type, throttle_time=NO_THROTTLE, error_code=result.error,
+                    groups=tuple(make(group_type, group_id=g.group_id, protocol_type=g.protocol_type,
+                                      group_state=g.state, group_type=g.group_type)
+                                 for g in result.groups))
+
+
+class DescribeGroupsHandler(Handler):
+    api_key = 15
+    min_version = 0
+    max_version = 6
+
+    def handle(self, request: Any, context: RequestContext) -> Any:
+        version = context.api_version
+        coordinator = coordinator_of(self.broker)
+        group_type = nested(self, version, "DescribedGroup")
+        member_type = nested(self, version, "DescribedGroupMember")
+        operations = (GROUP_AUTHORIZED_OPERATIONS if getattr(request, "include_authorized_operations", False)
+                      else INT32_MIN)
+        groups = []
+        for group_id in request.groups:
+            if coordinator is None:
+                groups.append(make(group_type, error_code=ErrorCode.coordinator_not_available,
+                                   error_message=None, group_id=group_id, group_state="", protocol_type="",
+                                   protocol_data="", members=(), authorized_operations=i32(INT32_MIN)))
+                continue
+            described = coordinator.describe_group(group_id, version=version)
+            groups.append(make(
+                group_type, error_code=described.error, error_message=described.error_message,
+                group_id=group_id, group_state=described.state, protocol_type=described.protocol_type,
+                protocol_data=described.protocol_data,
+                members=tuple(make(member_type, member_id=m.member_id, group_instance_id=m.group_instance_id,
+                                   client_id=m.client_id, client_host=m.client_host,
+                                   member_metadata=m.metadata, member_assignment=m.assignment)
+                              for m in described.members),
+                authorized_operations=i32(operations if described.error is ErrorCode.none else INT32_MIN)))
+        return make(self.response_type(version), throttle_time=NO_THROTTLE, groups=tuple(groups))
+
+
+class DeleteGroupsHandler(Handler):
+    api_key = 42
+    min_version = 0
+    max_version = 2
+
+    def handle(self, request: Any, context: RequestContext) -> Deferred[Any]:
+        version = context.api_version
+        names = list(dict.fromkeys(request.groups_names))
+        coordinator = coordinator_of(self.broker)
+        if coordinator is None:
+            answer: Deferred[dict[str, ErrorCode]] = succeed(
+                dict.fromkeys(names, ErrorCode.coordinator_not_available))
+        else:
+            answer = coordinator.delete_groups(names)
+        result_type = nested(self, version, "DeletableGroupResult")
+
+        def respond(results: dict[str, ErrorCode]) -> Any:
+            return make(self.response_type(version), throttle_time=NO_THROTTLE,
+                        results=tuple(make(result_type, group_id=name, error_code=results[name])
+                                      for name in names))
+
+        return answer.addCallback(respond)
+
+
+HANDLERS = (JoinGroupHandler, SyncGroupHandler, HeartbeatHandler, LeaveGroupHandler, ListGroupsHandler,
+            DescribeGroupsHandler, DeleteGroupsHandler)
