@@ -1,0 +1,483 @@
+"""Disk storage in Apache Kafka's log-directory format.
+
+```
+<log.dir>/
+  meta.properties                       version=1, cluster.id, node.id, directory.id
+  .lock                                 held while open (as Kafka does)
+  recovery-point-offset-checkpoint      0 / count / "topic partition offset" lines
+  log-start-offset-checkpoint
+  replication-offset-checkpoint         (high watermarks)
+  .kafka_cleanshutdown                  written by a clean close, removed at open
+  __cluster_metadata-0/                 the KRaft metadata log
+  <topic>-<partition>/
+    00000000000000000000.log  .index  .timeindex
+    leader-epoch-checkpoint
+    partition.metadata                  version: 0 / topic_id: <base64url>
+```
+
+At open every partition directory is loaded: segments whose index files are
+missing or corrupt, and (unless the last shutdown was clean) every segment
+from the one holding the recovery point on, are recovered: batches are
+validated from the start, the torn tail (first incomplete or CRC-invalid
+batch onwards) is cut off and both indexes are rebuilt.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from akfak.config import BrokerConfig
+from akfak.errors import KafkaStorageError
+from akfak.interfaces import ILogStorage
+from akfak.log.checkpoints import (
+    CLEAN_SHUTDOWN,
+    LEADER_EPOCH_CHECKPOINT,
+    LOG_START_OFFSET_CHECKPOINT,
+    META_PROPERTIES,
+    METADATA_TOPIC_ID,
+    PARTITION_METADATA,
+    RECOVERY_POINT_CHECKPOINT,
+    REPLICATION_OFFSET_CHECKPOINT,
+    MetaProperties,
+    format_leader_epochs,
+    format_offset_checkpoint,
+    format_partition_metadata,
+    fsync_dir,
+    read_leader_epochs,
+    read_offset_checkpoint,
+    read_partition_metadata,
+    write_atomically,
+)
+from akfak.log.config import LogConfig
+from akfak.log.index import CorruptIndex, OffsetIndex, TimeIndex
+from akfak.log.metadata_log import (
+    METADATA_LOG_CONFIG,
+    METADATA_PARTITION,
+    METADATA_TOPIC,
+    MetadataLog,
+)
+from akfak.log.partition import PartitionLog
+from akfak.log.segment import FileStore, LogSegment, segment_name
+from akfak.log.storage import BaseLogStorage, ConfigFor, TopicPartition
+from akfak.log.threads import defer_to_thread
+
+log = Logger()
+
+_SEGMENT_FILE = re.compile(r"^(\d{20})\.(log|index|timeindex|txnindex)$")
+_PARTITION_DIR = re.compile(r"^(.+)-(\d+)$")
+#: Leftovers of an interrupted Kafka operation, safe to remove.
+_LEFTOVER_SUFFIXES = (".deleted", ".cleaned", ".tmp")
+
+
+def partition_dir_name(topic: str, partition: int) -> str:
+    return f"{topic}-{partition}"
+
+
+def parse_partition_dir(name: str) -> TopicPartition | None:
+    """(topic, partition) of a partition directory name, None for anything else."""
+    if name.endswith(("-delete", "-stray", "-future")):
+        return None
+    match = _PARTITION_DIR.match(name)
+    if match is None:
+        return None
+    return match[1], int(match[2])
+
+
+class DiskPartitionLog(PartitionLog):
+    """A partition log in `<log.dir>/<topic>-<partition>/`."""
+
+    def __init__(self, directory: Path, topic: str, partition: int, topic_id: uuid.UUID | None,
+                 config: LogConfig, *, now_ms: int, reactor: Any = None) -> None:
+        super().__init__(topic, partition, topic_id, config, now_ms=now_ms, reactor=reactor)
+        self.directory = directory
+        self._dir_dirty = False
+
+    # -- creation and loading ------------------------------------------------------------
+
+    @classmethod
+    def create(cls, directory: Path, topic: str, partition: int, topic_id: uuid.UUID | None,
+               config: LogConfig, *, now_ms: int, reactor: Any = None) -> DiskPartitionLog:
+        directory.mkdir(parents=True)
+        partition_log = cls(directory, topic, partition, topic_id, config, now_ms=now_ms,
+                            reactor=reactor)
+        if topic_id is not None:
+            partition_log.set_topic_id(topic_id)
+        partition_log._add_segment(partition_log._new_segment(0, now_ms))
+        return partition_log
+
+    @classmethod
+    def load(cls, directory: Path, topic: str, partition: int, config: LogConfig, *,
+             now_ms: int, recovery_point: int = 0, log_start_offset: int = 0,
+             clean: bool = False, reactor: Any = None) -> DiskPartitionLog:
+        """Open an existing partition directory, recovering what needs it (see module doc)."""
+        topic_id = read_partition_metadata(directory / PARTITION_METADATA)
+        partition_log = cls(directory, topic, partition, topic_id, config, now_ms=now_ms,
+                            reactor=reactor)
+        partition_log._load(now_ms=now_ms, recovery_point=recovery_point,
+                            log_start_offset=log_start_offset, clean=clean)
+        return partition_log
+
+    def _load(self, *, now_ms: int, recovery_point: int, log_start_offset: int,
+              clean: bool) -> None:
+        bases: set[int] = set()
+        other: dict[int, set[str]] = {}
+        for path in self.directory.iterdir():
+            if path.name.endswith(_LEFTOVER_SUFFIXES):
+                path.unlink()
+                continue
+            match = _SEGMENT_FILE.match(path.name)
+            if match is None:
+                continue
+            base = int(match[1])
+            if match[2] == "log":
+                bases.add(base)
+            else:
+                other.setdefault(base, set()).add(match[2])
+        for base, kinds in other.items():
+            if base not in bases:  # index files of a segment that is gone
+                for kind in kinds:
+                    (self.directory / f"{segment_name(base)}.{kind}").unlink()
+        if not bases:
+            self._add_segment(self._new_segment(max(0, log_start_offset), now_ms))
+            self.log_start_offset = self.recovery_point = self.log_end_offset
+            self.epochs = []
+            return
+
+        segments: list[LogSegment] = []
+        broken: set[int] = set()
+        for base in sorted(bases):
+            segment, ok = self._open_segment(base, now_ms)
+            segments.append(segment)
+            if not ok:
+                broken.add(base)
+        if not clean:
+            floor = max([b for b in sorted(bases) if b <= recovery_point], default=min(bases))
+            broken |= {b for b in bases if b >= floor}
+
+        loaded: list[LogSegment] = []
+        recovered_epochs: list[tuple[int, int]] = []
+        first_recovered: int | None = None
+        for i, segment in enumerate(segments):
+            loaded.append(segment)
+            if segment.base_offset not in broken:
+                segment.load_state()
+                continue
+            truncated, epochs = segment.recover()
+            segment.dirty = True
+            if first_recovered is None:
+                first_recovered = segment.base_offset
+            recovered_epochs.extend(epochs)
+            if truncated and i + 1 < len(segments):
+                # Data after a torn batch cannot be trusted to follow on from it.
+                for later in segments[i + 1 :]:
+                    log.warn("Deleting segment {base} of {dir}: it follows a truncated segment",
+                             base=later.base_offset, dir=str(self.directory))
+                    later.delete()
+                break
+        self._set_segments(loaded)
+
+        epochs = read_leader_epochs(self.directory / LEADER_EPOCH_CHECKPOINT)
+        if first_recovered is not None:
+            epochs = [(e, o) for e, o in epochs if o < first_recovered]
+        for epoch, offset in recovered_epochs:
+            if not epochs or epoch > epochs[-1][0]:
+                epochs.append((epoch, offset))
+        end = self.log_end_offset
+        self.epochs = [(e, o) for e, o in epochs if o < end]
+
+        self.log_start_offset = min(max(log_start_offset, self.segments[0].base_offset), end)
+        self.recovery_point = end if clean else min(recovery_point, end)
+        self._truncate_epochs_from_start(self.log_start_offset)
+        self._persist_leader_epochs()
+
+    def _open_segment(self, base: int, now_ms: int) -> tuple[LogSegment, bool]:
+        """Open a segment's files; False when an index is missing or corrupt."""
+        name = segment_name(base)
+        store = FileStore(self.directory / f"{name}.log")
+        ok = True
+        index_path = self.directory / f"{name}.index"
+        time_path = self.directory / f"{name}.timeindex"
+        try:
+            offset_index = OffsetIndex.load(base, index_path, store.size)
+        except (FileNotFoundError, CorruptIndex) as e:
+            log.warn("Rebuilding the offset index of segment {base} in {dir}: {e}", base=base,
+                     dir=str(self.directory), e=e)
+            offset_index, ok = OffsetIndex(base, index_path), False
+        try:
+            time_index = TimeIndex.load(base, time_path)
+        except (FileNotFoundError, CorruptIndex) as e:
+            log.warn("Rebuilding the time index of segment {base} in {dir}: {e}", base=base,
+                     dir=str(self.directory), e=e)
+            time_index, ok = TimeIndex(base, time_path), False
+        txn_index = self.directory / f"{name}.txnindex"
+        segment = LogSegment(base, store, offset_index, time_index,
+                             index_interval_bytes=self.config.index_interval_bytes,
+                             created_ms=now_ms, jitter_ms=self.config.segment_jitter_ms,
+                             extra_paths=(txn_index,))
+        return segment, ok
+
+    # -- provider hooks ------------------------------------------------------------------
+
+    def _new_segment(self, base_offset: int, now_ms: int) -> LogSegment:
+        name = segment_name(base_offset)
+        store = FileStore(self.directory / f"{name}.log", create=True)
+        offset_index = OffsetIndex(base_offset, self.directory / f"{name}.index")
+        time_index = TimeIndex(base_offset, self.directory / f"{name}.timeindex")
+        offset_index.file.ensure_exists()
+        time_index.file.ensure_exists()
+        self._dir_dirty = True
+        return LogSegment(base_offset, store, offset_index, time_index,
+                          index_interval_bytes=self.config.index_interval_bytes,
+                          created_ms=now_ms, jitter_ms=self.config.segment_jitter_ms,
+                          extra_paths=(self.directory / f"{name}.txnindex",))
+
+    def _persist_leader_epochs(self) -> None:
+        if not self.closed:
+            write_atomically(self.directory / LEADER_EPOCH_CHECKPOINT,
+                             format_leader_epochs(self.epochs))
+
+    def _sync_extra_handles(self) -> list[int]:
+        if not self._dir_dirty:
+            return []
+        self._dir_dirty = False  # new segment files: their directory entries need an fsync too
+        return [os.open(self.directory, os.O_RDONLY)]
+
+    def set_topic_id(self, topic_id: uuid.UUID) -> None:
+        self.topic_id = topic_id
+        write_atomically(self.directory / PARTITION_METADATA, format_partition_metadata(topic_id))
+
+
+@implementer(ILogStorage)
+class DiskLogStorage(BaseLogStorage):
+    """Partition logs in Kafka's log-directory format (see the module doc)."""
+
+    def __init__(self, config: BrokerConfig, *, clock: Any = None,
+                 directory: Path | None = None) -> None:
+        super().__init__(config, clock=clock)
+        self.directory = directory if directory is not None else config.data_dir
+        self._lock_fd: int | None = None
+        self._last_checkpoint_ms = 0
+        self._clean = False
+
+    # -- open ----------------------------------------------------------------------------
+
+    def open_metadata(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._lock()
+        try:
+            self._open_metadata()
+        except BaseException:
+            self.abandon()
+            raise
+
+    def _open_metadata(self) -> None:
+        now_ms = self.now_ms()
+        self._meta_properties = self._load_meta_properties()
+        marker = self.directory / CLEAN_SHUTDOWN
+        self._clean = marker.exists()
+        if self._clean:
+            marker.unlink()
+        directory = self.directory / partition_dir_name(METADATA_TOPIC, METADATA_PARTITION)
+        if directory.is_dir():
+            metadata: PartitionLog = DiskPartitionLog.load(
+                directory, METADATA_TOPIC, METADATA_PARTITION, METADATA_LOG_CONFIG,
+                now_ms=now_ms, clean=self._clean, reactor=self.clock)
+        else:
+            metadata = DiskPartitionLog.create(directory, METADATA_TOPIC, METADATA_PARTITION,
+                                               METADATA_TOPIC_ID, METADATA_LOG_CONFIG,
+                                               now_ms=now_ms, reactor=self.clock)
+        self._metadata = MetadataLog(metadata)
+        self._last_checkpoint_ms = now_ms
+
+    def load_logs(self, config_for: ConfigFor | None = None) -> None:
+        try:
+            self._load_logs(config_for)
+        except BaseException:
+            self.abandon()
+            raise
+        self.logs_loaded = True
+
+    def _load_logs(self, config_for: ConfigFor | None) -> None:
+        now_ms = self.now_ms()
+        recovery_points = read_offset_checkpoint(self.directory / RECOVERY_POINT_CHECKPOINT)
+        log_starts = read_offset_checkpoint(self.directory / LOG_START_OFFSET_CHECKPOINT)
+        for child in sorted(self.directory.iterdir()):
+            if not child.is_dir():
+                continue
+            if child.name.endswith("-delete"):
+                self._remove_in_background(child)
+                continue
+            parsed = parse_partition_dir(child.name)
+            if parsed is None or parsed == (METADATA_TOPIC, METADATA_PARTITION):
+                continue
+            topic, partition = parsed
+            config = config_for(topic) if config_for is not None else self.default_log_config
+            self._logs[parsed] = DiskPartitionLog.load(
+                child, topic, partition, config, now_ms=now_ms,
+                recovery_point=recovery_points.get(parsed, 0),
+                log_start_offset=log_starts.get(parsed, 0), clean=self._clean,
+                reactor=self.clock)
+
+    def _lock(self) -> None:
+        fd = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            # flock catches a second opener in this process; lockf is what Java's tryLock takes.
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise KafkaStorageError(
+                f"Failed to acquire lock on {self.directory}/.lock: another process or "
+                f"storage instance is using this log directory") from None
+        self._lock_fd = fd
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing releases both locks
+            self._lock_fd = None
+
+    def _load_meta_properties(self) -> MetaProperties:
+        path = self.directory / META_PROPERTIES
+        node_id = self.config.node_id
+        configured_cluster = self.config.get("cluster.id")
+        if path.exists():
+            try:
+                props, made_up = MetaProperties.parse(path.read_text(encoding="utf-8"))
+            except (ValueError, KeyError) as e:
+                raise KafkaStorageError(f"Cannot read {path}: {e}") from None
+            if props.node_id != node_id:
+                raise KafkaStorageError(
+                    f"Stale node.id {props.node_id} in {path}: node.id is {node_id}")
+            if configured_cluster and configured_cluster != props.cluster_id:
+                raise KafkaStorageError(
+                    f"Invalid cluster.id in {path}: found {props.cluster_id}, but the "
+                    f"configuration says {configured_cluster}")
+            if made_up:
+                write_atomically(path, props.to_text())
+            return props
+        props = MetaProperties.new(node_id, configured_cluster)
+        write_atomically(path, props.to_text())
+        return props
+
+    # -- partitions ----------------------------------------------------------------------
+
+    def create_log(self, topic: str, partition: int, topic_id: uuid.UUID,
+                   config: LogConfig) -> PartitionLog:
+        existing = self._logs.get((topic, partition))
+        if existing is not None:
+            assert isinstance(existing, DiskPartitionLog)
+            if existing.topic_id is None:
+                existing.set_topic_id(topic_id)
+            if existing.topic_id == topic_id:
+                existing.config = config
+                return existing
+            self.mark_stray(topic, partition)
+        directory = self.directory / partition_dir_name(topic, partition)
+        if directory.exists():
+            self._rename_away(directory, "stray")
+        created = DiskPartitionLog.create(directory, topic, partition, topic_id, config,
+                                          now_ms=self.now_ms(), reactor=self.clock)
+        self._logs[(topic, partition)] = created
+        return created
+
+    def delete_logs(self, topic: str) -> None:
+        """Close the topic's logs, rename their directories `-delete`, remove them on a thread."""
+        for partition_log in self.topic_logs(topic):
+            assert isinstance(partition_log, DiskPartitionLog)
+            del self._logs[(topic, partition_log.partition)]
+            partition_log.abandon()
+            self._remove_in_background(self._rename_away(partition_log.directory, "delete"))
+
+    def mark_stray(self, topic: str, partition: int) -> None:
+        """Set aside a log the metadata does not know (Kafka renames it `-stray`)."""
+        partition_log = self._logs.pop((topic, partition), None)
+        if partition_log is None:
+            return
+        assert isinstance(partition_log, DiskPartitionLog)
+        partition_log.abandon()
+        log.warn("Setting aside stray log {dir}", dir=str(partition_log.directory))
+        self._rename_away(partition_log.directory, "stray")
+
+    def _rename_away(self, directory: Path, suffix: str) -> Path:
+        target = directory.with_name(f"{directory.name}.{uuid.uuid4().hex}-{suffix}")
+        directory.rename(target)
+        return target
+
+    def _remove_in_background(self, directory: Path) -> None:
+        defer_to_thread(self.clock, shutil.rmtree, directory, True).addErrback(
+            lambda f: log.failure("Removing {dir} failed", f, dir=str(directory)))
+
+    # -- checkpoints ---------------------------------------------------------------------
+
+    def _checkpoint_files(self) -> dict[str, str]:
+        logs = self._logs
+        return {
+            RECOVERY_POINT_CHECKPOINT: format_offset_checkpoint(
+                {k: lg.recovery_point for k, lg in logs.items()}),
+            LOG_START_OFFSET_CHECKPOINT: format_offset_checkpoint(
+                {k: lg.log_start_offset for k, lg in logs.items()}),
+            REPLICATION_OFFSET_CHECKPOINT: format_offset_checkpoint(
+                {k: lg.high_watermark for k, lg in logs.items()}),
+        }
+
+    def write_checkpoints(self) -> Deferred[None]:
+        """Write Kafka's offset checkpoint files (durably, on a thread)."""
+        files = self._checkpoint_files()
+        directory = self.directory
+
+        def write() -> None:
+            for name, text in files.items():
+                write_atomically(directory / name, text, fsync=True)
+
+        return defer_to_thread(self.clock, write)
+
+    def _checkpoints_due(self, now_ms: int) -> list[Deferred[Any]]:
+        interval = self.config.get_int("log.flush.offset.checkpoint.interval.ms")
+        if now_ms - self._last_checkpoint_ms < interval:
+            return []
+        self._last_checkpoint_ms = now_ms
+        return [self.write_checkpoints()]
+
+    # -- close ---------------------------------------------------------------------------
+
+    def close(self) -> Deferred[None]:
+        """Flush every log, write the checkpoints and the clean-shutdown marker, unlock."""
+        if self.closed:
+            return succeed(None)
+        self.closed = True
+        directory = self.directory
+
+        def flushed(_: object) -> Deferred[None]:
+            files = self._checkpoint_files()
+
+            def write() -> None:
+                for name, text in files.items():
+                    write_atomically(directory / name, text, fsync=True)
+                write_atomically(directory / CLEAN_SHUTDOWN, '{"version":0,"brokerEpoch":-1}',
+                                 fsync=True)
+                fsync_dir(directory)
+
+            return defer_to_thread(self.clock, write)
+
+        def unlock(result: object) -> object:
+            self._unlock()
+            return result
+
+        return self._close_logs().addCallback(flushed).addBoth(unlock)
+
+    def abandon(self) -> None:
+        """Close every file at once: no flush, no checkpoints (what a kill -9 leaves)."""
+        self.closed = True
+        for partition_log in self._all_logs():
+            partition_log.abandon()
+        self._unlock()

@@ -1,0 +1,129 @@
+"""In-memory storage: the same partition logs with segments in bytearrays.
+
+For embedded brokers and fast tests.  Nothing survives `close()`; flushes
+complete at once.  Behaviour (offsets, rolling, retention, indexes, errors) is
+the disk provider's, since both share `PartitionLog` and `LogSegment`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from zope.interface import implementer
+
+from akfak.config import BrokerConfig
+from akfak.interfaces import ILogStorage
+from akfak.log.checkpoints import METADATA_TOPIC_ID, MetaProperties
+from akfak.log.config import LogConfig
+from akfak.log.index import OffsetIndex, TimeIndex
+from akfak.log.metadata_log import (
+    METADATA_LOG_CONFIG,
+    METADATA_PARTITION,
+    METADATA_TOPIC,
+    MetadataLog,
+)
+from akfak.log.partition import PartitionLog
+from akfak.log.segment import Buffer, LogSegment
+from akfak.log.storage import BaseLogStorage
+
+
+class MemoryStore:
+    """A segment's bytes in a bytearray."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+    def append(self, parts: Sequence[Buffer]) -> None:
+        for part in parts:
+            self.data += part
+
+    def read(self, position: int, length: int) -> bytes:
+        return bytes(self.data[position : position + length])
+
+    def truncate(self, size: int) -> None:
+        del self.data[size:]
+
+    def sync_handle(self) -> int | None:
+        return None
+
+    def mtime_ms(self) -> int | None:
+        return None
+
+    def close(self) -> None:
+        pass
+
+    def delete(self) -> None:
+        self.data = bytearray()
+
+
+class MemoryPartitionLog(PartitionLog):
+    """A partition log whose segments live in memory."""
+
+    @classmethod
+    def create(cls, topic: str, partition: int, topic_id: uuid.UUID | None, config: LogConfig,
+               *, now_ms: int, reactor: Any = None) -> MemoryPartitionLog:
+        partition_log = cls(topic, partition, topic_id, config, now_ms=now_ms, reactor=reactor)
+        partition_log._add_segment(partition_log._new_segment(0, now_ms))
+        return partition_log
+
+    def _new_segment(self, base_offset: int, now_ms: int) -> LogSegment:
+        return LogSegment(base_offset, MemoryStore(), OffsetIndex(base_offset),
+                          TimeIndex(base_offset),
+                          index_interval_bytes=self.config.index_interval_bytes,
+                          created_ms=now_ms, jitter_ms=self.config.segment_jitter_ms)
+
+
+@implementer(ILogStorage)
+class MemoryLogStorage(BaseLogStorage):
+    """Every log in memory (see ILogStorage)."""
+
+    def __init__(self, config: BrokerConfig, *, clock: Any = None) -> None:
+        super().__init__(config, clock=clock)
+
+    def open_metadata(self) -> None:
+        self._meta_properties = MetaProperties.new(self.config.node_id,
+                                                   self.config.get("cluster.id"))
+        metadata = MemoryPartitionLog.create(METADATA_TOPIC, METADATA_PARTITION,
+                                             METADATA_TOPIC_ID, METADATA_LOG_CONFIG,
+                                             now_ms=self.now_ms(), reactor=self.clock)
+        self._metadata = MetadataLog(metadata)
+
+    def create_log(self, topic: str, partition: int, topic_id: uuid.UUID,
+                   config: LogConfig) -> PartitionLog:
+        existing = self._logs.get((topic, partition))
+        if existing is not None and existing.topic_id == topic_id:
+            existing.config = config
+            return existing
+        if existing is not None:
+            existing.delete_files()
+        created = MemoryPartitionLog.create(topic, partition, topic_id, config,
+                                            now_ms=self.now_ms(), reactor=self.clock)
+        self._logs[(topic, partition)] = created
+        return created
+
+    def delete_logs(self, topic: str) -> None:
+        for partition_log in self.topic_logs(topic):
+            partition_log.delete_files()
+            del self._logs[(topic, partition_log.partition)]
+
+    def mark_stray(self, topic: str, partition: int) -> None:
+        """A log the metadata does not know: memory logs just go."""
+        partition_log = self._logs.pop((topic, partition), None)
+        if partition_log is not None:
+            partition_log.delete_files()
+
+    def close(self) -> Deferred[Any]:
+        self.closed = True
+        return self._close_logs().addCallback(lambda _: None)
+
+    def abandon(self) -> None:
+        self.closed = True
+        for partition_log in self._all_logs():
+            partition_log.abandon()

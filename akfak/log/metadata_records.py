@@ -1,0 +1,482 @@
+"""KRaft metadata records: the values stored in `__cluster_metadata-0`.
+
+Each record value is: frame version (uvarint, 1), record type (uvarint, the
+schema's apiKey), record version (uvarint), then the fields in Kafka's flexible
+encoding (compact strings and arrays, tagged fields at the end of every
+struct).  The schemas follow apache/kafka
+`metadata/src/main/resources/common/metadata/*.json`; each record class below
+lists its fields with the versions they exist in, and one generic codec reads
+and writes them.  Types akfak does not model decode to `UnknownRecord` and are
+skipped on replay.
+"""
+
+from __future__ import annotations
+
+import io
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from kio.serial.readers import (
+    read_boolean,
+    read_compact_string_nullable,
+    read_int8,
+    read_int16,
+    read_int32,
+    read_int64,
+    read_uint16,
+    read_unsigned_varint,
+)
+from kio.serial.writers import (
+    write_boolean,
+    write_int8,
+    write_int16,
+    write_int32,
+    write_int64,
+    write_nullable_compact_string,
+    write_uint16,
+    write_unsigned_varint,
+)
+
+FRAME_VERSION = 1
+ZERO_UUID = uuid.UUID(int=0)
+#: The topic id Kafka gives `__cluster_metadata` (Uuid.METADATA_TOPIC_ID).
+METADATA_TOPIC_ID = uuid.UUID(int=1)
+
+
+class MetadataRecordError(ValueError):
+    """A metadata record value that cannot be decoded."""
+
+
+# -- primitive codecs ----------------------------------------------------------------------
+# A reader takes (buffer, position) and returns (value, new position); a writer
+# appends the encoding of a value to a BytesIO.
+
+Reader = Callable[[bytes, int], tuple[Any, int]]
+Writer = Callable[[io.BytesIO, Any], None]
+
+
+def _sized(read: Callable[[bytes, int], tuple[Any, int]]) -> Reader:
+    # kio's native readers return (value, bytes consumed).
+    def reader(buf: bytes, pos: int) -> tuple[Any, int]:
+        value, size = read(buf, pos)
+        return value, pos + size
+
+    return reader
+
+
+def _uvarint(buf: bytes, pos: int) -> tuple[int, int]:
+    value, size = read_unsigned_varint(buf, pos)
+    return int(value), pos + size
+
+
+def _read_uuid(buf: bytes, pos: int) -> tuple[uuid.UUID, int]:
+    # kio maps the zero uuid to None; metadata records want the value itself.
+    if pos + 16 > len(buf):
+        raise MetadataRecordError("uuid past the end of the record")
+    return uuid.UUID(bytes=bytes(buf[pos : pos + 16])), pos + 16
+
+
+def _write_uuid(out: io.BytesIO, value: uuid.UUID) -> None:
+    out.write(value.bytes)
+
+
+def _read_string(buf: bytes, pos: int) -> tuple[str | None, int]:
+    value, size = read_compact_string_nullable(buf, pos)
+    return value, pos + size
+
+
+def _array_reader(item: Reader) -> Reader:
+    def reader(buf: bytes, pos: int) -> tuple[list[Any] | None, int]:
+        length, pos = _uvarint(buf, pos)
+        if length == 0:
+            return None, pos
+        items = []
+        for _ in range(length - 1):
+            value, pos = item(buf, pos)
+            items.append(value)
+        return items, pos
+
+    return reader
+
+
+def _array_writer(item: Writer) -> Writer:
+    def writer(out: io.BytesIO, values: Sequence[Any] | None) -> None:
+        if values is None:
+            write_unsigned_varint(out, 0)
+            return
+        write_unsigned_varint(out, len(values) + 1)
+        for value in values:
+            item(out, value)
+
+    return writer
+
+
+@dataclass(frozen=True)
+class FieldType:
+    read: Reader
+    write: Writer
+
+
+INT8 = FieldType(_sized(read_int8), write_int8)
+INT16 = FieldType(_sized(read_int16), write_int16)
+INT32 = FieldType(_sized(read_int32), write_int32)
+INT64 = FieldType(_sized(read_int64), write_int64)
+UINT16 = FieldType(_sized(read_uint16), write_uint16)
+BOOL = FieldType(_sized(read_boolean), write_boolean)
+UUID = FieldType(_read_uuid, _write_uuid)
+STRING = FieldType(_read_string, write_nullable_compact_string)
+INT32_ARRAY = FieldType(_array_reader(INT32.read), _array_writer(INT32.write))
+UUID_ARRAY = FieldType(_array_reader(UUID.read), _array_writer(UUID.write))
+
+
+@dataclass(frozen=True)
+class Field:
+    """One schema field: the attribute it maps to, its type and the versions it exists in."""
+
+    name: str
+    type: FieldType
+    min_version: int = 0
+    #: The tag for tagged fields (written only when different from the default).
+    tag: int | None = None
+
+
+def _struct_type(cls: type[Struct]) -> FieldType:
+    def read(buf: bytes, pos: int, version: int = 0) -> tuple[Any, int]:
+        return decode_struct(cls, buf, pos, version)
+
+    def write(out: io.BytesIO, value: Any, version: int = 0) -> None:
+        encode_struct(value, out, version)
+
+    return FieldType(read, write)
+
+
+def _struct_array(cls: type[Struct]) -> FieldType:
+    inner = _struct_type(cls)
+    return FieldType(_array_reader(inner.read), _array_writer(inner.write))
+
+
+class Struct:
+    """A flexible-version struct: fields, then a tagged-field section."""
+
+    FIELDS: ClassVar[tuple[Field, ...]] = ()
+
+
+def encode_struct(value: Struct, out: io.BytesIO, version: int) -> None:
+    tagged: list[tuple[int, bytes]] = []
+    defaults = _defaults(type(value))
+    for f in type(value).FIELDS:
+        if version < f.min_version:
+            continue
+        attr = getattr(value, f.name)
+        if f.tag is not None:
+            if attr != defaults.get(f.name):
+                buf = io.BytesIO()
+                f.type.write(buf, attr)
+                tagged.append((f.tag, buf.getvalue()))
+            continue
+        f.type.write(out, attr)
+    write_unsigned_varint(out, len(tagged))
+    for tag, data in sorted(tagged):
+        write_unsigned_varint(out, tag)
+        write_unsigned_varint(out, len(data))
+        out.write(data)
+
+
+def decode_struct(cls: type[Any], buf: bytes, pos: int, version: int) -> tuple[Any, int]:
+    values: dict[str, Any] = {}
+    by_tag: dict[int, Field] = {}
+    for f in cls.FIELDS:
+        if version < f.min_version:
+            continue
+        if f.tag is not None:
+            by_tag[f.tag] = f
+            continue
+        values[f.name], pos = f.type.read(buf, pos)
+    count, pos = _uvarint(buf, pos)
+    for _ in range(count):
+        tag, pos = _uvarint(buf, pos)
+        size, pos = _uvarint(buf, pos)
+        end = pos + size
+        f = by_tag.get(tag)
+        if f is not None:  # unknown tags are skipped, never an error
+            values[f.name], _ = f.type.read(buf[:end], pos)
+        pos = end
+    if pos > len(buf):
+        raise MetadataRecordError(f"{cls.__name__} extends past the end of the record")
+    return cls(**values), pos
+
+
+_DEFAULTS_CACHE: dict[type, dict[str, Any]] = {}
+
+
+def _defaults(cls: type) -> dict[str, Any]:
+    cached = _DEFAULTS_CACHE.get(cls)
+    if cached is None:
+        import dataclasses
+
+        cached = {}
+        for f in dataclasses.fields(cls):
+            if f.default is not dataclasses.MISSING:
+                cached[f.name] = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                cached[f.name] = f.default_factory()
+        _DEFAULTS_CACHE[cls] = cached
+    return cached
+
+
+class MetadataRecord(Struct):
+    """A top-level metadata record type."""
+
+    API_KEY: ClassVar[int]
+    #: The version akfak writes (what Kafka writes at metadata.version 3.8-IV0).
+    WRITE_VERSION: ClassVar[int] = 0
+    MAX_VERSION: ClassVar[int] = 0
+
+
+# -- the records ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BrokerEndpoint(Struct):
+    name: str
+    host: str
+    port: int
+    security_protocol: int = 0  # PLAINTEXT
+    FIELDS: ClassVar = (Field("name", STRING), Field("host", STRING), Field("port", UINT16),
+                        Field("security_protocol", INT16))
+
+
+@dataclass(frozen=True)
+class BrokerFeature(Struct):
+    name: str
+    min_supported_version: int
+    max_supported_version: int
+    FIELDS: ClassVar = (Field("name", STRING), Field("min_supported_version", INT16),
+                        Field("max_supported_version", INT16))
+
+
+@dataclass(frozen=True)
+class RegisterBrokerRecord(MetadataRecord):
+    broker_id: int
+    incarnation_id: uuid.UUID
+    broker_epoch: int
+    end_points: list[BrokerEndpoint] = field(default_factory=list)
+    features: list[BrokerFeature] = field(default_factory=list)
+    rack: str | None = None
+    fenced: bool = True
+    in_controlled_shutdown: bool = False
+    is_migrating_zk_broker: bool = False
+    log_dirs: list[uuid.UUID] = field(default_factory=list)
+    API_KEY: ClassVar = 0
+    WRITE_VERSION: ClassVar = 3
+    MAX_VERSION: ClassVar = 3
+    FIELDS: ClassVar = (
+        Field("broker_id", INT32),
+        Field("is_migrating_zk_broker", BOOL, min_version=2),
+        Field("incarnation_id", UUID),
+        Field("broker_epoch", INT64),
+        Field("end_points", _struct_array(BrokerEndpoint)),
+        Field("features", _struct_array(BrokerFeature)),
+        Field("rack", STRING),
+        Field("fenced", BOOL),
+        Field("in_controlled_shutdown", BOOL, min_version=1),
+        Field("log_dirs", UUID_ARRAY, min_version=3, tag=0),
+    )
+
+
+@dataclass(frozen=True)
+class UnregisterBrokerRecord(MetadataRecord):
+    broker_id: int
+    broker_epoch: int
+    API_KEY: ClassVar = 1
+    FIELDS: ClassVar = (Field("broker_id", INT32), Field("broker_epoch", INT64))
+
+
+@dataclass(frozen=True)
+class TopicRecord(MetadataRecord):
+    name: str
+    topic_id: uuid.UUID
+    API_KEY: ClassVar = 2
+    FIELDS: ClassVar = (Field("name", STRING), Field("topic_id", UUID))
+
+
+@dataclass(frozen=True)
+class PartitionRecord(MetadataRecord):
+    partition_id: int
+    topic_id: uuid.UUID
+    replicas: list[int] = field(default_factory=list)
+    isr: list[int] = field(default_factory=list)
+    removing_replicas: list[int] = field(default_factory=list)
+    adding_replicas: list[int] = field(default_factory=list)
+    leader: int = -1
+    leader_recovery_state: int = 0
+    leader_epoch: int = -1
+    partition_epoch: int = -1
+    directories: list[uuid.UUID] = field(default_factory=list)
+    eligible_leader_replicas: list[int] | None = None
+    last_known_elr: list[int] | None = None
+    API_KEY: ClassVar = 3
+    WRITE_VERSION: ClassVar = 1
+    MAX_VERSION: ClassVar = 2
+    FIELDS: ClassVar = (
+        Field("partition_id", INT32),
+        Field("topic_id", UUID),
+        Field("replicas", INT32_ARRAY),
+        Field("isr", INT32_ARRAY),
+        Field("removing_replicas", INT32_ARRAY),
+        Field("adding_replicas", INT32_ARRAY),
+        Field("leader", INT32),
+        Field("leader_recovery_state", INT8, tag=0),
+        Field("leader_epoch", INT32),
+        Field("partition_epoch", INT32),
+        Field("directories", UUID_ARRAY, min_version=1),
+        Field("eligible_leader_replicas", INT32_ARRAY, min_version=2, tag=1),
+        Field("last_known_elr", INT32_ARRAY, min_version=2, tag=2),
+    )
+
+
+#: ConfigRecord resource types (Kafka's ConfigResource.Type ids).
+RESOURCE_TOPIC = 2
+RESOURCE_BROKER = 4
+
+
+@dataclass(frozen=True)
+class ConfigRecord(MetadataRecord):
+    resource_type: int
+    resource_name: str
+    name: str
+    value: str | None  # None deletes the key
+    API_KEY: ClassVar = 4
+    FIELDS: ClassVar = (Field("resource_type", INT8), Field("resource_name", STRING),
+                        Field("name", STRING), Field("value", STRING))
+
+
+@dataclass(frozen=True)
+class PartitionChangeRecord(MetadataRecord):
+    """Changes to a partition; None (or -2 for leader, -1 for recovery state) means unchanged."""
+
+    partition_id: int
+    topic_id: uuid.UUID
+    isr: list[int] | None = None
+    leader: int = -2
+    replicas: list[int] | None = None
+    removing_replicas: list[int] | None = None
+    adding_replicas: list[int] | None = None
+    leader_recovery_state: int = -1
+    directories: list[uuid.UUID] | None = None
+    eligible_leader_replicas: list[int] | None = None
+    last_known_elr: list[int] | None = None
+    API_KEY: ClassVar = 5
+    WRITE_VERSION: ClassVar = 1
+    MAX_VERSION: ClassVar = 2
+    FIELDS: ClassVar = (
+        Field("partition_id", INT32),
+        Field("topic_id", UUID),
+        Field("isr", INT32_ARRAY, tag=0),
+        Field("leader", INT32, tag=1),
+        Field("replicas", INT32_ARRAY, tag=2),
+        Field("removing_replicas", INT32_ARRAY, tag=3),
+        Field("adding_replicas", INT32_ARRAY, tag=4),
+        Field("leader_recovery_state", INT8, tag=5),
+        Field("eligible_leader_replicas", INT32_ARRAY, min_version=2, tag=6),
+        Field("last_known_elr", INT32_ARRAY, min_version=2, tag=7),
+        Field("directories", UUID_ARRAY, min_version=1, tag=8),
+    )
+
+
+@dataclass(frozen=True)
+class RemoveTopicRecord(MetadataRecord):
+    topic_id: uuid.UUID
+    API_KEY: ClassVar = 9
+    FIELDS: ClassVar = (Field("topic_id", UUID),)
+
+
+@dataclass(frozen=True)
+class FeatureLevelRecord(MetadataRecord):
+    name: str
+    feature_level: int
+    API_KEY: ClassVar = 12
+    FIELDS: ClassVar = (Field("name", STRING), Field("feature_level", INT16))
+
+
+@dataclass(frozen=True)
+class ProducerIdsRecord(MetadataRecord):
+    broker_id: int
+    broker_epoch: int
+    next_producer_id: int
+    API_KEY: ClassVar = 15
+    FIELDS: ClassVar = (Field("broker_id", INT32), Field("broker_epoch", INT64),
+                        Field("next_producer_id", INT64))
+
+
+@dataclass(frozen=True)
+class BrokerRegistrationChangeRecord(MetadataRecord):
+    broker_id: int
+    broker_epoch: int
+    fenced: int = 0  # -1 unfenced, 0 no change, 1 fenced
+    in_controlled_shutdown: int = 0
+    log_dirs: list[uuid.UUID] | None = None
+    API_KEY: ClassVar = 17
+    MAX_VERSION: ClassVar = 2
+    FIELDS: ClassVar = (
+        Field("broker_id", INT32),
+        Field("broker_epoch", INT64),
+        Field("fenced", INT8, tag=0),
+        Field("in_controlled_shutdown", INT8, min_version=1, tag=1),
+        Field("log_dirs", UUID_ARRAY, min_version=2, tag=2),
+    )
+
+
+@dataclass(frozen=True)
+class UnknownRecord:
+    """A record type (or version) akfak does not model; replay skips it."""
+
+    api_key: int
+    version: int
+    data: bytes
+
+
+RECORD_TYPES: dict[int, type[MetadataRecord]] = {
+    cls.API_KEY: cls
+    for cls in (RegisterBrokerRecord, UnregisterBrokerRecord, TopicRecord, PartitionRecord,
+                ConfigRecord, PartitionChangeRecord, RemoveTopicRecord, FeatureLevelRecord,
+                ProducerIdsRecord, BrokerRegistrationChangeRecord)
+}
+
+
+def encode_record(record: MetadataRecord, version: int | None = None) -> bytes:
+    """The record value for `record` (frame version, type, version, fields)."""
+    version = type(record).WRITE_VERSION if version is None else version
+    out = io.BytesIO()
+    write_unsigned_varint(out, FRAME_VERSION)
+    write_unsigned_varint(out, type(record).API_KEY)
+    write_unsigned_varint(out, version)
+    encode_struct(record, out, version)
+    return out.getvalue()
+
+
+def decode_record(value: bytes) -> MetadataRecord | UnknownRecord:
+    """Decode one metadata record value."""
+    try:
+        frame, pos = _uvarint(value, 0)
+        api_key, pos = _uvarint(value, pos)
+        version, pos = _uvarint(value, pos)
+    except Exception as e:
+        raise MetadataRecordError(f"cannot read the record header: {e}") from None
+    if frame != FRAME_VERSION:
+        raise MetadataRecordError(f"unknown metadata frame version {frame}")
+    cls = RECORD_TYPES.get(api_key)
+    if cls is None or version > cls.MAX_VERSION:
+        return UnknownRecord(api_key, version, bytes(value[pos:]))
+    try:
+        record, end = decode_struct(cls, value, pos, version)
+    except MetadataRecordError:
+        raise
+    except Exception as e:
+        raise MetadataRecordError(f"cannot decode {cls.__name__} v{version}: {e}") from None
+    if end != len(value):
+        raise MetadataRecordError(
+            f"{cls.__name__} v{version}: {len(value) - end} bytes left after the record")
+    return record  # type: ignore[no-any-return]

@@ -1,0 +1,361 @@
+"""One log segment: a run of batches in a store (file or memory) plus its two indexes.
+
+Segments are named by base offset, 20 digits (`00000000000000000042.log`,
+`.index`, `.timeindex`).  Appends go straight to the file with `os.write`
+(`writev`): no user-space buffer, so once `append` returns the bytes are in the
+kernel's page cache and survive a kill -9; they are durable on the disk once
+a flush (fsync, on a thread) has covered them.  Reads use `os.pread`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Protocol
+
+from twisted.logger import Logger
+
+from akfak.errors import KafkaStorageError
+from akfak.log.batch import HEADER_SIZE, MIN_BATCH_LENGTH, BatchHeader, crc_of, parse_header
+from akfak.log.index import NO_TIMESTAMP, OffsetIndex, TimeIndex
+
+log = Logger()
+
+INT32_MAX = 2**31 - 1
+#: How much to read at a time when walking batch headers or recovering.
+SCAN_CHUNK = 64 * 1024
+RECOVERY_CHUNK = 8 * 1024 * 1024
+_IOV_MAX = 1024
+
+Buffer = bytes | bytearray | memoryview
+
+
+def segment_name(base_offset: int) -> str:
+    return f"{base_offset:020d}"
+
+
+class SegmentStore(Protocol):
+    """Where a segment's bytes live."""
+
+    size: int
+
+    def append(self, parts: Sequence[Buffer]) -> None: ...
+
+    def read(self, position: int, length: int) -> bytes: ...
+
+    def truncate(self, size: int) -> None: ...
+
+    def sync_handle(self) -> int | None: ...
+
+    def mtime_ms(self) -> int | None: ...
+
+    def close(self) -> None: ...
+
+    def delete(self) -> None: ...
+
+
+class FileStore:
+    """A segment's `.log` file, appended with writev and read with pread."""
+
+    def __init__(self, path: Path, *, create: bool = False) -> None:
+        self.path = path
+        flags = os.O_RDWR | os.O_APPEND | (os.O_CREAT if create else 0)
+        self._fd: int | None = os.open(path, flags, 0o644)
+        self.size = os.fstat(self._fd).st_size
+
+    @property
+    def fd(self) -> int:
+        if self._fd is None:
+            raise KafkaStorageError(f"{self.path} is closed")
+        return self._fd
+
+    def append(self, parts: Sequence[Buffer]) -> None:
+        fd = self.fd
+        total = sum(len(p) for p in parts)
+        try:
+            pending = [memoryview(p) for p in parts]
+            while pending:
+                chunk = pending[:_IOV_MAX]
+                written = os.writev(fd, chunk)
+                # A short write (disk full, signal) continues where it stopped.
+                while chunk and written >= len(chunk[0]):
+                    written -= len(chunk[0])
+                    chunk.pop(0)
+                    pending.pop(0)
+                if chunk and written:
+                    pending[0] = pending[0][written:]
+        except OSError as e:
+            # Never leave half a batch behind: recovery would cut it, but a
+            # later append would land after it first.
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, self.size)
+            raise KafkaStorageError(f"Cannot append to {self.path}: {e}") from e
+        self.size += total
+
+    def read(self, position: int, length: int) -> bytes:
+        length = max(0, min(length, self.size - position))
+        data = os.pread(self.fd, length, position)
+        while len(data) < length:  # only at EOF races; pread on a file is otherwise whole
+            more = os.pread(self.fd, length - len(data), position + len(data))
+            if not more:
+                break
+            data += more
+        return data
+
+    def truncate(self, size: int) -> None:
+        os.ftruncate(self.fd, size)
+        self.size = size
+
+    def sync_handle(self) -> int | None:
+        return None if self._fd is None else os.dup(self._fd)
+
+    def mtime_ms(self) -> int | None:
+        return int(os.fstat(self.fd).st_mtime * 1000)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def delete(self) -> None:
+        self.close()
+        self.path.unlink(missing_ok=True)
+
+
+class LogSegment:
+    """A segment: batches from `base_offset` on, with sparse offset and time indexes."""
+
+    def __init__(self, base_offset: int, store: SegmentStore, offset_index: OffsetIndex,
+                 time_index: TimeIndex, *, index_interval_bytes: int, created_ms: int,
+                 jitter_ms: int = 0, extra_paths: Sequence[Path] = ()) -> None:
+        self.base_offset = base_offset
+        self.store = store
+        self.offset_index = offset_index
+        self.time_index = time_index
+        self.index_interval_bytes = index_interval_bytes
+        self.created_ms = created_ms
+        self.roll_jitter_ms = random.randrange(jitter_ms) if jitter_ms > 0 else 0
+        #: Files that belong to the segment but akfak does not write (Kafka's .txnindex).
+        self.extra_paths = tuple(extra_paths)
+        self.next_offset = base_offset
+        self.max_timestamp = NO_TIMESTAMP
+        self.offset_of_max_timestamp = base_offset
+        self.first_batch_timestamp: int | None = None
+        self.last_modified_ms = created_ms
+        self.bytes_since_last_index_entry = 0
+        #: Whether bytes were written since the last flush started.
+        self.dirty = False
+
+    def __repr__(self) -> str:
+        return (f"<LogSegment base={self.base_offset} next={self.next_offset} "
+                f"size={self.size}>")
+
+    @property
+    def size(self) -> int:
+        return self.store.size
+
+    @property
+    def largest_timestamp(self) -> int:
+        """The largest record timestamp, else the last modification time (for retention)."""
+        return self.max_timestamp if self.max_timestamp >= 0 else self.last_modified_ms
+
+    # -- appending -----------------------------------------------------------------------
+
+    def append(self, parts: Sequence[Buffer], size: int, *, last_offset: int,
+               max_timestamp: int, offset_of_max_timestamp: int, now_ms: int) -> None:
+        """Append whole batches (already offset-assigned) and index them as Kafka does."""
+        position = self.store.size
+        if position == 0:
+            self.first_batch_timestamp = max_timestamp
+        self.store.append(parts)
+        self.dirty = True
+        self.next_offset = last_offset + 1
+        self.last_modified_ms = now_ms
+        if max_timestamp > self.max_timestamp:
+            self.max_timestamp = max_timestamp
+            self.offset_of_max_timestamp = offset_of_max_timestamp
+        if self.bytes_since_last_index_entry > self.index_interval_bytes:
+            self.offset_index.append(last_offset, position)
+            self.time_index.maybe_append(self.max_timestamp, self.offset_of_max_timestamp)
+            self.bytes_since_last_index_entry = 0
+        self.bytes_since_last_index_entry += size
+
+    def should_roll(self, *, segment_bytes: int, segment_ms: int, incoming_size: int,
+                    max_timestamp_in_messages: int, last_offset_in_messages: int,
+                    now_ms: int, max_index_entries: int) -> bool:
+        """Kafka's LogSegment.shouldRoll."""
+        size = self.size
+        first = self.first_timestamp()
+        if first is not None and first >= 0:
+            waited = max_timestamp_in_messages - first
+        else:
+            waited = now_ms - self.created_ms
+        return (size > segment_bytes - incoming_size
+                or (size > 0 and waited > segment_ms - self.roll_jitter_ms)
+                or self.offset_index.entries >= max_index_entries
+                or self.time_index.entries >= max_index_entries
+                or last_offset_in_messages - self.base_offset > INT32_MAX)
+
+    def first_timestamp(self) -> int | None:
+        if self.first_batch_timestamp is None and self.size >= HEADER_SIZE:
+            self.first_batch_timestamp = parse_header(self.store.read(0, HEADER_SIZE)).max_timestamp
+        return self.first_batch_timestamp
+
+    def on_inactive(self) -> None:
+        """The segment stops being the active one: record its final max timestamp."""
+        self.time_index.maybe_append(self.max_timestamp, self.offset_of_max_timestamp)
+
+    # -- reading -------------------------------------------------------------------------
+
+    def headers_from(self, position: int, end: int | None = None
+                     ) -> Iterator[tuple[int, BatchHeader]]:
+        """(position, header) of each batch from `position` (a batch boundary) to `end`."""
+        limit = self.store.size if end is None else min(end, self.store.size)
+        buf = b""
+        buf_start = position
+        pos = position
+        while pos + HEADER_SIZE <= limit:
+            if pos + HEADER_SIZE > buf_start + len(buf):
+                buf_start = pos
+                buf = self.store.read(pos, min(SCAN_CHUNK, limit - pos))
+            header = parse_header(buf, pos - buf_start)
+            if header.magic != 2 or header.batch_length < MIN_BATCH_LENGTH:
+                log.error("Malformed batch header at byte {pos} of segment {base}",
+                          pos=pos, base=self.base_offset)
+                return
+            yield pos, header
+            pos += header.size
+
+    def find(self, offset: int, start_position: int = 0) -> tuple[int, BatchHeader] | None:
+        """Position and header of the first batch whose last offset is >= `offset`."""
+        _, indexed = self.offset_index.lookup(offset)
+        for pos, header in self.headers_from(max(indexed, start_position)):
+            if header.last_offset >= offset:
+                return pos, header
+        return None
+
+    def end_within(self, start: int, limit: int) -> int:
+        """The largest batch boundary in [start, limit]: where a read of whole batches ends.
+
+        The offset index gives a batch boundary close below `limit`, so only a
+        few headers past it are read.
+        """
+        if limit >= self.store.size:
+            return self.store.size
+        boundary = max(start, self.offset_index.floor_position(limit))
+        for pos, header in self.headers_from(boundary):
+            if pos + header.size > limit:
+                return pos
+            boundary = pos + header.size
+        return boundary
+
+    def read(self, position: int, length: int) -> bytes:
+        return self.store.read(position, length)
+
+    # -- recovery ------------------------------------------------------------------------
+
+    def scan_valid(self) -> Iterator[tuple[int, BatchHeader]]:
+        """Every batch that is whole, CRC-valid and in offset order, from byte 0."""
+        size = self.store.size
+        buf = b""
+        buf_start = 0
+        pos = 0
+        expected = self.base_offset
+        while pos + HEADER_SIZE <= size:
+            if pos + HEADER_SIZE > buf_start + len(buf):
+                buf_start, buf = pos, self.store.read(pos, min(RECOVERY_CHUNK, size - pos))
+            header = parse_header(buf, pos - buf_start)
+            batch_size = header.batch_length + 12
+            if (header.magic != 2 or header.batch_length < MIN_BATCH_LENGTH
+                    or pos + batch_size > size or header.last_offset_delta < 0
+                    or header.base_offset < expected
+                    or header.last_offset - self.base_offset > INT32_MAX):
+                return
+            if pos + batch_size > buf_start + len(buf):
+                buf_start, buf = pos, self.store.read(pos, max(RECOVERY_CHUNK, batch_size))
+            if crc_of(buf, pos - buf_start, batch_size) != header.crc:
+                return
+            yield pos, header
+            expected = header.next_offset
+            pos += batch_size
+
+    def recover(self) -> tuple[int, list[tuple[int, int]]]:
+        """Validate every batch, cut the log after the last valid one, rebuild both indexes.
+
+        Returns (bytes truncated, [(leader epoch, start offset)] where the
+        batches' partition leader epoch rises).
+        """
+        offset_entries: list[tuple[int, int]] = []
+        time_entries: list[tuple[int, int]] = []
+        epochs: list[tuple[int, int]] = []
+        valid = 0
+        last_index_entry = 0
+        max_ts, offset_of_max = NO_TIMESTAMP, self.base_offset
+        self.first_batch_timestamp = None
+        self.next_offset = self.base_offset
+        for pos, header in self.scan_valid():
+            if self.first_batch_timestamp is None:
+                self.first_batch_timestamp = header.max_timestamp
+            if header.max_timestamp > max_ts:
+                max_ts, offset_of_max = header.max_timestamp, header.last_offset
+            if valid - last_index_entry > self.index_interval_bytes:
+                offset_entries.append((header.last_offset, valid))
+                if not time_entries or max_ts > time_entries[-1][0]:
+                    time_entries.append((max_ts, offset_of_max))
+                last_index_entry = valid
+            epoch = header.partition_leader_epoch
+            if epoch >= 0 and (not epochs or epoch > epochs[-1][0]):
+                epochs.append((epoch, header.base_offset))
+            valid = pos + header.size
+            self.next_offset = header.next_offset
+        truncated = self.store.size - valid
+        if truncated:
+            log.warn("Truncating {n} invalid bytes at the end of segment {base} (byte {valid})",
+                     n=truncated, base=self.base_offset, valid=valid)
+            self.store.truncate(valid)
+            self.dirty = True
+        # Kafka's recovery ends the time index with the segment's max timestamp.
+        if max_ts >= 0 and (not time_entries or max_ts > time_entries[-1][0]):
+            time_entries.append((max_ts, offset_of_max))
+        self.offset_index.rebuild(offset_entries)
+        self.time_index.rebuild(time_entries)
+        self.max_timestamp, self.offset_of_max_timestamp = max_ts, offset_of_max
+        self.bytes_since_last_index_entry = valid - last_index_entry
+        return truncated, epochs
+
+    def load_state(self) -> None:
+        """Derive next offset and max timestamp of a segment trusted without recovery."""
+        _, position = self.offset_index.lookup(self.offset_index.last_offset)
+        next_offset = self.base_offset
+        for _pos, header in self.headers_from(position):
+            next_offset = header.next_offset
+        self.next_offset = next_offset
+        self.max_timestamp, self.offset_of_max_timestamp = self.time_index.last_entry()
+        self.bytes_since_last_index_entry = self.size - position
+        mtime = self.store.mtime_ms()
+        if mtime is not None:
+            self.last_modified_ms = mtime
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def sync_handles(self) -> list[int]:
+        """Duplicated descriptors of the segment's files, for fsync on a thread."""
+        handles = [self.store.sync_handle(), self.offset_index.file.sync_handle(),
+                   self.time_index.file.sync_handle()]
+        self.dirty = False
+        return [h for h in handles if h is not None]
+
+    def close(self) -> None:
+        self.store.close()
+        self.offset_index.file.close()
+        self.time_index.file.close()
+
+    def delete(self) -> None:
+        self.store.delete()
+        self.offset_index.file.delete()
+        self.time_index.file.delete()
+        for path in self.extra_paths:
+            path.unlink(missing_ok=True)

@@ -1,0 +1,130 @@
+"""What the disk and memory storage providers share: the registry of logs and the timers' work."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.logger import Logger
+
+from akfak.config import BrokerConfig
+from akfak.log.checkpoints import MetaProperties
+from akfak.log.config import LogConfig
+from akfak.log.metadata_log import MetadataLog
+from akfak.log.partition import PartitionLog
+
+log = Logger()
+
+TopicPartition = tuple[str, int]
+#: The LogConfig of a topic, by name (from the metadata image).
+ConfigFor = Callable[[str], LogConfig]
+
+
+class BaseLogStorage:
+    """The registry of partition logs; subclasses create, load and delete them."""
+
+    def __init__(self, config: BrokerConfig, *, clock: Any = None) -> None:
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self.config = config
+        self.clock = clock
+        self.default_log_config = LogConfig.from_broker(config)
+        self._logs: dict[TopicPartition, PartitionLog] = {}
+        self._metadata: MetadataLog | None = None
+        self._meta_properties: MetaProperties | None = None
+        self.closed = False
+        #: Whether `load_logs` has run (the partition logs are known).
+        self.logs_loaded = False
+
+    # -- opening: the metadata log first, then the partition logs with their topic configs
+
+    def open(self, config_for: ConfigFor | None = None) -> None:
+        """Open everything.  `config_for(topic)` gives each log its LogConfig (default:
+        the broker's defaults); the Controller instead opens the metadata log, replays it,
+        and then loads the logs with the topic configs it found."""
+        self.open_metadata()
+        self.load_logs(config_for)
+
+    def open_metadata(self) -> None:
+        """Open the directory (meta.properties, lock) and the metadata log."""
+        raise NotImplementedError
+
+    def load_logs(self, config_for: ConfigFor | None = None) -> None:
+        """Load (and recover) every partition log."""
+        self.logs_loaded = True
+
+    @property
+    def metadata_opened(self) -> bool:
+        return self._metadata is not None
+
+    def now_ms(self) -> int:
+        return int(self.clock.seconds() * 1000)
+
+    @property
+    def meta_properties(self) -> MetaProperties:
+        if self._meta_properties is None:
+            raise RuntimeError("storage is not open")
+        return self._meta_properties
+
+    @property
+    def metadata_log(self) -> MetadataLog:
+        if self._metadata is None:
+            raise RuntimeError("storage is not open")
+        return self._metadata
+
+    def get_log(self, topic: str, partition: int) -> PartitionLog | None:
+        return self._logs.get((topic, partition))
+
+    def logs(self) -> Iterator[PartitionLog]:
+        return iter(list(self._logs.values()))
+
+    def topic_logs(self, topic: str) -> list[PartitionLog]:
+        return sorted((lg for (t, _), lg in self._logs.items() if t == topic),
+                      key=lambda lg: lg.partition)
+
+    def create_log(self, topic: str, partition: int, topic_id: uuid.UUID,
+                   config: LogConfig) -> PartitionLog:
+        raise NotImplementedError
+
+    def delete_logs(self, topic: str) -> None:
+        raise NotImplementedError
+
+    def mark_stray(self, topic: str, partition: int) -> None:
+        """Set aside a log the metadata does not know."""
+        raise NotImplementedError
+
+    def reconfigure(self, topic: str, config: LogConfig) -> None:
+        """Give every partition of `topic` a new LogConfig (after AlterConfigs)."""
+        for partition_log in self.topic_logs(topic):
+            partition_log.config = config
+
+    def run_retention(self, now_ms: int) -> int:
+        deleted = 0
+        for partition_log in self.logs():
+            try:
+                deleted += partition_log.run_retention(now_ms)
+            except Exception:
+                log.failure("Retention of {log} failed", log=partition_log)
+        return deleted
+
+    def flush_due(self, now_ms: int) -> Deferred[Any]:
+        flushes = [d for lg in self._all_logs() if (d := lg.flush_due(now_ms)) is not None]
+        flushes.extend(self._checkpoints_due(now_ms))
+        if not flushes:
+            return succeed(None)
+        return gatherResults(flushes, consumeErrors=True).addCallback(lambda _: None)
+
+    def _checkpoints_due(self, now_ms: int) -> list[Deferred[Any]]:
+        return []
+
+    def _all_logs(self) -> list[PartitionLog]:
+        logs = list(self._logs.values())
+        if self._metadata is not None:
+            logs.append(self._metadata.log)
+        return logs
+
+    def _close_logs(self) -> Deferred[Any]:
+        closing = [lg.close() for lg in self._all_logs()]
+        return gatherResults(closing, consumeErrors=True) if closing else succeed([])

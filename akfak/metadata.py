@@ -1,0 +1,643 @@
+"""The cluster metadata: an immutable image replayed from the KRaft log, and the controller.
+
+`MetadataImage` is what handlers read (topics by name and id with their
+partitions, topic and broker configs, features, brokers, the next producer-id
+block).  It never changes; each change makes a new image.
+
+`Controller` is akfak's single-node KRaft controller: each operation validates
+as Kafka's controller does, writes the records Kafka's controller would write
+(ConfigRecords, TopicRecord, PartitionRecords, RemoveTopicRecord,
+ProducerIdsRecord ...) to `__cluster_metadata-0` as one batch, applies them to
+the image, then brings the partition logs in line (create, delete,
+reconfigure).  At start it replays the log and reconciles storage with it:
+missing partition logs are created, logs the metadata does not know are set
+aside as `-stray` (as Kafka 3.7+ does).
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from akfak.config import BrokerConfig
+from akfak.errors import (
+    InvalidConfig,
+    InvalidPartitions,
+    InvalidReplicaAssignment,
+    InvalidReplicationFactor,
+    InvalidRequest,
+    InvalidTopic,
+    TopicAlreadyExists,
+    TopicDeletionDisabled,
+    UnknownTopicId,
+    UnknownTopicOrPartition,
+)
+from akfak.log.checkpoints import random_kafka_uuid
+from akfak.log.config import (
+    TOPIC_CONFIGS,
+    LogConfig,
+    ResolvedConfig,
+    resolve_topic_config,
+    validate_topic_config,
+)
+from akfak.log.metadata_records import (
+    RESOURCE_BROKER,
+    RESOURCE_TOPIC,
+    BrokerEndpoint,
+    BrokerFeature,
+    BrokerRegistrationChangeRecord,
+    ConfigRecord,
+    FeatureLevelRecord,
+    MetadataRecord,
+    PartitionChangeRecord,
+    PartitionRecord,
+    ProducerIdsRecord,
+    RegisterBrokerRecord,
+    RemoveTopicRecord,
+    TopicRecord,
+    UnknownRecord,
+    UnregisterBrokerRecord,
+)
+from akfak.log.storage import BaseLogStorage
+
+log = Logger()
+
+#: metadata.version akfak's records correspond to (3.8-IV0, as in the Kafka-written fixture):
+#: PartitionRecord v1 with directories, RegisterBrokerRecord v3.
+METADATA_VERSION = 20
+METADATA_VERSION_FEATURE = "metadata.version"
+#: Kafka's ProducerIdsBlock.PRODUCER_ID_BLOCK_SIZE.
+PRODUCER_ID_BLOCK_SIZE = 1000
+
+MAX_TOPIC_NAME_LENGTH = 249
+_LEGAL_TOPIC = re.compile(r"^[a-zA-Z0-9._-]+$")
+
+
+def validate_topic_name(name: str) -> None:
+    """Kafka's Topic.validate: raise InvalidTopic (17) for an illegal name."""
+    if not name:
+        raise InvalidTopic("Topic name is illegal, it can't be empty")
+    if name in (".", ".."):
+        raise InvalidTopic('Topic name cannot be "." or ".."')
+    if len(name) > MAX_TOPIC_NAME_LENGTH:
+        raise InvalidTopic(
+            f"Topic name is illegal, it can't be longer than {MAX_TOPIC_NAME_LENGTH} "
+            f"characters, topic name: {name}")
+    if not _LEGAL_TOPIC.match(name):
+        raise InvalidTopic(
+            f'Topic name "{name}" is illegal, it contains a character other than ASCII '
+            f"alphanumerics, '.', '_' and '-'")
+
+
+def _unify(name: str) -> str:
+    # Kafka metric names map '.' to '_', so topics differing only there collide.
+    return name.replace(".", "_")
+
+
+# -- the image ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PartitionImage:
+    partition: int
+    leader: int
+    leader_epoch: int
+    partition_epoch: int
+    replicas: tuple[int, ...]
+    isr: tuple[int, ...]
+    directories: tuple[uuid.UUID, ...] = ()
+    removing_replicas: tuple[int, ...] = ()
+    adding_replicas: tuple[int, ...] = ()
+    leader_recovery_state: int = 0
+
+
+@dataclass(frozen=True)
+class TopicImage:
+    name: str
+    topic_id: uuid.UUID
+    partitions: Mapping[int, PartitionImage] = field(default_factory=dict)
+
+    @property
+    def num_partitions(self) -> int:
+        return len(self.partitions)
+
+    @property
+    def replication_factor(self) -> int:
+        first = self.partitions.get(0)
+        return len(first.replicas) if first is not None else 0
+
+
+@dataclass(frozen=True)
+class BrokerImage:
+    broker_id: int
+    incarnation_id: uuid.UUID
+    epoch: int
+    endpoints: tuple[BrokerEndpoint, ...]
+    rack: str | None
+    fenced: bool
+    in_controlled_shutdown: bool = False
+    log_dirs: tuple[uuid.UUID, ...] = ()
+
+
+_EMPTY: Mapping[Any, Any] = MappingProxyType({})
+
+
+def _empty() -> Mapping[Any, Any]:
+    return _EMPTY
+
+
+@dataclass(frozen=True)
+class MetadataImage:
+    """The cluster metadata as of metadata-log offset `offset` (-1: nothing applied)."""
+
+    offset: int = -1
+    topics_by_name: Mapping[str, TopicImage] = field(default_factory=_empty)
+    topics_by_id: Mapping[uuid.UUID, TopicImage] = field(default_factory=_empty)
+    #: topic name -> {config key: value}, only the topic's own overrides.
+    topic_configs: Mapping[str, Mapping[str, str]] = field(default_factory=_empty)
+    #: "" (cluster default) or a broker id -> {config key: value}, dynamic broker configs.
+    broker_configs: Mapping[str, Mapping[str, str]] = field(default_factory=_empty)
+    features: Mapping[str, int] = field(default_factory=_empty)
+    brokers: Mapping[int, BrokerImage] = field(default_factory=_empty)
+    #: The first producer id of the next block to hand out.
+    next_producer_id: int = 0
+
+    def topic(self, name: str) -> TopicImage | None:
+        return self.topics_by_name.get(name)
+
+    def topic_by_id(self, topic_id: uuid.UUID) -> TopicImage | None:
+        return self.topics_by_id.get(topic_id)
+
+    def partition(self, topic: str, partition: int) -> PartitionImage | None:
+        image = self.topics_by_name.get(topic)
+        return None if image is None else image.partitions.get(partition)
+
+    def configs_of_topic(self, name: str) -> Mapping[str, str]:
+        return self.topic_configs.get(name, _EMPTY)
+
+    def dynamic_broker_configs(self, node_id: int) -> dict[str, str]:
+        """Dynamic broker configs for `node_id`: per-broker over cluster-wide defaults."""
+        merged = dict(self.broker_configs.get("", {}))
+        merged.update(self.broker_configs.get(str(node_id), {}))
+        return merged
+
+    def apply(self, records: Iterable[tuple[int, MetadataRecord | UnknownRecord]]
+              ) -> MetadataImage:
+        """A new image with (offset, record) pairs applied in order."""
+        builder = _Builder(self)
+        for offset, record in records:
+            builder.apply(record)
+            builder.offset = offset
+        return builder.build()
+
+
+class _Builder:
+    """Mutable copies of an image's collections while records are applied."""
+
+    def __init__(self, image: MetadataImage) -> None:
+        self.offset = image.offset
+        self.topics = {tid: t for tid, t in image.topics_by_id.items()}
+        self.partitions = {tid: dict(t.partitions) for tid, t in image.topics_by_id.items()}
+        self.topic_configs = {k: dict(v) for k, v in image.topic_configs.items()}
+        self.broker_configs = {k: dict(v) for k, v in image.broker_configs.items()}
+        self.features = dict(image.features)
+        self.brokers = dict(image.brokers)
+        self.next_producer_id = image.next_producer_id
+
+    def apply(self, record: MetadataRecord | UnknownRecord) -> None:
+        if isinstance(record, TopicRecord):
+            self.topics[record.topic_id] = TopicImage(record.name, record.topic_id)
+            self.partitions[record.topic_id] = {}
+        elif isinstance(record, PartitionRecord):
+            if record.topic_id not in self.topics:
+                log.warn("PartitionRecord for unknown topic id {id}", id=record.topic_id)
+                return
+            self.partitions[record.topic_id][record.partition_id] = PartitionImage(
+                partition=record.partition_id, leader=record.leader,
+                leader_epoch=record.leader_epoch, partition_epoch=record.partition_epoch,
+                replicas=tuple(record.replicas), isr=tuple(record.isr),
+                directories=tuple(record.directories),
+                removing_replicas=tuple(record.removing_replicas),
+                adding_replicas=tuple(record.adding_replicas),
+                leader_recovery_state=record.leader_recovery_state)
+        elif isinstance(record, PartitionChangeRecord):
+            self._change_partition(record)
+        elif isinstance(record, RemoveTopicRecord):
+            topic = self.topics.pop(record.topic_id, None)
+            self.partitions.pop(record.topic_id, None)
+            if topic is not None:
+                self.topic_configs.pop(topic.name, None)
+        elif isinstance(record, ConfigRecord):
+            self._config(record)
+        elif isinstance(record, FeatureLevelRecord):
+            if record.feature_level == 0 and record.name != METADATA_VERSION_FEATURE:
+                self.features.pop(record.name, None)
+            else:
+                self.features[record.name] = record.feature_level
+        elif isinstance(record, ProducerIdsRecord):
+            self.next_producer_id = record.next_producer_id
+        elif isinstance(record, RegisterBrokerRecord):
+            self.brokers[record.broker_id] = BrokerImage(
+                broker_id=record.broker_id, incarnation_id=record.incarnation_id,
+                epoch=record.broker_epoch, endpoints=tuple(record.end_points), rack=record.rack,
+                fenced=record.fenced, in_controlled_shutdown=record.in_controlled_shutdown,
+                log_dirs=tuple(record.log_dirs))
+        elif isinstance(record, BrokerRegistrationChangeRecord):
+            broker = self.brokers.get(record.broker_id)
+            if broker is None:
+                return
+            changes: dict[str, Any] = {}
+            if record.fenced:
+                changes["fenced"] = record.fenced > 0
+            if record.in_controlled_shutdown:
+                changes["in_controlled_shutdown"] = record.in_controlled_shutdown > 0
+            if record.log_dirs is not None:
+                changes["log_dirs"] = tuple(record.log_dirs)
+            self.brokers[record.broker_id] = replace(broker, **changes)
+        elif isinstance(record, UnregisterBrokerRecord):
+            self.brokers.pop(record.broker_id, None)
+        # UnknownRecord and types akfak does not model: nothing to do.
+
+    def _change_partition(self, record: PartitionChangeRecord) -> None:
+        parts = self.partitions.get(record.topic_id)
+        current = parts.get(record.partition_id) if parts is not None else None
+        if parts is None or current is None:
+            log.warn("PartitionChangeRecord for unknown partition {id}/{p}", id=record.topic_id,
+                     p=record.partition_id)
+            return
+        # As Kafka's PartitionRegistration.merge: a leader change bumps the leader epoch,
+        # every change bumps the partition epoch.
+        changes: dict[str, Any] = {"partition_epoch": current.partition_epoch + 1}
+        if record.leader != -2:
+            changes["leader"] = record.leader
+            changes["leader_epoch"] = current.leader_epoch + 1
+        for name in ("isr", "replicas", "removing_replicas", "adding_replicas", "directories"):
+            value = getattr(record, name)
+            if value is not None:
+                changes[name] = tuple(value)
+        if record.leader_recovery_state != -1:
+            changes["leader_recovery_state"] = record.leader_recovery_state
+        parts[record.partition_id] = replace(current, **changes)
+
+    def _config(self, record: ConfigRecord) -> None:
+        if record.resource_type == RESOURCE_TOPIC:
+            target = self.topic_configs
+        elif record.resource_type == RESOURCE_BROKER:
+            target = self.broker_configs
+        else:
+            return  # client metrics, groups ...: not modelled
+        configs = target.setdefault(record.resource_name, {})
+        if record.value is None:
+            configs.pop(record.name, None)
+            if not configs:
+                del target[record.resource_name]
+        else:
+            configs[record.name] = record.value
+
+    def build(self) -> MetadataImage:
+        topics = {tid: TopicImage(t.name, tid, MappingProxyType(self.partitions.get(tid, {})))
+                  for tid, t in self.topics.items()}
+        return MetadataImage(
+            offset=self.offset,
+            topics_by_name=MappingProxyType({t.name: t for t in topics.values()}),
+            topics_by_id=MappingProxyType(topics),
+            topic_configs=MappingProxyType({k: MappingProxyType(v)
+                                            for k, v in self.topic_configs.items()}),
+            broker_configs=MappingProxyType({k: MappingProxyType(v)
+                                             for k, v in self.broker_configs.items()}),
+            features=MappingProxyType(self.features),
+            brokers=MappingProxyType(self.brokers),
+            next_producer_id=self.next_producer_id,
+        )
+
+
+# -- the controller -----------------------------------------------------------------------
+
+
+class Controller:
+    """akfak's single-node KRaft controller over a storage provider.
+
+    Give it a storage that is not opened yet (it opens the metadata log,
+    replays it, then loads the partition logs with their topic configs), or an
+    opened one.
+
+    Every change is validated, written to the metadata log as one batch,
+    applied to `image`, and then carried out on storage.  Methods raise
+    `akfak.errors.KafkaError` subclasses with Kafka's error codes.  The
+    metadata log is fsynced on a thread after each change; `wait_durable()`
+    gives a Deferred for a handler that answers only once it is on disk.
+    """
+
+    def __init__(self, storage: BaseLogStorage, config: BrokerConfig, *,
+                 clock: Any = None) -> None:
+        self.storage = storage
+        self.config = config
+        self.clock = clock if clock is not None else storage.clock
+        self.node_id = config.node_id
+        if not storage.metadata_opened:
+            storage.open_metadata()
+        self.image = MetadataImage().apply(storage.metadata_log.replay())
+        if not storage.logs_loaded:
+            # Partition logs load (and recover) with their topics' configs.
+            storage.load_logs(self._safe_log_config)
+        self._durable: Deferred[None] | None = None
+        if METADATA_VERSION_FEATURE not in self.image.features:
+            # A new metadata log starts, as Kafka's bootstrap does, with metadata.version.
+            self._commit([FeatureLevelRecord(METADATA_VERSION_FEATURE, METADATA_VERSION)])
+        self._reconcile()
+
+    def now_ms(self) -> int:
+        return int(self.clock.seconds() * 1000)
+
+    @property
+    def directory_id(self) -> uuid.UUID:
+        return self.storage.meta_properties.directory_id
+
+    @property
+    def cluster_id(self) -> str:
+        return self.storage.meta_properties.cluster_id
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    def _commit(self, records: Sequence[MetadataRecord]) -> MetadataImage:
+        metadata_log = self.storage.metadata_log
+        base = metadata_log.append(records, self.now_ms())
+        self.image = self.image.apply((base + i, r) for i, r in enumerate(records))
+        self._durable = metadata_log.flush()
+        self._durable.addErrback(
+            lambda f: log.failure("Flushing the metadata log failed", f))
+        return self.image
+
+    def wait_durable(self) -> Deferred[None]:
+        """A Deferred that fires once every committed change is fsynced."""
+        return self.storage.metadata_log.flush()
+
+    def log_config(self, topic: str) -> LogConfig:
+        """The LogConfig of `topic` from its overrides and the (dynamic) broker configs."""
+        return LogConfig.from_broker(self.config, self.image.configs_of_topic(topic),
+                                     self.image.dynamic_broker_configs(self.node_id))
+
+    def _reconcile(self) -> None:
+        """Bring storage in line with the image: create missing logs, set aside stray ones."""
+        wanted: set[tuple[str, int]] = set()
+        for topic in self.image.topics_by_name.values():
+            config = self._safe_log_config(topic.name)
+            for p in topic.partitions.values():
+                if self.node_id not in p.replicas:
+                    continue
+                wanted.add((topic.name, p.partition))
+                existing = self.storage.get_log(topic.name, p.partition)
+                if existing is not None and existing.topic_id not in (None, topic.topic_id):
+                    log.warn("Log {t}-{p} belongs to an older topic with the same name",
+                             t=topic.name, p=p.partition)
+                self.storage.create_log(topic.name, p.partition, topic.topic_id, config)
+        for partition_log in list(self.storage.logs()):
+            key = (partition_log.topic, partition_log.partition)
+            if key not in wanted:
+                self.storage.mark_stray(*key)
+
+    def _safe_log_config(self, topic: str) -> LogConfig:
+        try:
+            return self.log_config(topic)
+        except InvalidConfig as e:
+            log.error("Topic {topic} has an invalid config ({e}); using broker defaults",
+                      topic=topic, e=e)
+            return self.storage.default_log_config
+
+    # -- topics --------------------------------------------------------------------------
+
+    def create_topic(self, name: str, num_partitions: int = -1, replication_factor: int = -1,
+                     configs: Mapping[str, str | None] | None = None, *,
+                     assignments: Mapping[int, Sequence[int]] | None = None,
+                     validate_only: bool = False) -> TopicImage:
+        """CreateTopics for one topic: validate, write ConfigRecords + TopicRecord +
+        PartitionRecords, create the partition logs.
+
+        -1 partitions / replication factor take num.partitions /
+        default.replication.factor.  With `validate_only` nothing is written
+        and the topic id of the result is the zero uuid.
+        """
+        validate_topic_name(name)
+        if name in self.image.topics_by_name:
+            raise TopicAlreadyExists(f"Topic '{name}' already exists.")
+        overrides = {k: v for k, v in (configs or {}).items() if v is not None}
+        for key, value in overrides.items():
+            validate_topic_config(key, value)
+        replicas = self._place(num_partitions, replication_factor, assignments)
+        unified = _unify(name)
+        for other in self.image.topics_by_name:
+            if _unify(other) == unified:
+                raise InvalidTopic(f"Topic '{name}' collides with existing topic: {other}")
+        # Also check the resulting LogConfig resolves (e.g. broker synonyms are valid).
+        LogConfig.from_broker(self.config, overrides,
+                              self.image.dynamic_broker_configs(self.node_id))
+        topic_id = uuid.UUID(int=0) if validate_only else random_kafka_uuid()
+        partitions = [PartitionRecord(
+            partition_id=i, topic_id=topic_id, replicas=list(r), isr=list(r), leader=r[0],
+            leader_epoch=0, partition_epoch=0, directories=[self.directory_id] * len(r))
+            for i, r in enumerate(replicas)]
+        if validate_only:
+            builder = _Builder(MetadataImage())
+            builder.apply(TopicRecord(name, topic_id))
+            for record in partitions:
+                builder.apply(record)
+            return builder.build().topics_by_name[name]
+        records: list[MetadataRecord] = [
+            ConfigRecord(RESOURCE_TOPIC, name, key, value)
+            for key, value in sorted(overrides.items())]
+        records.append(TopicRecord(name, topic_id))
+        records.extend(partitions)
+        image = self._commit(records)
+        config = self.log_config(name)
+        for record in partitions:
+            if self.node_id in record.replicas:
+                self.storage.create_log(name, record.partition_id, topic_id, config)
+        return image.topics_by_name[name]
+
+    def _place(self, num_partitions: int, replication_factor: int,
+               assignments: Mapping[int, Sequence[int]] | None) -> list[list[int]]:
+        brokers = {self.node_id} | set(self.image.brokers)
+        if assignments:
+            if num_partitions != -1 or replication_factor != -1:
+                raise InvalidRequest("A manual partition assignment was specified, but the "
+                                     "number of partitions or replication factor was not -1.")
+            if sorted(assignments) != list(range(len(assignments))):
+                raise InvalidReplicaAssignment(
+                    "Partitions must be consecutive and start from 0 in a manual assignment.")
+            placed = []
+            for index in range(len(assignments)):
+                replicas = list(assignments[index])
+                if not replicas or len(set(replicas)) != len(replicas):
+                    raise InvalidReplicaAssignment(
+                        f"The manual partition assignment for partition {index} is empty or "
+                        f"specifies the same node id more than once.")
+                for broker in replicas:
+                    if broker not in brokers:
+                        raise InvalidReplicaAssignment(
+                            f"The manual partition assignment includes broker {broker}, but no "
+                            f"such broker is registered.")
+                placed.append(replicas)
+            return placed
+        if replication_factor == -1:
+            replication_factor = self.config.default_replication_factor
+        if num_partitions == -1:
+            num_partitions = self.config.num_partitions
+        if replication_factor <= 0:
+            raise InvalidReplicationFactor(
+                "Replication factor must be larger than 0, or -1 to use the default value.")
+        if num_partitions <= 0:
+            raise InvalidPartitions(
+                "Number of partitions was set to an invalid non-positive value.")
+        if replication_factor > len(brokers):
+            raise InvalidReplicationFactor(
+                f"Unable to replicate the partition {replication_factor} time(s): The target "
+                f"replication factor of {replication_factor} cannot be reached because only "
+                f"{len(brokers)} broker(s) are registered.")
+        ordered = sorted(brokers)
+        start = ordered.index(self.node_id)
+        return [[ordered[(start + p + r) % len(ordered)] for r in range(replication_factor)]
+                for p in range(num_partitions)]
+
+    def delete_topic(self, name: str | None = None, *, topic_id: uuid.UUID | None = None
+                     ) -> TopicImage:
+        """DeleteTopics for one topic (by name or id): RemoveTopicRecord, delete its logs."""
+        if not self.config.get_bool("delete.topic.enable"):
+            raise TopicDeletionDisabled("Topic deletion is disabled.")
+        if topic_id is not None:
+            topic = self.image.topic_by_id(topic_id)
+            if topic is None:
+                raise UnknownTopicId(f"Topic id {topic_id} does not exist.")
+        else:
+            topic = self.image.topic(name or "")
+            if topic is None:
+                raise UnknownTopicOrPartition(f"Topic '{name}' does not exist.")
+        self._commit([RemoveTopicRecord(topic.topic_id)])
+        self.storage.delete_logs(topic.name)
+        return topic
+
+    def create_partitions(self, name: str, total: int, *,
+                          assignments: Sequence[Sequence[int]] | None = None,
+                          validate_only: bool = False) -> TopicImage:
+        """CreatePartitions: grow `name` to `total` partitions (PartitionRecords)."""
+        topic = self.image.topic(name)
+        if topic is None:
+            raise UnknownTopicOrPartition(f"Topic '{name}' does not exist.")
+        current = topic.num_partitions
+        if total == current:
+            raise InvalidPartitions(f"Topic already has {current} partition(s).")
+        if total < current:
+            raise InvalidPartitions(
+                f"The topic {name} currently has {current} partition(s); {total} would not be "
+                f"an increase.")
+        added = total - current
+        if assignments is not None:
+            if len(assignments) != added:
+                raise InvalidReplicaAssignment(
+                    f"Attempted to add {added} additional partition(s), but only "
+                    f"{len(assignments)} assignment(s) were specified.")
+            placed = self._place(-1, -1, dict(enumerate(assignments)))
+        else:
+            placed = self._place(added, max(1, topic.replication_factor), None)
+        records = [PartitionRecord(
+            partition_id=current + i, topic_id=topic.topic_id, replicas=list(r), isr=list(r),
+            leader=r[0], leader_epoch=0, partition_epoch=0,
+            directories=[self.directory_id] * len(r)) for i, r in enumerate(placed)]
+        if validate_only:
+            return topic
+        image = self._commit(list(records))
+        config = self.log_config(name)
+        for record in records:
+            if self.node_id in record.replicas:
+                self.storage.create_log(name, record.partition_id, topic.topic_id, config)
+        return image.topics_by_name[name]
+
+    # -- configs -------------------------------------------------------------------------
+
+    def alter_configs(self, resource_type: int, name: str, changes: Mapping[str, str | None],
+                      *, validate_only: bool = False) -> None:
+        """Set (value) or delete (None) configs of a topic (2) or broker (4) resource.
+
+        Broker resource name "" is the cluster-wide default, else the node id.
+        Only actual changes are written (ConfigRecords), as Kafka does.
+        """
+        if resource_type == RESOURCE_TOPIC:
+            if name not in self.image.topics_by_name:
+                raise UnknownTopicOrPartition(f"Topic '{name}' does not exist.")
+            for key, value in changes.items():
+                validate_topic_config(key, value)
+            current = self.image.configs_of_topic(name)
+            merged = {k: v for k, v in current.items()}
+            for key, value in changes.items():
+                if value is None:
+                    merged.pop(key, None)
+                else:
+                    merged[key] = value
+            LogConfig.from_broker(self.config, merged,
+                                  self.image.dynamic_broker_configs(self.node_id))
+        elif resource_type == RESOURCE_BROKER:
+            if name not in ("", str(self.node_id)):
+                raise InvalidRequest(f"Unexpected broker id, expected {self.node_id} or empty "
+                                     f"string, but received {name}")
+            for key in changes:
+                if not key:
+                    raise InvalidConfig("Empty config name")
+            current = self.image.broker_configs.get(name, {})
+        else:
+            raise InvalidRequest(f"Unsupported resource type {resource_type}")
+        records: list[MetadataRecord] = [
+            ConfigRecord(resource_type, name, key, value)
+            for key, value in sorted(changes.items(), key=lambda kv: kv[0])
+            if current.get(key) != value]
+        if validate_only or not records:
+            return
+        self._commit(records)
+        if resource_type == RESOURCE_TOPIC:
+            self.storage.reconfigure(name, self.log_config(name))
+        else:
+            for topic in self.image.topics_by_name:
+                self.storage.reconfigure(topic, self._safe_log_config(topic))
+
+    def describe_topic_configs(self, name: str) -> list[ResolvedConfig]:
+        """Every topic config of `name` with its effective value and source (DescribeConfigs)."""
+        if name not in self.image.topics_by_name:
+            raise UnknownTopicOrPartition(f"Topic '{name}' does not exist.")
+        overrides = self.image.configs_of_topic(name)
+        dynamic = self.image.dynamic_broker_configs(self.node_id)
+        return [resolve_topic_config(key, self.config, overrides, dynamic)
+                for key in TOPIC_CONFIGS]
+
+    # -- producer ids, brokers -----------------------------------------------------------
+
+    def allocate_producer_ids(self, count: int = PRODUCER_ID_BLOCK_SIZE) -> int:
+        """Reserve `count` producer ids (ProducerIdsRecord); return the first.
+
+        The block is recorded in the metadata log, so ids never repeat across restarts.
+        """
+        if count <= 0:
+            raise InvalidRequest(f"Cannot allocate {count} producer ids")
+        first = self.image.next_producer_id
+        broker = self.image.brokers.get(self.node_id)
+        self._commit([ProducerIdsRecord(broker_id=self.node_id,
+                                        broker_epoch=broker.epoch if broker else -1,
+                                        next_producer_id=first + count)])
+        return first
+
+    def register_broker(self, endpoints: Sequence[tuple[str, str, int]], *,
+                        rack: str | None = None) -> int:
+        """Record this broker's registration (RegisterBrokerRecord, unfenced) with its
+        listeners as (name, host, port); return its broker epoch (the record's offset)."""
+        epoch = self.storage.metadata_log.end_offset
+        record = RegisterBrokerRecord(
+            broker_id=self.node_id, incarnation_id=uuid.uuid4(), broker_epoch=epoch,
+            end_points=[BrokerEndpoint(n, h, p, 0) for n, h, p in endpoints],
+            features=[BrokerFeature(METADATA_VERSION_FEATURE, 1, METADATA_VERSION)],
+            rack=rack, fenced=False, log_dirs=[self.directory_id])
+        self._commit([record])
+        return epoch

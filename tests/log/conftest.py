@@ -1,0 +1,79 @@
+"""Fixtures for the storage tests: both providers, a fake clock, Kafka's fixture directory."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import pytest_twisted
+from twisted.internet.task import Clock
+
+from akfak.config import BrokerConfig
+from akfak.log.disk import DiskLogStorage
+from akfak.log.memory import MemoryLogStorage
+from akfak.log.storage import BaseLogStorage
+
+ROOT = Path(__file__).resolve().parents[2]
+#: 2023-11-14T22:13:20Z: the fake clock's start, in ms.
+T0 = 1_700_000_000_000
+
+
+def shared_dir() -> Path:
+    return Path(os.environ.get("AKFAK_SHARED") or ROOT.parent / "shared")
+
+
+@pytest.fixture
+def kafka_fixture(tmp_path: Path) -> Path:
+    """A writable copy of the log directory Apache Kafka wrote (topic foo, "Hello World!")."""
+    source = shared_dir() / "fixtures" / "kafka-kraft-logs"
+    if not source.is_dir():
+        pytest.skip(f"Kafka-written fixture not found at {source} (set AKFAK_SHARED to the "
+                    f"directory holding fixtures/kafka-kraft-logs)")
+    target = tmp_path / "kafka-kraft-logs"
+    shutil.copytree(source, target)
+    for path in [target, *target.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)  # the fixture files are read-only
+    return target
+
+
+@pytest.fixture
+def clock() -> Clock:
+    c = Clock()
+    c.advance(T0 / 1000)
+    return c
+
+
+def make_config(data_dir: Path, **properties: object) -> BrokerConfig:
+    props = {"log.dir": str(data_dir)}
+    props.update({k.replace("_", "."): str(v) for k, v in properties.items()})
+    return BrokerConfig(properties=props)
+
+
+StorageFactory = Callable[..., BaseLogStorage]
+
+
+@pytest.fixture(params=["memory", "disk"])
+def provider(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def open_storage(provider: str, tmp_path: Path, clock: Clock) -> Iterator[StorageFactory]:
+    """Open a storage of the test's provider over tmp_path/data; all are closed afterwards."""
+    opened: list[BaseLogStorage] = []
+
+    def factory(config: BrokerConfig | None = None, **properties: object) -> BaseLogStorage:
+        config = config or make_config(tmp_path / "data", **properties)
+        cls = MemoryLogStorage if provider == "memory" else DiskLogStorage
+        storage = cls(config, clock=clock)
+        storage.open()
+        opened.append(storage)
+        return storage
+
+    yield factory
+    for storage in opened:
+        if not storage.closed:
+            pytest_twisted.blockon(storage.close())
