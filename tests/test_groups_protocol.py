@@ -101,14 +101,16 @@ class Conn:
 
 
 class ClockedBroker:
-    def __init__(self, data_dir: Path, overrides: Sequence[str] = (), storage: str = "memory"):
+    def __init__(self, data_dir: Path, overrides: Sequence[str] = (), storage: str = "memory", *,
+                 load: bool = True):
         self.clock = Clock()
         config = build_config(data_dir=str(data_dir), listen=["tcp:0:interface=127.0.0.1"],
                               storage=storage, overrides=list(overrides))
         self.broker = Broker(config, clock=self.clock)
         self.broker.open()
         self.broker.advertise("PLAINTEXT", "127.0.0.1", 9092)
-        self.clock.advance(0)
+        if load:
+            self.clock.advance(0)  # the coordinator loads __consumer_offsets a step per turn
         self.now_ms = 0
         self.conns: list[Conn] = []
 
