@@ -23,6 +23,7 @@ from twisted.internet.protocol import Factory
 from twisted.protocols.basic import Int32StringReceiver
 from twisted.python.failure import Failure
 
+from akfak.errors import TopicAlreadyExists
 from akfak.testing import TEST_DEFAULTS, EmbeddedBroker, running_broker, start_broker
 from tests.wire import WireClient, encode_body, encode_request
 
@@ -109,6 +110,20 @@ def test_a_failed_start_leaves_nothing_behind(tmp_path: Path) -> None:
     assert not broker.running
 
 
+@pytest.mark.akfak(storage="disk")
+def test_create_topic_goes_through_the_controller(akfak_broker: Any) -> None:
+    akfak_broker.create_topic("events", partitions=3, config={"retention.ms": 60000})
+
+    def look() -> tuple[int, dict[str, str]]:
+        image = akfak_broker.broker.image
+        return image.topic("events").num_partitions, dict(image.configs_of_topic("events"))
+
+    assert akfak_broker.call(look) == (3, {"retention.ms": "60000"})
+    assert all((akfak_broker.data_dir / f"events-{p}").is_dir() for p in range(3))
+    with pytest.raises(TopicAlreadyExists):
+        akfak_broker.create_topic("events")
+
+
 def test_blocking_call_from_the_brokers_own_thread_is_refused(akfak_broker: Any) -> None:
     with pytest.raises(RuntimeError, match="from inside it"):
         akfak_broker.call(lambda: akfak_broker.call(lambda: None))
@@ -189,3 +204,19 @@ def test_start_broker_on_disk_with_a_given_directory(tmp_path: Path) -> Any:
     assert broker.broker.config.storage == "disk" and broker.broker.node_id == 7
     yield broker.stop_deferred()
     assert (tmp_path / "d").is_dir()
+
+
+@pytest_twisted.async_yield_fixture
+async def broker_in_reactor() -> Any:
+    """The fixture the README shows pytest-twisted users."""
+    broker = await start_broker()
+    yield broker
+    await broker.stop_deferred()
+
+
+@pytest_twisted.ensureDeferred
+async def test_async_fixture_in_the_reactor(broker_in_reactor: Any) -> None:
+    await broker_in_reactor.create_topic_deferred("in-reactor", partitions=2)
+    assert broker_in_reactor.broker.image.topic("in-reactor").num_partitions == 2
+    with pytest.raises(RuntimeError, match="create_topic_deferred"):
+        broker_in_reactor.create_topic("other")

@@ -217,3 +217,38 @@ def test_two_brokers_do_not_share_topics(akfak_broker: object, akfak_broker_fact
 
     assert "only-in-first" in topics(first)
     assert "only-in-first" not in topics(second)
+
+
+TRIAL_MODULE = '''
+from twisted.internet import reactor
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import Protocol
+from twisted.trial.unittest import TestCase
+
+from akfak.testing import start_broker
+
+
+class BrokerTest(TestCase):
+    async def setUp(self):
+        self.broker = await start_broker(storage="disk")
+        self.addCleanup(self.broker.stop_deferred)
+
+    async def test_topic_and_connection(self):
+        await self.broker.create_topic_deferred("events", partitions=2)
+        self.assertEqual(self.broker.broker.image.topic("events").num_partitions, 2)
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.broker.port)
+        client = await connectProtocol(endpoint, Protocol())
+        client.transport.loseConnection()
+'''
+
+
+def test_deferred_api_under_trial(tmp_path: Path) -> None:
+    (tmp_path / "test_trial_broker.py").write_text(TRIAL_MODULE)
+    result = subprocess.run(
+        [sys.executable, "-m", "twisted.trial", "--temp-directory", str(tmp_path / "_trial_temp"),
+         "test_trial_broker"],
+        cwd=tmp_path, env={**user_environment(), "PYTHONPATH": str(tmp_path)},
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, summary(result)
+    assert "PASSED (successes=1)" in result.stdout, summary(result)
