@@ -593,10 +593,17 @@ class PartitionLog:
         target = self.log_end_offset
         self._unflushed_messages = 0
         handles: list[int] = []
-        for segment in self.segments:
-            if segment.dirty:
-                handles.extend(segment.sync_handles())
-        handles.extend(self._sync_extra_handles())
+        try:
+            for segment in self.segments:
+                if segment.dirty:
+                    handles.extend(segment.sync_handles())
+            handles.extend(self._sync_extra_handles())
+        except OSError as e:  # e.g. the directory went away with a deleted topic
+            for fd in handles:
+                os.close(fd)
+            failure = Failure(KafkaStorageError(f"Cannot flush {self.topic}-{self.partition}: {e}"))
+            self._finish_flush(failure, target, waiters)
+            return
         if not handles:
             self._finish_flush(None, target, waiters)
             return
