@@ -65,6 +65,7 @@ from akfak.log.metadata_log import (
     METADATA_PARTITION,
     METADATA_TOPIC,
     MetadataLog,
+    latest_snapshot,
 )
 from akfak.log.partition import PartitionLog
 from akfak.log.segment import FileStore, LogSegment, segment_name
@@ -296,7 +297,7 @@ class DiskLogStorage(BaseLogStorage):
             metadata = DiskPartitionLog.create(directory, METADATA_TOPIC, METADATA_PARTITION,
                                                METADATA_TOPIC_ID, METADATA_LOG_CONFIG,
                                                now_ms=now_ms, reactor=self.clock)
-        self._metadata = MetadataLog(metadata)
+        self._metadata = MetadataLog(metadata, latest_snapshot(directory))
         self._last_checkpoint_ms = now_ms
 
     def load_logs(self, config_for: ConfigFor | None = None) -> None:

@@ -4,17 +4,23 @@ akfak is its own single-node controller: it appends metadata records (null
 key, the record as value) in uncompressed batches stamped with the quorum
 epoch, and replays them at start.  Control batches (Kafka's LeaderChange,
 snapshot and voter records) and record types akfak does not model are skipped.
+A log directory Kafka has run for a while may have cleaned its metadata log
+behind a snapshot (`<end offset>-<epoch>.checkpoint`, record batches in the
+log format): replay starts from the latest snapshot, then the log after it.
+akfak itself never writes snapshots or cleans the metadata log.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
 from akfak.interfaces import IMetadataLog
-from akfak.log.batch import parse_header
+from akfak.log.batch import parse_header, scan
 from akfak.log.config import LogConfig
 from akfak.log.metadata_records import (
     MetadataRecord,
@@ -35,12 +41,30 @@ METADATA_LOG_CONFIG = LogConfig(
     segment_bytes=1024**3, message_timestamp_after_max_ms=2**63 - 1)
 
 
+_SNAPSHOT = re.compile(r"^(\d{20})-(\d{10})\.checkpoint$")
+
+
+def snapshot_end_offset(path: Path) -> int:
+    match = _SNAPSHOT.match(path.name)
+    if match is None:
+        raise ValueError(f"{path.name} is not a KRaft snapshot name")
+    return int(match[1])
+
+
+def latest_snapshot(directory: Path) -> Path | None:
+    """The KRaft snapshot with the highest end offset in a metadata log directory."""
+    snapshots = [p for p in directory.iterdir() if _SNAPSHOT.match(p.name)]
+    return max(snapshots, key=lambda p: (snapshot_end_offset(p), p.name), default=None)
+
+
 @implementer(IMetadataLog)
 class MetadataLog:
     """Metadata records in batches of a partition log (see IMetadataLog)."""
 
-    def __init__(self, log: PartitionLog) -> None:
+    def __init__(self, log: PartitionLog, snapshot: Path | None = None) -> None:
         self.log = log
+        #: The latest KRaft snapshot (`<end offset>-<epoch>.checkpoint`) Kafka left, if any.
+        self.snapshot = snapshot
         # The raft epoch batches are stamped with: the log's, at least 1 (a leader was elected).
         self.epoch = max(1, log.leader_epoch)
 
@@ -57,13 +81,28 @@ class MetadataLog:
         return info.base_offset
 
     def replay(self) -> Iterator[tuple[int, MetadataRecord | UnknownRecord]]:
-        for batch in self.log.iter_batches():
-            if parse_header(batch).is_control:
+        start = None
+        if self.snapshot is not None:
+            # A snapshot holds the state before its end offset; the log continues from there.
+            end = snapshot_end_offset(self.snapshot)
+            data = self.snapshot.read_bytes()
+            for pos, header in scan(data, verify_crc=True):
+                yield from self._records(data[pos : pos + header.size], limit=end)
+            start = max(end, self.log.log_start_offset)
+            if start > self.log.log_end_offset:
+                return
+        for batch in self.log.iter_batches(start):
+            yield from self._records(batch)
+
+    @staticmethod
+    def _records(batch: bytes, limit: int | None = None
+                 ) -> Iterator[tuple[int, MetadataRecord | UnknownRecord]]:
+        if parse_header(batch).is_control:
+            return
+        for record in iter_records(batch):
+            if record.value is None or (limit is not None and record.offset >= limit):
                 continue
-            for record in iter_records(batch):
-                if record.value is None:
-                    continue
-                yield record.offset, decode_record(record.value)
+            yield record.offset, decode_record(record.value)
 
     def flush(self) -> Deferred[None]:
         return self.log.flush()

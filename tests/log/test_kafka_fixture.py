@@ -166,3 +166,33 @@ async def test_akfak_writes_the_same_shape(kafka_fixture: Path, tmp_path: Path,
         d.pop("directories")
     assert mine == kafkas
     assert uuid.UUID(int=1) == METADATA_TOPIC_ID
+
+
+@pytest_twisted.ensureDeferred
+async def test_replay_starts_from_a_kraft_snapshot(tmp_path: Path, clock: Clock) -> None:
+    """Kafka cleans its metadata log behind snapshots; the state before one is in it."""
+    from akfak.log.metadata_records import FeatureLevelRecord, TopicRecord, encode_record
+    from akfak.log.records import encode_batch
+
+    config = make_config(tmp_path / "data")
+    storage = DiskLogStorage(config, clock=clock)
+    storage.open()
+    metadata = storage.metadata_log
+    ids = {name: uuid.uuid4() for name in ("old", "snap", "new")}
+    metadata.append([FeatureLevelRecord("metadata.version", 20)], T0)
+    metadata.append([TopicRecord("old", ids["old"])], T0)  # offset 1: covered by the snapshot
+    metadata.append([TopicRecord(f"x{i}", uuid.uuid4()) for i in range(3)], T0)  # 2..4
+    assert metadata.append([TopicRecord("new", ids["new"])], T0) == 5
+    await storage.close()
+    snapshot = encode_batch([(None, b"\x00\x00\x00\x00")], timestamp=T0, control=True) + \
+        encode_batch([(None, encode_record(FeatureLevelRecord("metadata.version", 20))),
+                      (None, encode_record(TopicRecord("snap", ids["snap"])))],
+                     timestamp=T0, base_offset=1)
+    (tmp_path / "data" / "__cluster_metadata-0" / "00000000000000000005-0000000001.checkpoint") \
+        .write_bytes(snapshot)
+
+    storage = DiskLogStorage(config, clock=clock)
+    controller = Controller(storage, config)
+    assert set(controller.image.topics_by_name) == {"snap", "new"}
+    assert controller.image.topic("new").topic_id == ids["new"]  # type: ignore[union-attr]
+    await storage.close()
