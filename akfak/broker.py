@@ -6,9 +6,8 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import maybeDeferred
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from akfak.config import BrokerConfig
@@ -40,7 +39,7 @@ class Broker:
         #: listener name -> (host, port) clients are told to connect to
         self.advertised: dict[str, tuple[str, int]] = {}
         self._periodic: list[tuple[float, Callable[[], Any]]] = []
-        self._loops: list[LoopingCall] = []
+        self._loops: list[_Periodic] = []
         #: set by open()
         self.storage: BaseLogStorage = None  # type: ignore[assignment]
         self.controller: Controller = None  # type: ignore[assignment]
@@ -55,7 +54,7 @@ class Broker:
     def open(self) -> None:
         """Load storage (recovering it if needed), then start the periodic tasks."""
         self.storage = storage_for(self.config, clock=self.clock)
-        self.storage.open()
+        # The controller opens storage itself, so recovery uses each topic's own config.
         self.controller = Controller(self.storage, self.config, clock=self.clock)
         log.info("Opened {storage} storage in {dir}: cluster {cluster}, {topics} topics",
                  storage=self.config.storage, dir=self.config.data_dir,
@@ -69,17 +68,12 @@ class Broker:
             (1.0, lambda: storage.flush_due(self.now_ms())),
             *self._periodic,
         ]
-        for interval, task in tasks:
-            loop = LoopingCall(_logging_failures, task)
-            loop.clock = self.clock
-            loop.start(interval, now=False)
-            self._loops.append(loop)
+        self._loops = [_Periodic(self.clock, interval, task) for interval, task in tasks]
 
     def close(self) -> Any:
         """Stop the periodic tasks, then flush and close storage; may return a Deferred."""
         for loop in self._loops:
-            if loop.running:
-                loop.stop()
+            loop.stop()
         self._loops.clear()
         close_group_coordinator(self)  # group coordinator (akfak.groups): before storage closes
         if self.storage is None:
@@ -133,8 +127,31 @@ class Broker:
         return next(iter(self.advertised.values()))
 
 
-def _logging_failures(task: Callable[[], Any]) -> Deferred[Any]:
-    """Run a periodic task; a failure is logged and the next run still happens."""
-    return maybeDeferred(task).addErrback(
-        lambda failure: log.failure("Periodic task {task} failed", failure, task=task)
-    )
+class _Periodic:
+    """Runs a task every `interval` seconds on `clock`, the next run counted from the end
+    of the last (a Deferred delays it).  A failure is logged and the next run still happens.
+
+    Not LoopingCall: constructing one imports (and so installs) the global reactor, which an
+    embedded broker running on its own reactor must not do."""
+
+    def __init__(self, clock: Any, interval: float, task: Callable[[], Any]) -> None:
+        self.clock, self.interval, self.task = clock, interval, task
+        self._stopped = False
+        self._call: Any = clock.callLater(interval, self._run)
+
+    def _run(self) -> None:
+        self._call = None
+        done = maybeDeferred(self.task)
+        done.addErrback(lambda failure: log.failure("Periodic task {task} failed", failure,
+                                                    task=self.task))
+        done.addCallback(self._schedule)
+
+    def _schedule(self, _: object) -> None:
+        if not self._stopped:
+            self._call = self.clock.callLater(self.interval, self._run)
+
+    def stop(self) -> None:
+        self._stopped = True
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
