@@ -157,6 +157,18 @@ def test_plain_script_then_its_own_choice_of_reactor(tmp_path: Path) -> None:
     assert forgotten.name.startswith("akfak-test-") and not forgotten.exists()
 
 
+def test_importing_the_plugin_imports_neither_twisted_nor_the_broker(tmp_path: Path) -> None:
+    # pytest imports the plugin in every run where akfak is installed, Twisted suites included.
+    result = run_script(tmp_path, '''
+        import sys
+        import akfak.testing.pytest_plugin
+        print(sorted(m for m in sys.modules if m.startswith(("twisted", "akfak.")) and m != "akfak.testing"
+                     and not m.startswith("akfak.testing.pytest_plugin")))
+    ''')
+    assert result.returncode == 0, summary(result)
+    assert result.stdout.strip() == "[]", summary(result)
+
+
 def test_user_project_with_three_clients(tmp_path: Path) -> None:
     skip_unless_broker_has(CLIENT_APIS)
     (tmp_path / "test_user_project.py").write_text(USER_MODULE.read_text())
