@@ -15,6 +15,8 @@ class KafkaFactory(ServerFactory):
     def __init__(self, broker: Broker, listener: str = "PLAINTEXT"):
         self.broker = broker
         self.listener = listener
+        #: open connections, so that stopping the listener can close them as Kafka does
+        self.connections: set[KafkaProtocol] = set()
 
     def buildProtocol(self, addr: IAddress) -> KafkaProtocol:
         proto = KafkaProtocol(self.broker, self.broker.registry, self.listener)

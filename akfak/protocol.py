@@ -149,10 +149,13 @@ class KafkaProtocol(Int32StringReceiver):
         self._replies: deque[_Reply] = deque()
         self._closing = False
         self.peer = "?"
+        self.factory: Any = None
 
     # -- framing ---------------------------------------------------------------
 
     def connectionMade(self) -> None:
+        if self.factory is not None:
+            self.factory.connections.add(self)
         address = self.transport.getPeer()
         self.peer = f"{getattr(address, 'host', address)}:{getattr(address, 'port', '')}"
 
@@ -195,6 +198,8 @@ class KafkaProtocol(Int32StringReceiver):
             self.drop(f"frame of {length} bytes exceeds socket.request.max.bytes={self.MAX_LENGTH}")
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        if self.factory is not None:
+            self.factory.connections.discard(self)
         self._closing = True
         replies, self._replies = self._replies, deque()
         for reply in replies:

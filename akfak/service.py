@@ -8,6 +8,7 @@ from twisted.application.service import Application, MultiService, Service
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -41,13 +42,15 @@ class ListenerService(Service):
         self.listener = listener
         self.reactor = reactor if reactor is not None else broker.clock
         self.port: IListeningPort | None = None
+        self.factory: KafkaFactory | None = None
         #: fires with the listening port (or fails) once startService has begun listening
         self.listening: Deferred[IListeningPort] | None = None
 
     def startService(self) -> None:
         super().startService()
         endpoint = serverFromString(self.reactor, self.listener.endpoint)
-        self.listening = endpoint.listen(KafkaFactory(self.broker, self.listener.name))
+        self.factory = KafkaFactory(self.broker, self.listener.name)
+        self.listening = endpoint.listen(self.factory)
         self.listening.addCallback(self._listening)
         failed: list[Failure] = []
         self.listening.addErrback(lambda f: failed.append(f) or f)
@@ -67,12 +70,22 @@ class ListenerService(Service):
                  port=address.port, adv=f"{host}:{number}")
         return port
 
-    def stopService(self) -> Deferred[None] | None:
+    def stopService(self) -> Deferred[Any] | None:
+        """Stop accepting, then close the connections this listener accepted (as Kafka's
+        shutdown does: a connection left open would be served by a closed broker)."""
         super().stopService()
-        if self.port is not None:
-            port, self.port = self.port, None
-            return maybeDeferred(port.stopListening)
-        return None
+        if self.port is None:
+            return None
+        port, self.port = self.port, None
+        stopped = maybeDeferred(port.stopListening)
+
+        def close_connections(_: object) -> Deferred[None]:
+            for connection in list(self.factory.connections):
+                connection.transport.abortConnection()
+            # abortConnection finishes (connectionLost) on the reactor's next turn.
+            return deferLater(self.reactor, 0, lambda: None)
+
+        return stopped.addCallback(close_connections)
 
 
 def makeService(config: BrokerConfig, *, reactor: Any = None) -> MultiService:

@@ -23,9 +23,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Self
 
-from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks, maybeDeferred, succeed
-from twisted.internet.interfaces import IListeningPort, ITCPTransport
-from twisted.internet.task import deferLater
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
+from twisted.internet.interfaces import IListeningPort
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
@@ -275,33 +274,10 @@ class EmbeddedBroker:
 
         return gatherResults(listening, consumeErrors=True).addCallbacks(started, failed)
 
-    @inlineCallbacks
-    def _stop_in(self) -> Any:
-        # Listeners first (no new connections), then the connections they accepted (Kafka's
-        # shutdown drops its clients too; an open connection would otherwise keep being served
-        # by a broker whose storage is closed), then storage.
-        addresses = set()
-        for listener in self._listeners():
-            if listener.port is not None:
-                host = listener.port.getHost()
-                addresses.add((host.host, host.port))
-        yield gatherResults([maybeDeferred(s.stopService) for s in self._listeners()], consumeErrors=True)
-        yield self._drop_connections(addresses)
-        yield self.service.stopService()
-
-    def _drop_connections(self, addresses: set[tuple[str, int]]) -> Deferred[None]:
-        reactor = self.reactor
-        accepted = []
-        for selectable in set(reactor.getReaders()) | set(reactor.getWriters()):
-            if not ITCPTransport.providedBy(selectable):
-                continue
-            local = selectable.getHost()
-            if (getattr(local, "host", None), getattr(local, "port", None)) in addresses:
-                accepted.append(selectable)
-        for connection in accepted:
-            connection.abortConnection()
-        # abortConnection closes the socket in connectionLost, on the reactor's next turn.
-        return deferLater(reactor, 0, lambda: None)
+    def _stop_in(self) -> Deferred[None]:
+        # The listeners stop first and close the connections they accepted (a connection left
+        # open would be served by a broker whose storage is closed), then storage closes.
+        return self.service.stopService()
 
     def _create_topic_in(self, name: str, partitions: int, config: Mapping[str, object] | None) -> Any:
         # As CreateTopics does: through the controller (TopicRecord + PartitionRecords in the

@@ -65,7 +65,8 @@ def test_validate_accepts_several_batches() -> None:
     (make_batch(control=True, transactional=True, producer_id=1, producer_epoch=0,
                 base_sequence=-1), InvalidRecord, 87),
     (make_batch(producer_id=1, producer_epoch=0, base_sequence=-1), InvalidRecord, 87),
-])
+], ids=["empty", "truncated", "magic-1", "magic-3", "bad-crc", "last-offset-delta", "record-count",
+        "no-records", "base-offset", "control", "producer-without-sequence"])
 def test_validate_rejects(data: bytes, error: type[Exception], code: int) -> None:
     with pytest.raises(error) as caught:
         batch.validate(data, max_message_bytes=BIG)
