@@ -1,0 +1,66 @@
+"""DescribeCluster (key 60) v0-v2.
+
+Behavior (as Kafka 4's KafkaApis.handleDescribeCluster on a broker):
+- The cluster id, this node as the controller, and the brokers: this node, at the
+  address advertised for the listener the request came through, never fenced.
+- endpoint_type (v1+) must be 1 (brokers): 2 (controllers) answers MISMATCHED_ENDPOINT_TYPE,
+  anything else UNSUPPORTED_ENDPOINT_TYPE (INVALID_REQUEST for both in v0).
+- cluster_authorized_operations only when asked: everything, as without an authorizer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kio.schema.errors import ErrorCode
+from kio.static.primitive import i8, i32
+
+from akfak.handlers.base import NO_THROTTLE, Handler
+from akfak.handlers.metadata import CLUSTER_OPERATIONS, NOT_REQUESTED
+from akfak.protocol import RequestContext
+
+ENDPOINT_BROKER, ENDPOINT_CONTROLLER = 1, 2
+ENDPOINT_NAMES = {ENDPOINT_BROKER: "BROKER", ENDPOINT_CONTROLLER: "CONTROLLER"}
+UNSUPPORTED_ENDPOINT_TYPE = 115
+
+
+class DescribeClusterHandler(Handler):
+    api_key = 60
+    min_version = 0
+    max_version = 2
+
+    def handle(self, request: Any, context: RequestContext) -> Any:
+        version = context.api_version
+        module = self.response_module(version)
+        endpoint_type = int(request.endpoint_type) if version >= 1 else ENDPOINT_BROKER
+        fields: dict[str, Any] = {"throttle_time": NO_THROTTLE}
+        if endpoint_type not in ENDPOINT_NAMES:
+            return self.response_type(version)(
+                **fields, error_code=ErrorCode.invalid_request if version == 0
+                else ErrorCode(UNSUPPORTED_ENDPOINT_TYPE),
+                error_message=f"Unsupported endpoint type {endpoint_type}", cluster_id="",
+                brokers=())
+        if endpoint_type != ENDPOINT_BROKER:
+            return self.response_type(version)(
+                **fields, error_code=ErrorCode.invalid_request if version == 0
+                else ErrorCode.mismatched_endpoint_type,
+                error_message=("The request was sent to an endpoint of type BROKER, but we "
+                               f"wanted an endpoint of type {ENDPOINT_NAMES[endpoint_type]}"),
+                cluster_id="", brokers=())
+        broker = self.broker
+        host, port = broker.advertised_address(context.listener)
+        node: dict[str, Any] = {"broker_id": i32(broker.node_id), "host": host, "port": i32(port),
+                                "rack": None}
+        if version >= 2:
+            node["is_fenced"] = False
+        if version >= 1:
+            fields["endpoint_type"] = i8(ENDPOINT_BROKER)
+        return self.response_type(version)(
+            **fields, error_code=ErrorCode.none, error_message=None, cluster_id=broker.cluster_id,
+            controller_id=i32(broker.node_id), brokers=(module.DescribeClusterBroker(**node),),
+            cluster_authorized_operations=i32(
+                CLUSTER_OPERATIONS if request.include_cluster_authorized_operations
+                else NOT_REQUESTED))
+
+
+HANDLERS = (DescribeClusterHandler,)
