@@ -674,7 +674,8 @@ def validate_dynamic_broker_change(props: Mapping[str, str], *, per_broker: bool
     read_only = sorted(k for k in props if k in BROKER_CONFIGS and BROKER_CONFIGS[k].read_only)
     if read_only:
         raise InvalidRequest(f"Cannot update these configs dynamically: Set({', '.join(read_only)})")
-    security = sorted(k for k in props if k.startswith(("ssl.", "sasl.")))
+    # Kafka's DynamicSecurityConfigs: the SSL ones only change per listener (prefixed).
+    security = sorted(k for k in props if k.startswith("ssl.") and k in BROKER_CONFIGS)
     if security:
         raise InvalidRequest("These security configs can be dynamically updated only per-listener "
                              f"using the listener prefix: Set({', '.join(security)})")

@@ -122,6 +122,7 @@ def test_create_topics_validate_only_and_old_versions(inproc: InProcessBroker) -
 @pytest_twisted.inlineCallbacks
 def test_create_topics_errors(inproc: InProcessBroker) -> Any:
     make_topic(inproc, "exists")
+    make_topic(inproc, "collides.here")
     (response,) = yield ask(inproc.port, create_topics(
         7,
         creatable(7, "twice"), creatable(7, "__cluster_metadata"), creatable(7, "twice", 3),
@@ -137,6 +138,9 @@ def test_create_topics_errors(inproc: InProcessBroker) -> Any:
         creatable(7, "manual-gap", assignments={0: [1], 2: [1]}),
         creatable(7, "manual-twice", assignments=[(0, [1]), (0, [1])]),
         creatable(7, "manual-other-broker", assignments={0: [7]}),
+        creatable(7, "manual-empty", assignments={0: []}),
+        creatable(7, "manual-same-broker", assignments={0: [1, 1]}),
+        creatable(7, "collides_here"),
         creatable(7, "manual-ok", assignments={0: [1], 1: [1]}),
     ))
     got = [(t.name, t.error_code, t.error_message) for t in response.topics]
@@ -162,6 +166,12 @@ def test_create_topics_errors(inproc: InProcessBroker) -> Any:
          "Found multiple manual partition assignments for partition 0"),
         ("manual-other-broker", ErrorCode.invalid_replica_assignment,
          "The manual partition assignment includes broker 7, but no such broker is registered."),
+        ("manual-empty", ErrorCode.invalid_replica_assignment,
+         "The manual partition assignment includes an empty replica list."),
+        ("manual-same-broker", ErrorCode.invalid_replica_assignment,
+         "The manual partition assignment includes the broker 1 more than once."),
+        ("collides_here", ErrorCode.invalid_topic_exception,
+         "Topic 'collides_here' collides with existing topic: collides.here"),
         ("manual-ok", ErrorCode.none, None),
         ("twice", ErrorCode.invalid_request, "Duplicate topic name."),
         ("__cluster_metadata", ErrorCode.invalid_request,
@@ -171,7 +181,7 @@ def test_create_topics_errors(inproc: InProcessBroker) -> Any:
         if t.error_code:
             assert (t.topic_id, t.num_partitions, t.replication_factor, t.configs) == (
                 None, -1, -1, ())
-    assert set(inproc.broker.image.topics_by_name) == {"exists", "manual-ok"}
+    assert set(inproc.broker.image.topics_by_name) == {"exists", "collides.here", "manual-ok"}
     assert inproc.broker.image.topic("manual-ok").num_partitions == 2
 
 
@@ -256,14 +266,14 @@ def create_partitions(version: int, *topics: tuple[str, int, list[list[int]] | N
 
 @pytest_twisted.inlineCallbacks
 def test_create_partitions_errors_and_validate_only(inproc: InProcessBroker) -> Any:
-    for name in ("grow", "dry", "dup", "assigned", "bad-assignments"):
+    for name in ("grow", "dry", "dup", "assigned", "bad-assignments", "empty-assignment"):
         make_topic(inproc, name, 2)
     v0, v3 = yield ask(
         inproc.port,
         create_partitions(0, ("dry", 4, None), validate_only=True),
         create_partitions(3, ("grow", 3, None), ("dup", 3, None), ("missing", 2, None),
                           ("dup", 4, None), ("assigned", 4, [[1], [1]]),
-                          ("bad-assignments", 4, [[1]])))
+                          ("bad-assignments", 4, [[1]]), ("empty-assignment", 3, [[]])))
     assert [(r.name, r.error_code) for r in v0.results] == [("dry", ErrorCode.none)]
     assert [(r.name, r.error_code, r.error_message) for r in v3.results] == [
         ("dup", ErrorCode.invalid_request, "Duplicate topic name."),
@@ -272,6 +282,8 @@ def test_create_partitions_errors_and_validate_only(inproc: InProcessBroker) -> 
         ("assigned", ErrorCode.none, None),
         ("bad-assignments", ErrorCode.invalid_replica_assignment,
          "Attempted to add 2 additional partition(s), but only 1 assignment(s) were specified."),
+        ("empty-assignment", ErrorCode.invalid_replica_assignment,
+         "The manual partition assignment includes an empty replica list."),
     ]
     image = inproc.broker.image
     counts = {name: image.topic(name).num_partitions

@@ -12,7 +12,7 @@ from kio.schema.errors import ErrorCode
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from akfak.errors import BY_CODE, KafkaError
+from akfak.errors import BY_CODE, InvalidReplicaAssignment, KafkaError
 
 log = Logger()
 
@@ -73,3 +73,32 @@ def after_durable(broker: Any, response: T, changed: bool) -> T | Deferred[T]:
     if not changed:
         return response
     return broker.controller.wait_durable().addCallback(lambda _: response)
+
+
+def check_manual_assignment(replicas: list[int], replication_factor: int | None,
+                            brokers: set[int]) -> None:
+    """Kafka's ReplicationControlManager.validateManualPartitionAssignment for one partition's
+    replica list (`replication_factor`: that of the partitions before it, if any)."""
+    if not replicas:
+        raise InvalidReplicaAssignment(
+            "The manual partition assignment includes an empty replica list.")
+    previous = None
+    for broker_id in sorted(replicas):
+        if broker_id not in brokers:
+            raise InvalidReplicaAssignment(
+                f"The manual partition assignment includes broker {broker_id}, but no such "
+                f"broker is registered.")
+        if broker_id == previous:
+            raise InvalidReplicaAssignment(
+                f"The manual partition assignment includes the broker {previous} more than once.")
+        previous = broker_id
+    if replication_factor is not None and len(replicas) != replication_factor:
+        raise InvalidReplicaAssignment(
+            f"The manual partition assignment includes a partition with {len(replicas)} "
+            f"replica(s), but this is not consistent with previous partitions, which have "
+            f"{replication_factor} replica(s).")
+
+
+def registered_brokers(broker: Any) -> set[int]:
+    """The node ids a manual assignment may name: this node and any registered broker."""
+    return {broker.node_id} | set(broker.image.brokers)

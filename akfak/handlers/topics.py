@@ -36,6 +36,7 @@ from akfak.broker_configs import topic_config_entries
 from akfak.errors import (
     InvalidReplicaAssignment,
     InvalidRequest,
+    InvalidTopic,
     TopicAlreadyExists,
     TopicDeletionDisabled,
     UnknownTopicId,
@@ -44,7 +45,9 @@ from akfak.errors import (
 from akfak.handlers.admin_common import (
     CLUSTER_METADATA_TOPIC,
     after_durable,
+    check_manual_assignment,
     duplicates,
+    registered_brokers,
     run_or_error,
 )
 from akfak.handlers.base import NO_THROTTLE, Handler
@@ -55,6 +58,11 @@ from akfak.protocol import RequestContext
 log = Logger()
 
 ZERO_UUID = uuid.UUID(int=0)
+
+
+def _unify(name: str) -> str:
+    # Kafka's Topic.unifyCollisionChars: metric names map '.' to '_'.
+    return name.replace(".", "_")
 
 
 class CreateTopicsHandler(Handler):
@@ -93,10 +101,14 @@ class CreateTopicsHandler(Handler):
 
     def _create(self, topic: Any, validate_only: bool) -> TopicImage:
         controller = self.broker.controller
-        # Kafka's order: the name, existence, configs, then the assignment.
+        # Kafka's order: the name, existence, collision, configs, then the assignment.
         validate_topic_name(topic.name)
         if controller.image.topic(topic.name) is not None:
             raise TopicAlreadyExists(f"Topic '{topic.name}' already exists.")
+        unified = _unify(topic.name)
+        for other in sorted(controller.image.topics_by_name):
+            if _unify(other) == unified:
+                raise InvalidTopic(f"Topic '{topic.name}' collides with existing topic: {other}")
         configs = {c.name: c.value for c in topic.configs}
         for key, value in configs.items():
             validate_topic_config(key, value)
@@ -107,21 +119,25 @@ class CreateTopicsHandler(Handler):
             topic.name, int(topic.num_partitions), int(topic.replication_factor), configs,
             assignments=assignments, validate_only=validate_only)
 
-    @staticmethod
-    def _assignments(topic: Any) -> dict[int, list[int]]:
+    def _assignments(self, topic: Any) -> dict[int, list[int]]:
         if int(topic.replication_factor) != -1:
             raise InvalidRequest("A manual partition assignment was specified, but replication "
                                  "factor was not set to -1.")
         if int(topic.num_partitions) != -1:
             raise InvalidRequest("A manual partition assignment was specified, but numPartitions "
                                  "was not set to -1.")
+        brokers = registered_brokers(self.broker)
         placed: dict[int, list[int]] = {}
+        replication_factor = None
         for assignment in topic.assignments:
             index = int(assignment.partition_index)
             if index in placed:
                 raise InvalidReplicaAssignment(
                     f"Found multiple manual partition assignments for partition {index}")
-            placed[index] = [int(b) for b in assignment.broker_ids]
+            replicas = [int(b) for b in assignment.broker_ids]
+            check_manual_assignment(replicas, replication_factor, brokers)
+            replication_factor = len(replicas)
+            placed[index] = replicas
         if sorted(placed) != list(range(len(placed))):
             raise InvalidReplicaAssignment(
                 "partitions should be a consecutive 0-based integer sequence")
@@ -257,13 +273,8 @@ class CreatePartitionsHandler(Handler):
         for topic in request.topics:
             if topic.name in repeated:
                 continue
-            assignments = None
-            if topic.assignments is not None:
-                assignments = [[int(b) for b in a.broker_ids] for a in topic.assignments]
             grown, error, message = run_or_error(
-                lambda topic=topic, assignments=assignments: self.broker.controller.create_partitions(
-                    topic.name, int(topic.count), assignments=assignments,
-                    validate_only=validate_only),
+                lambda topic=topic: self._grow(topic, validate_only),
                 f"creating partitions of {topic.name}")
             if error == ErrorCode.unknown_topic_or_partition:
                 message = None  # Kafka's controller throws it without a message
@@ -272,6 +283,22 @@ class CreatePartitionsHandler(Handler):
                 name=topic.name, error_code=error, error_message=message))
         response = self.response_type(version)(throttle_time=NO_THROTTLE, results=tuple(results))
         return after_durable(self.broker, response, changed)
+
+    def _grow(self, topic: Any, validate_only: bool) -> TopicImage:
+        controller = self.broker.controller
+        assignments = None
+        if topic.assignments is not None:
+            assignments = [[int(b) for b in a.broker_ids] for a in topic.assignments]
+            existing = controller.image.topic(topic.name)
+            added = int(topic.count) - (existing.num_partitions if existing else 0)
+            # The controller checks existence, the count and the number of assignments;
+            # each assignment must then be valid and as wide as the topic's partitions.
+            if existing is not None and added > 0 and len(assignments) == added:
+                brokers = registered_brokers(self.broker)
+                for replicas in assignments:
+                    check_manual_assignment(replicas, existing.replication_factor, brokers)
+        return controller.create_partitions(topic.name, int(topic.count), assignments=assignments,
+                                            validate_only=validate_only)
 
 
 HANDLERS = (CreateTopicsHandler, DeleteTopicsHandler, CreatePartitionsHandler)
