@@ -172,6 +172,20 @@ class TopicDeletionDisabled(KafkaError):
     error_code = 73
 
 
+class FetchSessionIdNotFound(KafkaError):
+    """The fetch session ID was not found."""
+
+    error_code = 70
+    retriable = True
+
+
+class InvalidFetchSessionEpoch(KafkaError):
+    """The fetch session epoch is invalid."""
+
+    error_code = 71
+    retriable = True
+
+
 class FencedLeaderEpoch(KafkaError):
     """The leader epoch in the request is older than the epoch on the broker."""
 

@@ -15,7 +15,7 @@ from collections import OrderedDict
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 
-from akfak.errors import KafkaError
+from akfak.errors import FetchSessionIdNotFound, InvalidFetchSessionEpoch
 
 INVALID_SESSION_ID = 0
 INITIAL_EPOCH = 0
@@ -24,20 +24,6 @@ EVICTION_MS = 120_000  # Kafka's min.incremental.fetch.session.eviction.ms
 
 #: A partition as the request named it: (topic name or topic id, partition index).
 PartitionKey = tuple[Hashable, int]
-
-
-class FetchSessionIdNotFound(KafkaError):
-    """The fetch session ID was not found."""
-
-    error_code = 70
-    retriable = True
-
-
-class InvalidFetchSessionEpoch(KafkaError):
-    """The fetch session epoch is invalid."""
-
-    error_code = 71
-    retriable = True
 
 
 @dataclass(slots=True)

@@ -77,6 +77,8 @@ METADATA_VERSION_FEATURE = "metadata.version"
 PRODUCER_ID_BLOCK_SIZE = 1000
 
 MAX_TOPIC_NAME_LENGTH = 249
+#: Kafka's internal topics: clients may not append to them; Metadata marks them internal.
+INTERNAL_TOPICS = frozenset({"__consumer_offsets", "__transaction_state"})
 _LEGAL_TOPIC = re.compile(r"^[a-zA-Z0-9._-]+$")
 
 

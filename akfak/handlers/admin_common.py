@@ -21,7 +21,6 @@ T = TypeVar("T")
 #: The zero topic id: "no topic id" in responses.
 ZERO_UUID_INT = 0
 #: Topics whose data belongs to the broker itself.
-INTERNAL_TOPICS = frozenset({"__consumer_offsets", "__transaction_state"})
 CLUSTER_METADATA_TOPIC = "__cluster_metadata"
 
 

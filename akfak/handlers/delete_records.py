@@ -18,8 +18,9 @@ from typing import Any
 from kio.static.primitive import i32, i64
 
 from akfak.errors import InvalidTopic, OffsetOutOfRange, PolicyViolation, UnknownTopicOrPartition
-from akfak.handlers.admin_common import INTERNAL_TOPICS, run_or_error
+from akfak.handlers.admin_common import run_or_error
 from akfak.handlers.base import NO_THROTTLE, Handler
+from akfak.metadata import INTERNAL_TOPICS
 from akfak.protocol import RequestContext
 
 HIGH_WATERMARK = -1

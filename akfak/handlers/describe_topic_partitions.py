@@ -29,10 +29,9 @@ from kio.schema.errors import ErrorCode
 from kio.static.primitive import i32
 
 from akfak.errors import InvalidTopic
-from akfak.handlers.admin_common import INTERNAL_TOPICS
 from akfak.handlers.base import NO_THROTTLE, Handler
 from akfak.handlers.metadata import NOT_REQUESTED, TOPIC_OPERATIONS
-from akfak.metadata import TopicImage, validate_topic_name
+from akfak.metadata import INTERNAL_TOPICS, TopicImage, validate_topic_name
 from akfak.protocol import RequestContext
 
 ZERO_UUID = uuid.UUID(int=0)

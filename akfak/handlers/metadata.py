@@ -25,10 +25,9 @@ from kio.static.primitive import i32
 
 from akfak.errors import KafkaError
 from akfak.handlers.base import NO_THROTTLE, Handler
-from akfak.metadata import TopicImage
+from akfak.metadata import INTERNAL_TOPICS, TopicImage
 from akfak.protocol import RequestContext
 
-INTERNAL_TOPICS = frozenset({"__consumer_offsets", "__transaction_state"})
 NOT_REQUESTED = -(2**31)
 # AclOperation codes: READ 3, WRITE 4, CREATE 5, DELETE 6, ALTER 7, DESCRIBE 8,
 # CLUSTER_ACTION 9, DESCRIBE_CONFIGS 10, ALTER_CONFIGS 11, IDEMPOTENT_WRITE 12.

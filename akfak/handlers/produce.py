@@ -24,9 +24,9 @@ from kio.static.primitive import i32, i64
 
 from akfak.errors import KafkaError
 from akfak.handlers.base import NO_THROTTLE, Handler, encode_entity, timestamp
+from akfak.metadata import INTERNAL_TOPICS
 from akfak.protocol import RequestContext
 
-INTERNAL_TOPICS = frozenset({"__consumer_offsets", "__transaction_state"})
 _BATCH_PREFIX = struct.Struct(">qi")  # base offset, batch length
 MIN_BATCH_SIZE = 61  # a batch header with no records
 ZSTD = 4
