@@ -399,11 +399,17 @@ class Controller:
                 if existing is not None and existing.topic_id not in (None, topic.topic_id):
                     log.warn("Log {t}-{p} belongs to an older topic with the same name",
                              t=topic.name, p=p.partition)
-                self.storage.create_log(topic.name, p.partition, topic.topic_id, config)
+                self._lead(topic.name, p.partition, topic.topic_id, config, p.leader_epoch)
         for partition_log in list(self.storage.logs()):
             key = (partition_log.topic, partition_log.partition)
             if key not in wanted:
                 self.storage.mark_stray(*key)
+
+    def _lead(self, topic: str, partition: int, topic_id: uuid.UUID, config: LogConfig,
+              leader_epoch: int) -> None:
+        """Host a partition as its leader: its log, with the leader epoch recorded."""
+        self.storage.create_log(topic, partition, topic_id, config).assign_epoch_start_offset(
+            leader_epoch)
 
     def _safe_log_config(self, topic: str) -> LogConfig:
         try:
@@ -460,7 +466,7 @@ class Controller:
         config = self.log_config(name)
         for record in partitions:
             if self.node_id in record.replicas:
-                self.storage.create_log(name, record.partition_id, topic_id, config)
+                self._lead(name, record.partition_id, topic_id, config, record.leader_epoch)
         return image.topics_by_name[name]
 
     def _place(self, num_partitions: int, replication_factor: int,
@@ -557,7 +563,7 @@ class Controller:
         config = self.log_config(name)
         for record in records:
             if self.node_id in record.replicas:
-                self.storage.create_log(name, record.partition_id, topic.topic_id, config)
+                self._lead(name, record.partition_id, topic.topic_id, config, record.leader_epoch)
         return image.topics_by_name[name]
 
     # -- configs -------------------------------------------------------------------------

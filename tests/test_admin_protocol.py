@@ -20,7 +20,6 @@ from kio.schema.errors import ErrorCode
 from kio.static.primitive import i8, i16, i32, i32Timedelta, i64
 from twisted.internet.threads import deferToThread
 
-from akfak.handlers.leader_epoch import end_offset_for_epoch
 from akfak.log.records import encode_batch
 from tests.brokers import InProcessBroker, start_in_process
 from tests.wire import WireClient
@@ -571,17 +570,6 @@ def offset_for_leader_epoch(version: int, topic: str,
         m.OffsetForLeaderPartition(partition=i32(p), current_leader_epoch=i32(current),
                                    leader_epoch=i32(epoch))
         for p, current, epoch in partitions)),), **fields)
-
-
-def test_end_offset_for_epoch_follows_kafkas_epoch_cache() -> None:
-    epochs = [(1, 0), (3, 10), (6, 25)]
-    assert end_offset_for_epoch(epochs, 6, 40) == (6, 40)
-    assert end_offset_for_epoch(epochs, 3, 40) == (3, 25)
-    assert end_offset_for_epoch(epochs, 4, 40) == (3, 25)
-    assert end_offset_for_epoch(epochs, 0, 40) == (0, 0)
-    assert end_offset_for_epoch(epochs, 7, 40) == (-1, -1)
-    assert end_offset_for_epoch(epochs, -1, 40) == (-1, -1)
-    assert end_offset_for_epoch([], 0, 40) == (-1, -1)
 
 
 @pytest_twisted.inlineCallbacks

@@ -4,10 +4,9 @@ Behavior (as Kafka 4's Partition.lastOffsetForLeaderEpoch and LeaderEpochFileCac
 - For each partition: the largest epoch <= the requested one and the start offset of the
   next higher epoch (the log end offset when the requested epoch is the latest), or
   epoch -1 / offset -1 when the requested epoch is below every cached one or is -1.
-- As a Kafka leader records its epoch in the epoch cache when it becomes leader, the
-  partition's current leader epoch counts as starting at the log end offset when no batch
-  has carried it yet: consumers validating their position after a restart or on an empty
-  partition get (epoch, log end offset), not "undefined", which would reset them.
+- As a Kafka leader does, the log records the partition's leader epoch as starting at the
+  log end offset when it starts leading (Controller._lead), so consumers validating their
+  position on an empty partition get (epoch, log end offset), not "undefined".
 - current_leader_epoch (if not -1) must be the partition's: older answers
   FENCED_LEADER_EPOCH, newer UNKNOWN_LEADER_EPOCH.  Unknown partitions answer
   UNKNOWN_TOPIC_OR_PARTITION.  replica_id (v3+) makes no difference on a single node.
@@ -15,7 +14,6 @@ Behavior (as Kafka 4's Partition.lastOffsetForLeaderEpoch and LeaderEpochFileCac
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from kio.schema.errors import ErrorCode
@@ -25,23 +23,6 @@ from akfak.handlers.base import NO_THROTTLE, Handler
 from akfak.protocol import RequestContext
 
 UNDEFINED = -1
-
-
-def end_offset_for_epoch(epochs: Sequence[tuple[int, int]], requested: int,
-                         log_end_offset: int) -> tuple[int, int]:
-    """Kafka's LeaderEpochFileCache.endOffsetFor over (epoch, start offset) entries."""
-    if requested == UNDEFINED or not epochs:
-        return UNDEFINED, UNDEFINED
-    if epochs[-1][0] == requested:
-        return requested, log_end_offset
-    higher = next(((e, o) for e, o in epochs if e > requested), None)
-    if higher is None:
-        return UNDEFINED, UNDEFINED
-    floor = None
-    for epoch, offset in epochs:
-        if epoch <= requested:
-            floor = (epoch, offset)
-    return (requested if floor is None else floor[0]), higher[1]
 
 
 class OffsetForLeaderEpochHandler(Handler):
@@ -76,10 +57,7 @@ class OffsetForLeaderEpochHandler(Handler):
         if requested_current != UNDEFINED and requested_current != current:
             return answer(ErrorCode.fenced_leader_epoch if requested_current < current
                           else ErrorCode.unknown_leader_epoch)
-        epochs = list(log.epochs)
-        if not epochs or epochs[-1][0] < current:
-            epochs.append((current, log.log_end_offset))
-        epoch, offset = end_offset_for_epoch(epochs, int(p.leader_epoch), log.log_end_offset)
+        epoch, offset = log.end_offset_for_epoch(int(p.leader_epoch))
         return answer(ErrorCode.none, epoch, offset)
 
 

@@ -469,6 +469,14 @@ class PartitionLog:
 
     # -- leader epochs -------------------------------------------------------------------
 
+    def assign_epoch_start_offset(self, epoch: int) -> None:
+        """A leader records its epoch as starting at the log end offset (Kafka's
+        maybeAssignEpochStartOffset), so OffsetForLeaderEpoch knows it before any batch
+        carries it."""
+        if epoch > self.leader_epoch:
+            self.epochs.append((epoch, self.log_end_offset))
+            self._persist_leader_epochs()
+
     def end_offset_for_epoch(self, epoch: int) -> tuple[int, int]:
         """Kafka's OffsetForLeaderEpoch answer: (epoch, end offset), (-1, -1) if unknown."""
         if epoch < 0 or not self.epochs:
