@@ -66,6 +66,8 @@ class Broker:
             (self.config.get_int("log.retention.check.interval.ms") / 1000,
              lambda: storage.run_retention(self.now_ms())),
             (1.0, lambda: storage.flush_due(self.now_ms())),
+            (self.config.get_int("producer.id.expiration.check.interval.ms") / 1000,
+             lambda: storage.remove_expired_producers(self.now_ms())),
             *self._periodic,
         ]
         self._loops = [_Periodic(self.clock, interval, task) for interval, task in tasks]

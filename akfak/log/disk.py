@@ -11,6 +11,7 @@
   __cluster_metadata-0/                 the KRaft metadata log
   <topic>-<partition>/
     00000000000000000000.log  .index  .timeindex
+    00000000000000000042.snapshot       producer state as of offset 42 (log/producer_state.py)
     leader-epoch-checkpoint
     partition.metadata                  version: 0 / topic_id: <base64url>
 ```
@@ -19,7 +20,11 @@ At open every partition directory is loaded: segments whose index files are
 missing or corrupt, and (unless the last shutdown was clean) every segment
 from the one holding the recovery point on, are recovered: batches are
 validated from the start, the torn tail (first incomplete or CRC-invalid
-batch onwards) is cut off and both indexes are rebuilt.
+batch onwards) is cut off and both indexes are rebuilt.  Then the producer
+state is loaded from the latest snapshot and the batch headers after it (Kafka's
+rebuildProducerState); snapshots are written at each roll and at close, and those
+older than the last two segments and the recovery point go after each
+recovery-point checkpoint.
 """
 
 from __future__ import annotations
@@ -68,6 +73,7 @@ from akfak.log.metadata_log import (
     latest_snapshot,
 )
 from akfak.log.partition import PartitionLog
+from akfak.log.producer_state import DEFAULT_EXPIRATION_MS, ProducerStateManager
 from akfak.log.segment import FileStore, LogSegment, segment_name
 from akfak.log.storage import BaseLogStorage, ConfigFor, TopicPartition
 from akfak.log.threads import defer_to_thread
@@ -99,8 +105,8 @@ class DiskPartitionLog(PartitionLog):
 
     def __init__(self, directory: Path, topic: str, partition: int, topic_id: uuid.UUID | None,
                  config: LogConfig, *, now_ms: int, reactor: Any = None) -> None:
+        self.directory = directory  # before the base class makes the producer state
         super().__init__(topic, partition, topic_id, config, now_ms=now_ms, reactor=reactor)
-        self.directory = directory
         self._dir_dirty = False
 
     # -- creation and loading ------------------------------------------------------------
@@ -119,14 +125,31 @@ class DiskPartitionLog(PartitionLog):
     @classmethod
     def load(cls, directory: Path, topic: str, partition: int, config: LogConfig, *,
              now_ms: int, recovery_point: int = 0, log_start_offset: int = 0,
-             clean: bool = False, reactor: Any = None) -> DiskPartitionLog:
+             clean: bool = False, reactor: Any = None,
+             producer_id_expiration_ms: int = DEFAULT_EXPIRATION_MS) -> DiskPartitionLog:
         """Open an existing partition directory, recovering what needs it (see module doc)."""
         topic_id = read_partition_metadata(directory / PARTITION_METADATA)
         partition_log = cls(directory, topic, partition, topic_id, config, now_ms=now_ms,
                             reactor=reactor)
         partition_log._load(now_ms=now_ms, recovery_point=recovery_point,
                             log_start_offset=log_start_offset, clean=clean)
+        partition_log._load_producer_state(now_ms=now_ms, clean=clean,
+                                           expiration_ms=producer_id_expiration_ms)
         return partition_log
+
+    def _load_producer_state(self, *, now_ms: int, clean: bool, expiration_ms: int) -> None:
+        """Kafka's LogLoader steps: drop stray snapshots, then load the latest one and
+        replay the batch headers after it (after a crash, what recovery kept)."""
+        state = self._producer_state_manager()
+        if state is None:
+            return
+        state.expiration_ms = expiration_ms
+        state.load_snapshot_files()
+        state.remove_stray_snapshots(self._bases)
+        state.rebuild(self.segments, self.log_start_offset, self.log_end_offset, clean=clean,
+                      now_ms=now_ms)
+        if state.has_unsynced:
+            self.flush().addErrback(self._log_flush_failure)  # fsyncs the new snapshots
 
     def _load(self, *, now_ms: int, recovery_point: int, log_start_offset: int,
               clean: bool) -> None:
@@ -242,16 +265,28 @@ class DiskPartitionLog(PartitionLog):
                           created_ms=now_ms, jitter_ms=self.config.segment_jitter_ms,
                           extra_paths=(self.directory / f"{name}.txnindex",))
 
+    def _new_producer_state(self) -> ProducerStateManager:
+        return ProducerStateManager(self.topic, self.partition, self.directory)
+
     def _persist_leader_epochs(self) -> None:
         if not self.closed:
             write_atomically(self.directory / LEADER_EPOCH_CHECKPOINT,
                              format_leader_epochs(self.epochs))
 
     def _sync_extra_handles(self) -> list[int]:
-        if not self._dir_dirty:
+        state = self._producer_state_manager()
+        handles = state.sync_handles() if state is not None else []
+        if not self._dir_dirty and not handles:
             return []
-        self._dir_dirty = False  # new segment files: their directory entries need an fsync too
-        return [os.open(self.directory, os.O_RDONLY)]
+        # New segment or snapshot files: their directory entries need an fsync too.
+        self._dir_dirty = False
+        try:
+            handles.append(os.open(self.directory, os.O_RDONLY))
+        except OSError:
+            for fd in handles:
+                os.close(fd)
+            raise
+        return handles
 
     def set_topic_id(self, topic_id: uuid.UUID) -> None:
         self.topic_id = topic_id
@@ -310,6 +345,7 @@ class DiskLogStorage(BaseLogStorage):
 
     def _load_logs(self, config_for: ConfigFor | None) -> None:
         now_ms = self.now_ms()
+        expiration_ms = self.config.get_int("producer.id.expiration.ms")
         recovery_points = read_offset_checkpoint(self.directory / RECOVERY_POINT_CHECKPOINT)
         log_starts = read_offset_checkpoint(self.directory / LOG_START_OFFSET_CHECKPOINT)
         for child in sorted(self.directory.iterdir()):
@@ -327,7 +363,7 @@ class DiskLogStorage(BaseLogStorage):
                 child, topic, partition, config, now_ms=now_ms,
                 recovery_point=recovery_points.get(parsed, 0),
                 log_start_offset=log_starts.get(parsed, 0), clean=self._clean,
-                reactor=self.clock)
+                reactor=self.clock, producer_id_expiration_ms=expiration_ms)
 
     def _lock(self) -> None:
         fd = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
@@ -432,15 +468,22 @@ class DiskLogStorage(BaseLogStorage):
         }
 
     def write_checkpoints(self) -> Deferred[None]:
-        """Write Kafka's offset checkpoint files (durably, on a thread)."""
+        """Write Kafka's offset checkpoint files (durably, on a thread), then delete the
+        producer snapshots they make unnecessary."""
         files = self._checkpoint_files()
+        obsolete = self._obsolete_snapshots()
         directory = self.directory
 
         def write() -> None:
             for name, text in files.items():
                 write_atomically(directory / name, text, fsync=True)
+            _unlink_all(obsolete)
 
         return defer_to_thread(self.clock, write)
+
+    def _obsolete_snapshots(self) -> list[Path]:
+        # Kafka's deleteSnapshotsAfterRecoveryPointCheckpoint, for every log.
+        return [path for lg in self._all_logs() for path in lg.obsolete_snapshots()]
 
     def _checkpoints_due(self, now_ms: int) -> list[Deferred[Any]]:
         interval = self.config.get_int("log.flush.offset.checkpoint.interval.ms")
@@ -460,10 +503,12 @@ class DiskLogStorage(BaseLogStorage):
 
         def flushed(_: object) -> Deferred[None]:
             files = self._checkpoint_files()
+            obsolete = self._obsolete_snapshots()
 
             def write() -> None:
                 for name, text in files.items():
                     write_atomically(directory / name, text, fsync=True)
+                _unlink_all(obsolete)
                 write_atomically(directory / CLEAN_SHUTDOWN, '{"version":0,"brokerEpoch":-1}',
                                  fsync=True)
                 fsync_dir(directory)
@@ -482,3 +527,8 @@ class DiskLogStorage(BaseLogStorage):
         for partition_log in self._all_logs():
             partition_log.abandon()
         self._unlock()
+
+
+def _unlink_all(paths: list[Path]) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)

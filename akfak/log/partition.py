@@ -35,6 +35,7 @@ from akfak.interfaces import IPartitionLog
 from akfak.log import batch as batches
 from akfak.log.batch import HEADER_SIZE, BatchHeader
 from akfak.log.config import LONG_MAX, LogConfig
+from akfak.log.producer_state import ProducerStateManager
 from akfak.log.records import iter_timestamps
 from akfak.log.segment import LogSegment
 from akfak.log.threads import defer_to_thread
@@ -136,8 +137,8 @@ class PartitionLog:
         self.recovery_point = 0
         #: (leader epoch, start offset) whenever the epoch of appended batches rises.
         self.epochs: list[tuple[int, int]] = []
-        #: Optional idempotent-producer state, consulted before and after each append.
-        self.producer_state: Any = None
+        #: Idempotent-producer state, consulted before and after each append (None: none).
+        self.producer_state: Any = self._new_producer_state()
         self._unflushed_messages = 0
         self._last_flush_ms = now_ms
         self._flush_waiters: list[Deferred[None]] = []
@@ -163,6 +164,10 @@ class PartitionLog:
 
     def _new_segment(self, base_offset: int, now_ms: int) -> LogSegment:
         raise NotImplementedError
+
+    def _new_producer_state(self) -> ProducerStateManager:
+        """The producer state (disk: with snapshots in the partition directory)."""
+        return ProducerStateManager(self.topic, self.partition)
 
     def _persist_leader_epochs(self) -> None:
         """Record the epoch cache (disk: leader-epoch-checkpoint)."""
@@ -240,7 +245,8 @@ class PartitionLog:
         if client and log_append_time is None:
             self._check_timestamps(headers, now_ms)
         if self.producer_state is not None:
-            duplicate = self.producer_state.before_append(self, [h for _, h in headers])
+            duplicate = self.producer_state.before_append(self, [h for _, h in headers],
+                                                          origin=origin)
             if duplicate is not None:
                 return duplicate  # type: ignore[no-any-return]
 
@@ -328,6 +334,12 @@ class PartitionLog:
         active.on_inactive()
         segment = self._new_segment(self.log_end_offset, now_ms)
         self._add_segment(segment)
+        state = self._producer_state_manager()
+        if state is not None:
+            # A snapshot at the new segment's base lets recovery of that segment start
+            # from it; the flush below fsyncs it (Kafka: takeSnapshot(sync=false)).
+            state.update_map_end_offset(segment.base_offset)
+            state.take_snapshot()
         # Kafka flushes the segments before a new one in the background.
         self.flush().addErrback(self._log_flush_failure)
         return segment
@@ -505,6 +517,38 @@ class PartitionLog:
 
     # -- log start, retention ------------------------------------------------------------
 
+    def _producer_state_manager(self) -> ProducerStateManager | None:
+        state = self.producer_state
+        return state if isinstance(state, ProducerStateManager) else None
+
+    def min_snapshot_offset_to_retain(self) -> int:
+        """Kafka's minSnapshotsOffsetToRetain: keep the snapshots of the last two segments
+        and of every segment from the one before the recovery point on."""
+        def lower_base(offset: int) -> int | None:
+            below = [b for b in self._bases if b < offset]
+            return below[-1] if below else None
+
+        active = self.active.base_offset
+        two_segments = lower_base(active)
+        recovery = lower_base(self.recovery_point)
+        return min(self.recovery_point if recovery is None else recovery,
+                   active if two_segments is None else two_segments)
+
+    def obsolete_snapshots(self) -> list[Any]:
+        """Forget producer snapshots no longer worth keeping (after a recovery-point
+        checkpoint); return their paths for the caller to delete."""
+        state = self._producer_state_manager()
+        if state is None:
+            return []
+        return state.remove_snapshots_before(self.min_snapshot_offset_to_retain())
+
+    def remove_expired_producers(self, now_ms: int, expiration_ms: int | None = None) -> int:
+        """Forget producers idle for producer.id.expiration.ms; return how many."""
+        state = self._producer_state_manager()
+        if state is None or self.closed:
+            return 0
+        return state.remove_expired(now_ms, expiration_ms)
+
     def advance_log_start_offset(self, offset: int) -> int:
         """DeleteRecords: move the log start offset up to `offset`; return the new one.
 
@@ -519,6 +563,9 @@ class PartitionLog:
         if offset > self.log_start_offset:
             self.log_start_offset = offset
             self._truncate_epochs_from_start(offset)
+            state = self._producer_state_manager()
+            if state is not None:
+                state.on_log_start_offset_incremented(offset)
         return self.log_start_offset
 
     def run_retention(self, now_ms: int) -> int:
@@ -567,14 +614,19 @@ class PartitionLog:
             return 0
         if len(deletable) == len(self.segments):
             self.roll(now_ms)
+        state = self._producer_state_manager()
         for segment in deletable:
             log.info("Deleting segment {base} of {tp} (retention)", base=segment.base_offset,
                      tp=f"{self.topic}-{self.partition}")
             segment.delete()
+            if state is not None:
+                state.delete_snapshot(segment.base_offset)  # as Kafka deletes it with its segment
         self._set_segments(self.segments[len(deletable):])
         if self.segments[0].base_offset > self.log_start_offset:
             self.log_start_offset = self.segments[0].base_offset
             self._truncate_epochs_from_start(self.log_start_offset)
+            if state is not None:
+                state.on_log_start_offset_incremented(self.log_start_offset)
         return len(deletable)
 
     # -- flushing ------------------------------------------------------------------------
@@ -644,6 +696,11 @@ class PartitionLog:
             return succeed(None)
         for segment in self.segments:
             segment.on_inactive()
+        state = self._producer_state_manager()
+        if state is not None:
+            # Kafka snapshots at the log end on close, so a restart need not replay the log.
+            state.update_map_end_offset(self.log_end_offset)
+            state.take_snapshot()
         d = self.flush()
         self.closed = True
 

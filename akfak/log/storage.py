@@ -109,6 +109,15 @@ class BaseLogStorage:
                 log.failure("Retention of {log} failed", log=partition_log)
         return deleted
 
+    def remove_expired_producers(self, now_ms: int) -> int:
+        """Forget, in every log, producers idle for producer.id.expiration.ms (Kafka's
+        periodic check, every producer.id.expiration.check.interval.ms); return how many."""
+        expiration_ms = self.config.get_int("producer.id.expiration.ms")
+        removed = 0
+        for partition_log in self.logs():
+            removed += partition_log.remove_expired_producers(now_ms, expiration_ms)
+        return removed
+
     def flush_due(self, now_ms: int) -> Deferred[Any]:
         flushes = [d for lg in self._all_logs() if (d := lg.flush_due(now_ms)) is not None]
         flushes.extend(self._checkpoints_due(now_ms))
