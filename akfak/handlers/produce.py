@@ -11,6 +11,13 @@ Behavior:
   instead, so the client refreshes its metadata (as Kafka does).  acks 1 and -1
   are the same on a single node.  Other acks: INVALID_REQUIRED_ACKS everywhere.
 - v13 names topics by id (UNKNOWN_TOPIC_ID when unknown).
+- Transactional batches in a request without a transactional id: every partition
+  TRANSACTIONAL_ID_AUTHORIZATION_FAILED, as Kafka answers the whole request.
+- Batches with a producer id are checked against the partition's producer state
+  (akfak.log.producer_state): a retried duplicate answers its original base offset
+  (and, as Kafka, the batch's timestamp as log_append_time), a sequence gap
+  OUT_OF_ORDER_SEQUENCE_NUMBER, an old epoch INVALID_PRODUCER_EPOCH, a transactional
+  batch INVALID_TXN_STATE (akfak has no transaction coordinator).
 - Record batches go to the log as they came, but for the patched offsets.
 """
 
@@ -30,6 +37,7 @@ from akfak.protocol import RequestContext
 _BATCH_PREFIX = struct.Struct(">qi")  # base offset, batch length
 MIN_BATCH_SIZE = 61  # a batch header with no records
 ZSTD = 4
+TRANSACTIONAL_BIT = 0x10
 
 
 def check_produce_records(records: bytes | None, version: int) -> tuple[ErrorCode, str | None]:
@@ -55,6 +63,15 @@ def check_produce_records(records: bytes | None, version: int) -> tuple[ErrorCod
             f"Produce requests with version {version} are only allowed to contain exactly one "
             "record batch per partition")
     return ErrorCode.none, None
+
+
+def has_transactional_records(request: Any) -> bool:
+    """Kafka's ProduceRequest.hasTransactionalRecords: a first batch with the transactional
+    attribute bit (byte 22 holds the low byte of the attributes)."""
+    return any(
+        data.records is not None and len(data.records) > 22 and data.records[16] == 2
+        and data.records[22] & TRANSACTIONAL_BIT
+        for topic_data in request.topic_data for data in topic_data.partition_data)
 
 
 class ProduceHandler(Handler):
@@ -85,6 +102,8 @@ class ProduceHandler(Handler):
         now_ms = broker.now_ms()
         failed = False
         topics = []
+        unauthorized = (version >= self.kio_min_version and request.transactional_id is None
+                        and has_transactional_records(request))
         for topic_data in request.topic_data:
             if version >= 13:
                 name = broker.topic_name(topic_data.topic_id)
@@ -96,6 +115,9 @@ class ProduceHandler(Handler):
                 if version < self.kio_min_version:
                     error, message = ErrorCode.unsupported_version, (
                         f"Produce v{version} is not supported; use v3 or later")
+                elif unauthorized:
+                    error, message = (ErrorCode.transactional_id_authorization_failed,
+                                      "Transactional Id authorization failed.")
                 elif acks not in (-1, 0, 1):
                     error, message = ErrorCode.invalid_required_acks, None
                 elif name is None:

@@ -34,7 +34,7 @@ import struct
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import crc32c
 from twisted.logger import Logger
@@ -609,12 +609,3 @@ def _headers_between(segment: LogSegment, start: int, end: int) -> Iterator[Batc
         if header.last_offset >= start:
             yield header
 
-
-def describe(entries: Iterable[ProducerStateEntry]) -> list[dict[str, Any]]:
-    """DescribeProducers' fields of each entry (Kafka's UnifiedLog.activeProducers)."""
-    return [{"producer_id": e.producer_id, "producer_epoch": e.producer_epoch,
-             "last_sequence": e.last_seq, "last_timestamp": e.last_timestamp,
-             "coordinator_epoch": e.coordinator_epoch,
-             "current_txn_start_offset": (-1 if e.current_txn_first_offset is None
-                                          else e.current_txn_first_offset)}
-            for e in entries]
