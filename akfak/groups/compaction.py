@@ -13,17 +13,22 @@ Kafka's rules, applied here:
   tombstone superseded by a later value goes at once;
 - batches left empty disappear; control batches are kept as they are.
 
-`clean()` is the pure part.  Where the records live decides how a cleaned run of
-segments is swapped in: `ICompactableOffsetsTopic`, implemented in memory here; the
-on-disk swap (Kafka's `.cleaned`/`.swap` files) belongs to storage.
+`clean()` is the pure part; it runs on a thread (Kafka cleans on cleaner threads).
+Where the records live decides how a cleaned run of segments is swapped in:
+`ICompactableOffsetsTopic`, implemented by the in-memory store here and, for the
+broker's partition logs, through a storage hook (`log_store.SWAP_HOOK`): the
+crash-safe on-disk swap (Kafka's `.cleaned`/`.swap` files) belongs to storage, and
+until storage offers it `__consumer_offsets` is not compacted on disk.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
 from zope.interface import Interface
 
@@ -42,6 +47,9 @@ DEFAULT_BACKOFF_MS = 15_000
 
 class ICompactableOffsetsTopic(Interface):
     """An offsets topic whose inactive segments can be swapped for cleaned ones."""
+
+    def can_swap() -> bool:  # type: ignore[misc]
+        """Whether the storage underneath can swap cleaned segments in at all."""
 
     def cleanable(partition: int) -> object:  # type: ignore[misc]
         """(batches of the inactive segments, offset where the active segment starts),
@@ -99,46 +107,62 @@ def clean(batches: Sequence[bytes], *, now_ms: int, delete_retention_ms: int
 
 
 class OffsetsCompactor:
-    """Cleans the partitions of `__consumer_offsets` when they are dirty enough."""
+    """Cleans the partitions of `__consumer_offsets` when they are dirty enough.
+
+    `offload(fn, *args)` runs the pure cleaning (a Deferred of its result): the
+    broker passes `deferToThread`, as Kafka cleans on its own threads, so that a
+    large partition never stalls the reactor; by default it runs in place.
+    """
 
     def __init__(self, coordinator: GroupCoordinator, *, delete_retention_ms: int,
-                 min_cleanable_ratio: float):
+                 min_cleanable_ratio: float, offload: Callable[..., Deferred[Any]] = maybeDeferred):
         self.coordinator = coordinator
         self.delete_retention_ms = delete_retention_ms
         self.min_cleanable_ratio = min_cleanable_ratio
+        self.offload = offload
         #: partition -> first offset not yet cleaned (Kafka's cleaner-offset-checkpoint)
         self.first_dirty: dict[int, int] = {}
         self._warned = False
 
-    def run(self) -> int:
-        """One pass over every partition; returns how many partitions were cleaned."""
+    def run(self) -> Deferred[int]:
+        """One pass over every partition; fires with how many partitions were cleaned."""
         store: Any = self.coordinator.store
-        if not ICompactableOffsetsTopic.providedBy(store):
+        if store.num_partitions() is None:
+            return succeed(0)
+        if not ICompactableOffsetsTopic.providedBy(store) or not store.can_swap():
             if not self._warned:
                 self._warned = True
                 log.info("__consumer_offsets is not compacted: its storage cannot swap cleaned segments")
-            return 0
-        partitions = store.num_partitions() or 0
-        cleaned = 0
-        for partition in range(partitions):
-            if partition in self.coordinator.loading:
-                continue
-            found = store.cleanable(partition)
-            if found is None:
-                continue
-            batches, end_offset = found
-            if not self._dirty_enough(partition, batches):
-                continue
-            now = self.coordinator.now_ms()
-            new_batches, stats = clean(batches, now_ms=now, delete_retention_ms=self.delete_retention_ms)
+            return succeed(0)
+        cleaned: list[int] = []
+        d: Deferred[Any] = succeed(None)
+        for partition in range(store.num_partitions() or 0):
+            d.addCallback(lambda _, p=partition: self._clean_partition(store, p, cleaned))
+        return d.addCallback(lambda _: len(cleaned))
+
+    def _clean_partition(self, store: Any, partition: int, cleaned: list[int]) -> Deferred[None] | None:
+        if partition in self.coordinator.loading:
+            return None
+        found = store.cleanable(partition)
+        if found is None:
+            return None
+        batches, end_offset = found
+        if not self._dirty_enough(partition, batches):
+            return None
+        now = self.coordinator.now_ms()
+
+        def swap(result: tuple[list[bytes], CleanStats]) -> None:
+            new_batches, stats = result
             store.replace_cleaned(partition, end_offset, new_batches)
             self.first_dirty[partition] = end_offset
-            cleaned += 1
+            cleaned.append(partition)
             log.info("Cleaned __consumer_offsets-{p} below offset {end}: {rin} records in {bin} batches "
                      "-> {rout} records in {bout} batches", p=partition, end=end_offset,
                      rin=stats.records_in, bin=stats.batches_in, rout=stats.records_out,
                      bout=stats.batches_out)
-        return cleaned
+
+        return self.offload(clean, batches, now_ms=now,
+                            delete_retention_ms=self.delete_retention_ms).addCallback(swap)
 
     def _dirty_enough(self, partition: int, batches: Sequence[bytes]) -> bool:
         first_dirty = self.first_dirty.get(partition, 0)
@@ -157,7 +181,8 @@ def register_compaction(broker: Broker, coordinator: GroupCoordinator) -> Offset
     compactor = OffsetsCompactor(
         coordinator,
         delete_retention_ms=config.get_int("log.cleaner.delete.retention.ms", DEFAULT_DELETE_RETENTION_MS),
-        min_cleanable_ratio=float(ratio_text) if ratio_text else DEFAULT_MIN_CLEANABLE_RATIO)
+        min_cleanable_ratio=float(ratio_text) if ratio_text else DEFAULT_MIN_CLEANABLE_RATIO,
+        offload=deferToThread)
     backoff_ms = config.get_int("log.cleaner.backoff.ms", DEFAULT_BACKOFF_MS)
     broker.every(backoff_ms / 1000.0, compactor.run)
     coordinator.compactor = compactor  # type: ignore[attr-defined]

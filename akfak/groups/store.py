@@ -95,6 +95,9 @@ class MemoryOffsetsTopic:
                 size += len(batch)
         return b"".join(out)
 
+    def can_swap(self) -> bool:
+        return True
+
     def cleanable(self, partition: int) -> tuple[list[bytes], int] | None:
         segments = self._segments(partition)
         if len(segments) < 2:
