@@ -10,7 +10,8 @@ Behavior:
   allows it (v4+; always before): num.partitions partitions, at once, so the
   answer already describes them (Kafka answers UNKNOWN_TOPIC_OR_PARTITION while
   its controller creates them asynchronously).  A name Kafka would refuse gets
-  INVALID_TOPIC_EXCEPTION; without auto-creation, UNKNOWN_TOPIC_OR_PARTITION.
+  INVALID_TOPIC_EXCEPTION, with or without auto-creation; other unknown topics
+  without auto-creation UNKNOWN_TOPIC_OR_PARTITION.
 - Authorized operations (v8+) are reported only when asked: everything is
   allowed, as on a Kafka broker without an authorizer.
 """
@@ -25,7 +26,7 @@ from kio.static.primitive import i32
 
 from akfak.errors import KafkaError
 from akfak.handlers.base import NO_THROTTLE, Handler
-from akfak.metadata import INTERNAL_TOPICS, TopicImage
+from akfak.metadata import INTERNAL_TOPICS, TopicImage, validate_topic_name
 from akfak.protocol import RequestContext
 
 NOT_REQUESTED = -(2**31)
@@ -87,9 +88,10 @@ class MetadataHandler(Handler):
         return self.response_type(version)(**fields)
 
     def _auto_create(self, name: str, allowed: bool) -> tuple[TopicImage | None, ErrorCode]:
-        if not allowed:
-            return None, ErrorCode.unknown_topic_or_partition
         try:
+            validate_topic_name(name)
+            if not allowed:
+                return None, ErrorCode.unknown_topic_or_partition
             topic = self.broker.controller.create_topic(name)
         except KafkaError as e:
             return None, ErrorCode(e.error_code)
