@@ -16,9 +16,12 @@ import pytest_twisted
 from kio.schema.errors import ErrorCode
 from kio.schema.types import ProducerId
 from kio.static.primitive import i16, i32
+from twisted.internet.task import Clock
 from twisted.internet.threads import deferToThread
 
+from akfak.broker import Broker
 from akfak.handlers.producers import InitProducerIdError, TransactionalIds
+from akfak.tap import build_config
 from tests.recordbatch import make_batch, parse_batches
 from tests.requests import _module, build, fetch, metadata, ms, produce
 from tests.wire import WireClient
@@ -284,3 +287,24 @@ def test_a_retry_after_a_restart_is_still_a_duplicate(broker_process: Any, tmp_p
         # Producer ids are never handed out twice, also across the restart.
         after = {int(c.request(init_producer_id()).producer_id) for _ in range(3)}
         assert not after & ids
+
+
+def test_the_broker_expires_idle_producers_periodically(tmp_path: Path) -> None:
+    clock = Clock()
+    config = build_config(data_dir=str(tmp_path / "data"), listen=["tcp:0:interface=127.0.0.1"],
+                          storage="memory",
+                          overrides=["producer.id.expiration.ms=60000",
+                                     "producer.id.expiration.check.interval.ms=5000"])
+    broker = Broker(config, clock=clock)
+    broker.open()
+    try:
+        broker.controller.create_topic("t", 1)
+        log = broker.get_log("t", 0)
+        log.append(make_batch([b"x"], producer_id=5, producer_epoch=0, base_sequence=0,
+                              timestamp=0), leader_epoch=0, now_ms=0)
+        clock.advance(55)  # checks at 5 s, 10 s ... 55 s: idle for less than 60 s
+        assert [e.producer_id for e in log.producer_state.active_producers()] == [5]
+        clock.advance(5)
+        assert log.producer_state.active_producers() == []
+    finally:
+        broker.close()
