@@ -482,3 +482,25 @@ def test_large_batches_round_trip(tmp_path: Any, storage: str) -> Any:
         yield in_thread(check)
     finally:
         yield broker.service.stopService()
+
+
+@pytest_twisted.inlineCallbacks
+def test_flush_messages_one_answers_after_the_fsync(tmp_path: Any) -> Any:
+    broker = start_in_process(tmp_path, storage="disk")
+    broker.broker.controller.create_topic("synced", 1, configs={"flush.messages": "1"})
+    log = broker.broker.get_log("synced", 0)
+    recovery_points = []
+
+    def check() -> None:
+        with WireClient(broker.port) as c:
+            for n in range(3):
+                part = partition_response(c.request(produce("synced", {0: make_batch([b"d"])})))
+                assert part.base_offset == n
+                # The recovery point moves when an fsync completes, before the answer leaves.
+                recovery_points.append(log.recovery_point)
+
+    try:
+        yield in_thread(check)
+    finally:
+        yield broker.service.stopService()
+    assert recovery_points == [1, 2, 3]

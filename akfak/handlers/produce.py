@@ -19,6 +19,8 @@ Behavior:
   OUT_OF_ORDER_SEQUENCE_NUMBER, an old epoch INVALID_PRODUCER_EPOCH, a transactional
   batch INVALID_TXN_STATE (akfak has no transaction coordinator).
 - Record batches go to the log as they came, but for the patched offsets.
+- When flush.messages makes an append fsync, the answer waits for the fsync (which
+  runs on a thread), so with flush.messages=1 an acknowledged batch is on disk.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 from kio.static.primitive import i32, i64
+from twisted.internet.defer import Deferred, gatherResults
 
 from akfak.errors import KafkaError
 from akfak.handlers.base import NO_THROTTLE, Handler, encode_entity, timestamp
@@ -102,6 +105,7 @@ class ProduceHandler(Handler):
         now_ms = broker.now_ms()
         failed = False
         topics = []
+        fsyncs: list[Deferred[None]] = []
         unauthorized = (version >= self.kio_min_version and request.transactional_id is None
                         and has_transactional_records(request))
         for topic_data in request.topic_data:
@@ -140,6 +144,8 @@ class ProduceHandler(Handler):
                             error, message = ErrorCode(e.error_code), str(e)
                         else:
                             broker.appended(name, index)
+                            if result.flushed is not None:
+                                fsyncs.append(result.flushed)
                 failed = failed or bool(error)
                 partitions.append(self._partition(module, version, index, error, message, result))
             topic_fields: dict[str, Any] = {"partition_responses": tuple(partitions)}
@@ -153,8 +159,12 @@ class ProduceHandler(Handler):
                 context.connection.drop("a Produce with acks=0 failed; closing so the client "
                                         "refreshes its metadata")
             return None
-        return self.response_type(max(version, self.kio_min_version))(
+        response = self.response_type(max(version, self.kio_min_version))(
             responses=tuple(topics), throttle_time=NO_THROTTLE)
+        if fsyncs:
+            # flush.messages made these appends fsync: as in Kafka, the answer waits for it.
+            return gatherResults(fsyncs, consumeErrors=True).addCallback(lambda _: response)
+        return response
 
     @staticmethod
     def _partition(module: Any, version: int, index: int, error: ErrorCode, message: str | None,
