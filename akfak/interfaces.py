@@ -63,9 +63,10 @@ class IPartitionLog(Interface):
     leader_epoch = Attribute("Latest leader epoch stamped on appended batches (-1 if none).")
     size_in_bytes = Attribute("Bytes in all segments (int).")
     producer_state = Attribute(
-        "None, or an object with before_append(log, headers) -> AppendInfo | None (a "
-        "duplicate's original result, or raise a KafkaError) and after_append(log, info), "
-        "consulted around every append; for idempotent producers.")
+        "The idempotent-producer state (akfak.log.producer_state.ProducerStateManager), "
+        "consulted around every append: before_append(log, headers, origin=...) -> "
+        "AppendInfo | None (a duplicate's original result, or raise a KafkaError) and "
+        "after_append(log, info).")
 
     def append(records: bytes, *, leader_epoch: int, now_ms: int,  # type: ignore[misc]
                origin: str = "client") -> object:
