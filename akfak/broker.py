@@ -113,6 +113,19 @@ class Broker:
         image = self.controller.image.partition(topic, partition)
         return -1 if image is None else image.leader_epoch
 
+    def delete_topic(self, topic_id: Any) -> None:
+        """Delete a topic (DeleteTopics) and what hangs off it: committed offsets go, as
+        Kafka's coordinator removes them, and long polls on it wake to find it gone."""
+        topic = self.image.topic_by_id(topic_id)
+        self.controller.delete_topic(topic_id=topic_id)
+        if topic is None:
+            return
+        partitions = [(topic.name, p) for p in topic.partitions]
+        if self.group_coordinator is not None:
+            self.group_coordinator.on_partitions_deleted(partitions)
+        for key in partitions:
+            self.waiters.notify(key)
+
     def appended(self, topic: str, partition: int) -> None:
         """Records were appended to a partition: wake the Fetches waiting for it."""
         self.waiters.notify((topic, partition))

@@ -236,8 +236,7 @@ class DeleteTopicsHandler(Handler):
                     "The provided topic name maps to an ID that was already supplied.")
             elif error is None:
                 _, error, message = run_or_error(
-                    lambda topic_id=topic_id: self.broker.controller.delete_topic(
-                        topic_id=topic_id), f"deleting {name}")
+                    lambda topic_id=topic_id: self.broker.delete_topic(topic_id), f"deleting {name}")
                 if error == ErrorCode.none:
                     changed = True
                     log.info("Deleted topic {name} ({id})", name=name, id=topic_id)
