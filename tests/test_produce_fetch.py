@@ -450,6 +450,8 @@ def test_metadata(tmp_path: Any) -> Any:
             assert unknown_id.error_code == ErrorCode.unknown_topic_id
             listed = c.request(metadata(None)).topics
             assert [t.name for t in listed] == ["created"]
+            offsets = c.request(metadata(["__consumer_offsets"])).topics[0]
+            assert offsets.is_internal and len(offsets.partitions) == 50  # offsets.topic.num.partitions
             for version in range(0, 14):
                 old = c.request(metadata(["created"], version=version), version=version)
                 assert old.topics[0].name == "created" and len(old.topics[0].partitions) == 3

@@ -25,6 +25,7 @@ from kio.schema.errors import ErrorCode
 from kio.static.primitive import i32
 
 from akfak.errors import KafkaError
+from akfak.groups.store import OFFSETS_TOPIC
 from akfak.handlers.base import NO_THROTTLE, Handler
 from akfak.metadata import INTERNAL_TOPICS, TopicImage, validate_topic_name
 from akfak.protocol import RequestContext
@@ -92,6 +93,11 @@ class MetadataHandler(Handler):
             validate_topic_name(name)
             if not allowed:
                 return None, ErrorCode.unknown_topic_or_partition
+            coordinator = self.broker.group_coordinator
+            if name == OFFSETS_TOPIC and coordinator is not None:
+                # With the coordinator's partition count and configs, as Kafka creates it.
+                coordinator.ensure_topic()
+                return self.broker.image.topic(name), ErrorCode.none
             topic = self.broker.controller.create_topic(name)
         except KafkaError as e:
             return None, ErrorCode(e.error_code)
