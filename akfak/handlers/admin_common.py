@@ -18,8 +18,6 @@ log = Logger()
 
 T = TypeVar("T")
 
-#: The zero topic id: "no topic id" in responses.
-ZERO_UUID_INT = 0
 #: Topics whose data belongs to the broker itself.
 CLUSTER_METADATA_TOPIC = "__cluster_metadata"
 

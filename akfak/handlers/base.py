@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import sys
+import uuid
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -21,6 +23,10 @@ if TYPE_CHECKING:
 
 #: akfak never throttles; every response's throttle_time is zero.
 NO_THROTTLE = i32Timedelta.parse(timedelta(0))
+#: The zero topic id: "no topic id" in requests and responses.
+NO_TOPIC_ID = uuid.UUID(int=0)
+#: authorized_operations when the request did not ask for them (Kafka's INT32_MIN).
+OPERATIONS_NOT_REQUESTED = -(2**31)
 
 
 @cache
@@ -43,6 +49,12 @@ def timestamp(ms: int) -> datetime | None:
     # kio's TZAware refuses sub-second values, but its writer encodes any datetime to the
     # millisecond, so a plain aware datetime is used.
     return None if ms < 0 else datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def make(cls: type, **values: Any) -> Any:
+    """A kio entity from the values its version has (the others are dropped)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in values.items() if k in names})
 
 
 def encode_entity(entity: Any) -> bytes:

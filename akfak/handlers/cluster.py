@@ -15,8 +15,8 @@ from typing import Any
 from kio.schema.errors import ErrorCode
 from kio.static.primitive import i8, i32
 
-from akfak.handlers.base import NO_THROTTLE, Handler
-from akfak.handlers.metadata import CLUSTER_OPERATIONS, NOT_REQUESTED
+from akfak.handlers.base import NO_THROTTLE, OPERATIONS_NOT_REQUESTED, Handler
+from akfak.handlers.metadata import CLUSTER_OPERATIONS
 from akfak.protocol import RequestContext
 
 ENDPOINT_BROKER, ENDPOINT_CONTROLLER = 1, 2
@@ -60,7 +60,7 @@ class DescribeClusterHandler(Handler):
             controller_id=i32(broker.node_id), brokers=(module.DescribeClusterBroker(**node),),
             cluster_authorized_operations=i32(
                 CLUSTER_OPERATIONS if request.include_cluster_authorized_operations
-                else NOT_REQUESTED))
+                else OPERATIONS_NOT_REQUESTED))
 
 
 HANDLERS = (DescribeClusterHandler,)

@@ -22,19 +22,17 @@ Behavior:
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from kio.schema.errors import ErrorCode
 from kio.static.primitive import i32
 
 from akfak.errors import InvalidTopic
-from akfak.handlers.base import NO_THROTTLE, Handler
-from akfak.handlers.metadata import NOT_REQUESTED, TOPIC_OPERATIONS
+from akfak.handlers.base import NO_THROTTLE, NO_TOPIC_ID, OPERATIONS_NOT_REQUESTED, Handler
+from akfak.handlers.metadata import TOPIC_OPERATIONS
 from akfak.metadata import INTERNAL_TOPICS, TopicImage, validate_topic_name
 from akfak.protocol import RequestContext
 
-ZERO_UUID = uuid.UUID(int=0)
 DEFAULT_PARTITION_LIMIT = 2000
 
 
@@ -59,9 +57,9 @@ class DescribeTopicPartitionsHandler(Handler):
                 # Kafka throws InvalidRequestException: its error response names every topic.
                 return response_type(throttle_time=NO_THROTTLE, next_cursor=None, topics=tuple(
                     module.DescribeTopicPartitionsResponseTopic(
-                        error_code=ErrorCode.invalid_request, name=t.name, topic_id=ZERO_UUID,
+                        error_code=ErrorCode.invalid_request, name=t.name, topic_id=NO_TOPIC_ID,
                         is_internal=False, partitions=(),
-                        topic_authorized_operations=i32(NOT_REQUESTED))
+                        topic_authorized_operations=i32(OPERATIONS_NOT_REQUESTED))
                     for t in request.topics))
         limit = self.broker.config.get_int("max.request.partition.size.limit",
                                            DEFAULT_PARTITION_LIMIT)
@@ -99,7 +97,7 @@ class DescribeTopicPartitionsHandler(Handler):
         except InvalidTopic:
             error = ErrorCode.invalid_topic_exception
         return module.DescribeTopicPartitionsResponseTopic(
-            error_code=error, name=name, topic_id=ZERO_UUID, is_internal=name in INTERNAL_TOPICS,
+            error_code=error, name=name, topic_id=NO_TOPIC_ID, is_internal=name in INTERNAL_TOPICS,
             partitions=(), topic_authorized_operations=i32(TOPIC_OPERATIONS))
 
     @staticmethod

@@ -17,7 +17,6 @@ Behavior:
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
@@ -26,11 +25,10 @@ from twisted.internet.defer import Deferred
 
 from akfak.errors import KafkaError
 from akfak.fetch_sessions import FetchContext, PartitionKey
-from akfak.handlers.base import Handler
+from akfak.handlers.base import NO_TOPIC_ID, Handler
 from akfak.handlers.fetch_response import PartitionResult, TopicResult, encode_fetch_response
 from akfak.protocol import RequestContext
 
-NO_TOPIC_ID = uuid.UUID(int=0)
 READ_COMMITTED = 1
 OFFSET_OUT_OF_RANGE = 1
 UNKNOWN_TOPIC_OR_PARTITION = 3

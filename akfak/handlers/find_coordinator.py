@@ -22,8 +22,8 @@ from kio.static.primitive import i32
 from twisted.internet.defer import Deferred, succeed
 from twisted.python.failure import Failure
 
-from akfak.handlers.base import NO_THROTTLE, Handler
-from akfak.handlers.groups import coordinator_of, make, nested
+from akfak.handlers.base import NO_THROTTLE, Handler, make
+from akfak.handlers.groups import coordinator_of
 from akfak.protocol import RequestContext
 
 KEY_TYPE_GROUP = 0
@@ -49,7 +49,7 @@ class FindCoordinatorHandler(Handler):
                          error_message="NONE" if found else error.name)
             if version < 4:
                 return make(self.response_type(version), throttle_time=NO_THROTTLE, **entry)
-            coordinator_type = nested(self, version, "Coordinator")
+            coordinator_type = self.response_module(version).Coordinator
             return make(self.response_type(version), throttle_time=NO_THROTTLE,
                         coordinators=tuple(make(coordinator_type, key=key, **entry) for key in keys))
 

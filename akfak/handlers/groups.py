@@ -29,8 +29,6 @@ Behavior / Version notes:
 
 from __future__ import annotations
 
-import dataclasses
-import sys
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -39,14 +37,13 @@ from kio.static.primitive import i32
 from twisted.internet.defer import Deferred, succeed
 
 from akfak.groups.results import JoinResult, LeaveResult, SyncResult
-from akfak.handlers.base import NO_THROTTLE, Handler
+from akfak.handlers.base import NO_THROTTLE, OPERATIONS_NOT_REQUESTED, Handler, make
 from akfak.protocol import RequestContext
 
 if TYPE_CHECKING:
     from akfak.broker import Broker
     from akfak.groups.coordinator import GroupCoordinator
 
-INT32_MIN = -(2**31)
 #: READ (3), DELETE (6) and DESCRIBE (8): every operation a group resource supports.
 GROUP_AUTHORIZED_OPERATIONS = (1 << 3) | (1 << 6) | (1 << 8)
 
@@ -54,17 +51,6 @@ GROUP_AUTHORIZED_OPERATIONS = (1 << 3) | (1 << 6) | (1 << 8)
 def coordinator_of(broker: Broker) -> GroupCoordinator | None:
     coordinator = getattr(broker, "group_coordinator", None)
     return coordinator if coordinator is not None and coordinator.active else None
-
-
-def make(cls: type, **values: Any) -> Any:
-    """A kio entity from the values its version has (others are dropped)."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    return cls(**{k: v for k, v in values.items() if k in names})
-
-
-def nested(handler: Handler, version: int, name: str) -> type:
-    """A nested entity type of a response version (e.g. JoinGroupResponseMember)."""
-    return getattr(sys.modules[handler.response_type(version).__module__], name)  # type: ignore[no-any-return]
 
 
 def millis(value: timedelta) -> int:
@@ -101,7 +87,7 @@ class JoinGroupHandler(Handler):
         return answer.addCallback(self._response, version)
 
     def _response(self, result: JoinResult, version: int) -> Any:
-        member_type = nested(self, version, "JoinGroupResponseMember")
+        member_type = self.response_module(version).JoinGroupResponseMember
         protocol_name = result.protocol_name
         if version < 7 and protocol_name is None:
             protocol_name = ""
@@ -181,7 +167,7 @@ class LeaveGroupHandler(Handler):
                 error = next((m.error for m in result.members if m.error is not ErrorCode.none),
                              ErrorCode.none)
             return make(response_type, throttle_time=NO_THROTTLE, error_code=error)
-        member_type = nested(self, version, "MemberResponse")
+        member_type = self.response_module(version).MemberResponse
         return make(response_type, throttle_time=NO_THROTTLE, error_code=result.error,
                     members=tuple(make(member_type, member_id=m.member_id,
                                        group_instance_id=m.group_instance_id, error_code=m.error)
@@ -202,7 +188,7 @@ class ListGroupsHandler(Handler):
                         error_code=ErrorCode.coordinator_not_available, groups=())
         result = coordinator.list_groups(getattr(request, "states_filter", ()),
                                          getattr(request, "types_filter", ()))
-        group_type = nested(self, version, "ListedGroup")
+        group_type = self.response_module(version).ListedGroup
         return make(response_type, throttle_time=NO_THROTTLE, error_code=result.error,
                     groups=tuple(make(group_type, group_id=g.group_id, protocol_type=g.protocol_type,
                                       group_state=g.state, group_type=g.group_type)
@@ -217,16 +203,17 @@ class DescribeGroupsHandler(Handler):
     def handle(self, request: Any, context: RequestContext) -> Any:
         version = context.api_version
         coordinator = coordinator_of(self.broker)
-        group_type = nested(self, version, "DescribedGroup")
-        member_type = nested(self, version, "DescribedGroupMember")
+        group_type = self.response_module(version).DescribedGroup
+        member_type = self.response_module(version).DescribedGroupMember
         operations = (GROUP_AUTHORIZED_OPERATIONS if getattr(request, "include_authorized_operations", False)
-                      else INT32_MIN)
+                      else OPERATIONS_NOT_REQUESTED)
         groups = []
         for group_id in request.groups:
             if coordinator is None:
-                groups.append(make(group_type, error_code=ErrorCode.coordinator_not_available,
-                                   error_message=None, group_id=group_id, group_state="", protocol_type="",
-                                   protocol_data="", members=(), authorized_operations=i32(INT32_MIN)))
+                groups.append(make(
+                    group_type, error_code=ErrorCode.coordinator_not_available, error_message=None,
+                    group_id=group_id, group_state="", protocol_type="", protocol_data="", members=(),
+                    authorized_operations=i32(OPERATIONS_NOT_REQUESTED)))
                 continue
             described = coordinator.describe_group(group_id, version=version)
             groups.append(make(
@@ -237,7 +224,8 @@ class DescribeGroupsHandler(Handler):
                                    client_id=m.client_id, client_host=m.client_host,
                                    member_metadata=m.metadata, member_assignment=m.assignment)
                               for m in described.members),
-                authorized_operations=i32(operations if described.error is ErrorCode.none else INT32_MIN)))
+                authorized_operations=i32(
+                    operations if described.error is ErrorCode.none else OPERATIONS_NOT_REQUESTED)))
         return make(self.response_type(version), throttle_time=NO_THROTTLE, groups=tuple(groups))
 
 
@@ -255,7 +243,7 @@ class DeleteGroupsHandler(Handler):
                 dict.fromkeys(names, ErrorCode.coordinator_not_available))
         else:
             answer = coordinator.delete_groups(names)
-        result_type = nested(self, version, "DeletableGroupResult")
+        result_type = self.response_module(version).DeletableGroupResult
 
         def respond(results: dict[str, ErrorCode]) -> Any:
             return make(self.response_type(version), throttle_time=NO_THROTTLE,

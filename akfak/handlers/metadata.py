@@ -26,11 +26,10 @@ from kio.static.primitive import i32
 
 from akfak.errors import KafkaError
 from akfak.groups.store import OFFSETS_TOPIC
-from akfak.handlers.base import NO_THROTTLE, Handler
+from akfak.handlers.base import NO_THROTTLE, NO_TOPIC_ID, OPERATIONS_NOT_REQUESTED, Handler
 from akfak.metadata import INTERNAL_TOPICS, TopicImage, validate_topic_name
 from akfak.protocol import RequestContext
 
-NOT_REQUESTED = -(2**31)
 # AclOperation codes: READ 3, WRITE 4, CREATE 5, DELETE 6, ALTER 7, DESCRIBE 8,
 # CLUSTER_ACTION 9, DESCRIBE_CONFIGS 10, ALTER_CONFIGS 11, IDEMPOTENT_WRITE 12.
 TOPIC_OPERATIONS = sum(1 << op for op in (3, 4, 5, 6, 7, 8, 10, 11))
@@ -82,8 +81,9 @@ class MetadataHandler(Handler):
         if version >= 3:
             fields["throttle_time"] = NO_THROTTLE
         if 8 <= version <= 10:
+            asked = request.include_cluster_authorized_operations
             fields["cluster_authorized_operations"] = i32(
-                CLUSTER_OPERATIONS if request.include_cluster_authorized_operations else NOT_REQUESTED)
+                CLUSTER_OPERATIONS if asked else OPERATIONS_NOT_REQUESTED)
         if version >= 13:
             fields["error_code"] = ErrorCode.none
         return self.response_type(version)(**fields)
@@ -114,10 +114,10 @@ class MetadataHandler(Handler):
         if version >= 1:
             fields["is_internal"] = name in INTERNAL_TOPICS
         if version >= 10:
-            fields["topic_id"] = topic_id or uuid.UUID(int=0)
+            fields["topic_id"] = topic_id or NO_TOPIC_ID
         if version >= 8:
             fields["topic_authorized_operations"] = i32(
-                TOPIC_OPERATIONS if with_operations and topic is not None else NOT_REQUESTED)
+                TOPIC_OPERATIONS if with_operations and topic is not None else OPERATIONS_NOT_REQUESTED)
         return module.MetadataResponseTopic(**fields)
 
     @staticmethod

@@ -39,8 +39,8 @@ from akfak.groups.results import (
     FetchGroupResult,
     OffsetDeleteResult,
 )
-from akfak.handlers.base import NO_THROTTLE, Handler
-from akfak.handlers.groups import coordinator_of, make, millis, nested
+from akfak.handlers.base import NO_THROTTLE, Handler, make
+from akfak.handlers.groups import coordinator_of, millis
 from akfak.protocol import RequestContext
 
 if TYPE_CHECKING:
@@ -120,8 +120,8 @@ class OffsetCommitHandler(Handler):
                 retention_time_ms=millis(retention) if retention is not None else -1)
 
         def respond(committed: dict[TopicPartition, ErrorCode]) -> Any:
-            topic_type = nested(self, version, "OffsetCommitResponseTopic")
-            partition_type = nested(self, version, "OffsetCommitResponsePartition")
+            topic_type = self.response_module(version).OffsetCommitResponseTopic
+            partition_type = self.response_module(version).OffsetCommitResponsePartition
             by_topic: dict[Any, list[Any]] = {}
             for key, partition in order:
                 error = errors.get((key, partition))
@@ -150,7 +150,7 @@ class OffsetFetchHandler(Handler):
             result = self._fetch(coordinator, topics, request.group_id, request.topics, version,
                                  require_stable)
             return self._single_response(result, version, topics)
-        group_type = nested(self, version, "OffsetFetchResponseGroup")
+        group_type = self.response_module(version).OffsetFetchResponseGroup
         groups = []
         for group in request.groups:
             result = self._fetch(coordinator, topics, group.group_id, group.topics, version, require_stable)
@@ -186,8 +186,8 @@ class OffsetFetchHandler(Handler):
 
     def _topics(self, result: FetchGroupResult, version: int, topics: TopicLookup) -> tuple[Any, ...]:
         suffix = "s" if version >= 8 else ""
-        topic_type = nested(self, version, f"OffsetFetchResponseTopic{suffix}")
-        partition_type = nested(self, version, f"OffsetFetchResponsePartition{suffix}")
+        topic_type = getattr(self.response_module(version), f"OffsetFetchResponseTopic{suffix}")
+        partition_type = getattr(self.response_module(version), f"OffsetFetchResponsePartition{suffix}")
         by_topic: dict[str, list[Any]] = {}
         for f in result.offsets:
             by_topic.setdefault(f.topic, []).append(make(
@@ -244,8 +244,8 @@ class OffsetDeleteHandler(Handler):
             response_type = self.response_type(version)
             if result.error is not ErrorCode.none:
                 return make(response_type, error_code=result.error, throttle_time=NO_THROTTLE, topics=())
-            topic_type = nested(self, version, "OffsetDeleteResponseTopic")
-            partition_type = nested(self, version, "OffsetDeleteResponsePartition")
+            topic_type = self.response_module(version).OffsetDeleteResponseTopic
+            partition_type = self.response_module(version).OffsetDeleteResponsePartition
             by_topic: dict[str, list[Any]] = {}
             for key in order:
                 error = errors[key] if key in errors else result.partitions.get(key, ErrorCode.none)

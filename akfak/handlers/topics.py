@@ -50,14 +50,13 @@ from akfak.handlers.admin_common import (
     registered_brokers,
     run_or_error,
 )
-from akfak.handlers.base import NO_THROTTLE, Handler
+from akfak.handlers.base import NO_THROTTLE, NO_TOPIC_ID, Handler
 from akfak.log.config import validate_topic_config
 from akfak.metadata import TopicImage, validate_topic_name
 from akfak.protocol import RequestContext
 
 log = Logger()
 
-ZERO_UUID = uuid.UUID(int=0)
 
 
 def _unify(name: str) -> str:
@@ -148,7 +147,7 @@ class CreateTopicsHandler(Handler):
         fields: dict[str, Any] = {"name": topic.name, "error_code": error,
                                   "error_message": message}
         if version >= 7:
-            fields["topic_id"] = created.topic_id if created is not None else ZERO_UUID
+            fields["topic_id"] = created.topic_id if created is not None else NO_TOPIC_ID
         if version >= 5:
             if created is None:
                 fields.update(num_partitions=i32(-1), replication_factor=i16(-1), configs=())
@@ -181,9 +180,9 @@ class DeleteTopicsHandler(Handler):
         module = self.response_module(version)
         # (name, topic id) as the request gives them; v6 may give either.
         if version >= 6:
-            wanted = [(t.name, t.topic_id or ZERO_UUID) for t in request.topics]
+            wanted = [(t.name, t.topic_id or NO_TOPIC_ID) for t in request.topics]
         else:
-            wanted = [(name, ZERO_UUID) for name in request.topic_names]
+            wanted = [(name, NO_TOPIC_ID) for name in request.topic_names]
         if not self.broker.config.get_bool("delete.topic.enable"):
             code = (ErrorCode.invalid_request if version < 3
                     else ErrorCode.topic_deletion_disabled)
@@ -194,16 +193,16 @@ class DeleteTopicsHandler(Handler):
         # First resolve every entry against one image, as Kafka resolves names and ids
         # before deleting anything; then delete what resolved.
         image = self.broker.image
-        repeated_names = duplicates(n for n, i in wanted if n is not None and i == ZERO_UUID)
-        repeated_ids = duplicates(i for n, i in wanted if n is None and i != ZERO_UUID)
+        repeated_names = duplicates(n for n, i in wanted if n is not None and i == NO_TOPIC_ID)
+        repeated_ids = duplicates(i for n, i in wanted if n is None and i != NO_TOPIC_ID)
         answered: set[tuple[str | None, uuid.UUID]] = set()
         # per entry: (name, id, error, message), error None meaning "to delete"
         entries: list[tuple[str | None, uuid.UUID, ErrorCode | None, str | None]] = []
         for name, topic_id in wanted:
-            if name is None and topic_id == ZERO_UUID:
-                entries.append((None, ZERO_UUID, ErrorCode.invalid_request,
+            if name is None and topic_id == NO_TOPIC_ID:
+                entries.append((None, NO_TOPIC_ID, ErrorCode.invalid_request,
                                 "Neither topic name nor id were specified."))
-            elif name is not None and topic_id != ZERO_UUID:
+            elif name is not None and topic_id != NO_TOPIC_ID:
                 entries.append((name, topic_id, ErrorCode.invalid_request,
                                 "You may not specify both topic name and topic id."))
             elif name in repeated_names or (name is None and topic_id in repeated_ids):
@@ -222,7 +221,7 @@ class DeleteTopicsHandler(Handler):
             else:
                 topic = image.topic(name)
                 if topic is None:
-                    entries.append((name, ZERO_UUID, ErrorCode.unknown_topic_or_partition,
+                    entries.append((name, NO_TOPIC_ID, ErrorCode.unknown_topic_or_partition,
                                     UnknownTopicOrPartition.default_message()))
                 else:
                     entries.append((name, topic.topic_id, None, None))
