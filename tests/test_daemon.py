@@ -162,3 +162,33 @@ def test_many_connections_pipelining(broker_process: Any) -> None:
         await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(200))), 60)
 
     asyncio.run(all_of_them())
+
+
+def test_reload_restarts_on_source_change(broker_process: Any, tmp_path: Path) -> None:
+    port = free_port()
+    proc = broker_process(port=port, command=[
+        sys.executable, "-m", "akfak", "--reload", "--listen", f"tcp:{port}:interface=127.0.0.1",
+        "--data-dir", str(tmp_path / "data")])
+    answers_api_versions(port)
+    source = ROOT / "akfak" / "tap.py"
+    stat = source.stat()
+    try:
+        # The worker tells hupper which files it imported a moment after starting: keep
+        # touching (content unchanged) until the change is noticed.
+        deadline = time.monotonic() + 30
+        bump = 0
+        while proc.log().count("listening on") < 2 and time.monotonic() < deadline:
+            bump += 1
+            os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns + bump * 1_000_000_000))
+            time.sleep(0.5)
+        assert "changed; reloading" in proc.log()
+        assert proc.log().count("listening on") == 2
+        wait_for_port(port)
+        answers_api_versions(port)
+    finally:
+        os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    proc.stop()
+    import socket
+
+    with socket.socket() as s:  # the reloaded worker went with its monitor
+        s.bind(("127.0.0.1", port))
