@@ -192,3 +192,17 @@ def test_reload_restarts_on_source_change(broker_process: Any, tmp_path: Path) -
 
     with socket.socket() as s:  # the reloaded worker went with its monitor
         s.bind(("127.0.0.1", port))
+
+
+def test_kafka_python_negotiates_versions(broker_process: Any) -> None:
+    # kafka-python 3's KafkaNetClient is its drop-in replacement for KafkaClient.
+    from kafka.net.compat import KafkaNetClient
+
+    proc = broker_process()
+    client = KafkaNetClient(bootstrap_servers=proc.bootstrap)
+    try:
+        version = client.check_version(timeout_ms=10_000)
+    finally:
+        client.close()
+    # Inferred from our ApiVersions answer: the newest Kafka whose APIs we cover.
+    assert version is not None and version >= (4, 0)
