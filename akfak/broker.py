@@ -68,6 +68,8 @@ class Broker:
             (1.0, lambda: storage.flush_due(self.now_ms())),
             (self.config.get_int("producer.id.expiration.check.interval.ms") / 1000,
              lambda: storage.remove_expired_producers(self.now_ms())),
+            (self.config.get_int("log.cleaner.backoff.ms") / 1000,
+             lambda: storage.run_cleaner(self.now_ms())),
             *self._periodic,
         ]
         self._loops = [_Periodic(self.clock, interval, task) for interval, task in tasks]

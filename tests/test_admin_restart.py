@@ -63,8 +63,8 @@ def test_alter_and_incremental_alter_persist_across_restart(broker_process: Any)
     finally:
         legacy.close()
     producer = Producer({"bootstrap.servers": first.bootstrap})
-    for i in range(8):
-        producer.produce("incremental", b"%d" % i, partition=3)
+    for i in range(8):  # keyed: the topic is compacted, which refuses records without a key
+        producer.produce("incremental", b"%d" % i, key=b"k%d" % i, partition=3)
     assert producer.flush(TIMEOUT) == 0
     del producer
     (future,) = client.delete_records([TopicPartition("incremental", 3, 5)],

@@ -1,4 +1,4 @@
-"""`__consumer_offsets`: Kafka's record formats, loading at start, compaction.
+"""`__consumer_offsets`: Kafka's record formats, loading at start, compaction by the log cleaner.
 
 Restart tests use disk storage in the test's directory and a Clock for the
 coordinator's timers; closing storage flushes on a thread, hence pytest-twisted.
@@ -12,11 +12,7 @@ from typing import Any
 
 import pytest_twisted
 from kio.schema.errors import ErrorCode
-from twisted.internet.task import Clock
 
-from akfak.config import BrokerConfig
-from akfak.groups.compaction import OffsetsCompactor, clean
-from akfak.groups.coordinator import GroupCoordinator
 from akfak.groups.records import (
     CoordinatorRecord,
     GroupMetadataKey,
@@ -24,14 +20,12 @@ from akfak.groups.records import (
     OffsetCommitValue,
     decode_record,
     encode_batch,
-    encode_records,
     iter_batch_records,
     iter_batches,
     java_string_hash,
     partition_for,
 )
 from akfak.groups.results import CommitRequestPartition
-from akfak.groups.store import MemoryOffsetsTopic
 from tests.test_groups_protocol import (
     DEFAULT_OVERRIDES,
     ClockedBroker,
@@ -191,91 +185,91 @@ def test_deletions_survive_a_restart(tmp_path: Path) -> Any:
 
 
 # -- compaction --------------------------------------------------------------------------
+#
+# `__consumer_offsets` has cleanup.policy=compact, so the storage's log cleaner compacts it
+# as any compacted topic (tests/log/test_cleaner*.py hold the cleaner's own rules).
 
 
-def batch(records: list[tuple[int, bytes, bytes | None]], *, horizon: int | None = None) -> bytes:
-    from akfak.groups.records import LogRecord
-
-    base = records[0][0]
-    return encode_records(base, records[-1][0] - base, [LogRecord(o, 1000 + o, k, v) for o, k, v in records],
-                          delete_horizon_ms=horizon)
+def offsets_records(cluster: ClockedBroker) -> list[tuple[int, bytes | None, bytes | None]]:
+    log = cluster.broker.storage.get_log("__consumer_offsets", 0)
+    return [(r.offset, r.key, r.value) for _i, batch in iter_batches(b"".join(log.read(
+        log.log_start_offset, 1 << 30).parts)) for r in iter_batch_records(batch)]
 
 
-def offsets_of(batches: list[bytes]) -> list[tuple[int, bytes | None, bytes | None]]:
-    return [(r.offset, r.key, r.value) for b in batches for _i, v in iter_batches(b)
-            for r in iter_batch_records(v)]
-
-
-def test_clean_keeps_the_latest_record_per_key_at_its_offset() -> None:
-    batches = [batch([(0, b"a", b"1"), (1, b"b", b"1")]), batch([(2, b"a", b"2"), (3, b"c", b"1")]),
-               batch([(4, b"b", b"2")])]
-    cleaned, stats = clean(batches, now_ms=0, delete_retention_ms=1000)
-    assert offsets_of(cleaned) == [(2, b"a", b"2"), (3, b"c", b"1"), (4, b"b", b"2")]
-    assert (stats.records_in, stats.records_out, stats.batches_out) == (5, 3, 2)
-    # The batch that lost records keeps its base offset and offset span.
-    (info, _view), = iter_batches(cleaned[0])
-    assert (info.base_offset, info.last_offset) == (2, 3)
-    assert cleaned[1] == batches[2]  # untouched batches are kept byte for byte
-
-
-def test_tombstones_stay_for_delete_retention_after_the_first_cleaning() -> None:
-    batches = [batch([(0, b"a", b"1"), (1, b"b", b"1")]), batch([(2, b"a", None)])]
-    once, _ = clean(batches, now_ms=5000, delete_retention_ms=1000)
-    assert offsets_of(once) == [(1, b"b", b"1"), (2, b"a", None)]
-    (info, _view), = list(iter_batches(once[1]))
-    assert info.delete_horizon_ms == 6000
-    # Record timestamps survive the horizon in the base timestamp.
-    assert [r.timestamp for _i, v in iter_batches(once[1]) for r in iter_batch_records(v)] == [1002]
-    assert offsets_of(clean(once, now_ms=5999, delete_retention_ms=1000)[0]) == offsets_of(once)
-    assert offsets_of(clean(once, now_ms=6000, delete_retention_ms=1000)[0]) == [(1, b"b", b"1")]
-
-
-def test_compaction_of_a_coordinators_partitions_keeps_its_state() -> None:
-    clock = Clock()
-    config = BrokerConfig(properties={"offsets.topic.num.partitions": "1"})
-    store = MemoryOffsetsTopic(segment_bytes=2000)
-    coordinator = GroupCoordinator(config, clock, store)
-    coordinator.start()
+@pytest_twisted.inlineCallbacks
+def test_the_log_cleaner_compacts_offsets_and_a_restart_resumes_every_group(tmp_path: Path
+                                                                           ) -> Any:
+    overrides = [*DEFAULT_OVERRIDES, "offsets.topic.num.partitions=1",
+                 "offsets.topic.segment.bytes=2000", "log.cleaner.delete.retention.ms=60000"]
+    first = ClockedBroker(tmp_path, overrides, storage="disk")
+    coordinator = first.coordinator
+    storage = first.broker.storage
     for i in range(200):
-        coordinator.commit_offsets("g", -1, "", None, [CommitRequestPartition("t", i % 3, i)], version=9)
-        clock.advance(1)
-    coordinator.commit_offsets("other", -1, "", None, [CommitRequestPartition("t", 0, 5)], version=9)
-    coordinator.delete_groups(["other"])
-    before = len(store.read(0, 0, 1 << 30))
-    compactor = OffsetsCompactor(coordinator, delete_retention_ms=60_000, min_cleanable_ratio=0.5)
-    assert compactor.run().result == 1
-    after = store.read(0, 0, 1 << 30)
-    assert len(after) < before / 5
-    # Below the active segment, at most one record per key remains.
-    _inactive, active_start = store.cleanable(0)
-    cleaned = [decode_record(r.key, r.value) for _i, v in iter_batches(after) for r in iter_batch_records(v)
-               if r.offset < active_start]
-    cleaned_keys = [r.key for r in cleaned if r is not None]
-    assert len(cleaned_keys) == len(set(cleaned_keys)) > 0
-    reloaded = GroupCoordinator(config, clock, store)
-    reloaded.start()
-    clock.advance(0)
-    assert reloaded.offsets == coordinator.offsets
-    assert {o.offset for o in reloaded.offsets["g"].values()} == {197, 198, 199}
-    assert set(reloaded.groups) == {"g"}
-
-    def records_of_other() -> list[Any]:
-        return [r for _i, v in iter_batches(store.read(0, 0, 1 << 30)) for r in iter_batch_records(v)
-                if (d := decode_record(r.key, r.value)) is not None and d.key == GroupMetadataKey("other")]
-
-    for i in range(30):  # fill segments so that the tombstones are in an inactive one
-        coordinator.commit_offsets("g", -1, "", None, [CommitRequestPartition("t", i % 3, 1000 + i)],
+        coordinator.commit_offsets("g", -1, "", None, [CommitRequestPartition("t", i % 3, i)],
                                    version=9)
-    compactor.run()  # the first cleaning to see the tombstones stamps their delete horizon
-    assert [r.value for r in records_of_other()] == [None]
-    clock.advance(59)
-    compactor.first_dirty.clear()
-    compactor.run()
-    assert [r.value for r in records_of_other()] == [None]
-    clock.advance(1)  # delete.retention.ms after that cleaning, they go
-    compactor.first_dirty.clear()
-    compactor.run()
-    assert records_of_other() == []
+        first.advance(1)
+    coordinator.commit_offsets("other", -1, "", None, [CommitRequestPartition("t", 0, 5)],
+                               version=9)
+    coordinator.delete_groups(["other"])
+    log = storage.get_log("__consumer_offsets", 0)
+    before = log.size_in_bytes
+    active_start = log.active.base_offset
+    assert len(log.segments) > 5
+    tombstones = [o for o, k, v in offsets_records(first) if v is None]
+    assert tombstones and min(tombstones) >= active_start
+
+    assert (yield storage.run_cleaner(first.now_ms)) == 1
+    assert log.size_in_bytes < before / 5
+    # Below the active segment at most one record per key remains, at its own offset.
+    cleaned = [(offset, key) for offset, key, _value in offsets_records(first)
+               if offset < active_start]
+    assert len({key for _, key in cleaned}) == len(cleaned) > 0
+    committed = dict(coordinator.offsets)
+    yield first.close()
+
+    second = ClockedBroker(tmp_path, overrides, storage="disk")
+    try:
+        assert second.coordinator.offsets == committed
+        assert {o.offset for o in second.coordinator.offsets["g"].values()} == {197, 198, 199}
+        assert set(second.coordinator.groups) == {"g"}
+        conn = second.connect()
+        assert fetched(fetch(conn, "g", None)) == {
+            ("t", i % 3): (i, -1, "", ErrorCode.none) for i in (197, 198, 199)}
+
+        def records_of_other() -> list[bytes | None]:
+            return [value for _offset, key, value in offsets_records(second)
+                    if key is not None and (d := decode_record(key, value)) is not None
+                    and d.key == GroupMetadataKey("other")]
+
+        def clean_at(now: int) -> Any:
+            # New commits, to have something dirty: the cleaner passes over clean logs.
+            for i in range(30):
+                second.coordinator.commit_offsets(
+                    "g", -1, "", None, [CommitRequestPartition("t", i % 3, 1000 + i)], version=9)
+            log = second.broker.storage.get_log("__consumer_offsets", 0)
+            log.roll(now)
+            return second.broker.storage.run_cleaner(now)
+
+        # The deleted group's tombstones (in the active segment until now) stay
+        # delete.retention.ms after the cleaning that first kept them.
+        assert records_of_other() == [None]
+        stamped = 880_000
+        assert (yield clean_at(stamped)) == 1
+        assert records_of_other() == [None]
+        assert (yield clean_at(stamped + 59_999)) == 1
+        assert records_of_other() == [None]
+        assert (yield clean_at(stamped + 60_000)) == 1
+        assert records_of_other() == []
+        assert {o.offset for o in second.coordinator.offsets["g"].values()} == {1027, 1028, 1029}
+    finally:
+        yield second.close()
+
+    third = ClockedBroker(tmp_path, overrides, storage="disk")
+    try:
+        assert {o.offset for o in third.coordinator.offsets["g"].values()} == {1027, 1028, 1029}
+        assert set(third.coordinator.groups) == {"g"}
+    finally:
+        yield third.close()
 
 
 def test_encode_batch_is_a_valid_kafka_batch() -> None:

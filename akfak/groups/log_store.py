@@ -15,13 +15,7 @@ from zope.interface import implementer
 
 from akfak.config import BrokerConfig
 from akfak.errors import TopicAlreadyExists
-from akfak.groups.compaction import ICompactableOffsetsTopic
 from akfak.groups.store import OFFSETS_TOPIC, IOffsetsTopic
-
-#: The storage hook compaction needs: `PartitionLog.replace_cleaned(end_offset, batches)`
-#: swapping every segment below `end_offset` (a segment boundary) for segments holding
-#: `batches` (their offsets kept), crash-safely as Kafka's cleaner does (.cleaned, .swap).
-SWAP_HOOK = "replace_cleaned"
 
 
 def offsets_topic_configs(config: BrokerConfig) -> dict[str, str | None]:
@@ -33,7 +27,7 @@ def offsets_topic_configs(config: BrokerConfig) -> dict[str, str | None]:
     }
 
 
-@implementer(IOffsetsTopic, ICompactableOffsetsTopic)
+@implementer(IOffsetsTopic)
 class LogOffsetsTopic:
     """The offsets topic as partition logs of `storage`, created by `controller`."""
 
@@ -76,29 +70,3 @@ class LogOffsetsTopic:
         # Written as the coordinator, as Kafka's coordinator appends (not a client's produce).
         info = partition_log.append(batch, leader_epoch=epoch, now_ms=now_ms, origin="coordinator")
         return int(info.base_offset)
-
-    def can_swap(self) -> bool:
-        count = self.num_partitions()
-        return bool(count) and hasattr(self._log(0), SWAP_HOOK)
-
-    def cleanable(self, partition: int) -> tuple[list[bytes], int] | None:
-        """The batches of the inactive segments, when storage can swap cleaned ones in."""
-        partition_log = self._log(partition)
-        if not hasattr(partition_log, SWAP_HOOK):
-            return None
-        end = int(partition_log.active.base_offset)
-        start = partition_log.log_start_offset
-        if end <= start:
-            return None
-        batches: list[bytes] = []
-        position = start
-        while position < end:
-            result = partition_log.read(position, 4 * 1024 * 1024, max_offset=end)
-            if not result.parts or result.next_offset is None or result.next_offset <= position:
-                break
-            batches.extend(result.parts)
-            position = result.next_offset
-        return batches, end
-
-    def replace_cleaned(self, partition: int, end_offset: int, batches: list[bytes]) -> None:
-        getattr(self._log(partition), SWAP_HOOK)(end_offset, batches)

@@ -5,9 +5,9 @@
 
 The coordinator keeps `__consumer_offsets` in the broker's partition logs when the
 broker has storage and a metadata controller (`broker.storage`, `broker.controller`),
-else in memory.  Periodic tasks: offset expiry every
-`offsets.retention.check.interval.ms`, and compaction of `__consumer_offsets` every
-`log.cleaner.backoff.ms` (see `compaction.py`).
+else in memory.  Periodic task: offset expiry every `offsets.retention.check.interval.ms`.
+`__consumer_offsets` is compacted (`cleanup.policy=compact`) by the storage's log
+cleaner, as every compacted topic is (akfak.log.cleaner).
 """
 
 from __future__ import annotations
@@ -36,9 +36,6 @@ def open_group_coordinator(broker: Broker) -> GroupCoordinator:
     coordinator = GroupCoordinator(broker.config, broker.clock, offsets_topic_for(broker))
     interval_ms = broker.config.get_int("offsets.retention.check.interval.ms")
     broker.every(interval_ms / 1000.0, coordinator.cleanup_group_metadata)
-    from akfak.groups.compaction import register_compaction
-
-    register_compaction(broker, coordinator)
     coordinator.start()
     return coordinator
 

@@ -3,8 +3,8 @@
 - `meta.properties` (log dir root): `version=1`, `cluster.id`, `node.id`,
   `directory.id`, as a Java properties file.
 - `recovery-point-offset-checkpoint`, `log-start-offset-checkpoint`,
-  `replication-offset-checkpoint` (log dir root): a version line `0`, a count
-  line, then `topic partition offset` lines.
+  `replication-offset-checkpoint`, `cleaner-offset-checkpoint` (log dir root): a
+  version line `0`, a count line, then `topic partition offset` lines.
 - `leader-epoch-checkpoint` (partition dir): `0`, count, `epoch startOffset` lines.
 - `partition.metadata` (partition dir): `version: 0` / `topic_id: <base64url>`.
 
@@ -31,6 +31,8 @@ log = Logger()
 RECOVERY_POINT_CHECKPOINT = "recovery-point-offset-checkpoint"
 LOG_START_OFFSET_CHECKPOINT = "log-start-offset-checkpoint"
 REPLICATION_OFFSET_CHECKPOINT = "replication-offset-checkpoint"
+#: The log cleaner's first dirty offset per compacted log (Kafka's LogCleanerManager).
+CLEANER_OFFSET_CHECKPOINT = "cleaner-offset-checkpoint"
 LEADER_EPOCH_CHECKPOINT = "leader-epoch-checkpoint"
 PARTITION_METADATA = "partition.metadata"
 META_PROPERTIES = "meta.properties"

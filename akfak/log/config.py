@@ -225,6 +225,13 @@ class LogConfig:
     file_delete_delay_ms: int = 60_000
     compression_type: str = "producer"
     min_insync_replicas: int = 1
+    #: Compaction (cleanup.policy=compact): how long tombstones stay after the cleaning that
+    #: first saw them (KIP-534), how dirty a log must be, and the time window a record is
+    #: kept from (min) or forced into (max) cleaning.
+    delete_retention_ms: int = 86_400_000
+    min_cleanable_dirty_ratio: float = 0.5
+    min_compaction_lag_ms: int = 0
+    max_compaction_lag_ms: int = LONG_MAX
     #: The topic's own overrides (only those explicitly set), for DescribeConfigs.
     overrides: Mapping[str, str] | None = None
 
@@ -235,6 +242,11 @@ class LogConfig:
     @property
     def delete_enabled(self) -> bool:
         return "delete" in self.cleanup_policy
+
+    @property
+    def compact(self) -> bool:
+        """Whether the log cleaner compacts this log (cleanup.policy contains compact)."""
+        return "compact" in self.cleanup_policy
 
     @property
     def max_index_entries(self) -> int:

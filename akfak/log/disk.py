@@ -7,6 +7,7 @@
   recovery-point-offset-checkpoint      0 / count / "topic partition offset" lines
   log-start-offset-checkpoint
   replication-offset-checkpoint         (high watermarks)
+  cleaner-offset-checkpoint             the log cleaner's first dirty offset per compacted log
   .kafka_cleanshutdown                  written by a clean close, removed at open
   __cluster_metadata-0/                 the KRaft metadata log
   <topic>-<partition>/
@@ -25,15 +26,28 @@ state is loaded from the latest snapshot and the batch headers after it (Kafka's
 rebuildProducerState); snapshots are written at each roll and at close, and those
 older than the last two segments and the recovery point go after each
 recovery-point checkpoint.
+
+The log cleaner (cleaner.py) swaps a cleaned segment in as Kafka's replaceSegments
+does, so that a crash at any point leaves a log that loads correctly: the cleaned
+data is written and fsynced as `<base>.log.cleaned` (+ `.index.cleaned`,
+`.timeindex.cleaned`), renamed to `.swap`, the old segments' files are renamed
+`.deleted`, the `.swap` files renamed into place, then the `.deleted` files are
+removed and the directory fsynced.  Loading applies Kafka's LogLoader rules first:
+`.deleted` files go; `.cleaned` files go, and with them any `.swap` file at or above
+the lowest `.cleaned` offset (an unfinished rename); the remaining `.swap` files
+complete their swap: segment files in the offsets a swapped segment covers are
+deleted and the `.swap` suffix dropped.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import re
 import shutil
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +60,7 @@ from akfak.errors import KafkaStorageError
 from akfak.interfaces import ILogStorage
 from akfak.log.checkpoints import (
     CLEAN_SHUTDOWN,
+    CLEANER_OFFSET_CHECKPOINT,
     LEADER_EPOCH_CHECKPOINT,
     LOG_START_OFFSET_CHECKPOINT,
     META_PROPERTIES,
@@ -82,8 +97,41 @@ log = Logger()
 
 _SEGMENT_FILE = re.compile(r"^(\d{20})\.(log|index|timeindex|txnindex)$")
 _PARTITION_DIR = re.compile(r"^(.+)-(\d+)$")
-#: Leftovers of an interrupted Kafka operation, safe to remove.
-_LEFTOVER_SUFFIXES = (".deleted", ".cleaned", ".tmp")
+#: Kafka's suffixes for a segment swap in progress (LogFileUtils).
+CLEANED_SUFFIX = ".cleaned"
+SWAP_SUFFIX = ".swap"
+DELETED_SUFFIX = ".deleted"
+#: Leftovers of an interrupted operation, safe to remove.
+_LEFTOVER_SUFFIXES = (DELETED_SUFFIX, ".tmp")
+
+
+def _offset_of(path: Path) -> int | None:
+    """The base offset a segment file's name starts with."""
+    prefix = path.name[:20]
+    return int(prefix) if len(prefix) == 20 and prefix.isdigit() else None
+
+
+def _with_suffix(path: Path, old: str, new: str) -> Path:
+    name = path.name[: -len(old)] if old else path.name
+    return path.with_name(name + new)
+
+
+def change_file_suffixes(segment: LogSegment, old: str, new: str) -> None:
+    """Rename every file of `segment` from suffix `old` to `new` (Kafka's
+    changeFileSuffixes); open descriptors stay valid."""
+    store = segment.store
+    assert isinstance(store, FileStore)
+    store.rename(_with_suffix(store.path, old, new))
+    for index_file in (segment.offset_index.file, segment.time_index.file):
+        if index_file.path is not None:
+            index_file.rename(_with_suffix(index_file.path, old, new))
+    extra = []
+    for path in segment.extra_paths:
+        target = _with_suffix(path, old, new)
+        if path.exists():
+            path.rename(target)
+        extra.append(target)
+    segment.extra_paths = tuple(extra)
 
 
 def partition_dir_name(topic: str, partition: int) -> str:
@@ -151,14 +199,58 @@ class DiskPartitionLog(PartitionLog):
         if state.has_unsynced:
             self.flush().addErrback(self._log_flush_failure)  # fsyncs the new snapshots
 
-    def _load(self, *, now_ms: int, recovery_point: int, log_start_offset: int,
-              clean: bool) -> None:
-        bases: set[int] = set()
-        other: dict[int, set[str]] = {}
+    def _complete_interrupted_swaps(self) -> None:
+        """Kafka's LogLoader passes over a crash in the middle of a segment swap
+        (see the module doc); before the segments are opened."""
+        cleaned: list[Path] = []
+        swaps: list[Path] = []
         for path in self.directory.iterdir():
             if path.name.endswith(_LEFTOVER_SUFFIXES):
                 path.unlink()
+            elif path.name.endswith(CLEANED_SUFFIX):
+                cleaned.append(path)
+            elif path.name.endswith(SWAP_SUFFIX):
+                swaps.append(path)
+        if not cleaned and not swaps:
+            return
+        lowest_cleaned = min((o for p in cleaned if (o := _offset_of(p)) is not None),
+                             default=None)
+        valid: list[Path] = []
+        for path in swaps:
+            offset = _offset_of(path)
+            if offset is None or (lowest_cleaned is not None and offset >= lowest_cleaned):
+                log.info("Deleting {file}: its swap did not complete", file=str(path))
+                path.unlink()
+            else:
+                valid.append(path)
+        for path in cleaned:
+            log.info("Deleting {file}: left by an unfinished cleaning", file=str(path))
+            path.unlink()
+        low = high = None
+        for path in valid:
+            base = _offset_of(path)
+            if base is None or not path.name.endswith(".log" + SWAP_SUFFIX):
                 continue
+            following = _next_offset_of(path, base)
+            low = base if low is None else min(low, base)
+            high = following if high is None else max(high, following)
+        if low is not None and high is not None:
+            for path in self.directory.iterdir():
+                match = _SEGMENT_FILE.match(path.name)
+                if match is not None and low <= int(match[1]) < high:
+                    log.info("Deleting {file}: compacted by a swap that completes now",
+                             file=str(path))
+                    path.unlink()
+        for path in valid:
+            log.info("Completing the swap of {file}", file=str(path))
+            path.rename(_with_suffix(path, SWAP_SUFFIX, ""))
+
+    def _load(self, *, now_ms: int, recovery_point: int, log_start_offset: int,
+              clean: bool) -> None:
+        self._complete_interrupted_swaps()
+        bases: set[int] = set()
+        other: dict[int, set[str]] = {}
+        for path in self.directory.iterdir():
             match = _SEGMENT_FILE.match(path.name)
             if match is None:
                 continue
@@ -265,6 +357,52 @@ class DiskPartitionLog(PartitionLog):
                           created_ms=now_ms, jitter_ms=self.config.segment_jitter_ms,
                           extra_paths=(self.directory / f"{name}.txnindex",))
 
+    def _new_cleaned_segment(self, base_offset: int) -> LogSegment:
+        name = segment_name(base_offset)
+        paths = [self.directory / f"{name}.{kind}{CLEANED_SUFFIX}"
+                 for kind in ("log", "index", "timeindex")]
+        for path in paths:
+            path.unlink(missing_ok=True)  # left by a round that stopped
+        store = FileStore(paths[0], create=True)
+        offset_index = OffsetIndex(base_offset, paths[1])
+        time_index = TimeIndex(base_offset, paths[2])
+        offset_index.file.ensure_exists()
+        time_index.file.ensure_exists()
+        # No extra paths yet: the old segment's .txnindex has this base's name until the swap.
+        return LogSegment(base_offset, store, offset_index, time_index,
+                          index_interval_bytes=self.config.index_interval_bytes, created_ms=0)
+
+    def _sync_cleaned_segment(self, segment: LogSegment) -> None:
+        # Kafka gives the cleaned segment the last modification time of the group's last
+        # segment, so time-based retention treats it as the old ones.
+        seconds = segment.last_modified_ms / 1000
+        paths = [segment.store.path, segment.offset_index.file.path,  # type: ignore[attr-defined]
+                 segment.time_index.file.path]
+        for path in paths:
+            if path is not None:
+                os.utime(path, (seconds, seconds))
+        _fsync_handles(segment.sync_handles())
+
+    def _swap_files(self, new: LogSegment, old: Sequence[LogSegment]) -> None:
+        change_file_suffixes(new, CLEANED_SUFFIX, SWAP_SUFFIX)
+        for segment in old:
+            change_file_suffixes(segment, "", DELETED_SUFFIX)
+        change_file_suffixes(new, SWAP_SUFFIX, "")
+        new.extra_paths = (self.directory / f"{segment_name(new.base_offset)}.txnindex",)
+
+    def _remove_replaced(self, old: Sequence[LogSegment]) -> Deferred[None]:
+        for segment in old:
+            segment.close()
+        directory = self.directory
+
+        def remove() -> None:
+            for segment in old:
+                segment.delete()  # the .deleted files
+            with contextlib.suppress(FileNotFoundError):  # the topic was deleted meanwhile
+                fsync_dir(directory)
+
+        return defer_to_thread(self.reactor, remove)
+
     def _new_producer_state(self) -> ProducerStateManager:
         return ProducerStateManager(self.topic, self.partition, self.directory)
 
@@ -291,6 +429,29 @@ class DiskPartitionLog(PartitionLog):
     def set_topic_id(self, topic_id: uuid.UUID) -> None:
         self.topic_id = topic_id
         write_atomically(self.directory / PARTITION_METADATA, format_partition_metadata(topic_id))
+
+
+def _fsync_handles(handles: Sequence[int]) -> None:
+    try:
+        for fd in handles:
+            os.fsync(fd)
+    finally:
+        for fd in handles:
+            os.close(fd)
+
+
+def _next_offset_of(path: Path, base: int) -> int:
+    """The offset after the last whole batch of a segment file (Kafka's readNextOffset)."""
+    store = FileStore(path)
+    try:
+        segment = LogSegment(base, store, OffsetIndex(base), TimeIndex(base),
+                             index_interval_bytes=4096, created_ms=0)
+        following = base
+        for _pos, header in segment.scan_valid():
+            following = header.next_offset
+        return following
+    finally:
+        store.close()
 
 
 @implementer(ILogStorage)
@@ -348,6 +509,8 @@ class DiskLogStorage(BaseLogStorage):
         expiration_ms = self.config.get_int("producer.id.expiration.ms")
         recovery_points = read_offset_checkpoint(self.directory / RECOVERY_POINT_CHECKPOINT)
         log_starts = read_offset_checkpoint(self.directory / LOG_START_OFFSET_CHECKPOINT)
+        self.cleaner.load_checkpoints(
+            read_offset_checkpoint(self.directory / CLEANER_OFFSET_CHECKPOINT))
         for child in sorted(self.directory.iterdir()):
             if not child.is_dir():
                 continue
@@ -481,6 +644,13 @@ class DiskLogStorage(BaseLogStorage):
 
         return defer_to_thread(self.clock, write)
 
+    def persist_cleaner_checkpoints(self) -> Deferred[None]:
+        """Write cleaner-offset-checkpoint (durably, on a thread), as Kafka's cleaner does
+        after each log it cleaned."""
+        path = self.directory / CLEANER_OFFSET_CHECKPOINT
+        text = format_offset_checkpoint(self.cleaner.checkpoint_entries())
+        return defer_to_thread(self.clock, lambda: write_atomically(path, text, fsync=True))
+
     def _obsolete_snapshots(self) -> list[Path]:
         # Kafka's deleteSnapshotsAfterRecoveryPointCheckpoint, for every log.
         return [path for lg in self._all_logs() for path in lg.obsolete_snapshots()]
@@ -519,11 +689,14 @@ class DiskLogStorage(BaseLogStorage):
             self._unlock()
             return result
 
-        return self._close_logs().addCallback(flushed).addBoth(unlock)
+        # A cleaning round in progress stops at its next batch before the logs close.
+        closing = self.cleaner.stop().addCallback(lambda _: self._close_logs())
+        return closing.addCallback(flushed).addBoth(unlock)
 
     def abandon(self) -> None:
         """Close every file at once: no flush, no checkpoints (what a kill -9 leaves)."""
         self.closed = True
+        self.cleaner.stop()
         for partition_log in self._all_logs():
             partition_log.abandon()
         self._unlock()

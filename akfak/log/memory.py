@@ -30,6 +30,21 @@ from akfak.log.segment import Buffer, LogSegment
 from akfak.log.storage import BaseLogStorage
 
 
+class _BufferReader:
+    """A memory segment's bytes, for the log cleaner's thread."""
+
+    def __init__(self, data: bytearray, size: int) -> None:
+        self._data = data
+        self.size = size
+
+    def read(self, position: int, length: int) -> bytes:
+        end = min(position + length, self.size)
+        return bytes(self._data[position:end])
+
+    def close(self) -> None:
+        pass
+
+
 class MemoryStore:
     """A segment's bytes in a bytearray."""
 
@@ -46,6 +61,11 @@ class MemoryStore:
 
     def read(self, position: int, length: int) -> bytes:
         return bytes(self.data[position : position + length])
+
+    def open_reader(self) -> _BufferReader:
+        # An inactive segment's bytearray is never changed again (delete binds a new one),
+        # so a thread may read it while the reactor goes on.
+        return _BufferReader(self.data, self.size)
 
     def truncate(self, size: int) -> None:
         del self.data[size:]
@@ -78,6 +98,10 @@ class MemoryPartitionLog(PartitionLog):
                           TimeIndex(base_offset),
                           index_interval_bytes=self.config.index_interval_bytes,
                           created_ms=now_ms, jitter_ms=self.config.segment_jitter_ms)
+
+    def _new_cleaned_segment(self, base_offset: int) -> LogSegment:
+        # The swap itself is a list assignment on the reactor: nothing to make durable.
+        return self._new_segment(base_offset, 0)
 
 
 @implementer(ILogStorage)
@@ -121,9 +145,11 @@ class MemoryLogStorage(BaseLogStorage):
 
     def close(self) -> Deferred[Any]:
         self.closed = True
-        return self._close_logs().addCallback(lambda _: None)
+        closing = self.cleaner.stop().addCallback(lambda _: self._close_logs())
+        return closing.addCallback(lambda _: None)
 
     def abandon(self) -> None:
         self.closed = True
+        self.cleaner.stop()
         for partition_log in self._all_logs():
             partition_log.abandon()

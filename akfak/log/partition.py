@@ -34,6 +34,7 @@ from akfak.errors import (
 from akfak.interfaces import IPartitionLog
 from akfak.log import batch as batches
 from akfak.log.batch import HEADER_SIZE, BatchHeader
+from akfak.log.cleaner import CleaningAborted, check_record_keys
 from akfak.log.config import LONG_MAX, LogConfig
 from akfak.log.producer_state import ProducerStateManager
 from akfak.log.records import iter_timestamps
@@ -179,6 +180,22 @@ class PartitionLog:
     def _close_extra(self) -> None:
         """Release provider resources after the segments are closed."""
 
+    def _new_cleaned_segment(self, base_offset: int) -> LogSegment:
+        """An empty segment for the log cleaner to write (disk: `.cleaned` files)."""
+        raise NotImplementedError
+
+    def _sync_cleaned_segment(self, segment: LogSegment) -> None:
+        """Make a written cleaned segment durable (on the cleaner's thread)."""
+
+    def _swap_files(self, new: LogSegment, old: Sequence[LogSegment]) -> None:
+        """Put a cleaned segment's files in place of the old segments' (on the reactor)."""
+
+    def _remove_replaced(self, old: Sequence[LogSegment]) -> Deferred[None]:
+        """Delete the replaced segments; fires once the swap is durable."""
+        for segment in old:
+            segment.delete()
+        return succeed(None)
+
     # -- segments ------------------------------------------------------------------------
 
     def _set_segments(self, segments: list[LogSegment]) -> None:
@@ -244,6 +261,9 @@ class PartitionLog:
         log_append_time = now_ms if config.log_append_time else None
         if client and log_append_time is None:
             self._check_timestamps(headers, now_ms)
+        if config.compact:
+            # Kafka's LogValidator: compaction needs a key on every record (INVALID_RECORD).
+            check_record_keys(view, headers, f"{self.topic}-{self.partition}")
         if self.producer_state is not None:
             duplicate = self.producer_state.before_append(self, [h for _, h in headers],
                                                           origin=origin)
@@ -628,6 +648,54 @@ class PartitionLog:
             if state is not None:
                 state.on_log_start_offset_incremented(self.log_start_offset)
         return len(deletable)
+
+    # -- compaction (akfak.log.cleaner) ---------------------------------------------------
+
+    def new_cleaned_segment(self, base_offset: int) -> LogSegment:
+        """A new segment at `base_offset` for the cleaner to fill (callable on a thread:
+        nothing of the log is touched until `replace_segments`)."""
+        return self._new_cleaned_segment(base_offset)
+
+    def finish_cleaned_segment(self, segment: LogSegment) -> None:
+        """The cleaner has written `segment`: make it durable before it is swapped in
+        (Kafka flushes the cleaned segment first).  On the cleaner's thread."""
+        self._sync_cleaned_segment(segment)
+        segment.dirty = False
+
+    def discard_cleaned_segment(self, segment: LogSegment) -> None:
+        """Drop a cleaned segment that will not be swapped in (its files go)."""
+        segment.delete()
+
+    def check_replaceable(self, new: LogSegment, old: Sequence[LogSegment]) -> None:
+        """Raise CleaningAborted unless `old` is still a run of this log's inactive
+        segments starting at `new`'s base offset: the re-check before a swap, since the
+        log went on while the cleaner worked (retention, deletion, a restart of it)."""
+        if self.closed:
+            raise CleaningAborted("the log is closed")
+        if not old or new.base_offset != old[0].base_offset:
+            raise CleaningAborted("the cleaned segment does not start the group")
+        start = next((i for i, s in enumerate(self.segments) if s is old[0]), None)
+        if start is None or start + len(old) >= len(self.segments):
+            raise CleaningAborted(f"segment {old[0].base_offset} is gone or active")
+        if any(a is not b for a, b in zip(self.segments[start : start + len(old)], old,
+                                             strict=True)):
+            raise CleaningAborted("the segments changed meanwhile")
+
+    def replace_segments(self, new: LogSegment, old: Sequence[LogSegment]) -> Deferred[None]:
+        """Swap the cleaned segment `new` in for the run `old` (Kafka's replaceSegments);
+        on the reactor thread.  Offsets stay as they were, so readers and appends carry
+        on; fires once the swap is durable (disk: renames and directory fsynced)."""
+        self.check_replaceable(new, old)
+        start = next(i for i, s in enumerate(self.segments) if s is old[0])
+        self._swap_files(new, old)
+        self._set_segments([*self.segments[:start], new, *self.segments[start + len(old):]])
+        state = self._producer_state_manager()
+        if state is not None:
+            # Kafka deletes the snapshots of segments that were removed, not replaced.
+            for segment in old:
+                if segment.base_offset != new.base_offset:
+                    state.delete_snapshot(segment.base_offset)
+        return self._remove_replaced(old)
 
     # -- flushing ------------------------------------------------------------------------
 

@@ -37,10 +37,26 @@ def segment_name(base_offset: int) -> str:
     return f"{base_offset:020d}"
 
 
+class SegmentReader(Protocol):
+    """A read-only view of a segment's bytes that a thread may use (the log cleaner).
+
+    It stays valid when the segment is closed or deleted meanwhile on the reactor
+    thread: a duplicated descriptor, or the very buffer a memory segment had.
+    """
+
+    size: int
+
+    def read(self, position: int, length: int) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
 class SegmentStore(Protocol):
     """Where a segment's bytes live."""
 
     size: int
+
+    def open_reader(self) -> SegmentReader: ...
 
     def append(self, parts: Sequence[Buffer]) -> None: ...
 
@@ -55,6 +71,35 @@ class SegmentStore(Protocol):
     def close(self) -> None: ...
 
     def delete(self) -> None: ...
+
+
+def pread_all(fd: int, position: int, length: int) -> bytes:
+    """`length` bytes at `position` (fewer only at the end of the file)."""
+    data = os.pread(fd, length, position)
+    while len(data) < length:  # only at EOF races; pread on a file is otherwise whole
+        more = os.pread(fd, length - len(data), position + len(data))
+        if not more:
+            break
+        data += more
+    return data
+
+
+class _FdReader:
+    """A segment file read through its own duplicated descriptor."""
+
+    def __init__(self, fd: int, size: int) -> None:
+        self._fd: int | None = fd
+        self.size = size
+
+    def read(self, position: int, length: int) -> bytes:
+        if self._fd is None:
+            raise KafkaStorageError("segment reader is closed")
+        return pread_all(self._fd, position, max(0, min(length, self.size - position)))
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 class FileStore:
@@ -96,14 +141,15 @@ class FileStore:
         self.size += total
 
     def read(self, position: int, length: int) -> bytes:
-        length = max(0, min(length, self.size - position))
-        data = os.pread(self.fd, length, position)
-        while len(data) < length:  # only at EOF races; pread on a file is otherwise whole
-            more = os.pread(self.fd, length - len(data), position + len(data))
-            if not more:
-                break
-            data += more
-        return data
+        return pread_all(self.fd, position, max(0, min(length, self.size - position)))
+
+    def open_reader(self) -> SegmentReader:
+        return _FdReader(os.dup(self.fd), self.size)
+
+    def rename(self, path: Path) -> None:
+        """Move the file (the descriptor stays open on it)."""
+        os.rename(self.path, path)
+        self.path = path
 
     def truncate(self, size: int) -> None:
         os.ftruncate(self.fd, size)

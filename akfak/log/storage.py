@@ -11,6 +11,7 @@ from twisted.logger import Logger
 
 from akfak.config import BrokerConfig
 from akfak.log.checkpoints import MetaProperties
+from akfak.log.cleaner import LogCleaner
 from akfak.log.config import LogConfig
 from akfak.log.metadata_log import MetadataLog
 from akfak.log.partition import PartitionLog
@@ -37,6 +38,8 @@ class BaseLogStorage:
         self.closed = False
         #: Whether `load_logs` has run (the partition logs are known).
         self.logs_loaded = False
+        #: Compaction of the logs whose cleanup.policy contains compact (see cleaner.py).
+        self.cleaner = LogCleaner(self)
 
     # -- opening: the metadata log first, then the partition logs with their topic configs
 
@@ -108,6 +111,15 @@ class BaseLogStorage:
             except Exception:
                 log.failure("Retention of {log} failed", log=partition_log)
         return deleted
+
+    def run_cleaner(self, now_ms: int) -> Deferred[int]:
+        """One pass of the log cleaner (the broker runs it every log.cleaner.backoff.ms);
+        fires with how many logs were cleaned.  Nothing when log.cleaner.enable is false."""
+        return self.cleaner.run(now_ms)
+
+    def persist_cleaner_checkpoints(self) -> Deferred[None]:
+        """Keep the cleaner's first dirty offsets (disk: cleaner-offset-checkpoint)."""
+        return succeed(None)
 
     def remove_expired_producers(self, now_ms: int) -> int:
         """Forget, in every log, producers idle for producer.id.expiration.ms (Kafka's

@@ -1,0 +1,873 @@
+"""The log cleaner: compaction of every log whose `cleanup.policy` contains `compact`.
+
+This follows Apache Kafka's LogCleaner, Cleaner and LogCleanerManager:
+
+- Choosing a log.  Per log the cleaner remembers the first offset it has not
+  cleaned (its "first dirty offset", kept in Kafka's `cleaner-offset-checkpoint`
+  file by the disk provider).  The cleanable part ends at the first uncleanable
+  offset: never the active segment, nor a segment holding records newer than
+  `min.compaction.lag.ms`.  A log is cleaned when its dirty ratio (bytes of the
+  segments from the first dirty offset to that end, over those plus the bytes
+  already cleaned) is above `min.cleanable.dirty.ratio`, or when a dirty segment's
+  first batch is older than `max.compaction.lag.ms`.  Dirtiest first.
+- Cleaning.  A map key -> latest offset is built over the dirty section (bounded as
+  Kafka bounds it by `log.cleaner.dedupe.buffer.size`; a full map ends the round
+  early).  Then every segment below the map's end, grouped so that a group fits
+  one segment (`segment.bytes`, `segment.index.bytes`), is rewritten into one new
+  segment named by the group's first base offset, keeping a record when it is
+  past the map's end, or the latest of its key and not an expired tombstone.
+  Records without a key go.  Offsets never change: a batch keeps its base offset
+  and offset span, its producer fields, leader epoch, timestamp type and codec
+  (a batch that lost records is re-encoded and recompressed with its own codec;
+  one that lost none is copied byte for byte).  Control batches are kept; the
+  last batch of every active idempotent producer is kept even when all of its
+  records go (an empty batch, as Kafka writes), so duplicate detection keeps
+  working after a restart; so is the batch that ends the cleanable range.
+- Tombstones (KIP-534).  The cleaning that first keeps a tombstone stamps its
+  batch with a delete horizon, now + `delete.retention.ms` (attribute bit 6; the
+  horizon is the batch's base timestamp, record timestamps keep their values
+  through their deltas); a later cleaning past the horizon drops it.
+- Threads.  Decompressing, scanning and re-encoding run on the reactor's thread
+  pool; each segment is read through a descriptor duplicated on the reactor (or
+  the buffer of a memory segment), so retention or a topic deletion meanwhile
+  cannot pull the file away.  The swap of a cleaned group happens on the reactor
+  thread, after checking that the log still holds exactly the segments that were
+  cleaned (else the cleaned files are discarded and the round ends), through
+  `PartitionLog.replace_segments` (crash-safe on disk: `.cleaned`, `.swap`,
+  `.deleted`, see `disk.py`).
+- Appends to a compacted log must carry a key (Kafka's LogValidator):
+  `check_record_keys` answers INVALID_RECORD otherwise.
+
+Not done (akfak writes no transactions): aborted transactional data is cleaned as
+ordinary data and transaction markers are always kept.
+"""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from collections.abc import Callable, Collection, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import crc32c
+from twisted.internet.defer import Deferred, inlineCallbacks, succeed
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from akfak.errors import CorruptMessage, InvalidRecord
+from akfak.log.batch import (
+    CONTROL_BIT,
+    CRC_OFFSET,
+    CRC_START,
+    HEADER_SIZE,
+    LOG_OVERHEAD,
+    TIMESTAMP_TYPE_BIT,
+    TRANSACTIONAL_BIT,
+    BatchHeader,
+    parse_header,
+)
+from akfak.log.records import decompress
+from akfak.log.segment import INT32_MAX, LogSegment, SegmentReader
+from akfak.log.threads import defer_to_thread
+
+if TYPE_CHECKING:
+    from akfak.log.partition import PartitionLog
+    from akfak.log.storage import BaseLogStorage
+
+log = Logger()
+
+TopicPartition = tuple[str, int]
+
+#: Kafka's "delete horizon" batch attribute (KIP-534): the base timestamp is the horizon.
+DELETE_HORIZON_BIT = 0x40
+NO_TIMESTAMP = -1
+#: Kafka's SkimpyOffsetMap spends 24 bytes a key (16-byte MD5 + 8-byte offset).
+OFFSET_MAP_ENTRY_BYTES = 24
+#: How much of a segment to read at a time while scanning it.
+READ_CHUNK = 1024 * 1024
+
+_HEADER = struct.Struct(">qiibIhiqqqhii")
+_INT32 = struct.Struct(">i")
+
+
+class CleaningAborted(Exception):
+    """The log changed (closed, deleted, reconfigured) or the cleaner stopped mid-round."""
+
+
+# -- records -----------------------------------------------------------------------------
+
+
+def _read_varint(data: bytes | memoryview, pos: int) -> tuple[int, int]:
+    """A zigzag varint (or varlong) at `pos`: (value, position after it)."""
+    raw = shift = 0
+    while True:
+        try:
+            byte = data[pos]
+        except IndexError:
+            raise CorruptMessage("Record extends past the end of its batch") from None
+        pos += 1
+        raw |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return (raw >> 1) ^ -(raw & 1), pos
+        shift += 7
+        if shift > 63:
+            raise CorruptMessage("Varint is too long")
+
+
+def _varint(value: int) -> bytes:
+    raw = (value << 1) ^ (value >> 63)
+    out = bytearray()
+    while raw >= 0x80:
+        out.append((raw & 0x7F) | 0x80)
+        raw >>= 7
+    out.append(raw)
+    return bytes(out)
+
+
+@dataclass(frozen=True, slots=True)
+class _Record:
+    """One record of a batch, as the cleaner needs it."""
+
+    offset: int
+    timestamp: int
+    key: bytes | None
+    tombstone: bool
+    attributes: int
+    #: The record from its offset delta to its end, copied as is when re-encoding.
+    tail: bytes
+
+
+def _records_section(batch: bytes | memoryview, header: BatchHeader) -> bytes:
+    body = bytes(batch[HEADER_SIZE : header.size])
+    return decompress(header.compression, body) if header.compression else body
+
+
+def _iter_records(batch: bytes | memoryview, header: BatchHeader) -> Iterator[_Record]:
+    data = _records_section(batch, header)
+    pos = 0
+    log_append_time = header.is_log_append_time
+    for _ in range(header.record_count):
+        length, pos = _read_varint(data, pos)
+        end = pos + length
+        if length < 1 or end > len(data):
+            raise CorruptMessage("Record extends past the end of its batch")
+        attributes = data[pos]
+        ts_delta, tail = _read_varint(data, pos + 1)
+        offset_delta, q = _read_varint(data, tail)
+        key_length, q = _read_varint(data, q)
+        key = None if key_length < 0 else data[q : q + key_length]
+        q += max(key_length, 0)
+        value_length, q = _read_varint(data, q)
+        if q > end:
+            raise CorruptMessage("Record extends past its length")
+        timestamp = header.max_timestamp if log_append_time else header.base_timestamp + ts_delta
+        yield _Record(header.base_offset + offset_delta, timestamp, key, value_length < 0,
+                      attributes, data[tail:end])
+        pos = end
+
+
+def check_record_keys(records: memoryview, headers: Sequence[tuple[int, BatchHeader]],
+                      topic_partition: str) -> None:
+    """Kafka's LogValidator check for compacted topics: every record has a key.
+
+    Raises InvalidRecord, as Kafka answers, for the first record without one.
+    Control batches carry keys of their own and are not looked at.
+    """
+    for pos, header in headers:
+        if header.is_control:
+            continue
+        data = _records_section(records[pos : pos + header.size], header)
+        q = 0
+        for _ in range(header.record_count):
+            length, q = _read_varint(data, q)
+            end = q + length
+            _ts, r = _read_varint(data, q + 1)
+            _offset, r = _read_varint(data, r)
+            key_length, _ = _read_varint(data, r)
+            if key_length < 0:
+                raise InvalidRecord(
+                    f"Compacted topic cannot accept message without key in topic partition "
+                    f"{topic_partition}.")
+            q = end
+
+
+# -- compression -------------------------------------------------------------------------
+
+_XERIAL_MAGIC = b"\x82SNAPPY\x00"
+_XERIAL_HEADER = _XERIAL_MAGIC + struct.pack(">ii", 1, 1)
+_XERIAL_BLOCK = 32 * 1024
+#: An LZ4 frame as Kafka's KafkaLZ4BlockOutputStream writes it: magic, FLG 0x60 (version 1,
+#: independent blocks, no checksums), BD 0x40 (64 KiB blocks), header checksum 0x82.
+#: Kafka's reader refuses linked blocks, which cramjam's frame compressor writes.
+_LZ4_FRAME_HEADER = bytes.fromhex("04224d18604082")
+_LZ4_BLOCK = 64 * 1024
+_LZ4_UNCOMPRESSED = 0x80000000
+_LE32 = struct.Struct("<I")
+
+
+def compress(codec: int, data: bytes, *, xerial: bool = False) -> bytes:
+    """`data` compressed with Kafka codec `codec`, in a form every Kafka client reads."""
+    if codec == 0:
+        return data
+    if codec == 1:
+        return gzip.compress(data, compresslevel=6, mtime=0)
+    import cramjam
+
+    if codec == 2:
+        if not xerial:
+            return bytes(cramjam.snappy.compress_raw(data))
+        out = bytearray(_XERIAL_HEADER)
+        for start in range(0, len(data), _XERIAL_BLOCK):
+            block = bytes(cramjam.snappy.compress_raw(data[start : start + _XERIAL_BLOCK]))
+            out += _INT32.pack(len(block)) + block
+        return bytes(out)
+    if codec == 3:
+        out = bytearray(_LZ4_FRAME_HEADER)
+        for start in range(0, len(data), _LZ4_BLOCK):
+            chunk = data[start : start + _LZ4_BLOCK]
+            block = bytes(cramjam.lz4.compress_block(chunk, store_size=False))
+            if len(block) >= len(chunk):
+                out += _LE32.pack(len(chunk) | _LZ4_UNCOMPRESSED) + chunk
+            else:
+                out += _LE32.pack(len(block)) + block
+        out += _LE32.pack(0)  # end mark
+        return bytes(out)
+    if codec == 4:
+        return bytes(cramjam.zstd.compress(data, level=3))
+    raise CorruptMessage(f"Unknown compression codec {codec}")
+
+
+# -- batches -----------------------------------------------------------------------------
+
+
+def _pack_batch(header: BatchHeader, *, attributes: int, base_timestamp: int, max_timestamp: int,
+                record_count: int, records: bytes) -> bytes:
+    out = bytearray(_HEADER.pack(
+        header.base_offset, HEADER_SIZE - LOG_OVERHEAD + len(records),
+        header.partition_leader_epoch, 2, 0, attributes, header.last_offset_delta,
+        base_timestamp, max_timestamp, header.producer_id, header.producer_epoch,
+        header.base_sequence, record_count))
+    crc = crc32c.crc32c(records, crc32c.crc32c(bytes(out[CRC_START:])))
+    struct.pack_into(">I", out, CRC_OFFSET, crc)
+    return bytes(out) + records
+
+
+def encode_retained(batch: bytes | memoryview, header: BatchHeader, records: Sequence[_Record],
+                    delete_horizon_ms: int | None) -> bytes:
+    """The batch holding only `records` (Kafka's buildRetainedRecordsInto).
+
+    Its base offset, offset span (so the last sequence too), producer fields, leader
+    epoch, timestamp type and codec are the original's; the base timestamp is the
+    delete horizon when there is one, else the first record's, and every record's
+    timestamp delta is recomputed from it.
+    """
+    base_ts = delete_horizon_ms if delete_horizon_ms is not None else records[0].timestamp
+    max_ts = (header.max_timestamp if header.is_log_append_time
+              else max(r.timestamp for r in records))
+    body = bytearray()
+    for r in records:
+        encoded = bytes((r.attributes,)) + _varint(r.timestamp - base_ts) + r.tail
+        body += _varint(len(encoded)) + encoded
+    xerial = header.compression == 2 and bytes(
+        batch[HEADER_SIZE : HEADER_SIZE + len(_XERIAL_MAGIC)]) == _XERIAL_MAGIC
+    attributes = header.attributes & ~DELETE_HORIZON_BIT
+    if delete_horizon_ms is not None:
+        attributes |= DELETE_HORIZON_BIT
+    return _pack_batch(header, attributes=attributes, base_timestamp=base_ts,
+                       max_timestamp=max_ts, record_count=len(records),
+                       records=compress(header.compression, bytes(body), xerial=xerial))
+
+
+def empty_batch(header: BatchHeader) -> bytes:
+    """A batch header without records, keeping the batch's offsets and producer fields
+    (Kafka's DefaultRecordBatch.writeEmptyHeader)."""
+    attributes = header.attributes & (TIMESTAMP_TYPE_BIT | TRANSACTIONAL_BIT | CONTROL_BIT)
+    return _pack_batch(header, attributes=attributes, base_timestamp=NO_TIMESTAMP,
+                       max_timestamp=header.max_timestamp, record_count=0, records=b"")
+
+
+def delete_horizon(header: BatchHeader) -> int | None:
+    return header.base_timestamp if header.attributes & DELETE_HORIZON_BIT else None
+
+
+def iter_batches(reader: SegmentReader, position: int = 0
+                 ) -> Iterator[tuple[BatchHeader, memoryview]]:
+    """Every whole batch of a segment from `position` (a batch boundary) on."""
+    size = reader.size
+    buf = b""
+    buf_start = position
+    pos = position
+    while pos + HEADER_SIZE <= size:
+        if pos + HEADER_SIZE > buf_start + len(buf):
+            buf_start, buf = pos, reader.read(pos, min(READ_CHUNK, size - pos))
+        header = parse_header(buf, pos - buf_start)
+        if header.magic != 2 or header.size < HEADER_SIZE or pos + header.size > size:
+            raise CorruptMessage(f"Malformed batch at byte {pos} of a segment")
+        if pos + header.size > buf_start + len(buf):
+            buf_start, buf = pos, reader.read(pos, max(READ_CHUNK, header.size))
+        start = pos - buf_start
+        yield header, memoryview(buf)[start : start + header.size]
+        pos += header.size
+
+
+# -- the offset map ----------------------------------------------------------------------
+
+
+class OffsetMap:
+    """Key -> latest offset over the dirty section (Kafka's SkimpyOffsetMap).
+
+    Kafka keeps 16-byte hashes in a fixed buffer; here a dict holds the keys, but as
+    many of them as Kafka's buffer would (`max_entries`), so a round covers the same
+    part of a log.
+    """
+
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max(1, max_entries)
+        self.offsets: dict[bytes, int] = {}
+        #: The last offset the map covers (-1: none).
+        self.latest_offset = -1
+
+    def put(self, key: bytes, offset: int) -> bool:
+        """Record `offset` as the latest of `key`; False when the map is full."""
+        if len(self.offsets) >= self.max_entries and key not in self.offsets:
+            return False
+        self.offsets[key] = offset
+        return True
+
+    def get(self, key: bytes) -> int:
+        return self.offsets.get(key, -1)
+
+    def update_latest_offset(self, offset: int) -> None:
+        self.latest_offset = max(self.latest_offset, offset)
+
+
+# -- the work on a thread ----------------------------------------------------------------
+
+
+@dataclass
+class CleanerStats:
+    """What a cleaning round did (logged as Kafka's cleaner logs it)."""
+
+    map_records: int = 0
+    records_read: int = 0
+    records_retained: int = 0
+    bytes_read: int = 0
+    bytes_written: int = 0
+    invalid_records: int = 0
+    groups: int = 0
+
+
+@dataclass(frozen=True)
+class SegmentSource:
+    """A segment as a thread reads it: base offset, the offset after the last one it may
+    hold (the next segment's base), and a reader that outlives the segment's own files."""
+
+    base_offset: int
+    upper_offset: int
+    reader: SegmentReader
+    start_position: int = 0
+
+
+def build_offset_map(source: SegmentSource, start: int, offset_map: OffsetMap,
+                     stats: CleanerStats, check_done: Callable[[], None]) -> bool:
+    """Add the keys of one dirty segment from offset `start` on; True once the map is full.
+
+    As Kafka's buildOffsetMapForSegment: a full map stops in the middle of a batch,
+    and the map's end is the last batch read whole (or the segment's end).
+    """
+    try:
+        for header, batch in iter_batches(source.reader, source.start_position):
+            check_done()
+            stats.bytes_read += header.size
+            if not header.is_control:
+                for record in _iter_records(batch, header):
+                    if record.key is not None and record.offset >= start:
+                        if not offset_map.put(record.key, record.offset):
+                            return True
+                        stats.map_records += 1
+            if header.last_offset >= start:
+                offset_map.update_latest_offset(header.last_offset)
+        # Offsets may have gaps at a segment's end (an earlier cleaning): cover up to the next.
+        offset_map.update_latest_offset(source.upper_offset - 1)
+        return False
+    finally:
+        source.reader.close()
+
+
+@dataclass(frozen=True)
+class CleanParams:
+    """What cleaning a group needs besides its segments; read on the reactor."""
+
+    now_ms: int
+    delete_retention_ms: int
+    #: Producer id -> (last data offset or -1, epoch) of every producer the log knows.
+    active_producers: dict[int, tuple[int, int]]
+    #: The batch ending here is kept even if empty (Kafka's upperBoundOffsetOfCleaningRound).
+    upper_bound_offset: int
+    #: When the last segment of the group was last modified, for the new segment.
+    last_modified_ms: int
+
+
+def _keep_batch_even_if_empty(header: BatchHeader, params: CleanParams) -> bool:
+    producer = params.active_producers.get(header.producer_id) if header.has_producer_id else None
+    if producer is not None:
+        last_data_offset, epoch = producer
+        if last_data_offset >= 0:
+            if header.last_offset == last_data_offset:
+                return True
+        elif header.is_control and header.producer_epoch == epoch:
+            return True
+    return header.next_offset == params.upper_bound_offset
+
+
+def clean_batch(batch: memoryview, header: BatchHeader, offset_map: OffsetMap,
+                params: CleanParams, stats: CleanerStats) -> bytes | None:
+    """The batch as it stays in the cleaned log, or None when it goes (Kafka's filterTo
+    with the cleaner's RecordFilter)."""
+    if header.is_control:
+        stats.records_read += header.record_count
+        stats.records_retained += header.record_count
+        return bytes(batch)
+    horizon = delete_horizon(header)
+    retained: list[_Record] = []
+    count = 0
+    has_tombstones = False
+    for record in _iter_records(batch, header):
+        count += 1
+        if record.offset > offset_map.latest_offset:
+            keep = True
+        elif record.key is None:
+            stats.invalid_records += 1
+            keep = False
+        else:
+            keep = (record.offset >= offset_map.get(record.key)
+                    and (not record.tombstone or horizon is None or params.now_ms < horizon))
+        if keep:
+            retained.append(record)
+            has_tombstones = has_tombstones or record.tombstone
+    stats.records_read += count
+    stats.records_retained += len(retained)
+    if retained:
+        set_horizon = has_tombstones and horizon is None
+        if len(retained) == count and not set_horizon:
+            return bytes(batch)
+        new_horizon = params.now_ms + params.delete_retention_ms if set_horizon else horizon
+        return encode_retained(batch, header, retained, new_horizon)
+    if _keep_batch_even_if_empty(header, params):
+        return empty_batch(header)
+    return None
+
+
+def clean_group(sources: Sequence[SegmentSource], cleaned: LogSegment, offset_map: OffsetMap,
+                params: CleanParams, stats: CleanerStats, check_done: Callable[[], None]
+                ) -> LogSegment:
+    """Write the cleaned batches of a group of segments into `cleaned` (a new segment
+    named by the group's first base offset), and index it as appends are indexed."""
+    try:
+        for source in sources:
+            for header, batch in iter_batches(source.reader):
+                check_done()
+                stats.bytes_read += header.size
+                kept = clean_batch(batch, header, offset_map, params, stats)
+                if kept is None:
+                    continue
+                out = parse_header(kept)
+                cleaned.append([kept], len(kept), last_offset=out.last_offset,
+                               max_timestamp=out.max_timestamp,
+                               offset_of_max_timestamp=out.last_offset, now_ms=params.now_ms)
+                stats.bytes_written += len(kept)
+        cleaned.on_inactive()
+        cleaned.last_modified_ms = params.last_modified_ms
+        return cleaned
+    finally:
+        for source in sources:
+            source.reader.close()
+
+
+def group_segments(segments: Sequence[LogSegment], max_size: int, max_index_size: int,
+                   first_uncleanable: int) -> list[list[LogSegment]]:
+    """Kafka's groupSegmentsBySize: runs of segments that together fit one segment (log
+    bytes, index bytes, and offsets relative to the first base in 32 bits)."""
+    groups: list[list[LogSegment]] = []
+    i = 0
+    while i < len(segments):
+        group = [segments[i]]
+        log_size = segments[i].size
+        index_size = segments[i].offset_index.entries * 8
+        time_index_size = segments[i].time_index.entries * 12
+        i += 1
+        while i < len(segments):
+            candidate = segments[i]
+            last_offset = (segments[i + 1].base_offset - 1 if i + 1 < len(segments)
+                           else first_uncleanable - 1)
+            if (log_size + candidate.size > max_size
+                    or index_size + candidate.offset_index.entries * 8 > max_index_size
+                    or time_index_size + candidate.time_index.entries * 12 > max_index_size
+                    or (candidate.size > 0
+                        and last_offset - group[0].base_offset > INT32_MAX)):
+                break
+            group.append(candidate)
+            log_size += candidate.size
+            index_size += candidate.offset_index.entries * 8
+            time_index_size += candidate.time_index.entries * 12
+            i += 1
+        groups.append(group)
+    return groups
+
+
+def _open_sources(group: Sequence[LogSegment]) -> list[SegmentSource]:
+    """Readers of every segment of a group (on the reactor), or none if one fails."""
+    sources: list[SegmentSource] = []
+    try:
+        for segment in group:
+            sources.append(SegmentSource(segment.base_offset, -1, segment.store.open_reader()))
+    except BaseException:
+        for source in sources:
+            source.reader.close()
+        raise
+    return sources
+
+
+# -- choosing logs -----------------------------------------------------------------------
+
+
+def segments_between(partition_log: PartitionLog, start: int, end: int) -> list[LogSegment]:
+    """Kafka's logSegments(from, to): the segment holding `start` through those below `end`."""
+    if start >= end:
+        return []
+    floor = max((s.base_offset for s in partition_log.segments if s.base_offset <= start),
+                default=start)
+    return [s for s in partition_log.segments if floor <= s.base_offset < end]
+
+
+def non_active_segments_from(partition_log: PartitionLog, start: int) -> list[LogSegment]:
+    """Kafka's nonActiveLogSegmentsFrom: the segment holding `start` up to the active one."""
+    return segments_between(partition_log, start, partition_log.active.base_offset)
+
+
+@dataclass
+class LogToClean:
+    """A compacted log and the part of it a round would clean (Kafka's LogToClean)."""
+
+    log: PartitionLog
+    first_dirty_offset: int
+    #: The end (exclusive) of the cleanable part: a segment's base offset.
+    first_uncleanable_offset: int
+    clean_bytes: int
+    cleanable_bytes: int
+    need_compaction_now: bool
+    #: The checkpointed offset was invalid and reset to the log start.
+    reset_checkpoint: bool = False
+
+    @property
+    def total_bytes(self) -> int:
+        return self.clean_bytes + self.cleanable_bytes
+
+    @property
+    def cleanable_ratio(self) -> float:
+        return self.cleanable_bytes / self.total_bytes if self.total_bytes else 0.0
+
+
+def log_to_clean(partition_log: PartitionLog, checkpoint: int | None, now_ms: int) -> LogToClean:
+    """Kafka's cleanableOffsets, calculateCleanableBytes and maxCompactionDelay."""
+    config = partition_log.config
+    start = partition_log.log_start_offset
+    dirty = start if checkpoint is None else checkpoint
+    reset = False
+    if dirty < start or dirty > partition_log.log_end_offset:
+        if checkpoint is not None and not (dirty < start and config.delete_enabled):
+            log.warn("Resetting the first dirty offset of {log} to its log start offset {start}: "
+                     "the checkpointed {dirty} is outside the log", log=partition_log, start=start,
+                     dirty=dirty)
+        dirty, reset = start, True
+
+    candidates = [partition_log.last_stable_offset, partition_log.active.base_offset]
+    min_lag = max(config.min_compaction_lag_ms, 0)
+    if min_lag > 0:
+        for segment in non_active_segments_from(partition_log, dirty):
+            if segment.largest_timestamp > now_ms - min_lag:
+                candidates.append(segment.base_offset)
+                break
+    uncleanable = max(dirty, min(candidates))
+
+    following = non_active_segments_from(partition_log, uncleanable)
+    first_uncleanable = (following[0] if following else partition_log.active).base_offset
+    cleanable_bytes = sum(s.size for s in segments_between(
+        partition_log, min(dirty, first_uncleanable), first_uncleanable))
+    clean_bytes = sum(s.size for s in partition_log.segments if s.base_offset < dirty)
+
+    first_timestamps = [t for s in non_active_segments_from(partition_log, dirty)
+                        if (t := s.first_timestamp()) is not None and t > 0]
+    clean_until = now_ms - max(config.max_compaction_lag_ms, 0)
+    need_now = bool(first_timestamps) and min(first_timestamps) < clean_until
+    return LogToClean(partition_log, dirty, first_uncleanable, clean_bytes, cleanable_bytes,
+                      need_now, reset)
+
+
+# -- the cleaner -------------------------------------------------------------------------
+
+
+@dataclass
+class _Round:
+    """One log's cleaning, as it goes."""
+
+    target: LogToClean
+    stats: CleanerStats = field(default_factory=CleanerStats)
+
+
+class LogCleaner:
+    """The storage's log cleaner: `run(now_ms)` is one pass over the compacted logs.
+
+    The broker calls it every `log.cleaner.backoff.ms` (Kafka's cleaner thread sleeps
+    that long when nothing is dirty enough).  A pass cleans every log that is dirty
+    enough, dirtiest first, one at a time; then, as Kafka's cleaner thread does,
+    applies retention to the compacted logs (`cleanup.policy=compact,delete`).
+    """
+
+    def __init__(self, storage: BaseLogStorage) -> None:
+        self.storage = storage
+        #: (topic, partition) -> first dirty offset: Kafka's cleaner-offset-checkpoint.
+        self.checkpoints: dict[TopicPartition, int] = {}
+        #: Logs whose cleaning failed unexpectedly (Kafka's uncleanable partitions):
+        #: left alone until a restart.
+        self.uncleanable: set[TopicPartition] = set()
+        self._running: Deferred[int] | None = None
+        self._stopping = False
+
+    @property
+    def enabled(self) -> bool:
+        return self.storage.config.get_bool("log.cleaner.enable")
+
+    def _map_entries(self) -> int:
+        config = self.storage.config
+        buffer = config.get_int("log.cleaner.dedupe.buffer.size")
+        factor = float(config.get("log.cleaner.io.buffer.load.factor") or 0.9)
+        return int(buffer // OFFSET_MAP_ENTRY_BYTES * factor)
+
+    # -- passes --------------------------------------------------------------------------
+
+    def run(self, now_ms: int) -> Deferred[int]:
+        """One pass; fires with how many logs were cleaned (never fails)."""
+        if not self.enabled or self._stopping or self.storage.closed:
+            return succeed(0)
+        if self._running is not None:
+            return succeed(0)  # the previous pass still runs (a manual call overlapping)
+        self._running = done = self._run(now_ms)
+
+        def finished(result: int | Failure) -> int:
+            self._running = None
+            if isinstance(result, Failure):
+                log.failure("The log cleaner pass failed", result)
+                return 0
+            return result
+
+        done.addBoth(finished)
+        return done
+
+    @inlineCallbacks
+    def _run(self, now_ms: int) -> Any:
+        cleaned = 0
+        tried: set[TopicPartition] = set()
+        while not self._stopping:
+            target = self.grab_filthiest(now_ms, exclude=tried)
+            if target is None:
+                break
+            key = (target.log.topic, target.log.partition)
+            tried.add(key)
+            ok = yield self._clean(target, now_ms)
+            cleaned += int(bool(ok))
+        if not self._stopping:
+            for partition_log in self.storage.logs():
+                if partition_log.config.compact and not partition_log.closed:
+                    try:
+                        partition_log.run_retention(now_ms)
+                    except Exception:
+                        log.failure("Retention of {log} failed", log=partition_log)
+        return cleaned
+
+    def stop(self) -> Deferred[None]:
+        """Stop cleaning: the round in progress aborts at its next batch; fires when it has."""
+        self._stopping = True
+        running = self._running
+        if running is None:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred()
+        running.addBoth(lambda result: (waiter.callback(None), result)[1])
+        return waiter
+
+    # -- choosing ------------------------------------------------------------------------
+
+    def cleanable_logs(self, now_ms: int) -> list[LogToClean]:
+        """Every compacted log a round would clean now, dirtiest first (Kafka's
+        grabFilthiestCompactedLog, before it takes the first)."""
+        found = []
+        for partition_log in self.storage.logs():
+            key = (partition_log.topic, partition_log.partition)
+            if (partition_log.closed or not partition_log.config.compact
+                    or key in self.uncleanable):
+                continue
+            target = log_to_clean(partition_log, self.checkpoints.get(key), now_ms)
+            if target.reset_checkpoint:
+                self.checkpoints[key] = target.first_dirty_offset
+            if target.total_bytes <= 0:
+                continue
+            ratio = partition_log.config.min_cleanable_dirty_ratio
+            if ((target.need_compaction_now and target.cleanable_bytes > 0)
+                    or target.cleanable_ratio > ratio):
+                found.append(target)
+        found.sort(key=lambda t: t.cleanable_ratio, reverse=True)
+        return found
+
+    def grab_filthiest(self, now_ms: int, exclude: Collection[TopicPartition] = ()
+                       ) -> LogToClean | None:
+        for target in self.cleanable_logs(now_ms):
+            if (target.log.topic, target.log.partition) not in exclude:
+                return target
+        return None
+
+    # -- cleaning one log ----------------------------------------------------------------
+
+    def _clean(self, target: LogToClean, now_ms: int) -> Deferred[bool]:
+        partition_log = target.log
+        key = (partition_log.topic, partition_log.partition)
+        work = _Round(target)
+
+        def failed(failure: Failure) -> bool:
+            if failure.check(CleaningAborted):
+                log.info("Cleaning of {log} aborted: {why}", log=partition_log,
+                         why=failure.getErrorMessage())
+                return False
+            # Kafka marks such a partition uncleanable rather than retrying it forever.
+            self.uncleanable.add(key)
+            log.failure("Cleaning of {log} failed; it is not cleaned again until a restart",
+                        failure, log=partition_log)
+            return False
+
+        return self._clean_log(work, now_ms).addErrback(failed)
+
+    def _check_done(self, partition_log: PartitionLog) -> Callable[[], None]:
+        def check() -> None:
+            # Read from the cleaning thread: plain attribute reads of flags the reactor sets.
+            if self._stopping:
+                raise CleaningAborted("the cleaner is stopping")
+            if partition_log.closed:
+                raise CleaningAborted("the log was closed")
+        return check
+
+    def _still_cleanable(self, partition_log: PartitionLog) -> None:
+        if self._stopping:
+            raise CleaningAborted("the cleaner is stopping")
+        if partition_log.closed or self.storage.get_log(
+                partition_log.topic, partition_log.partition) is not partition_log:
+            raise CleaningAborted("the log was closed or deleted")
+        if not partition_log.config.compact:
+            raise CleaningAborted("its cleanup.policy no longer contains compact")
+
+    @inlineCallbacks
+    def _clean_log(self, work: _Round, now_ms: int) -> Any:
+        target = work.target
+        partition_log = target.log
+        config = partition_log.config
+        stats = work.stats
+        check_done = self._check_done(partition_log)
+        log.info("Beginning cleaning of {log}: offsets [{dirty}, {end}) are dirty, ratio {ratio:.2f}",
+                 log=partition_log, dirty=target.first_dirty_offset,
+                 end=target.first_uncleanable_offset, ratio=target.cleanable_ratio)
+
+        # 1. The offset map over the dirty section, one segment per trip to the thread pool.
+        offset_map = OffsetMap(self._map_entries())
+        start = target.first_dirty_offset
+        dirty = segments_between(partition_log, start, target.first_uncleanable_offset)
+        for i, segment in enumerate(dirty):
+            self._still_cleanable(partition_log)
+            if segment not in partition_log.segments:
+                raise CleaningAborted(f"segment {segment.base_offset} went away")
+            upper = (dirty[i + 1].base_offset if i + 1 < len(dirty)
+                     else target.first_uncleanable_offset)
+            position = segment.offset_index.lookup(start)[1] if segment.base_offset <= start else 0
+            source = SegmentSource(segment.base_offset, upper, segment.store.open_reader(),
+                                   position)
+            full = yield defer_to_thread(partition_log.reactor, build_offset_map, source, start,
+                                         offset_map, stats, check_done)
+            if full:
+                log.info("The offset map of {log} is full at {n} keys: this round cleans up to "
+                         "offset {end}", log=partition_log, n=len(offset_map.offsets),
+                         end=offset_map.latest_offset + 1)
+                break
+        end_offset = offset_map.latest_offset + 1
+        if end_offset <= 0:
+            return False
+
+        # 2. Every segment below the map's end, group by group: clean on a thread, swap here.
+        groups = group_segments(
+            [s for s in partition_log.segments
+             if s.base_offset < end_offset and s is not partition_log.active],
+            config.segment_bytes, config.segment_index_bytes, target.first_uncleanable_offset)
+        producers = {}
+        state = partition_log.producer_state
+        for entry in (state.active_producers() if state is not None else []):
+            producers[entry.producer_id] = (entry.last_data_offset, entry.producer_epoch)
+        for group in groups:
+            self._still_cleanable(partition_log)
+            if any(s not in partition_log.segments for s in group):
+                raise CleaningAborted("segments were deleted meanwhile")
+            params = CleanParams(now_ms=now_ms, delete_retention_ms=config.delete_retention_ms,
+                                 active_producers=producers,
+                                 upper_bound_offset=target.first_uncleanable_offset,
+                                 last_modified_ms=group[-1].last_modified_ms)
+            sources = _open_sources(group)
+            cleaned = yield defer_to_thread(
+                partition_log.reactor, self._clean_group_on_thread, partition_log, group[0],
+                sources, offset_map, params, stats, check_done)
+            try:
+                self._still_cleanable(partition_log)
+                partition_log.check_replaceable(cleaned, group)
+            except CleaningAborted:
+                # Nothing was renamed yet: the cleaned files are ours to drop.
+                yield defer_to_thread(partition_log.reactor,
+                                      partition_log.discard_cleaned_segment, cleaned)
+                raise
+            # From here a failure leaves the files to recovery (see disk.py), as Kafka does.
+            yield partition_log.replace_segments(cleaned, group)
+            stats.groups += 1
+
+        key = (partition_log.topic, partition_log.partition)
+        self.checkpoints[key] = end_offset
+        log.info("Cleaned {log} up to offset {end}: {keys} keys mapped, {rin} records read, "
+                 "{rout} kept ({bin} bytes read, {bout} written, {groups} segments swapped in, "
+                 "{bad} records without a key dropped)", log=partition_log, end=end_offset,
+                 keys=stats.map_records, rin=stats.records_read, rout=stats.records_retained,
+                 bin=stats.bytes_read, bout=stats.bytes_written, groups=stats.groups,
+                 bad=stats.invalid_records)
+        yield self.storage.persist_cleaner_checkpoints()
+        return True
+
+    @staticmethod
+    def _clean_group_on_thread(partition_log: PartitionLog, first: LogSegment,
+                               sources: Sequence[SegmentSource], offset_map: OffsetMap,
+                               params: CleanParams, stats: CleanerStats,
+                               check_done: Callable[[], None]) -> LogSegment:
+        try:
+            cleaned = partition_log.new_cleaned_segment(first.base_offset)
+        except BaseException:
+            for source in sources:
+                source.reader.close()
+            raise
+        try:
+            clean_group(sources, cleaned, offset_map, params, stats, check_done)
+            partition_log.finish_cleaned_segment(cleaned)
+        except BaseException:
+            partition_log.discard_cleaned_segment(cleaned)
+            raise
+        return cleaned
+
+    # -- checkpoints ---------------------------------------------------------------------
+
+    def load_checkpoints(self, entries: dict[TopicPartition, int]) -> None:
+        self.checkpoints = dict(entries)
+
+    def checkpoint_entries(self) -> dict[TopicPartition, int]:
+        """The checkpoint of every log still there (deleted topics drop out)."""
+        return {key: offset for key, offset in self.checkpoints.items()
+                if self.storage.get_log(*key) is not None}
