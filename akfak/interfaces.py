@@ -161,3 +161,8 @@ class ILogStorage(Interface):
     def flush_due(now_ms: int) -> object:  # type: ignore[misc]
         """Flush logs whose flush.ms has passed and write offset checkpoints when due; a
         Deferred.  Call about every second."""
+
+    def run_cleaner(now_ms: int) -> object:  # type: ignore[misc]
+        """Compact the logs with cleanup.policy=compact that are dirty enough (the work on a
+        thread, the segment swap on the reactor); a Deferred of how many were cleaned.  Call
+        every log.cleaner.backoff.ms."""
