@@ -44,30 +44,24 @@ ordinary data and transaction markers are always kept.
 
 from __future__ import annotations
 
-import gzip
-import struct
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import crc32c
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from akfak.errors import CorruptMessage, InvalidRecord
-from akfak.log.batch import (
-    CONTROL_BIT,
-    CRC_OFFSET,
-    CRC_START,
-    HEADER_SIZE,
-    LOG_OVERHEAD,
-    TIMESTAMP_TYPE_BIT,
-    TRANSACTIONAL_BIT,
-    BatchHeader,
-    parse_header,
+from akfak.log.batch import HEADER_SIZE, BatchHeader, parse_header
+from akfak.log.records import (
+    RawRecord,
+    delete_horizon,
+    empty_batch,
+    has_keyless_record,
+    iter_raw_records,
+    rebuild_batch,
 )
-from akfak.log.records import decompress
 from akfak.log.segment import INT32_MAX, LogSegment, SegmentReader
 from akfak.log.threads import defer_to_thread
 
@@ -79,16 +73,10 @@ log = Logger()
 
 TopicPartition = tuple[str, int]
 
-#: Kafka's "delete horizon" batch attribute (KIP-534): the base timestamp is the horizon.
-DELETE_HORIZON_BIT = 0x40
-NO_TIMESTAMP = -1
 #: Kafka's SkimpyOffsetMap spends 24 bytes a key (16-byte MD5 + 8-byte offset).
 OFFSET_MAP_ENTRY_BYTES = 24
 #: How much of a segment to read at a time while scanning it.
 READ_CHUNK = 1024 * 1024
-
-_HEADER = struct.Struct(">qiibIhiqqqhii")
-_INT32 = struct.Struct(">i")
 
 
 class CleaningAborted(Exception):
@@ -96,75 +84,6 @@ class CleaningAborted(Exception):
 
 
 # -- records -----------------------------------------------------------------------------
-
-
-def _read_varint(data: bytes | memoryview, pos: int) -> tuple[int, int]:
-    """A zigzag varint (or varlong) at `pos`: (value, position after it)."""
-    raw = shift = 0
-    while True:
-        try:
-            byte = data[pos]
-        except IndexError:
-            raise CorruptMessage("Record extends past the end of its batch") from None
-        pos += 1
-        raw |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return (raw >> 1) ^ -(raw & 1), pos
-        shift += 7
-        if shift > 63:
-            raise CorruptMessage("Varint is too long")
-
-
-def _varint(value: int) -> bytes:
-    raw = (value << 1) ^ (value >> 63)
-    out = bytearray()
-    while raw >= 0x80:
-        out.append((raw & 0x7F) | 0x80)
-        raw >>= 7
-    out.append(raw)
-    return bytes(out)
-
-
-@dataclass(frozen=True, slots=True)
-class _Record:
-    """One record of a batch, as the cleaner needs it."""
-
-    offset: int
-    timestamp: int
-    key: bytes | None
-    tombstone: bool
-    attributes: int
-    #: The record from its offset delta to its end, copied as is when re-encoding.
-    tail: bytes
-
-
-def _records_section(batch: bytes | memoryview, header: BatchHeader) -> bytes:
-    body = bytes(batch[HEADER_SIZE : header.size])
-    return decompress(header.compression, body) if header.compression else body
-
-
-def _iter_records(batch: bytes | memoryview, header: BatchHeader) -> Iterator[_Record]:
-    data = _records_section(batch, header)
-    pos = 0
-    log_append_time = header.is_log_append_time
-    for _ in range(header.record_count):
-        length, pos = _read_varint(data, pos)
-        end = pos + length
-        if length < 1 or end > len(data):
-            raise CorruptMessage("Record extends past the end of its batch")
-        attributes = data[pos]
-        ts_delta, tail = _read_varint(data, pos + 1)
-        offset_delta, q = _read_varint(data, tail)
-        key_length, q = _read_varint(data, q)
-        key = None if key_length < 0 else data[q : q + key_length]
-        q += max(key_length, 0)
-        value_length, q = _read_varint(data, q)
-        if q > end:
-            raise CorruptMessage("Record extends past its length")
-        timestamp = header.max_timestamp if log_append_time else header.base_timestamp + ts_delta
-        yield _Record(header.base_offset + offset_delta, timestamp, key, value_length < 0,
-                      attributes, data[tail:end])
-        pos = end
 
 
 def check_record_keys(records: memoryview, headers: Sequence[tuple[int, BatchHeader]],
@@ -177,118 +96,13 @@ def check_record_keys(records: memoryview, headers: Sequence[tuple[int, BatchHea
     for pos, header in headers:
         if header.is_control:
             continue
-        data = _records_section(records[pos : pos + header.size], header)
-        q = 0
-        for _ in range(header.record_count):
-            length, q = _read_varint(data, q)
-            end = q + length
-            _ts, r = _read_varint(data, q + 1)
-            _offset, r = _read_varint(data, r)
-            key_length, _ = _read_varint(data, r)
-            if key_length < 0:
-                raise InvalidRecord(
-                    f"Compacted topic cannot accept message without key in topic partition "
-                    f"{topic_partition}.")
-            q = end
-
-
-# -- compression -------------------------------------------------------------------------
-
-_XERIAL_MAGIC = b"\x82SNAPPY\x00"
-_XERIAL_HEADER = _XERIAL_MAGIC + struct.pack(">ii", 1, 1)
-_XERIAL_BLOCK = 32 * 1024
-#: An LZ4 frame as Kafka's KafkaLZ4BlockOutputStream writes it: magic, FLG 0x60 (version 1,
-#: independent blocks, no checksums), BD 0x40 (64 KiB blocks), header checksum 0x82.
-#: Kafka's reader refuses linked blocks, which cramjam's frame compressor writes.
-_LZ4_FRAME_HEADER = bytes.fromhex("04224d18604082")
-_LZ4_BLOCK = 64 * 1024
-_LZ4_UNCOMPRESSED = 0x80000000
-_LE32 = struct.Struct("<I")
-
-
-def compress(codec: int, data: bytes, *, xerial: bool = False) -> bytes:
-    """`data` compressed with Kafka codec `codec`, in a form every Kafka client reads."""
-    if codec == 0:
-        return data
-    if codec == 1:
-        return gzip.compress(data, compresslevel=6, mtime=0)
-    import cramjam
-
-    if codec == 2:
-        if not xerial:
-            return bytes(cramjam.snappy.compress_raw(data))
-        out = bytearray(_XERIAL_HEADER)
-        for start in range(0, len(data), _XERIAL_BLOCK):
-            block = bytes(cramjam.snappy.compress_raw(data[start : start + _XERIAL_BLOCK]))
-            out += _INT32.pack(len(block)) + block
-        return bytes(out)
-    if codec == 3:
-        out = bytearray(_LZ4_FRAME_HEADER)
-        for start in range(0, len(data), _LZ4_BLOCK):
-            chunk = data[start : start + _LZ4_BLOCK]
-            block = bytes(cramjam.lz4.compress_block(chunk, store_size=False))
-            if len(block) >= len(chunk):
-                out += _LE32.pack(len(chunk) | _LZ4_UNCOMPRESSED) + chunk
-            else:
-                out += _LE32.pack(len(block)) + block
-        out += _LE32.pack(0)  # end mark
-        return bytes(out)
-    if codec == 4:
-        return bytes(cramjam.zstd.compress(data, level=3))
-    raise CorruptMessage(f"Unknown compression codec {codec}")
+        if has_keyless_record(records[pos : pos + header.size], header):
+            raise InvalidRecord(
+                f"Compacted topic cannot accept message without key in topic partition "
+                f"{topic_partition}.")
 
 
 # -- batches -----------------------------------------------------------------------------
-
-
-def _pack_batch(header: BatchHeader, *, attributes: int, base_timestamp: int, max_timestamp: int,
-                record_count: int, records: bytes) -> bytes:
-    out = bytearray(_HEADER.pack(
-        header.base_offset, HEADER_SIZE - LOG_OVERHEAD + len(records),
-        header.partition_leader_epoch, 2, 0, attributes, header.last_offset_delta,
-        base_timestamp, max_timestamp, header.producer_id, header.producer_epoch,
-        header.base_sequence, record_count))
-    crc = crc32c.crc32c(records, crc32c.crc32c(bytes(out[CRC_START:])))
-    struct.pack_into(">I", out, CRC_OFFSET, crc)
-    return bytes(out) + records
-
-
-def encode_retained(batch: bytes | memoryview, header: BatchHeader, records: Sequence[_Record],
-                    delete_horizon_ms: int | None) -> bytes:
-    """The batch holding only `records` (Kafka's buildRetainedRecordsInto).
-
-    Its base offset, offset span (so the last sequence too), producer fields, leader
-    epoch, timestamp type and codec are the original's; the base timestamp is the
-    delete horizon when there is one, else the first record's, and every record's
-    timestamp delta is recomputed from it.
-    """
-    base_ts = delete_horizon_ms if delete_horizon_ms is not None else records[0].timestamp
-    max_ts = (header.max_timestamp if header.is_log_append_time
-              else max(r.timestamp for r in records))
-    body = bytearray()
-    for r in records:
-        encoded = bytes((r.attributes,)) + _varint(r.timestamp - base_ts) + r.tail
-        body += _varint(len(encoded)) + encoded
-    xerial = header.compression == 2 and bytes(
-        batch[HEADER_SIZE : HEADER_SIZE + len(_XERIAL_MAGIC)]) == _XERIAL_MAGIC
-    attributes = header.attributes & ~DELETE_HORIZON_BIT
-    if delete_horizon_ms is not None:
-        attributes |= DELETE_HORIZON_BIT
-    return _pack_batch(header, attributes=attributes, base_timestamp=base_ts,
-                       max_timestamp=max_ts, record_count=len(records),
-                       records=compress(header.compression, bytes(body), xerial=xerial))
-
-
-def empty_batch(header: BatchHeader) -> bytes:
-    """A batch header without records, keeping the batch's offsets and producer fields
-    (Kafka's DefaultRecordBatch.writeEmptyHeader)."""
-    attributes = header.attributes & (TIMESTAMP_TYPE_BIT | TRANSACTIONAL_BIT | CONTROL_BIT)
-    return _pack_batch(header, attributes=attributes, base_timestamp=NO_TIMESTAMP,
-                       max_timestamp=header.max_timestamp, record_count=0, records=b"")
-
-
-def delete_horizon(header: BatchHeader) -> int | None:
-    return header.base_timestamp if header.attributes & DELETE_HORIZON_BIT else None
 
 
 def iter_batches(reader: SegmentReader, position: int = 0
@@ -381,7 +195,7 @@ def build_offset_map(source: SegmentSource, start: int, offset_map: OffsetMap,
             check_done()
             stats.bytes_read += header.size
             if not header.is_control:
-                for record in _iter_records(batch, header):
+                for record in iter_raw_records(batch, header):
                     if record.key is not None and record.offset >= start:
                         if not offset_map.put(record.key, record.offset):
                             return True
@@ -430,10 +244,10 @@ def clean_batch(batch: memoryview, header: BatchHeader, offset_map: OffsetMap,
         stats.records_retained += header.record_count
         return bytes(batch)
     horizon = delete_horizon(header)
-    retained: list[_Record] = []
+    retained: list[RawRecord] = []
     count = 0
     has_tombstones = False
-    for record in _iter_records(batch, header):
+    for record in iter_raw_records(batch, header):
         count += 1
         if record.offset > offset_map.latest_offset:
             keep = True
@@ -453,7 +267,7 @@ def clean_batch(batch: memoryview, header: BatchHeader, offset_map: OffsetMap,
         if len(retained) == count and not set_horizon:
             return bytes(batch)
         new_horizon = params.now_ms + params.delete_retention_ms if set_horizon else horizon
-        return encode_retained(batch, header, retained, new_horizon)
+        return rebuild_batch(batch, header, retained, new_horizon)
     if _keep_batch_even_if_empty(header, params):
         return empty_batch(header)
     return None

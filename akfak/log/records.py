@@ -1,10 +1,18 @@
-"""Record-level decoding and encoding, for the few places the broker looks inside a batch.
+"""Kafka's record format (magic 2): the one codec for the records inside a batch.
 
 Producing and fetching never come here: the partition log handles batches as
 opaque bytes behind their header (see `batch.py`).  What does need records:
-replaying the KRaft metadata log (record values are metadata records), writing
-it (akfak is its own controller), and ListOffsets by timestamp, which like
-Kafka finds the exact record in the one batch that holds the target time.
+the KRaft metadata log (akfak is its own controller: it writes the log and
+replays it), the group coordinator's `__consumer_offsets` records, ListOffsets
+by timestamp (like Kafka it finds the exact record in the one batch that holds
+the target time) and the log cleaner, which filters the records of a batch and
+rebuilds it with the batch's own codec.
+
+A record is, in zigzag varints (kio's readers and writers)::
+
+    length varint, attributes int8, timestampDelta varlong, offsetDelta varint,
+    key and value (varint length, -1 for null, bytes),
+    header count varint, headers (key and value, each as the key above)
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from collections.abc import Iterator, Sequence
 from typing import NamedTuple
 
 import crc32c
+from kio.serial.errors import BufferUnderflow
 from kio.serial.readers import read_signed_varint, read_signed_varlong
 from kio.serial.writers import write_signed_varint, write_signed_varlong
 
@@ -26,15 +35,21 @@ from akfak.log.batch import (
     CRC_OFFSET,
     CRC_START,
     HEADER_SIZE,
-    LOG_OVERHEAD,
+    MIN_BATCH_LENGTH,
+    NO_TIMESTAMP,
+    TIMESTAMP_TYPE_BIT,
     TRANSACTIONAL_BIT,
     BatchHeader,
     parse_header,
 )
 
-_HEADER_FIELDS = struct.Struct(">qiibIhiqqqhii")
-_XERIAL_MAGIC = b"\x82SNAPPY\x00"
+#: Kafka's "delete horizon" batch attribute (KIP-534): the base timestamp is the horizon.
+DELETE_HORIZON_BIT = 0x40
+
+_HEADER = struct.Struct(">qiibIhiqqqhii")
+_UINT32 = struct.Struct(">I")
 _INT32 = struct.Struct(">i")
+_LE32 = struct.Struct("<I")
 
 
 class Record(NamedTuple):
@@ -43,6 +58,31 @@ class Record(NamedTuple):
     key: bytes | None
     value: bytes | None
     headers: tuple[tuple[str, bytes | None], ...]
+
+
+class RawRecord(NamedTuple):
+    """A record as the log cleaner filters it: what it decides on, and the record's bytes
+    from its offset delta on, which `rebuild_batch` copies without decoding them."""
+
+    offset: int
+    timestamp: int
+    key: bytes | None
+    tombstone: bool
+    attributes: int
+    tail: bytes
+
+
+# -- compression -------------------------------------------------------------------------
+
+_XERIAL_MAGIC = b"\x82SNAPPY\x00"
+_XERIAL_HEADER = _XERIAL_MAGIC + struct.pack(">ii", 1, 1)
+_XERIAL_BLOCK = 32 * 1024
+#: An LZ4 frame as Kafka's KafkaLZ4BlockOutputStream writes it: magic, FLG 0x60 (version 1,
+#: independent blocks, no checksums), BD 0x40 (64 KiB blocks), header checksum 0x82.
+#: Kafka's reader refuses linked blocks, which cramjam's frame compressor writes.
+_LZ4_FRAME_HEADER = bytes.fromhex("04224d18604082")
+_LZ4_BLOCK = 64 * 1024
+_LZ4_UNCOMPRESSED = 0x80000000
 
 
 def _cramjam():  # type: ignore[no-untyped-def]
@@ -110,6 +150,42 @@ def _snappy(data: bytes, cramjam: object | None) -> bytes:
     return bytes(out)
 
 
+def compress(codec: int, data: bytes, *, xerial: bool = False) -> bytes:
+    """`data` compressed with Kafka codec `codec`, in a form every Kafka client reads
+    (snappy in the Java client's xerial framing when `xerial`)."""
+    if codec == 0:
+        return data
+    if codec == 1:
+        return gzip.compress(data, compresslevel=6, mtime=0)
+    import cramjam
+
+    if codec == 2:
+        if not xerial:
+            return bytes(cramjam.snappy.compress_raw(data))
+        out = bytearray(_XERIAL_HEADER)
+        for start in range(0, len(data), _XERIAL_BLOCK):
+            block = bytes(cramjam.snappy.compress_raw(data[start : start + _XERIAL_BLOCK]))
+            out += _INT32.pack(len(block)) + block
+        return bytes(out)
+    if codec == 3:
+        out = bytearray(_LZ4_FRAME_HEADER)
+        for start in range(0, len(data), _LZ4_BLOCK):
+            chunk = data[start : start + _LZ4_BLOCK]
+            block = bytes(cramjam.lz4.compress_block(chunk, store_size=False))
+            if len(block) >= len(chunk):
+                out += _LE32.pack(len(chunk) | _LZ4_UNCOMPRESSED) + chunk
+            else:
+                out += _LE32.pack(len(block)) + block
+        out += _LE32.pack(0)  # end mark
+        return bytes(out)
+    if codec == 4:
+        return bytes(cramjam.zstd.compress(data, level=3))
+    raise CorruptMessage(f"Unknown compression codec {codec}")
+
+
+# -- decoding ----------------------------------------------------------------------------
+
+
 def records_section(batch: bytes | memoryview, header: BatchHeader) -> bytes:
     """The decompressed record bytes of one whole batch."""
     body = bytes(batch[HEADER_SIZE : header.size])
@@ -125,19 +201,41 @@ def iter_timestamps(batch: bytes | memoryview) -> Iterator[tuple[int, int]]:
             yield header.base_offset + delta, header.max_timestamp
         return
     data = records_section(batch, header)
+    base_offset, base_timestamp = header.base_offset, header.base_timestamp
+    size = len(data)
+    for ts_delta, offset_delta, _key, end in _skim(data, header.record_count):
+        yield base_offset + offset_delta, base_timestamp + ts_delta
+        if end > size:
+            raise CorruptMessage("Record extends past the end of its batch")
+
+
+def has_keyless_record(batch: bytes | memoryview, header: BatchHeader) -> bool:
+    """Whether a record of the batch has a null key (compacted topics refuse those),
+    reading each record only as far as its key's length; CorruptMessage if malformed."""
+    data = records_section(batch, header)
+    try:
+        for _ts, _offset, key, _end in _skim(data, header.record_count):
+            if read_signed_varint(data, key)[0] < 0:
+                return True
+    except (BufferUnderflow, OverflowError):  # OverflowError: a negative length led back
+        raise CorruptMessage("Record extends past the end of its batch") from None
+    except ValueError:  # kio's "Varint is too long"
+        raise CorruptMessage("Varint is too long") from None
+    return False
+
+
+def _skim(data: bytes, count: int) -> Iterator[tuple[int, int, int, int]]:
+    """(timestamp delta, offset delta, position of the key, end) of each record of a
+    records section, reading no further into a record and checking nothing."""
     pos = 0
-    for _ in range(header.record_count):
+    for _ in range(count):
         length, n = read_signed_varint(data, pos)
         pos += n
-        end = pos + length
-        q = pos + 1  # attributes
-        ts_delta, n = read_signed_varlong(data, q)
-        q += n
+        ts_delta, n = read_signed_varlong(data, pos + 1)  # after the attributes
+        q = pos + 1 + n
         offset_delta, n = read_signed_varint(data, q)
-        yield header.base_offset + offset_delta, header.base_timestamp + ts_delta
-        pos = end
-        if pos > len(data):
-            raise CorruptMessage("Record extends past the end of its batch")
+        pos += length
+        yield ts_delta, offset_delta, q + n, pos
 
 
 def iter_records(batch: bytes | memoryview) -> Iterator[Record]:
@@ -171,6 +269,42 @@ def iter_records(batch: bytes | memoryview) -> Iterator[Record]:
         pos = end
 
 
+def iter_raw_records(batch: bytes | memoryview, header: BatchHeader) -> Iterator[RawRecord]:
+    """The records of one batch as the log cleaner filters them; CorruptMessage for a
+    malformed one (the cleaner marks such a log uncleanable)."""
+    data = records_section(batch, header)
+    size = len(data)
+    append_time = header.max_timestamp if header.is_log_append_time else None
+    pos = 0
+    for _ in range(header.record_count):
+        try:
+            length, n = read_signed_varint(data, pos)
+            pos += n
+            end = pos + length
+            if length < 1 or end > size:
+                raise CorruptMessage("Record extends past the end of its batch")
+            ts_delta, n = read_signed_varlong(data, pos + 1)  # after the attributes
+            tail = pos + 1 + n
+            offset_delta, n = read_signed_varint(data, tail)
+            q = tail + n
+            key_length, n = read_signed_varint(data, q)
+            q += n
+            key = None if key_length < 0 else data[q : q + key_length]
+            q += max(key_length, 0)
+            value_length, n = read_signed_varint(data, q)
+            q += n
+        except BufferUnderflow:
+            raise CorruptMessage("Record extends past the end of its batch") from None
+        except ValueError:  # kio's "Varint is too long"
+            raise CorruptMessage("Varint is too long") from None
+        if q > end:
+            raise CorruptMessage("Record extends past its length")
+        timestamp = append_time if append_time is not None else header.base_timestamp + ts_delta
+        yield RawRecord(header.base_offset + offset_delta, timestamp, key, value_length < 0,
+                        data[pos], data[tail:end])
+        pos = end
+
+
 def _read_bytes(data: bytes, pos: int) -> tuple[bytes | None, int]:
     length, n = read_signed_varint(data, pos)
     pos += n
@@ -179,36 +313,81 @@ def _read_bytes(data: bytes, pos: int) -> tuple[bytes | None, int]:
     return data[pos : pos + length], pos + length
 
 
+def delete_horizon(header: BatchHeader) -> int | None:
+    """The KIP-534 delete horizon a cleaning stamped on the batch, if any."""
+    return header.base_timestamp if header.attributes & DELETE_HORIZON_BIT else None
+
+
+# -- encoding ----------------------------------------------------------------------------
+
+
 def encode_batch(entries: Sequence[tuple[bytes | None, bytes | None]], *, timestamp: int,
                  base_offset: int = 0, leader_epoch: int = -1, control: bool = False,
                  transactional: bool = False, producer_id: int = -1, producer_epoch: int = -1,
                  base_sequence: int = -1) -> bytes:
     """An uncompressed magic-2 batch of (key, value) records, all stamped `timestamp`.
 
-    The broker encodes records only for logs it writes itself (the KRaft
-    metadata log, and later control markers and internal topics).
+    The broker encodes records only for logs it writes itself: the KRaft metadata
+    log and `__consumer_offsets` (the log assigns the real offsets on append).
     """
     body = io.BytesIO()
     for delta, (key, value) in enumerate(entries):
-        rec = io.BytesIO()
-        rec.write(b"\x00")  # attributes
-        write_signed_varlong(rec, 0)  # timestamp delta
-        write_signed_varint(rec, delta)
-        _write_bytes(rec, key)
-        _write_bytes(rec, value)
-        write_signed_varint(rec, 0)  # no headers
-        encoded = rec.getvalue()
-        write_signed_varint(body, len(encoded))
-        body.write(encoded)
-    records = body.getvalue()
+        tail = io.BytesIO()
+        write_signed_varint(tail, delta)
+        _write_bytes(tail, key)
+        _write_bytes(tail, value)
+        write_signed_varint(tail, 0)  # no headers
+        _write_record(body, 0, 0, tail.getvalue())
     attributes = (CONTROL_BIT if control else 0) | (TRANSACTIONAL_BIT if transactional else 0)
-    header = bytearray(
-        _HEADER_FIELDS.pack(base_offset, HEADER_SIZE - LOG_OVERHEAD + len(records), leader_epoch,
-                            2, 0, attributes, len(entries) - 1, timestamp, timestamp,
-                            producer_id, producer_epoch, base_sequence, len(entries)))
-    crc = crc32c.crc32c(records, crc32c.crc32c(bytes(header[CRC_START:])))
-    struct.pack_into(">I", header, CRC_OFFSET, crc)
-    return bytes(header) + records
+    # batchLength, magic and crc are _pack's to fill in.
+    header = BatchHeader(base_offset, 0, leader_epoch, 2, 0, attributes, len(entries) - 1,
+                         timestamp, timestamp, producer_id, producer_epoch, base_sequence,
+                         len(entries))
+    return _pack(header, body.getvalue())
+
+
+def rebuild_batch(batch: bytes | memoryview, header: BatchHeader, records: Sequence[RawRecord],
+                  delete_horizon_ms: int | None) -> bytes:
+    """The batch holding only `records`, some of its own (Kafka's buildRetainedRecordsInto).
+
+    Its base offset, offset span (so the last sequence too), producer fields, leader
+    epoch, timestamp type and codec are the original's (snappy keeps its framing); the
+    base timestamp is the delete horizon when there is one (KIP-534), else the first
+    record's, and every record's timestamp delta is recomputed from it.
+    """
+    base_ts = delete_horizon_ms if delete_horizon_ms is not None else records[0].timestamp
+    max_ts = (header.max_timestamp if header.is_log_append_time
+              else max(r.timestamp for r in records))
+    body = io.BytesIO()
+    for r in records:
+        _write_record(body, r.attributes, r.timestamp - base_ts, r.tail)
+    xerial = header.compression == 2 and bytes(
+        batch[HEADER_SIZE : HEADER_SIZE + len(_XERIAL_MAGIC)]) == _XERIAL_MAGIC
+    attributes = header.attributes & ~DELETE_HORIZON_BIT
+    if delete_horizon_ms is not None:
+        attributes |= DELETE_HORIZON_BIT
+    rebuilt = header._replace(attributes=attributes, base_timestamp=base_ts,
+                              max_timestamp=max_ts, record_count=len(records))
+    return _pack(rebuilt, compress(header.compression, body.getvalue(), xerial=xerial))
+
+
+def empty_batch(header: BatchHeader) -> bytes:
+    """A batch header without records, keeping the batch's offsets and producer fields
+    (Kafka's DefaultRecordBatch.writeEmptyHeader)."""
+    attributes = header.attributes & (TIMESTAMP_TYPE_BIT | TRANSACTIONAL_BIT | CONTROL_BIT)
+    return _pack(header._replace(attributes=attributes, base_timestamp=NO_TIMESTAMP,
+                                 record_count=0), b"")
+
+
+def _write_record(out: io.BytesIO, attributes: int, timestamp_delta: int, tail: bytes) -> None:
+    """One record: its length, attributes and timestamp delta, then `tail` (the encoded
+    offset delta, key, value and headers)."""
+    head = io.BytesIO()
+    head.write(bytes((attributes,)))
+    write_signed_varlong(head, timestamp_delta)
+    write_signed_varint(out, head.tell() + len(tail))
+    out.write(head.getvalue())
+    out.write(tail)
 
 
 def _write_bytes(out: io.BytesIO, data: bytes | None) -> None:
@@ -217,3 +396,16 @@ def _write_bytes(out: io.BytesIO, data: bytes | None) -> None:
     else:
         write_signed_varint(out, len(data))
         out.write(data)
+
+
+def _pack(header: BatchHeader, records: bytes) -> bytes:
+    """The batch of `header`'s fields and `records` (the section as stored, compressed or
+    not); batchLength, magic and the CRC-32C are computed."""
+    out = bytearray(_HEADER.pack(
+        header.base_offset, MIN_BATCH_LENGTH + len(records), header.partition_leader_epoch, 2, 0,
+        header.attributes, header.last_offset_delta, header.base_timestamp,
+        header.max_timestamp, header.producer_id, header.producer_epoch, header.base_sequence,
+        header.record_count))
+    crc = crc32c.crc32c(records, crc32c.crc32c(bytes(out[CRC_START:])))
+    _UINT32.pack_into(out, CRC_OFFSET, crc)
+    return bytes(out) + records

@@ -23,10 +23,10 @@ import pytest
 import pytest_twisted
 
 from akfak.errors import InvalidRecord
-from akfak.log.cleaner import DELETE_HORIZON_BIT, CleaningAborted
+from akfak.log.cleaner import CleaningAborted
 from akfak.log.config import LogConfig
 from akfak.log.partition import ORIGIN_COORDINATOR, PartitionLog
-from akfak.log.records import decompress
+from akfak.log.records import DELETE_HORIZON_BIT, decompress
 from akfak.log.storage import BaseLogStorage
 from tests.log.conftest import T0, StorageFactory
 from tests.recordbatch import ParsedBatch, ParsedRecord, make_batch, parse_batch_list, parse_batches
