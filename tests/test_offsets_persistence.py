@@ -19,13 +19,12 @@ from akfak.groups.records import (
     OffsetCommitKey,
     OffsetCommitValue,
     decode_record,
-    encode_batch,
-    iter_batch_records,
-    iter_batches,
     java_string_hash,
     partition_for,
 )
 from akfak.groups.results import CommitRequestPartition
+from akfak.log.batch import scan
+from akfak.log.records import Record, encode_batch, iter_records
 from tests.test_groups_protocol import (
     DEFAULT_OVERRIDES,
     ClockedBroker,
@@ -55,8 +54,11 @@ def _s(text: str) -> bytes:
 def offsets_log_records(cluster: ClockedBroker, group: str) -> list[tuple[bytes, bytes | None]]:
     partition = partition_for(group, 50)
     log = cluster.broker.storage.get_log("__consumer_offsets", partition)
-    data = b"".join(log.read(0, 1 << 20).parts)
-    return [(r.key, r.value) for _info, batch in iter_batches(data) for r in iter_batch_records(batch)]
+    return [(r.key, r.value) for r in stored_records(b"".join(log.read(0, 1 << 20).parts))]
+
+
+def stored_records(data: bytes) -> list[Record]:
+    return [r for pos, header in scan(data) for r in iter_records(data[pos : pos + header.size])]
 
 
 def test_records_use_kafkas_key_and_value_formats(tmp_path: Path) -> None:
@@ -192,8 +194,8 @@ def test_deletions_survive_a_restart(tmp_path: Path) -> Any:
 
 def offsets_records(cluster: ClockedBroker) -> list[tuple[int, bytes | None, bytes | None]]:
     log = cluster.broker.storage.get_log("__consumer_offsets", 0)
-    return [(r.offset, r.key, r.value) for _i, batch in iter_batches(b"".join(log.read(
-        log.log_start_offset, 1 << 30).parts)) for r in iter_batch_records(batch)]
+    return [(r.offset, r.key, r.value) for r in stored_records(b"".join(log.read(
+        log.log_start_offset, 1 << 30).parts))]
 
 
 @pytest_twisted.inlineCallbacks

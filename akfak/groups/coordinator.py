@@ -37,9 +37,6 @@ from akfak.groups.records import (
     OffsetCommitValue,
     RecordFormatError,
     decode_record,
-    encode_batch,
-    iter_batch_records,
-    iter_batches,
     partition_for,
 )
 from akfak.groups.results import (
@@ -58,6 +55,8 @@ from akfak.groups.results import (
     SyncResult,
 )
 from akfak.groups.store import IOffsetsTopic
+from akfak.log.batch import scan
+from akfak.log.records import encode_batch, iter_records
 
 log = Logger()
 
@@ -172,14 +171,15 @@ class GroupCoordinator:
             return
         try:
             data = self.store.read(partition, offset, LOAD_STEP_BYTES)
+            view = memoryview(data)
             next_offset = offset
-            for info, batch in iter_batches(data):
-                if info.last_offset < offset:
+            for pos, header in scan(data):
+                if header.last_offset < offset:
                     continue
-                next_offset = info.last_offset + 1
-                if info.control:
+                next_offset = header.last_offset + 1
+                if header.is_control:
                     continue
-                for record in iter_batch_records(batch):
+                for record in iter_records(view[pos : pos + header.size]):
                     if record.offset >= offset:
                         self._replay_raw(partition, record.key, record.value)
         except Exception:

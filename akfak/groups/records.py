@@ -7,19 +7,15 @@ metadata), as Kafka's coordinator record serde does.  Values are written as Kafk
 4 writes them (OffsetCommitValue v3, or v1 when an explicit expiry was asked for;
 GroupMetadataValue v3); every version 0-4 is read.  A tombstone is a null value.
 
-Records travel in magic-2 record batches (uncompressed: Kafka's default
-`offsets.topic.compression.codec`), encoded here with their varints; batches
-written by Apache Kafka with a codec are read through `akfak.log.records` when it
-is available.
+The records travel in magic-2 record batches, encoded and decoded by the broker's
+record codec, `akfak.log.records` (the coordinator writes them uncompressed, Kafka's
+default `offsets.topic.compression.codec`; Apache Kafka's may carry any codec).
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-
-import crc32c
 
 OFFSET_COMMIT_KEY_VERSION = 1  # Kafka writes 1; 0 is read as the same layout
 GROUP_METADATA_KEY_VERSION = 2
@@ -30,13 +26,6 @@ GROUP_METADATA_VALUE_VERSION = 3
 _I16 = struct.Struct(">h")
 _I32 = struct.Struct(">i")
 _I64 = struct.Struct(">q")
-_BATCH_HEADER = struct.Struct(">qiibIhiqqqhii")
-_BATCH_HEADER_SIZE = 61
-_CRC_START = 21
-_CONTROL_BIT = 0x20
-#: Kafka's "delete horizon" batch attribute (KIP-534): the base timestamp is the horizon.
-DELETE_HORIZON_BIT = 0x40
-_COMPRESSION_MASK = 0x07
 
 
 class RecordFormatError(ValueError):
@@ -328,146 +317,6 @@ class CoordinatorRecord:
 
     def encode(self) -> tuple[bytes, bytes | None]:
         return encode_key(self.key), encode_value(self.value)
-
-
-# -- record batches ---------------------------------------------------------------
-
-
-def _zigzag(n: int) -> int:
-    return (n << 1) ^ (n >> 63)
-
-
-def _varint(n: int) -> bytes:
-    """A signed varint (zigzag), as record fields use."""
-    v = _zigzag(n) & 0xFFFFFFFFFFFFFFFF
-    out = bytearray()
-    while v >= 0x80:
-        out.append((v & 0x7F) | 0x80)
-        v >>= 7
-    out.append(v)
-    return bytes(out)
-
-
-def _read_varint(data: bytes | memoryview, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if pos >= len(data):
-            raise RecordFormatError("varint runs past the end of the batch")
-        byte = data[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return (result >> 1) ^ -(result & 1), pos
-        shift += 7
-        if shift > 63:
-            raise RecordFormatError("varint too long")
-
-
-def _record_bytes(field_value: bytes | None) -> bytes:
-    if field_value is None:
-        return _varint(-1)
-    return _varint(len(field_value)) + field_value
-
-
-def encode_batch(entries: Sequence[tuple[bytes, bytes | None]], *, timestamp: int) -> bytes:
-    """An uncompressed magic-2 batch of (key, value) records at base offset 0, as
-    the coordinator appends it (the log assigns the real offsets)."""
-    return encode_records(0, len(entries) - 1, [LogRecord(i, timestamp, k, v)
-                                                for i, (k, v) in enumerate(entries)])
-
-
-def encode_records(base_offset: int, last_offset_delta: int, records: Sequence[LogRecord], *,
-                   delete_horizon_ms: int | None = None) -> bytes:
-    """An uncompressed magic-2 batch holding `records` at their own offsets.
-
-    `last_offset_delta` may reach past the last record (a cleaned batch keeps its
-    original offset span); with `delete_horizon_ms` the batch carries Kafka's
-    delete horizon (attribute bit 6, the horizon as base timestamp, KIP-534).
-    """
-    timestamps = [r.timestamp for r in records]
-    max_ts = max(timestamps, default=-1)
-    base_ts = delete_horizon_ms if delete_horizon_ms is not None else min(timestamps, default=-1)
-    body = bytearray()
-    for r in records:
-        record = b"".join((b"\x00", _varint(r.timestamp - base_ts), _varint(r.offset - base_offset),
-                           _record_bytes(r.key), _record_bytes(r.value), _varint(0)))
-        body += _varint(len(record)) + record
-    attributes = DELETE_HORIZON_BIT if delete_horizon_ms is not None else 0
-    header = bytearray(_BATCH_HEADER.pack(
-        base_offset, _BATCH_HEADER_SIZE - 12 + len(body), -1, 2, 0, attributes, last_offset_delta,
-        base_ts, max_ts, -1, -1, -1, len(records)))
-    crc = crc32c.crc32c(bytes(body), crc32c.crc32c(bytes(header[_CRC_START:])))
-    struct.pack_into(">I", header, 17, crc)
-    return bytes(header) + bytes(body)
-
-
-@dataclass(frozen=True, slots=True)
-class LogRecord:
-    offset: int
-    timestamp: int
-    key: bytes | None
-    value: bytes | None
-
-
-@dataclass(frozen=True, slots=True)
-class BatchInfo:
-    base_offset: int
-    last_offset: int
-    size: int
-    control: bool
-    max_timestamp: int
-    #: the delete horizon of a cleaned batch holding tombstones, else None
-    delete_horizon_ms: int | None = None
-    producer_id: int = -1
-    transactional: bool = False
-
-
-def iter_batches(data: bytes | memoryview) -> Iterator[tuple[BatchInfo, memoryview]]:
-    """Whole batches in `data` (a trailing partial batch is ignored)."""
-    view = memoryview(data)
-    pos = 0
-    while pos + _BATCH_HEADER_SIZE <= len(view):
-        (base_offset, length, _epoch, magic, _crc, attributes, last_delta, base_ts, max_ts,
-         producer_id, *_rest) = _BATCH_HEADER.unpack_from(view, pos)
-        size = 12 + length
-        if size < _BATCH_HEADER_SIZE or pos + size > len(view):
-            break
-        if magic != 2:
-            raise RecordFormatError(f"record batch magic {magic} (only magic 2 is read)")
-        info = BatchInfo(base_offset, base_offset + last_delta, size, bool(attributes & _CONTROL_BIT),
-                         max_ts, base_ts if attributes & DELETE_HORIZON_BIT else None, producer_id,
-                         bool(attributes & 0x10))
-        yield info, view[pos : pos + size]
-        pos += size
-
-
-def iter_batch_records(batch: memoryview) -> Iterator[LogRecord]:
-    """The records of one batch (uncompressed here; compressed through akfak.log)."""
-    (base_offset, _length, _epoch, _magic, _crc, attributes, _last_delta, base_ts, max_ts,
-     _pid, _pepoch, _seq, count) = _BATCH_HEADER.unpack_from(batch, 0)
-    log_append_time = bool(attributes & 0x08)
-    if attributes & _COMPRESSION_MASK:
-        from akfak.log.records import iter_records  # decompression lives with storage
-
-        for rec in iter_records(bytes(batch)):
-            yield LogRecord(rec.offset, rec.timestamp, rec.key, rec.value)
-        return
-    data = batch[_BATCH_HEADER_SIZE:]
-    pos = 0
-    for _ in range(count):
-        length, pos = _read_varint(data, pos)
-        end = pos + length
-        q = pos + 1  # attributes
-        ts_delta, q = _read_varint(data, q)
-        offset_delta, q = _read_varint(data, q)
-        klen, q = _read_varint(data, q)
-        key = None if klen < 0 else bytes(data[q : q + klen])
-        q += max(klen, 0)
-        vlen, q = _read_varint(data, q)
-        value = None if vlen < 0 else bytes(data[q : q + vlen])
-        timestamp = max_ts if log_append_time else base_ts + ts_delta
-        yield LogRecord(base_offset + offset_delta, timestamp, key, value)
-        pos = end
 
 
 def decode_record(key: bytes | None, value: bytes | None) -> CoordinatorRecord | None:

@@ -13,7 +13,7 @@ from typing import Any
 
 from zope.interface import Interface, implementer
 
-from akfak.groups.records import iter_batches
+from akfak.log.batch import parse_header
 
 OFFSETS_TOPIC = "__consumer_offsets"
 
@@ -75,9 +75,9 @@ class MemoryOffsetsTopic:
         batches = self._batches(partition)
         base = self._end[partition]
         patched = _BASE_OFFSET.pack(base) + batch[8:]
-        (info, _view), = iter_batches(patched)
-        batches.append((base, info.last_offset + 1, patched))
-        self._end[partition] = info.last_offset + 1
+        next_offset = parse_header(patched).next_offset
+        batches.append((base, next_offset, patched))
+        self._end[partition] = next_offset
         return base
 
     def read(self, partition: int, offset: int, max_bytes: int) -> bytes:
