@@ -4,7 +4,8 @@
   list, describe, delete, commit, fetch, delete offsets, expiry) and loading;
 - `group.py`: a classic group's state and members;
 - `offsets.py`: committed offsets and their expiry;
-- `records.py`: `__consumer_offsets` keys, values and record batches (Kafka's formats);
+- `records.py`: `__consumer_offsets` keys and values (Kafka's formats; the record batches
+  around them are akfak.log.records');
 - `store.py`: the coordinator's view of `__consumer_offsets` (IOffsetsTopic) and an
   in-memory provider;
 - `consumer_protocol.py`: the subscription topics of "consumer" groups;

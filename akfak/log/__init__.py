@@ -1,18 +1,19 @@
 """Storage: partition logs in Apache Kafka's on-disk format, or in memory.
 
     storage = storage_for(config)          # DiskLogStorage or MemoryLogStorage
-    storage.open()                         # load + recover; creates meta.properties
-    controller = Controller(storage, config)   # akfak.metadata: replays the metadata log
+    controller = Controller(storage, config)   # akfak.metadata: opens storage (recovering it,
+                                           # creating meta.properties), replays the metadata log
     log = storage.get_log("topic", 0)
     info = log.append(batch_bytes, leader_epoch=0, now_ms=now)
     result = log.read(offset, max_bytes)   # result.parts: whole batches
     yield storage.close()
 
-Modules: `batch` (batch-header view), `records` (record codec, for internal
-logs and timestamp search), `index` (.index/.timeindex), `segment`,
+Modules: `batch` (batch-header view), `records` (the record codec: internal
+logs, timestamp search, compaction), `index` (.index/.timeindex), `segment`,
 `partition` (the partition log), `config` (LogConfig, topic configs),
 `checkpoints` (Kafka's small files), `metadata_records` and `metadata_log`
-(KRaft metadata log), `disk` and `memory` (the providers).
+(KRaft metadata log), `producer_state` (idempotent producers), `cleaner`
+(compaction), `disk` and `memory` (the providers).
 """
 
 from __future__ import annotations

@@ -56,7 +56,8 @@ NO_TIMESTAMP = -1
 NO_PRODUCER_ID = -1
 NO_SEQUENCE = -1
 
-_HEADER = struct.Struct(">qiibIhiqqqhii")
+#: The whole batch header, field by field (BatchHeader order).
+HEADER_STRUCT = struct.Struct(">qiibIhiqqqhii")
 _PREFIX = struct.Struct(">qi")  # baseOffset, batchLength
 _OFFSET_AND_EPOCH = struct.Struct(">qii")  # baseOffset, batchLength, partitionLeaderEpoch
 _ATTRS_AND_MAX_TS = struct.Struct(">h")
@@ -124,7 +125,7 @@ class BatchHeader(NamedTuple):
 
 def parse_header(buf: bytes | bytearray | memoryview, pos: int = 0) -> BatchHeader:
     """Parse the header of the batch starting at `pos` (at least 61 bytes must be there)."""
-    return BatchHeader._make(_HEADER.unpack_from(buf, pos))
+    return BatchHeader._make(HEADER_STRUCT.unpack_from(buf, pos))
 
 
 def read_prefix(buf: bytes | bytearray | memoryview, pos: int = 0) -> tuple[int, int]:

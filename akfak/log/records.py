@@ -35,6 +35,7 @@ from akfak.log.batch import (
     CRC_OFFSET,
     CRC_START,
     HEADER_SIZE,
+    HEADER_STRUCT,
     MIN_BATCH_LENGTH,
     NO_TIMESTAMP,
     TIMESTAMP_TYPE_BIT,
@@ -46,7 +47,6 @@ from akfak.log.batch import (
 #: Kafka's "delete horizon" batch attribute (KIP-534): the base timestamp is the horizon.
 DELETE_HORIZON_BIT = 0x40
 
-_HEADER = struct.Struct(">qiibIhiqqqhii")
 _UINT32 = struct.Struct(">I")
 _INT32 = struct.Struct(">i")
 _LE32 = struct.Struct("<I")
@@ -401,7 +401,7 @@ def _write_bytes(out: io.BytesIO, data: bytes | None) -> None:
 def _pack(header: BatchHeader, records: bytes) -> bytes:
     """The batch of `header`'s fields and `records` (the section as stored, compressed or
     not); batchLength, magic and the CRC-32C are computed."""
-    out = bytearray(_HEADER.pack(
+    out = bytearray(HEADER_STRUCT.pack(
         header.base_offset, MIN_BATCH_LENGTH + len(records), header.partition_leader_epoch, 2, 0,
         header.attributes, header.last_offset_delta, header.base_timestamp,
         header.max_timestamp, header.producer_id, header.producer_epoch, header.base_sequence,
