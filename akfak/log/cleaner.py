@@ -38,13 +38,18 @@ This follows Apache Kafka's LogCleaner, Cleaner and LogCleanerManager:
 - Appends to a compacted log must carry a key (Kafka's LogValidator):
   `check_record_keys` answers INVALID_RECORD otherwise.
 
-Not done (akfak writes no transactions): aborted transactional data is cleaned as
-ordinary data and transaction markers are always kept.
+- Transactions.  Cleaning stops at the last stable offset (an undecided
+  transaction is never cleaned).  The records of aborted transactions (known from
+  the segments' `.txnindex`) never enter the offset map and are dropped, as Kafka's
+  cleaner discards them; the cleaned segment keeps the aborts of the segments it
+  replaces.  Transaction markers are kept (Kafka drops a marker once its
+  transaction holds no data and delete.retention.ms has passed: keeping it is
+  only bytes, never a change in what consumers see).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -64,6 +69,7 @@ from akfak.log.records import (
 )
 from akfak.log.segment import INT32_MAX, LogSegment, SegmentReader
 from akfak.log.threads import defer_to_thread
+from akfak.log.txn_index import AbortedTxn
 
 if TYPE_CHECKING:
     from akfak.log.partition import PartitionLog
@@ -183,8 +189,31 @@ class SegmentSource:
     start_position: int = 0
 
 
+class AbortedTransactions:
+    """The aborted transactions of a log, to tell the batches whose records go."""
+
+    def __init__(self, entries: Iterable[AbortedTxn] = ()) -> None:
+        self.entries = list(entries)
+        self._by_producer: dict[int, list[tuple[int, int]]] = {}
+        for e in self.entries:
+            self._by_producer.setdefault(e.producer_id, []).append((e.first_offset, e.last_offset))
+
+    @classmethod
+    def of(cls, segments: Iterable[LogSegment]) -> AbortedTransactions:
+        return cls(e for segment in segments for e in segment.txn_index.entries)
+
+    def holds(self, header: BatchHeader) -> bool:
+        """Whether `header` is a data batch of an aborted transaction."""
+        if not header.is_transactional or header.is_control:
+            return False
+        spans = self._by_producer.get(header.producer_id)
+        return spans is not None and any(first <= header.base_offset <= last
+                                         for first, last in spans)
+
+
 def build_offset_map(source: SegmentSource, start: int, offset_map: OffsetMap,
-                     stats: CleanerStats, check_done: Callable[[], None]) -> bool:
+                     stats: CleanerStats, check_done: Callable[[], None],
+                     aborted: AbortedTransactions | None = None) -> bool:
     """Add the keys of one dirty segment from offset `start` on; True once the map is full.
 
     As Kafka's buildOffsetMapForSegment: a full map stops in the middle of a batch,
@@ -194,7 +223,7 @@ def build_offset_map(source: SegmentSource, start: int, offset_map: OffsetMap,
         for header, batch in iter_batches(source.reader, source.start_position):
             check_done()
             stats.bytes_read += header.size
-            if not header.is_control:
+            if not header.is_control and not (aborted is not None and aborted.holds(header)):
                 for record in iter_raw_records(batch, header):
                     if record.key is not None and record.offset >= start:
                         if not offset_map.put(record.key, record.offset):
@@ -221,6 +250,9 @@ class CleanParams:
     upper_bound_offset: int
     #: When the last segment of the group was last modified, for the new segment.
     last_modified_ms: int
+    aborted: AbortedTransactions = field(default_factory=AbortedTransactions)
+    #: The aborts listed by the group's segments, for the cleaned segment's `.txnindex`.
+    group_aborts: tuple[AbortedTxn, ...] = ()
 
 
 def _keep_batch_even_if_empty(header: BatchHeader, params: CleanParams) -> bool:
@@ -247,9 +279,12 @@ def clean_batch(batch: memoryview, header: BatchHeader, offset_map: OffsetMap,
     retained: list[RawRecord] = []
     count = 0
     has_tombstones = False
+    aborted = params.aborted.holds(header)
     for record in iter_raw_records(batch, header):
         count += 1
-        if record.offset > offset_map.latest_offset:
+        if aborted:
+            keep = False
+        elif record.offset > offset_map.latest_offset:
             keep = True
         elif record.key is None:
             stats.invalid_records += 1
@@ -591,6 +626,7 @@ class LogCleaner:
 
         # 1. The offset map over the dirty section, one segment per trip to the thread pool.
         offset_map = OffsetMap(self._map_entries())
+        aborted = AbortedTransactions.of(partition_log.segments)
         start = target.first_dirty_offset
         dirty = segments_between(partition_log, start, target.first_uncleanable_offset)
         for i, segment in enumerate(dirty):
@@ -603,7 +639,7 @@ class LogCleaner:
             source = SegmentSource(segment.base_offset, upper, segment.store.open_reader(),
                                    position)
             full = yield defer_to_thread(partition_log.reactor, build_offset_map, source, start,
-                                         offset_map, stats, check_done)
+                                         offset_map, stats, check_done, aborted)
             if full:
                 log.info("The offset map of {log} is full at {n} keys: this round cleans up to "
                          "offset {end}", log=partition_log, n=len(offset_map.offsets),
@@ -629,7 +665,9 @@ class LogCleaner:
             params = CleanParams(now_ms=now_ms, delete_retention_ms=config.delete_retention_ms,
                                  active_producers=producers,
                                  upper_bound_offset=target.first_uncleanable_offset,
-                                 last_modified_ms=group[-1].last_modified_ms)
+                                 last_modified_ms=group[-1].last_modified_ms, aborted=aborted,
+                                 group_aborts=tuple(e for segment in group
+                                                    for e in segment.txn_index.entries))
             sources = _open_sources(group)
             cleaned = yield defer_to_thread(
                 partition_log.reactor, self._clean_group_on_thread, partition_log, group[0],
@@ -670,6 +708,8 @@ class LogCleaner:
             raise
         try:
             clean_group(sources, cleaned, offset_map, params, stats, check_done)
+            # The aborts stay listed: their markers are kept, and fetches still need them.
+            cleaned.txn_index.rebuild(params.group_aborts)
             partition_log.finish_cleaned_segment(cleaned)
         except BaseException:
             partition_log.discard_cleaned_segment(cleaned)

@@ -92,6 +92,7 @@ from akfak.log.producer_state import DEFAULT_EXPIRATION_MS, ProducerStateManager
 from akfak.log.segment import FileStore, LogSegment, segment_name
 from akfak.log.storage import BaseLogStorage, ConfigFor, TopicPartition
 from akfak.log.threads import defer_to_thread
+from akfak.log.txn_index import TransactionIndex
 
 log = Logger()
 
@@ -122,16 +123,9 @@ def change_file_suffixes(segment: LogSegment, old: str, new: str) -> None:
     store = segment.store
     assert isinstance(store, FileStore)
     store.rename(_with_suffix(store.path, old, new))
-    for index_file in (segment.offset_index.file, segment.time_index.file):
+    for index_file in segment.index_files():
         if index_file.path is not None:
             index_file.rename(_with_suffix(index_file.path, old, new))
-    extra = []
-    for path in segment.extra_paths:
-        target = _with_suffix(path, old, new)
-        if path.exists():
-            path.rename(target)
-        extra.append(target)
-    segment.extra_paths = tuple(extra)
 
 
 def partition_dir_name(topic: str, partition: int) -> str:
@@ -179,15 +173,18 @@ class DiskPartitionLog(PartitionLog):
         topic_id = read_partition_metadata(directory / PARTITION_METADATA)
         partition_log = cls(directory, topic, partition, topic_id, config, now_ms=now_ms,
                             reactor=reactor)
-        partition_log._load(now_ms=now_ms, recovery_point=recovery_point,
-                            log_start_offset=log_start_offset, clean=clean)
+        recovered_from = partition_log._load(now_ms=now_ms, recovery_point=recovery_point,
+                                             log_start_offset=log_start_offset, clean=clean)
         partition_log._load_producer_state(now_ms=now_ms, clean=clean,
-                                           expiration_ms=producer_id_expiration_ms)
+                                           expiration_ms=producer_id_expiration_ms,
+                                           recovered_from=recovered_from)
         return partition_log
 
-    def _load_producer_state(self, *, now_ms: int, clean: bool, expiration_ms: int) -> None:
+    def _load_producer_state(self, *, now_ms: int, clean: bool, expiration_ms: int,
+                             recovered_from: int | None) -> None:
         """Kafka's LogLoader steps: drop stray snapshots, then load the latest one and
-        replay the batch headers after it (after a crash, what recovery kept)."""
+        replay the batch headers after it (after a crash, what recovery kept; the
+        replay also relists the aborts in the `.txnindex` of recovered segments)."""
         state = self._producer_state_manager()
         if state is None:
             return
@@ -195,7 +192,7 @@ class DiskPartitionLog(PartitionLog):
         state.load_snapshot_files()
         state.remove_stray_snapshots(self._bases)
         state.rebuild(self.segments, self.log_start_offset, self.log_end_offset, clean=clean,
-                      now_ms=now_ms)
+                      now_ms=now_ms, txn_index_from=recovered_from)
         if state.has_unsynced:
             self.flush().addErrback(self._log_flush_failure)  # fsyncs the new snapshots
 
@@ -246,7 +243,9 @@ class DiskPartitionLog(PartitionLog):
             path.rename(_with_suffix(path, SWAP_SUFFIX, ""))
 
     def _load(self, *, now_ms: int, recovery_point: int, log_start_offset: int,
-              clean: bool) -> None:
+              clean: bool) -> int | None:
+        """Open the segments, recovering those that need it; return the base offset of
+        the first recovered segment (None when none was)."""
         self._complete_interrupted_swaps()
         bases: set[int] = set()
         other: dict[int, set[str]] = {}
@@ -267,7 +266,7 @@ class DiskPartitionLog(PartitionLog):
             self._add_segment(self._new_segment(max(0, log_start_offset), now_ms))
             self.log_start_offset = self.recovery_point = self.log_end_offset
             self.epochs = []
-            return
+            return None
 
         segments: list[LogSegment] = []
         broken: set[int] = set()
@@ -315,6 +314,7 @@ class DiskPartitionLog(PartitionLog):
         self.recovery_point = end if clean else min(recovery_point, end)
         self._truncate_epochs_from_start(self.log_start_offset)
         self._persist_leader_epochs()
+        return first_recovered
 
     def _open_segment(self, base: int, now_ms: int) -> tuple[LogSegment, bool]:
         """Open a segment's files; False when an index is missing or corrupt."""
@@ -335,11 +335,17 @@ class DiskPartitionLog(PartitionLog):
             log.warn("Rebuilding the time index of segment {base} in {dir}: {e}", base=base,
                      dir=str(self.directory), e=e)
             time_index, ok = TimeIndex(base, time_path), False
-        txn_index = self.directory / f"{name}.txnindex"
+        txn_path = self.directory / f"{name}.txnindex"
+        try:
+            txn_index = TransactionIndex.load(base, txn_path)
+        except CorruptIndex as e:
+            log.warn("Rebuilding the transaction index of segment {base} in {dir}: {e}",
+                     base=base, dir=str(self.directory), e=e)
+            txn_index, ok = TransactionIndex(base, txn_path), False
         segment = LogSegment(base, store, offset_index, time_index,
                              index_interval_bytes=self.config.index_interval_bytes,
                              created_ms=now_ms, jitter_ms=self.config.segment_jitter_ms,
-                             extra_paths=(txn_index,))
+                             txn_index=txn_index)
         return segment, ok
 
     # -- provider hooks ------------------------------------------------------------------
@@ -355,12 +361,13 @@ class DiskPartitionLog(PartitionLog):
         return LogSegment(base_offset, store, offset_index, time_index,
                           index_interval_bytes=self.config.index_interval_bytes,
                           created_ms=now_ms, jitter_ms=self.config.segment_jitter_ms,
-                          extra_paths=(self.directory / f"{name}.txnindex",))
+                          txn_index=TransactionIndex(base_offset,
+                                                     self.directory / f"{name}.txnindex"))
 
     def _new_cleaned_segment(self, base_offset: int) -> LogSegment:
         name = segment_name(base_offset)
         paths = [self.directory / f"{name}.{kind}{CLEANED_SUFFIX}"
-                 for kind in ("log", "index", "timeindex")]
+                 for kind in ("log", "index", "timeindex", "txnindex")]
         for path in paths:
             path.unlink(missing_ok=True)  # left by a round that stopped
         store = FileStore(paths[0], create=True)
@@ -368,18 +375,18 @@ class DiskPartitionLog(PartitionLog):
         time_index = TimeIndex(base_offset, paths[2])
         offset_index.file.ensure_exists()
         time_index.file.ensure_exists()
-        # No extra paths yet: the old segment's .txnindex has this base's name until the swap.
         return LogSegment(base_offset, store, offset_index, time_index,
-                          index_interval_bytes=self.config.index_interval_bytes, created_ms=0)
+                          index_interval_bytes=self.config.index_interval_bytes, created_ms=0,
+                          txn_index=TransactionIndex(base_offset, paths[3]))
 
     def _sync_cleaned_segment(self, segment: LogSegment) -> None:
         # Kafka gives the cleaned segment the last modification time of the group's last
         # segment, so time-based retention treats it as the old ones.
         seconds = segment.last_modified_ms / 1000
-        paths = [segment.store.path, segment.offset_index.file.path,  # type: ignore[attr-defined]
-                 segment.time_index.file.path]
+        paths = [segment.store.path,  # type: ignore[attr-defined]
+                 *(index_file.path for index_file in segment.index_files())]
         for path in paths:
-            if path is not None:
+            if path is not None and path.exists():  # a .txnindex only exists with aborts
                 os.utime(path, (seconds, seconds))
         _fsync_handles(segment.sync_handles())
 
@@ -388,7 +395,6 @@ class DiskPartitionLog(PartitionLog):
         for segment in old:
             change_file_suffixes(segment, "", DELETED_SUFFIX)
         change_file_suffixes(new, SWAP_SUFFIX, "")
-        new.extra_paths = (self.directory / f"{segment_name(new.base_offset)}.txnindex",)
 
     def _remove_replaced(self, old: Sequence[LogSegment]) -> Deferred[None]:
         for segment in old:

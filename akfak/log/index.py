@@ -43,7 +43,7 @@ def _int_array(typecode: str, data: bytes) -> array:  # type: ignore[type-arg]
     return values
 
 
-class _IndexFile:
+class IndexFile:
     """The append-only file behind an index (None path: memory only)."""
 
     def __init__(self, path: Path | None) -> None:
@@ -98,7 +98,7 @@ class OffsetIndex:
         self.base_offset = base_offset
         self._relative = array("i")
         self._positions = array("i")
-        self.file = _IndexFile(path)
+        self.file = IndexFile(path)
 
     @classmethod
     def load(cls, base_offset: int, path: Path, log_size: int) -> OffsetIndex:
@@ -187,7 +187,7 @@ class TimeIndex:
         self.base_offset = base_offset
         self._timestamps = array("q")
         self._relative = array("i")
-        self.file = _IndexFile(path)
+        self.file = IndexFile(path)
 
     @classmethod
     def load(cls, base_offset: int, path: Path) -> TimeIndex:

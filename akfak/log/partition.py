@@ -37,9 +37,10 @@ from akfak.log.batch import HEADER_SIZE, BatchHeader
 from akfak.log.cleaner import CleaningAborted, check_record_keys
 from akfak.log.config import LONG_MAX, LogConfig
 from akfak.log.producer_state import ProducerStateManager
-from akfak.log.records import iter_timestamps
+from akfak.log.records import encode_marker, iter_timestamps, read_marker
 from akfak.log.segment import LogSegment
 from akfak.log.threads import defer_to_thread
+from akfak.log.txn_index import AbortedTxn
 
 log = Logger()
 
@@ -62,6 +63,8 @@ class BatchAppendInfo:
     last_sequence: int
     is_transactional: bool
     is_control: bool
+    #: A control batch's (control record type, coordinator epoch); None for data.
+    marker: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -226,7 +229,11 @@ class PartitionLog:
 
     @property
     def last_stable_offset(self) -> int:
-        return self.high_watermark
+        """The first offset of the earliest open transaction, else the high watermark."""
+        state = self.producer_state
+        first = state.first_unstable_offset() if state is not None else None
+        hw = self.high_watermark
+        return hw if first is None else min(first, hw)
 
     @property
     def size_in_bytes(self) -> int:
@@ -300,7 +307,9 @@ class PartitionLog:
                 max_timestamp=batch_ts, producer_id=h.producer_id,
                 producer_epoch=h.producer_epoch, base_sequence=h.base_sequence,
                 last_sequence=h.last_sequence, is_transactional=h.is_transactional,
-                is_control=h.is_control))
+                is_control=h.is_control,
+                marker=(read_marker(view[pos : pos + h.size]) or (-1, -1)) if h.is_control
+                else None))
             offset = last + 1
 
         self.active.append(parts, total, last_offset=offset - 1, max_timestamp=max_ts,
@@ -321,8 +330,30 @@ class PartitionLog:
             offset_of_max_timestamp=offset_of_max, record_count=count, size=total,
             batches=tuple(infos), flushed=flushed)
         if self.producer_state is not None:
-            self.producer_state.after_append(self, info)
+            for abort in self.producer_state.after_append(self, info):
+                self.active.txn_index.append(abort)
         return info
+
+    def append_marker(self, *, producer_id: int, producer_epoch: int, commit: bool,
+                      coordinator_epoch: int, leader_epoch: int, now_ms: int) -> AppendInfo:
+        """Write a COMMIT or ABORT marker for a producer's transaction (the transaction
+        coordinator's WriteTxnMarkers, in-process)."""
+        marker = encode_marker(commit=commit, producer_id=producer_id,
+                               producer_epoch=producer_epoch,
+                               coordinator_epoch=coordinator_epoch, timestamp=now_ms)
+        return self.append(marker, leader_epoch=leader_epoch, now_ms=now_ms,
+                           origin=ORIGIN_COORDINATOR)
+
+    def collect_aborted(self, fetch_offset: int, upper_bound: int) -> list[AbortedTxn]:
+        """The aborted transactions overlapping [fetch_offset, upper_bound), for a
+        read_committed fetch (Kafka's collectAbortedTransactions)."""
+        found: list[AbortedTxn] = []
+        for segment in self.segments[self._segment_index(fetch_offset):]:
+            entries, complete = segment.txn_index.collect(fetch_offset, upper_bound)
+            found.extend(entries)
+            if complete:
+                break
+        return found
 
     def _check_timestamps(self, headers: list[tuple[int, BatchHeader]], now_ms: int) -> None:
         """Kafka's message.timestamp.{after,before}.max.ms for CreateTime topics.

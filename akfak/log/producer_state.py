@@ -11,9 +11,16 @@ batch carrying a producer id is checked, from its header alone:
 - otherwise the first sequence must follow the last one (wrapping from
   2^31-1 to 0), else OUT_OF_ORDER_SEQUENCE_NUMBER; an unknown producer (no
   state: never seen, expired, or its data deleted) may start anywhere;
-- transactional batches are refused with INVALID_TXN_STATE unless the producer
-  has a transaction open in this partition (akfak has no transaction
-  coordinator, so only logs written by Kafka can have one).
+- a producer with a transaction open here may append only transactional batches
+  (INVALID_TXN_STATE).  Whether the coordinator added the partition to the
+  transaction is checked before the append (the Produce handler asks the
+  transaction coordinator, as Kafka's KIP-890 verification does).
+
+Transactions: a producer's first transactional batch opens its transaction at
+that batch's offset; a COMMIT or ABORT marker (a control batch the coordinator
+writes) closes it.  The earliest open transaction is the partition's first
+unstable offset, which bounds its last stable offset; an aborted transaction is
+reported as an `AbortedTxn` for the segment's `.txnindex`.
 
 The state survives restarts in Kafka's own `<20-digit offset>.snapshot` files in
 the partition directory (version 1, CRC-32C; per producer: id, epoch, last
@@ -41,6 +48,8 @@ from twisted.logger import Logger
 
 from akfak.errors import InvalidProducerEpoch, KafkaError, OutOfOrderSequenceNumber
 from akfak.log.batch import BatchHeader
+from akfak.log.records import CONTROL_ABORT, CONTROL_COMMIT, read_marker
+from akfak.log.txn_index import AbortedTxn
 
 if TYPE_CHECKING:
     from akfak.log.partition import AppendInfo, PartitionLog
@@ -277,6 +286,8 @@ class ProducerStateManager:
         self.directory = directory
         self.expiration_ms = expiration_ms
         self.producers: dict[int, ProducerStateEntry] = {}
+        #: Producer id -> first offset of its open transaction.
+        self.ongoing: dict[int, int] = {}
         #: The state reflects the log up to (excluding) this offset.
         self.map_end_offset = 0
         self.last_snap_offset = 0
@@ -318,15 +329,6 @@ class ProducerStateManager:
             state = pending.get(pid)
             if state is None:
                 state = pending[pid] = _Pending(entry)
-            if (origin in (ORIGIN_CLIENT, ORIGIN_COORDINATOR) and h.is_transactional
-                    and not h.is_control and not (state.txn_open and h.producer_epoch == state.epoch)):
-                if h.producer_epoch < state.epoch:
-                    raise InvalidProducerEpoch(
-                        f"Epoch of producer {pid} is {h.producer_epoch}, which is smaller than "
-                        f"the last seen epoch {state.epoch}")
-                # Kafka's answer for a transactional write the coordinator never added the
-                # partition to; akfak has no coordinator, so no transaction is ever added.
-                raise InvalidTxnState("Record was not part of an ongoing transaction")
             self._validate(pid, h, entry, state, offset, origin)
             if not h.is_control:
                 state.last_seq = h.last_sequence
@@ -388,44 +390,66 @@ class ProducerStateManager:
             max_timestamp=duplicate.timestamp, offset_of_max_timestamp=duplicate.last_offset,
             record_count=duplicate.offset_delta + 1, size=0, batches=())
 
-    def after_append(self, partition_log: PartitionLog, info: AppendInfo) -> None:
-        """Record the batches an append stored (their offsets are known now)."""
+    def after_append(self, partition_log: PartitionLog, info: AppendInfo) -> list[AbortedTxn]:
+        """Record the batches an append stored (their offsets are known now); return the
+        transactions it aborted, for the segment's `.txnindex`."""
+        aborted = []
         for b in info.batches:
             if b.producer_id < 0:
                 continue
-            self._apply(b.producer_id, b.producer_epoch, b.last_sequence, b.base_offset,
-                        b.last_offset, b.max_timestamp, b.is_transactional, b.is_control)
+            abort = self._apply(b.producer_id, b.producer_epoch, b.last_sequence, b.base_offset,
+                                b.last_offset, b.max_timestamp, b.is_transactional, b.marker)
+            if abort is not None:
+                aborted.append(abort)
         self.map_end_offset = info.last_offset + 1
+        return aborted
+
+    def first_unstable_offset(self) -> int | None:
+        """The first offset of the earliest open transaction, None when none is open."""
+        return min(self.ongoing.values(), default=None)
 
     def _apply(self, pid: int, epoch: int, last_seq: int, base_offset: int, last_offset: int,
-               timestamp: int, transactional: bool, control: bool) -> None:
+               timestamp: int, transactional: bool, marker: tuple[int, int] | None
+               ) -> AbortedTxn | None:
+        """Apply one stored batch; `marker` is (control type, coordinator epoch) for a
+        control batch, None for data.  Returns the transaction an ABORT marker ended."""
         entry = self.producers.get(pid)
         if entry is None:
             entry = self.producers[pid] = ProducerStateEntry(pid)
-        if control:
-            # An end-transaction marker (only in logs Kafka wrote): the transaction is over.
-            # Its coordinator epoch is in the marker record, which akfak does not read.
+        if marker is not None:
+            kind, coordinator_epoch = marker
             entry.maybe_update_epoch(epoch)
-            entry.current_txn_first_offset = None
             entry.last_timestamp = timestamp
-            return
+            if kind not in (CONTROL_ABORT, CONTROL_COMMIT):
+                return None  # another control record (Kafka's LEADER_CHANGE, ...)
+            entry.coordinator_epoch = coordinator_epoch
+            first = entry.current_txn_first_offset
+            entry.current_txn_first_offset = None
+            self.ongoing.pop(pid, None)
+            if kind != CONTROL_ABORT or first is None:
+                return None
+            # Kafka's lastStableOffset(completedTxn): the LSO once this one is decided.
+            lso = self.first_unstable_offset()
+            return AbortedTxn(pid, first, last_offset, last_offset + 1 if lso is None else lso)
         entry.add_batch(epoch, last_seq, last_offset, last_offset - base_offset, timestamp)
         if transactional and entry.current_txn_first_offset is None:
             entry.current_txn_first_offset = base_offset
+            self.ongoing[pid] = base_offset
+        return None
 
-    def _replay(self, h: BatchHeader) -> None:
+    def _replay(self, h: BatchHeader, marker: tuple[int, int] | None) -> AbortedTxn | None:
         """Apply a stored batch while rebuilding (Kafka's replication origin: no checks
         beyond a warning for an epoch going backwards)."""
         if h.producer_id < 0:
-            return
+            return None
         entry = self.producers.get(h.producer_id)
         if entry is not None and h.producer_epoch < entry.producer_epoch:
             log.warn("Epoch of producer {pid} at offset {offset} in {tp} is {epoch}, which is "
                      "smaller than the last seen epoch {current}", pid=h.producer_id,
                      offset=h.base_offset, tp=self._tp, epoch=h.producer_epoch,
                      current=entry.producer_epoch)
-        self._apply(h.producer_id, h.producer_epoch, h.last_sequence, h.base_offset,
-                    h.last_offset, h.max_timestamp, h.is_transactional, h.is_control)
+        return self._apply(h.producer_id, h.producer_epoch, h.last_sequence, h.base_offset,
+                           h.last_offset, h.max_timestamp, h.is_transactional, marker)
 
     # -- queries, expiry -----------------------------------------------------------------
 
@@ -447,6 +471,11 @@ class ProducerStateManager:
         for pid in expired:
             del self.producers[pid]
         return len(expired)
+
+    def _set_producers(self, entries: Iterable[ProducerStateEntry]) -> None:
+        self.producers = {e.producer_id: e for e in entries}
+        self.ongoing = {e.producer_id: e.current_txn_first_offset for e in self.producers.values()
+                        if e.current_txn_first_offset is not None}
 
     # -- snapshots -----------------------------------------------------------------------
 
@@ -540,7 +569,7 @@ class ProducerStateManager:
             if offset > log_end_offset or offset <= log_start_offset:
                 self._delete_snapshot(offset)
         if log_end_offset != self.map_end_offset:
-            self.producers.clear()
+            self._set_producers(())
             self._load_latest_snapshot(log_start_offset, now_ms)
         else:
             self.on_log_start_offset_incremented(log_start_offset)
@@ -555,18 +584,22 @@ class ProducerStateManager:
                 log.warn("Failed to load producer snapshot from {path}: {e}", path=str(path), e=e)
                 self._delete_snapshot(offset)
                 continue
-            for entry in entries:
-                if not self._is_expired(now_ms, entry, self.expiration_ms):
-                    self.producers[entry.producer_id] = entry
+            self._set_producers(e for e in entries
+                                if not self._is_expired(now_ms, e, self.expiration_ms))
             self.last_snap_offset = self.map_end_offset = offset
             return
         self.last_snap_offset = self.map_end_offset = log_start_offset
 
     def rebuild(self, segments: Sequence[LogSegment], log_start_offset: int, last_offset: int,
-                *, clean: bool, now_ms: int) -> None:
+                *, clean: bool, now_ms: int, txn_index_from: int | None = None) -> None:
         """Kafka's rebuildProducerState: load the latest snapshot, then replay the batch
         headers from its offset to `last_offset`; snapshot at the start of the last two
-        segments on the way and at the end."""
+        segments on the way and at the end.
+
+        `txn_index_from` is where recovery rebuilt segments (their `.txnindex` was
+        reset): their aborts are listed again first (`relist_aborts`)."""
+        if txn_index_from is not None:
+            self.relist_aborts(segments, txn_index_from, log_start_offset, last_offset, now_ms)
         to_snapshot: list[int] = []
         if segments:
             if len(segments) > 1:
@@ -594,18 +627,44 @@ class ProducerStateManager:
                 self.update_map_end_offset(start)
                 if segment.base_offset in to_snapshot:
                     self.take_snapshot()
-                for header in _headers_between(segment, start, last_offset):
-                    self._replay(header)
+                for header, marker in _headers_between(segment, start, last_offset):
+                    self._replay(header, marker)
         self.update_map_end_offset(last_offset)
         self.take_snapshot()
 
+    def relist_aborts(self, segments: Sequence[LogSegment], from_offset: int,
+                      log_start_offset: int, last_offset: int, now_ms: int) -> None:
+        """List in the `.txnindex` of their segments the aborts whose markers are at or
+        after `from_offset`, replaying the log from the latest snapshot at or before it
+        (as Kafka's recovery rebuilds a segment's index from the producer state at its
+        base) in a scratch state; this state is left as it is."""
+        scratch = ProducerStateManager(self.topic, self.partition, expiration_ms=self.expiration_ms)
+        scratch.snapshots = {o: p for o, p in self.snapshots.items() if o <= from_offset}
+        scratch._load_latest_snapshot(log_start_offset, now_ms)
+        start = scratch.map_end_offset
+        for i, segment in enumerate(segments):
+            following = segments[i + 1].base_offset if i + 1 < len(segments) else None
+            if following is not None and following <= start:
+                continue
+            for header, marker in _headers_between(segment, max(start, segment.base_offset),
+                                                    last_offset):
+                abort = scratch._replay(header, marker)
+                if (abort is not None and abort.last_offset >= from_offset
+                        and abort not in segment.txn_index.entries):
+                    segment.txn_index.append(abort)
 
-def _headers_between(segment: LogSegment, start: int, end: int) -> Iterator[BatchHeader]:
-    """Headers of the segment's batches holding offsets in [start, end)."""
+
+def _headers_between(segment: LogSegment, start: int, end: int
+                     ) -> Iterator[tuple[BatchHeader, tuple[int, int] | None]]:
+    """Headers of the segment's batches holding offsets in [start, end), each with its
+    marker (control type, coordinator epoch) when it is a control batch."""
     _, position = segment.offset_index.lookup(start)
-    for _, header in segment.headers_from(position):
+    for pos, header in segment.headers_from(position):
         if header.base_offset >= end:
             return
         if header.last_offset >= start:
-            yield header
+            marker = None
+            if header.is_control:
+                marker = read_marker(segment.read(pos, header.size)) or (-1, -1)
+            yield header, marker
 

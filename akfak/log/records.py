@@ -409,3 +409,39 @@ def _pack(header: BatchHeader, records: bytes) -> bytes:
     crc = crc32c.crc32c(records, crc32c.crc32c(bytes(out[CRC_START:])))
     _UINT32.pack_into(out, CRC_OFFSET, crc)
     return bytes(out) + records
+
+
+# -- transaction markers (control batches) -------------------------------------------------
+
+#: Control record types (Kafka's ControlRecordType).
+CONTROL_ABORT = 0
+CONTROL_COMMIT = 1
+_CONTROL_KEY = struct.Struct(">hh")  # version 0, type
+_MARKER_VALUE = struct.Struct(">hi")  # version 0, coordinator epoch
+
+
+def encode_marker(*, commit: bool, producer_id: int, producer_epoch: int,
+                  coordinator_epoch: int, timestamp: int) -> bytes:
+    """A COMMIT or ABORT marker: a control batch of one EndTransactionMarker record."""
+    key = _CONTROL_KEY.pack(0, CONTROL_COMMIT if commit else CONTROL_ABORT)
+    value = _MARKER_VALUE.pack(0, coordinator_epoch)
+    return encode_batch([(key, value)], timestamp=timestamp, control=True, transactional=True,
+                        producer_id=producer_id, producer_epoch=producer_epoch)
+
+
+def read_marker(batch: bytes | memoryview) -> tuple[int, int] | None:
+    """(control record type, coordinator epoch) of a control batch (CONTROL_ABORT,
+    CONTROL_COMMIT or another type; the epoch -1 when the value is not a marker's), None
+    when the batch holds no readable control record."""
+    try:
+        for record in iter_records(batch):
+            if record.key is None or len(record.key) < _CONTROL_KEY.size:
+                return None
+            kind = int(_CONTROL_KEY.unpack_from(record.key)[1])
+            value = record.value
+            epoch = (int(_MARKER_VALUE.unpack_from(value)[1])
+                     if value is not None and len(value) >= _MARKER_VALUE.size else -1)
+            return kind, epoch
+    except (CorruptMessage, BufferUnderflow, ValueError, IndexError):
+        return None
+    return None

@@ -20,7 +20,8 @@ from twisted.logger import Logger
 
 from akfak.errors import KafkaStorageError
 from akfak.log.batch import HEADER_SIZE, MIN_BATCH_LENGTH, BatchHeader, crc_of, parse_header
-from akfak.log.index import NO_TIMESTAMP, OffsetIndex, TimeIndex
+from akfak.log.index import NO_TIMESTAMP, IndexFile, OffsetIndex, TimeIndex
+from akfak.log.txn_index import TransactionIndex
 
 log = Logger()
 
@@ -176,7 +177,7 @@ class LogSegment:
 
     def __init__(self, base_offset: int, store: SegmentStore, offset_index: OffsetIndex,
                  time_index: TimeIndex, *, index_interval_bytes: int, created_ms: int,
-                 jitter_ms: int = 0, extra_paths: Sequence[Path] = ()) -> None:
+                 jitter_ms: int = 0, txn_index: TransactionIndex | None = None) -> None:
         self.base_offset = base_offset
         self.store = store
         self.offset_index = offset_index
@@ -184,8 +185,8 @@ class LogSegment:
         self.index_interval_bytes = index_interval_bytes
         self.created_ms = created_ms
         self.roll_jitter_ms = random.randrange(jitter_ms) if jitter_ms > 0 else 0
-        #: Files that belong to the segment but akfak does not write (Kafka's .txnindex).
-        self.extra_paths = tuple(extra_paths)
+        #: The aborted transactions whose markers are in this segment (`.txnindex`).
+        self.txn_index = txn_index if txn_index is not None else TransactionIndex(base_offset)
         self.next_offset = base_offset
         self.max_timestamp = NO_TIMESTAMP
         self.offset_of_max_timestamp = base_offset
@@ -368,6 +369,8 @@ class LogSegment:
             time_entries.append((max_ts, offset_of_max))
         self.offset_index.rebuild(offset_entries)
         self.time_index.rebuild(time_entries)
+        # Rebuilt from the markers by the producer-state replay that follows recovery.
+        self.txn_index.reset()
         self.max_timestamp, self.offset_of_max_timestamp = max_ts, offset_of_max
         self.bytes_since_last_index_entry = valid - last_index_entry
         return truncated, epochs
@@ -390,7 +393,7 @@ class LogSegment:
     def sync_handles(self) -> list[int]:
         """Duplicated descriptors of the segment's files, for fsync on a thread."""
         handles = [self.store.sync_handle(), self.offset_index.file.sync_handle(),
-                   self.time_index.file.sync_handle()]
+                   self.time_index.file.sync_handle(), self.txn_index.file.sync_handle()]
         self.dirty = False
         return [h for h in handles if h is not None]
 
@@ -398,10 +401,12 @@ class LogSegment:
         self.store.close()
         self.offset_index.file.close()
         self.time_index.file.close()
+        self.txn_index.file.close()
+
+    def index_files(self) -> tuple[IndexFile, ...]:
+        return (self.offset_index.file, self.time_index.file, self.txn_index.file)
 
     def delete(self) -> None:
         self.store.delete()
-        self.offset_index.file.delete()
-        self.time_index.file.delete()
-        for path in self.extra_paths:
-            path.unlink(missing_ok=True)
+        for index_file in self.index_files():
+            index_file.delete()

@@ -155,13 +155,13 @@ def test_batches_of_one_append_are_checked_in_order(open_storage: StorageFactory
     assert append(log, batch(4, 0, 2, 2)) == 2
 
 
-def test_transactional_batches_need_a_transaction(open_storage: StorageFactory) -> None:
-    # akfak has no transaction coordinator, so no transaction is ever open: Kafka's answer
-    # for a transactional write to a partition not in the producer's transaction.
+def test_a_producer_in_a_transaction_appends_only_transactional_batches(
+        open_storage: StorageFactory) -> None:
+    # Kafka's ProducerAppendInfo: an open transaction takes only transactional writes.
     log = new_log(open_storage())
-    append(log, batch(6, 2, 0))
-    with pytest.raises(InvalidTxnState, match="not part of an ongoing transaction") as raised:
-        append(log, batch(6, 2, 1, transactional=True))
+    append(log, batch(6, 2, 0, transactional=True))
+    with pytest.raises(InvalidTxnState) as raised:
+        append(log, batch(6, 2, 1))
     assert raised.value.error_code == 48
     with pytest.raises(InvalidProducerEpoch):
         append(log, batch(6, 1, 1, transactional=True))
