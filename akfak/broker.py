@@ -17,6 +17,9 @@ from akfak.groups.service import close_group_coordinator, open_group_coordinator
 from akfak.handlers.registry import HandlerRegistry
 from akfak.log import BaseLogStorage, PartitionLog, storage_for
 from akfak.metadata import Controller, MetadataImage
+from akfak.transactions.coordinator import TransactionCoordinator
+from akfak.transactions.producer_ids import ProducerIdManager
+from akfak.transactions.service import open_transaction_coordinator
 from akfak.waiters import AppendWaiters
 
 log = Logger()
@@ -44,6 +47,11 @@ class Broker:
         self.storage: BaseLogStorage = None  # type: ignore[assignment]
         self.controller: Controller = None  # type: ignore[assignment]
         self.group_coordinator: GroupCoordinator | None = None  # akfak.groups, set by open()
+        #: akfak.transactions, set by open()
+        self.transaction_coordinator: TransactionCoordinator | None = None
+        # The controller exists once the broker is open; ids are only asked for after that.
+        self.producer_ids = ProducerIdManager(
+            lambda count: int(self.controller.allocate_producer_ids(count)))
         self.fetch_sessions = FetchSessionCache(
             config.get_int("max.incremental.fetch.session.cache.slots"))
         #: long-poll Fetches waiting for appends, keyed by (topic, partition)
@@ -61,6 +69,8 @@ class Broker:
                  cluster=self.cluster_id, topics=len(self.image.topics_by_name))
         # group coordinator (akfak.groups): loads __consumer_offsets, registers its periodic tasks
         self.group_coordinator = open_group_coordinator(self)
+        # transaction coordinator (akfak.transactions): loads __transaction_state
+        self.transaction_coordinator = open_transaction_coordinator(self)
         storage = self.storage
         tasks = [
             (self.config.get_int("log.retention.check.interval.ms") / 1000,
@@ -80,6 +90,8 @@ class Broker:
             loop.stop()
         self._loops.clear()
         close_group_coordinator(self)  # group coordinator (akfak.groups): before storage closes
+        if self.transaction_coordinator is not None:
+            self.transaction_coordinator.stop()
         if self.storage is None:
             return None
         return self.storage.close()

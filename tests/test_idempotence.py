@@ -20,8 +20,10 @@ from twisted.internet.task import Clock
 from twisted.internet.threads import deferToThread
 
 from akfak.broker import Broker
-from akfak.handlers.producers import InitProducerIdError, TransactionalIds
+from akfak.config import BrokerConfig
+from akfak.coordinator.topic import MemoryCoordinatorTopic
 from akfak.tap import build_config
+from akfak.transactions.coordinator import TransactionCoordinator
 from tests.recordbatch import make_batch, parse_batches
 from tests.requests import _module, build, fetch, metadata, ms, produce
 from tests.wire import WireClient
@@ -152,22 +154,37 @@ def test_a_transactional_id_keeps_its_producer_id_and_bumps_the_epoch(inproc: An
 
 
 def test_transactional_ids_rotate_an_exhausted_epoch_and_expire() -> None:
+    clock = Clock()
+    clock.advance(T0 / 1000)
     ids = iter(range(100, 200))
-    txns = TransactionalIds(lambda: next(ids), expiration_ms=1000, cleanup_interval_ms=100)
-    assert txns.init("a", 10, None, T0) == (100, 0)
-    txns.states["a"].producer_epoch = 32765
-    assert txns.init("a", 10, (100, 32765), T0) == (100, 32766)
+    config = BrokerConfig(properties={"transactional.id.expiration.ms": "1000"})
+    txns = TransactionCoordinator(config, clock, MemoryCoordinatorTopic("__transaction_state"),
+                                  lambda: next(ids), lambda *args: None)
+    txns.start()
+
+    def fired(d: Any) -> Any:
+        # The in-memory topic answers at once: every Deferred here has fired.
+        results: list[Any] = []
+        d.addBoth(results.append)
+        return results[0]
+
+    def init(tid: str, expected: tuple[int, int] | None = None) -> tuple[object, int, int]:
+        return fired(txns.init_producer_id(tid, 10, expected))  # type: ignore[no-any-return]
+
+    assert init("a") == (ErrorCode.none, 100, 0)
+    txns.txns["a"].producer_epoch = 32765
+    assert init("a", (100, 32765)) == (ErrorCode.none, 100, 32766)
     # Out of epochs: a new producer id, and the old id may still ask for the same rotation.
-    assert txns.init("a", 10, (100, 32766), T0) == (101, 0)
-    assert txns.init("a", 10, (100, 32766), T0) == (101, 0)
-    with pytest.raises(InitProducerIdError):
-        txns.init("a", 10, (100, 32765), T0)
-    # Idle for transactional.id.expiration.ms: forgotten at the next sweep.
-    assert txns.init("b", 10, None, T0 + 500) == (102, 0)
-    assert txns.maybe_expire(T0 + 1000) == 1
-    assert set(txns.states) == {"b"}
-    assert txns.maybe_expire(T0 + 1050) == 0  # swept at most once per cleanup interval
-    assert txns.init("a", 10, None, T0 + 1200) == (103, 0)
+    assert init("a", (100, 32766)) == (ErrorCode.none, 101, 0)
+    assert init("a", (100, 32766)) == (ErrorCode.none, 101, 0)
+    assert init("a", (100, 32765))[0] == ErrorCode.producer_fenced
+    # Idle for transactional.id.expiration.ms: forgotten by the expiry task.
+    clock.advance(0.5)
+    assert init("b") == (ErrorCode.none, 102, 0)
+    clock.advance(0.5)
+    assert fired(txns.expire_transactional_ids()) == 1
+    assert set(txns.txns) == {"b"}
+    assert init("a") == (ErrorCode.none, 103, 0)
 
 
 # -- Produce with sequence numbers ---------------------------------------------------------
@@ -217,12 +234,12 @@ def test_gaps_old_epochs_and_transactions_are_refused(inproc: Any) -> Any:
             assert new_epoch.error_code == ErrorCode.out_of_order_sequence_number
             assert produce_one(c, "t", batch(pid, 2, 0)).base_offset == 2
             # Transactional batches: without a transactional id Kafka refuses the request;
-            # with one, no transaction was ever begun (akfak has no coordinator).
+            # with one the coordinator does not know, verification fails as in Kafka.
             txn = batch(pid, 2, 1, transactional=True)
             assert produce_one(c, "t", txn).error_code == \
                 ErrorCode.transactional_id_authorization_failed
             assert produce_one(c, "t", txn, transactional_id="tx").error_code == \
-                ErrorCode.invalid_txn_state
+                ErrorCode.invalid_producer_id_mapping
             assert [o for o, _ in stored(c, "t")] == [0, 1, 2]
 
     yield in_thread(check)

@@ -6,8 +6,7 @@
 - `offsets.py`: committed offsets and their expiry;
 - `records.py`: `__consumer_offsets` keys and values (Kafka's formats; the record batches
   around them are akfak.log.records');
-- `store.py`: the coordinator's view of `__consumer_offsets` (IOffsetsTopic) and an
-  in-memory provider;
+- `txn_offsets.py`: offsets committed in transactions, pending until their markers;
 - `consumer_protocol.py`: the subscription topics of "consumer" groups;
 - `results.py`: the version-independent answers handlers encode.
 """

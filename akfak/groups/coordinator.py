@@ -26,6 +26,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from akfak.config import BrokerConfig
+from akfak.coordinator.codec import RecordFormatError
+from akfak.coordinator.runtime import PartitionLoader, TopicCreator, append_error
+from akfak.coordinator.topic import ICoordinatorTopic
 from akfak.groups.group import ClassicGroup, GroupError, GroupState, Member, Protocols
 from akfak.groups.offsets import OffsetAndMetadata, expiration_base, is_expired
 from akfak.groups.records import (
@@ -35,7 +38,6 @@ from akfak.groups.records import (
     MemberMetadataValue,
     OffsetCommitKey,
     OffsetCommitValue,
-    RecordFormatError,
     decode_record,
     partition_for,
 )
@@ -54,17 +56,15 @@ from akfak.groups.results import (
     OffsetDeleteResult,
     SyncResult,
 )
-from akfak.groups.store import IOffsetsTopic
-from akfak.log.batch import scan
-from akfak.log.records import encode_batch, iter_records
+from akfak.groups.txn_offsets import PendingTxnOffsets, complete_txn, replay_txn_record
+from akfak.log.batch import BatchHeader
+from akfak.log.records import CONTROL_ABORT, CONTROL_COMMIT, encode_batch, iter_records, read_marker
 
 log = Logger()
 
 #: Kafka's classic-group new-member join timeout: a JoinGroup of a new member is
 #: given up after this long (its client may have gone away while it waited).
 NEW_MEMBER_JOIN_TIMEOUT_MS = 5 * 60 * 1000
-#: How much of a partition one loading step reads before yielding the reactor.
-LOAD_STEP_BYTES = 1 << 20
 #: Kafka's `offset.metadata.max.bytes` default.
 DEFAULT_OFFSET_METADATA_MAX_BYTES = 4096
 
@@ -72,28 +72,10 @@ GROUP_TYPE_CLASSIC = "classic"
 TopicPartition = tuple[str, int]
 
 
-def _append_error(failure: Failure) -> ErrorCode:
-    """The error a client gets when a coordinator write fails (Kafka's mapping)."""
-    code = getattr(failure.value, "error_code", ErrorCode.unknown_server_error.value)
-    try:
-        error = ErrorCode(code)
-    except ValueError:
-        return ErrorCode.unknown_server_error
-    if error in (ErrorCode.unknown_topic_or_partition, ErrorCode.not_enough_replicas,
-                 ErrorCode.request_timed_out):
-        return ErrorCode.coordinator_not_available
-    if error in (ErrorCode.not_leader_or_follower, ErrorCode.kafka_storage_error):
-        return ErrorCode.not_coordinator
-    if error in (ErrorCode.message_too_large, ErrorCode.record_list_too_large,
-                 ErrorCode.invalid_fetch_size):
-        return ErrorCode.unknown_server_error
-    return error
-
-
 class GroupCoordinator:
     """Classic groups and committed offsets, kept in `__consumer_offsets`."""
 
-    def __init__(self, config: BrokerConfig, clock: Any, store: IOffsetsTopic):
+    def __init__(self, config: BrokerConfig, clock: Any, store: ICoordinatorTopic):
         self.config = config
         self.clock = clock
         self.store = store
@@ -108,12 +90,20 @@ class GroupCoordinator:
         self.groups: dict[str, ClassicGroup] = {}
         #: group id -> (topic, partition) -> committed offset
         self.offsets: dict[str, dict[TopicPartition, OffsetAndMetadata]] = {}
+        #: Offsets committed in open transactions, until their markers decide them.
+        self.pending = PendingTxnOffsets()
         self.active = False
-        self.loading: set[int] = set()
+        self.loader = PartitionLoader(clock, store, self._replay_batch, self._partition_loaded,
+                                      lambda: self.active)
+        self.creator = TopicCreator(store, lambda: self.num_partitions)
         #: fires once every partition is loaded
         self.loaded: Deferred[None] = Deferred()
         self._timers: dict[tuple[str, ...], Any] = {}
-        self._create_waiters: list[Deferred[None]] | None = None
+
+    @property
+    def loading(self) -> set[int]:
+        """The partitions not loaded yet."""
+        return self.loader.loading
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -129,9 +119,8 @@ class GroupCoordinator:
         if not existing:
             self.loaded.callback(None)
             return self.loaded
-        self.loading = set(range(existing))
         log.info("Loading groups and offsets from {n} partitions of __consumer_offsets", n=existing)
-        self._schedule_load(0, 0)
+        self.loader.start(existing)
         return self.loaded
 
     def stop(self) -> None:
@@ -163,36 +152,17 @@ class GroupCoordinator:
 
     # -- loading ---------------------------------------------------------------------
 
-    def _schedule_load(self, partition: int, offset: int) -> None:
-        self.clock.callLater(0, self._load_step, partition, offset)
-
-    def _load_step(self, partition: int, offset: int) -> None:
-        if not self.active:
+    def _replay_batch(self, partition: int, header: BatchHeader, batch: memoryview) -> None:
+        if header.is_control:
+            marker = read_marker(batch)
+            if marker is not None and marker[0] in (CONTROL_COMMIT, CONTROL_ABORT):
+                complete_txn(self, partition, header.producer_id, marker[0] == CONTROL_COMMIT)
             return
-        try:
-            data = self.store.read(partition, offset, LOAD_STEP_BYTES)
-            view = memoryview(data)
-            next_offset = offset
-            for pos, header in scan(data):
-                if header.last_offset < offset:
-                    continue
-                next_offset = header.last_offset + 1
-                if header.is_control:
-                    continue
-                for record in iter_records(view[pos : pos + header.size]):
-                    if record.offset >= offset:
-                        self._replay_raw(partition, record.key, record.value)
-        except Exception:
-            log.failure("Loading __consumer_offsets-{partition} failed at offset {offset}",
-                        partition=partition, offset=offset)
-            next_offset = offset
-            data = b""
-        if data and next_offset > offset:
-            self._schedule_load(partition, next_offset)
-            return
-        self._partition_loaded(partition)
-        if partition + 1 < self.num_partitions:
-            self._schedule_load(partition + 1, 0)
+        for record in iter_records(batch):
+            if header.is_transactional:
+                replay_txn_record(self, partition, header.producer_id, record.key, record.value)
+            else:
+                self._replay_raw(partition, record.key, record.value)
 
     def _replay_raw(self, partition: int, key: bytes | None, value: bytes | None) -> None:
         try:
@@ -247,7 +217,6 @@ class GroupCoordinator:
         return group
 
     def _partition_loaded(self, partition: int) -> None:
-        self.loading.discard(partition)
         for group in list(self.groups.values()):
             if self.partition_for(group.group_id) != partition:
                 continue
@@ -266,27 +235,7 @@ class GroupCoordinator:
     def ensure_topic(self) -> Deferred[None]:
         """Create `__consumer_offsets` if it does not exist yet (Kafka creates it on
         first use); fires once it exists."""
-        if self.store.num_partitions() is not None:
-            return succeed(None)
-        if self._create_waiters is not None:
-            waiter: Deferred[None] = Deferred()
-            self._create_waiters.append(waiter)
-            return waiter
-        self._create_waiters = []
-        log.info("Creating __consumer_offsets with {n} partitions", n=self.num_partitions)
-        created = maybeDeferred(self.store.create, self.num_partitions)
-
-        def done(result: Any) -> Any:
-            waiters, self._create_waiters = self._create_waiters or [], None
-            for waiter in waiters:
-                if isinstance(result, Failure):
-                    waiter.errback(result)
-                else:
-                    waiter.callback(None)
-            return result
-
-        created.addBoth(done)
-        return created.addCallback(lambda _: None)
+        return self.creator.ensure()
 
     def _append(self, group_id: str, records: Sequence[CoordinatorRecord]) -> Deferred[None]:
         """Write records to the group's partition; fires once they are in the log."""
@@ -504,7 +453,7 @@ class GroupCoordinator:
                             group, new_member_id, with_members=False, leader=current_leader))
 
                 def failed(failure: Failure) -> None:
-                    error = _append_error(failure)
+                    error = append_error(failure)
                     log.warn("Persisting static member {instance} of group {group} failed: {error}; "
                              "reverting to member id {old}", instance=instance_id, group=group.group_id,
                              error=error.name, old=old_member_id)
@@ -747,7 +696,7 @@ class GroupCoordinator:
                 if group.state is not GroupState.COMPLETING_REBALANCE or group.generation_id != generation_id:
                     return
                 if isinstance(result, Failure):
-                    write_error = _append_error(result)
+                    write_error = append_error(result)
                     self._reset_and_propagate_assignment_error(group, write_error)
                     self._maybe_prepare_rebalance_or_complete_join(
                         group, f"error {write_error.name} storing the group assignment")
@@ -922,7 +871,7 @@ class GroupCoordinator:
         log.info("Deleted group {group} and its {n} committed offsets", group=group_id, n=len(removed))
 
     def _delete_failed(self, failure: Failure, group_id: str, results: dict[str, ErrorCode]) -> None:
-        results[group_id] = _append_error(failure)
+        results[group_id] = append_error(failure)
         log.failure("Deleting group {group} failed", failure, group=group_id)
 
     # -- records ---------------------------------------------------------------------
@@ -1005,7 +954,7 @@ class GroupCoordinator:
                      error=failure.getErrorMessage())
             if created and group_id not in self.offsets and self.groups.get(group_id) is group:
                 del self.groups[group_id]
-            error = _append_error(failure)
+            error = append_error(failure)
             return {k: (error if k in committed else e) for k, e in results.items()}
 
         return self._append(group_id, records).addCallbacks(written, failed)
@@ -1030,8 +979,8 @@ class GroupCoordinator:
     def fetch_offsets(self, group_id: str, partitions: Sequence[TopicPartition] | None, *,
                       require_stable: bool = False) -> FetchGroupResult:
         """Committed offsets of `partitions` (None: every committed partition).
-        `require_stable` matters only with pending transactional commits, which
-        this coordinator does not have."""
+        With `require_stable` a partition with a pending transactional commit answers
+        UNSTABLE_OFFSET_COMMIT (`txn_offsets.py`)."""
         error = self._status(group_id, allow_empty_id=True)
         if error is not None:
             return FetchGroupResult(group_id, error)
@@ -1045,7 +994,9 @@ class GroupCoordinator:
         fetched = []
         for topic, partition in wanted:
             offset = committed.get((topic, partition))
-            if offset is None:
+            if require_stable and self.pending.is_pending(group_id, (topic, partition)):
+                fetched.append(FetchedOffset(topic, partition, error=ErrorCode.unstable_offset_commit))
+            elif offset is None:
                 fetched.append(FetchedOffset(topic, partition))
             else:
                 fetched.append(FetchedOffset(topic, partition, offset.offset, offset.leader_epoch,
@@ -1082,7 +1033,7 @@ class GroupCoordinator:
             return OffsetDeleteResult(ErrorCode.none, results)
 
         def failed(failure: Failure) -> OffsetDeleteResult:
-            return OffsetDeleteResult(_append_error(failure))
+            return OffsetDeleteResult(append_error(failure))
 
         return self._append(group_id, records).addCallbacks(written, failed)
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
+from akfak.coordinator.codec import Reader, Writer
+
 OFFSET_COMMIT_KEY_VERSION = 1  # Kafka writes 1; 0 is read as the same layout
 GROUP_METADATA_KEY_VERSION = 2
 OFFSET_COMMIT_VALUE_VERSION = 3
@@ -26,10 +28,6 @@ GROUP_METADATA_VALUE_VERSION = 3
 _I16 = struct.Struct(">h")
 _I32 = struct.Struct(">i")
 _I64 = struct.Struct(">q")
-
-
-class RecordFormatError(ValueError):
-    """Bytes that are not a coordinator record akfak understands."""
 
 
 # -- keys and values --------------------------------------------------------------
@@ -85,111 +83,8 @@ class GroupMetadataValue:
 CoordinatorValue = OffsetCommitValue | GroupMetadataValue
 
 
-class _Writer:
-    """Classic (non-flexible) Kafka encoding."""
-
-    def __init__(self) -> None:
-        self.parts: list[bytes] = []
-
-    def int16(self, v: int) -> None:
-        self.parts.append(_I16.pack(v))
-
-    def int32(self, v: int) -> None:
-        self.parts.append(_I32.pack(v))
-
-    def int64(self, v: int) -> None:
-        self.parts.append(_I64.pack(v))
-
-    def string(self, v: str | None) -> None:
-        if v is None:
-            self.int16(-1)
-            return
-        data = v.encode("utf-8")
-        self.int16(len(data))
-        self.parts.append(data)
-
-    def bytes_(self, v: bytes) -> None:
-        self.int32(len(v))
-        self.parts.append(v)
-
-    def getvalue(self) -> bytes:
-        return b"".join(self.parts)
-
-
-class _Reader:
-    """Reads classic and flexible (compact, tagged) encodings."""
-
-    def __init__(self, data: bytes, flexible: bool = False):
-        self.data = data
-        self.pos = 0
-        self.flexible = flexible
-
-    def _take(self, n: int) -> bytes:
-        end = self.pos + n
-        if n < 0 or end > len(self.data):
-            raise RecordFormatError("record runs past its end")
-        chunk = self.data[self.pos : end]
-        self.pos = end
-        return chunk
-
-    def int16(self) -> int:
-        (v,) = _I16.unpack(self._take(2))
-        return int(v)
-
-    def int32(self) -> int:
-        (v,) = _I32.unpack(self._take(4))
-        return int(v)
-
-    def int64(self) -> int:
-        (v,) = _I64.unpack(self._take(8))
-        return int(v)
-
-    def uvarint(self) -> int:
-        result = shift = 0
-        while True:
-            byte = self._take(1)[0]
-            result |= (byte & 0x7F) << shift
-            if not byte & 0x80:
-                return result
-            shift += 7
-            if shift > 63:
-                raise RecordFormatError("varint too long")
-
-    def nullable_string(self) -> str | None:
-        n = self.uvarint() - 1 if self.flexible else self.int16()
-        if n < 0:
-            return None
-        try:
-            return self._take(n).decode("utf-8")
-        except UnicodeDecodeError:
-            raise RecordFormatError("string is not UTF-8") from None
-
-    def string(self) -> str:
-        value = self.nullable_string()
-        if value is None:
-            raise RecordFormatError("null where a string is required")
-        return value
-
-    def bytes_(self) -> bytes:
-        n = self.uvarint() - 1 if self.flexible else self.int32()
-        if n < 0:
-            return b""
-        return self._take(n)
-
-    def array_length(self) -> int:
-        n = self.uvarint() - 1 if self.flexible else self.int32()
-        return max(n, 0)
-
-    def tagged_fields(self) -> None:
-        if not self.flexible:
-            return
-        for _ in range(self.uvarint()):
-            self.uvarint()  # tag
-            self._take(self.uvarint())
-
-
 def encode_key(key: CoordinatorKey) -> bytes:
-    w = _Writer()
+    w = Writer()
     if isinstance(key, OffsetCommitKey):
         w.int16(OFFSET_COMMIT_KEY_VERSION)
         w.string(key.group)
@@ -204,7 +99,7 @@ def encode_key(key: CoordinatorKey) -> bytes:
 def decode_key(data: bytes) -> CoordinatorKey | None:
     """The key, or None for record types the classic coordinator does not keep
     (consumer-group, share-group and streams records written by Kafka 4)."""
-    r = _Reader(data)
+    r = Reader(data)
     version = r.int16()
     if version in (0, 1):
         return OffsetCommitKey(r.string(), r.string(), r.int32())
@@ -214,7 +109,7 @@ def decode_key(data: bytes) -> CoordinatorKey | None:
 
 
 def encode_offset_commit_value(value: OffsetCommitValue) -> bytes:
-    w = _Writer()
+    w = Writer()
     if value.expire_timestamp >= 0:
         # Kafka keeps v1 for commits that carry their own expiry (KIP-211).
         w.int16(OFFSET_COMMIT_VALUE_VERSION_WITH_EXPIRY)
@@ -232,8 +127,8 @@ def encode_offset_commit_value(value: OffsetCommitValue) -> bytes:
 
 
 def decode_offset_commit_value(data: bytes) -> OffsetCommitValue:
-    version = _Reader(data).int16()
-    r = _Reader(data, flexible=version >= 4)
+    version = Reader(data).int16()
+    r = Reader(data, flexible=version >= 4)
     r.pos = 2
     offset = r.int64()
     leader_epoch = r.int32() if version >= 3 else -1
@@ -245,7 +140,7 @@ def decode_offset_commit_value(data: bytes) -> OffsetCommitValue:
 
 
 def encode_group_metadata_value(value: GroupMetadataValue) -> bytes:
-    w = _Writer()
+    w = Writer()
     w.int16(GROUP_METADATA_VALUE_VERSION)
     w.string(value.protocol_type)
     w.int32(value.generation)
@@ -266,8 +161,8 @@ def encode_group_metadata_value(value: GroupMetadataValue) -> bytes:
 
 
 def decode_group_metadata_value(data: bytes) -> GroupMetadataValue:
-    version = _Reader(data).int16()
-    r = _Reader(data, flexible=version >= 4)
+    version = Reader(data).int16()
+    r = Reader(data, flexible=version >= 4)
     r.pos = 2
     protocol_type = r.nullable_string() or ""
     generation = r.int32()

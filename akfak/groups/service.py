@@ -14,21 +14,26 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from akfak.coordinator.topic import ICoordinatorTopic, MemoryCoordinatorTopic
 from akfak.groups.coordinator import GroupCoordinator
-from akfak.groups.store import IOffsetsTopic, MemoryOffsetsTopic
 
 if TYPE_CHECKING:
     from akfak.broker import Broker
 
 
-def offsets_topic_for(broker: Broker) -> IOffsetsTopic:
+def offsets_topic_for(broker: Broker) -> ICoordinatorTopic:
     controller = getattr(broker, "controller", None)
     storage = getattr(broker, "storage", None)
     if controller is not None and storage is not None:
-        from akfak.groups.log_store import LogOffsetsTopic
+        from akfak.coordinator.log_topic import (
+            OFFSETS_TOPIC,
+            LogCoordinatorTopic,
+            offsets_topic_configs,
+        )
 
-        return LogOffsetsTopic(controller, storage, broker.config)
-    return MemoryOffsetsTopic()
+        return LogCoordinatorTopic(OFFSETS_TOPIC, offsets_topic_configs(broker.config),
+                                   controller, storage)
+    return MemoryCoordinatorTopic("__consumer_offsets")
 
 
 def open_group_coordinator(broker: Broker) -> GroupCoordinator:

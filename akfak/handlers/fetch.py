@@ -8,7 +8,8 @@ Behavior:
 - Long poll: without min_bytes of data the answer waits up to max_wait_ms,
   woken by appends to any fetched partition (AppendWaiters), then reads again.
 - OFFSET_OUT_OF_RANGE outside [log start offset, high watermark]; a fetch at the
-  high watermark is empty.  read_committed reads to the last stable offset.
+  high watermark is empty.  read_committed reads to the last stable offset and
+  lists the aborted transactions overlapping what it returns (KIP-98).
 - v7+: fetch sessions (KIP-227, akfak.fetch_sessions); session errors answer
   with a top-level error and no partitions.  v13+: topics by id (UNKNOWN_TOPIC_ID).
 - current_leader_epoch newer than ours: UNKNOWN_LEADER_EPOCH; older: FENCED_LEADER_EPOCH.
@@ -139,6 +140,11 @@ class FetchHandler(Handler):
                 min_one = False
                 total += read.size
                 result.records, result.records_size = read.parts, read.size
+                if isolation == READ_COMMITTED:
+                    # Per fetched range, from the segments' .txnindex: no record is read.
+                    upper = read.next_offset if read.next_offset is not None else offset
+                    result.aborted = [(a.producer_id, a.first_offset)
+                                      for a in log.collect_aborted(offset, upper)]
         return reads, total, errors
 
     def _respond(self, version: int, fetch: FetchContext, reads: list[_Read]) -> list[bytes]:

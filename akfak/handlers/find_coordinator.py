@@ -6,8 +6,9 @@ Behavior / Version notes:
   advertised on the listener the request came in on.  Other key types (share
   groups, 2) are INVALID_REQUEST.
 - As Kafka does, asking for a group coordinator creates `__consumer_offsets` when
-  it does not exist yet; the answer waits until it does (COORDINATOR_NOT_AVAILABLE
-  if that fails, or while the group coordinator is not running).
+  it does not exist yet, and asking for a transaction coordinator
+  `__transaction_state`; the answer waits until it does (COORDINATOR_NOT_AVAILABLE
+  if that fails, or while the coordinator is not running).
 - v0 has no key type (a group); v0-v3 ask for one key, v4+ for a batch of
   `coordinator_keys` of one type and get one entry per key (KIP-699).
 - A success carries error_message "NONE", as Kafka's Errors.NONE.message() does.
@@ -57,10 +58,11 @@ class FindCoordinatorHandler(Handler):
 
     def _ready(self, key_type: int) -> Deferred[ErrorCode]:
         if key_type == KEY_TYPE_TRANSACTION:
-            return succeed(ErrorCode.none)
-        if key_type != KEY_TYPE_GROUP:
+            coordinator: Any = self.broker.transaction_coordinator
+        elif key_type == KEY_TYPE_GROUP:
+            coordinator = coordinator_of(self.broker)
+        else:
             return succeed(ErrorCode.invalid_request)
-        coordinator = coordinator_of(self.broker)
         if coordinator is None:
             return succeed(ErrorCode.coordinator_not_available)
 

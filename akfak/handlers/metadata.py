@@ -24,8 +24,8 @@ from typing import Any
 from kio.schema.errors import ErrorCode
 from kio.static.primitive import i32
 
+from akfak.coordinator.log_topic import OFFSETS_TOPIC
 from akfak.errors import KafkaError
-from akfak.groups.store import OFFSETS_TOPIC
 from akfak.handlers.base import NO_THROTTLE, NO_TOPIC_ID, OPERATIONS_NOT_REQUESTED, Handler
 from akfak.metadata import INTERNAL_TOPICS, TopicImage, validate_topic_name
 from akfak.protocol import RequestContext

@@ -16,8 +16,13 @@ Behavior:
 - Batches with a producer id are checked against the partition's producer state
   (akfak.log.producer_state): a retried duplicate answers its original base offset
   (and, as Kafka, the batch's timestamp as log_append_time), a sequence gap
-  OUT_OF_ORDER_SEQUENCE_NUMBER, an old epoch INVALID_PRODUCER_EPOCH, a transactional
-  batch INVALID_TXN_STATE (akfak has no transaction coordinator).
+  OUT_OF_ORDER_SEQUENCE_NUMBER, an old epoch INVALID_PRODUCER_EPOCH.
+- Transactional batches (KIP-890): the first batch of a transaction in a partition
+  is verified with the transaction coordinator: v12+ (transaction version 2) adds
+  the partition to the transaction; older versions require AddPartitionsToTxn to
+  have added it, else INVALID_TXN_STATE (TRANSACTION_ABORTABLE from v11).  As
+  Kafka, PRODUCER_FENCED answers INVALID_PRODUCER_EPOCH and a coordinator that is
+  busy or loading NOT_ENOUGH_REPLICAS (retriable).
 - Record batches go to the log as they came, but for the patched offsets.
 - When flush.messages makes an append fsync, the answer waits for the fsync (which
   runs on a thread), so with flush.messages=1 an acknowledged batch is on disk.
@@ -34,6 +39,7 @@ from twisted.internet.defer import Deferred, gatherResults
 
 from akfak.errors import KafkaError
 from akfak.handlers.base import NO_THROTTLE, Handler, encode_entity, timestamp
+from akfak.log.batch import HEADER_SIZE, parse_header
 from akfak.metadata import INTERNAL_TOPICS
 from akfak.protocol import RequestContext
 
@@ -99,6 +105,59 @@ class ProduceHandler(Handler):
 
     def handle(self, request: Any, context: RequestContext) -> Any:
         version = context.api_version
+        if version >= self.kio_min_version and request.transactional_id is not None:
+            verified = self._verify_transactions(request, version)
+            if isinstance(verified, Deferred):
+                return verified.addCallback(lambda errors: self._append(request, context, errors))
+            return self._append(request, context, verified)
+        return self._append(request, context, {})
+
+    def _verify_transactions(self, request: Any, version: int
+                             ) -> dict[tuple[str, int], ErrorCode] | Deferred[Any]:
+        """Kafka's transaction verification before appending, for each partition whose
+        batch opens a transaction there; the errors of those that fail."""
+        coordinator = self.broker.transaction_coordinator
+        wanted: dict[tuple[str, int], tuple[int, int]] = {}
+        for topic_data in request.topic_data:
+            name = (self.broker.topic_name(topic_data.topic_id) if version >= 13
+                    else topic_data.name)
+            for data in topic_data.partition_data:
+                records = data.records
+                if (name is None or records is None or len(records) < HEADER_SIZE
+                        or records[16] != 2 or not records[22] & TRANSACTIONAL_BIT):
+                    continue
+                header = parse_header(records)
+                key = (name, int(data.index))
+                partition_log = self.broker.get_log(*key)
+                state = partition_log.producer_state if partition_log is not None else None
+                entry = state.last_entry(header.producer_id) if state is not None else None
+                if (entry is not None and entry.current_txn_first_offset is not None
+                        and entry.producer_epoch == header.producer_epoch):
+                    continue  # its transaction is open here: verified when it began
+                wanted[key] = (header.producer_id, header.producer_epoch)
+        if not wanted:
+            return {}
+        if coordinator is None:
+            return dict.fromkeys(wanted, ErrorCode.not_enough_replicas)
+        transactional_id = str(request.transactional_id)
+        if version >= 12:
+            # Transaction version 2: the produce itself adds the partition.
+            adds = [coordinator.add_partitions(transactional_id, pid, epoch, {key},
+                                               client_version=2).addCallback(lambda e, k=key: (k, e))
+                    for key, (pid, epoch) in wanted.items()]
+            return gatherResults(adds).addCallback(
+                lambda results: {k: _produce_error(e, version) for k, e in results
+                                 if e is not ErrorCode.none})
+        errors = {}
+        for key, (pid, epoch) in wanted.items():
+            error = coordinator.verify(transactional_id, pid, epoch, [key])[key]
+            if error is not ErrorCode.none:
+                errors[key] = _produce_error(error, version)
+        return errors
+
+    def _append(self, request: Any, context: RequestContext,
+                txn_errors: dict[tuple[str, int], ErrorCode]) -> Any:
+        version = context.api_version
         acks = int(request.acks)
         module = self.response_module(max(version, self.kio_min_version))
         broker = self.broker
@@ -126,6 +185,8 @@ class ProduceHandler(Handler):
                     error, message = ErrorCode.invalid_required_acks, None
                 elif name is None:
                     error, message = ErrorCode.unknown_topic_id, None
+                elif (name, index) in txn_errors:
+                    error, message = txn_errors[(name, index)], None
                 else:
                     error, message = check_produce_records(data.records, version)
                 result = None
@@ -185,6 +246,18 @@ class ProduceHandler(Handler):
 
 _I16 = struct.Struct(">h")
 _I32 = struct.Struct(">i")
+
+
+def _produce_error(error: ErrorCode, version: int) -> ErrorCode:
+    """A verification error as Kafka answers it in a Produce response."""
+    if error is ErrorCode.producer_fenced:
+        return ErrorCode.invalid_producer_epoch
+    if error is ErrorCode.transaction_abortable and version <= 10:
+        return ErrorCode.invalid_txn_state
+    if error in (ErrorCode.concurrent_transactions, ErrorCode.coordinator_load_in_progress,
+                 ErrorCode.coordinator_not_available, ErrorCode.not_coordinator):
+        return ErrorCode.not_enough_replicas
+    return error
 
 
 def encode_legacy_response(version: int, response: Any) -> bytes:

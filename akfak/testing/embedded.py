@@ -41,6 +41,11 @@ TEST_DEFAULTS: Mapping[str, str] = {
     "group.initial.rebalance.delay.ms": "0",
     "offsets.topic.replication.factor": "1",
     "offsets.topic.num.partitions": "1",
+    "transaction.state.log.replication.factor": "1",
+    "transaction.state.log.min.isr": "1",
+    "transaction.state.log.num.partitions": "1",
+    # an abandoned transaction holds read_committed consumers back for a second, not a minute
+    "transaction.abort.timed.out.transaction.cleanup.interval.ms": "1000",
 }
 
 #: Seconds a blocking call waits for the broker's thread before raising TimeoutError.

@@ -1,9 +1,10 @@
-"""Where the coordinator's records live: the `__consumer_offsets` partitions.
+"""Where a coordinator's records live: the partitions of its internal topic.
 
-The coordinator talks to one small interface, `IOffsetsTopic`: whole record
+A coordinator talks to one small interface, `ICoordinatorTopic`: whole record
 batches in, whole record batches out, per partition.  The broker's partition logs
-(either storage provider) hold them through `log_store.py`; `MemoryOffsetsTopic`
-keeps them in a list, for a coordinator without a broker (tests).
+(either storage provider) hold them through `log_topic.py`;
+`MemoryCoordinatorTopic` keeps them in a list, for a coordinator without a broker
+(tests).
 """
 
 from __future__ import annotations
@@ -11,17 +12,17 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-from zope.interface import Interface, implementer
+from zope.interface import Attribute, Interface, implementer
 
 from akfak.log.batch import parse_header
-
-OFFSETS_TOPIC = "__consumer_offsets"
 
 _BASE_OFFSET = struct.Struct(">q")
 
 
-class IOffsetsTopic(Interface):
-    """The `__consumer_offsets` topic as the group coordinator uses it."""
+class ICoordinatorTopic(Interface):
+    """A coordinator's internal topic (`__consumer_offsets`, `__transaction_state`)."""
+
+    name = Attribute("The topic's name (str).")
 
     def num_partitions() -> int | None:  # type: ignore[misc]
         """The topic's partition count, or None while it does not exist."""
@@ -33,6 +34,9 @@ class IOffsetsTopic(Interface):
         """Whole batches from the one holding `offset` on, about `max_bytes` of them
         (always at least one batch when any remains); b"" at the end of the log."""
 
+    def leader_epoch(partition: int) -> int:  # type: ignore[misc]
+        """The partition's leader epoch (the coordinator epoch of its records)."""
+
     def end_offset(partition: int) -> int:  # type: ignore[misc]
         """The offset the next appended record gets."""
 
@@ -41,15 +45,16 @@ class IOffsetsTopic(Interface):
         Deferred with, the batch's base offset once it is in the log."""
 
 
-@implementer(IOffsetsTopic)
-class MemoryOffsetsTopic:
-    """The offsets topic in memory, for a coordinator without a broker's storage (tests).
+@implementer(ICoordinatorTopic)
+class MemoryCoordinatorTopic:
+    """A coordinator topic in memory, for a coordinator without a broker's storage (tests).
 
     Nothing compacts it: compaction belongs to the storage's log cleaner, which
-    compacts `__consumer_offsets` when it lives in partition logs (`log_store.py`).
+    compacts the topic when it lives in partition logs (`log_topic.py`).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, name: str) -> None:
+        self.name = name
         #: partition -> (base offset, next offset, batch)
         self._partitions: list[list[tuple[int, int, bytes]]] | None = None
         self._end: list[int] = []
@@ -64,8 +69,11 @@ class MemoryOffsetsTopic:
 
     def _batches(self, partition: int) -> list[tuple[int, int, bytes]]:
         if self._partitions is None:
-            raise KeyError(f"{OFFSETS_TOPIC} does not exist")
+            raise KeyError(f"{self.name} does not exist")
         return self._partitions[partition]
+
+    def leader_epoch(self, partition: int) -> int:
+        return 0
 
     def end_offset(self, partition: int) -> int:
         self._batches(partition)

@@ -1,0 +1,102 @@
+"""TxnOffsetCommit (28), v0-v5: offsets committed inside a transaction.
+
+Behavior / Version notes (Kafka's KafkaApis and GroupCoordinator):
+- The transaction must hold the group's `__consumer_offsets` partition (added by
+  AddOffsetsToTxn; v5, transaction version 2, adds it implicitly); else the
+  coordinator's verification error (INVALID_TXN_STATE before v4 for a partition
+  not in the transaction, as Kafka maps TRANSACTION_ABORTABLE for older clients;
+  INVALID_PRODUCER_EPOCH for PRODUCER_FENCED).
+- The offsets are pending until the transaction's COMMIT marker reaches that
+  partition (akfak.groups.txn_offsets); an ABORT drops them.
+- v3+ carry generation, member id and group instance id, checked as for
+  OffsetCommit (ILLEGAL_GENERATION, UNKNOWN_MEMBER_ID, FENCED_INSTANCE_ID);
+  unknown topics or partitions are UNKNOWN_TOPIC_OR_PARTITION.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kio.schema.errors import ErrorCode
+from kio.static.primitive import i32
+from twisted.internet.defer import Deferred, succeed
+
+from akfak.coordinator.log_topic import OFFSETS_TOPIC
+from akfak.groups.results import CommitRequestPartition
+from akfak.groups.txn_offsets import txn_commit_offsets
+from akfak.handlers.base import NO_THROTTLE, Handler, make
+from akfak.handlers.groups import coordinator_of
+from akfak.handlers.offsets import TopicLookup
+from akfak.protocol import RequestContext
+
+TopicPartition = tuple[str, int]
+
+
+class TxnOffsetCommitHandler(Handler):
+    api_key = 28
+    min_version = 0
+    max_version = 5
+
+    def handle(self, request: Any, context: RequestContext) -> Any:
+        version = context.api_version
+        topics = TopicLookup(self.broker)
+        order: list[TopicPartition] = []
+        errors: dict[TopicPartition, ErrorCode] = {}
+        wanted: list[CommitRequestPartition] = []
+        for topic in request.topics:
+            for p in topic.partitions:
+                key = (topic.name, int(p.partition_index))
+                order.append(key)
+                error = topics.partition_exists(*key)
+                if error is not ErrorCode.none:
+                    errors[key] = error
+                    continue
+                wanted.append(CommitRequestPartition(
+                    topic.name, int(p.partition_index), int(p.committed_offset),
+                    int(getattr(p, "committed_leader_epoch", -1)), p.committed_metadata))
+        answer = self._commit(request, wanted, version) if wanted else succeed({})
+
+        def respond(committed: dict[TopicPartition, ErrorCode]) -> Any:
+            module = self.response_module(version)
+            by_topic: dict[str, list[Any]] = {}
+            for key in order:
+                error = errors.get(key) or committed.get(key, ErrorCode.none)
+                by_topic.setdefault(key[0], []).append(module.TxnOffsetCommitResponsePartition(
+                    partition_index=i32(key[1]), error_code=error))
+            return make(self.response_type(version), throttle_time=NO_THROTTLE, topics=tuple(
+                module.TxnOffsetCommitResponseTopic(name=name, partitions=tuple(parts))
+                for name, parts in by_topic.items()))
+
+        return answer.addCallback(respond)
+
+    def _commit(self, request: Any, wanted: list[CommitRequestPartition], version: int
+                ) -> Deferred[dict[TopicPartition, ErrorCode]]:
+        keys = [(w.topic, w.partition) for w in wanted]
+        groups, txns = coordinator_of(self.broker), self.broker.transaction_coordinator
+        if groups is None or txns is None:
+            return succeed(dict.fromkeys(keys, ErrorCode.coordinator_not_available))
+        producer_id, epoch = int(request.producer_id), int(request.producer_epoch)
+        offsets_partition = (OFFSETS_TOPIC, groups.partition_for(request.group_id))
+
+        def commit(error: ErrorCode) -> Any:
+            if error is not ErrorCode.none:
+                if error is ErrorCode.producer_fenced:
+                    error = ErrorCode.invalid_producer_epoch
+                elif error is ErrorCode.transaction_abortable and version < 4:
+                    error = ErrorCode.invalid_txn_state
+                return succeed(dict.fromkeys(keys, error))
+            return txn_commit_offsets(
+                groups, request.group_id, producer_id, epoch,
+                int(getattr(request, "generation_id", -1)), getattr(request, "member_id", ""),
+                getattr(request, "group_instance_id", None), wanted)
+
+        if version >= 5:
+            verified = txns.add_partitions(request.transactional_id, producer_id, epoch,
+                                           {offsets_partition}, client_version=2)
+        else:
+            verified = succeed(txns.verify(request.transactional_id, producer_id, epoch,
+                                           [offsets_partition])[offsets_partition])
+        return verified.addCallback(commit)
+
+
+HANDLERS = (TxnOffsetCommitHandler,)
