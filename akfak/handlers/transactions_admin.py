@@ -15,16 +15,21 @@ Behavior / Version notes (Kafka's TransactionCoordinator/TransactionStateManager
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from kio.schema.errors import ErrorCode
 from kio.schema.types import ProducerId
 from kio.static.primitive import i16, i32, i32Timedelta
 
-from akfak.handlers.base import NO_THROTTLE, Handler, make, timestamp
+from akfak.handlers.base import NO_THROTTLE, Handler, make
 from akfak.protocol import RequestContext
 from akfak.transactions.metadata import TxnState
+
+
+def _epoch_ms(ms: int) -> datetime:
+    """A start time as the field carries it (-1, not null, when none)."""
+    return datetime.fromtimestamp(ms / 1000, UTC)
 
 
 class DescribeTransactionsHandler(Handler):
@@ -40,7 +45,7 @@ class DescribeTransactionsHandler(Handler):
             fields: dict[str, Any] = dict(
                 transactional_id=transactional_id, transaction_state="",
                 transaction_timeout=i32Timedelta.parse(timedelta(0)),
-                transaction_start_time=timestamp(-1), producer_id=ProducerId(-1),
+                transaction_start_time=_epoch_ms(-1), producer_id=ProducerId(-1),
                 producer_epoch=i16(-1), topics=())
             error = ErrorCode.none
             txn = None
@@ -60,7 +65,7 @@ class DescribeTransactionsHandler(Handler):
                 fields.update(
                     transaction_state=txn.state.display,
                     transaction_timeout=i32Timedelta.parse(timedelta(milliseconds=txn.timeout_ms)),
-                    transaction_start_time=timestamp(txn.start_ms),
+                    transaction_start_time=_epoch_ms(txn.start_ms),
                     producer_id=ProducerId(txn.producer_id), producer_epoch=i16(txn.producer_epoch),
                     topics=tuple(module.TopicData(topic=t, partitions=tuple(i32(p) for p in ps))
                                  for t, ps in by_topic.items()))
