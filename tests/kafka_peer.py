@@ -1,0 +1,146 @@
+"""A real Apache Kafka broker (4.1.1, KRaft, one combined broker+controller node) for tests that
+check a client program against Kafka itself before holding akfak to it.
+
+Its classpath comes from tests/java/kafka-peer/pom.xml, resolved by Maven once into the local
+repository (~/.m2) and cached like tests/java (tests/jvm.py). `start_kafka(tmp_path)` formats a
+log directory under tmp_path and starts the broker on free 127.0.0.1 ports, in a few seconds.
+Without java or mvn, or when Maven Central cannot be reached, it skips (under CI=true, a
+missing JVM fails instead).
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import os
+import signal
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests import jvm
+from tests.brokers import free_port
+
+PEER_DIR = jvm.JAVA_DIR / "kafka-peer"
+START_TIMEOUT = 60.0
+STARTED = "Kafka Server started"
+
+SERVER_PROPERTIES = """\
+process.roles=broker,controller
+node.id=1
+controller.quorum.bootstrap.servers=127.0.0.1:{controller_port}
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs={log_dir}
+num.partitions=1
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=3
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=3
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+auto.create.topics.enable=false
+"""
+
+LOG4J2 = """\
+rootLogger.level=INFO
+rootLogger.appenderRef.out.ref=out
+appender.out.type=Console
+appender.out.name=out
+appender.out.layout.type=PatternLayout
+appender.out.layout.pattern=[%d] %p %m (%c)%n
+logger.state.name=state.change.logger
+logger.state.level=WARN
+"""
+
+
+@dataclass
+class KafkaPeer:
+    """A running Kafka broker subprocess."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+    directory: Path
+    log_path: Path
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, timeout: float = 20.0) -> int:
+        """SIGTERM (Kafka's clean shutdown), then SIGKILL after `timeout` seconds."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+
+@functools.cache
+def _classpath() -> tuple[str, BaseException | None]:
+    try:
+        return os.pathsep.join(jvm.maven_classpath(PEER_DIR, ["dependency:build-classpath"])), None
+    except (jvm.MavenUnreachable, pytest.fail.Exception) as e:
+        return "", e
+
+
+def kafka_classpath() -> str:
+    """Kafka's classpath, resolved (once, cached) by Maven; skips when that cannot be done here."""
+    jvm.require_jvm()
+    classpath, error = _classpath()
+    if isinstance(error, jvm.MavenUnreachable):
+        pytest.skip(f"no Kafka broker to compare with: {error}")
+    if error is not None:
+        pytest.fail(str(error), pytrace=False)
+    return classpath
+
+
+def start_kafka(tmp_path: Path) -> KafkaPeer:
+    """Formats a KRaft log directory under tmp_path and starts Kafka on it; returns once the
+    broker reports it has started (or fails with its log)."""
+    classpath = kafka_classpath()
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    port, controller_port = free_port(), free_port()
+    while controller_port == port:
+        controller_port = free_port()
+    properties = tmp_path / "server.properties"
+    properties.write_text(SERVER_PROPERTIES.format(port=port, controller_port=controller_port,
+                                                   log_dir=tmp_path / "kraft-logs"))
+    log4j = tmp_path / "log4j2.properties"
+    log4j.write_text(LOG4J2)
+    flags = ["-Xmx768m", f"-Dlog4j2.configurationFile={log4j}", "-Djava.awt.headless=true"]
+    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    log_path = tmp_path / "kafka.log"
+    with open(log_path, "ab") as out:
+        format_command = jvm.java_command(classpath, "kafka.tools.StorageTool", "format", "--standalone",
+                                          "-t", cluster_id, "-c", str(properties), flags=flags)
+        formatted = subprocess.run(format_command, stdin=subprocess.DEVNULL, stdout=out,
+                                   stderr=subprocess.STDOUT, timeout=60)
+        if formatted.returncode != 0:
+            raise RuntimeError(f"kafka-storage format failed:\n{log_path.read_text()[-4000:]}")
+        out.write(b"\n---- kafka.Kafka ----\n")
+        out.flush()
+        proc = subprocess.Popen(jvm.java_command(classpath, "kafka.Kafka", str(properties), flags=flags),
+                                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+    peer = KafkaPeer(proc, port, tmp_path, log_path)
+    deadline = time.monotonic() + START_TIMEOUT
+    while STARTED not in peer.log():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            peer.stop(timeout=5)
+            raise RuntimeError(f"Kafka did not start (exit status {proc.returncode}):\n{peer.log()[-6000:]}")
+        time.sleep(0.1)
+    return peer

@@ -1,0 +1,187 @@
+"""The Apache Kafka Java client (kafka-clients and kafka-streams 4.1.1) against akfak.
+
+The programs are in tests/java (built and run by tests/jvm.py). Each test runs against an akfak
+subprocess (disk storage) and against a real Kafka broker (tests/kafka_peer.py), so that what a
+test expects is first shown to be what Kafka itself does.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.jvm import JavaRun, build, run_java
+from tests.kafka_peer import KafkaPeer, start_kafka
+
+# the first test may wait for the Maven build (tests/jvm.py), which the timeout counts
+pytestmark = [pytest.mark.jvm, pytest.mark.timeout(600)]
+
+BROKERS = ["akfak", "kafka"]
+TXN_BROKERS = ["akfak", "kafka"]
+
+Record = tuple[int, int, str, str]  # partition, offset, key, value
+
+
+@dataclass
+class Cluster:
+    name: str
+    bootstrap: str
+
+
+@pytest.fixture(scope="module")
+def kafka_peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaPeer]:
+    """One real Kafka broker for the module's tests (each uses topics of its own)."""
+    build()
+    peer = start_kafka(tmp_path_factory.mktemp("kafka"))
+    yield peer
+    peer.stop()
+
+
+@pytest.fixture
+def cluster(request: pytest.FixtureRequest, broker_process: Any) -> Cluster:
+    """The broker the test runs against: a fresh akfak subprocess, or the module's Kafka."""
+    build()
+    if request.param == "kafka":
+        return Cluster("kafka", request.getfixturevalue("kafka_peer").bootstrap)
+    return Cluster("akfak", broker_process().bootstrap)
+
+
+def create_topics(cluster: Cluster, **partitions: int) -> None:
+    spec = ",".join(f"{name}:{count}" for name, count in partitions.items())
+    run_java("Admin", cluster.bootstrap, f"create={spec}").check()
+
+
+def records(run: JavaRun, outcome: str | None = None) -> list[Record]:
+    return [(r["partition"], r["offset"], r["key"], r["value"]) for r in run.of_kind("record")
+            if outcome is None or r["outcome"] == outcome]
+
+
+def consume(cluster: Cluster, topic: str, isolation: str) -> tuple[list[Record], dict[int, int]]:
+    """Every record of `topic` as a read_committed or read_uncommitted consumer sees it, and the
+    topic's end offsets (last stable offsets for read_committed)."""
+    run = run_java("ReadCommittedConsumer", cluster.bootstrap, f"topic={topic}", f"isolation={isolation}",
+                   "timeout-ms=60000").check()
+    done = run.last("done")
+    assert done["positions"] == done["end"]
+    return records(run), {int(p): n for p, n in done["end"].items()}
+
+
+def offsets(cluster: Cluster, topic: str, group: str) -> dict[str, Any]:
+    return run_java("Admin", cluster.bootstrap, f"offsets={topic}", f"group={group}").check().last("offsets")
+
+
+@pytest.mark.parametrize("cluster", BROKERS, indirect=True)
+def test_plain_round_trip(cluster: Cluster) -> None:
+    """1,000 records round robin over 3 partitions from an idempotent producer, back through
+    both isolation levels: all of them, in order, at offsets 0..n-1."""
+    create_topics(cluster, plain=3)
+    produced = run_java("TxnProducer", cluster.bootstrap, "topic=plain", "records=1000").check()
+    assert produced.last("done")["committed"] == 1000
+    sent = records(produced)
+    assert Counter(p for p, *_ in sent) == {0: 334, 1: 333, 2: 333}
+    for isolation in ("read_uncommitted", "read_committed"):
+        seen, end = consume(cluster, "plain", isolation)
+        assert sorted(seen) == sorted(sent)
+        assert end == {0: 334, 1: 333, 2: 333}
+        for partition in range(3):
+            assert [o for p, o, *_ in seen if p == partition] == list(range(end[partition]))
+
+
+@pytest.mark.parametrize("cluster", TXN_BROKERS, indirect=True)
+def test_commit_and_abort_across_partitions(cluster: Cluster) -> None:
+    """Six transactions of 10 records over 3 partitions, committed, aborted, committed, ...:
+    read_committed sees the 40 committed records only, read_uncommitted all 60; each transaction
+    leaves a marker in each partition, which takes an offset but never reaches the consumer."""
+    create_topics(cluster, txn=3)
+    produced = run_java("TxnProducer", cluster.bootstrap, "topic=txn", "records=60", "per-txn=10",
+                        "transactional-id=txn-commit-abort", "outcomes=commit,abort,commit").check()
+    assert produced.last("done") == {"kind": "done", "committed": 40, "aborted": 20, "transactions": 6}
+    committed, everything = records(produced, "commit"), records(produced)
+
+    seen, end = consume(cluster, "txn", "read_committed")
+    assert sorted(seen) == sorted(committed)
+    all_seen, all_end = consume(cluster, "txn", "read_uncommitted")
+    assert sorted(all_seen) == sorted(everything)
+    assert end == all_end  # no transaction is open: the last stable offset is the high watermark
+    txn_of = {(r["partition"], r["offset"]): r["txn"] for r in produced.of_kind("record")}
+    for partition in range(3):
+        data_offsets = {o for p, o, *_ in everything if p == partition}
+        markers = set(range(end[partition])) - data_offsets
+        assert len(data_offsets) == 20 and len(markers) == 6, (partition, sorted(markers))
+        # each transaction's marker comes right after its last record in the partition
+        assert markers == {max(o for o in data_offsets if txn_of[partition, o] == txn) + 1
+                           for txn in range(6)}
+
+
+@pytest.mark.parametrize("cluster", TXN_BROKERS, indirect=True)
+def test_consume_transform_produce_exactly_once(cluster: Cluster) -> None:
+    """10,000 records copied input -> output in transactions that also commit the group's
+    offsets: every record exactly once in the output, and the group's offsets at the input's end."""
+    create_topics(cluster, copy_in=3, copy_out=3)
+    run_java("TxnProducer", cluster.bootstrap, "topic=copy_in", "records=10000").check()
+    copied = run_java("CopyTxn", cluster.bootstrap, "input=copy_in", "output=copy_out", "group=copier",
+                      "transactional-id=copier-1", "timeout-ms=120000", timeout=180).check()
+    done = copied.last("done")
+    assert done["complete"] and done["copied"] == 10000
+
+    output, _ = consume(cluster, "copy_out", "read_committed")
+    assert Counter((k, v) for _, _, k, v in output) == Counter(
+        (f"key-{i}", f"VALUE-{i}") for i in range(10000))
+    group = offsets(cluster, "copy_in", "copier")
+    assert group["committed"] == group["end"] == {"0": 3334, "1": 3333, "2": 3333}
+
+
+@pytest.mark.parametrize("cluster", TXN_BROKERS, indirect=True)
+def test_second_producer_fences_the_first(cluster: Cluster) -> None:
+    """A second producer with the same transactional.id fences the first, whose open transaction
+    is aborted; the first's next send fails, and only the second's record is committed."""
+    create_topics(cluster, fenced=1)
+    run = run_java("Fencing", cluster.bootstrap, "topic=fenced", "transactional-id=zombie").check()
+    fenced = run.last("fenced")
+    assert {"org.apache.kafka.common.errors.ProducerFencedException",
+            "org.apache.kafka.common.errors.InvalidProducerEpochException"} & set(fenced["causes"]), fenced
+    seen, _ = consume(cluster, "fenced", "read_committed")
+    assert [(k, v) for _, _, k, v in seen] == [("second", "committed")]
+    all_seen, _ = consume(cluster, "fenced", "read_uncommitted")
+    assert ("first", "before-fencing") in [(k, v) for _, _, k, v in all_seen]
+
+
+def check_streams_count(cluster: Cluster, tmp_path: Path, guarantee: str) -> None:
+    """5,000 records over 50 keys counted by Kafka Streams in a KTable (with its changelog
+    topic): each key's counts in the output rise to exactly 100."""
+    app = f"counter-{guarantee}"  # the Kafka peer is shared: names of the test's own
+    words, counts = f"{app}-words", f"{app}-counts"
+    run_java("Admin", cluster.bootstrap, f"create={words}:3,{counts}:3").check()
+    run_java("TxnProducer", cluster.bootstrap, f"topic={words}", "records=5000", "keys=50").check()
+    streams = run_java("StreamsEos", cluster.bootstrap, f"application-id={app}", f"input={words}",
+                       f"output={counts}", f"state-dir={tmp_path / 'state'}", "expect=5000",
+                       f"guarantee={guarantee}", "timeout-ms=120000", timeout=180).check()
+    assert streams.last("done")["counts"] == {f"key-{i}": 100 for i in range(50)}
+
+    output, _ = consume(cluster, counts, "read_committed")
+    history: dict[str, list[int]] = defaultdict(list)
+    for _, _, key, value in sorted(output):
+        history[key].append(int(value))
+    assert set(history) == {f"key-{i}" for i in range(50)}
+    for key, seen in history.items():
+        assert seen == sorted(set(seen)) and seen[-1] == 100, (key, seen)
+    changelog, _ = consume(cluster, f"{app}-counts-changelog", "read_committed")
+    assert {k for _, _, k, _ in changelog} == set(history)
+
+
+@pytest.mark.parametrize("cluster", BROKERS, indirect=True)
+def test_streams_at_least_once_count(cluster: Cluster, tmp_path: Path) -> None:
+    """The Streams app without transactions: its groups, internal topics and state work today."""
+    check_streams_count(cluster, tmp_path, "at_least_once")
+
+
+@pytest.mark.parametrize("cluster", TXN_BROKERS, indirect=True)
+def test_streams_exactly_once_count(cluster: Cluster, tmp_path: Path) -> None:
+    """The same with processing.guarantee=exactly_once_v2: transactional producers that commit
+    the input offsets, a read_committed consumer, a transactional changelog."""
+    check_streams_count(cluster, tmp_path, "exactly_once_v2")
