@@ -1,6 +1,6 @@
 """Running the Java client programs of tests/java from pytest.
 
-`build()` compiles tests/java (Maven: `compile dependency:build-classpath`) once per session and
+`build()` compiles tests/java (`mvn compile`, which also writes the classpath) once per session and
 only when its sources changed since the last build (a hash of pom.xml and src/ in a stamp file
 under target/); the dependencies stay in the local Maven repository (~/.m2). `run_java(main, ...)`
 then runs `akfak.tests.<main>` and parses the JSON lines it prints.
@@ -123,7 +123,7 @@ def maven_classpath(project: Path, goals: list[str]) -> list[str]:
         except subprocess.TimeoutExpired as e:
             raise MavenUnreachable(f"`{' '.join(command)}` in {project} ran over {BUILD_TIMEOUT:.0f}s, "
                                    "downloading (a slow or stalled network?)") from e
-        output = done.stdout + done.stderr
+        output = re.sub(r"\x1b\[[0-9;]*m", "", done.stdout + done.stderr)  # Maven's colours
         if done.returncode != 0:
             match = NETWORK_ERROR.search(output)
             if match:
@@ -140,7 +140,7 @@ def _build() -> tuple[str, BaseException | None]:
     """The classpath, or the skip or failure the build ended in (kept, so that a build that
     failed is not run again for each test)."""
     try:
-        jars = maven_classpath(JAVA_DIR, ["compile", "dependency:build-classpath"])
+        jars = maven_classpath(JAVA_DIR, ["compile"])
     except (MavenUnreachable, pytest.fail.Exception) as e:
         return "", e
     return os.pathsep.join([str(JAVA_DIR / "target" / "classes"), *jars]), None

@@ -93,7 +93,7 @@ class KafkaPeer:
 @functools.cache
 def _classpath() -> tuple[str, BaseException | None]:
     try:
-        return os.pathsep.join(jvm.maven_classpath(PEER_DIR, ["dependency:build-classpath"])), None
+        return os.pathsep.join(jvm.maven_classpath(PEER_DIR, ["generate-sources"])), None
     except (jvm.MavenUnreachable, pytest.fail.Exception) as e:
         return "", e
 

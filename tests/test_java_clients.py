@@ -22,7 +22,6 @@ from tests.kafka_peer import KafkaPeer, start_kafka
 pytestmark = [pytest.mark.jvm, pytest.mark.timeout(600)]
 
 BROKERS = ["akfak", "kafka"]
-TXN_BROKERS = ["akfak", "kafka"]
 
 Record = tuple[int, int, str, str]  # partition, offset, key, value
 
@@ -48,7 +47,8 @@ def cluster(request: pytest.FixtureRequest, broker_process: Any) -> Cluster:
     build()
     if request.param == "kafka":
         return Cluster("kafka", request.getfixturevalue("kafka_peer").bootstrap)
-    return Cluster("akfak", broker_process().bootstrap)
+    # as the Kafka peer: no 3 s wait for more members before a group's first rebalance
+    return Cluster("akfak", broker_process("-o", "group.initial.rebalance.delay.ms=0").bootstrap)
 
 
 def create_topics(cluster: Cluster, **partitions: int) -> None:
@@ -92,7 +92,7 @@ def test_plain_round_trip(cluster: Cluster) -> None:
             assert [o for p, o, *_ in seen if p == partition] == list(range(end[partition]))
 
 
-@pytest.mark.parametrize("cluster", TXN_BROKERS, indirect=True)
+@pytest.mark.parametrize("cluster", BROKERS, indirect=True)
 def test_commit_and_abort_across_partitions(cluster: Cluster) -> None:
     """Six transactions of 10 records over 3 partitions, committed, aborted, committed, ...:
     read_committed sees the 40 committed records only, read_uncommitted all 60; each transaction
@@ -118,7 +118,7 @@ def test_commit_and_abort_across_partitions(cluster: Cluster) -> None:
                            for txn in range(6)}
 
 
-@pytest.mark.parametrize("cluster", TXN_BROKERS, indirect=True)
+@pytest.mark.parametrize("cluster", BROKERS, indirect=True)
 def test_consume_transform_produce_exactly_once(cluster: Cluster) -> None:
     """10,000 records copied input -> output in transactions that also commit the group's
     offsets: every record exactly once in the output, and the group's offsets at the input's end."""
@@ -136,7 +136,7 @@ def test_consume_transform_produce_exactly_once(cluster: Cluster) -> None:
     assert group["committed"] == group["end"] == {"0": 3334, "1": 3333, "2": 3333}
 
 
-@pytest.mark.parametrize("cluster", TXN_BROKERS, indirect=True)
+@pytest.mark.parametrize("cluster", BROKERS, indirect=True)
 def test_second_producer_fences_the_first(cluster: Cluster) -> None:
     """A second producer with the same transactional.id fences the first, whose open transaction
     is aborted; the first's next send fails, and only the second's record is committed."""
@@ -175,12 +175,6 @@ def check_streams_count(cluster: Cluster, tmp_path: Path, guarantee: str) -> Non
 
 
 @pytest.mark.parametrize("cluster", BROKERS, indirect=True)
-def test_streams_at_least_once_count(cluster: Cluster, tmp_path: Path) -> None:
-    """The Streams app without transactions: its groups, internal topics and state work today."""
-    check_streams_count(cluster, tmp_path, "at_least_once")
-
-
-@pytest.mark.parametrize("cluster", TXN_BROKERS, indirect=True)
 def test_streams_exactly_once_count(cluster: Cluster, tmp_path: Path) -> None:
     """The same with processing.guarantee=exactly_once_v2: transactional producers that commit
     the input offsets, a read_committed consumer, a transactional changelog."""
