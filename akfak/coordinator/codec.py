@@ -12,6 +12,16 @@ _I32 = struct.Struct(">i")
 _I64 = struct.Struct(">q")
 
 
+def uvarint(value: int) -> bytes:
+    """Kafka's unsigned varint (compact lengths, tagged-field counts)."""
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
 class RecordFormatError(ValueError):
     """Bytes that are not a coordinator record akfak understands."""
 

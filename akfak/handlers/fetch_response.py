@@ -12,6 +12,8 @@ import struct
 import uuid
 from dataclasses import dataclass, field
 
+from akfak.coordinator.codec import uvarint
+
 _I16 = struct.Struct(">h")
 _I32 = struct.Struct(">i")
 _PARTITION_HEAD = struct.Struct(">ihqq")  # index, error, high watermark, last stable offset
@@ -40,15 +42,6 @@ class TopicResult:
     partitions: list[PartitionResult] = field(default_factory=list)
 
 
-def _uvarint(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
 def encode_fetch_response(
     version: int, error: int, session_id: int, topics: list[TopicResult]
 ) -> list[bytes]:
@@ -57,7 +50,7 @@ def encode_fetch_response(
     buf = bytearray(_I32.pack(0))  # throttle time
 
     def array_length(n: int) -> None:
-        buf.extend(_uvarint(n + 1) if flexible else _I32.pack(n))
+        buf.extend(uvarint(n + 1) if flexible else _I32.pack(n))
 
     if version >= 7:
         buf += _I16.pack(error) + _I32.pack(session_id)
@@ -67,7 +60,7 @@ def encode_fetch_response(
             buf += topic.topic_id.bytes
         else:
             name = topic.name.encode()
-            buf += (_uvarint(len(name) + 1) if flexible else _I16.pack(len(name))) + name
+            buf += (uvarint(len(name) + 1) if flexible else _I16.pack(len(name))) + name
         array_length(len(topic.partitions))
         for p in topic.partitions:
             buf += _PARTITION_HEAD.pack(p.index, p.error, p.high_watermark, p.last_stable_offset)
@@ -84,7 +77,7 @@ def encode_fetch_response(
             if version >= 11:
                 buf += _I32.pack(-1)  # preferred read replica: none
             # Flexible versions carry empty records, never null (librdkafka rejects null).
-            buf += _uvarint(p.records_size + 1) if flexible else _I32.pack(p.records_size)
+            buf += uvarint(p.records_size + 1) if flexible else _I32.pack(p.records_size)
             if p.records_size:
                 parts.append(bytes(buf))
                 parts.extend(p.records)

@@ -19,6 +19,7 @@ import struct
 from dataclasses import dataclass
 
 from akfak.coordinator.codec import Reader, RecordFormatError, Writer
+from akfak.coordinator.codec import uvarint as _uvarint
 
 KEY_VERSION = 0
 EMPTY_STATE = 0
@@ -54,15 +55,6 @@ def decode_key(data: bytes) -> str:
     if version != KEY_VERSION:
         raise RecordFormatError(f"unknown transaction log key version {version}")
     return r.string()
-
-
-def _uvarint(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 def encode_value(value: TransactionLogValue) -> bytes:
