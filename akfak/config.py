@@ -27,6 +27,7 @@ DEFAULTS: Mapping[str, str] = {
     "node.id": "1",
     "log.dir": DEFAULT_LOG_DIR,
     "num.partitions": "1",
+    "min.insync.replicas": "1",
     "auto.create.topics.enable": "true",
     "default.replication.factor": "1",
     "log.segment.bytes": str(1024 * 1024 * 1024),

@@ -212,6 +212,12 @@ class InvalidRecord(KafkaError):
     error_code = 87
 
 
+class InvalidUpdateVersion(KafkaError):
+    """The given version update is not valid."""
+
+    error_code = 95
+
+
 class UnknownTopicId(KafkaError):
     """This server does not host this topic ID."""
 

@@ -117,8 +117,10 @@ class IMetadataLog(Interface):
 
     end_offset = Attribute("The offset the next record gets (int).")
 
-    def append(records: object, now_ms: int) -> int:  # type: ignore[misc]
-        """Append a sequence of metadata records as one batch; return its first offset."""
+    def append(records: object, now_ms: int,  # type: ignore[misc]
+               metadata_version: object = None) -> int:
+        """Append a sequence of metadata records as one batch, each in the version Kafka
+        writes at `metadata_version` (when given); return the batch's first offset."""
 
     def replay() -> object:  # type: ignore[misc]
         """Iterate (offset, record) over every metadata record, skipping control batches;

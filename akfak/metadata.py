@@ -26,6 +26,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from akfak import features
 from akfak.config import BrokerConfig
 from akfak.errors import (
     InvalidConfig,
@@ -69,10 +70,7 @@ from akfak.log.storage import BaseLogStorage
 
 log = Logger()
 
-#: metadata.version akfak's records correspond to (3.8-IV0, as in the Kafka-written fixture):
-#: PartitionRecord v1 with directories, RegisterBrokerRecord v3.
-METADATA_VERSION = 20
-METADATA_VERSION_FEATURE = "metadata.version"
+METADATA_VERSION_FEATURE = features.METADATA_VERSION
 #: Kafka's ProducerIdsBlock.PRODUCER_ID_BLOCK_SIZE.
 PRODUCER_ID_BLOCK_SIZE = 1000
 
@@ -118,6 +116,10 @@ class PartitionImage:
     removing_replicas: tuple[int, ...] = ()
     adding_replicas: tuple[int, ...] = ()
     leader_recovery_state: int = 0
+    #: KIP-966: replicas that may lead though out of the ISR (Kafka's controlled shutdown
+    #: moves the last ISR member here), and the last known such set.
+    eligible_leader_replicas: tuple[int, ...] = ()
+    last_known_elr: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -228,7 +230,9 @@ class _Builder:
                 directories=tuple(record.directories),
                 removing_replicas=tuple(record.removing_replicas),
                 adding_replicas=tuple(record.adding_replicas),
-                leader_recovery_state=record.leader_recovery_state)
+                leader_recovery_state=record.leader_recovery_state,
+                eligible_leader_replicas=tuple(record.eligible_leader_replicas or ()),
+                last_known_elr=tuple(record.last_known_elr or ()))
         elif isinstance(record, PartitionChangeRecord):
             self._change_partition(record)
         elif isinstance(record, RemoveTopicRecord):
@@ -280,7 +284,8 @@ class _Builder:
         if record.leader != -2:
             changes["leader"] = record.leader
             changes["leader_epoch"] = current.leader_epoch + 1
-        for name in ("isr", "replicas", "removing_replicas", "adding_replicas", "directories"):
+        for name in ("isr", "replicas", "removing_replicas", "adding_replicas", "directories",
+                     "eligible_leader_replicas", "last_known_elr"):
             value = getattr(record, name)
             if value is not None:
                 changes[name] = tuple(value)
@@ -351,8 +356,8 @@ class Controller:
             storage.load_logs(self._safe_log_config)
         self._durable: Deferred[None] | None = None
         if METADATA_VERSION_FEATURE not in self.image.features:
-            # A new metadata log starts, as Kafka's bootstrap does, with metadata.version.
-            self._commit([FeatureLevelRecord(METADATA_VERSION_FEATURE, METADATA_VERSION)])
+            self._bootstrap()
+        self._come_back()
         self._reconcile()
 
     def now_ms(self) -> int:
@@ -366,11 +371,60 @@ class Controller:
     def cluster_id(self) -> str:
         return self.storage.meta_properties.cluster_id
 
+    @property
+    def metadata_version(self) -> int:
+        """The finalized metadata.version: the record versions this controller writes."""
+        return self.image.features.get(METADATA_VERSION_FEATURE, features.MV_3_3_IV3)
+
+    # -- start ---------------------------------------------------------------------------
+
+    def _bootstrap(self) -> None:
+        """A new metadata log starts, as `kafka-storage format` of Kafka 4.1 makes it, with
+        the finalized feature levels (metadata.version first) and, ELR being on, the
+        cluster-wide min.insync.replicas that ELR elections read."""
+        levels = features.bootstrap_levels()
+        records: list[MetadataRecord] = [FeatureLevelRecord(name, level)
+                                         for name, level in levels.items()]
+        if levels.get(features.ELR_VERSION, 0) >= 1:
+            records.append(ConfigRecord(RESOURCE_BROKER, "", "min.insync.replicas",
+                                        str(self.config.get_int("min.insync.replicas"))))
+        self._commit(records)
+
+    def _come_back(self) -> None:
+        """Do what Kafka's controller does when this broker registers again after a
+        controlled shutdown: register it unfenced, and make it the leader (ISR = itself,
+        eligible leader replicas cleared) of every partition it hosts that has no leader.
+        A cleanly stopped Kafka leaves `leader: -1, isr: [], eligibleLeaderReplicas: [1]`;
+        on one node this broker's log is the only copy, so it is the one to lead."""
+        records: list[MetadataRecord] = []
+        mine = self.image.brokers.get(self.node_id)
+        if mine is not None and (mine.fenced or mine.in_controlled_shutdown):
+            records.append(replace(self._registration(mine.endpoints, mine.rack),
+                                   broker_epoch=self.storage.metadata_log.end_offset))
+        elr = self.metadata_version >= features.MV_4_0_IV1
+        for topic in self.image.topics_by_name.values():
+            for p in topic.partitions.values():
+                if p.leader != -1 or self.node_id not in p.replicas:
+                    continue
+                if self.node_id not in p.isr + p.eligible_leader_replicas:
+                    log.warn("Electing node {node} for {t}-{p}, which it was not in the ISR "
+                             "or eligible replicas of: records since it left may be missing",
+                             node=self.node_id, t=topic.name, p=p.partition)
+                records.append(PartitionChangeRecord(
+                    p.partition, topic.topic_id, leader=self.node_id,
+                    isr=None if p.isr == (self.node_id,) else [self.node_id],
+                    eligible_leader_replicas=[] if elr and p.eligible_leader_replicas else None,
+                    last_known_elr=[] if elr and p.last_known_elr else None))
+        if records:
+            log.info("Registered again and elected this node for {n} leaderless partitions",
+                     n=sum(isinstance(r, PartitionChangeRecord) for r in records))
+            self._commit(records)
+
     # -- plumbing ------------------------------------------------------------------------
 
     def _commit(self, records: Sequence[MetadataRecord]) -> MetadataImage:
         metadata_log = self.storage.metadata_log
-        base = metadata_log.append(records, self.now_ms())
+        base = metadata_log.append(records, self.now_ms(), self.metadata_version)
         self.image = self.image.apply((base + i, r) for i, r in enumerate(records))
         self._durable = metadata_log.flush()
         self._durable.addErrback(
@@ -642,10 +696,31 @@ class Controller:
         """Record this broker's registration (RegisterBrokerRecord, unfenced) with its
         listeners as (name, host, port); return its broker epoch (the record's offset)."""
         epoch = self.storage.metadata_log.end_offset
-        record = RegisterBrokerRecord(
-            broker_id=self.node_id, incarnation_id=uuid.uuid4(), broker_epoch=epoch,
-            end_points=[BrokerEndpoint(n, h, p, 0) for n, h, p in endpoints],
-            features=[BrokerFeature(METADATA_VERSION_FEATURE, 1, METADATA_VERSION)],
-            rack=rack, fenced=False, log_dirs=[self.directory_id])
-        self._commit([record])
+        record = self._registration([BrokerEndpoint(n, h, p, 0) for n, h, p in endpoints], rack)
+        self._commit([replace(record, broker_epoch=epoch)])
         return epoch
+
+    def _registration(self, endpoints: Sequence[BrokerEndpoint], rack: str | None
+                      ) -> RegisterBrokerRecord:
+        return RegisterBrokerRecord(
+            broker_id=self.node_id, incarnation_id=uuid.uuid4(), broker_epoch=-1,
+            end_points=list(endpoints),
+            features=[BrokerFeature(f.name, f.min_level, f.max_level)
+                      for f in features.SUPPORTED],
+            rack=rack, fenced=False, log_dirs=[self.directory_id])
+
+    # -- features ------------------------------------------------------------------------
+
+    def update_features(self, updates: Mapping[str, tuple[int, int]], *,
+                        validate_only: bool = False) -> None:
+        """UpdateFeatures: {feature: (level, upgrade type)}, all or nothing; raises
+        `InvalidUpdateVersion` as Kafka's controller answers."""
+        current = dict(self.image.features)
+        planned = features.plan_update(current, updates, self.node_id)
+        if validate_only or not planned:
+            return
+        changed = {name: level for name, level in planned.items() if current.get(name, 0) != level}
+        if changed:
+            log.warn("Updating features: {changes}",
+                     changes=", ".join(f"{n}={v}" for n, v in changed.items()))
+            self._commit([FeatureLevelRecord(name, level) for name, level in changed.items()])

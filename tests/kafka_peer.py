@@ -90,6 +90,18 @@ class KafkaPeer:
             return self.proc.wait()
 
 
+def _has_kraft_voters(log_dir: Path) -> bool:
+    """Whether the metadata log starts with Kafka's KRaft control records (a --standalone
+    format writes them); akfak's never does."""
+    first = log_dir / "__cluster_metadata-0" / "00000000000000000000.log"
+    return first.exists() and _first_batch_is_control(first.read_bytes())
+
+
+def _first_batch_is_control(data: bytes) -> bool:
+    # batch header: base offset 8, length 4, leader epoch 4, magic 1, crc 4, attributes 2
+    return len(data) >= 23 and bool(int.from_bytes(data[21:23], "big") & 0x20)
+
+
 @functools.cache
 def _classpath() -> tuple[str, BaseException | None]:
     try:
@@ -109,29 +121,39 @@ def kafka_classpath() -> str:
     return classpath
 
 
-def start_kafka(tmp_path: Path) -> KafkaPeer:
+def start_kafka(tmp_path: Path, log_dir: Path | None = None) -> KafkaPeer:
     """Formats a KRaft log directory under tmp_path and starts Kafka on it; returns once the
-    broker reports it has started (or fails with its log)."""
+    broker reports it has started (or fails with its log).
+
+    With `log_dir`, Kafka opens that existing directory instead (one Kafka or akfak wrote).
+    A directory without KRaft voter records (akfak writes none: kraft.version 0) needs the
+    static `controller.quorum.voters`, as a Kafka cluster formatted without --standalone."""
     classpath = kafka_classpath()
     tmp_path.mkdir(parents=True, exist_ok=True)
     port, controller_port = free_port(), free_port()
     while controller_port == port:
         controller_port = free_port()
     properties = tmp_path / "server.properties"
-    properties.write_text(SERVER_PROPERTIES.format(port=port, controller_port=controller_port,
-                                                   log_dir=tmp_path / "kraft-logs"))
+    text = SERVER_PROPERTIES.format(port=port, controller_port=controller_port,
+                                    log_dir=log_dir or tmp_path / "kraft-logs")
+    if log_dir is not None and not _has_kraft_voters(log_dir):
+        text = text.replace("controller.quorum.bootstrap.servers=",
+                            "controller.quorum.voters=1@")
+    properties.write_text(text)
     log4j = tmp_path / "log4j2.properties"
     log4j.write_text(LOG4J2)
     flags = ["-Xmx768m", f"-Dlog4j2.configurationFile={log4j}", "-Djava.awt.headless=true"]
     cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
     log_path = tmp_path / "kafka.log"
     with open(log_path, "ab") as out:
-        format_command = jvm.java_command(classpath, "kafka.tools.StorageTool", "format", "--standalone",
-                                          "-t", cluster_id, "-c", str(properties), flags=flags)
-        formatted = subprocess.run(format_command, stdin=subprocess.DEVNULL, stdout=out,
-                                   stderr=subprocess.STDOUT, timeout=60)
-        if formatted.returncode != 0:
-            raise RuntimeError(f"kafka-storage format failed:\n{log_path.read_text()[-4000:]}")
+        if log_dir is None:
+            format_command = jvm.java_command(classpath, "kafka.tools.StorageTool", "format",
+                                              "--standalone", "-t", cluster_id, "-c", str(properties),
+                                              flags=flags)
+            formatted = subprocess.run(format_command, stdin=subprocess.DEVNULL, stdout=out,
+                                       stderr=subprocess.STDOUT, timeout=60)
+            if formatted.returncode != 0:
+                raise RuntimeError(f"kafka-storage format failed:\n{log_path.read_text()[-4000:]}")
         out.write(b"\n---- kafka.Kafka ----\n")
         out.flush()
         proc = subprocess.Popen(jvm.java_command(classpath, "kafka.Kafka", str(properties), flags=flags),

@@ -16,8 +16,9 @@ Behavior:
   Otherwise next_cursor is null.  Following the cursors yields every partition once.
 - A cursor whose topic is not in a non-empty topic list answers INVALID_REQUEST for every
   requested topic.
-- Partitions: leader, leader epoch, replicas, ISR, empty eligible-leader and last-known
-  ELR lists, offline replicas (none on a live single node).
+- Partitions: leader, leader epoch, replicas, ISR, the eligible-leader and last-known
+  ELR lists of the metadata image (empty once this node leads), offline replicas (none on
+  a live single node).
 """
 
 from __future__ import annotations
@@ -113,8 +114,9 @@ class DescribeTopicPartitionsHandler(Handler):
         return module.DescribeTopicPartitionsResponsePartition(
             error_code=ErrorCode.none, partition_index=i32(index), leader_id=i32(p.leader),
             leader_epoch=i32(p.leader_epoch), replica_nodes=tuple(i32(r) for r in p.replicas),
-            isr_nodes=tuple(i32(r) for r in p.isr), eligible_leader_replicas=(),
-            last_known_elr=(), offline_replicas=())
+            isr_nodes=tuple(i32(r) for r in p.isr),
+            eligible_leader_replicas=tuple(i32(r) for r in p.eligible_leader_replicas),
+            last_known_elr=tuple(i32(r) for r in p.last_known_elr), offline_replicas=())
 
 
 HANDLERS = (DescribeTopicPartitionsHandler,)

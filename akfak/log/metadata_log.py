@@ -72,10 +72,13 @@ class MetadataLog:
     def end_offset(self) -> int:
         return self.log.log_end_offset
 
-    def append(self, records: Sequence[MetadataRecord], now_ms: int) -> int:
+    def append(self, records: Sequence[MetadataRecord], now_ms: int,
+               metadata_version: int | None = None) -> int:
         if not records:
             return self.log.log_end_offset
-        batch = encode_batch([(None, encode_record(r)) for r in records], timestamp=now_ms,
+        values = [encode_record(r, None if metadata_version is None
+                                else type(r).version_at(metadata_version)) for r in records]
+        batch = encode_batch([(None, v) for v in values], timestamp=now_ms,
                              leader_epoch=self.epoch)
         info = self.log.append(batch, leader_epoch=self.epoch, now_ms=now_ms, origin=ORIGIN_RAFT)
         return info.base_offset

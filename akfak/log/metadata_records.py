@@ -39,6 +39,8 @@ from kio.serial.writers import (
     write_unsigned_varint,
 )
 
+from akfak import features
+
 FRAME_VERSION = 1
 ZERO_UUID = uuid.UUID(int=0)
 #: The topic id Kafka gives `__cluster_metadata` (Uuid.METADATA_TOPIC_ID).
@@ -230,9 +232,14 @@ class MetadataRecord(Struct):
     """A top-level metadata record type."""
 
     API_KEY: ClassVar[int]
-    #: The version akfak writes (what Kafka writes at metadata.version 3.8-IV0).
+    #: The version akfak writes when no metadata.version is given.
     WRITE_VERSION: ClassVar[int] = 0
     MAX_VERSION: ClassVar[int] = 0
+
+    @classmethod
+    def version_at(cls, metadata_version: int) -> int:
+        """The version Kafka writes this record in at `metadata_version`."""
+        return cls.WRITE_VERSION
 
 
 # -- the records ---------------------------------------------------------------------------
@@ -272,6 +279,11 @@ class RegisterBrokerRecord(MetadataRecord):
     API_KEY: ClassVar = 0
     WRITE_VERSION: ClassVar = 3
     MAX_VERSION: ClassVar = 3
+
+    @classmethod
+    def version_at(cls, metadata_version: int) -> int:
+        return features.register_broker_record_version(metadata_version)
+
     FIELDS: ClassVar = (
         Field("broker_id", INT32),
         Field("is_migrating_zk_broker", BOOL, min_version=2),
@@ -320,6 +332,11 @@ class PartitionRecord(MetadataRecord):
     API_KEY: ClassVar = 3
     WRITE_VERSION: ClassVar = 1
     MAX_VERSION: ClassVar = 2
+
+    @classmethod
+    def version_at(cls, metadata_version: int) -> int:
+        return features.partition_record_version(metadata_version)
+
     FIELDS: ClassVar = (
         Field("partition_id", INT32),
         Field("topic_id", UUID),
@@ -371,6 +388,11 @@ class PartitionChangeRecord(MetadataRecord):
     API_KEY: ClassVar = 5
     WRITE_VERSION: ClassVar = 1
     MAX_VERSION: ClassVar = 2
+
+    @classmethod
+    def version_at(cls, metadata_version: int) -> int:
+        return features.partition_record_version(metadata_version)
+
     FIELDS: ClassVar = (
         Field("partition_id", INT32),
         Field("topic_id", UUID),
@@ -449,6 +471,8 @@ RECORD_TYPES: dict[int, type[MetadataRecord]] = {
 def encode_record(record: MetadataRecord, version: int | None = None) -> bytes:
     """The record value for `record` (frame version, type, version, fields)."""
     version = type(record).WRITE_VERSION if version is None else version
+    if version > type(record).MAX_VERSION:
+        raise ValueError(f"{type(record).__name__} has no version {version}")
     out = io.BytesIO()
     write_unsigned_varint(out, FRAME_VERSION)
     write_unsigned_varint(out, type(record).API_KEY)

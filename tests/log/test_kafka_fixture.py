@@ -157,13 +157,17 @@ async def test_akfak_writes_the_same_shape(kafka_fixture: Path, tmp_path: Path,
     theirs = [kafka_decode(r.value) for b in theirs_batches for r in b.records  # type: ignore[arg-type]
               if r.value is not None and r.value[1] in (2, 3, 12)]
     assert all(b.crc_ok for b in theirs_batches)
-    assert [d["type"] for d in ours] == [d["type"] for d in theirs] == [12, 2, 3]
-    assert ours[0] == theirs[0]  # metadata.version 20
-    assert ours[1]["name"] == theirs[1]["name"] == "foo"
-    mine, kafkas = dict(ours[2]), dict(theirs[2])
+    # The fixture is at metadata.version 3.8-IV0; a new akfak directory bootstraps as Kafka
+    # 4.1.1 formats one (features, the cluster's min.insync.replicas), PartitionRecord v2.
+    assert [d["type"] for d in theirs] == [12, 2, 3]
+    assert [d["type"] for d in ours] == [12, 12, 12, 4, 2, 3]
+    assert theirs[0]["level"] == 20 and ours[0]["level"] == 27
+    assert ours[4]["name"] == theirs[1]["name"] == "foo"
+    assert (ours[5]["version"], theirs[2]["version"]) == (2, 1)
+    mine, kafkas = dict(ours[5]), dict(theirs[2])
     for d in (mine, kafkas):
-        d.pop("topic_id")
-        d.pop("directories")
+        for key in ("topic_id", "directories", "version"):
+            d.pop(key)
     assert mine == kafkas
     assert uuid.UUID(int=1) == METADATA_TOPIC_ID
 

@@ -17,6 +17,7 @@ from akfak.errors import (
     InvalidPartitions,
     InvalidReplicationFactor,
     InvalidTopic,
+    InvalidUpdateVersion,
     KafkaError,
     TopicAlreadyExists,
     TopicDeletionDisabled,
@@ -26,11 +27,14 @@ from akfak.log.disk import DiskLogStorage
 from akfak.log.metadata_records import (
     RESOURCE_BROKER,
     RESOURCE_TOPIC,
+    BrokerEndpoint,
+    BrokerRegistrationChangeRecord,
     ConfigRecord,
     FeatureLevelRecord,
     PartitionChangeRecord,
     PartitionRecord,
     ProducerIdsRecord,
+    RegisterBrokerRecord,
     RemoveTopicRecord,
     TopicRecord,
     UnknownRecord,
@@ -164,10 +168,122 @@ def controller_for(open_storage: StorageFactory, clock: Clock | None = None,
 
 
 def test_a_new_metadata_log_starts_with_metadata_version(open_storage: StorageFactory) -> None:
+    """As Kafka 4.1.1's `kafka-storage format` bootstraps it (group.version 1 aside: akfak
+    does not serve the KIP-848 protocol it enables)."""
     controller = controller_for(open_storage)
     assert list(controller.storage.metadata_log.replay()) == [
-        (0, FeatureLevelRecord("metadata.version", 20))]
+        (0, FeatureLevelRecord("metadata.version", 27)),
+        (1, FeatureLevelRecord("transaction.version", 2)),
+        (2, FeatureLevelRecord("eligible.leader.replicas.version", 1)),
+        (3, ConfigRecord(RESOURCE_BROKER, "", "min.insync.replicas", "1"))]
+    assert controller.image.features == {"metadata.version": 27, "transaction.version": 2,
+                                         "eligible.leader.replicas.version": 1}
+
+
+def seeded_controller(open_storage: StorageFactory, *records: Any) -> Controller:
+    """A controller over a metadata log that already holds `records` (an older cluster)."""
+    storage = open_storage()
+    storage.metadata_log.append(list(records), 0)
+    return Controller(storage, storage.config)
+
+
+def test_records_are_written_in_the_versions_of_the_finalized_metadata_version(
+        open_storage: StorageFactory) -> None:
+    controller = seeded_controller(open_storage, FeatureLevelRecord("metadata.version", 20))
+    assert controller.image.features == {"metadata.version": 20}  # an older cluster keeps its level
+    start = controller.storage.metadata_log.end_offset
+    controller.create_topic("old", 1, 1)
+    controller.update_features({"metadata.version": (27, 1)})
+    controller.create_topic("new", 1, 1)
+    batches = parse_batch_list(b"".join(
+        controller.storage.metadata_log.log.read(start, 1 << 20).parts))  # type: ignore[attr-defined]
+    decoded = [kafka_decode(r.value) for b in batches for r in b.records]  # type: ignore[arg-type]
+    assert [(d["type"], d["version"]) for d in decoded] == [(2, 0), (3, 1), (12, 0), (2, 0), (3, 2)]
+
+
+def test_update_features_follows_kafkas_rules(open_storage: StorageFactory) -> None:
+    controller = seeded_controller(open_storage, FeatureLevelRecord("metadata.version", 20))
+    cases = [
+        ({"transaction.version": (3, 1)}, "Invalid update version 3 for feature "
+         "transaction.version. Local controller 1 only supports versions 0-2"),
+        ({"group.version": (1, 1)}, "Invalid update version 1 for feature group.version. "
+         "Local controller 1 does not support this feature."),
+        ({"no.such.feature": (1, 1)}, "Invalid update version 1 for feature no.such.feature. "
+         "Local controller 1 does not support this feature."),
+        ({"eligible.leader.replicas.version": (1, 1)}, "Invalid update version 1 for feature "
+         "eligible.leader.replicas.version. eligible.leader.replicas.version could not be set "
+         "to 1 because it depends on metadata.version level 23"),
+        ({"metadata.version": (16, 2)}, "Invalid metadata.version 16. Refusing to perform the "
+         "requested downgrade because it might delete metadata information."),
+        ({"metadata.version": (19, 1)}, "Invalid update version 19 for feature metadata.version. "
+         "Can't downgrade the version of this feature without setting the upgrade type to "
+         "either safe or unsafe downgrade."),
+        ({"metadata.version": (21, 2)}, "Invalid update version 21 for feature metadata.version. "
+         "Can't downgrade to a newer version."),
+        # all or nothing: the valid update is not made either
+        ({"metadata.version": (6, 1), "transaction.version": (2, 1)}, "Invalid update version 6 "
+         "for feature metadata.version. Local controller 1 only supports versions 7-27"),
+    ]
+    for updates, message in cases:
+        with pytest.raises(InvalidUpdateVersion) as caught:
+            controller.update_features(updates)
+        assert (caught.value.error_code, str(caught.value)) == (95, message)
     assert controller.image.features == {"metadata.version": 20}
+    controller.update_features({"transaction.version": (2, 1)}, validate_only=True)
+    assert controller.image.features == {"metadata.version": 20}
+    # ELR depends on the metadata.version proposed in the same request
+    controller.update_features({"metadata.version": (27, 1),
+                                "eligible.leader.replicas.version": (1, 1),
+                                "transaction.version": (2, 1)})
+    assert controller.image.features == {"metadata.version": 27, "transaction.version": 2,
+                                         "eligible.leader.replicas.version": 1}
+    controller.update_features({"transaction.version": (0, 2)})  # 0 removes it
+    controller.update_features({"metadata.version": (24, 2)})  # no record change from 24 to 27
+    assert controller.image.features == {"metadata.version": 24,
+                                         "eligible.leader.replicas.version": 1}
+    reopened = Controller(controller.storage, controller.storage.config)
+    assert reopened.image.features == controller.image.features
+
+
+def test_a_broker_back_from_controlled_shutdown_leads_again(open_storage: StorageFactory) -> None:
+    """Kafka 4.1's controlled shutdown leaves `leader: -1, isr: [], ELR: [1]` and a fenced
+    registration; coming back, the node registers unfenced and leads again."""
+    storage = open_storage()
+    directory = storage.meta_properties.directory_id
+    topic_id = uuid.uuid4()
+    registration = RegisterBrokerRecord(
+        broker_id=1, incarnation_id=uuid.uuid4(), broker_epoch=5,
+        end_points=[BrokerEndpoint("PLAINTEXT", "127.0.0.1", 9092)], fenced=False,
+        log_dirs=[directory])
+    storage.metadata_log.append([
+        FeatureLevelRecord("metadata.version", 27), registration,
+        TopicRecord("t", topic_id),
+        *[PartitionRecord(partition_id=p, topic_id=topic_id, replicas=[1], isr=[1], leader=1,
+                          leader_epoch=3, partition_epoch=4, directories=[directory])
+          for p in range(2)],
+        BrokerRegistrationChangeRecord(broker_id=1, broker_epoch=5, in_controlled_shutdown=1),
+        *[PartitionChangeRecord(p, topic_id, isr=[], leader=-1, eligible_leader_replicas=[1],
+                                last_known_elr=[1]) for p in range(2)],
+        BrokerRegistrationChangeRecord(broker_id=1, broker_epoch=5, fenced=1),
+    ], 0, 27)
+    before = storage.metadata_log.end_offset
+    controller = Controller(storage, storage.config)
+    for p in range(2):
+        image = controller.image.partition("t", p)
+        assert image is not None
+        assert (image.leader, image.isr, image.eligible_leader_replicas, image.last_known_elr,
+                image.leader_epoch) == (1, (1,), (), (), 5)
+        assert storage.get_log("t", p) is not None
+    broker = controller.image.brokers[1]
+    assert (broker.fenced, broker.in_controlled_shutdown, broker.epoch) == (False, False, before)
+    written = records_after(controller, before)
+    assert [type(r).__name__ for r in written] == [
+        "RegisterBrokerRecord", "PartitionChangeRecord", "PartitionChangeRecord"]
+    assert written[1] == PartitionChangeRecord(0, topic_id, isr=[1], leader=1,
+                                               eligible_leader_replicas=[], last_known_elr=[])
+    # Nothing more to do the next time.
+    again = Controller(storage, storage.config)
+    assert again.storage.metadata_log.end_offset == storage.metadata_log.end_offset
 
 
 def test_create_topic_writes_what_kafka_writes(open_storage: StorageFactory) -> None:
@@ -203,7 +319,7 @@ def test_create_topic_writes_what_kafka_writes(open_storage: StorageFactory) -> 
     decoded = [kafka_decode(r.value) for b in batches for r in b.records]  # type: ignore[arg-type]
     assert [d["type"] for d in decoded] == [4, 4, 2, 3, 3, 3]
     assert decoded[2] == {"type": 2, "version": 0, "name": "orders", "topic_id": topic.topic_id}
-    assert decoded[3]["directories"] == [directory] and decoded[3]["version"] == 1
+    assert decoded[3]["directories"] == [directory] and decoded[3]["version"] == 2
 
 
 @pytest.mark.parametrize("name", ["", ".", "..", "a" * 250, "a b", "ünï", "x/y"])
