@@ -159,3 +159,61 @@ def _list_latest(isolation: int) -> Any:
         replica_id=i32(-1), isolation_level=i8(isolation), topics=(m.ListOffsetsTopic(
             name="t", partitions=(m.ListOffsetsPartition(
                 partition_index=i32(0), current_leader_epoch=i32(-1), timestamp=i64(-1)),)),))
+
+
+def offset_fetch_stable(group: str, topic: str) -> Any:
+    m = _module(9, 9)
+    return build(m.OffsetFetchRequest, require_stable=True, groups=(m.OffsetFetchRequestGroup(
+        group_id=group, member_id=None, member_epoch=i32(-1),
+        topics=(m.OffsetFetchRequestTopics(name=topic, partition_indexes=(i32(0),)),)),))
+
+
+def write_txn_markers(pid: int, epoch: int, commit: bool, parts: dict[str, list[int]]) -> Any:
+    m = _module(27, 1)
+    return build(m.WriteTxnMarkersRequest, markers=(m.WritableTxnMarker(
+        producer_id=ProducerId(pid), producer_epoch=i16(epoch), transaction_result=commit,
+        coordinator_epoch=i32(0), topics=tuple(
+            m.WritableTxnMarkerTopic(name=t, partition_indexes=tuple(i32(p) for p in ps))
+            for t, ps in parts.items())),))
+
+
+@pytest_twisted.inlineCallbacks
+def test_write_txn_markers_over_the_wire_settles_pending_offsets(inproc: Any) -> Any:
+    """WriteTxnMarkers (a broker-to-broker API) writes the markers it names as a partition
+    leader does: a COMMIT in `__consumer_offsets` makes the transaction's offsets stable."""
+    inproc.broker.controller.create_topic("t", 1)
+    offsets_partition = inproc.broker.group_coordinator.partition_for("g")
+
+    def check() -> None:
+        with WireClient(inproc.port) as c:
+            assert find_txn_coordinator(c, "wtm").error_code == ErrorCode.none
+            init = c.request(init_producer_id("wtm"))
+            pid, epoch = int(init.producer_id), int(init.producer_epoch)
+            m = _module(25, 4)
+            added = c.request(build(m.AddOffsetsToTxnRequest, transactional_id="wtm",
+                                    producer_id=ProducerId(pid), producer_epoch=i16(epoch),
+                                    group_id="g"))
+            assert added.error_code == ErrorCode.none
+            m = _module(28, 4)
+            committed = c.request(build(
+                m.TxnOffsetCommitRequest, transactional_id="wtm", group_id="g",
+                producer_id=ProducerId(pid), producer_epoch=i16(epoch), generation_id=i32(-1),
+                member_id="", group_instance_id=None, topics=(m.TxnOffsetCommitRequestTopic(
+                    name="t", partitions=(m.TxnOffsetCommitRequestPartition(
+                        partition_index=i32(0), committed_offset=i64(5),
+                        committed_leader_epoch=i32(-1), committed_metadata=""),)),)))
+            assert committed.topics[0].partitions[0].error_code == ErrorCode.none
+            fetched = c.request(offset_fetch_stable("g", "t")).groups[0]
+            assert fetched.topics[0].partitions[0].error_code == ErrorCode.unstable_offset_commit
+
+            answer = c.request(write_txn_markers(pid, epoch, True, {
+                "__consumer_offsets": [offsets_partition], "t": [0], "missing": [0]}))
+            results = {(t.name, int(p.partition_index)): p.error_code
+                       for t in answer.markers[0].topics for p in t.partitions}
+            assert results == {("__consumer_offsets", offsets_partition): ErrorCode.none,
+                               ("t", 0): ErrorCode.none,
+                               ("missing", 0): ErrorCode.unknown_topic_or_partition}
+            part = c.request(offset_fetch_stable("g", "t")).groups[0].topics[0].partitions[0]
+            assert (part.error_code, int(part.committed_offset)) == (ErrorCode.none, 5)
+
+    yield in_thread(check)

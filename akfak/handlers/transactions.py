@@ -17,8 +17,10 @@ Behavior / Version notes (Kafka's KafkaApis and TransactionCoordinator):
 - PRODUCER_FENCED is INVALID_PRODUCER_EPOCH for AddPartitionsToTxn/AddOffsetsToTxn/
   EndTxn below v2, as Kafka maps it for older clients.
 - WriteTxnMarkers is a broker-to-broker API: on one node the coordinator writes
-  markers itself; a request is still answered, writing the markers it names
-  (CORRUPT_MESSAGE-class errors per partition as the log answers).
+  markers itself; a request is still answered, writing the markers it names as a
+  partition leader does (a marker in `__consumer_offsets` settles the transaction's
+  pending offsets there; UNKNOWN_TOPIC_OR_PARTITION, or the error the log answers, per
+  partition).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from akfak.errors import KafkaError
 from akfak.handlers.base import NO_THROTTLE, Handler, make
 from akfak.handlers.groups import coordinator_of
 from akfak.protocol import RequestContext
+from akfak.transactions.service import write_marker
 
 TopicPartition = tuple[str, int]
 
@@ -165,22 +168,13 @@ class WriteTxnMarkersHandler(Handler):
             for topic in marker.topics:
                 partitions = []
                 for index in topic.partition_indexes:
-                    partition_log = broker.get_log(topic.name, int(index))
                     error = ErrorCode.none
-                    if partition_log is None:
-                        error = ErrorCode.unknown_topic_or_partition
-                    else:
-                        try:
-                            partition_log.append_marker(
-                                producer_id=int(marker.producer_id),
-                                producer_epoch=int(marker.producer_epoch),
-                                commit=bool(marker.transaction_result),
-                                coordinator_epoch=int(marker.coordinator_epoch),
-                                leader_epoch=broker.leader_epoch(topic.name, int(index)),
-                                now_ms=broker.now_ms())
-                            broker.appended(topic.name, int(index))
-                        except KafkaError as e:
-                            error = ErrorCode(e.error_code)
+                    try:
+                        write_marker(broker, int(marker.producer_id), int(marker.producer_epoch),
+                                     bool(marker.transaction_result),
+                                     int(marker.coordinator_epoch), topic.name, int(index))
+                    except KafkaError as e:
+                        error = ErrorCode(e.error_code)
                     partitions.append(module.WritableTxnMarkerPartitionResult(
                         partition_index=i32(index), error_code=error))
                 topics.append(module.WritableTxnMarkerTopicResult(name=topic.name,

@@ -21,7 +21,7 @@ from akfak.coordinator.log_topic import (
     transaction_state_topic_configs,
 )
 from akfak.coordinator.topic import ICoordinatorTopic, MemoryCoordinatorTopic
-from akfak.errors import KafkaError
+from akfak.errors import KafkaError, UnknownTopicOrPartition
 from akfak.groups.txn_offsets import complete_txn
 from akfak.transactions.coordinator import TransactionCoordinator
 from akfak.transactions.metadata import TopicPartition
@@ -40,29 +40,38 @@ def transaction_state_for(broker: Broker) -> ICoordinatorTopic:
     return MemoryCoordinatorTopic(TRANSACTION_STATE_TOPIC)
 
 
+def write_marker(broker: Broker, producer_id: int, epoch: int, commit: bool,
+                 coordinator_epoch: int, topic: str, partition: int) -> None:
+    """Write one COMMIT or ABORT marker into a partition, as the partition leader handles
+    WriteTxnMarkers: in `__consumer_offsets` it also decides the transaction's pending
+    offsets there. Raises UnknownTopicOrPartition, or the KafkaError the log answers."""
+    partition_log = broker.get_log(topic, partition)
+    if partition_log is None:
+        raise UnknownTopicOrPartition()
+    partition_log.append_marker(
+        producer_id=producer_id, producer_epoch=epoch, commit=commit,
+        coordinator_epoch=coordinator_epoch, now_ms=broker.now_ms(),
+        leader_epoch=broker.leader_epoch(topic, partition))
+    if topic == OFFSETS_TOPIC and broker.group_coordinator is not None:
+        complete_txn(broker.group_coordinator, partition, producer_id, commit)
+    broker.appended(topic, partition)
+
+
 def marker_writer(broker: Broker):  # type: ignore[no-untyped-def]
     def write_markers(producer_id: int, epoch: int, commit: bool, coordinator_epoch: int,
                       partitions: Iterable[TopicPartition]) -> None:
-        now = broker.now_ms()
         for topic, partition in partitions:
-            partition_log = broker.get_log(topic, partition)
-            if partition_log is None:
-                continue  # deleted meanwhile: nothing to decide there
             try:
-                partition_log.append_marker(
-                    producer_id=producer_id, producer_epoch=epoch, commit=commit,
-                    coordinator_epoch=coordinator_epoch, now_ms=now,
-                    leader_epoch=broker.leader_epoch(topic, partition))
+                write_marker(broker, producer_id, epoch, commit, coordinator_epoch, topic,
+                             partition)
+            except UnknownTopicOrPartition:
+                continue  # deleted meanwhile: nothing to decide there
             except KafkaError as e:
                 # Kafka's marker handler gives up on a partition that refuses the marker
                 # (a newer epoch already wrote there).
                 log.warn("{kind} marker of producer {pid} refused by {topic}-{p}: {e}",
                          kind="COMMIT" if commit else "ABORT", pid=producer_id, topic=topic,
                          p=partition, e=e)
-                continue
-            if topic == OFFSETS_TOPIC and broker.group_coordinator is not None:
-                complete_txn(broker.group_coordinator, partition, producer_id, commit)
-            broker.appended(topic, partition)
 
     return write_markers
 
