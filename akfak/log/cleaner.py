@@ -42,14 +42,14 @@ This follows Apache Kafka's LogCleaner, Cleaner and LogCleanerManager:
   transaction is never cleaned).  The records of aborted transactions (known from
   the segments' `.txnindex`) never enter the offset map and are dropped, as Kafka's
   cleaner discards them; the cleaned segment keeps the aborts of the segments it
-  replaces.  Transaction markers are kept (Kafka drops a marker once its
-  transaction holds no data and delete.retention.ms has passed: keeping it is
-  only bytes, never a change in what consumers see).
+  replaces while they still have data there.  A marker whose transaction has no
+  batch left gets a delete horizon and goes after `delete.retention.ms`
+  (`cleaner_txns.py`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -59,12 +59,14 @@ from twisted.python.failure import Failure
 
 from akfak.errors import CorruptMessage, InvalidRecord
 from akfak.log.batch import HEADER_SIZE, BatchHeader, parse_header
+from akfak.log.cleaner_txns import AbortedTransactions, CleanedTransactions
 from akfak.log.records import (
     RawRecord,
     delete_horizon,
     empty_batch,
     has_keyless_record,
     iter_raw_records,
+    read_marker,
     rebuild_batch,
 )
 from akfak.log.segment import INT32_MAX, LogSegment, SegmentReader
@@ -189,28 +191,6 @@ class SegmentSource:
     start_position: int = 0
 
 
-class AbortedTransactions:
-    """The aborted transactions of a log, to tell the batches whose records go."""
-
-    def __init__(self, entries: Iterable[AbortedTxn] = ()) -> None:
-        self.entries = list(entries)
-        self._by_producer: dict[int, list[tuple[int, int]]] = {}
-        for e in self.entries:
-            self._by_producer.setdefault(e.producer_id, []).append((e.first_offset, e.last_offset))
-
-    @classmethod
-    def of(cls, segments: Iterable[LogSegment]) -> AbortedTransactions:
-        return cls(e for segment in segments for e in segment.txn_index.entries)
-
-    def holds(self, header: BatchHeader) -> bool:
-        """Whether `header` is a data batch of an aborted transaction."""
-        if not header.is_transactional or header.is_control:
-            return False
-        spans = self._by_producer.get(header.producer_id)
-        return spans is not None and any(first <= header.base_offset <= last
-                                         for first, last in spans)
-
-
 def build_offset_map(source: SegmentSource, start: int, offset_map: OffsetMap,
                      stats: CleanerStats, check_done: Callable[[], None],
                      aborted: AbortedTransactions | None = None) -> bool:
@@ -250,7 +230,10 @@ class CleanParams:
     upper_bound_offset: int
     #: When the last segment of the group was last modified, for the new segment.
     last_modified_ms: int
-    aborted: AbortedTransactions = field(default_factory=AbortedTransactions)
+    #: The transactions of the cleaning pass, followed batch by batch (mutable, shared by
+    #: the pass's groups, which are cleaned one after the other).
+    txns: CleanedTransactions = field(
+        default_factory=lambda: CleanedTransactions(AbortedTransactions()))
     #: The aborts listed by the group's segments, for the cleaned segment's `.txnindex`.
     group_aborts: tuple[AbortedTxn, ...] = ()
 
@@ -272,14 +255,12 @@ def clean_batch(batch: memoryview, header: BatchHeader, offset_map: OffsetMap,
     """The batch as it stays in the cleaned log, or None when it goes (Kafka's filterTo
     with the cleaner's RecordFilter)."""
     if header.is_control:
-        stats.records_read += header.record_count
-        stats.records_retained += header.record_count
-        return bytes(batch)
+        return _clean_marker(batch, header, params, stats)
     horizon = delete_horizon(header)
     retained: list[RawRecord] = []
     count = 0
     has_tombstones = False
-    aborted = params.aborted.holds(header)
+    aborted = params.txns.on_data_batch(header)
     for record in iter_raw_records(batch, header):
         count += 1
         if aborted:
@@ -306,6 +287,23 @@ def clean_batch(batch: memoryview, header: BatchHeader, offset_map: OffsetMap,
     if _keep_batch_even_if_empty(header, params):
         return empty_batch(header)
     return None
+
+
+def _clean_marker(batch: memoryview, header: BatchHeader, params: CleanParams,
+                  stats: CleanerStats) -> bytes | None:
+    """A control batch: kept while its transaction has batches in the log; once empty,
+    stamped with a delete horizon, and gone after it (see cleaner_txns.py)."""
+    stats.records_read += header.record_count
+    marker = read_marker(batch) if header.record_count else None
+    empty = params.txns.on_marker(header, None if marker is None else marker[0])
+    horizon = delete_horizon(header)
+    if empty and (header.record_count == 0 or (horizon is not None and params.now_ms >= horizon)):
+        return empty_batch(header) if _keep_batch_even_if_empty(header, params) else None
+    stats.records_retained += header.record_count
+    if empty and horizon is None:
+        return rebuild_batch(batch, header, list(iter_raw_records(batch, header)),
+                             params.now_ms + params.delete_retention_ms)
+    return bytes(batch)
 
 
 def clean_group(sources: Sequence[SegmentSource], cleaned: LogSegment, offset_map: OffsetMap,
@@ -654,6 +652,7 @@ class LogCleaner:
             [s for s in partition_log.segments
              if s.base_offset < end_offset and s is not partition_log.active],
             config.segment_bytes, config.segment_index_bytes, target.first_uncleanable_offset)
+        txns = CleanedTransactions(aborted)
         producers = {}
         state = partition_log.producer_state
         for entry in (state.active_producers() if state is not None else []):
@@ -665,7 +664,7 @@ class LogCleaner:
             params = CleanParams(now_ms=now_ms, delete_retention_ms=config.delete_retention_ms,
                                  active_producers=producers,
                                  upper_bound_offset=target.first_uncleanable_offset,
-                                 last_modified_ms=group[-1].last_modified_ms, aborted=aborted,
+                                 last_modified_ms=group[-1].last_modified_ms, txns=txns,
                                  group_aborts=tuple(e for segment in group
                                                     for e in segment.txn_index.entries))
             sources = _open_sources(group)
@@ -708,8 +707,8 @@ class LogCleaner:
             raise
         try:
             clean_group(sources, cleaned, offset_map, params, stats, check_done)
-            # The aborts stay listed: their markers are kept, and fetches still need them.
-            cleaned.txn_index.rebuild(params.group_aborts)
+            # Aborts with data left stay listed: fetches still skip their records.
+            cleaned.txn_index.rebuild(params.txns.kept_aborts(params.group_aborts))
             partition_log.finish_cleaned_segment(cleaned)
         except BaseException:
             partition_log.discard_cleaned_segment(cleaned)

@@ -257,6 +257,67 @@ async def test_control_batches_are_kept(open_storage: StorageFactory) -> None:
         (marker.start, True), (2, False)]
 
 
+def end_txn(log: PartitionLog, pid: int, *, commit: bool) -> int:
+    info = log.append_marker(producer_id=pid, producer_epoch=0, commit=commit,
+                             coordinator_epoch=0, leader_epoch=3, now_ms=T0)
+    return int(info.base_offset)
+
+
+@pytest_twisted.ensureDeferred
+async def test_markers_of_emptied_transactions_go_after_delete_retention(
+        open_storage: StorageFactory) -> None:
+    """As Kafka's cleaner: a marker stays while a batch of its transaction is in the log;
+    the cleaning that finds the transaction empty stamps the marker with a delete horizon,
+    and the first cleaning past it removes the marker (and the abort from `.txnindex`)."""
+    storage = open_storage()
+    log = compacted_log(storage, delete_retention_ms=5000, segment_bytes=1 << 20)
+    txn = {"producer_epoch": 0, "transactional": True}
+    append(log, [(b"a", b"1")], producer_id=7, base_sequence=0, **txn)
+    commit = end_txn(log, 7, commit=True)
+    append(log, [(b"b", b"1")], producer_id=8, base_sequence=0, **txn)
+    abort = end_txn(log, 8, commit=False)
+    append(log, [(b"a", b"2")])  # a=1 of the committed transaction is superseded
+    # later transactions of both producers: the markers above are not their last batches
+    append(log, [(b"c", b"1")], producer_id=7, base_sequence=1, **txn)
+    later = end_txn(log, 7, commit=True)
+    append(log, [(b"d", b"1")], producer_id=8, base_sequence=1, **txn)
+    end_txn(log, 8, commit=True)
+    log.roll(T0)
+
+    def markers() -> dict[int, bool]:
+        """Base offset -> whether it carries a delete horizon, of every control batch."""
+        return {b.base_offset: bool(b.attributes & DELETE_HORIZON_BIT)
+                for b in stored_batches(log) if b.attributes & 0x20}
+
+    def data() -> list[tuple[bytes | None, bytes | None]]:
+        return [(r.key, r.value) for b in stored_batches(log) if not b.attributes & 0x20
+                for r in b.records]
+
+    async def clean(now: int, key: bytes) -> None:
+        append(log, [(key, b"x")], ts=T0)  # something dirty, else the log is not cleaned
+        log.roll(T0)
+        assert await storage.run_cleaner(now) == 1
+
+    assert await storage.run_cleaner(NOW) == 1
+    # The batches of both transactions were still there in this pass: markers unchanged.
+    assert markers() == {commit: False, abort: False, later: False, later + 2: False}
+    assert data() == [(b"a", b"2"), (b"c", b"1"), (b"d", b"1")]
+    assert [e.producer_id for e in log.collect_aborted(0, log.log_end_offset)] == [8]
+    second = NOW + 1000
+    await clean(second, b"e")
+    assert markers() == {commit: True, abort: True, later: False, later + 2: False}
+    assert log.collect_aborted(0, log.log_end_offset) == []
+    horizons = {b.base_offset: b.base_timestamp for b in stored_batches(log)
+                if b.attributes & DELETE_HORIZON_BIT}
+    assert horizons == {commit: second + 5000, abort: second + 5000}
+    await clean(second + 4999, b"f")
+    assert set(markers()) == {commit, abort, later, later + 2}
+    await clean(second + 5000, b"g")
+    assert markers() == {later: False, later + 2: False}
+    assert data() == [
+        (b"a", b"2"), (b"c", b"1"), (b"d", b"1"), (b"e", b"x"), (b"f", b"x"), (b"g", b"x")]
+
+
 # -- when a log is cleaned -----------------------------------------------------------------
 
 
