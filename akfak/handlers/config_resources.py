@@ -20,9 +20,9 @@ from kio.schema.errors import ErrorCode
 from kio.static.primitive import i8
 
 from akfak.handlers.base import NO_THROTTLE, Handler, make
+from akfak.handlers.configs import BROKER, BROKER_LOGGER, CLIENT_METRICS, GROUP, TOPIC
 from akfak.protocol import RequestContext
 
-TOPIC, BROKER, BROKER_LOGGER, CLIENT_METRICS, GROUP = 2, 4, 8, 16, 32
 #: The order Kafka lists the resource types in when asked for all of them.
 ALL_TYPES = (BROKER_LOGGER, BROKER, TOPIC, GROUP, CLIENT_METRICS)
 
