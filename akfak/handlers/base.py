@@ -74,6 +74,8 @@ class Handler:
     api_key: ClassVar[int]
     min_version: ClassVar[int]
     max_version: ClassVar[int]
+    #: Whether ApiVersions lists it (Kafka answers some APIs it does not list).
+    advertised: ClassVar[bool] = True
 
     def __init__(self, broker: Broker):
         self.broker = broker

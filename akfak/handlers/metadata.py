@@ -4,7 +4,8 @@ Behavior:
 - Brokers: this node, at the address advertised for the listener the request
   came through.  cluster_id from meta.properties; controller_id is this node.
 - Topics: all of them for a null list (v1+) or an empty one (v0); else those
-  named (or, v10+, by topic id: UNKNOWN_TOPIC_ID when unknown).  Partitions
+  named (or, v10+, by a non-zero topic id, whatever the name says (null, or "" from the
+  Java client): UNKNOWN_TOPIC_ID when unknown).  Partitions
   carry leader, leader epoch, replicas and ISR from the KRaft metadata image.
 - Unknown topics are created when auto.create.topics.enable and the request
   allows it (v4+; always before): num.partitions partitions, at once, so the
@@ -49,7 +50,10 @@ class MetadataHandler(Handler):
         if request.topics is None or (version == 0 and not request.topics):
             wanted = [(t.name, None) for t in sorted(image.topics_by_name.values(), key=lambda t: t.name)]
         else:
-            wanted = [(t.name, t.topic_id if version >= 10 else None) for t in request.topics]
+            # By id (v10+) when a non-zero id is given; the Java client then sends the name as
+            # "" (Admin describeTopics by ids), others as null.  An unknown id answers a null name.
+            wanted = [(None, t.topic_id) if version >= 10 and t.topic_id not in (None, NO_TOPIC_ID)
+                      else (t.name, None) for t in request.topics]
         auto_create = broker.config.auto_create_topics and (
             version < 4 or bool(request.allow_auto_topic_creation))
         with_operations = version >= 8 and bool(request.include_topic_authorized_operations)
@@ -57,7 +61,7 @@ class MetadataHandler(Handler):
         for name, topic_id in wanted:
             topic: TopicImage | None = None
             error = ErrorCode.none
-            if name is None and topic_id is not None:
+            if topic_id is not None:
                 topic = image.topic_by_id(topic_id)
                 if topic is None:
                     error = ErrorCode.unknown_topic_id

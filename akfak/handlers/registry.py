@@ -1,6 +1,7 @@
 """The handler registry: which APIs and versions this broker answers.
 
-It is the single source of truth for ApiVersions.  Handlers are found by
+It is the single source of truth for ApiVersions (which lists every handler but those
+marked `advertised = False`, APIs Kafka answers without listing them).  Handlers are found by
 importing every module of the `akfak.handlers` package and instantiating the
 classes each lists in its `HANDLERS` tuple, so adding an API is adding a module.
 """
@@ -49,5 +50,6 @@ class HandlerRegistry:
         return handler is not None and handler.is_flexible(version)
 
     def api_versions(self) -> list[tuple[int, int, int]]:
-        """(api key, min version, max version) for every API, by key."""
-        return sorted((h.api_key, h.min_version, h.max_version) for h in self._by_key.values())
+        """(api key, min version, max version) for every advertised API, by key."""
+        return sorted((h.api_key, h.min_version, h.max_version) for h in self._by_key.values()
+                      if getattr(h, "advertised", True))
