@@ -4,6 +4,7 @@ downgrade), each Java case run against akfak and a real Kafka 4.1.1 broker."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from kio.static.primitive import i8, i16
 from akfak import features
 from tests.jvm import build, run_java
 from tests.kafka_peer import KafkaPeer, start_kafka
+from tests.kafka_tools import run_tool
 from tests.requests import _module
 from tests.requests import build as make
 from tests.test_idempotence import in_thread
@@ -79,7 +81,8 @@ def test_update_features_over_the_wire(inproc: Any) -> Any:
             # v2: only a top-level error; nothing changes on an error or with validate_only
             refused = update_features(c, ("transaction.version", 1, features.UPGRADE))
             assert (refused.error_code, refused.error_message) == (
-                ErrorCode(95), "Invalid update version 1 for feature transaction.version. Can't "
+                ErrorCode(95), "The update failed for all features since the following feature "
+                "had an error: Invalid update version 1 for feature transaction.version. Can't "
                 "downgrade the version of this feature without setting the upgrade type to "
                 "either safe or unsafe downgrade.")
             checked = update_features(c, ("transaction.version", 1, features.SAFE_DOWNGRADE),
@@ -181,3 +184,51 @@ def test_java_client_features_and_transaction_versions(bootstrap: str) -> None:
     finally:  # the Kafka peer is shared by the module
         run_java("Features", bootstrap, "update=transaction.version:2").check()
     assert describe(bootstrap)["finalized"]["transaction.version"] == 2
+
+
+@pytest.mark.jvm
+@pytest.mark.timeout(600)
+def test_kafka_features_tool_prints_what_it_prints_for_kafka(kafka_peer: KafkaPeer,
+                                                            broker_process: Any) -> None:
+    """`kafka-features` (FeatureCommand of kafka-tools 4.1.1): describe, a refused upgrade, a
+    downgrade and an upgrade back print the same on akfak as on Kafka, up to the epochs and
+    the features akfak does not serve (group.version, kraft.version, share.version)."""
+    brokers = {"akfak": broker_process().bootstrap, "kafka": kafka_peer.bootstrap}
+    served = ("metadata.version", "transaction.version", "eligible.leader.replicas.version")
+
+    def on_both(*args: str) -> dict[str, tuple[int, list[str]]]:
+        runs = {name: run_tool("FeatureCommand", "--bootstrap-server", bootstrap, *args)
+                for name, bootstrap in brokers.items()}
+        return {name: (run.returncode, [re.sub(r"\tEpoch: \d+", "", line)
+                                        for line in run.stdout.splitlines()
+                                        if not line.startswith("Feature: ")
+                                        or line.split("\t")[0][9:] in served])
+                for name, run in runs.items()}
+
+    def same(*args: str) -> list[str]:
+        runs = on_both(*args)
+        assert runs["akfak"] == runs["kafka"], runs
+        return runs["akfak"][1]
+
+    assert same("describe") == [
+        "Feature: eligible.leader.replicas.version\tSupportedMinVersion: 0\tSupportedMaxVersion: 1"
+        "\tFinalizedVersionLevel: 1",
+        "Feature: metadata.version\tSupportedMinVersion: 3.3-IV3\tSupportedMaxVersion: 4.1-IV1"
+        "\tFinalizedVersionLevel: 4.1-IV1",
+        "Feature: transaction.version\tSupportedMinVersion: 0\tSupportedMaxVersion: 2"
+        "\tFinalizedVersionLevel: 2"]
+    assert same("upgrade", "--feature", "transaction.version=3") == [
+        "Could not upgrade transaction.version to 3. The update failed for all features since the "
+        "following feature had an error: Invalid update version 3 for feature transaction.version."
+        " Local controller 1 only supports versions 0-2"]
+    assert same("upgrade", "--feature", "transaction.version=1") != []  # a downgrade: refused
+    assert same("downgrade", "--feature", "transaction.version=1", "--dry-run") == [
+        "transaction.version can be downgraded to 1."]
+    assert same("downgrade", "--feature", "transaction.version=1") == [
+        "transaction.version was downgraded to 1."]
+    assert same("upgrade", "--feature", "transaction.version=2") == [
+        "transaction.version was upgraded to 2."]
+    assert same("downgrade", "--feature", "metadata.version=17") == [
+        "Could not downgrade metadata.version to 17. The update failed for all features since the "
+        "following feature had an error: Invalid metadata.version 17. Refusing to perform the "
+        "requested downgrade because it might delete metadata information."]

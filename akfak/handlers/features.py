@@ -2,7 +2,8 @@
 
 Behaviour (Kafka 4.1's ControllerApis.handleUpdateFeatures and FeatureControlManager):
 - All updates or none: the first update that cannot be made answers INVALID_UPDATE_VERSION
-  with Kafka's message and nothing is written; otherwise one FeatureLevelRecord per
+  with Kafka's message ("The update failed for all features since the following feature
+  had an error: ...") and nothing is written; otherwise one FeatureLevelRecord per
   changed feature goes to `__cluster_metadata` as one batch.
 - A level must lie in this broker's supported range (akfak.features.SUPPORTED); 0 removes
   a feature (not metadata.version). v0's `allow_downgrade` is upgrade type 2 (safe
@@ -44,7 +45,10 @@ class UpdateFeaturesHandler(Handler):
                      for u in request.feature_updates},
                     validate_only=version >= 1 and request.validate_only)
             except KafkaError as e:
-                error = e
+                return self._response(
+                    version, ErrorCode(e.error_code),
+                    f"The update failed for all features since the following feature had an "
+                    f"error: {e}", ())
         if error is not None:
             return self._response(version, ErrorCode(error.error_code), str(error), ())
         done = self.broker.controller.wait_durable()
