@@ -122,6 +122,11 @@ def send(producer: Producer, topic: str, value: bytes, i: int) -> None:
             producer.poll(0.01)
 
 
+def flush(producer: Producer) -> None:
+    if producer.flush(300) != 0:
+        raise RuntimeError("not every record was delivered")
+
+
 class Failures:
     """Delivery callback that remembers the first delivery error."""
 
@@ -146,8 +151,7 @@ def produce_idempotent(bootstrap: str, topic: str, records: int, value: bytes) -
     start = time.perf_counter()
     for i in range(records):
         send(producer, topic, value, i)
-    if producer.flush(300) != 0:
-        raise RuntimeError("not every record was delivered")
+    flush(producer)
     elapsed = time.perf_counter() - start
     failures.check()
     return elapsed
@@ -170,8 +174,7 @@ def produce_transactional(bootstrap: str, topic: str, records: int, value: bytes
         if abort_every and n % abort_every == 0:
             # deliver first: abort_transaction purges what is still queued, and the point is to
             # have aborted records in the log for read_committed to skip
-            if producer.flush(300) != 0:
-                raise RuntimeError("not every record was delivered")
+            flush(producer)
             producer.abort_transaction(60)
         else:
             producer.commit_transaction(60)
@@ -216,21 +219,6 @@ def consume(bootstrap: str, topic: str, expected: int, isolation: str, passes: i
         consumer.close()
 
 
-def small_transactions(bootstrap: str, topic: str, transactions: int, value: bytes) -> float:
-    failures = Failures()
-    producer = Producer({**PRODUCER, "bootstrap.servers": bootstrap, "on_delivery": failures,
-                         "transactional.id": f"bench-small-{time.monotonic_ns()}"})
-    producer.init_transactions(60)
-    start = time.perf_counter()
-    for i in range(transactions):
-        producer.begin_transaction()
-        send(producer, topic, value, i)
-        producer.commit_transaction(60)
-    elapsed = time.perf_counter() - start
-    failures.check()
-    return elapsed
-
-
 def run(bootstrap: str, records: int, small: int, fetch_passes: int,
         log: Callable[[str], None]) -> list[Figure]:
     topics = [f"{kind}-{size}" for size in SIZES for kind in ("idem", "txn100", "txn1000", "aborted")]
@@ -264,7 +252,7 @@ def run(bootstrap: str, records: int, small: int, fetch_passes: int,
                 expected = committed if isolation == "read_committed" else records
                 add(Figure(f"fetch {size} B {label}, {isolation}", expected, expected * size,
                            consume(bootstrap, topic, expected, isolation, fetch_passes)))
-    elapsed = small_transactions(bootstrap, "small", small, b"x" * 100)
+    elapsed, _ = produce_transactional(bootstrap, "small", small, b"x" * 100, 1)
     add(Figure("commits/s, 1 x 100 B record/txn", small, small * 100, elapsed,
                f"({1000 * elapsed / small:.2f} ms per txn)"))
     return figures
