@@ -18,6 +18,7 @@ from kio.schema.errors import ErrorCode
 from twisted.internet.threads import deferToThread
 from twisted.logger import formatEvent
 
+from akfak.service import ListenerService
 from tests.wire import WireClient, decode_response, encode_body, encode_request
 
 V3_BODY = encode_body(
@@ -242,3 +243,16 @@ def test_invalid_client_software_name_is_invalid_request(inproc: Any) -> Any:
             assert response.error_code == ErrorCode.invalid_request
 
     yield deferToThread(check)
+
+
+@pytest_twisted.inlineCallbacks
+def test_connections_disable_nagle(inproc: Any) -> Any:
+    """As Kafka's SocketServer (TCP_NODELAY): a small reply pipelined behind another must not wait
+    for the client's delayed ACK (40 ms per transactional Produce reply in benchmarks/txn_bench.py)."""
+    with WireClient(inproc.port) as client:
+        yield deferToThread(client.send, api_versions_frame(1))
+        yield deferToThread(read_api_versions, client)  # accepted and answered
+        listener = next(s for s in inproc.service if isinstance(s, ListenerService))
+        connections = list(listener.factory.connections)
+        assert len(connections) == 1
+        assert connections[0].transport.getTcpNoDelay()
