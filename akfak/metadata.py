@@ -422,13 +422,17 @@ class Controller:
             self.storage.create_log(topic, partition, topic_id, config).assign_epoch_start_offset(
                 leader_epoch)
             return
+        image = self.image
 
         def lead() -> None:
+            nonlocal image, config
             current = self.image.topic_by_id(topic_id)
             if self.storage.closed or current is None or partition not in current.partitions:
                 return
+            if self.image is not image:  # configs may have changed meanwhile
+                image, config = self.image, self._safe_log_config(topic)
             try:
-                self._lead(topic, partition, topic_id, self._safe_log_config(topic), leader_epoch)
+                self._lead(topic, partition, topic_id, config, leader_epoch)
             except Exception as e:
                 self.storage.set_offline(topic, partition, f"cannot create its log: {e}")
 
@@ -475,9 +479,10 @@ class Controller:
         LogConfig.from_broker(self.config, overrides,
                               self.image.dynamic_broker_configs(self.node_id))
         topic_id = uuid.UUID(int=0) if validate_only else random_kafka_uuid()
+        directory_id = self.directory_id
         partitions = [PartitionRecord(
             partition_id=i, topic_id=topic_id, replicas=list(r), isr=list(r), leader=r[0],
-            leader_epoch=0, partition_epoch=0, directories=[self.directory_id] * len(r))
+            leader_epoch=0, partition_epoch=0, directories=[directory_id] * len(r))
             for i, r in enumerate(replicas)]
         if validate_only:
             builder = _Builder(MetadataImage())
