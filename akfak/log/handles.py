@@ -24,15 +24,16 @@ import os
 import resource
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from twisted.logger import Logger
 
 from akfak.errors import KafkaStorageError
 
 log = Logger()
+T = TypeVar("T")
 
 _IOV_MAX = 1024
 #: The pool's size when nothing sets it: half the soft limit, leaving the other half to
@@ -75,10 +76,8 @@ class HandlePool:
     def __init__(self, capacity: int | None = None) -> None:
         self.capacity = capacity if capacity is not None else default_capacity()
         self._lock = threading.Lock()
+        #: Open files, least recently used first.
         self._open: OrderedDict[PooledFile, int] = OrderedDict()
-        #: How many times a file was opened, and how many descriptors were evicted.
-        self.opens = 0
-        self.evictions = 0
 
     @property
     def open_count(self) -> int:
@@ -129,19 +128,20 @@ class HandlePool:
             file._flags &= ~os.O_CREAT
         file._fd = fd
         self._open[file] = fd
-        self.opens += 1
         return fd
 
     def _evict_locked(self, target: int | None = None) -> None:
-        limit = self.capacity if target is None else target
-        if len(self._open) <= limit:
+        excess = len(self._open) - (self.capacity if target is None else target)
+        if excess <= 0:
             return
-        for victim in list(self._open):
-            if len(self._open) <= limit:
-                break
-            if victim._pins == 0:
-                self._close_locked(victim)
-                self.evictions += 1
+        victims = []
+        for candidate in self._open:  # oldest first; only pinned ones are skipped
+            if candidate._pins == 0:
+                victims.append(candidate)
+                if len(victims) == excess:
+                    break
+        for victim in victims:
+            self._close_locked(victim)
 
     def _close_locked(self, file: PooledFile) -> None:
         fd = file._fd
@@ -201,87 +201,45 @@ class PooledFile:
     def closed(self) -> bool:
         return self._closed
 
-    @property
-    def is_open(self) -> bool:
-        """Whether a descriptor is open now (for tests and stats)."""
-        return self._fd is not None
-
     def touch(self) -> None:
         """Open it now (creating it if `create`)."""
         self._pool._acquire(self)
         self._pool._release(self)
 
-    def pread(self, position: int, length: int) -> bytes:
-        """`length` bytes at `position` (fewer only at the end of the file)."""
+    def _run(self, op: Callable[..., T], *args: Any) -> T:
+        """`op(fd, *args)` with a descriptor held for the call."""
         pool = self._pool
         fd = pool._acquire(self)
         try:
-            data = os.pread(fd, length, position)
-            while len(data) < length:  # only at EOF races; pread on a file is otherwise whole
-                more = os.pread(fd, length - len(data), position + len(data))
-                if not more:
-                    break
-                data += more
-            return data
+            return op(fd, *args)
         finally:
             pool._release(self)
 
+    def pread(self, position: int, length: int) -> bytes:
+        """`length` bytes at `position` (fewer only at the end of the file)."""
+        return self._run(pread_all, position, length)
+
     def write(self, data: bytes) -> None:
-        pool = self._pool
-        fd = pool._acquire(self)
-        try:
-            os.write(fd, data)
-        finally:
-            pool._release(self)
+        self._run(os.write, data)
 
     def writev(self, parts: Sequence[bytes | bytearray | memoryview]) -> None:
         """Write every part, continuing after short writes."""
-        pool = self._pool
-        fd = pool._acquire(self)
-        try:
-            pending = [memoryview(p) for p in parts]
-            while pending:
-                chunk = pending[:_IOV_MAX]
-                written = os.writev(fd, chunk)
-                while chunk and written >= len(chunk[0]):
-                    written -= len(chunk[0])
-                    chunk.pop(0)
-                    pending.pop(0)
-                if chunk and written:
-                    pending[0] = pending[0][written:]
-        finally:
-            pool._release(self)
+        self._run(_writev_all, parts)
 
     def ftruncate(self, size: int) -> None:
-        pool = self._pool
-        fd = pool._acquire(self)
-        try:
-            os.ftruncate(fd, size)
-        finally:
-            pool._release(self)
-
-    def fsync(self) -> None:
-        """fsync (on any thread); nothing once the owner closed it."""
-        pool = self._pool
-        try:
-            fd = pool._acquire(self)
-        except KafkaStorageError:
-            if self._closed:
-                return
-            raise
-        try:
-            os.fsync(fd)
-        finally:
-            pool._release(self)
+        self._run(os.ftruncate, size)
 
     def dup(self) -> int:
         """A descriptor of its own (the caller closes it), valid after this file closes."""
-        pool = self._pool
-        fd = pool._acquire(self)
+        return self._run(os.dup)
+
+    def fsync(self) -> None:
+        """fsync (on any thread); nothing once the owner closed it."""
         try:
-            return os.dup(fd)
-        finally:
-            pool._release(self)
+            self._run(os.fsync)
+        except KafkaStorageError:
+            if not self._closed:
+                raise
 
     def rename(self, path: Path) -> None:
         """Move the file; an open descriptor stays valid."""
@@ -301,6 +259,30 @@ class PooledFile:
             self._closed = True
             if self._pins == 0:
                 pool._close_locked(self)
+
+
+def pread_all(fd: int, position: int, length: int) -> bytes:
+    """`length` bytes at `position` (fewer only at the end of the file)."""
+    data = os.pread(fd, length, position)
+    while len(data) < length:  # only at EOF races; pread on a file is otherwise whole
+        more = os.pread(fd, length - len(data), position + len(data))
+        if not more:
+            break
+        data += more
+    return data
+
+
+def _writev_all(fd: int, parts: Sequence[bytes | bytearray | memoryview]) -> None:
+    pending = [memoryview(p) for p in parts]
+    while pending:
+        chunk = pending[:_IOV_MAX]
+        written = os.writev(fd, chunk)
+        while chunk and written >= len(chunk[0]):  # a short write continues where it stopped
+            written -= len(chunk[0])
+            chunk.pop(0)
+            pending.pop(0)
+        if chunk and written:
+            pending[0] = pending[0][written:]
 
 
 class PathSync:

@@ -21,7 +21,7 @@ from twisted.logger import Logger
 
 from akfak.errors import KafkaStorageError
 from akfak.log.batch import HEADER_SIZE, MIN_BATCH_LENGTH, BatchHeader, crc_of, parse_header
-from akfak.log.handles import PooledFile, Syncable
+from akfak.log.handles import PooledFile, Syncable, pread_all
 from akfak.log.index import NO_TIMESTAMP, IndexFile, OffsetIndex, TimeIndex
 from akfak.log.txn_index import TransactionIndex
 
@@ -85,14 +85,7 @@ class _FdReader:
     def read(self, position: int, length: int) -> bytes:
         if self._fd is None:
             raise KafkaStorageError("segment reader is closed")
-        length = max(0, min(length, self.size - position))
-        data = os.pread(self._fd, length, position)
-        while len(data) < length:
-            more = os.pread(self._fd, length - len(data), position + len(data))
-            if not more:
-                break
-            data += more
-        return data
+        return pread_all(self._fd, position, max(0, min(length, self.size - position)))
 
     def close(self) -> None:
         if self._fd is not None:
