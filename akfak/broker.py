@@ -6,6 +6,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+from kio.schema.errors import ErrorCode
 from twisted.internet.defer import maybeDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -15,7 +16,7 @@ from akfak.fetch_sessions import FetchSessionCache
 from akfak.groups.coordinator import GroupCoordinator
 from akfak.groups.service import close_group_coordinator, open_group_coordinator
 from akfak.handlers.registry import HandlerRegistry
-from akfak.log import BaseLogStorage, PartitionLog, storage_for
+from akfak.log import BaseLogStorage, PartitionLog, handles, storage_for
 from akfak.metadata import Controller, MetadataImage
 from akfak.transactions.coordinator import TransactionCoordinator
 from akfak.transactions.producer_ids import ProducerIdManager
@@ -61,6 +62,7 @@ class Broker:
 
     def open(self) -> None:
         """Load storage (recovering it if needed), then start the periodic tasks."""
+        handles.prepare(self.config.get_int("akfak.log.max.open.files"))
         self.storage = storage_for(self.config, clock=self.clock)
         # The controller opens storage itself, so recovery uses each topic's own config.
         self.controller = Controller(self.storage, self.config, clock=self.clock)
@@ -118,6 +120,14 @@ class Broker:
 
     def get_log(self, topic: str, partition: int) -> PartitionLog | None:
         return self.storage.get_log(topic, partition)
+
+    def missing_log_error(self, topic: str, partition: int) -> ErrorCode:
+        """The answer for a partition `get_log` has no log for: KAFKA_STORAGE_ERROR if its
+        log could not be opened (Kafka's answer for an offline replica), else
+        UNKNOWN_TOPIC_OR_PARTITION."""
+        if self.storage.is_offline(topic, partition):
+            return ErrorCode.kafka_storage_error
+        return ErrorCode.unknown_topic_or_partition
 
     def topic_name(self, topic_id: Any) -> str | None:
         topic = self.controller.image.topic_by_id(topic_id)

@@ -79,6 +79,11 @@ DEFAULTS: Mapping[str, str] = {
     "listener.security.protocol.map": (
         "PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL"
     ),
+    # akfak's own bounds (akfak/partition_limits.py, akfak/log/handles.py); -1: half the
+    # soft RLIMIT_NOFILE.
+    "akfak.max.partitions.per.request": "10000",
+    "akfak.max.partitions": "100000",
+    "akfak.log.max.open.files": "-1",
 }
 
 #: Keys akfak reads beyond those with a default above.

@@ -26,7 +26,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from akfak import features
+from akfak import features, partition_limits
 from akfak.config import BrokerConfig
 from akfak.errors import (
     InvalidConfig,
@@ -449,21 +449,47 @@ class Controller:
                 if self.node_id not in p.replicas:
                     continue
                 wanted.add((topic.name, p.partition))
+                if self.storage.is_offline(topic.name, p.partition):
+                    continue  # left as it is on disk (Kafka: an offline log dir)
                 existing = self.storage.get_log(topic.name, p.partition)
                 if existing is not None and existing.topic_id not in (None, topic.topic_id):
                     log.warn("Log {t}-{p} belongs to an older topic with the same name",
                              t=topic.name, p=p.partition)
-                self._lead(topic.name, p.partition, topic.topic_id, config, p.leader_epoch)
+                try:
+                    self._lead(topic.name, p.partition, topic.topic_id, config, p.leader_epoch)
+                except Exception as e:  # one partition never stops the broker starting
+                    self.storage.set_offline(topic.name, p.partition, f"cannot create its log: {e}")
         for partition_log in list(self.storage.logs()):
             key = (partition_log.topic, partition_log.partition)
             if key not in wanted:
                 self.storage.mark_stray(*key)
 
     def _lead(self, topic: str, partition: int, topic_id: uuid.UUID, config: LogConfig,
-              leader_epoch: int) -> None:
-        """Host a partition as its leader: its log, with the leader epoch recorded."""
-        self.storage.create_log(topic, partition, topic_id, config).assign_epoch_start_offset(
-            leader_epoch)
+              leader_epoch: int, *, in_slices: bool = False) -> None:
+        """Host a partition as its leader: its log, with the leader epoch recorded.
+
+        `in_slices`: in the storage's bounded slices (a large CreateTopics must not hold
+        the reactor), unless the partition is gone by then; a failure makes it offline.
+        """
+        if not in_slices:
+            self.storage.create_log(topic, partition, topic_id, config).assign_epoch_start_offset(
+                leader_epoch)
+            return
+        image = self.image
+
+        def lead() -> None:
+            nonlocal image, config
+            current = self.image.topic_by_id(topic_id)
+            if self.storage.closed or current is None or partition not in current.partitions:
+                return
+            if self.image is not image:  # configs may have changed meanwhile
+                image, config = self.image, self._safe_log_config(topic)
+            try:
+                self._lead(topic, partition, topic_id, config, leader_epoch)
+            except Exception as e:
+                self.storage.set_offline(topic, partition, f"cannot create its log: {e}")
+
+        self.storage.slices.add(lead)
 
     def _safe_log_config(self, topic: str) -> LogConfig:
         try:
@@ -478,13 +504,15 @@ class Controller:
     def create_topic(self, name: str, num_partitions: int = -1, replication_factor: int = -1,
                      configs: Mapping[str, str | None] | None = None, *,
                      assignments: Mapping[int, Sequence[int]] | None = None,
-                     validate_only: bool = False) -> TopicImage:
+                     validate_only: bool = False, in_slices: bool = False) -> TopicImage:
         """CreateTopics for one topic: validate, write ConfigRecords + TopicRecord +
         PartitionRecords, create the partition logs.
 
         -1 partitions / replication factor take num.partitions /
         default.replication.factor.  With `validate_only` nothing is written
-        and the topic id of the result is the zero uuid.
+        and the topic id of the result is the zero uuid.  The count is checked
+        against akfak's partition limits first (partition_limits.py).
+        `in_slices`: the logs are created in bounded slices (`storage.slices`).
         """
         validate_topic_name(name)
         if name in self.image.topics_by_name:
@@ -492,6 +520,9 @@ class Controller:
         overrides = {k: v for k, v in (configs or {}).items() if v is not None}
         for key, value in overrides.items():
             validate_topic_config(key, value)
+        self._check_partition_limits(
+            len(assignments) if assignments else
+            self.config.num_partitions if num_partitions == -1 else num_partitions)
         replicas = self._place(num_partitions, replication_factor, assignments)
         unified = _unify(name)
         for other in self.image.topics_by_name:
@@ -501,9 +532,10 @@ class Controller:
         LogConfig.from_broker(self.config, overrides,
                               self.image.dynamic_broker_configs(self.node_id))
         topic_id = uuid.UUID(int=0) if validate_only else random_kafka_uuid()
+        directory_id = self.directory_id
         partitions = [PartitionRecord(
             partition_id=i, topic_id=topic_id, replicas=list(r), isr=list(r), leader=r[0],
-            leader_epoch=0, partition_epoch=0, directories=[self.directory_id] * len(r))
+            leader_epoch=0, partition_epoch=0, directories=[directory_id] * len(r))
             for i, r in enumerate(replicas)]
         if validate_only:
             builder = _Builder(MetadataImage())
@@ -520,8 +552,16 @@ class Controller:
         config = self.log_config(name)
         for record in partitions:
             if self.node_id in record.replicas:
-                self._lead(name, record.partition_id, topic_id, config, record.leader_epoch)
+                self._lead(name, record.partition_id, topic_id, config, record.leader_epoch,
+                           in_slices=in_slices)
         return image.topics_by_name[name]
+
+    def _check_partition_limits(self, added: int) -> None:
+        if added <= 0:
+            return  # _place answers INVALID_PARTITIONS for that
+        partition_limits.check_request(self.config, added)
+        existing = sum(len(t.partitions) for t in self.image.topics_by_id.values())
+        partition_limits.check_broker(self.config, existing, added)
 
     def _place(self, num_partitions: int, replication_factor: int,
                assignments: Mapping[int, Sequence[int]] | None) -> list[list[int]]:
@@ -586,8 +626,9 @@ class Controller:
 
     def create_partitions(self, name: str, total: int, *,
                           assignments: Sequence[Sequence[int]] | None = None,
-                          validate_only: bool = False) -> TopicImage:
-        """CreatePartitions: grow `name` to `total` partitions (PartitionRecords)."""
+                          validate_only: bool = False, in_slices: bool = False) -> TopicImage:
+        """CreatePartitions: grow `name` to `total` partitions (PartitionRecords); the
+        partition limits and `in_slices` as for create_topic."""
         topic = self.image.topic(name)
         if topic is None:
             raise UnknownTopicOrPartition(f"Topic '{name}' does not exist.")
@@ -599,6 +640,7 @@ class Controller:
                 f"The topic {name} currently has {current} partition(s); {total} would not be "
                 f"an increase.")
         added = total - current
+        self._check_partition_limits(added)
         if assignments is not None:
             if len(assignments) != added:
                 raise InvalidReplicaAssignment(
@@ -617,7 +659,8 @@ class Controller:
         config = self.log_config(name)
         for record in records:
             if self.node_id in record.replicas:
-                self._lead(name, record.partition_id, topic.topic_id, config, record.leader_epoch)
+                self._lead(name, record.partition_id, topic.topic_id, config, record.leader_epoch,
+                           in_slices=in_slices)
         return image.topics_by_name[name]
 
     # -- configs -------------------------------------------------------------------------

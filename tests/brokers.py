@@ -105,8 +105,11 @@ def start_process(
     env: dict[str, str] | None = None,
     log_path: Path | None = None,
     wait: bool = True,
+    start_timeout: float = 20.0,
+    preexec_fn: Any = None,
 ) -> BrokerProcess:
-    """Start a broker subprocess on a free port (or `port`) and wait until it listens."""
+    """Start a broker subprocess on a free port (or `port`) and wait until it listens
+    (`preexec_fn` runs in the child first, e.g. to set resource limits)."""
     port = port or free_port()
     if command is None:
         command = [sys.executable, "-m", "akfak", "--listen", f"tcp:{port}:interface=127.0.0.1",
@@ -114,11 +117,11 @@ def start_process(
     log_path = log_path or data_dir.parent / f"broker-{port}.log"
     with open(log_path, "ab") as out:
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=cwd or ROOT,
-                                env={**os.environ, **(env or {})})
+                                env={**os.environ, **(env or {})}, preexec_fn=preexec_fn)
     broker = BrokerProcess(proc, port, data_dir, log_path, command)
     if wait:
         try:
-            wait_for_port(port, proc)
+            wait_for_port(port, proc, start_timeout)
         except Exception:
             broker.stop(signal.SIGKILL)
             raise RuntimeError(f"broker did not start:\n{broker.log()}") from None

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -9,6 +10,17 @@ import pytest_twisted
 from twisted.logger import globalLogPublisher
 
 from tests.brokers import BrokerProcess, InProcessBroker, start_in_process, start_process
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked slow run only when asked for (AKFAK_SLOW=1, or -m naming slow); each
+    has a smaller variant that always runs."""
+    if os.environ.get("AKFAK_SLOW") == "1" or "slow" in (config.option.markexpr or ""):
+        return
+    skip = pytest.mark.skip(reason="slow: set AKFAK_SLOW=1 or select with -m slow")
+    for item in items:
+        if item.get_closest_marker("slow") is not None:
+            item.add_marker(skip)
 
 
 @pytest.fixture

@@ -66,10 +66,13 @@ def duplicates(names: Iterable[T]) -> set[T]:
 
 def after_durable(broker: Any, response: T, changed: bool) -> T | Deferred[T]:
     """Answer once the metadata log holds the change on disk, as Kafka's controller answers
-    only committed changes; at once when nothing changed."""
+    only committed changes, and the partition logs it makes exist; at once when nothing
+    changed."""
     if not changed:
         return response
-    return broker.controller.wait_durable().addCallback(lambda _: response)
+    durable = broker.controller.wait_durable()
+    return durable.addCallback(lambda _: broker.storage.slices.drained()).addCallback(
+        lambda _: response)
 
 
 def check_manual_assignment(replicas: list[int], replication_factor: int | None,

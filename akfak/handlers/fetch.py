@@ -113,7 +113,8 @@ class FetchHandler(Handler):
             reads.append(_Read(key, name, result))
             log = broker.get_log(name, index) if name is not None else None
             if log is None:
-                result.error = UNKNOWN_TOPIC_ID if by_id and name is None else UNKNOWN_TOPIC_OR_PARTITION
+                result.error = ((UNKNOWN_TOPIC_ID if by_id else UNKNOWN_TOPIC_OR_PARTITION)
+                                if name is None else int(broker.missing_log_error(name, index)))
                 errors = True
                 continue
             result.high_watermark = log.high_watermark

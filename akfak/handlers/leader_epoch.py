@@ -51,7 +51,7 @@ class OffsetForLeaderEpochHandler(Handler):
         log = broker.get_log(topic, index)
         image = broker.image.partition(topic, index)
         if log is None or image is None:
-            return answer(ErrorCode.unknown_topic_or_partition)
+            return answer(broker.missing_log_error(topic, index))
         current = image.leader_epoch
         requested_current = int(p.current_leader_epoch)
         if requested_current != UNDEFINED and requested_current != current:

@@ -65,7 +65,7 @@ class ListOffsetsHandler(Handler):
         broker = self.broker
         log = broker.get_log(topic, index)
         if log is None:
-            return ErrorCode.unknown_topic_or_partition, -1, -1, -1
+            return broker.missing_log_error(topic, index), -1, -1, -1
         epoch = broker.leader_epoch(topic, index)
         if current_epoch >= 0 and current_epoch != epoch:
             error = ErrorCode.unknown_leader_epoch if current_epoch > epoch else ErrorCode.fenced_leader_epoch

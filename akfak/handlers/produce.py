@@ -193,7 +193,7 @@ class ProduceHandler(Handler):
                 if not error:
                     log = broker.get_log(name, index)
                     if log is None:
-                        error = ErrorCode.unknown_topic_or_partition
+                        error = broker.missing_log_error(name, index)
                     elif name in INTERNAL_TOPICS:
                         error, message = ErrorCode.invalid_topic_exception, (
                             f"Cannot append to internal topic {name}")

@@ -19,8 +19,15 @@ Behavior (as Kafka 4's ControllerApis and ReplicationControlManager):
 - CreatePartitions: repeated names first (INVALID_REQUEST), then each topic:
   UNKNOWN_TOPIC_OR_PARTITION, INVALID_PARTITIONS when the count is not an increase,
   INVALID_REPLICA_ASSIGNMENT when the assignments do not match the added partitions.
+- Partition limits (akfak/partition_limits.py), checked before anything else: more new
+  partitions in one CreateTopics / CreatePartitions than akfak.max.partitions.per.request
+  answer POLICY_VIOLATION for every topic (Kafka's answer to an operation past its
+  controller's 10,000-record bound); a topic that would take the broker past
+  akfak.max.partitions answers INVALID_PARTITIONS.
 - Changes are metadata records (TopicRecord, PartitionRecord, ConfigRecord,
-  RemoveTopicRecord) through the controller; the answer waits until they are on disk.
+  RemoveTopicRecord) through the controller; the answer waits until they are on disk and
+  the partition logs exist.  Creating the logs runs in bounded slices of the reactor's
+  time, so thousands of them never stall other connections.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from kio.schema.errors import ErrorCode
 from kio.static.primitive import i8, i16, i32
 from twisted.logger import Logger
 
+from akfak import partition_limits
 from akfak.broker_configs import topic_config_entries
 from akfak.errors import (
     InvalidReplicaAssignment,
@@ -72,6 +80,12 @@ class CreateTopicsHandler(Handler):
     def handle(self, request: Any, context: RequestContext) -> Any:
         version = context.api_version
         module = self.response_module(version)
+        too_large = _request_error(self.broker, sum(
+            self._count(t) for t in request.topics), "CreateTopics")
+        if too_large is not None:
+            results = [self._result(module, version, topic, None, *too_large)
+                       for topic in request.topics]
+            return self.response_type(version)(throttle_time=NO_THROTTLE, topics=tuple(results))
         repeated = duplicates(t.name for t in request.topics)
         validate_only = bool(request.validate_only)
         results = []
@@ -116,7 +130,14 @@ class CreateTopicsHandler(Handler):
             assignments = self._assignments(topic)
         return controller.create_topic(
             topic.name, int(topic.num_partitions), int(topic.replication_factor), configs,
-            assignments=assignments, validate_only=validate_only)
+            assignments=assignments, validate_only=validate_only, in_slices=True)
+
+    def _count(self, topic: Any) -> int:
+        """The partitions a topic of the request asks for."""
+        if topic.assignments:
+            return len(topic.assignments)
+        count = int(topic.num_partitions)
+        return self.broker.config.num_partitions if count == -1 else max(count, 0)
 
     def _assignments(self, topic: Any) -> dict[int, list[int]]:
         if int(topic.replication_factor) != -1:
@@ -262,6 +283,15 @@ class CreatePartitionsHandler(Handler):
     def handle(self, request: Any, context: RequestContext) -> Any:
         version = context.api_version
         module = self.response_module(version)
+        image = self.broker.image
+        too_large = _request_error(self.broker, sum(
+            max(0, int(t.count) - existing.num_partitions) for t in request.topics
+            if (existing := image.topic(t.name)) is not None), "CreatePartitions")
+        if too_large is not None:
+            error, message = too_large
+            results = tuple(module.CreatePartitionsTopicResult(
+                name=t.name, error_code=error, error_message=message) for t in request.topics)
+            return self.response_type(version)(throttle_time=NO_THROTTLE, results=results)
         repeated = duplicates(t.name for t in request.topics)
         validate_only = bool(request.validate_only)
         results = [module.CreatePartitionsTopicResult(
@@ -296,7 +326,18 @@ class CreatePartitionsHandler(Handler):
                 for replicas in assignments:
                     check_manual_assignment(replicas, existing.replication_factor, brokers)
         return controller.create_partitions(topic.name, int(topic.count), assignments=assignments,
-                                            validate_only=validate_only)
+                                            validate_only=validate_only, in_slices=True)
+
+
+def _request_error(broker: Any, added: int, api: str) -> tuple[ErrorCode, str | None] | None:
+    """Kafka's answer to a request creating too many partitions at once, for every topic."""
+    _, error, message = run_or_error(
+        lambda: partition_limits.check_request(broker.config, added), api)
+    if error == ErrorCode.none:
+        return None
+    log.warn("Refusing {api} creating {n} partitions: {message}", api=api, n=added,
+             message=message)
+    return error, message
 
 
 HANDLERS = (CreateTopicsHandler, DeleteTopicsHandler, CreatePartitionsHandler)

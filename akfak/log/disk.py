@@ -79,6 +79,7 @@ from akfak.log.checkpoints import (
     write_atomically,
 )
 from akfak.log.config import LogConfig
+from akfak.log.handles import PathSync, Syncable
 from akfak.log.index import CorruptIndex, OffsetIndex, TimeIndex
 from akfak.log.metadata_log import (
     METADATA_LOG_CONFIG,
@@ -173,11 +174,15 @@ class DiskPartitionLog(PartitionLog):
         topic_id = read_partition_metadata(directory / PARTITION_METADATA)
         partition_log = cls(directory, topic, partition, topic_id, config, now_ms=now_ms,
                             reactor=reactor)
-        recovered_from = partition_log._load(now_ms=now_ms, recovery_point=recovery_point,
-                                             log_start_offset=log_start_offset, clean=clean)
-        partition_log._load_producer_state(now_ms=now_ms, clean=clean,
-                                           expiration_ms=producer_id_expiration_ms,
-                                           recovered_from=recovered_from)
+        try:
+            recovered_from = partition_log._load(now_ms=now_ms, recovery_point=recovery_point,
+                                                 log_start_offset=log_start_offset, clean=clean)
+            partition_log._load_producer_state(now_ms=now_ms, clean=clean,
+                                               expiration_ms=producer_id_expiration_ms,
+                                               recovered_from=recovered_from)
+        except BaseException:
+            partition_log.abandon()
+            raise
         return partition_log
 
     def _load_producer_state(self, *, now_ms: int, clean: bool, expiration_ms: int,
@@ -388,7 +393,8 @@ class DiskPartitionLog(PartitionLog):
         for path in paths:
             if path is not None and path.exists():  # a .txnindex only exists with aborts
                 os.utime(path, (seconds, seconds))
-        _fsync_handles(segment.sync_handles())
+        for target in segment.sync_targets():
+            target.fsync()
 
     def _swap_files(self, new: LogSegment, old: Sequence[LogSegment]) -> None:
         change_file_suffixes(new, CLEANED_SUFFIX, SWAP_SUFFIX)
@@ -417,33 +423,19 @@ class DiskPartitionLog(PartitionLog):
             write_atomically(self.directory / LEADER_EPOCH_CHECKPOINT,
                              format_leader_epochs(self.epochs))
 
-    def _sync_extra_handles(self) -> list[int]:
+    def _sync_extra_targets(self) -> list[Syncable]:
         state = self._producer_state_manager()
-        handles = state.sync_handles() if state is not None else []
-        if not self._dir_dirty and not handles:
-            return []
-        # New segment or snapshot files: their directory entries need an fsync too.
-        self._dir_dirty = False
-        try:
-            handles.append(os.open(self.directory, os.O_RDONLY))
-        except OSError:
-            for fd in handles:
-                os.close(fd)
-            raise
-        return handles
+        targets: list[Syncable] = [PathSync(path, missing_ok=True)
+                                   for path in (state.take_unsynced() if state else [])]
+        if self._dir_dirty or targets:
+            # New segment or snapshot files: their directory entries need an fsync too.
+            self._dir_dirty = False
+            targets.append(PathSync(self.directory))
+        return targets
 
     def set_topic_id(self, topic_id: uuid.UUID) -> None:
         self.topic_id = topic_id
         write_atomically(self.directory / PARTITION_METADATA, format_partition_metadata(topic_id))
-
-
-def _fsync_handles(handles: Sequence[int]) -> None:
-    try:
-        for fd in handles:
-            os.fsync(fd)
-    finally:
-        for fd in handles:
-            os.close(fd)
 
 
 def _next_offset_of(path: Path, base: int) -> int:
@@ -471,6 +463,8 @@ class DiskLogStorage(BaseLogStorage):
         self._lock_fd: int | None = None
         self._last_checkpoint_ms = 0
         self._clean = False
+        #: checkpoint file -> the entries of offline partitions, written back unchanged.
+        self._offline_checkpoints: dict[str, dict[TopicPartition, int]] = {}
 
     # -- open ----------------------------------------------------------------------------
 
@@ -528,11 +522,20 @@ class DiskLogStorage(BaseLogStorage):
                 continue
             topic, partition = parsed
             config = config_for(topic) if config_for is not None else self.default_log_config
-            self._logs[parsed] = DiskPartitionLog.load(
-                child, topic, partition, config, now_ms=now_ms,
-                recovery_point=recovery_points.get(parsed, 0),
-                log_start_offset=log_starts.get(parsed, 0), clean=self._clean,
-                reactor=self.clock, producer_id_expiration_ms=expiration_ms)
+            try:
+                self._logs[parsed] = DiskPartitionLog.load(
+                    child, topic, partition, config, now_ms=now_ms,
+                    recovery_point=recovery_points.get(parsed, 0),
+                    log_start_offset=log_starts.get(parsed, 0), clean=self._clean,
+                    reactor=self.clock, producer_id_expiration_ms=expiration_ms)
+            except Exception as e:
+                # Kafka takes the log dir offline; here just this partition, and the
+                # broker serves the others.  Its checkpoint entries are kept for a restart.
+                self.set_offline(topic, partition, f"cannot open {child}: {e!r}")
+                for name, offsets in ((RECOVERY_POINT_CHECKPOINT, recovery_points),
+                                      (LOG_START_OFFSET_CHECKPOINT, log_starts)):
+                    if parsed in offsets:
+                        self._offline_checkpoints.setdefault(name, {})[parsed] = offsets[parsed]
 
     def _lock(self) -> None:
         fd = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
@@ -579,6 +582,10 @@ class DiskLogStorage(BaseLogStorage):
 
     def create_log(self, topic: str, partition: int, topic_id: uuid.UUID,
                    config: LogConfig) -> PartitionLog:
+        if (topic, partition) in self.offline:
+            # Never replace a directory that could not be opened: it may hold data.
+            raise KafkaStorageError(f"Partition {topic}-{partition} is offline: "
+                                    f"{self.offline[(topic, partition)]}")
         existing = self._logs.get((topic, partition))
         if existing is not None:
             assert isinstance(existing, DiskPartitionLog)
@@ -603,6 +610,16 @@ class DiskLogStorage(BaseLogStorage):
             del self._logs[(topic, partition_log.partition)]
             partition_log.abandon()
             self._remove_in_background(self._rename_away(partition_log.directory, "delete"))
+        for key in [k for k in self.offline if k[0] == topic]:
+            del self.offline[key]
+            for offsets in self._offline_checkpoints.values():
+                offsets.pop(key, None)
+            directory = self.directory / partition_dir_name(*key)
+            try:
+                self._remove_in_background(self._rename_away(directory, "delete"))
+            except OSError as e:
+                log.error("Cannot remove {dir} of deleted topic {topic}: {e}",
+                          dir=str(directory), topic=topic, e=e)
 
     def mark_stray(self, topic: str, partition: int) -> None:
         """Set aside a log the metadata does not know (Kafka renames it `-stray`)."""
@@ -627,11 +644,14 @@ class DiskLogStorage(BaseLogStorage):
 
     def _checkpoint_files(self) -> dict[str, str]:
         logs = self._logs
+        offline = self._offline_checkpoints
         return {
             RECOVERY_POINT_CHECKPOINT: format_offset_checkpoint(
-                {k: lg.recovery_point for k, lg in logs.items()}),
+                {**offline.get(RECOVERY_POINT_CHECKPOINT, {}),
+                 **{k: lg.recovery_point for k, lg in logs.items()}}),
             LOG_START_OFFSET_CHECKPOINT: format_offset_checkpoint(
-                {k: lg.log_start_offset for k, lg in logs.items()}),
+                {**offline.get(LOG_START_OFFSET_CHECKPOINT, {}),
+                 **{k: lg.log_start_offset for k, lg in logs.items()}}),
             REPLICATION_OFFSET_CHECKPOINT: format_offset_checkpoint(
                 {k: lg.high_watermark for k, lg in logs.items()}),
         }

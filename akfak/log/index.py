@@ -1,8 +1,8 @@
 """Kafka's sparse segment indexes: `.index` (offset -> position) and `.timeindex`.
 
 Both keep their entries in memory (arrays, searched with bisect) and, for the
-disk provider, mirror every entry to the index file with `os.write` as Kafka
-lays it out:
+disk provider, mirror every entry to the index file with `os.write` (through
+the handle pool, handles.py) as Kafka lays it out:
 
 - `.index`: 8-byte entries, relative offset int32 + file position int32.  An
   entry (offset O, position P) says the append holding offset O starts at byte
@@ -26,6 +26,8 @@ from array import array
 from bisect import bisect_left, bisect_right
 from pathlib import Path
 
+from akfak.log.handles import PooledFile, Syncable
+
 OFFSET_ENTRY = struct.Struct(">ii")
 TIME_ENTRY = struct.Struct(">qi")
 NO_TIMESTAMP = -1
@@ -44,41 +46,58 @@ def _int_array(typecode: str, data: bytes) -> array:  # type: ignore[type-arg]
 
 
 class IndexFile:
-    """The append-only file behind an index (None path: memory only)."""
+    """The append-only file behind an index (None path: memory only).
+
+    Its descriptor comes from the handle pool (handles.py) for each write; a
+    file closed by its owner opens again at the next write, as a new one.
+    """
 
     def __init__(self, path: Path | None) -> None:
         self.path = path
-        self._fd: int | None = None
+        self._file: PooledFile | None = None
+        #: Written since the last flush took it (it then needs an fsync).
+        self._unsynced = False
+
+    def _pooled(self) -> PooledFile:
+        file = self._file
+        if file is None or file.closed:
+            assert self.path is not None
+            file = self._file = PooledFile(self.path, os.O_WRONLY | os.O_APPEND,
+                                           keep_creating=True)
+        return file
 
     def write(self, data: bytes) -> None:
         if self.path is None:
             return
-        if self._fd is None:
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        os.write(self._fd, data)
+        self._pooled().write(data)
+        self._unsynced = True
 
     def rewrite(self, data: bytes) -> None:
         """Replace the file's contents (after truncation or a rebuild)."""
         if self.path is None:
             return
-        if self._fd is None:
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        os.ftruncate(self._fd, 0)
+        file = self._pooled()
+        file.ftruncate(0)
         if data:
-            os.write(self._fd, data)
+            file.write(data)
+        self._unsynced = True
 
     def ensure_exists(self) -> None:
-        if self.path is not None and self._fd is None:
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        if self.path is not None and self._file is None:
+            self._pooled().touch()
+            self._unsynced = True
 
-    def sync_handle(self) -> int | None:
-        """A duplicate descriptor for fsync on a thread (the original may close meanwhile)."""
-        return None if self._fd is None else os.dup(self._fd)
+    def sync_target(self) -> Syncable | None:
+        """The file, if written since the last call (for fsync on a thread)."""
+        if not self._unsynced or self._file is None:
+            return None
+        self._unsynced = False
+        return self._file
 
     def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
     def delete(self) -> None:
         self.close()
@@ -87,7 +106,12 @@ class IndexFile:
 
     def rename(self, path: Path) -> None:
         if self.path is not None and self.path.exists():
-            self.path.rename(path)
+            if self._file is not None:
+                self._file.rename(path)
+            else:
+                self.path.rename(path)
+        elif self._file is not None:
+            self._file.set_path(path)
         self.path = path
 
 

@@ -18,6 +18,7 @@ from akfak.config import BrokerConfig
 from akfak.interfaces import ILogStorage
 from akfak.log.checkpoints import METADATA_TOPIC_ID, MetaProperties
 from akfak.log.config import LogConfig
+from akfak.log.handles import Syncable
 from akfak.log.index import OffsetIndex, TimeIndex
 from akfak.log.metadata_log import (
     METADATA_LOG_CONFIG,
@@ -70,7 +71,7 @@ class MemoryStore:
     def truncate(self, size: int) -> None:
         del self.data[size:]
 
-    def sync_handle(self) -> int | None:
+    def sync_target(self) -> Syncable | None:
         return None
 
     def mtime_ms(self) -> int | None:

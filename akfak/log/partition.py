@@ -12,10 +12,9 @@ batch headers (see `batch.py`), and reads return whole stored batches.
 
 from __future__ import annotations
 
-import os
 import uuid
 from bisect import bisect_right
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -36,6 +35,7 @@ from akfak.log import batch as batches
 from akfak.log.batch import HEADER_SIZE, BatchHeader
 from akfak.log.cleaner import CleaningAborted, check_record_keys
 from akfak.log.config import LONG_MAX, LogConfig
+from akfak.log.handles import Syncable
 from akfak.log.producer_state import ProducerStateManager
 from akfak.log.records import encode_marker, iter_timestamps, read_marker
 from akfak.log.segment import LogSegment
@@ -108,16 +108,16 @@ class TimestampAndOffset(NamedTuple):
     leader_epoch: int | None
 
 
-def _fsync_all(handles: Sequence[int]) -> None:
-    """fsync (on a thread) each duplicated descriptor, closing all of them."""
+def _fsync_all(targets: Sequence[Syncable], abandoned: Callable[[], bool]) -> None:
+    """fsync (on a thread) each target; errors once the log was abandoned do not count
+    (its directory went with a deleted topic)."""
     error: OSError | None = None
-    for fd in handles:
+    for target in targets:
         try:
-            os.fsync(fd)
+            target.fsync()
         except OSError as e:
-            error = error or e
-        finally:
-            os.close(fd)
+            if not abandoned():
+                error = error or e
     if error is not None:
         raise KafkaStorageError(f"fsync failed: {error}")
 
@@ -148,6 +148,8 @@ class PartitionLog:
         self._flush_waiters: list[Deferred[None]] = []
         self._flushing = False
         self.closed = False
+        #: Closed without a flush (deleted, set aside, killed): its fsyncs no longer matter.
+        self._abandoned = False
 
     def __repr__(self) -> str:
         return (f"<{type(self).__name__} {self.topic}-{self.partition} "
@@ -176,8 +178,8 @@ class PartitionLog:
     def _persist_leader_epochs(self) -> None:
         """Record the epoch cache (disk: leader-epoch-checkpoint)."""
 
-    def _sync_extra_handles(self) -> list[int]:
-        """Descriptors besides segments that a flush must fsync (disk: the directory)."""
+    def _sync_extra_targets(self) -> list[Syncable]:
+        """What besides segments a flush must fsync (disk: snapshots, the directory)."""
         return []
 
     def _close_extra(self) -> None:
@@ -751,23 +753,17 @@ class PartitionLog:
         waiters, self._flush_waiters = self._flush_waiters, []
         target = self.log_end_offset
         self._unflushed_messages = 0
-        handles: list[int] = []
-        try:
-            for segment in self.segments:
-                if segment.dirty:
-                    handles.extend(segment.sync_handles())
-            handles.extend(self._sync_extra_handles())
-        except OSError as e:  # e.g. the directory went away with a deleted topic
-            for fd in handles:
-                os.close(fd)
-            failure = Failure(KafkaStorageError(f"Cannot flush {self.topic}-{self.partition}: {e}"))
-            self._finish_flush(failure, target, waiters)
-            return
-        if not handles:
+        targets: list[Syncable] = []
+        for segment in self.segments:
+            if segment.dirty:
+                targets.extend(segment.sync_targets())
+        targets.extend(self._sync_extra_targets())
+        if not targets:
             self._finish_flush(None, target, waiters)
             return
         self._flushing = True
-        defer_to_thread(self.reactor, _fsync_all, handles).addBoth(self._finish_flush, target, waiters)
+        defer_to_thread(self.reactor, _fsync_all, targets, lambda: self._abandoned).addBoth(
+            self._finish_flush, target, waiters)
 
     def _finish_flush(self, result: Failure | None, target: int,
                       waiters: list[Deferred[None]]) -> None:
@@ -812,6 +808,7 @@ class PartitionLog:
     def abandon(self) -> None:
         """Close every file now, without flushing (what a kill -9 leaves)."""
         self.closed = True
+        self._abandoned = True
         for segment in self.segments:
             segment.close()
         self._close_extra()
@@ -819,6 +816,7 @@ class PartitionLog:
     def delete_files(self) -> None:
         """Close and delete every segment (the topic is being deleted)."""
         self.closed = True
+        self._abandoned = True
         for segment in self.segments:
             segment.delete()
         self._close_extra()

@@ -512,16 +512,10 @@ class ProducerStateManager:
         self._unsynced.append(path)
         return path
 
-    def sync_handles(self) -> list[int]:
-        """Descriptors of snapshots written since the last call, for fsync on a thread."""
+    def take_unsynced(self) -> list[Path]:
+        """Snapshots written since the last call, for the log's flush to fsync."""
         paths, self._unsynced = self._unsynced, []
-        handles = []
-        for path in paths:
-            try:
-                handles.append(os.open(path, os.O_RDONLY))
-            except FileNotFoundError:
-                continue  # deleted since it was written
-        return handles
+        return paths
 
     @property
     def has_unsynced(self) -> bool:

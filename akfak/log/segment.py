@@ -1,10 +1,11 @@
 """One log segment: a run of batches in a store (file or memory) plus its two indexes.
 
 Segments are named by base offset, 20 digits (`00000000000000000042.log`,
-`.index`, `.timeindex`).  Appends go straight to the file with `os.write`
-(`writev`): no user-space buffer, so once `append` returns the bytes are in the
-kernel's page cache and survive a kill -9; they are durable on the disk once
-a flush (fsync, on a thread) has covered them.  Reads use `os.pread`.
+`.index`, `.timeindex`).  Appends go straight to the file with `os.writev`: no
+user-space buffer, so once `append` returns the bytes are in the kernel's page
+cache and survive a kill -9; they are durable on the disk once a flush (fsync,
+on a thread) has covered them.  Reads use `os.pread`.  Descriptors come from
+the bounded handle pool (handles.py) per operation.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from twisted.logger import Logger
 
 from akfak.errors import KafkaStorageError
 from akfak.log.batch import HEADER_SIZE, MIN_BATCH_LENGTH, BatchHeader, crc_of, parse_header
+from akfak.log.handles import PooledFile, Syncable, pread_all
 from akfak.log.index import NO_TIMESTAMP, IndexFile, OffsetIndex, TimeIndex
 from akfak.log.txn_index import TransactionIndex
 
@@ -29,7 +31,6 @@ INT32_MAX = 2**31 - 1
 #: How much to read at a time when walking batch headers or recovering.
 SCAN_CHUNK = 64 * 1024
 RECOVERY_CHUNK = 8 * 1024 * 1024
-_IOV_MAX = 1024
 
 Buffer = bytes | bytearray | memoryview
 
@@ -65,24 +66,13 @@ class SegmentStore(Protocol):
 
     def truncate(self, size: int) -> None: ...
 
-    def sync_handle(self) -> int | None: ...
+    def sync_target(self) -> Syncable | None: ...
 
     def mtime_ms(self) -> int | None: ...
 
     def close(self) -> None: ...
 
     def delete(self) -> None: ...
-
-
-def pread_all(fd: int, position: int, length: int) -> bytes:
-    """`length` bytes at `position` (fewer only at the end of the file)."""
-    data = os.pread(fd, length, position)
-    while len(data) < length:  # only at EOF races; pread on a file is otherwise whole
-        more = os.pread(fd, length - len(data), position + len(data))
-        if not more:
-            break
-        data += more
-    return data
 
 
 class _FdReader:
@@ -104,68 +94,59 @@ class _FdReader:
 
 
 class FileStore:
-    """A segment's `.log` file, appended with writev and read with pread."""
+    """A segment's `.log` file, appended with writev and read with pread.
+
+    Its descriptor comes from the process's handle pool (handles.py) for each
+    operation, so an idle segment holds none; `create` makes the file now.
+    """
 
     def __init__(self, path: Path, *, create: bool = False) -> None:
-        self.path = path
-        flags = os.O_RDWR | os.O_APPEND | (os.O_CREAT if create else 0)
-        self._fd: int | None = os.open(path, flags, 0o644)
-        self.size = os.fstat(self._fd).st_size
+        self.file = PooledFile(path, os.O_RDWR | os.O_APPEND, create=create)
+        if create:
+            self.file.touch()
+        try:
+            self.size = os.stat(path).st_size
+        except OSError as e:
+            raise KafkaStorageError(f"Cannot open {path}: {e}") from e
 
     @property
-    def fd(self) -> int:
-        if self._fd is None:
-            raise KafkaStorageError(f"{self.path} is closed")
-        return self._fd
+    def path(self) -> Path:
+        return self.file.path
 
     def append(self, parts: Sequence[Buffer]) -> None:
-        fd = self.fd
         total = sum(len(p) for p in parts)
         try:
-            pending = [memoryview(p) for p in parts]
-            while pending:
-                chunk = pending[:_IOV_MAX]
-                written = os.writev(fd, chunk)
-                # A short write (disk full, signal) continues where it stopped.
-                while chunk and written >= len(chunk[0]):
-                    written -= len(chunk[0])
-                    chunk.pop(0)
-                    pending.pop(0)
-                if chunk and written:
-                    pending[0] = pending[0][written:]
+            self.file.writev(parts)
         except OSError as e:
             # Never leave half a batch behind: recovery would cut it, but a
             # later append would land after it first.
             with contextlib.suppress(OSError):
-                os.ftruncate(fd, self.size)
+                self.file.ftruncate(self.size)
             raise KafkaStorageError(f"Cannot append to {self.path}: {e}") from e
         self.size += total
 
     def read(self, position: int, length: int) -> bytes:
-        return pread_all(self.fd, position, max(0, min(length, self.size - position)))
+        return self.file.pread(position, max(0, min(length, self.size - position)))
 
     def open_reader(self) -> SegmentReader:
-        return _FdReader(os.dup(self.fd), self.size)
+        return _FdReader(self.file.dup(), self.size)
 
     def rename(self, path: Path) -> None:
-        """Move the file (the descriptor stays open on it)."""
-        os.rename(self.path, path)
-        self.path = path
+        """Move the file (an open descriptor stays open on it)."""
+        self.file.rename(path)
 
     def truncate(self, size: int) -> None:
-        os.ftruncate(self.fd, size)
+        self.file.ftruncate(size)
         self.size = size
 
-    def sync_handle(self) -> int | None:
-        return None if self._fd is None else os.dup(self._fd)
+    def sync_target(self) -> Syncable | None:
+        return None if self.file.closed else self.file
 
     def mtime_ms(self) -> int | None:
-        return int(os.fstat(self.fd).st_mtime * 1000)
+        return int(os.stat(self.path).st_mtime * 1000)
 
     def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        self.file.close()
 
     def delete(self) -> None:
         self.close()
@@ -390,12 +371,12 @@ class LogSegment:
 
     # -- lifecycle -----------------------------------------------------------------------
 
-    def sync_handles(self) -> list[int]:
-        """Duplicated descriptors of the segment's files, for fsync on a thread."""
-        handles = [self.store.sync_handle(), self.offset_index.file.sync_handle(),
-                   self.time_index.file.sync_handle(), self.txn_index.file.sync_handle()]
+    def sync_targets(self) -> list[Syncable]:
+        """What a flush must fsync (on a thread) of the segment's files."""
+        targets = [self.store.sync_target(), self.offset_index.file.sync_target(),
+                   self.time_index.file.sync_target(), self.txn_index.file.sync_target()]
         self.dirty = False
-        return [h for h in handles if h is not None]
+        return [t for t in targets if t is not None]
 
     def close(self) -> None:
         self.store.close()

@@ -15,6 +15,7 @@ from akfak.log.cleaner import LogCleaner
 from akfak.log.config import LogConfig
 from akfak.log.metadata_log import MetadataLog
 from akfak.log.partition import PartitionLog
+from akfak.log.threads import SlicedWork
 
 log = Logger()
 
@@ -40,6 +41,11 @@ class BaseLogStorage:
         self.logs_loaded = False
         #: Compaction of the logs whose cleanup.policy contains compact (see cleaner.py).
         self.cleaner = LogCleaner(self)
+        #: Partition logs that could not be opened or created, with why: they answer
+        #: KAFKA_STORAGE_ERROR (Kafka's answer for an offline replica) until a restart.
+        self.offline: dict[TopicPartition, str] = {}
+        #: Disk work of large CreateTopics / CreatePartitions, run in bounded slices.
+        self.slices = SlicedWork(clock)
 
     # -- opening: the metadata log first, then the partition logs with their topic configs
 
@@ -79,6 +85,15 @@ class BaseLogStorage:
 
     def get_log(self, topic: str, partition: int) -> PartitionLog | None:
         return self._logs.get((topic, partition))
+
+    def is_offline(self, topic: str, partition: int) -> bool:
+        return (topic, partition) in self.offline
+
+    def set_offline(self, topic: str, partition: int, reason: str) -> None:
+        """Record a partition whose log cannot be used (one ERROR line says why)."""
+        log.error("Partition {tp} is offline (KAFKA_STORAGE_ERROR until a restart): {reason}",
+                  tp=f"{topic}-{partition}", reason=reason)
+        self.offline[(topic, partition)] = reason
 
     def logs(self) -> Iterator[PartitionLog]:
         return iter(list(self._logs.values()))

@@ -1,13 +1,19 @@
-"""Running blocking file work (fsync, checkpoint writes, removing directories) off the reactor."""
+"""Blocking file work off the reactor: on a thread (fsync, checkpoint writes, removing
+directories), or on the reactor in bounded slices (creating many partition logs)."""
 
 from __future__ import annotations
 
+import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+
+log = Logger()
 
 T = TypeVar("T")
 
@@ -23,3 +29,67 @@ def defer_to_thread(reactor: Any, f: Callable[..., T], *args: Any) -> Deferred[T
 
         reactor = global_reactor
     return deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
+
+
+class SlicedWork:
+    """Small jobs run in order on the reactor thread, at most `budget` seconds of them per
+    reactor turn, so that a large batch (thousands of partition logs to create) never holds
+    the reactor longer than that: between slices every other connection is served.
+
+    A job added while the current turn's budget lasts runs at once, so a small batch is
+    done when `add` returns.  A job that raises is logged and the rest go on.
+    """
+
+    def __init__(self, clock: Any, budget: float = 0.005) -> None:
+        self._clock = clock
+        self.budget = budget
+        self._jobs: deque[Callable[[], None]] = deque()
+        self._call: Any = None
+        self._turn_started = 0.0
+        self._added = 0
+        self._done = 0
+        self._waiters: list[tuple[int, Deferred[None]]] = []
+
+    @property
+    def pending(self) -> int:
+        return len(self._jobs)
+
+    def add(self, job: Callable[[], None]) -> None:
+        self._jobs.append(job)
+        self._added += 1
+        if self._call is None:
+            # The first job of this turn: the next turn continues whatever is left.
+            self._turn_started = time.monotonic()
+            self._call = self._clock.callLater(0, self._next_turn)
+        if len(self._jobs) == 1:
+            self._run_slice()
+
+    def drained(self) -> Deferred[None]:
+        """Fires once every job added so far has run."""
+        if self._done >= self._added:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred()
+        self._waiters.append((self._added, waiter))
+        return waiter
+
+    def _next_turn(self) -> None:
+        self._call = None
+        if self._jobs:
+            self._turn_started = time.monotonic()
+            self._call = self._clock.callLater(0, self._next_turn)
+            self._run_slice()
+
+    def _run_slice(self) -> None:
+        jobs = self._jobs
+        while jobs and time.monotonic() - self._turn_started < self.budget:
+            job = jobs.popleft()
+            try:
+                job()
+            except Exception:
+                log.failure("A sliced storage job failed")
+            self._done += 1
+        if self._waiters:
+            ready = [w for target, w in self._waiters if target <= self._done]
+            self._waiters = [(t, w) for t, w in self._waiters if t > self._done]
+            for waiter in ready:
+                waiter.callback(None)
