@@ -11,19 +11,23 @@ from twisted.internet.defer import maybeDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from akfak.config import BrokerConfig
+from akfak.config import BrokerConfig, ConfigError
 from akfak.fetch_sessions import FetchSessionCache
 from akfak.groups.coordinator import GroupCoordinator
 from akfak.groups.service import close_group_coordinator, open_group_coordinator
 from akfak.handlers.registry import HandlerRegistry
 from akfak.log import BaseLogStorage, PartitionLog, handles, storage_for
 from akfak.metadata import Controller, MetadataImage
+from akfak.security.acls import Authorizer
 from akfak.transactions.coordinator import TransactionCoordinator
 from akfak.transactions.producer_ids import ProducerIdManager
 from akfak.transactions.service import open_transaction_coordinator
 from akfak.waiters import AppendWaiters
 
 log = Logger()
+
+#: The authorizers `authorizer.class.name` may name (Kafka 4's KRaft one).
+AUTHORIZERS = ("org.apache.kafka.metadata.authorizer.StandardAuthorizer",)
 
 
 class Broker:
@@ -57,6 +61,18 @@ class Broker:
             config.get_int("max.incremental.fetch.session.cache.slots"))
         #: long-poll Fetches waiting for appends, keyed by (topic, partition)
         self.waiters = AppendWaiters(self.clock)
+        authorizer = config.get("authorizer.class.name") or ""
+        if authorizer and authorizer not in AUTHORIZERS:
+            raise ConfigError(f"authorizer.class.name={authorizer}: akfak implements "
+                              f"{AUTHORIZERS[0]} only")
+        self._authorizer_enabled = bool(authorizer)
+        if authorizer:
+            log.warn("{name} keeps ACLs and serves the ACL APIs, but akfak does not yet check "
+                     "them on the other APIs: do not rely on it to protect topics or groups",
+                     name=authorizer.rsplit(".", 1)[-1])
+        self._authorizer: Authorizer | None = None
+        self._super_users = [u.strip() for u in (config.get("super.users") or "").split(";")
+                             if u.strip()]
         if unknown := config.unknown_keys():
             log.info("Keeping but not using these properties: {keys}", keys=", ".join(unknown))
 
@@ -117,6 +133,24 @@ class Broker:
     @property
     def cluster_id(self) -> str:
         return self.controller.cluster_id
+
+    @property
+    def authorizer(self) -> Authorizer | None:
+        """The StandardAuthorizer over the image's ACLs, or None when `authorizer.class.name`
+        names none (then everything is allowed, as on Kafka without an authorizer)."""
+        if not self._authorizer_enabled:
+            return None
+        acls = self.controller.image.acls
+        if self._authorizer is None or self._authorizer.acls is not acls:
+            self._authorizer = Authorizer(
+                acls, super_users=self._super_users,
+                allow_if_no_acl=self.config.get_bool("allow.everyone.if.no.acl.found"))
+        return self._authorizer
+
+    def authorize(self, context: Any, operation: int, resource_type: int, name: str) -> bool:
+        authorizer = self.authorizer
+        return authorizer is None or authorizer.authorize(
+            context.principal, context.client_host, operation, resource_type, name)
 
     def get_log(self, topic: str, partition: int) -> PartitionLog | None:
         return self.storage.get_log(topic, partition)

@@ -28,6 +28,10 @@ DEFAULTS: Mapping[str, str] = {
     "log.dir": DEFAULT_LOG_DIR,
     "num.partitions": "1",
     "min.insync.replicas": "1",
+    "authorizer.class.name": "",
+    # StandardAuthorizer's own keys
+    "super.users": "",
+    "allow.everyone.if.no.acl.found": "false",
     "auto.create.topics.enable": "true",
     "default.replication.factor": "1",
     "log.segment.bytes": str(1024 * 1024 * 1024),

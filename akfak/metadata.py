@@ -35,6 +35,7 @@ from akfak.errors import (
     InvalidReplicationFactor,
     InvalidRequest,
     InvalidTopic,
+    KafkaError,
     TopicAlreadyExists,
     TopicDeletionDisabled,
     UnknownTopicId,
@@ -51,6 +52,7 @@ from akfak.log.config import (
 from akfak.log.metadata_records import (
     RESOURCE_BROKER,
     RESOURCE_TOPIC,
+    AccessControlEntryRecord,
     BrokerEndpoint,
     BrokerFeature,
     BrokerRegistrationChangeRecord,
@@ -61,12 +63,14 @@ from akfak.log.metadata_records import (
     PartitionRecord,
     ProducerIdsRecord,
     RegisterBrokerRecord,
+    RemoveAccessControlEntryRecord,
     RemoveTopicRecord,
     TopicRecord,
     UnknownRecord,
     UnregisterBrokerRecord,
 )
 from akfak.log.storage import BaseLogStorage
+from akfak.security.acls import Acl, AclFilter, validate_new_acl
 
 log = Logger()
 
@@ -172,6 +176,8 @@ class MetadataImage:
     brokers: Mapping[int, BrokerImage] = field(default_factory=_empty)
     #: The first producer id of the next block to hand out.
     next_producer_id: int = 0
+    #: ACL id -> ACL (AccessControlEntryRecords), what the authorizer decides by.
+    acls: Mapping[uuid.UUID, Acl] = field(default_factory=_empty)
 
     def topic(self, name: str) -> TopicImage | None:
         return self.topics_by_name.get(name)
@@ -214,6 +220,7 @@ class _Builder:
         self.features = dict(image.features)
         self.brokers = dict(image.brokers)
         self.next_producer_id = image.next_producer_id
+        self.acls = dict(image.acls)
 
     def apply(self, record: MetadataRecord | UnknownRecord) -> None:
         if isinstance(record, TopicRecord):
@@ -269,6 +276,12 @@ class _Builder:
             self.brokers[record.broker_id] = replace(broker, **changes)
         elif isinstance(record, UnregisterBrokerRecord):
             self.brokers.pop(record.broker_id, None)
+        elif isinstance(record, AccessControlEntryRecord):
+            self.acls[record.id] = Acl(record.resource_type, record.resource_name,
+                                       record.pattern_type, record.principal, record.host,
+                                       record.operation, record.permission_type)
+        elif isinstance(record, RemoveAccessControlEntryRecord):
+            self.acls.pop(record.id, None)
         # UnknownRecord and types akfak does not model: nothing to do.
 
     def _change_partition(self, record: PartitionChangeRecord) -> None:
@@ -322,6 +335,7 @@ class _Builder:
             features=MappingProxyType(self.features),
             brokers=MappingProxyType(self.brokers),
             next_producer_id=self.next_producer_id,
+            acls=MappingProxyType(self.acls),
         )
 
 
@@ -751,6 +765,42 @@ class Controller:
             features=[BrokerFeature(f.name, f.min_level, f.max_level)
                       for f in features.SUPPORTED],
             rack=rack, fenced=False, log_dirs=[self.directory_id])
+
+    # -- ACLs ----------------------------------------------------------------------------
+
+    def create_acls(self, acls: Sequence[Acl]) -> list[KafkaError | None]:
+        """CreateAcls (Kafka's AclControlManager.createAcls): an error or None per ACL; ACLs
+        that exist already (or twice in the request) are not written again."""
+        results: list[KafkaError | None] = []
+        existing = set(self.image.acls.values())
+        records: list[MetadataRecord] = []
+        for acl in acls:
+            try:
+                validate_new_acl(acl)
+            except KafkaError as e:
+                results.append(e)
+                continue
+            if acl not in existing:
+                existing.add(acl)
+                records.append(AccessControlEntryRecord(
+                    uuid.uuid4(), acl.resource_type, acl.resource_name, acl.pattern_type,
+                    acl.principal, acl.host, acl.operation, acl.permission))
+            results.append(None)
+        if records:
+            self._commit(records)
+        return results
+
+    def delete_acls(self, filters: Sequence[AclFilter]) -> list[list[Acl]]:
+        """DeleteAcls: for each filter the ACLs it matched, all removed in one batch."""
+        removed: dict[uuid.UUID, Acl] = {}
+        results = []
+        for acl_filter in filters:
+            matched = [(i, a) for i, a in self.image.acls.items() if acl_filter.matches(a)]
+            removed.update(matched)
+            results.append([a for _, a in matched])
+        if removed:
+            self._commit([RemoveAccessControlEntryRecord(i) for i in removed])
+        return results
 
     # -- features ------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from twisted.python.failure import Failure
 
 from akfak.handlers.registry import API_VERSIONS_KEY, HandlerRegistry
 from akfak.interfaces import IRequestHandler
+from akfak.security.acls import ANONYMOUS
 
 if TYPE_CHECKING:
     from akfak.broker import Broker
@@ -115,6 +116,16 @@ class RequestContext:
     @property
     def client_id(self) -> str | None:
         return self.header.client_id
+
+    @property
+    def principal(self) -> str:
+        """Who sent the request ("User:ANONYMOUS" on a connection that did not authenticate)."""
+        return getattr(self.connection, "principal", ANONYMOUS)
+
+    @property
+    def client_host(self) -> str:
+        """The client's address, as ACL host entries name it."""
+        return self.peer.rsplit(":", 1)[0]
 
 
 @dataclass(slots=True)

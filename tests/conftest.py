@@ -10,6 +10,7 @@ import pytest_twisted
 from twisted.logger import globalLogPublisher
 
 from tests.brokers import BrokerProcess, InProcessBroker, start_in_process, start_process
+from tests.kafka_peer import KafkaPeer, start_kafka
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -54,3 +55,15 @@ def log_events() -> Iterator[list[dict[str, Any]]]:
     globalLogPublisher.addObserver(events.append)
     yield events
     globalLogPublisher.removeObserver(events.append)
+
+
+@pytest.fixture(scope="module")
+def kafka_peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaPeer]:
+    """A real Kafka 4.1.1 broker (tests/kafka_peer.py) shared by a test module's tests, each
+    using topics and ids of its own; skips where no JVM or Maven Central is at hand."""
+    from tests.jvm import build
+
+    build()
+    peer = start_kafka(tmp_path_factory.mktemp("kafka"))
+    yield peer
+    peer.stop()

@@ -121,11 +121,13 @@ def kafka_classpath() -> str:
     return classpath
 
 
-def start_kafka(tmp_path: Path, log_dir: Path | None = None) -> KafkaPeer:
+def start_kafka(tmp_path: Path, log_dir: Path | None = None, *,
+                properties: dict[str, str] | None = None) -> KafkaPeer:
     """Formats a KRaft log directory under tmp_path and starts Kafka on it; returns once the
     broker reports it has started (or fails with its log).
 
     With `log_dir`, Kafka opens that existing directory instead (one Kafka or akfak wrote).
+    `properties` are added to (or override) SERVER_PROPERTIES.
     A directory without KRaft voter records (akfak writes none: kraft.version 0) needs the
     static `controller.quorum.voters`, as a Kafka cluster formatted without --standalone."""
     classpath = kafka_classpath()
@@ -133,13 +135,14 @@ def start_kafka(tmp_path: Path, log_dir: Path | None = None) -> KafkaPeer:
     port, controller_port = free_port(), free_port()
     while controller_port == port:
         controller_port = free_port()
-    properties = tmp_path / "server.properties"
+    properties_file = tmp_path / "server.properties"
     text = SERVER_PROPERTIES.format(port=port, controller_port=controller_port,
                                     log_dir=log_dir or tmp_path / "kraft-logs")
     if log_dir is not None and not _has_kraft_voters(log_dir):
         text = text.replace("controller.quorum.bootstrap.servers=",
                             "controller.quorum.voters=1@")
-    properties.write_text(text)
+    text += "".join(f"{key}={value}\n" for key, value in (properties or {}).items())
+    properties_file.write_text(text)
     log4j = tmp_path / "log4j2.properties"
     log4j.write_text(LOG4J2)
     flags = ["-Xmx768m", f"-Dlog4j2.configurationFile={log4j}", "-Djava.awt.headless=true"]
@@ -148,7 +151,7 @@ def start_kafka(tmp_path: Path, log_dir: Path | None = None) -> KafkaPeer:
     with open(log_path, "ab") as out:
         if log_dir is None:
             format_command = jvm.java_command(classpath, "kafka.tools.StorageTool", "format",
-                                              "--standalone", "-t", cluster_id, "-c", str(properties),
+                                              "--standalone", "-t", cluster_id, "-c", str(properties_file),
                                               flags=flags)
             formatted = subprocess.run(format_command, stdin=subprocess.DEVNULL, stdout=out,
                                        stderr=subprocess.STDOUT, timeout=60)
@@ -156,7 +159,7 @@ def start_kafka(tmp_path: Path, log_dir: Path | None = None) -> KafkaPeer:
                 raise RuntimeError(f"kafka-storage format failed:\n{log_path.read_text()[-4000:]}")
         out.write(b"\n---- kafka.Kafka ----\n")
         out.flush()
-        proc = subprocess.Popen(jvm.java_command(classpath, "kafka.Kafka", str(properties), flags=flags),
+        proc = subprocess.Popen(jvm.java_command(classpath, "kafka.Kafka", str(properties_file), flags=flags),
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
     peer = KafkaPeer(proc, port, tmp_path, log_path)
     deadline = time.monotonic() + START_TIMEOUT

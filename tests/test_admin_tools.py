@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,21 +19,14 @@ import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from tests.jvm import build, run_java
-from tests.kafka_peer import KafkaPeer, start_kafka
+from tests.jvm import run_java
+from tests.kafka_peer import KafkaPeer
 from tests.kafka_tools import ToolRun, run_tool
 
 pytestmark = [pytest.mark.jvm, pytest.mark.timeout(600)]
 
 REASSIGN = "org.apache.kafka.tools.reassign.ReassignPartitionsCommand"
 
-
-@pytest.fixture(scope="module")
-def kafka_peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaPeer]:
-    build()
-    peer = start_kafka(tmp_path_factory.mktemp("kafka"))
-    yield peer
-    peer.stop()
 
 
 @pytest.fixture

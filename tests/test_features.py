@@ -5,7 +5,6 @@ downgrade), each Java case run against akfak and a real Kafka 4.1.1 broker."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ from kio.static.primitive import i8, i16
 
 from akfak import features
 from tests.jvm import build, run_java
-from tests.kafka_peer import KafkaPeer, start_kafka
+from tests.kafka_peer import KafkaPeer
 from tests.kafka_tools import run_tool
 from tests.requests import _module
 from tests.requests import build as make
@@ -121,13 +120,6 @@ def test_finalized_levels_survive_a_restart_and_an_old_directory_keeps_its_level
 
 # -- the Java client, on akfak and on Kafka 4.1.1 ------------------------------------------
 
-
-@pytest.fixture(scope="module")
-def kafka_peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaPeer]:
-    build()
-    peer = start_kafka(tmp_path_factory.mktemp("kafka"))
-    yield peer
-    peer.stop()
 
 
 @pytest.fixture(params=["akfak", "kafka"])

@@ -8,7 +8,6 @@ test expects is first shown to be what Kafka itself does.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,6 @@ from typing import Any
 import pytest
 
 from tests.jvm import JavaRun, build, run_java
-from tests.kafka_peer import KafkaPeer, start_kafka
 
 # the first test may wait for the Maven build (tests/jvm.py), which the timeout counts
 pytestmark = [pytest.mark.jvm, pytest.mark.timeout(600)]
@@ -31,14 +29,6 @@ class Cluster:
     name: str
     bootstrap: str
 
-
-@pytest.fixture(scope="module")
-def kafka_peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaPeer]:
-    """One real Kafka broker for the module's tests (each uses topics of its own)."""
-    build()
-    peer = start_kafka(tmp_path_factory.mktemp("kafka"))
-    yield peer
-    peer.stop()
 
 
 @pytest.fixture

@@ -434,6 +434,30 @@ class ProducerIdsRecord(MetadataRecord):
 
 
 @dataclass(frozen=True)
+class AccessControlEntryRecord(MetadataRecord):
+    id: uuid.UUID
+    resource_type: int
+    resource_name: str
+    pattern_type: int
+    principal: str
+    host: str
+    operation: int
+    permission_type: int
+    API_KEY: ClassVar = 18
+    FIELDS: ClassVar = (Field("id", UUID), Field("resource_type", INT8),
+                        Field("resource_name", STRING), Field("pattern_type", INT8),
+                        Field("principal", STRING), Field("host", STRING),
+                        Field("operation", INT8), Field("permission_type", INT8))
+
+
+@dataclass(frozen=True)
+class RemoveAccessControlEntryRecord(MetadataRecord):
+    id: uuid.UUID
+    API_KEY: ClassVar = 19
+    FIELDS: ClassVar = (Field("id", UUID),)
+
+
+@dataclass(frozen=True)
 class BrokerRegistrationChangeRecord(MetadataRecord):
     broker_id: int
     broker_epoch: int
@@ -464,7 +488,8 @@ RECORD_TYPES: dict[int, type[MetadataRecord]] = {
     cls.API_KEY: cls
     for cls in (RegisterBrokerRecord, UnregisterBrokerRecord, TopicRecord, PartitionRecord,
                 ConfigRecord, PartitionChangeRecord, RemoveTopicRecord, FeatureLevelRecord,
-                ProducerIdsRecord, BrokerRegistrationChangeRecord)
+                ProducerIdsRecord, BrokerRegistrationChangeRecord, AccessControlEntryRecord,
+                RemoveAccessControlEntryRecord)
 }
 
 

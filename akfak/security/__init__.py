@@ -1,0 +1,1 @@
+"""Security: the authorizer and its ACLs (authentication comes with the listeners)."""
