@@ -20,6 +20,7 @@ from twisted.python.failure import Failure
 
 from akfak.handlers.registry import API_VERSIONS_KEY, HandlerRegistry
 from akfak.interfaces import IRequestHandler
+from akfak.request_check import MalformedRequest, read_uvarint
 
 if TYPE_CHECKING:
     from akfak.broker import Broker
@@ -29,10 +30,6 @@ log = Logger()
 _INT16 = struct.Struct(">h")
 _INT32 = struct.Struct(">i")
 _HEADER = struct.Struct(">hhih")  # api key, api version, correlation id, client id length
-
-
-class MalformedRequest(ValueError):
-    """A request that cannot be parsed; Kafka closes the connection."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,29 +67,16 @@ def parse_request_header(frame: bytes, flexible_for: Any) -> RequestHeader:
     return RequestHeader(api_key, version, correlation_id, client_id, flexible, offset)
 
 
-def _read_uvarint(data: bytes, offset: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if offset >= len(data):
-            raise MalformedRequest("varint runs past the end of the frame")
-        byte = data[offset]
-        offset += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result, offset
-        shift += 7
-        if shift > 28:
-            raise MalformedRequest("varint is longer than 5 bytes")
-
-
 def skip_tagged_fields(data: bytes, offset: int) -> int:
-    count, offset = _read_uvarint(data, offset)
+    """Past a header's tagged fields: none is needed, so all are skipped."""
+    end = len(data)
+    count, offset = read_uvarint(data, offset, end, "header tagged fields")
     for _ in range(count):
-        _tag, offset = _read_uvarint(data, offset)
-        size, offset = _read_uvarint(data, offset)
+        _tag, offset = read_uvarint(data, offset, end, "header tagged field tag")
+        size, offset = read_uvarint(data, offset, end, "header tagged field size")
         offset += size
-        if offset > len(data):
-            raise MalformedRequest("tagged field runs past the end of the frame")
+        if offset > end:
+            raise MalformedRequest("header tagged field runs past the end of the frame")
     return offset
 
 
@@ -241,15 +225,18 @@ class KafkaProtocol(Int32StringReceiver):
         try:
             request = handler.decode(header.api_version, frame, header.body_offset)
         except Exception as e:
-            self.drop(
-                f"malformed body of API key {header.api_key} v{header.api_version}: "
-                f"{type(e).__name__}: {e}"
-            )
+            # MalformedRequest from the schema check, or whatever the decoder refused
+            # (bad UTF-8, an enum value it does not know): one line, no traceback.
+            reason = str(e) if isinstance(e, MalformedRequest) else f"{type(e).__name__}: {e}"
+            self.drop(f"malformed request (API key {header.api_key} v{header.api_version}): {reason}")
             return
         reply = self._enqueue(header, handler)
         context = RequestContext(header, self.peer, self.broker, self, self.listener)
         try:
             result = handler.handle(request, context)
+        except MalformedRequest as e:  # well-formed, but a request Kafka refuses to parse
+            self.drop(f"invalid request (API key {header.api_key} v{header.api_version}): {e}")
+            return
         except Exception:
             log.failure("Handler for API key {key} failed; closing connection from {peer}",
                         key=header.api_key, peer=self.peer)

@@ -4,7 +4,8 @@ Behavior:
 - Brokers: this node, at the address advertised for the listener the request
   came through.  cluster_id from meta.properties; controller_id is this node.
 - Topics: all of them for a null list (v1+) or an empty one (v0); else those
-  named (or, v10+, by topic id: UNKNOWN_TOPIC_ID when unknown).  Partitions
+  named (or, v12+, by topic id: UNKNOWN_TOPIC_ID when unknown or zero).  A null
+  name before v12 is an invalid request: the connection is closed, as Kafka does.  Partitions
   carry leader, leader epoch, replicas and ISR from the KRaft metadata image.
 - Unknown topics are created when auto.create.topics.enable and the request
   allows it (v4+; always before): num.partitions partitions, at once, so the
@@ -29,6 +30,7 @@ from akfak.errors import KafkaError
 from akfak.handlers.base import NO_THROTTLE, NO_TOPIC_ID, OPERATIONS_NOT_REQUESTED, Handler
 from akfak.metadata import INTERNAL_TOPICS, TopicImage, validate_topic_name
 from akfak.protocol import RequestContext
+from akfak.request_check import MalformedRequest
 
 # AclOperation codes: READ 3, WRITE 4, CREATE 5, DELETE 6, ALTER 7, DESCRIBE 8,
 # CLUSTER_ACTION 9, DESCRIBE_CONFIGS 10, ALTER_CONFIGS 11, IDEMPOTENT_WRITE 12.
@@ -50,6 +52,9 @@ class MetadataHandler(Handler):
             wanted = [(t.name, None) for t in sorted(image.topics_by_name.values(), key=lambda t: t.name)]
         else:
             wanted = [(t.name, t.topic_id if version >= 10 else None) for t in request.topics]
+            if version < 12 and any(name is None for name, _ in wanted):
+                # Kafka's InvalidRequestException: names are required before v12.
+                raise MalformedRequest(f"Topic name can not be null for version {version}")
         auto_create = broker.config.auto_create_topics and (
             version < 4 or bool(request.allow_auto_topic_creation))
         with_operations = version >= 8 and bool(request.include_topic_authorized_operations)
@@ -57,8 +62,9 @@ class MetadataHandler(Handler):
         for name, topic_id in wanted:
             topic: TopicImage | None = None
             error = ErrorCode.none
-            if name is None and topic_id is not None:
-                topic = image.topic_by_id(topic_id)
+            if name is None:
+                # kio reads the zero id as None: unknown, as Kafka answers it.
+                topic = image.topic_by_id(topic_id) if topic_id is not None else None
                 if topic is None:
                     error = ErrorCode.unknown_topic_id
             elif name is not None:
