@@ -29,6 +29,8 @@ from functools import cache
 from types import NoneType, UnionType
 from typing import Any, Union, get_args, get_origin
 
+from akfak.coordinator.codec import uvarint
+
 #: checker(data, position, end, edits) -> position after the value.  `edits` collects
 #: (start, end, replacement) for tagged-field sections that drop unknown tags.
 Checker = Callable[[bytes, int, int, list], int]
@@ -80,15 +82,6 @@ def read_uvarint(data: bytes, pos: int, end: int, what: str) -> tuple[int, int]:
         shift += 7
         if shift > 28:
             raise MalformedRequest(f"{what}: varint is longer than 5 bytes")
-
-
-def uvarint(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 def _past_end(what: str, size: int, pos: int, end: int) -> MalformedRequest:
