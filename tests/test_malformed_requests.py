@@ -181,3 +181,15 @@ def test_oversized_frame_is_refused_before_it_is_read(broker: BrokerProcess) -> 
     line = _closed_with_one_warning(broker, struct.pack(">i", 200 << 20) + b"\x00" * 16)
     assert "exceeds socket.request.max.bytes" in line
 
+
+
+def test_a_batch_length_below_any_record_overhead_is_corrupt(broker: BrokerProcess) -> None:
+    # Found by the fuzzer: 12 bytes of records claiming a 0-byte batch (Kafka's batch
+    # iterator throws CorruptRecordException before reading the magic).
+    before = len(broker.log())
+    with WireClient(broker.port) as client:
+        response = client.request(requests.produce(TOPIC, {0: struct.pack(">qi", 0, 0)}, version=9))
+    [partition] = response.responses[0].partition_responses
+    assert partition.error_code == ErrorCode.corrupt_message
+    assert partition.error_message == "Record size 0 is less than the minimum record overhead (14)"
+    assert "Traceback" not in broker.log()[before:]
