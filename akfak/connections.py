@@ -174,8 +174,10 @@ class ConnectionLimits:
 
     def _wake(self, reason: str) -> None:
         waiting, self._waiting[reason] = self._waiting[reason], set()
-        for connection in waiting:  # each may pause again, into the new set
-            connection.unpause(reason)
+        for connection in waiting:
+            # On the next turn of the reactor: resuming here would handle another
+            # connection's requests in the middle of writing this one's answers.
+            connection.broker.clock.callLater(0, connection.unpause, reason)
 
 
 def _canonical(host: str) -> str:

@@ -30,6 +30,7 @@ log = Logger()
 
 _INT16 = struct.Struct(">h")
 _INT32 = struct.Struct(">i")
+_KEY_VERSION = struct.Struct(">hh")
 _HEADER = struct.Struct(">hhih")  # api key, api version, correlation id, client id length
 #: Why reading may be paused, besides the two request bounds of akfak.connections.
 WRITING = "unsent responses"
@@ -304,7 +305,11 @@ class KafkaProtocol(Int32StringReceiver):
         try:
             header = parse_request_header(frame, self.registry.is_flexible)
         except MalformedRequest as e:
-            self.drop(f"malformed request header: {e}")
+            where = ""
+            if len(frame) >= _KEY_VERSION.size:
+                key, version = _KEY_VERSION.unpack_from(frame)
+                where = f" (API key {key} v{version})"
+            self.drop(f"malformed request header{where}: {e}")
             return
         handler = self.registry.get(header.api_key)
         if handler is None:
