@@ -149,7 +149,7 @@ def _array(item: Checker, item_size: int | None, flexible: bool, nullable: bool,
                 return pos
             raise MalformedRequest(f"{what}: non-nullable array was serialized as null"
                                    if count == -1 else f"{what}: count {count}")
-        # Kafka's own check: no element takes less than a byte... or it must fit at all.
+        # Kafka's own check (count against bytes left) bounds the loop below per byte.
         if count > end - pos:
             raise MalformedRequest(f"{what}: {count} elements but only {end - pos} bytes remain")
         if item_size is not None:
