@@ -56,6 +56,13 @@ DEFAULTS: Mapping[str, str] = {
     "log.cleaner.dedupe.buffer.size": str(128 * 1024 * 1024),
     "log.cleaner.io.buffer.load.factor": "0.9",
     "socket.request.max.bytes": "104857600",
+    # connection and request bounds (akfak.connections)
+    "queued.max.requests": "500",
+    "queued.max.request.bytes": "-1",
+    "connections.max.idle.ms": "600000",
+    "max.connections": str(2**31 - 1),
+    "max.connections.per.ip": str(2**31 - 1),
+    "max.connections.per.ip.overrides": "",
     "message.max.bytes": "1048588",
     "compression.type": "producer",
     "offsets.topic.num.partitions": "50",

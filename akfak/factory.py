@@ -6,19 +6,27 @@ from twisted.internet.interfaces import IAddress
 from twisted.internet.protocol import ServerFactory
 
 from akfak.broker import Broker
+from akfak.connections import ConnectionLimits
 from akfak.protocol import KafkaProtocol
 
 
 class KafkaFactory(ServerFactory):
     protocol = KafkaProtocol
 
-    def __init__(self, broker: Broker, listener: str = "PLAINTEXT"):
+    def __init__(self, broker: Broker, listener: str = "PLAINTEXT",
+                 limits: ConnectionLimits | None = None):
         self.broker = broker
         self.listener = listener
+        #: broker-wide, shared by every listener's factory
+        self.limits = limits if limits is not None else ConnectionLimits(broker.config)
         #: open connections, so that stopping the listener can close them as Kafka does
         self.connections: set[KafkaProtocol] = set()
 
-    def buildProtocol(self, addr: IAddress) -> KafkaProtocol:
-        proto = KafkaProtocol(self.broker, self.broker.registry, self.listener)
+    def buildProtocol(self, addr: IAddress) -> KafkaProtocol | None:
+        host = str(getattr(addr, "host", addr))
+        if not self.limits.admit(host):
+            return None  # Twisted closes the connection
+        proto = KafkaProtocol(self.broker, self.broker.registry, self.listener, self.limits)
         proto.factory = self
+        proto.admitted_host = host
         return proto

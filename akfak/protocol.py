@@ -19,8 +19,10 @@ from twisted.logger import Logger
 from twisted.protocols.basic import Int32StringReceiver
 from twisted.python.failure import Failure
 
+from akfak.connections import MEMORY, QUEUE, ConnectionLimits
 from akfak.handlers.registry import API_VERSIONS_KEY, HandlerRegistry
 from akfak.interfaces import IRequestHandler
+from akfak.request_check import MalformedRequest, read_uvarint
 from akfak.security.acls import ANONYMOUS
 
 if TYPE_CHECKING:
@@ -30,11 +32,10 @@ log = Logger()
 
 _INT16 = struct.Struct(">h")
 _INT32 = struct.Struct(">i")
+_KEY_VERSION = struct.Struct(">hh")
 _HEADER = struct.Struct(">hhih")  # api key, api version, correlation id, client id length
-
-
-class MalformedRequest(ValueError):
-    """A request that cannot be parsed; Kafka closes the connection."""
+#: Why reading may be paused, besides the two request bounds of akfak.connections.
+WRITING = "unsent responses"
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,29 +73,16 @@ def parse_request_header(frame: bytes, flexible_for: Any) -> RequestHeader:
     return RequestHeader(api_key, version, correlation_id, client_id, flexible, offset)
 
 
-def _read_uvarint(data: bytes, offset: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if offset >= len(data):
-            raise MalformedRequest("varint runs past the end of the frame")
-        byte = data[offset]
-        offset += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result, offset
-        shift += 7
-        if shift > 28:
-            raise MalformedRequest("varint is longer than 5 bytes")
-
-
 def skip_tagged_fields(data: bytes, offset: int) -> int:
-    count, offset = _read_uvarint(data, offset)
+    """Past a header's tagged fields: none is needed, so all are skipped."""
+    end = len(data)
+    count, offset = read_uvarint(data, offset, end, "header tagged fields")
     for _ in range(count):
-        _tag, offset = _read_uvarint(data, offset)
-        size, offset = _read_uvarint(data, offset)
+        _tag, offset = read_uvarint(data, offset, end, "header tagged field tag")
+        size, offset = read_uvarint(data, offset, end, "header tagged field size")
         offset += size
-        if offset > len(data):
-            raise MalformedRequest("tagged field runs past the end of the frame")
+        if offset > end:
+            raise MalformedRequest("header tagged field runs past the end of the frame")
     return offset
 
 
@@ -150,18 +138,28 @@ class KafkaProtocol(Int32StringReceiver):
 
     structFormat = ">i"  # signed: a negative length is an error, not 2 GiB
 
-    def __init__(self, broker: Broker, registry: HandlerRegistry, listener: str = "PLAINTEXT"):
+    def __init__(self, broker: Broker, registry: HandlerRegistry, listener: str = "PLAINTEXT",
+                 limits: ConnectionLimits | None = None):
         self.broker = broker
         self.registry = registry
         self.listener = listener
+        #: the broker-wide bounds (akfak.connections); None: unbounded, no idle timeout
+        self.limits = limits
         self.MAX_LENGTH = broker.config.socket_request_max_bytes
         self._chunks: list[bytes] = []
         self._buffered = 0
         self._needed = 4  # bytes required before the next frame can be parsed
+        self._reserved = 0  # bytes the frame being received holds of queued.max.request.bytes
         self._replies: deque[_Reply] = deque()
         self._closing = False
+        self._pauses: set[str] = set()
+        self._reading = False  # inside dataReceived
+        self._last_active = 0.0
+        self._idle_call: Any = None
         self.peer = "?"
         self.factory: Any = None
+        #: the address counted against max.connections.per.ip, released when closed
+        self.admitted_host: str | None = None
 
     # -- framing ---------------------------------------------------------------
 
@@ -175,8 +173,22 @@ class KafkaProtocol(Int32StringReceiver):
             self.transport.setTcpNoDelay(True)
         address = self.transport.getPeer()
         self.peer = f"{getattr(address, 'host', address)}:{getattr(address, 'port', '')}"
+        # Streaming producer: the transport pauses us while its unsent bytes exceed its buffer.
+        self.transport.registerProducer(self, True)
+        if self.limits is not None and self.limits.idle_seconds > 0:
+            self._last_active = self.broker.clock.seconds()
+            self._idle_call = self.broker.clock.callLater(self.limits.idle_seconds, self._check_idle)
 
     def dataReceived(self, data: bytes) -> None:
+        if self._idle_call is not None:
+            self._last_active = self.broker.clock.seconds()
+        self._reading = True
+        try:
+            self._frames(data)
+        finally:
+            self._reading = False
+
+    def _frames(self, data: bytes) -> None:
         if self._chunks:
             self._chunks.append(data)
             self._buffered += len(data)
@@ -198,9 +210,21 @@ class KafkaProtocol(Int32StringReceiver):
             end = pos + 4 + length
             if end > size:
                 self._needed = 4 + length
+                limits = self.limits
+                if limits is not None and limits.max_bytes is not None and not self._reserved:
+                    # Kafka's memory pool: a frame reserves its size once its length is known.
+                    if limits.memory_exhausted:
+                        self._needed = 0  # parse again as soon as resumed
+                        limits.wait(self, MEMORY)
+                        break
+                    self._reserved = length
+                    limits.reserve(length)
                 break
             self.stringReceived(data[pos + 4 : end])
             pos = end
+            if self._reserved:
+                self.limits.unreserve(self._reserved)  # type: ignore[union-attr]
+                self._reserved = 0
         if self._closing:
             return
         rest = data[pos:] if pos else data
@@ -218,10 +242,71 @@ class KafkaProtocol(Int32StringReceiver):
         if self.factory is not None:
             self.factory.connections.discard(self)
         self._closing = True
+        if self._idle_call is not None and self._idle_call.active():
+            self._idle_call.cancel()
+        self._idle_call = None
         replies, self._replies = self._replies, deque()
+        limits = self.limits
+        if limits is not None:
+            limits.forget(self)
+            if self._reserved:
+                limits.unreserve(self._reserved)
+                self._reserved = 0
+            if self.admitted_host is not None:
+                limits.release(self.admitted_host)
+                self.admitted_host = None
+            if replies:
+                limits.answered(len(replies))
         for reply in replies:
             if reply.pending is not None:
                 reply.pending.cancel()
+
+    # -- flow control ------------------------------------------------------------
+
+    def pause(self, reason: str) -> None:
+        """Stop reading from the transport until every reason given has been withdrawn."""
+        if not self._pauses and not self._closing:
+            self.paused = True
+            self.transport.pauseProducing()
+        self._pauses.add(reason)
+
+    def unpause(self, reason: str) -> None:
+        self._pauses.discard(reason)
+        if self._pauses or not self.paused or self._closing:
+            return
+        self.paused = False
+        self.transport.resumeProducing()
+        if not self._reading:
+            self._frames(b"")  # frames that arrived before the pause
+
+    # IPushProducer, for the transport's flow control of what we write.
+    def pauseProducing(self) -> None:
+        self.pause(WRITING)
+
+    def resumeProducing(self) -> None:
+        self.unpause(WRITING)
+
+    def stopProducing(self) -> None:
+        pass  # the transport is going away: connectionLost follows
+
+    def _check_idle(self) -> None:
+        """connections.max.idle.ms: close after that long without traffic (Kafka's
+        idle expiry); a connection with an unanswered request is not idle."""
+        self._idle_call = None
+        if self._closing or self.limits is None:
+            return
+        now = self.broker.clock.seconds()
+        if self._replies:
+            self._last_active = now
+        idle = self.limits.idle_seconds
+        quiet = now - self._last_active
+        if quiet < idle:
+            self._idle_call = self.broker.clock.callLater(idle - quiet, self._check_idle)
+            return
+        log.info("Closing connection from {peer}: idle for more than connections.max.idle.ms={ms}",
+                 peer=self.peer, ms=int(idle * 1000))
+        self._closing = True
+        self.transport.loseConnection()
 
     def drop(self, reason: str) -> None:
         """Close this connection, as Kafka does for requests it cannot answer."""
@@ -237,7 +322,11 @@ class KafkaProtocol(Int32StringReceiver):
         try:
             header = parse_request_header(frame, self.registry.is_flexible)
         except MalformedRequest as e:
-            self.drop(f"malformed request header: {e}")
+            where = ""
+            if len(frame) >= _KEY_VERSION.size:
+                key, version = _KEY_VERSION.unpack_from(frame)
+                where = f" (API key {key} v{version})"
+            self.drop(f"malformed request header{where}: {e}")
             return
         handler = self.registry.get(header.api_key)
         if handler is None:
@@ -258,15 +347,18 @@ class KafkaProtocol(Int32StringReceiver):
         try:
             request = handler.decode(header.api_version, frame, header.body_offset)
         except Exception as e:
-            self.drop(
-                f"malformed body of API key {header.api_key} v{header.api_version}: "
-                f"{type(e).__name__}: {e}"
-            )
+            # MalformedRequest from the schema check, or whatever the decoder refused
+            # (bad UTF-8, an enum value it does not know): one line, no traceback.
+            reason = str(e) if isinstance(e, MalformedRequest) else f"{type(e).__name__}: {e}"
+            self.drop(f"malformed request (API key {header.api_key} v{header.api_version}): {reason}")
             return
         reply = self._enqueue(header, handler)
         context = RequestContext(header, self.peer, self.broker, self, self.listener)
         try:
             result = handler.handle(request, context)
+        except MalformedRequest as e:  # well-formed, but a request Kafka refuses to parse
+            self.drop(f"invalid request (API key {header.api_key} v{header.api_version}): {e}")
+            return
         except Exception:
             log.failure("Handler for API key {key} failed; closing connection from {peer}",
                         key=header.api_key, peer=self.peer)
@@ -278,10 +370,15 @@ class KafkaProtocol(Int32StringReceiver):
                                 errbackArgs=(reply,))
         else:
             self._answered(result, reply)
+        limits = self.limits
+        if limits is not None and limits.queue_full and self._replies and not self._closing:
+            limits.wait(self, QUEUE)  # until the broker holds fewer unanswered requests
 
     def _enqueue(self, header: RequestHeader, handler: IRequestHandler) -> _Reply:
         reply = _Reply(header, handler)
         self._replies.append(reply)
+        if self.limits is not None:
+            self.limits.requests += 1
         return reply
 
     def _answered(self, response: object, reply: _Reply) -> None:
@@ -312,8 +409,12 @@ class KafkaProtocol(Int32StringReceiver):
     def _finish_ready(self) -> None:
         """Write every answered response at the head of the queue, in request order."""
         replies = self._replies
+        if self._idle_call is not None:
+            self._last_active = self.broker.clock.seconds()
         while replies and replies[0].ready:
             reply = replies.popleft()
+            if self.limits is not None:
+                self.limits.answered()
             if reply.parts is None:
                 continue  # Kafka sends nothing back (Produce with acks=0)
             header = reply.header

@@ -14,6 +14,7 @@ from twisted.python.failure import Failure
 
 from akfak.broker import Broker
 from akfak.config import BrokerConfig, Listener
+from akfak.connections import ConnectionLimits
 from akfak.factory import KafkaFactory
 
 log = Logger()
@@ -37,10 +38,13 @@ class BrokerService(Service):
 class ListenerService(Service):
     """Listens on one endpoint string and advertises the address it got."""
 
-    def __init__(self, broker: Broker, listener: Listener, reactor: Any = None):
+    def __init__(self, broker: Broker, listener: Listener, reactor: Any = None,
+                 limits: ConnectionLimits | None = None):
         self.broker = broker
         self.listener = listener
         self.reactor = reactor if reactor is not None else broker.clock
+        #: max.connections and the request bounds are broker-wide: one for all listeners
+        self.limits = limits
         self.port: IListeningPort | None = None
         self.factory: KafkaFactory | None = None
         #: fires with the listening port (or fails) once startService has begun listening
@@ -49,7 +53,9 @@ class ListenerService(Service):
     def startService(self) -> None:
         super().startService()
         endpoint = serverFromString(self.reactor, self.listener.endpoint)
-        self.factory = KafkaFactory(self.broker, self.listener.name)
+        if self.limits is None:
+            self.limits = ConnectionLimits(self.broker.config)
+        self.factory = KafkaFactory(self.broker, self.listener.name, self.limits)
         self.listening = endpoint.listen(self.factory)
         self.listening.addCallback(self._listening)
         failed: list[Failure] = []
@@ -61,6 +67,7 @@ class ListenerService(Service):
 
     def _listening(self, port: IListeningPort) -> IListeningPort:
         self.port = port
+        self.limits.add_port(port)  # type: ignore[union-attr]
         address = port.getHost()
         host = self.listener.advertised_host or address.host
         number = self.listener.advertised_port or address.port
@@ -77,6 +84,7 @@ class ListenerService(Service):
         if self.port is None:
             return None
         port, self.port = self.port, None
+        self.limits.remove_port(port)  # type: ignore[union-attr]
         stopped = maybeDeferred(port.stopListening)
 
         def close_connections(_: object) -> Deferred[None]:
@@ -94,8 +102,9 @@ def makeService(config: BrokerConfig, *, reactor: Any = None) -> MultiService:
     broker = Broker(config, clock=reactor)
     top.broker = broker  # type: ignore[attr-defined]
     BrokerService(broker).setServiceParent(top)
+    limits = ConnectionLimits(config)
     for listener in config.listeners():
-        ListenerService(broker, listener, reactor).setServiceParent(top)
+        ListenerService(broker, listener, reactor, limits).setServiceParent(top)
     return top
 
 

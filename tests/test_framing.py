@@ -210,7 +210,7 @@ def test_unsupported_version_of_other_api_closes_connection(
 def test_truncated_body_closes_connection(inproc: Any, log_events: list[dict[str, Any]]) -> Any:
     frame = encode_request(18, 3, 1, V3_BODY[:4])
     yield deferToThread(bad_input_case, inproc.port, frame)
-    assert "malformed body of API key 18 v3" in logged(log_events)
+    assert "malformed request (API key 18 v3): ApiVersionsRequest" in logged(log_events)
 
 
 @pytest_twisted.inlineCallbacks

@@ -16,6 +16,7 @@ from kio.static.primitive import i32Timedelta
 from zope.interface import implementer
 
 from akfak.interfaces import IRequestHandler
+from akfak.request_check import checked_body
 
 if TYPE_CHECKING:
     from akfak.broker import Broker
@@ -98,7 +99,9 @@ class Handler:
         return sys.modules[response_schema(self.api_key, version).__module__]
 
     def decode(self, version: int, body: bytes, offset: int) -> Any:
-        request, _size = _reader(self.request_type(version))(body, offset)
+        # Checked first: the native decoder trusts the lengths it reads (akfak.request_check).
+        schema = self.request_type(version)
+        request, _size = _reader(schema)(checked_body(schema, body, offset), offset)
         return request
 
     def encode(self, version: int, response: Any) -> bytes | list[bytes]:

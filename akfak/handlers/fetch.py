@@ -62,14 +62,15 @@ class FetchHandler(Handler):
         wanted: list[tuple[PartitionKey, int, int]] = []
         leader_epochs: dict[PartitionKey, int] = {}
         for topic in request.topics:
-            ref: Hashable = topic.topic_id if by_id else topic.topic
+            # kio reads the zero topic id as None; Kafka answers it UNKNOWN_TOPIC_ID.
+            ref: Hashable = (topic.topic_id or NO_TOPIC_ID) if by_id else topic.topic
             for p in topic.partitions:
                 key = (ref, int(p.partition))
                 wanted.append((key, int(p.fetch_offset), int(p.partition_max_bytes)))
                 leader_epochs[key] = int(p.current_leader_epoch) if version >= 9 else -1
         if version >= 7:
             forgotten = [
-                ((t.topic_id if by_id else t.topic), int(index))
+                (((t.topic_id or NO_TOPIC_ID) if by_id else t.topic), int(index))
                 for t in request.forgotten_topics_data
                 for index in t.partitions
             ]

@@ -5,7 +5,8 @@ Behavior:
   came through.  cluster_id from meta.properties; controller_id is this node.
 - Topics: all of them for a null list (v1+) or an empty one (v0); else those
   named (or, v10+, by a non-zero topic id, whatever the name says (null, or "" from the
-  Java client): UNKNOWN_TOPIC_ID when unknown).  Partitions
+  Java client): UNKNOWN_TOPIC_ID when unknown or zero with a null name).  A null name
+  before v12 is an invalid request: the connection is closed, as Kafka does.  Partitions
   carry leader, leader epoch, replicas and ISR from the KRaft metadata image.
 - Unknown topics are created when auto.create.topics.enable and the request
   allows it (v4+; always before): num.partitions partitions, at once, so the
@@ -30,6 +31,7 @@ from akfak.errors import KafkaError
 from akfak.handlers.base import NO_THROTTLE, NO_TOPIC_ID, OPERATIONS_NOT_REQUESTED, Handler
 from akfak.metadata import INTERNAL_TOPICS, TopicImage, validate_topic_name
 from akfak.protocol import RequestContext
+from akfak.request_check import MalformedRequest
 
 # AclOperation codes: READ 3, WRITE 4, CREATE 5, DELETE 6, ALTER 7, DESCRIBE 8,
 # CLUSTER_ACTION 9, DESCRIBE_CONFIGS 10, ALTER_CONFIGS 11, IDEMPOTENT_WRITE 12.
@@ -50,9 +52,14 @@ class MetadataHandler(Handler):
         if request.topics is None or (version == 0 and not request.topics):
             wanted = [(t.name, None) for t in sorted(image.topics_by_name.values(), key=lambda t: t.name)]
         else:
+            if version < 12 and any(t.name is None for t in request.topics):
+                # Kafka's InvalidRequestException: names are required before v12.
+                raise MalformedRequest(f"Topic name can not be null for version {version}")
             # By id (v10+) when a non-zero id is given; the Java client then sends the name as
-            # "" (Admin describeTopics by ids), others as null.  An unknown id answers a null name.
-            wanted = [(None, t.topic_id) if version >= 10 and t.topic_id not in (None, NO_TOPIC_ID)
+            # "" (Admin describeTopics by ids), others as null.  An unknown id answers a null
+            # name; so does a null name with the zero id (kio reads it as None).
+            wanted = [(None, t.topic_id) if version >= 10 and (
+                t.topic_id not in (None, NO_TOPIC_ID) or t.name is None)
                       else (t.name, None) for t in request.topics]
         auto_create = broker.config.auto_create_topics and (
             version < 4 or bool(request.allow_auto_topic_creation))
@@ -61,8 +68,9 @@ class MetadataHandler(Handler):
         for name, topic_id in wanted:
             topic: TopicImage | None = None
             error = ErrorCode.none
-            if topic_id is not None:
-                topic = image.topic_by_id(topic_id)
+            if name is None:
+                topic = (image.topic_by_id(topic_id)
+                         if topic_id not in (None, NO_TOPIC_ID) else None)
                 if topic is None:
                     error = ErrorCode.unknown_topic_id
             elif name is not None:

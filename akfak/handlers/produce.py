@@ -45,6 +45,7 @@ from akfak.protocol import RequestContext
 
 _BATCH_PREFIX = struct.Struct(">qi")  # base offset, batch length
 MIN_BATCH_SIZE = 61  # a batch header with no records
+MIN_RECORD_OVERHEAD = 14  # Kafka's LegacyRecord.RECORD_OVERHEAD_V0: the least any batch length is
 ZSTD = 4
 TRANSACTIONAL_BIT = 0x10
 
@@ -55,6 +56,9 @@ def check_produce_records(records: bytes | None, version: int) -> tuple[ErrorCod
         return ErrorCode.invalid_record, (
             f"Produce requests with version {version} must have at least one record batch per partition")
     _base, length = _BATCH_PREFIX.unpack_from(records)
+    if length < MIN_RECORD_OVERHEAD:  # Kafka's batch iterator refuses it before the magic
+        return ErrorCode.corrupt_message, (
+            f"Record size {length} is less than the minimum record overhead ({MIN_RECORD_OVERHEAD})")
     if length < MIN_BATCH_SIZE - 12 and len(records) >= 17 and records[16] == 2:
         return ErrorCode.corrupt_message, f"Record batch length {length} is below the minimum"
     if 12 + length > len(records):
