@@ -68,6 +68,9 @@ _INTS = {  # field name -> a value that makes a seed a plausible request
     "partition_index": 0, "index": 0, "replica_id": -1, "broker_epoch": -1,
     "response_partition_limit": 100, "coordinator_key_type": 0,
 }
+#: ACL request enums: ANY (1) in filters; a TOPIC, LITERAL, READ, ALLOW creation.
+_ACL_ENUMS = {"resource_type_filter": 1, "pattern_type_filter": 1, "operation": 3,
+              "permission_type": 3, "resource_type": 2, "resource_pattern_type": 3}
 _STRINGS = {
     "client_software_name": "fuzz", "client_software_version": "1.0", "protocol_type": "consumer",
     "group_id": "fuzz-group", "key": "fuzz-group", "transactional_id": None, "member_id": "",
@@ -125,6 +128,8 @@ def _primitive(kafka_type: str, annotation: Any, name: str, api_key: int, nullab
         return i64Timedelta.parse(datetime.timedelta(0))
     if kafka_type == "datetime_i64":
         return datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+    if api_key in (29, 30, 31) and name in _ACL_ENUMS:
+        return annotation(_ACL_ENUMS[name])  # UNKNOWN (0) would close the connection
     return annotation(_INTS.get(name, 0))
 
 

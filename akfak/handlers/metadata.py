@@ -4,9 +4,10 @@ Behavior:
 - Brokers: this node, at the address advertised for the listener the request
   came through.  cluster_id from meta.properties; controller_id is this node.
 - Topics: all of them for a null list (v1+) or an empty one (v0); else those
-  named (or, v10+, by a non-zero topic id, whatever the name says (null, or "" from the
-  Java client): UNKNOWN_TOPIC_ID when unknown or zero with a null name).  A null name
-  before v12 is an invalid request: the connection is closed, as Kafka does.  Partitions
+  named (or, v12+, by a non-zero topic id, whatever the name says (null, or "" from the
+  Java client): UNKNOWN_TOPIC_ID when unknown or zero with a null name).  Before v12 a
+  null name or a non-zero id is an invalid request: the connection is closed, as Kafka
+  does.  Partitions
   carry leader, leader epoch, replicas and ISR from the KRaft metadata image.
 - Unknown topics are created when auto.create.topics.enable and the request
   allows it (v4+; always before): num.partitions partitions, at once, so the
@@ -52,13 +53,17 @@ class MetadataHandler(Handler):
         if request.topics is None or (version == 0 and not request.topics):
             wanted = [(t.name, None) for t in sorted(image.topics_by_name.values(), key=lambda t: t.name)]
         else:
-            if version < 12 and any(t.name is None for t in request.topics):
-                # Kafka's InvalidRequestException: names are required before v12.
-                raise MalformedRequest(f"Topic name can not be null for version {version}")
-            # By id (v10+) when a non-zero id is given; the Java client then sends the name as
+            for t in request.topics if version < 12 else ():
+                # Kafka's InvalidRequestException: before v12 names are required, ids refused.
+                if t.name is None:
+                    raise MalformedRequest(f"Topic name can not be null for version {version}")
+                if version >= 10 and t.topic_id not in (None, NO_TOPIC_ID):
+                    raise MalformedRequest(
+                        f"Topic IDs are not supported in requests for version {version}")
+            # By id (v12+) when a non-zero id is given; the Java client then sends the name as
             # "" (Admin describeTopics by ids), others as null.  An unknown id answers a null
             # name; so does a null name with the zero id (kio reads it as None).
-            wanted = [(None, t.topic_id) if version >= 10 and (
+            wanted = [(None, t.topic_id) if version >= 12 and (
                 t.topic_id not in (None, NO_TOPIC_ID) or t.name is None)
                       else (t.name, None) for t in request.topics]
         auto_create = broker.config.auto_create_topics and (
