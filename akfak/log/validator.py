@@ -168,6 +168,7 @@ def _check(records: list[tuple[int, int, int, int]], h: BatchHeader, rules: Rule
     timestamp_error = False
     high = NO_TIMESTAMP
     batch_lat = h.is_log_append_time
+    before, after = rules.before_ms, rules.after_ms
     window = (f"[{_java_long(now_ms - rules.before_ms)}, {_java_long(now_ms + rules.after_ms)}]")
     for index, (ts_delta, offset_delta, key_size, value_size) in enumerate(records):
         ts = h.max_timestamp if batch_lat else h.base_timestamp + ts_delta
@@ -177,7 +178,7 @@ def _check(records: list[tuple[int, int, int, int]], h: BatchHeader, rules: Rule
             errors.append((index, "Compacted topic cannot accept message without key in topic "
                                   f"partition {rules.topic_partition}"))
         elif not rules.log_append_time and ts != NO_TIMESTAMP:
-            if not _in_window(ts, now_ms, rules):
+            if now_ms - ts > before or ts - now_ms > after:
                 timestamp_error = True
                 errors.append((index, f"Timestamp {ts} of message with offset "
                                       f"{h.base_offset + offset_delta} is out of range. The "
@@ -254,6 +255,10 @@ def _walk(data: memoryview, count: int, *, read_ts: bool) -> tuple[int, int]:
             if b < 0x80:
                 length = (b >> 1) ^ -(b & 1)
                 pos += 1
+            elif data[pos + 1] < 0x80:
+                v = (b & 0x7F) | data[pos + 1] << 7
+                length = (v >> 1) ^ -(v & 1)
+                pos += 2
             else:
                 length, pos = _varint(data, pos)
             if length < 0 or pos + length > size:
@@ -280,40 +285,77 @@ def _read_records(data: bytes, count: int, *, strict: bool) -> list[tuple[int, i
 
     `strict` reads as Kafka reads an uncompressed batch (each record within its length
     prefix, which its fields must fill exactly); otherwise as it streams a decompressed
-    one (the fields in sequence, the prefix read and ignored)."""
+    one (the fields in sequence, the prefix read and ignored).  One-byte varints, the
+    common case, are decoded inline (this loop is the cost of validating)."""
     out = []
+    append = out.append
     size = len(data)
     pos = 0
     try:
         for _ in range(count):
-            length, pos = _varint(data, pos)
+            b = data[pos]
+            if b < 0x80:
+                length, pos = (b >> 1) ^ -(b & 1), pos + 1
+            elif data[pos + 1] < 0x80:
+                v = (b & 0x7F) | data[pos + 1] << 7
+                length, pos = (v >> 1) ^ -(v & 1), pos + 2
+            else:
+                length, pos = _varint(data, pos)
             start = pos
             if strict and (length < 0 or pos + length > size):
                 raise InvalidRecord(
                     f"Invalid record size: expected {length} bytes in record payload, but instead "
                     f"the buffer has only {size - pos} remaining bytes.")
-            ts_delta, pos = _varint(data, pos + 1)  # after the attributes
-            offset_delta, pos = _varint(data, pos)
-            key_size, pos = _varint(data, pos)
-            pos += max(key_size, 0)
-            value_size, pos = _varint(data, pos)
-            pos += max(value_size, 0)
-            headers, pos = _varint(data, pos)
-            if headers < 0:
-                raise InvalidRecord(f"Found invalid number of record headers {headers}")
-            for _h in range(headers):
-                key_length, pos = _varint(data, pos)
-                if key_length < 0:
-                    raise InvalidRecord(f"Invalid negative header key size {key_length}")
-                value_length, pos = _varint(data, pos + key_length)
-                pos += max(value_length, 0)
+            b = data[pos + 1]  # after the attributes
+            if b < 0x80:
+                ts_delta, pos = (b >> 1) ^ -(b & 1), pos + 2
+            else:
+                ts_delta, pos = _varint(data, pos + 1)
+            b = data[pos]
+            if b < 0x80:
+                offset_delta, pos = (b >> 1) ^ -(b & 1), pos + 1
+            elif data[pos + 1] < 0x80:
+                v = (b & 0x7F) | data[pos + 1] << 7
+                offset_delta, pos = (v >> 1) ^ -(v & 1), pos + 2
+            else:
+                offset_delta, pos = _varint(data, pos)
+            b = data[pos]
+            if b < 0x80:
+                key_size, pos = (b >> 1) ^ -(b & 1), pos + 1
+            else:
+                key_size, pos = _varint(data, pos)
+            if key_size > 0:
+                pos += key_size
+            b = data[pos]
+            if b < 0x80:
+                value_size, pos = (b >> 1) ^ -(b & 1), pos + 1
+            elif data[pos + 1] < 0x80:
+                v = (b & 0x7F) | data[pos + 1] << 7
+                value_size, pos = (v >> 1) ^ -(v & 1), pos + 2
+            else:
+                value_size, pos = _varint(data, pos)
+            if value_size > 0:
+                pos += value_size
+            headers = data[pos]
+            if headers == 0:
+                pos += 1
+            else:
+                headers, pos = _varint(data, pos)
+                if headers < 0:
+                    raise InvalidRecord(f"Found invalid number of record headers {headers}")
+                for _h in range(headers):
+                    key_length, pos = _varint(data, pos)
+                    if key_length < 0:
+                        raise InvalidRecord(f"Invalid negative header key size {key_length}")
+                    value_length, pos = _varint(data, pos + key_length)
+                    pos += max(value_length, 0)
             if pos > size:
                 raise IndexError
             if strict and pos - start != length:
                 raise InvalidRecord(
                     f"Invalid record size: expected to read {length} bytes in record payload, but "
                     f"instead read {pos - start}")
-            out.append((ts_delta, offset_delta, key_size, value_size))
+            append((ts_delta, offset_delta, key_size, value_size))
     except IndexError:
         raise InvalidRecord(_EOF) from None
     if pos != size:
