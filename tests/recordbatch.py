@@ -93,7 +93,10 @@ def _compress(codec: int, data: bytes) -> bytes:
     if codec == 2:
         return bytes(cramjam.snappy.compress_raw(data))
     if codec == 3:
-        return bytes(cramjam.lz4.compress(data))
+        # Kafka refuses LZ4 frames with dependent blocks (cramjam's frame compressor's).
+        import lz4.frame
+
+        return bytes(lz4.frame.compress(data, block_linked=False))
     return bytes(cramjam.zstd.compress(data))
 
 
@@ -222,3 +225,38 @@ def _get_bytes(data: bytes, pos: int) -> tuple[bytes | None, int]:
     if length < 0:
         return None, pos
     return data[pos : pos + length], pos + length
+
+
+# -- hand-made records, for the broker's validation tests --------------------------------
+
+
+def record_bytes(offset_delta: int, key: bytes | None, value: bytes | None, *, ts_delta: int = 0,
+                 header_count: int | None = None, length_adjust: int = 0) -> bytes:
+    """One encoded record; `header_count` and `length_adjust` (added to its length
+    prefix) make malformed ones."""
+    rec = io.BytesIO()
+    rec.write(b"\x00")
+    write_signed_varlong(rec, ts_delta)
+    write_signed_varint(rec, offset_delta)
+    _put_bytes(rec, key)
+    _put_bytes(rec, value)
+    write_signed_varint(rec, 0 if header_count is None else header_count)
+    body = rec.getvalue()
+    out = io.BytesIO()
+    write_signed_varint(out, len(body) + length_adjust)
+    out.write(body)
+    return out.getvalue()
+
+
+def batch_of(section: bytes, count: int, *, codec: int = 0, payload: bytes | None = None,
+             base_timestamp: int | None = None, max_timestamp: int | None = None,
+             attributes: int = 0) -> bytes:
+    """A batch (valid CRC, lastOffsetDelta count - 1) around a records section built by hand,
+    compressed with `codec` (or the given `payload` as its compressed bytes)."""
+    ts = int(time.time() * 1000) if base_timestamp is None else base_timestamp
+    payload = _compress(codec, section) if payload is None else payload
+    header = bytearray(HEADER.pack(0, 49 + len(payload), -1, 2, 0, codec | attributes, count - 1,
+                                   ts, ts if max_timestamp is None else max_timestamp, -1, -1, -1,
+                                   count))
+    struct.pack_into(">I", header, 17, crc32c.crc32c(payload, crc32c.crc32c(bytes(header[21:]))))
+    return bytes(header) + payload

@@ -6,7 +6,12 @@ Behavior:
   answered UNSUPPORTED_VERSION in that version's format.
 - Each partition must carry exactly one magic-2 batch (INVALID_RECORD otherwise),
   zstd only from v7 (UNSUPPORTED_COMPRESSION_TYPE); storage checks CRC, sizes and
-  offsets.  Internal topics refuse client appends (INVALID_TOPIC_EXCEPTION).
+  offsets, and akfak.log.validator the records as Kafka's LogValidator does.
+  Internal topics refuse client appends (INVALID_TOPIC_EXCEPTION).
+- Per-record errors (KIP-467, v8+): the whole batch fails, `record_errors` names the
+  records at fault by index and `error_message` says why; as Kafka, other append
+  errors carry no message (CORRUPT_MESSAGE, INVALID_RECORD, MESSAGE_TOO_LARGE,
+  UNKNOWN_SERVER_ERROR for what Kafka cannot decompress).  Each refusal is logged.
 - acks 0: no response at all; if any partition failed, the connection is closed
   instead, so the client refreshes its metadata (as Kafka does).  acks 1 and -1
   are the same on a single node.  Other acks: INVALID_REQUIRED_ACKS everywhere.
@@ -36,13 +41,16 @@ from typing import Any
 from kio.schema.errors import ErrorCode
 from kio.static.primitive import i32, i64
 from twisted.internet.defer import Deferred, gatherResults
+from twisted.logger import Logger
 
-from akfak.errors import KafkaError
+from akfak.errors import CorruptMessage, InvalidRecord, KafkaError, MessageTooLarge, UnknownServerError
 from akfak.handlers.base import NO_THROTTLE, Handler, encode_entity, timestamp
 from akfak.log.batch import HEADER_SIZE, parse_header
+from akfak.log.validator import RecordErrors
 from akfak.metadata import INTERNAL_TOPICS
 from akfak.protocol import RequestContext
 
+_log = Logger()
 _BATCH_PREFIX = struct.Struct(">qi")  # base offset, batch length
 MIN_BATCH_SIZE = 61  # a batch header with no records
 MIN_RECORD_OVERHEAD = 14  # Kafka's LegacyRecord.RECORD_OVERHEAD_V0: the least any batch length is
@@ -194,6 +202,7 @@ class ProduceHandler(Handler):
                 else:
                     error, message = check_produce_records(data.records, version)
                 result = None
+                record_errors: tuple[tuple[int, str], ...] = ()
                 if not error:
                     log = broker.get_log(name, index)
                     if log is None:
@@ -206,13 +215,18 @@ class ProduceHandler(Handler):
                             result = log.append(data.records, leader_epoch=broker.leader_epoch(name, index),
                                                 now_ms=now_ms)
                         except KafkaError as e:
-                            error, message = ErrorCode(e.error_code), str(e)
+                            _log.info("Produce to {topic}-{partition} refused ({error}): {reason}",
+                                      topic=name, partition=index, error=ErrorCode(e.error_code).name,
+                                      reason=str(e))
+                            error, message = ErrorCode(e.error_code), _append_message(e)
+                            record_errors = getattr(e, "record_errors", ())
                         else:
                             broker.appended(name, index)
                             if result.flushed is not None:
                                 fsyncs.append(result.flushed)
                 failed = failed or bool(error)
-                partitions.append(self._partition(module, version, index, error, message, result))
+                partitions.append(self._partition(module, version, index, error, message, result,
+                                                  record_errors))
             topic_fields: dict[str, Any] = {"partition_responses": tuple(partitions)}
             if version >= 13:
                 topic_fields["topic_id"] = topic_data.topic_id
@@ -233,7 +247,7 @@ class ProduceHandler(Handler):
 
     @staticmethod
     def _partition(module: Any, version: int, index: int, error: ErrorCode, message: str | None,
-                   result: Any) -> Any:
+                   result: Any, record_errors: tuple[tuple[int, str], ...] = ()) -> Any:
         fields: dict[str, Any] = {
             "index": i32(index),
             "error_code": error,
@@ -243,9 +257,22 @@ class ProduceHandler(Handler):
         if version >= 5:
             fields["log_start_offset"] = i64(result.log_start_offset if result else -1)
         if version >= 8:
-            fields["record_errors"] = ()
+            fields["record_errors"] = tuple(
+                module.BatchIndexAndErrorMessage(batch_index=i32(i), batch_index_error_message=m)
+                for i, m in record_errors)
             fields["error_message"] = message
         return module.PartitionProduceResponse(**fields)
+
+
+#: Append errors Kafka answers without their message (its ReplicaManager gives one only for
+#: per-record errors): the batch and record checks of batch.py and akfak.log.validator.
+_SILENT_ERRORS = (CorruptMessage, InvalidRecord, MessageTooLarge, UnknownServerError)
+
+
+def _append_message(error: KafkaError) -> str | None:
+    if isinstance(error, RecordErrors) or not isinstance(error, _SILENT_ERRORS):
+        return str(error)
+    return None
 
 
 _I16 = struct.Struct(">h")

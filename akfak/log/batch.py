@@ -231,16 +231,21 @@ def patched_header(view: memoryview, pos: int, header: BatchHeader, *, base_offs
                    leader_epoch: int, log_append_time: int | None = None) -> bytes:
     """The 61 header bytes of the batch at `pos` with offsets (and time) assigned.
 
-    Only baseOffset and partitionLeaderEpoch change, which the CRC does not
-    cover.  For LogAppendTime topics the timestamp-type attribute bit is set and
-    maxTimestamp becomes the append time, so the CRC is recomputed over the new
+    baseOffset and partitionLeaderEpoch change, which the CRC does not cover.  The
+    attributes and maxTimestamp become `header`'s (the validator corrects them as Kafka
+    does); for LogAppendTime topics the timestamp-type bit is set and maxTimestamp
+    becomes the append time.  When either changes, the CRC is recomputed over the new
     header tail and the unchanged records.
     """
     out = bytearray(view[pos : pos + HEADER_SIZE])
     _OFFSET_AND_EPOCH.pack_into(out, 0, base_offset, header.batch_length, leader_epoch)
+    attributes, max_timestamp = header.attributes, header.max_timestamp
     if log_append_time is not None:
-        _ATTRS_AND_MAX_TS.pack_into(out, ATTRIBUTES_OFFSET, header.attributes | TIMESTAMP_TYPE_BIT)
-        _INT64.pack_into(out, MAX_TIMESTAMP_OFFSET, log_append_time)
+        attributes, max_timestamp = attributes | TIMESTAMP_TYPE_BIT, log_append_time
+    if ((attributes,) != _ATTRS_AND_MAX_TS.unpack_from(out, ATTRIBUTES_OFFSET)
+            or (max_timestamp,) != _INT64.unpack_from(out, MAX_TIMESTAMP_OFFSET)):
+        _ATTRS_AND_MAX_TS.pack_into(out, ATTRIBUTES_OFFSET, attributes)
+        _INT64.pack_into(out, MAX_TIMESTAMP_OFFSET, max_timestamp)
         crc = crc32c.crc32c(memoryview(out)[CRC_START:])
         crc = crc32c.crc32c(view[pos + HEADER_SIZE : pos + header.size], crc)
         _UINT32.pack_into(out, CRC_OFFSET, crc)

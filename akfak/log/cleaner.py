@@ -35,8 +35,7 @@ This follows Apache Kafka's LogCleaner, Cleaner and LogCleanerManager:
   cleaned (else the cleaned files are discarded and the round ends), through
   `PartitionLog.replace_segments` (crash-safe on disk: `.cleaned`, `.swap`,
   `.deleted`, see `disk.py`).
-- Appends to a compacted log must carry a key (Kafka's LogValidator):
-  `check_record_keys` answers INVALID_RECORD otherwise.
+- Appends to a compacted log must carry a key: akfak.log.validator refuses others.
 
 - Transactions.  Cleaning stops at the last stable offset (an undecided
   transaction is never cleaned).  The records of aborted transactions (known from
@@ -57,14 +56,13 @@ from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from akfak.errors import CorruptMessage, InvalidRecord
+from akfak.errors import CorruptMessage
 from akfak.log.batch import HEADER_SIZE, BatchHeader, parse_header
 from akfak.log.cleaner_txns import AbortedTransactions, CleanedTransactions
 from akfak.log.records import (
     RawRecord,
     delete_horizon,
     empty_batch,
-    has_keyless_record,
     iter_raw_records,
     read_marker,
     rebuild_batch,
@@ -89,25 +87,6 @@ READ_CHUNK = 1024 * 1024
 
 class CleaningAborted(Exception):
     """The log changed (closed, deleted, reconfigured) or the cleaner stopped mid-round."""
-
-
-# -- records -----------------------------------------------------------------------------
-
-
-def check_record_keys(records: memoryview, headers: Sequence[tuple[int, BatchHeader]],
-                      topic_partition: str) -> None:
-    """Kafka's LogValidator check for compacted topics: every record has a key.
-
-    Raises InvalidRecord, as Kafka answers, for the first record without one.
-    Control batches carry keys of their own and are not looked at.
-    """
-    for pos, header in headers:
-        if header.is_control:
-            continue
-        if has_keyless_record(records[pos : pos + header.size], header):
-            raise InvalidRecord(
-                f"Compacted topic cannot accept message without key in topic partition "
-                f"{topic_partition}.")
 
 
 # -- batches -----------------------------------------------------------------------------

@@ -24,7 +24,6 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from akfak.errors import (
-    InvalidTimestamp,
     KafkaStorageError,
     OffsetOutOfRange,
     RecordListTooLarge,
@@ -32,9 +31,10 @@ from akfak.errors import (
 )
 from akfak.interfaces import IPartitionLog
 from akfak.log import batch as batches
-from akfak.log.batch import HEADER_SIZE, BatchHeader
-from akfak.log.cleaner import CleaningAborted, check_record_keys
-from akfak.log.config import LONG_MAX, LogConfig
+from akfak.log import validator
+from akfak.log.batch import HEADER_SIZE
+from akfak.log.cleaner import CleaningAborted
+from akfak.log.config import LogConfig
 from akfak.log.handles import Syncable
 from akfak.log.producer_state import ProducerStateManager
 from akfak.log.records import encode_marker, iter_timestamps, read_marker
@@ -268,11 +268,9 @@ class PartitionLog:
                 f"{self.topic}-{self.partition} which exceeds the maximum configured segment "
                 f"size of {config.segment_bytes}.")
         log_append_time = now_ms if config.log_append_time else None
-        if client and log_append_time is None:
-            self._check_timestamps(headers, now_ms)
-        if config.compact:
-            # Kafka's LogValidator: compaction needs a key on every record (INVALID_RECORD).
-            check_record_keys(view, headers, f"{self.topic}-{self.partition}")
+        if client:
+            rules = validator.Rules.of(f"{self.topic}-{self.partition}", config)
+            headers = validator.validate(view, headers, rules, now_ms)
         if self.producer_state is not None:
             duplicate = self.producer_state.before_append(self, [h for _, h in headers],
                                                           origin=origin)
@@ -356,27 +354,6 @@ class PartitionLog:
             if complete:
                 break
         return found
-
-    def _check_timestamps(self, headers: list[tuple[int, BatchHeader]], now_ms: int) -> None:
-        """Kafka's message.timestamp.{after,before}.max.ms for CreateTime topics.
-
-        Checked per batch from the header: maxTimestamp bounds every record
-        from above; the lower bound uses baseTimestamp (the first record's), the
-        only lower-side time a header carries.
-        """
-        after, before = (self.config.message_timestamp_after_max_ms,
-                         self.config.message_timestamp_before_max_ms)
-        for _, h in headers:
-            if h.max_timestamp >= 0 and after < LONG_MAX and h.max_timestamp > now_ms + after:
-                raise InvalidTimestamp(
-                    f"Timestamp {h.max_timestamp} of message with offset {h.base_offset} is out "
-                    f"of range. The timestamp should be within [{now_ms - before}, "
-                    f"{now_ms + after}]")
-            if h.base_timestamp >= 0 and before < LONG_MAX and h.base_timestamp < now_ms - before:
-                raise InvalidTimestamp(
-                    f"Timestamp {h.base_timestamp} of message with offset {h.base_offset} is out "
-                    f"of range. The timestamp should be within [{now_ms - before}, "
-                    f"{now_ms + after}]")
 
     def roll(self, now_ms: int) -> LogSegment:
         """Start a new active segment at the log end offset (and fsync the old one)."""

@@ -209,21 +209,6 @@ def iter_timestamps(batch: bytes | memoryview) -> Iterator[tuple[int, int]]:
             raise CorruptMessage("Record extends past the end of its batch")
 
 
-def has_keyless_record(batch: bytes | memoryview, header: BatchHeader) -> bool:
-    """Whether a record of the batch has a null key (compacted topics refuse those),
-    reading each record only as far as its key's length; CorruptMessage if malformed."""
-    data = records_section(batch, header)
-    try:
-        for _ts, _offset, key, _end in _skim(data, header.record_count):
-            if read_signed_varint(data, key)[0] < 0:
-                return True
-    except (BufferUnderflow, OverflowError):  # OverflowError: a negative length led back
-        raise CorruptMessage("Record extends past the end of its batch") from None
-    except ValueError:  # kio's "Varint is too long"
-        raise CorruptMessage("Varint is too long") from None
-    return False
-
-
 def _skim(data: bytes, count: int) -> Iterator[tuple[int, int, int, int]]:
     """(timestamp delta, offset delta, position of the key, end) of each record of a
     records section, reading no further into a record and checking nothing."""

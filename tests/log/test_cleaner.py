@@ -22,7 +22,6 @@ from typing import Any
 import pytest
 import pytest_twisted
 
-from akfak.errors import InvalidRecord
 from akfak.log.cleaner import CleaningAborted
 from akfak.log.config import LogConfig
 from akfak.log.partition import ORIGIN_COORDINATOR, PartitionLog
@@ -479,22 +478,6 @@ async def test_a_tombstone_superseded_by_a_value_goes_at_once(open_storage: Stor
     await storage.run_cleaner(NOW)
     assert [(r.offset, r.value) for r in stored(log)] == [(2, b"2")]
     assert not stored_batches(log)[0].attributes & DELETE_HORIZON_BIT
-
-
-@pytest.mark.parametrize("codec", ["none", "gzip"])
-def test_records_without_a_key_are_refused_on_compacted_topics(open_storage: StorageFactory,
-                                                               codec: str) -> None:
-    storage = open_storage()
-    log = compacted_log(storage)
-    append(log, [(b"a", b"1")])
-    with pytest.raises(InvalidRecord) as refused:
-        append(log, [(b"b", b"2"), (None, b"3")], compression=codec)
-    assert refused.value.error_code == 87
-    assert str(refused.value) == ("Compacted topic cannot accept message without key in topic "
-                                  "partition t-0.")
-    assert log.log_end_offset == 1
-    plain = compacted_log(storage, topic="plain", cleanup_policy="delete")
-    assert append(plain, [(None, b"3")], compression=codec) == range(0, 1)
 
 
 @pytest_twisted.ensureDeferred
