@@ -306,12 +306,35 @@ class BrokerConfig:
                 log.warn("Skipping listener {name}: security protocol {protocol} is not supported",
                          name=name, protocol=protocol)
                 continue
-            adv_host, adv_port = advertised.get(name, (None, None))
+            adv_host, adv_port = advertised.get(name, (host, None))
+            if not adv_host.strip():
+                # As Kafka (ListenerInfo.withWildcardHostnamesResolved): an empty host binds
+                # every interface and advertises the host's canonical name.
+                adv_host = canonical_host_name()
             result.append(Listener(name=name, endpoint=_endpoint_for(host, port),
-                                   advertised_host=adv_host or None, advertised_port=adv_port))
+                                   advertised_host=adv_host if name in advertised or not host
+                                   else None, advertised_port=adv_port))
         if not result:
             raise ConfigError(f"listeners={spec!r} names no PLAINTEXT listener for clients")
         return result
+
+
+def canonical_host_name() -> str:
+    """Java's InetAddress.getLocalHost().getCanonicalHostName(): this host's name resolved to
+    its address, and that address's name (its address itself when it has none)."""
+    try:
+        address = socket.gethostbyname(socket.gethostname())
+    except OSError:
+        address = "127.0.0.1"
+    try:
+        name = socket.gethostbyaddr(address)[0]
+    except OSError:
+        return address
+    # Java keeps the reverse name only if it resolves back to the address.
+    try:
+        return name if address in socket.gethostbyname_ex(name)[2] else address
+    except OSError:
+        return address
 
 
 def _parse_protocol_map(spec: str) -> dict[str, str]:
