@@ -86,6 +86,9 @@ AKFAK_DEFAULTS: Mapping[str, str] = {
 
 #: akfak's own broker configs (akfak/partition_limits.py, akfak/log/handles.py).
 _AKFAK_CONFIGS: list[tuple[str, BrokerConfigType, str]] = [
+    ("akfak.accept.any.replication.factor", "boolean",
+     "Whether CreateTopics accepts a replication factor above the broker count (the topic "
+     "gets one replica per broker): for test suites written for three brokers."),
     ("akfak.log.max.open.files", "int",
      "The most partition log files akfak keeps open at once (-1: half the soft RLIMIT_NOFILE)."),
     ("akfak.max.partitions", "int", "The most partitions this broker holds."),

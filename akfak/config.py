@@ -84,6 +84,9 @@ DEFAULTS: Mapping[str, str] = {
     "akfak.max.partitions.per.request": "10000",
     "akfak.max.partitions": "100000",
     "akfak.log.max.open.files": "-1",
+    # For test brokers: CreateTopics accepts any replication factor on one node (the topic
+    # gets one replica); off, a factor above the broker count is INVALID_REPLICATION_FACTOR.
+    "akfak.accept.any.replication.factor": "false",
 }
 
 #: Keys akfak reads beyond those with a default above.

@@ -624,6 +624,14 @@ class Controller:
         if num_partitions <= 0:
             raise InvalidPartitions(
                 "Number of partitions was set to an invalid non-positive value.")
+        if replication_factor > len(brokers) and self.config.get_bool(
+                "akfak.accept.any.replication.factor"):
+            # A test broker standing in for a bigger cluster: as many replicas as there are
+            # brokers, reported as they are (Metadata lists only real replicas).
+            log.info("Replication factor {rf} on {n} broker(s): the topic gets {n} replica(s) "
+                     "(akfak.accept.any.replication.factor)", rf=replication_factor,
+                     n=len(brokers))
+            replication_factor = len(brokers)
         if replication_factor > len(brokers):
             raise InvalidReplicationFactor(
                 f"Unable to replicate the partition {replication_factor} time(s): The target "
