@@ -352,7 +352,7 @@ def test_describe_configs_resource_errors(inproc: InProcessBroker) -> Any:
         (32, "", None), (16, "", None), (99, "x", None)))
     assert [(r.resource_type, r.resource_name, r.error_code, r.error_message, r.configs)
             for r in response.results] == [
-        (2, "no-such-topic", ErrorCode.unknown_topic_or_partition, None, ()),
+        (2, "no-such-topic", ErrorCode.unknown_topic_or_partition, "", ()),
         (2, "bad name", ErrorCode.invalid_topic_exception,
          "Topic name \"bad name\" is illegal, it contains a character other than ASCII "
          "alphanumerics, '.', '_' and '-'", ()),

@@ -86,9 +86,9 @@ class DescribeConfigsHandler(Handler):
             except KafkaError as e:
                 error, message, entries = ErrorCode(e.error_code), str(e), []
                 if isinstance(e, UnknownTopicOrPartition):
-                    message = None  # Kafka answers an unknown topic without a message
+                    message = ""  # Kafka answers an unknown topic without a message
             else:
-                error, message = ErrorCode.none, None
+                error, message = ErrorCode.none, ""  # the field's default, as Kafka sends it
             results.append(module.DescribeConfigsResult(
                 error_code=error, error_message=message, resource_type=i8(resource_type),
                 resource_name=resource.resource_name,
