@@ -55,9 +55,6 @@ BrokerConfigType = Literal["boolean", "string", "int", "short", "long", "double"
 #: broker, "broker" dynamic per broker only (Kafka's PerBrokerConfigs).
 Dynamic = Literal["", "cluster", "broker"]
 
-LONG_MAX = str(2**63 - 1)
-INT_MAX = str(2**31 - 1)
-DOUBLE_MAX = "1.7976931348623157E308"
 
 
 @dataclass(frozen=True)
@@ -229,7 +226,8 @@ class BrokerConfigView:
         self.static = static_broker_configs(config)
         self.defaults = {n: d.default for n, d in BROKER_CONFIGS.items() if d.default is not None}
         # What akfak falls back to where Kafka has no default (node.id: Kafka requires it).
-        self.fallbacks = {n: v for n, v in DEFAULTS.items() if n not in self.defaults}
+        self.fallbacks = {n: v for n, v in DEFAULTS.items()
+                          if n in BROKER_CONFIGS and n not in self.defaults}
 
     def layers(self) -> list[tuple[Mapping[str, str], int]]:
         return [(self.per_broker, SOURCE_DYNAMIC_BROKER),

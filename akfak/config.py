@@ -75,7 +75,6 @@ DEFAULTS: Mapping[str, str] = {
     "producer.id.expiration.check.interval.ms": "600000",
     "max.incremental.fetch.session.cache.slots": "1000",
     "delete.topic.enable": "true",
-    "controller.listener.names": "",
     "listener.security.protocol.map": (
         "PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL"
     ),
@@ -101,6 +100,7 @@ OTHER_KNOWN_KEYS = frozenset(
         "log.flush.interval.ms",
         "process.roles",
         "cluster.id",
+        "controller.listener.names",
     }
 )
 
