@@ -86,7 +86,6 @@ DEFAULTS: Mapping[str, str] = {
     "producer.id.expiration.check.interval.ms": "600000",
     "max.incremental.fetch.session.cache.slots": "1000",
     "delete.topic.enable": "true",
-    "controller.listener.names": "",
     "listener.security.protocol.map": (
         "PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL"
     ),
@@ -95,6 +94,9 @@ DEFAULTS: Mapping[str, str] = {
     "akfak.max.partitions.per.request": "10000",
     "akfak.max.partitions": "100000",
     "akfak.log.max.open.files": "-1",
+    # For test brokers: CreateTopics accepts any replication factor on one node (the topic
+    # gets one replica); off, a factor above the broker count is INVALID_REPLICATION_FACTOR.
+    "akfak.accept.any.replication.factor": "false",
 }
 
 #: Keys akfak reads beyond those with a default above.
@@ -109,6 +111,7 @@ OTHER_KNOWN_KEYS = frozenset(
         "log.flush.interval.ms",
         "process.roles",
         "cluster.id",
+        "controller.listener.names",
     }
 )
 
@@ -317,12 +320,35 @@ class BrokerConfig:
                 log.warn("Skipping listener {name}: security protocol {protocol} is not supported",
                          name=name, protocol=protocol)
                 continue
-            adv_host, adv_port = advertised.get(name, (None, None))
+            adv_host, adv_port = advertised.get(name, (host, None))
+            if not adv_host.strip():
+                # As Kafka (ListenerInfo.withWildcardHostnamesResolved): an empty host binds
+                # every interface and advertises the host's canonical name.
+                adv_host = canonical_host_name()
             result.append(Listener(name=name, endpoint=_endpoint_for(host, port),
-                                   advertised_host=adv_host or None, advertised_port=adv_port))
+                                   advertised_host=adv_host if name in advertised or not host
+                                   else None, advertised_port=adv_port))
         if not result:
             raise ConfigError(f"listeners={spec!r} names no PLAINTEXT listener for clients")
         return result
+
+
+def canonical_host_name() -> str:
+    """Java's InetAddress.getLocalHost().getCanonicalHostName(): this host's name resolved to
+    its address, and that address's name (its address itself when it has none)."""
+    try:
+        address = socket.gethostbyname(socket.gethostname())
+    except OSError:
+        address = "127.0.0.1"
+    try:
+        name = socket.gethostbyaddr(address)[0]
+    except OSError:
+        return address
+    # Java keeps the reverse name only if it resolves back to the address.
+    try:
+        return name if address in socket.gethostbyname_ex(name)[2] else address
+    except OSError:
+        return address
 
 
 def _parse_protocol_map(spec: str) -> dict[str, str]:

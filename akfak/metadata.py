@@ -26,7 +26,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from akfak import features, partition_limits
+from akfak import features, partition_limits, resource_configs
 from akfak.config import BrokerConfig
 from akfak.errors import (
     InvalidConfig,
@@ -51,6 +51,8 @@ from akfak.log.config import (
 )
 from akfak.log.metadata_records import (
     RESOURCE_BROKER,
+    RESOURCE_CLIENT_METRICS,
+    RESOURCE_GROUP,
     RESOURCE_TOPIC,
     AccessControlEntryRecord,
     BrokerEndpoint,
@@ -98,6 +100,17 @@ def validate_topic_name(name: str) -> None:
         raise InvalidTopic(
             f'Topic name "{name}" is illegal, it contains a character other than ASCII '
             f"alphanumerics, '.', '_' and '-'")
+
+
+def _changed(current: Mapping[str, str], changes: Mapping[str, str | None]) -> dict[str, str]:
+    """`current` with `changes` applied (None deletes)."""
+    merged = dict(current)
+    for key, value in changes.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return merged
 
 
 def _unify(name: str) -> str:
@@ -172,6 +185,10 @@ class MetadataImage:
     topic_configs: Mapping[str, Mapping[str, str]] = field(default_factory=_empty)
     #: "" (cluster default) or a broker id -> {config key: value}, dynamic broker configs.
     broker_configs: Mapping[str, Mapping[str, str]] = field(default_factory=_empty)
+    #: group id -> {config key: value}, groups' dynamic configs.
+    group_configs: Mapping[str, Mapping[str, str]] = field(default_factory=_empty)
+    #: subscription name -> {config key: value}, client-metrics subscriptions.
+    client_metrics: Mapping[str, Mapping[str, str]] = field(default_factory=_empty)
     features: Mapping[str, int] = field(default_factory=_empty)
     brokers: Mapping[int, BrokerImage] = field(default_factory=_empty)
     #: The first producer id of the next block to hand out.
@@ -217,6 +234,8 @@ class _Builder:
         self.partitions = {tid: dict(t.partitions) for tid, t in image.topics_by_id.items()}
         self.topic_configs = {k: dict(v) for k, v in image.topic_configs.items()}
         self.broker_configs = {k: dict(v) for k, v in image.broker_configs.items()}
+        self.group_configs = {k: dict(v) for k, v in image.group_configs.items()}
+        self.client_metrics = {k: dict(v) for k, v in image.client_metrics.items()}
         self.features = dict(image.features)
         self.brokers = dict(image.brokers)
         self.next_producer_id = image.next_producer_id
@@ -311,8 +330,12 @@ class _Builder:
             target = self.topic_configs
         elif record.resource_type == RESOURCE_BROKER:
             target = self.broker_configs
+        elif record.resource_type == RESOURCE_GROUP:
+            target = self.group_configs
+        elif record.resource_type == RESOURCE_CLIENT_METRICS:
+            target = self.client_metrics
         else:
-            return  # client metrics, groups ...: not modelled
+            return  # broker loggers are not kept in the metadata log
         configs = target.setdefault(record.resource_name, {})
         if record.value is None:
             configs.pop(record.name, None)
@@ -332,6 +355,10 @@ class _Builder:
                                             for k, v in self.topic_configs.items()}),
             broker_configs=MappingProxyType({k: MappingProxyType(v)
                                              for k, v in self.broker_configs.items()}),
+            group_configs=MappingProxyType({k: MappingProxyType(v)
+                                            for k, v in self.group_configs.items()}),
+            client_metrics=MappingProxyType({k: MappingProxyType(v)
+                                             for k, v in self.client_metrics.items()}),
             features=MappingProxyType(self.features),
             brokers=MappingProxyType(self.brokers),
             next_producer_id=self.next_producer_id,
@@ -611,6 +638,14 @@ class Controller:
         if num_partitions <= 0:
             raise InvalidPartitions(
                 "Number of partitions was set to an invalid non-positive value.")
+        if replication_factor > len(brokers) and self.config.get_bool(
+                "akfak.accept.any.replication.factor"):
+            # A test broker standing in for a bigger cluster: as many replicas as there are
+            # brokers, reported as they are (Metadata lists only real replicas).
+            log.info("Replication factor {rf} on {n} broker(s): the topic gets {n} replica(s) "
+                     "(akfak.accept.any.replication.factor)", rf=replication_factor,
+                     n=len(brokers))
+            replication_factor = len(brokers)
         if replication_factor > len(brokers):
             raise InvalidReplicationFactor(
                 f"Unable to replicate the partition {replication_factor} time(s): The target "
@@ -681,7 +716,8 @@ class Controller:
 
     def alter_configs(self, resource_type: int, name: str, changes: Mapping[str, str | None],
                       *, validate_only: bool = False) -> None:
-        """Set (value) or delete (None) configs of a topic (2) or broker (4) resource.
+        """Set (value) or delete (None) configs of a topic (2), broker (4), client-metrics
+        subscription (16) or group (32) resource.
 
         Broker resource name "" is the cluster-wide default, else the node id.
         Only actual changes are written (ConfigRecords), as Kafka does.
@@ -692,13 +728,7 @@ class Controller:
             for key, value in changes.items():
                 validate_topic_config(key, value)
             current = self.image.configs_of_topic(name)
-            merged = {k: v for k, v in current.items()}
-            for key, value in changes.items():
-                if value is None:
-                    merged.pop(key, None)
-                else:
-                    merged[key] = value
-            LogConfig.from_broker(self.config, merged,
+            LogConfig.from_broker(self.config, _changed(current, changes),
                                   self.image.dynamic_broker_configs(self.node_id))
         elif resource_type == RESOURCE_BROKER:
             if name not in ("", str(self.node_id)):
@@ -708,6 +738,14 @@ class Controller:
                 if not key:
                     raise InvalidConfig("Empty config name")
             current = self.image.broker_configs.get(name, {})
+        elif resource_type == RESOURCE_GROUP:
+            if not name:
+                raise InvalidRequest("Default group resources are not allowed.")
+            current = self.image.group_configs.get(name, _EMPTY)
+            resource_configs.validate_group_configs(self.config, _changed(current, changes))
+        elif resource_type == RESOURCE_CLIENT_METRICS:
+            current = self.image.client_metrics.get(name, _EMPTY)
+            resource_configs.validate_client_metrics(name, _changed(current, changes))
         else:
             raise InvalidRequest(f"Unsupported resource type {resource_type}")
         records: list[MetadataRecord] = [
@@ -719,7 +757,7 @@ class Controller:
         self._commit(records)
         if resource_type == RESOURCE_TOPIC:
             self.storage.reconfigure(name, self.log_config(name))
-        else:
+        elif resource_type == RESOURCE_BROKER:
             for topic in self.image.topics_by_name:
                 self.storage.reconfigure(topic, self._safe_log_config(topic))
 

@@ -349,17 +349,18 @@ def describe_configs(version: int, *resources: tuple[int, str, list[str] | None]
 def test_describe_configs_resource_errors(inproc: InProcessBroker) -> Any:
     (response,) = yield ask(inproc.port, describe_configs(
         4, (2, "no-such-topic", None), (2, "bad name", None), (4, "2", None), (4, "one", None),
-        (32, "group", None), (99, "x", None)))
+        (32, "", None), (16, "", None), (99, "x", None)))
     assert [(r.resource_type, r.resource_name, r.error_code, r.error_message, r.configs)
             for r in response.results] == [
-        (2, "no-such-topic", ErrorCode.unknown_topic_or_partition, None, ()),
+        (2, "no-such-topic", ErrorCode.unknown_topic_or_partition, "", ()),
         (2, "bad name", ErrorCode.invalid_topic_exception,
          "Topic name \"bad name\" is illegal, it contains a character other than ASCII "
          "alphanumerics, '.', '_' and '-'", ()),
         (4, "2", ErrorCode.invalid_request,
          "Unexpected broker id, expected 1 or empty string, but received 2", ()),
         (4, "one", ErrorCode.invalid_request, "Broker id must be an integer, but it is: one", ()),
-        (32, "group", ErrorCode.invalid_request, "akfak does not support GROUP configs", ()),
+        (32, "", ErrorCode.invalid_request, "Group name must not be empty", ()),
+        (16, "", ErrorCode.invalid_request, "Client metrics subscription name must not be empty", ()),
         (99, "x", ErrorCode.invalid_request, "Unsupported resource type: 99", ()),
     ]
 
@@ -487,8 +488,9 @@ INCREMENTAL_CASES: list[tuple[Any, tuple[str, ErrorCode, str | None]]] = [
     ((4, "1", [("made.up.key", APPEND, "x")]),
      ("1", ErrorCode.invalid_config,
       "Can't APPEND to key made.up.key because its type is not LIST.")),
-    ((32, "group", [("consumer.session.timeout.ms", SET, "50000")]),
-     ("group", ErrorCode.invalid_request, "akfak does not support GROUP configs")),
+    ((32, "group", [("consumer.session.timeout.ms", SET, "5")]),
+     ("group", ErrorCode.invalid_config, "consumer.session.timeout.ms must be greater than or equal "
+                                         "to group.consumer.min.session.timeout.ms")),
 ]
 
 

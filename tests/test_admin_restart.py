@@ -15,6 +15,7 @@ from confluent_kafka.admin import (
     NewPartitions,
     NewTopic,
     OffsetSpec,
+    ResourceType,
 )
 from kafka.admin import ConfigResource as KPConfigResource
 from kafka.admin import KafkaAdminClient
@@ -95,3 +96,20 @@ def test_alter_and_incremental_alter_persist_across_restart(broker_process: Any)
                         .result(TIMEOUT).offset for spec in (OffsetSpec.earliest(),
                                                              OffsetSpec.latest()))
     assert (earliest, latest) == (5, 8)
+
+
+def test_group_configs_persist_across_restart(broker_process: Any) -> None:
+    """Group configs are ConfigRecords too (as client-metrics subscriptions, which share the
+    path), replayed at start."""
+    first = broker_process()
+    client = AdminClient({"bootstrap.servers": first.bootstrap})
+    group = ConfigResource(ResourceType.GROUP, "kept-group", incremental_configs=[
+        ConfigEntry("consumer.session.timeout.ms", "50000",
+                    incremental_operation=AlterConfigOpType.SET)])
+    client.incremental_alter_configs([group], request_timeout=TIMEOUT)[group].result(TIMEOUT)
+    first.stop()
+    second = broker_process(data_dir=first.data_dir, port=first.port)
+    client = AdminClient({"bootstrap.servers": second.bootstrap})
+    entry = describe(client, "GROUP", "kept-group")["consumer.session.timeout.ms"]
+    assert (entry.value, entry.source) == ("50000", 8)
+    assert describe(client, "GROUP", "other")["consumer.session.timeout.ms"].value == "45000"

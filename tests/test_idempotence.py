@@ -34,12 +34,11 @@ T0 = int(time.time() * 1000)
 
 
 def init_producer_id(transactional_id: str | None = None, *, version: int = 4,
-                     timeout_ms: int = 60_000, producer_id: int = -1, epoch: int = -1,
-                     enable2pc: bool = False) -> Any:
+                     timeout_ms: int = 60_000, producer_id: int = -1, epoch: int = -1) -> Any:
     m = _module(22, version)
     return build(m.InitProducerIdRequest, transactional_id=transactional_id,
                  transaction_timeout=ms(timeout_ms), producer_id=ProducerId(producer_id),
-                 producer_epoch=i16(epoch), enable2_pc=enable2pc, keep_prepared_txn=False)
+                 producer_epoch=i16(epoch))
 
 
 def describe_producers(topics: dict[str, list[int]]) -> Any:
@@ -81,9 +80,9 @@ def test_every_version_hands_out_fresh_ids_at_epoch_zero(inproc: Any) -> Any:
                         for k in c.request(build(_module(18, 3).ApiVersionsRequest,
                                                  client_software_name="t",
                                                  client_software_version="1")).api_keys}
-            assert versions[22] == (0, 6) and versions[61] == (0, 0)
+            assert versions[22] == (0, 5) and versions[61] == (0, 0)
             ids = []
-            for version in range(7):
+            for version in range(6):
                 answer = c.request(init_producer_id(version=version), version=version)
                 assert answer.error_code == ErrorCode.none, version
                 assert answer.producer_epoch == 0
@@ -93,8 +92,6 @@ def test_every_version_hands_out_fresh_ids_at_epoch_zero(inproc: Any) -> Any:
             assert (bump.error_code, bump.producer_epoch) == (ErrorCode.none, 0)
             ids.append(int(bump.producer_id))
             assert len(set(ids)) == len(ids) and min(ids) >= 0
-            v6 = c.request(init_producer_id(version=6), version=6)
-            assert (v6.ongoing_txn_producer_id, v6.ongoing_txn_producer_epoch) == (-1, -1)
 
     yield in_thread(check)
     # The block the ids came from is recorded in the metadata log.
@@ -114,8 +111,6 @@ def test_init_producer_id_refusals(inproc: Any) -> Any:
         assert code(init_producer_id("tx", timeout_ms=0)) == ErrorCode.invalid_transaction_timeout
         assert code(init_producer_id("tx", timeout_ms=900_001)) == \
             ErrorCode.invalid_transaction_timeout
-        assert code(init_producer_id("tx", enable2pc=True, version=6), 6) == \
-            ErrorCode.transactional_id_authorization_failed
 
     yield in_thread(check)
 

@@ -3,11 +3,11 @@
 Behavior (as Kafka 4.1's KafkaApis.handleListConfigResources; `kafka-client-metrics --list`
 sends v0 or v1 naming CLIENT_METRICS):
 - v0 lists client-metrics subscriptions (CLIENT_METRICS resources); v1 the resources of the
-  types named, or of every type when none is named: BROKER_LOGGER and BROKER (this node's
-  id), TOPIC (every topic, internal ones included), GROUP (groups with dynamic configs) and
-  CLIENT_METRICS, in that order, names sorted.
-- akfak keeps neither client-metrics subscriptions nor group configs, so those types list
-  nothing.
+  types named, or of every type when none is named: GROUP (groups with dynamic configs),
+  CLIENT_METRICS (subscriptions), BROKER_LOGGER and BROKER (this node's id), TOPIC (every
+  topic, internal ones included), in that order, names sorted.
+- A group or subscription is listed while it has configs (Kafka lists a group whose configs
+  were all deleted until the broker restarts).
 - A type outside TOPIC 2, BROKER 4, BROKER_LOGGER 8, CLIENT_METRICS 16, GROUP 32 answers
   UNSUPPORTED_VERSION with nothing listed, as Kafka does.
 """
@@ -24,7 +24,7 @@ from akfak.handlers.configs import BROKER, BROKER_LOGGER, CLIENT_METRICS, GROUP,
 from akfak.protocol import RequestContext
 
 #: The order Kafka lists the resource types in when asked for all of them.
-ALL_TYPES = (BROKER_LOGGER, BROKER, TOPIC, GROUP, CLIENT_METRICS)
+ALL_TYPES = (GROUP, CLIENT_METRICS, BROKER_LOGGER, BROKER, TOPIC)
 
 
 class ListConfigResourcesHandler(Handler):
@@ -52,9 +52,12 @@ class ListConfigResourcesHandler(Handler):
     def _names(self, kind: int) -> list[str]:
         if kind in (BROKER, BROKER_LOGGER):
             return [str(self.broker.node_id)]
+        image = self.broker.image
         if kind == TOPIC:
-            return sorted(self.broker.image.topics_by_name)
-        return []  # GROUP, CLIENT_METRICS: akfak has no such configs
+            return sorted(image.topics_by_name)
+        if kind == GROUP:
+            return sorted(image.group_configs)
+        return sorted(image.client_metrics)
 
 
 HANDLERS = (ListConfigResourcesHandler,)

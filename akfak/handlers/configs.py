@@ -5,20 +5,25 @@ Behavior (as Kafka 4's ConfigHelper, ConfigAdminManager and ConfigurationControl
 - Resources: topics (type 2) and brokers (type 4; name "" is the cluster-wide default,
   else this node's id).  Another broker id answers INVALID_REQUEST "Unexpected broker id
   ...", a name that is no number "Broker id must be an integer ..." (describe) / "Node id
-  must be an integer ..." (alter).  BROKER_LOGGER (8) describes the one root logger;
-  other types answer INVALID_REQUEST.
+  must be an integer ..." (alter).  BROKER_LOGGER (8) describes the one root logger.
+  Groups (32) and client-metrics subscriptions (16) by name (any name: one without
+  configs describes the defaults; "" answers INVALID_REQUEST), their configs and checks
+  in akfak.resource_configs.  Other types answer INVALID_REQUEST.
 - DescribeConfigs: a topic lists every topic config, a broker every broker config akfak
   knows (akfak.broker_configs) plus any key its server.properties sets; the cluster
   default resource lists only the dynamic defaults.  Each with its effective value,
   config_source (DYNAMIC_TOPIC_CONFIG 1, DYNAMIC_BROKER_CONFIG 2, DYNAMIC_DEFAULT_BROKER_CONFIG
-  3, STATIC_BROKER_CONFIG 4, DEFAULT_CONFIG 5), read_only (broker configs Kafka cannot
-  change at run time), is_sensitive (passwords and unknown keys, whose value is then null),
+  3, STATIC_BROKER_CONFIG 4, DEFAULT_CONFIG 5, CLIENT_METRICS_CONFIG 7, GROUP_CONFIG 8),
+  read_only (broker configs Kafka cannot change at run time), is_sensitive (passwords and
+  unknown keys, whose value is then null),
   synonyms when include_synonyms, config_type (v3+), documentation when asked (v3+).
   configuration_keys null or empty means all.  An unknown topic answers
   UNKNOWN_TOPIC_OR_PARTITION, an illegal name INVALID_TOPIC_EXCEPTION.
 - AlterConfigs replaces a resource's whole set of dynamic configs (keys not given are
   deleted); IncrementalAlterConfigs applies SET, DELETE, APPEND and SUBTRACT (the last two
-  on LIST configs only: INVALID_CONFIG otherwise, starting from the default when unset).
+  on LIST configs only: INVALID_CONFIG otherwise, starting from the default when unset;
+  as in Kafka, whose controller knows only topic and broker config types, never on group
+  or client-metrics configs).
   A resource named twice answers INVALID_REQUEST for both, as do repeated keys and null
   values (but for DELETE).  Topic configs are checked by the controller (INVALID_CONFIG
   for an unknown key or bad value); broker configs here: read-only keys ("Cannot update
@@ -52,12 +57,11 @@ from akfak.handlers.base import NO_THROTTLE, Handler
 from akfak.log.config import LogConfig
 from akfak.metadata import validate_topic_name
 from akfak.protocol import RequestContext
+from akfak.resource_configs import client_metrics_entries, group_config_entries
 
 TOPIC, BROKER, BROKER_LOGGER, CLIENT_METRICS, GROUP = 2, 4, 8, 16, 32
 SET, DELETE, APPEND, SUBTRACT = 0, 1, 2, 3
 OP_NAMES = {SET: "SET", DELETE: "DELETE", APPEND: "APPEND", SUBTRACT: "SUBTRACT"}
-RESOURCE_NAMES = {TOPIC: "TOPIC", BROKER: "BROKER", BROKER_LOGGER: "BROKER_LOGGER",
-                  CLIENT_METRICS: "CLIENT_METRICS", GROUP: "GROUP"}
 SOURCE_BROKER_LOGGER = 6
 
 
@@ -82,9 +86,9 @@ class DescribeConfigsHandler(Handler):
             except KafkaError as e:
                 error, message, entries = ErrorCode(e.error_code), str(e), []
                 if isinstance(e, UnknownTopicOrPartition):
-                    message = None  # Kafka answers an unknown topic without a message
+                    message = ""  # Kafka answers an unknown topic without a message
             else:
-                error, message = ErrorCode.none, None
+                error, message = ErrorCode.none, ""  # the field's default, as Kafka sends it
             results.append(module.DescribeConfigsResult(
                 error_code=error, error_message=message, resource_type=i8(resource_type),
                 resource_name=resource.resource_name,
@@ -126,7 +130,18 @@ class DescribeConfigsHandler(Handler):
             if wanted is not None and "root" not in wanted:
                 return []
             return [ConfigValue("root", "INFO", SOURCE_BROKER_LOGGER, False, False, 0, (), None)]
-        raise InvalidRequest(_unsupported(resource_type))
+        if resource_type == GROUP:
+            if not name:
+                raise InvalidRequest("Group name must not be empty")
+            entries = group_config_entries(broker.config, image.group_configs.get(name, {}),
+                                           documentation)
+        elif resource_type == CLIENT_METRICS:
+            if not name:
+                raise InvalidRequest("Client metrics subscription name must not be empty")
+            entries = client_metrics_entries(image.client_metrics.get(name, {}), documentation)
+        else:
+            raise InvalidRequest(f"Unsupported resource type: {resource_type}")
+        return [e for e in entries if wanted is None or e.name in wanted]
 
     @staticmethod
     def _entry(module: Any, version: int, entry: ConfigValue, with_synonyms: bool) -> Any:
@@ -139,12 +154,6 @@ class DescribeConfigsHandler(Handler):
         if version >= 3:
             fields.update(config_type=i8(entry.config_type), documentation=entry.documentation)
         return module.DescribeConfigsResourceResult(**fields)
-
-
-def _unsupported(resource_type: int) -> str:
-    if resource_type in (CLIENT_METRICS, GROUP):
-        return f"akfak does not support {RESOURCE_NAMES[resource_type]} configs"
-    return f"Unsupported resource type: {resource_type}"
 
 
 def _broker_id(name: str, message: str) -> int:
@@ -212,8 +221,12 @@ class _AlterBase(Handler):
                     raise InvalidRequest(f"Unexpected broker id, expected {broker.node_id}, but "
                                          f"received {name}")
             current = image.broker_configs.get(name, {})
-        elif resource_type in (CLIENT_METRICS, GROUP, BROKER_LOGGER) and self.incremental:
-            raise InvalidRequest(f"akfak does not support {RESOURCE_NAMES[resource_type]} configs")
+        elif resource_type == GROUP:
+            current = image.group_configs.get(name, {})
+        elif resource_type == CLIENT_METRICS:
+            current = image.client_metrics.get(name, {})
+        elif resource_type == BROKER_LOGGER and self.incremental:
+            raise InvalidRequest("akfak does not support BROKER_LOGGER configs")
         else:
             raise InvalidRequest(f"Unknown resource type {resource_type}")
         changes = self.changes(resource_type, configs, current)

@@ -1,4 +1,4 @@
-"""InitProducerId (22), v0-v6, and DescribeProducers (61), v0.
+"""InitProducerId (22), v0-v5, and DescribeProducers (61), v0.
 
 Behavior / Version notes:
 - Producer ids come in blocks of 1000 reserved from the controller (a
@@ -16,9 +16,8 @@ Behavior / Version notes:
   INVALID_TRANSACTION_TIMEOUT; epochs bumped and fenced as Kafka does (KIP-360),
   an ongoing transaction aborted first (CONCURRENT_TRANSACTIONS to retry);
   PRODUCER_FENCED is INVALID_PRODUCER_EPOCH before v4, as Kafka maps it.
-- v6 Enable2Pc (KIP-939) needs transaction.two.phase.commit.enable, which akfak
-  does not have: TRANSACTIONAL_ID_AUTHORIZATION_FAILED.  The ongoing-transaction
-  fields of the v6 answer are always -1.
+- v6 (KIP-939 two-phase commit) is not offered: Kafka 4.1.1 does not, and it is still
+  unstable in Kafka 4.3.
 - DescribeProducers answers each partition's producer state (akfak.log.producer_state):
   producer id, epoch, last sequence, last timestamp, the coordinator epoch of its
   last marker and the first offset of its open transaction (-1 when none);
@@ -58,7 +57,7 @@ class InitProducerIdError(Exception):
 class InitProducerIdHandler(Handler):
     api_key = 22
     min_version = 0
-    max_version = 6
+    max_version = 5
 
     def handle(self, request: Any, context: RequestContext) -> Any:
         version = context.api_version
@@ -91,8 +90,6 @@ class InitProducerIdHandler(Handler):
         if (expected_id == NO_PRODUCER_ID) != (expected_epoch == NO_PRODUCER_EPOCH):
             raise InitProducerIdError(ErrorCode.invalid_request)
         expected = None if expected_id == NO_PRODUCER_ID else (expected_id, expected_epoch)
-        if getattr(request, "enable2_pc", False):
-            raise InitProducerIdError(ErrorCode.transactional_id_authorization_failed)
         if transactional_id is None:
             return self.broker.producer_ids.generate(), 0
         if transactional_id == "":

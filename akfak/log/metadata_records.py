@@ -357,6 +357,8 @@ class PartitionRecord(MetadataRecord):
 #: ConfigRecord resource types (Kafka's ConfigResource.Type ids).
 RESOURCE_TOPIC = 2
 RESOURCE_BROKER = 4
+RESOURCE_CLIENT_METRICS = 16
+RESOURCE_GROUP = 32
 
 
 @dataclass(frozen=True)
