@@ -376,3 +376,8 @@ def test_answers_match_kafka(secured: dict[str, Any], tmp_path: Path) -> None:
     finally:
         peer.stop()
     assert raw_answers(secured["port"]) == kafka
+    assert (kafka["metadata_all"], kafka["produce"], kafka["find_group"], kafka["init_txn"],
+            kafka["offset_fetch"], kafka["describe_configs"], kafka["log_dirs"],
+            kafka["create"], kafka["delete"], kafka["describe_groups"]) == (
+        sorted(DESCRIBABLE), 29, [("bad", 30)], 53, [("bad", 30)], [("", 31), ("hidden", 29)],
+        31, [("other-new", 29)], [("hidden", 29)], [("bad", 30)])
