@@ -381,3 +381,14 @@ def test_answers_match_kafka(secured: dict[str, Any], tmp_path: Path) -> None:
             kafka["create"], kafka["delete"], kafka["describe_groups"]) == (
         sorted(DESCRIBABLE), 29, [("bad", 30)], 53, [("bad", 30)], [("", 31), ("hidden", 29)],
         31, [("other-new", 29)], [("hidden", 29)], [("bad", 30)])
+
+
+@pytest.mark.akfak(overrides={"authorizer.class.name": STANDARD})
+def test_a_denial_is_logged_at_debug(akfak_broker: Any, log_events: list[dict[str, Any]]) -> None:
+    akfak_broker.create_topic("t")
+    with WireClient(akfak_broker.port) as client:
+        answer = client.request(produce_request("t", {0: make_batch()}))
+    assert answer.responses[0].partition_responses[0].error_code == 29
+    denials = [e for e in log_events if e.get("log_namespace") == "kafka.authorizer.logger"]
+    assert [(e["log_level"].name, e["principal"], e["operation"], e["resource"], e["name"],
+             e["request"]) for e in denials] == [("debug", ANON, "WRITE", "Topic", "t", "Produce")]

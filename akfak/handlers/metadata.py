@@ -73,9 +73,10 @@ class MetadataHandler(Handler):
                     topic, error = None, ErrorCode.topic_authorization_failed
             elif name is not None:
                 if not acl.allows(DESCRIBE, TOPIC, name, log_denied=not all_topics):
-                    if not all_topics:  # unsaid whether it exists
+                    if not all_topics:  # unsaid whether it exists (or is internal)
                         topics.append(self._topic(module, version, name, None, None,
-                                                  ErrorCode.topic_authorization_failed, None))
+                                                  ErrorCode.topic_authorization_failed, None,
+                                                  internal=False))
                     continue
                 topic = broker.image.topic(name)
                 if topic is None:
