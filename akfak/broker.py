@@ -66,10 +66,6 @@ class Broker:
             raise ConfigError(f"authorizer.class.name={authorizer}: akfak implements "
                               f"{AUTHORIZERS[0]} only")
         self._authorizer_enabled = bool(authorizer)
-        if authorizer:
-            log.warn("{name} keeps ACLs and serves the ACL APIs, but akfak does not yet check "
-                     "them on the other APIs: do not rely on it to protect topics or groups",
-                     name=authorizer.rsplit(".", 1)[-1])
         self._authorizer: Authorizer | None = None
         self._super_users = [u.strip() for u in (config.get("super.users") or "").split(";")
                              if u.strip()]
@@ -146,11 +142,6 @@ class Broker:
                 acls, super_users=self._super_users,
                 allow_if_no_acl=self.config.get_bool("allow.everyone.if.no.acl.found"))
         return self._authorizer
-
-    def authorize(self, context: Any, operation: int, resource_type: int, name: str) -> bool:
-        authorizer = self.authorizer
-        return authorizer is None or authorizer.authorize(
-            context.principal, context.client_host, operation, resource_type, name)
 
     def get_log(self, topic: str, partition: int) -> PartitionLog | None:
         return self.storage.get_log(topic, partition)

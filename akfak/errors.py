@@ -225,6 +225,30 @@ class UnknownTopicId(KafkaError):
     retriable = True
 
 
+class TopicAuthorizationFailed(KafkaError):
+    """Topic authorization failed."""
+
+    error_code = 29
+
+
+class GroupAuthorizationFailed(KafkaError):
+    """Group authorization failed."""
+
+    error_code = 30
+
+
+class ClusterAuthorizationFailed(KafkaError):
+    """Cluster authorization failed."""
+
+    error_code = 31
+
+
+class TransactionalIdAuthorizationFailed(KafkaError):
+    """Transactional Id authorization failed."""
+
+    error_code = 53
+
+
 def _collect() -> dict[int, type[KafkaError]]:
     found: dict[int, type[KafkaError]] = {}
     pending: list[type[KafkaError]] = [KafkaError]

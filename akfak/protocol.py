@@ -96,6 +96,8 @@ class RequestContext:
     connection: KafkaProtocol
     #: The listener the request arrived on, for advertising the matching address.
     listener: str = "PLAINTEXT"
+    #: The request's authorization answers (akfak.security.checks.access), made on first use.
+    access: Any = None
 
     @property
     def api_version(self) -> int:

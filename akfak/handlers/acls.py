@@ -25,7 +25,8 @@ from kio.static.primitive import i8
 
 from akfak.handlers.base import NO_THROTTLE, Handler
 from akfak.protocol import MalformedRequest, RequestContext
-from akfak.security.acls import ALTER, CLUSTER, CLUSTER_NAME, DESCRIBE, Acl, AclFilter
+from akfak.security.acls import ALTER, DESCRIBE, Acl, AclFilter
+from akfak.security.checks import access
 
 UNKNOWN = 0
 DESCRIBE_DISABLED = "No Authorizer is configured on the broker"
@@ -43,7 +44,7 @@ class _AclHandler(Handler):
     max_version = 3
 
     def _denied(self, context: RequestContext, operation: int) -> bool:
-        return not self.broker.authorize(context, operation, CLUSTER, CLUSTER_NAME)
+        return not access(context).cluster(operation)
 
 
 def _filter(f: Any) -> AclFilter:

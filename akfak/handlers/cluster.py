@@ -5,7 +5,8 @@ Behavior (as Kafka 4's KafkaApis.handleDescribeCluster on a broker):
   address advertised for the listener the request came through, never fenced.
 - endpoint_type (v1+) must be 1 (brokers): 2 (controllers) answers MISMATCHED_ENDPOINT_TYPE,
   anything else UNSUPPORTED_ENDPOINT_TYPE (INVALID_REQUEST for both in v0).
-- cluster_authorized_operations only when asked: everything, as without an authorizer.
+- cluster_authorized_operations only when asked: the principal's (0 without DESCRIBE on
+  the cluster; everything without an authorizer).  DescribeCluster itself needs no ACL.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from kio.schema.errors import ErrorCode
 from kio.static.primitive import i8, i32
 
 from akfak.handlers.base import NO_THROTTLE, OPERATIONS_NOT_REQUESTED, Handler
-from akfak.handlers.metadata import CLUSTER_OPERATIONS
+from akfak.handlers.metadata import cluster_operations
 from akfak.protocol import RequestContext
+from akfak.security.checks import access
 
 ENDPOINT_BROKER, ENDPOINT_CONTROLLER = 1, 2
 ENDPOINT_NAMES = {ENDPOINT_BROKER: "BROKER", ENDPOINT_CONTROLLER: "CONTROLLER"}
@@ -59,7 +61,7 @@ class DescribeClusterHandler(Handler):
             **fields, error_code=ErrorCode.none, error_message=None, cluster_id=broker.cluster_id,
             controller_id=i32(broker.node_id), brokers=(module.DescribeClusterBroker(**node),),
             cluster_authorized_operations=i32(
-                CLUSTER_OPERATIONS if request.include_cluster_authorized_operations
+                cluster_operations(access(context)) if request.include_cluster_authorized_operations
                 else OPERATIONS_NOT_REQUESTED))
 
 

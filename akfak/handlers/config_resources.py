@@ -10,6 +10,7 @@ sends v0 or v1 naming CLIENT_METRICS):
   were all deleted until the broker restarts).
 - A type outside TOPIC 2, BROKER 4, BROKER_LOGGER 8, CLIENT_METRICS 16, GROUP 32 answers
   UNSUPPORTED_VERSION with nothing listed, as Kafka does.
+- ACLs: DESCRIBE_CONFIGS on the cluster, else CLUSTER_AUTHORIZATION_FAILED, nothing listed.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from kio.static.primitive import i8
 from akfak.handlers.base import NO_THROTTLE, Handler, make
 from akfak.handlers.configs import BROKER, BROKER_LOGGER, CLIENT_METRICS, GROUP, TOPIC
 from akfak.protocol import RequestContext
+from akfak.security.acls import DESCRIBE_CONFIGS
+from akfak.security.checks import access
 
 #: The order Kafka lists the resource types in when asked for all of them.
 ALL_TYPES = (GROUP, CLIENT_METRICS, BROKER_LOGGER, BROKER, TOPIC)
@@ -35,6 +38,10 @@ class ListConfigResourcesHandler(Handler):
     def handle(self, request: Any, context: RequestContext) -> Any:
         version = context.api_version
         module = self.response_module(version)
+        if not access(context).cluster(DESCRIBE_CONFIGS):
+            return self.response_type(version)(
+                throttle_time=NO_THROTTLE, error_code=ErrorCode.cluster_authorization_failed,
+                config_resources=())
         if version == 0:
             wanted: tuple[int, ...] = (CLIENT_METRICS,)
         else:

@@ -33,6 +33,11 @@ Behavior (as Kafka 4's ConfigHelper, ConfigAdminManager and ConfigurationControl
   to the running partition logs at once; validate_only checks and writes nothing.  Dynamic
   broker configs act through the topic configs they default (log.retention.ms ...); the
   others are kept and reported but change nothing in akfak.
+- ACLs: DESCRIBE_CONFIGS (describe) / ALTER_CONFIGS (alter) on the topic, the group, or the
+  cluster for broker, logger and client-metrics resources; else TOPIC_, GROUP_ or
+  CLUSTER_AUTHORIZATION_FAILED with Kafka's message.  Refused describes come after the
+  others; an alter is checked where Kafka's controller checks it, after the broker's own
+  preprocessing (repeated keys, null values, broker config validation).
 """
 
 from __future__ import annotations
@@ -51,13 +56,15 @@ from akfak.broker_configs import (
     topic_config_entries,
     validate_dynamic_broker_change,
 )
-from akfak.errors import InvalidConfig, InvalidRequest, KafkaError, UnknownTopicOrPartition
+from akfak.errors import InvalidConfig, InvalidRequest, KafkaError, UnknownTopicOrPartition, error_for_code
 from akfak.handlers.admin_common import after_durable, duplicates, run_or_error
 from akfak.handlers.base import NO_THROTTLE, Handler
 from akfak.log.config import LogConfig
 from akfak.metadata import validate_topic_name
 from akfak.protocol import RequestContext
 from akfak.resource_configs import client_metrics_entries, group_config_entries
+from akfak.security.acls import ALTER_CONFIGS, DESCRIBE_CONFIGS
+from akfak.security.checks import DENIED_MESSAGES, Everything, access, config_denied
 
 TOPIC, BROKER, BROKER_LOGGER, CLIENT_METRICS, GROUP = 2, 4, 8, 16, 32
 SET, DELETE, APPEND, SUBTRACT = 0, 1, 2, 3
@@ -76,8 +83,17 @@ class DescribeConfigsHandler(Handler):
         synonyms = bool(request.include_synonyms)
         documentation = version >= 3 and bool(request.include_documentation)
         results = []
+        denied = []  # answered after the others, as Kafka's ConfigHelper does
+        acl = access(context)
         for resource in request.resources:
             resource_type = int(resource.resource_type)
+            refused = config_denied(acl, DESCRIBE_CONFIGS, resource_type, resource.resource_name)
+            if refused is not None:
+                denied.append(module.DescribeConfigsResult(
+                    error_code=ErrorCode(refused), error_message=DENIED_MESSAGES[refused],
+                    resource_type=i8(resource_type), resource_name=resource.resource_name,
+                    configs=()))
+                continue
             keys = resource.configuration_keys
             wanted = set(keys) if keys else None
             try:
@@ -93,7 +109,8 @@ class DescribeConfigsHandler(Handler):
                 error_code=error, error_message=message, resource_type=i8(resource_type),
                 resource_name=resource.resource_name,
                 configs=tuple(self._entry(module, version, e, synonyms) for e in entries)))
-        return self.response_type(version)(throttle_time=NO_THROTTLE, results=tuple(results))
+        return self.response_type(version)(throttle_time=NO_THROTTLE,
+                                           results=(*results, *denied))
 
     def _describe(self, resource_type: int, name: str, wanted: set[str] | None,
                   documentation: bool) -> list[ConfigValue]:
@@ -156,6 +173,13 @@ class DescribeConfigsHandler(Handler):
         return module.DescribeConfigsResourceResult(**fields)
 
 
+def _check_alter(acl: Everything, resource_type: int, name: str) -> None:
+    refused = config_denied(acl, ALTER_CONFIGS, resource_type, name)
+    if refused is not None:
+        raise error_for_code(refused)
+
+
+
 def _broker_id(name: str, message: str) -> int:
     try:
         return int(name)
@@ -183,21 +207,23 @@ class _AlterBase(Handler):
         controller = self.broker.controller
         before = controller.image.offset
         results = []
+        acl = access(context)
         for resource in request.resources:
             resource_type = int(resource.resource_type)
             if (resource_type, resource.resource_name) in repeated:
                 error, message = ErrorCode.invalid_request, "Each resource must appear at most once."
             else:
                 _, error, message = run_or_error(
-                    lambda resource=resource: self._alter(resource, validate_only),
+                    lambda resource=resource: self._alter(resource, validate_only, acl),
                     f"altering configs of {resource.resource_name!r}")
+                message = DENIED_MESSAGES.get(error, message)  # as Kafka's ApiError(error)
             results.append(module.AlterConfigsResourceResponse(
                 error_code=error, error_message=message, resource_type=i8(resource_type),
                 resource_name=resource.resource_name))
         response = self.response_type(version)(throttle_time=NO_THROTTLE, responses=tuple(results))
         return after_durable(self.broker, response, controller.image.offset != before)
 
-    def _alter(self, resource: Any, validate_only: bool) -> None:
+    def _alter(self, resource: Any, validate_only: bool, acl: Everything) -> None:
         resource_type = int(resource.resource_type)
         name = resource.resource_name
         configs = list(resource.configs)
@@ -209,6 +235,8 @@ class _AlterBase(Handler):
             raise InvalidRequest("Null value not supported for : " + ", ".join(null_updates))
         broker = self.broker
         image = broker.image
+        if resource_type != BROKER and (self.incremental or resource_type != BROKER_LOGGER):
+            _check_alter(acl, resource_type, name)  # a broker's change is validated first
         if resource_type == TOPIC:
             if not name:
                 raise InvalidRequest("Default topic resources are not allowed.")
@@ -232,6 +260,7 @@ class _AlterBase(Handler):
         changes = self.changes(resource_type, configs, current)
         if resource_type == BROKER:
             self._check_broker(name, current, changes)
+            _check_alter(acl, resource_type, name)
         broker.controller.alter_configs(resource_type, name, changes, validate_only=validate_only)
 
     def changes(self, resource_type: int, configs: list[Any], current: Mapping[str, str]

@@ -9,12 +9,15 @@ Behavior (as Kafka 4's ReplicaManager.deleteRecords and Partition.deleteRecordsO
   lacks "delete" POLICY_VIOLATION; an internal topic INVALID_TOPIC_EXCEPTION.  Failed
   partitions answer low_watermark -1.
 - A single replica has nothing to wait for, so the answer is immediate.
+- A topic the principal may not DELETE: TOPIC_AUTHORIZATION_FAILED (low_watermark -1) for
+  its partitions, before the existence check.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from kio.schema.errors import ErrorCode
 from kio.static.primitive import i32, i64
 
 from akfak.errors import InvalidTopic, OffsetOutOfRange, PolicyViolation, UnknownTopicOrPartition
@@ -22,6 +25,8 @@ from akfak.handlers.admin_common import run_or_error
 from akfak.handlers.base import NO_THROTTLE, Handler
 from akfak.metadata import INTERNAL_TOPICS
 from akfak.protocol import RequestContext
+from akfak.security.acls import DELETE, TOPIC
+from akfak.security.checks import access
 
 HIGH_WATERMARK = -1
 
@@ -35,10 +40,17 @@ class DeleteRecordsHandler(Handler):
         version = context.api_version
         module = self.response_module(version)
         topics = []
+        acl = access(context)
         for topic in request.topics:
             partitions = []
+            allowed = acl.allows(DELETE, TOPIC, topic.name)
             for p in topic.partitions:
                 index = int(p.partition_index)
+                if not allowed:
+                    partitions.append(module.DeleteRecordsPartitionResult(
+                        partition_index=i32(index), low_watermark=i64(-1),
+                        error_code=ErrorCode.topic_authorization_failed))
+                    continue
                 low, error, _message = run_or_error(
                     lambda topic=topic, index=index, offset=int(p.offset): self._delete(
                         topic.name, index, offset),

@@ -6,8 +6,11 @@ Behavior:
 - The topics named (all topics for an empty list), at or after the cursor's topic, sorted
   by name.  A named topic that does not exist answers UNKNOWN_TOPIC_OR_PARTITION (an
   illegal name INVALID_TOPIC_EXCEPTION) with the zero topic id and no partitions, and
-  uses none of the partition budget.  Every topic carries its authorized operations
-  (everything, as Kafka without an authorizer) and is_internal.
+  uses none of the partition budget.  Every topic carries the principal's authorized
+  operations on it and is_internal.
+- A topic the principal may not DESCRIBE is left out (when listing all topics) or
+  answered TOPIC_AUTHORIZATION_FAILED after the others, without its id (when named);
+  it uses none of the budget.
 - The budget is min(response_partition_limit, max.request.partition.size.limit (2000)).
   The cursor's topic starts at the cursor's partition, the others at 0.  When a topic
   does not fit, it is answered with the partitions that do and next_cursor names it and
@@ -30,9 +33,10 @@ from kio.static.primitive import i32
 
 from akfak.errors import InvalidTopic
 from akfak.handlers.base import NO_THROTTLE, NO_TOPIC_ID, OPERATIONS_NOT_REQUESTED, Handler
-from akfak.handlers.metadata import TOPIC_OPERATIONS
 from akfak.metadata import INTERNAL_TOPICS, TopicImage, validate_topic_name
 from akfak.protocol import RequestContext
+from akfak.security.acls import DESCRIBE, TOPIC
+from akfak.security.checks import access
 
 DEFAULT_PARTITION_LIMIT = 2000
 
@@ -66,19 +70,28 @@ class DescribeTopicPartitionsHandler(Handler):
                                            DEFAULT_PARTITION_LIMIT)
         remaining = min(limit, int(request.response_partition_limit))
         topics: list[Any] = []
+        denied: list[Any] = []
         next_cursor = None
+        acl = access(context)
         for name in sorted(names):
+            if not acl.allows(DESCRIBE, TOPIC, name):
+                if not fetch_all:
+                    denied.append(module.DescribeTopicPartitionsResponseTopic(
+                        error_code=ErrorCode.topic_authorization_failed, name=name,
+                        topic_id=NO_TOPIC_ID, is_internal=False, partitions=(),
+                        topic_authorized_operations=i32(OPERATIONS_NOT_REQUESTED)))
+                continue
             if remaining > 0:
                 topic = image.topic(name)
                 if topic is None:
                     if not fetch_all:
-                        topics.append(self._missing(module, name))
+                        topics.append(self._missing(module, name, acl.operations(TOPIC, name)))
                     continue
                 start = int(cursor.partition_index) if name == cursor_topic and cursor else 0
                 upper = min(topic.num_partitions, start + remaining)
                 partitions = [self._partition(module, topic, index) for index in range(start, upper)
                               if index in topic.partitions]
-                topics.append(self._topic(module, topic, partitions))
+                topics.append(self._topic(module, topic, partitions, acl.operations(TOPIC, name)))
                 if upper < topic.num_partitions:
                     next_cursor = module.Cursor(topic_name=name, partition_index=i32(upper))
                     break
@@ -87,11 +100,11 @@ class DescribeTopicPartitionsHandler(Handler):
                 # Every earlier topic is complete: the next page starts at this one.
                 next_cursor = module.Cursor(topic_name=name, partition_index=i32(0))
                 break
-        return response_type(throttle_time=NO_THROTTLE, topics=tuple(topics),
+        return response_type(throttle_time=NO_THROTTLE, topics=(*topics, *denied),
                              next_cursor=next_cursor)
 
     @staticmethod
-    def _missing(module: Any, name: str) -> Any:
+    def _missing(module: Any, name: str, operations: int) -> Any:
         try:
             validate_topic_name(name)
             error = ErrorCode.unknown_topic_or_partition
@@ -99,14 +112,14 @@ class DescribeTopicPartitionsHandler(Handler):
             error = ErrorCode.invalid_topic_exception
         return module.DescribeTopicPartitionsResponseTopic(
             error_code=error, name=name, topic_id=NO_TOPIC_ID, is_internal=name in INTERNAL_TOPICS,
-            partitions=(), topic_authorized_operations=i32(TOPIC_OPERATIONS))
+            partitions=(), topic_authorized_operations=i32(operations))
 
     @staticmethod
-    def _topic(module: Any, topic: TopicImage, partitions: list[Any]) -> Any:
+    def _topic(module: Any, topic: TopicImage, partitions: list[Any], operations: int) -> Any:
         return module.DescribeTopicPartitionsResponseTopic(
             error_code=ErrorCode.none, name=topic.name, topic_id=topic.topic_id,
             is_internal=topic.name in INTERNAL_TOPICS, partitions=tuple(partitions),
-            topic_authorized_operations=i32(TOPIC_OPERATIONS))
+            topic_authorized_operations=i32(operations))
 
     @staticmethod
     def _partition(module: Any, topic: TopicImage, index: int) -> Any:

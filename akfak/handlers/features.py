@@ -13,6 +13,7 @@ Behaviour (Kafka 4.1's ControllerApis.handleUpdateFeatures and FeatureControlMan
 - v0-v1 answer a result per feature (all NONE on success, none on error, as Kafka's
   createWithErrors); v2 only the top-level error. The answer waits for the fsync.
 - A feature named twice answers INVALID_REQUEST.
+- ACLs: ALTER on the cluster, else CLUSTER_AUTHORIZATION_FAILED with no results.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from akfak import features
 from akfak.errors import InvalidRequest, KafkaError
 from akfak.handlers.base import NO_THROTTLE, Handler
 from akfak.protocol import RequestContext
+from akfak.security.acls import ALTER
+from akfak.security.checks import DENIED_MESSAGES, access
 
 
 class UpdateFeaturesHandler(Handler):
@@ -36,6 +39,9 @@ class UpdateFeaturesHandler(Handler):
         version = context.api_version
         names = [u.feature for u in request.feature_updates]
         error: KafkaError | None = None
+        if not access(context).cluster(ALTER):
+            return self._response(version, ErrorCode.cluster_authorization_failed,
+                                  DENIED_MESSAGES[31], ())
         if len(set(names)) != len(names):
             error = InvalidRequest("The request contains multiple updates to the same feature.")
         else:

@@ -14,6 +14,9 @@ Behavior:
   with a top-level error and no partitions.  v13+: topics by id (UNKNOWN_TOPIC_ID).
 - current_leader_epoch newer than ours: UNKNOWN_LEADER_EPOCH; older: FENCED_LEADER_EPOCH.
 - Record bytes go from the log to the transport untouched (fetch_response).
+- With an authorizer: READ on each topic, else TOPIC_AUTHORIZATION_FAILED for its
+  partitions (before looking them up); a follower's fetch (replica id >= 0) needs
+  CLUSTER_ACTION on the cluster instead, else every partition TOPIC_AUTHORIZATION_FAILED.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from akfak.fetch_sessions import FetchContext, PartitionKey
 from akfak.handlers.base import NO_TOPIC_ID, Handler
 from akfak.handlers.fetch_response import PartitionResult, TopicResult, encode_fetch_response
 from akfak.protocol import RequestContext
+from akfak.security.acls import CLUSTER_ACTION, READ, TOPIC
+from akfak.security.checks import EVERYTHING, NOTHING, Everything, access
 
 READ_COMMITTED = 1
 OFFSET_OUT_OF_RANGE = 1
@@ -36,6 +41,7 @@ UNKNOWN_TOPIC_OR_PARTITION = 3
 UNKNOWN_TOPIC_ID = 100
 FENCED_LEADER_EPOCH = 74
 UNKNOWN_LEADER_EPOCH = 75
+TOPIC_AUTHORIZATION_FAILED = 29
 
 
 @dataclass(slots=True)
@@ -88,9 +94,15 @@ class FetchHandler(Handler):
         min_bytes = int(request.min_bytes)
         max_wait_ms = int(request.max_wait.total_seconds() * 1000)
         deadline = broker.clock.seconds() + max_wait_ms / 1000
+        acl = access(context)
+        if acl.enabled:
+            replica = request.replica_state.replica_id if version >= 15 else request.replica_id
+            if int(replica) >= 0:
+                # A follower: CLUSTER_ACTION stands for READ on every topic (or for none).
+                acl = EVERYTHING if acl.cluster(CLUSTER_ACTION) else NOTHING
 
         def attempt(_: object = None) -> Any:
-            reads, size, errors = self._read(fetch, leader_epochs, by_id, isolation, max_bytes)
+            reads, size, errors = self._read(fetch, leader_epochs, by_id, isolation, max_bytes, acl)
             remaining = deadline - broker.clock.seconds()
             if size >= min_bytes or errors or remaining <= 0 or not reads:
                 return self._respond(version, fetch, reads)
@@ -101,7 +113,7 @@ class FetchHandler(Handler):
         return attempt()
 
     def _read(self, fetch: FetchContext, leader_epochs: dict[PartitionKey, int], by_id: bool,
-              isolation: int, max_bytes: int) -> tuple[list[_Read], int, bool]:
+              isolation: int, max_bytes: int, acl: Everything) -> tuple[list[_Read], int, bool]:
         broker = self.broker
         reads: list[_Read] = []
         total = 0
@@ -112,6 +124,10 @@ class FetchHandler(Handler):
             name = broker.topic_name(ref) if by_id else ref
             result = PartitionResult(index)
             reads.append(_Read(key, name, result))
+            if (name is not None or acl is NOTHING) and not acl.allows(READ, TOPIC, name or ""):
+                result.error = TOPIC_AUTHORIZATION_FAILED
+                errors = True
+                continue
             log = broker.get_log(name, index) if name is not None else None
             if log is None:
                 result.error = ((UNKNOWN_TOPIC_ID if by_id else UNKNOWN_TOPIC_OR_PARTITION)

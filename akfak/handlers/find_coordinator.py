@@ -12,6 +12,9 @@ Behavior / Version notes:
 - v0 has no key type (a group); v0-v3 ask for one key, v4+ for a batch of
   `coordinator_keys` of one type and get one entry per key (KIP-699).
 - A success carries error_message "NONE", as Kafka's Errors.NONE.message() does.
+- ACLs: DESCRIBE on the group (else GROUP_AUTHORIZATION_FAILED) or on the transactional id
+  (else TRANSACTIONAL_ID_AUTHORIZATION_FAILED), per key; no coordinator topic is created
+  for a request whose keys are all refused.
 """
 
 from __future__ import annotations
@@ -26,9 +29,16 @@ from twisted.python.failure import Failure
 from akfak.handlers.base import NO_THROTTLE, Handler, make
 from akfak.handlers.groups import coordinator_of
 from akfak.protocol import RequestContext
+from akfak.security.acls import DESCRIBE, GROUP, TRANSACTIONAL_ID
+from akfak.security.checks import DENIED_MESSAGES, access
 
 KEY_TYPE_GROUP = 0
 KEY_TYPE_TRANSACTION = 1
+#: per key type: the resource DESCRIBE is checked on and the error
+_DENIED = {
+    KEY_TYPE_GROUP: (GROUP, ErrorCode.group_authorization_failed),
+    KEY_TYPE_TRANSACTION: (TRANSACTIONAL_ID, ErrorCode.transactional_id_authorization_failed),
+}
 
 
 class FindCoordinatorHandler(Handler):
@@ -40,7 +50,12 @@ class FindCoordinatorHandler(Handler):
         version = context.api_version
         key_type = int(getattr(request, "key_type", KEY_TYPE_GROUP))
         keys = list(request.coordinator_keys) if version >= 4 else [request.key]
-        ready = self._ready(key_type)
+        denied: set[str] = set()
+        if key_type in _DENIED:
+            resource, denial = _DENIED[key_type]
+            acl = access(context)
+            denied = {key for key in keys if not acl.allows(DESCRIBE, resource, key)}
+        ready = self._ready(key_type) if set(keys) - denied else succeed(ErrorCode.none)
 
         def respond(error: ErrorCode) -> Any:
             host, port = self.broker.advertised_address(context.listener)
@@ -48,11 +63,15 @@ class FindCoordinatorHandler(Handler):
             entry = dict(node_id=i32(self.broker.node_id if found else -1), host=host if found else "",
                          port=i32(port if found else -1), error_code=error,
                          error_message="NONE" if found else error.name)
+            refused = dict(node_id=i32(-1), host="", port=i32(-1), error_code=denial,
+                           error_message=DENIED_MESSAGES[denial] if version < 4 else None) if denied else {}
             if version < 4:
-                return make(self.response_type(version), throttle_time=NO_THROTTLE, **entry)
+                return make(self.response_type(version), throttle_time=NO_THROTTLE,
+                            **(refused if denied else entry))
             coordinator_type = self.response_module(version).Coordinator
-            return make(self.response_type(version), throttle_time=NO_THROTTLE,
-                        coordinators=tuple(make(coordinator_type, key=key, **entry) for key in keys))
+            return make(self.response_type(version), throttle_time=NO_THROTTLE, coordinators=tuple(
+                make(coordinator_type, key=key, **(refused if key in denied else entry))
+                for key in keys))
 
         return ready.addCallback(respond)
 

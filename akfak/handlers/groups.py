@@ -21,10 +21,15 @@ Behavior / Version notes:
 - ListGroups v4+ filters by state (case-insensitive), v5 by type ("classic").
 - DescribeGroups: a group that does not exist is "Dead"; from v6 also
   GROUP_ID_NOT_FOUND with a message.  Member metadata and assignments only for a
-  Stable group.  v3+ authorized operations: READ, DELETE, DESCRIBE (no ACLs here)
-  when asked for, else INT32_MIN.
+  Stable group.  v3+ authorized operations: the principal's on the group when asked
+  for, else INT32_MIN.
 - DeleteGroups: only Empty groups (NON_EMPTY_GROUP otherwise, GROUP_ID_NOT_FOUND when
   unknown); their committed offsets go too.
+- ACLs (as KafkaApis): Join, Sync, Heartbeat and Leave need READ on the group (else
+  GROUP_AUTHORIZATION_FAILED, SyncGroup v5 after its protocol check); DescribeGroups
+  DESCRIBE (refused groups come first, GROUP_AUTHORIZATION_FAILED); ListGroups lists every
+  group with DESCRIBE on the cluster, else those the principal may DESCRIBE; DeleteGroups
+  DELETE (refused groups last).
 """
 
 from __future__ import annotations
@@ -39,13 +44,12 @@ from twisted.internet.defer import Deferred, succeed
 from akfak.groups.results import JoinResult, LeaveResult, SyncResult
 from akfak.handlers.base import NO_THROTTLE, OPERATIONS_NOT_REQUESTED, Handler, make
 from akfak.protocol import RequestContext
+from akfak.security.acls import CLUSTER, CLUSTER_NAME, DELETE, DESCRIBE, GROUP, READ
+from akfak.security.checks import access
 
 if TYPE_CHECKING:
     from akfak.broker import Broker
     from akfak.groups.coordinator import GroupCoordinator
-
-#: READ (3), DELETE (6) and DESCRIBE (8): every operation a group resource supports.
-GROUP_AUTHORIZED_OPERATIONS = (1 << 3) | (1 << 6) | (1 << 8)
 
 
 def coordinator_of(broker: Broker) -> GroupCoordinator | None:
@@ -55,6 +59,11 @@ def coordinator_of(broker: Broker) -> GroupCoordinator | None:
 
 def millis(value: timedelta) -> int:
     return value // timedelta(milliseconds=1)
+
+
+def may_read(context: RequestContext, group_id: str) -> bool:
+    """READ on the group, what every classic-protocol member request needs."""
+    return access(context).allows(READ, GROUP, group_id)
 
 
 def client_host(context: RequestContext) -> str:
@@ -71,9 +80,10 @@ class JoinGroupHandler(Handler):
     def handle(self, request: Any, context: RequestContext) -> Deferred[Any]:
         version = context.api_version
         coordinator = coordinator_of(self.broker)
-        if coordinator is None:
-            answer: Deferred[JoinResult] = succeed(
-                JoinResult(ErrorCode.coordinator_not_available, request.member_id))
+        if not may_read(context, request.group_id):
+            answer: Deferred[JoinResult] = succeed(JoinResult(ErrorCode.group_authorization_failed))
+        elif coordinator is None:
+            answer = succeed(JoinResult(ErrorCode.coordinator_not_available, request.member_id))
         else:
             session = millis(request.session_timeout)
             answer = coordinator.join_group(
@@ -110,8 +120,13 @@ class SyncGroupHandler(Handler):
     def handle(self, request: Any, context: RequestContext) -> Deferred[Any]:
         version = context.api_version
         coordinator = coordinator_of(self.broker)
-        if coordinator is None:
-            answer: Deferred[SyncResult] = succeed(SyncResult(ErrorCode.coordinator_not_available))
+        # Kafka's protocol check (v5: both named) comes first; the coordinator makes it here.
+        checked = version < 5 or (request.protocol_type is not None
+                                  and request.protocol_name is not None)
+        if checked and not may_read(context, request.group_id):
+            answer: Deferred[SyncResult] = succeed(SyncResult(ErrorCode.group_authorization_failed))
+        elif coordinator is None:
+            answer = succeed(SyncResult(ErrorCode.coordinator_not_available))
         else:
             answer = coordinator.sync_group(
                 request.group_id, request.generation_id, request.member_id,
@@ -134,7 +149,9 @@ class HeartbeatHandler(Handler):
 
     def handle(self, request: Any, context: RequestContext) -> Any:
         coordinator = coordinator_of(self.broker)
-        if coordinator is None:
+        if not may_read(context, request.group_id):
+            error = ErrorCode.group_authorization_failed
+        elif coordinator is None:
             error = ErrorCode.coordinator_not_available
         else:
             error = coordinator.heartbeat(request.group_id, request.generation_id, request.member_id,
@@ -155,7 +172,9 @@ class LeaveGroupHandler(Handler):
             members = [(m.member_id, m.group_instance_id, getattr(m, "reason", None))
                        for m in request.members]
         coordinator = coordinator_of(self.broker)
-        if coordinator is None:
+        if not may_read(context, request.group_id):
+            result = LeaveResult(ErrorCode.group_authorization_failed)
+        elif coordinator is None:
             result = LeaveResult(ErrorCode.coordinator_not_available)
         else:
             result = coordinator.leave_group(request.group_id, members)
@@ -188,11 +207,14 @@ class ListGroupsHandler(Handler):
                         error_code=ErrorCode.coordinator_not_available, groups=())
         result = coordinator.list_groups(getattr(request, "states_filter", ()),
                                          getattr(request, "types_filter", ()))
+        acl = access(context)
+        every = acl.allows(DESCRIBE, CLUSTER, CLUSTER_NAME, log_denied=False)
         group_type = self.response_module(version).ListedGroup
         return make(response_type, throttle_time=NO_THROTTLE, error_code=result.error,
                     groups=tuple(make(group_type, group_id=g.group_id, protocol_type=g.protocol_type,
                                       group_state=g.state, group_type=g.group_type)
-                                 for g in result.groups))
+                                 for g in result.groups
+                                 if every or acl.allows(DESCRIBE, GROUP, g.group_id, log_denied=False)))
 
 
 class DescribeGroupsHandler(Handler):
@@ -205,10 +227,19 @@ class DescribeGroupsHandler(Handler):
         coordinator = coordinator_of(self.broker)
         group_type = self.response_module(version).DescribedGroup
         member_type = self.response_module(version).DescribedGroupMember
-        operations = (GROUP_AUTHORIZED_OPERATIONS if getattr(request, "include_authorized_operations", False)
-                      else OPERATIONS_NOT_REQUESTED)
+        with_operations = bool(getattr(request, "include_authorized_operations", False))
+        acl = access(context)
         groups = []
+        allowed = []
         for group_id in request.groups:
+            if acl.allows(DESCRIBE, GROUP, group_id):
+                allowed.append(group_id)
+            else:  # Kafka answers these first
+                groups.append(make(
+                    group_type, error_code=ErrorCode.group_authorization_failed, error_message=None,
+                    group_id=group_id, group_state="", protocol_type="", protocol_data="", members=(),
+                    authorized_operations=i32(OPERATIONS_NOT_REQUESTED)))
+        for group_id in allowed:
             if coordinator is None:
                 groups.append(make(
                     group_type, error_code=ErrorCode.coordinator_not_available, error_message=None,
@@ -225,7 +256,8 @@ class DescribeGroupsHandler(Handler):
                                    member_metadata=m.metadata, member_assignment=m.assignment)
                               for m in described.members),
                 authorized_operations=i32(
-                    operations if described.error is ErrorCode.none else OPERATIONS_NOT_REQUESTED)))
+                    acl.operations(GROUP, group_id) if with_operations
+                    and described.error is ErrorCode.none else OPERATIONS_NOT_REQUESTED)))
         return make(self.response_type(version), throttle_time=NO_THROTTLE, groups=tuple(groups))
 
 
@@ -236,11 +268,15 @@ class DeleteGroupsHandler(Handler):
 
     def handle(self, request: Any, context: RequestContext) -> Deferred[Any]:
         version = context.api_version
-        names = list(dict.fromkeys(request.groups_names))
+        asked = list(dict.fromkeys(request.groups_names))
+        acl = access(context)
+        names = [name for name in asked if acl.allows(DELETE, GROUP, name)]
+        refused = [name for name in asked if name not in names]  # answered last, as Kafka does
         coordinator = coordinator_of(self.broker)
-        if coordinator is None:
-            answer: Deferred[dict[str, ErrorCode]] = succeed(
-                dict.fromkeys(names, ErrorCode.coordinator_not_available))
+        if not names:
+            answer: Deferred[dict[str, ErrorCode]] = succeed({})
+        elif coordinator is None:
+            answer = succeed(dict.fromkeys(names, ErrorCode.coordinator_not_available))
         else:
             answer = coordinator.delete_groups(names)
         result_type = self.response_module(version).DeletableGroupResult
@@ -248,7 +284,10 @@ class DeleteGroupsHandler(Handler):
         def respond(results: dict[str, ErrorCode]) -> Any:
             return make(self.response_type(version), throttle_time=NO_THROTTLE,
                         results=tuple(make(result_type, group_id=name, error_code=results[name])
-                                      for name in names))
+                                      for name in names) + tuple(
+                            make(result_type, group_id=name,
+                                 error_code=ErrorCode.group_authorization_failed)
+                            for name in refused))
 
         return answer.addCallback(respond)
 

@@ -13,6 +13,8 @@ gets from a one-node cluster):
 - A partition without a leader gets PREFERRED_LEADER_NOT_AVAILABLE (or
   ELIGIBLE_LEADERS_NOT_AVAILABLE for UNCLEAN): akfak does not elect leaders on request;
   its only node leads every partition it hosts.
+- ACLs: ALTER on the cluster, else CLUSTER_AUTHORIZATION_FAILED (top level and for
+  every partition asked).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from kio.static.primitive import i32
 from akfak.handlers.base import NO_THROTTLE, Handler, make
 from akfak.metadata import TopicImage
 from akfak.protocol import RequestContext
+from akfak.security.acls import ALTER
+from akfak.security.checks import DENIED_MESSAGES, access
 
 PREFERRED, UNCLEAN = 0, 1
 
@@ -48,9 +52,11 @@ class ElectLeadersHandler(Handler):
         election = int(request.election_type) if version >= 1 else PREFERRED
         top = ErrorCode.none
         results = []
-        if election not in (PREFERRED, UNCLEAN):
-            top = ErrorCode.invalid_request
-            message = f"Unknown election type {election}"
+        denied = not access(context).cluster(ALTER)
+        if denied or election not in (PREFERRED, UNCLEAN):
+            # ALTER on the cluster (Kafka's controller), else every partition asked refused
+            top = ErrorCode.cluster_authorization_failed if denied else ErrorCode.invalid_request
+            message = DENIED_MESSAGES[top] if denied else f"Unknown election type {election}"
             for topic in request.topic_partitions or ():
                 results.append(module.ReplicaElectionResult(topic=topic.topic, partition_result=tuple(
                     module.PartitionResult(partition_id=p, error_code=top, error_message=message)

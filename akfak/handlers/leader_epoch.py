@@ -10,6 +10,8 @@ Behavior (as Kafka 4's Partition.lastOffsetForLeaderEpoch and LeaderEpochFileCac
 - current_leader_epoch (if not -1) must be the partition's: older answers
   FENCED_LEADER_EPOCH, newer UNKNOWN_LEADER_EPOCH.  Unknown partitions answer
   UNKNOWN_TOPIC_OR_PARTITION.  replica_id (v3+) makes no difference on a single node.
+- ACLs: CLUSTER_ACTION on the cluster (a follower) or DESCRIBE on each topic, else
+  TOPIC_AUTHORIZATION_FAILED for its partitions, after the others.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from kio.static.primitive import i32, i64
 
 from akfak.handlers.base import NO_THROTTLE, Handler
 from akfak.protocol import RequestContext
+from akfak.security.acls import CLUSTER_ACTION, DESCRIBE, TOPIC
+from akfak.security.checks import access
 
 UNDEFINED = -1
 
@@ -34,11 +38,22 @@ class OffsetForLeaderEpochHandler(Handler):
         version = context.api_version
         module = self.response_module(version)
         topics = []
+        denied = []  # answered after the others, as Kafka does
+        acl = access(context)
+        every = acl.cluster(CLUSTER_ACTION, log_denied=False)  # a follower's
         for topic in request.topics:
+            if not every and not acl.allows(DESCRIBE, TOPIC, topic.topic):
+                denied.append(module.OffsetForLeaderTopicResult(topic=topic.topic, partitions=tuple(
+                    module.EpochEndOffset(error_code=ErrorCode.topic_authorization_failed,
+                                          partition=p.partition, leader_epoch=i32(UNDEFINED),
+                                          end_offset=i64(UNDEFINED))
+                    for p in topic.partitions)))
+                continue
             partitions = [self._partition(module, topic.topic, p) for p in topic.partitions]
             topics.append(module.OffsetForLeaderTopicResult(topic=topic.topic,
                                                             partitions=tuple(partitions)))
-        return self.response_type(version)(throttle_time=NO_THROTTLE, topics=tuple(topics))
+        return self.response_type(version)(throttle_time=NO_THROTTLE,
+                                           topics=(*topics, *denied))
 
     def _partition(self, module: Any, topic: str, p: Any) -> Any:
         index = int(p.partition)

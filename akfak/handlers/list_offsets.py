@@ -10,6 +10,7 @@ Behavior (timestamps in the request):
 - Special answers carry timestamp -1; leader_epoch is the partition's epoch (v4+).
 - A partition named twice: INVALID_REQUEST for it; unknown: UNKNOWN_TOPIC_OR_PARTITION;
   current_leader_epoch newer than ours UNKNOWN_LEADER_EPOCH, older FENCED_LEADER_EPOCH.
+- A topic the principal may not DESCRIBE: TOPIC_AUTHORIZATION_FAILED for its partitions.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from kio.static.primitive import i32, i64
 
 from akfak.handlers.base import NO_THROTTLE, Handler
 from akfak.protocol import RequestContext
+from akfak.security.acls import DESCRIBE, TOPIC
+from akfak.security.checks import access
 
 LATEST, EARLIEST, MAX_TIMESTAMP, EARLIEST_LOCAL, LATEST_TIERED, EARLIEST_PENDING_UPLOAD = (
     -1, -2, -3, -4, -5, -6)
@@ -39,11 +42,15 @@ class ListOffsetsHandler(Handler):
         isolation = int(request.isolation_level) if version >= 2 else 0
         counts = Counter((t.name, int(p.partition_index)) for t in request.topics for p in t.partitions)
         topics = []
+        acl = access(context)
         for topic in request.topics:
             partitions = []
+            allowed = acl.allows(DESCRIBE, TOPIC, topic.name)
             for p in topic.partitions:
                 index = int(p.partition_index)
-                if counts[(topic.name, index)] > 1:
+                if not allowed:
+                    error, offset, ts, epoch = ErrorCode.topic_authorization_failed, -1, -1, -1
+                elif counts[(topic.name, index)] > 1:
                     error, offset, ts, epoch = ErrorCode.invalid_request, -1, -1, -1
                 else:
                     error, offset, ts, epoch = self._lookup(

@@ -11,7 +11,7 @@ ReplicaManager.describeLogDirs on one node):
 - total_bytes / usable_bytes (v4+): the file system's size and the space left for an
   unprivileged user (statvfs, as Java's FileStore); -1 when the directory cannot be
   examined (memory storage without a directory on disk).
-- Everything is allowed, as without an authorizer (no CLUSTER_AUTHORIZATION_FAILED).
+- ACLs: DESCRIBE on the cluster, else CLUSTER_AUTHORIZATION_FAILED (v3+) and no results.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from kio.static.primitive import i32, i64
 from akfak.handlers.base import NO_THROTTLE, Handler
 from akfak.log.partition import PartitionLog
 from akfak.protocol import RequestContext
+from akfak.security.acls import DESCRIBE
+from akfak.security.checks import access
 
 
 def disk_space(directory: Path) -> tuple[int, int]:
@@ -46,6 +48,9 @@ class DescribeLogDirsHandler(Handler):
     def handle(self, request: Any, context: RequestContext) -> Any:
         version = context.api_version
         module = self.response_module(version)
+        if not access(context).cluster(DESCRIBE):
+            fields = {"error_code": ErrorCode.cluster_authorization_failed} if version >= 3 else {}
+            return self.response_type(version)(throttle_time=NO_THROTTLE, **fields, results=())
         logs = self._logs(request.topics)
         by_topic: dict[str, list[PartitionLog]] = defaultdict(list)
         for partition_log in logs:

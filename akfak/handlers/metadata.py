@@ -15,8 +15,13 @@ Behavior:
   its controller creates them asynchronously).  A name Kafka would refuse gets
   INVALID_TOPIC_EXCEPTION, with or without auto-creation; other unknown topics
   without auto-creation UNKNOWN_TOPIC_OR_PARTITION.
-- Authorized operations (v8+) are reported only when asked: everything is
-  allowed, as on a Kafka broker without an authorizer.
+- With an authorizer (as Kafka's KafkaApis): all topics lists only those the principal
+  may DESCRIBE; a named topic it may not DESCRIBE answers TOPIC_AUTHORIZATION_FAILED
+  without saying whether it exists (by id: with its id, no name); an unknown topic that
+  would be auto-created needs CREATE on the cluster or the topic, else
+  TOPIC_AUTHORIZATION_FAILED.  Authorized operations (v8+, when asked) are the
+  principal's: the topic's for each topic described, the cluster's (v8-v10) only with
+  DESCRIBE on the cluster, else 0.  Without an authorizer everything is allowed.
 """
 
 from __future__ import annotations
@@ -33,11 +38,8 @@ from akfak.handlers.base import NO_THROTTLE, NO_TOPIC_ID, OPERATIONS_NOT_REQUEST
 from akfak.metadata import INTERNAL_TOPICS, TopicImage, validate_topic_name
 from akfak.protocol import RequestContext
 from akfak.request_check import MalformedRequest
-
-# AclOperation codes: READ 3, WRITE 4, CREATE 5, DELETE 6, ALTER 7, DESCRIBE 8,
-# CLUSTER_ACTION 9, DESCRIBE_CONFIGS 10, ALTER_CONFIGS 11, IDEMPOTENT_WRITE 12.
-TOPIC_OPERATIONS = sum(1 << op for op in (3, 4, 5, 6, 7, 8, 10, 11))
-CLUSTER_OPERATIONS = sum(1 << op for op in (5, 7, 8, 9, 10, 11, 12))
+from akfak.security.acls import CLUSTER, CLUSTER_NAME, CREATE, DESCRIBE, TOPIC
+from akfak.security.checks import Everything, access
 
 
 class MetadataHandler(Handler):
@@ -50,7 +52,8 @@ class MetadataHandler(Handler):
         module = self.response_module(version)
         broker = self.broker
         image = broker.image
-        if request.topics is None or (version == 0 and not request.topics):
+        all_topics = request.topics is None or (version == 0 and not request.topics)
+        if all_topics:
             wanted = [(t.name, None) for t in sorted(image.topics_by_name.values(), key=lambda t: t.name)]
         else:
             for t in request.topics if version < 12 else ():
@@ -69,6 +72,7 @@ class MetadataHandler(Handler):
         auto_create = broker.config.auto_create_topics and (
             version < 4 or bool(request.allow_auto_topic_creation))
         with_operations = version >= 8 and bool(request.include_topic_authorized_operations)
+        acl = access(context)
         topics = []
         for name, topic_id in wanted:
             topic: TopicImage | None = None
@@ -78,11 +82,27 @@ class MetadataHandler(Handler):
                          if topic_id not in (None, NO_TOPIC_ID) else None)
                 if topic is None:
                     error = ErrorCode.unknown_topic_id
+                elif not acl.allows(DESCRIBE, TOPIC, topic.name):
+                    topic, error = None, ErrorCode.topic_authorization_failed
             elif name is not None:
+                if not acl.allows(DESCRIBE, TOPIC, name, log_denied=not all_topics):
+                    if not all_topics:  # unsaid whether it exists (or is internal)
+                        topics.append(self._topic(module, version, name, None, None,
+                                                  ErrorCode.topic_authorization_failed, None,
+                                                  internal=False))
+                    continue
                 topic = broker.image.topic(name)
                 if topic is None:
+                    if auto_create and not _may_create(acl, name):
+                        topics.append(self._topic(module, version, name, None, None,
+                                                  ErrorCode.topic_authorization_failed, None,
+                                                  internal=name in INTERNAL_TOPICS))
+                        continue
                     topic, error = self._auto_create(name, auto_create)
-            topics.append(self._topic(module, version, name, topic_id, topic, error, with_operations))
+            operations = (acl.operations(TOPIC, topic.name if topic is not None else name)
+                          if with_operations and error is not ErrorCode.unknown_topic_id
+                          and error is not ErrorCode.topic_authorization_failed else None)
+            topics.append(self._topic(module, version, name, topic_id, topic, error, operations))
         host, port = broker.advertised_address(context.listener)
         broker_fields: dict[str, Any] = {"node_id": i32(broker.node_id), "host": host, "port": i32(port)}
         if version >= 1:
@@ -98,9 +118,9 @@ class MetadataHandler(Handler):
         if version >= 3:
             fields["throttle_time"] = NO_THROTTLE
         if 8 <= version <= 10:
-            asked = request.include_cluster_authorized_operations
             fields["cluster_authorized_operations"] = i32(
-                CLUSTER_OPERATIONS if asked else OPERATIONS_NOT_REQUESTED)
+                cluster_operations(acl) if request.include_cluster_authorized_operations
+                else OPERATIONS_NOT_REQUESTED)
         if version >= 13:
             fields["error_code"] = ErrorCode.none
         return self.response_type(version)(**fields)
@@ -121,7 +141,8 @@ class MetadataHandler(Handler):
         return topic, ErrorCode.none
 
     def _topic(self, module: Any, version: int, name: str | None, topic_id: uuid.UUID | None,
-               topic: TopicImage | None, error: ErrorCode, with_operations: bool) -> Any:
+               topic: TopicImage | None, error: ErrorCode, operations: int | None, *,
+               internal: bool | None = None) -> Any:
         partitions = ()
         if topic is not None:
             name, topic_id = topic.name, topic.topic_id
@@ -129,12 +150,12 @@ class MetadataHandler(Handler):
                                for _, p in sorted(topic.partitions.items()))
         fields: dict[str, Any] = {"error_code": error, "name": name, "partitions": partitions}
         if version >= 1:
-            fields["is_internal"] = name in INTERNAL_TOPICS
+            fields["is_internal"] = name in INTERNAL_TOPICS if internal is None else internal
         if version >= 10:
             fields["topic_id"] = topic_id or NO_TOPIC_ID
         if version >= 8:
             fields["topic_authorized_operations"] = i32(
-                TOPIC_OPERATIONS if with_operations and topic is not None else OPERATIONS_NOT_REQUESTED)
+                OPERATIONS_NOT_REQUESTED if operations is None else operations)
         return module.MetadataResponseTopic(**fields)
 
     @staticmethod
@@ -151,6 +172,15 @@ class MetadataHandler(Handler):
         if version >= 5:
             fields["offline_replicas"] = ()
         return module.MetadataResponsePartition(**fields)
+
+
+def _may_create(acl: Everything, name: str) -> bool:
+    return acl.cluster(CREATE, log_denied=False) or acl.allows(CREATE, TOPIC, name)
+
+
+def cluster_operations(acl: Everything) -> int:
+    """The cluster's authorized operations, as Kafka answers them: 0 without DESCRIBE."""
+    return acl.operations(CLUSTER, CLUSTER_NAME) if acl.cluster(DESCRIBE) else 0
 
 
 HANDLERS = (MetadataHandler,)

@@ -22,6 +22,12 @@ Behavior / Version notes:
 - OffsetDelete v0: only for Empty groups, or "consumer" groups on topics they do
   not subscribe to (GROUP_SUBSCRIBED_TO_TOPIC); NON_EMPTY_GROUP otherwise,
   GROUP_ID_NOT_FOUND for an unknown group.
+- ACLs (as KafkaApis): OffsetCommit needs READ on the group (else every partition
+  GROUP_AUTHORIZATION_FAILED) and READ on each topic (else TOPIC_AUTHORIZATION_FAILED
+  for its partitions); OffsetFetch DESCRIBE on each group (else its GROUP_AUTHORIZATION_FAILED)
+  and DESCRIBE on each topic: a named one answers TOPIC_AUTHORIZATION_FAILED, "all"
+  leaves it out; OffsetDelete DELETE on the group (else the top-level error) and READ on
+  each topic.
 """
 
 from __future__ import annotations
@@ -42,6 +48,8 @@ from akfak.groups.results import (
 from akfak.handlers.base import NO_THROTTLE, Handler, make
 from akfak.handlers.groups import coordinator_of, millis
 from akfak.protocol import RequestContext
+from akfak.security.acls import DELETE, DESCRIBE, GROUP, READ, TOPIC
+from akfak.security.checks import Everything, access
 
 if TYPE_CHECKING:
     from akfak.broker import Broker
@@ -91,14 +99,23 @@ class OffsetCommitHandler(Handler):
         errors: dict[tuple[Any, int], ErrorCode] = {}
         wanted: list[CommitRequestPartition] = []
         names: dict[Any, str | None] = {}
+        acl = access(context)
+        group_denied = not acl.allows(READ, GROUP, request.group_id)
         for topic in request.topics:
             key = topic.topic_id if version >= 10 else topic.name
             name = topics.name_of(topic.topic_id) if version >= 10 else topic.name
             names[key] = name
+            denied = not group_denied and name is not None and not acl.allows(READ, TOPIC, name)
             for p in topic.partitions:
                 order.append((key, p.partition_index))
+                if group_denied:
+                    errors[(key, p.partition_index)] = ErrorCode.group_authorization_failed
+                    continue
                 if name is None:
                     errors[(key, p.partition_index)] = ErrorCode.unknown_topic_id
+                    continue
+                if denied:
+                    errors[(key, p.partition_index)] = ErrorCode.topic_authorization_failed
                     continue
                 error = topics.partition_exists(name, p.partition_index)
                 if error is not ErrorCode.none:
@@ -146,38 +163,51 @@ class OffsetFetchHandler(Handler):
         topics = TopicLookup(self.broker)
         coordinator = coordinator_of(self.broker)
         require_stable = bool(getattr(request, "require_stable", False))
+        acl = access(context)
         if version < 8:
             result = self._fetch(coordinator, topics, request.group_id, request.topics, version,
-                                 require_stable)
+                                 require_stable, acl)
             return self._single_response(result, version, topics)
         group_type = self.response_module(version).OffsetFetchResponseGroup
         groups = []
         for group in request.groups:
-            result = self._fetch(coordinator, topics, group.group_id, group.topics, version, require_stable)
+            result = self._fetch(coordinator, topics, group.group_id, group.topics, version,
+                                 require_stable, acl)
             groups.append(make(group_type, group_id=group.group_id, error_code=result.error,
                                topics=self._topics(result, version, topics)))
         return make(self.response_type(version), throttle_time=NO_THROTTLE, groups=tuple(groups))
 
     def _fetch(self, coordinator: Any, topics: TopicLookup, group_id: str, requested: Any, version: int,
-               require_stable: bool) -> FetchGroupResult:
+               require_stable: bool, acl: Everything) -> FetchGroupResult:
         wanted: list[TopicPartition] | None = None
-        unknown_ids: list[FetchedOffset] = []
+        refused: list[FetchedOffset] = []  # unknown ids, topics not to DESCRIBE
+        group_denied = not acl.allows(DESCRIBE, GROUP, group_id)
         if requested is not None:
             wanted = []
             for topic in requested:
                 name = topics.name_of(topic.topic_id) if version >= 10 else topic.name
+                denied = not group_denied and name is not None and not acl.allows(
+                    DESCRIBE, TOPIC, name)
                 for partition in topic.partition_indexes:
                     if name is None:
-                        unknown_ids.append(FetchedOffset(str(topic.topic_id), partition,
-                                                         error=ErrorCode.unknown_topic_id))
+                        refused.append(FetchedOffset(str(topic.topic_id), partition,
+                                                     error=ErrorCode.unknown_topic_id))
+                    elif denied:
+                        refused.append(FetchedOffset(name, partition,
+                                                     error=ErrorCode.topic_authorization_failed))
                     else:
                         wanted.append((name, partition))
-        if coordinator is None:
+        if group_denied:
+            result = FetchGroupResult(group_id, ErrorCode.group_authorization_failed)
+        elif coordinator is None:
             result = FetchGroupResult(group_id, ErrorCode.coordinator_not_available)
         else:
             result = coordinator.fetch_offsets(group_id, wanted, require_stable=require_stable)
-        if result.error is ErrorCode.none and unknown_ids:
-            result = FetchGroupResult(group_id, result.error, result.offsets + tuple(unknown_ids))
+            if wanted is None and acl.enabled:  # "all": only the topics it may DESCRIBE
+                result = FetchGroupResult(group_id, result.error, tuple(
+                    f for f in result.offsets if acl.allows(DESCRIBE, TOPIC, f.topic)))
+        if result.error is ErrorCode.none and refused:
+            result = FetchGroupResult(group_id, result.error, result.offsets + tuple(refused))
         if result.error is not ErrorCode.none and version < 2 and wanted is not None:
             # v1 has no group-level error: every partition carries it.
             result = FetchGroupResult(group_id, result.error, tuple(
@@ -224,11 +254,17 @@ class OffsetDeleteHandler(Handler):
         order: list[TopicPartition] = []
         errors: dict[TopicPartition, ErrorCode] = {}
         wanted: list[TopicPartition] = []
+        acl = access(context)
+        if not acl.allows(DELETE, GROUP, request.group_id):
+            return succeed(make(self.response_type(version), throttle_time=NO_THROTTLE, topics=(),
+                                error_code=ErrorCode.group_authorization_failed))
         for topic in request.topics:
+            allowed = acl.allows(READ, TOPIC, topic.name)
             for p in topic.partitions:
                 key = (topic.name, p.partition_index)
                 order.append(key)
-                error = topics.partition_exists(*key)
+                error = (topics.partition_exists(*key) if allowed
+                         else ErrorCode.topic_authorization_failed)
                 if error is ErrorCode.none:
                     wanted.append(key)
                 else:

@@ -16,8 +16,10 @@ Behavior:
   instead, so the client refreshes its metadata (as Kafka does).  acks 1 and -1
   are the same on a single node.  Other acks: INVALID_REQUIRED_ACKS everywhere.
 - v13 names topics by id (UNKNOWN_TOPIC_ID when unknown).
-- Transactional batches in a request without a transactional id: every partition
-  TRANSACTIONAL_ID_AUTHORIZATION_FAILED, as Kafka answers the whole request.
+- Transactional batches in a request without a transactional id, or with one the
+  principal may not WRITE: every partition TRANSACTIONAL_ID_AUTHORIZATION_FAILED, as Kafka
+  answers the whole request.  A topic the principal may not WRITE:
+  TOPIC_AUTHORIZATION_FAILED for its partitions (before looking the partition up).
 - Batches with a producer id are checked against the partition's producer state
   (akfak.log.producer_state): a retried duplicate answers its original base offset
   (and, as Kafka, the batch's timestamp as log_append_time), a sequence gap
@@ -49,6 +51,8 @@ from akfak.log.batch import HEADER_SIZE, parse_header
 from akfak.log.validator import RecordErrors
 from akfak.metadata import INTERNAL_TOPICS
 from akfak.protocol import RequestContext
+from akfak.security.acls import TOPIC, TRANSACTIONAL_ID, WRITE
+from akfak.security.checks import Everything, access
 
 _log = Logger()
 _BATCH_PREFIX = struct.Struct(">qi")  # base offset, batch length
@@ -86,6 +90,14 @@ def check_produce_records(records: bytes | None, version: int) -> tuple[ErrorCod
     return ErrorCode.none, None
 
 
+def transactional_denied(request: Any, version: int, acl: Everything) -> bool:
+    """Whether Kafka refuses the whole request TRANSACTIONAL_ID_AUTHORIZATION_FAILED:
+    transactional batches without a transactional id or with one not to WRITE."""
+    txn_id = request.transactional_id if version >= 3 else None
+    return ((txn_id is None or acl.enabled) and has_transactional_records(request)
+            and (txn_id is None or not acl.allows(WRITE, TRANSACTIONAL_ID, str(txn_id))))
+
+
 def has_transactional_records(request: Any) -> bool:
     """Kafka's ProduceRequest.hasTransactionalRecords: a first batch with the transactional
     attribute bit (byte 22 holds the low byte of the attributes)."""
@@ -117,14 +129,17 @@ class ProduceHandler(Handler):
 
     def handle(self, request: Any, context: RequestContext) -> Any:
         version = context.api_version
-        if version >= self.kio_min_version and request.transactional_id is not None:
-            verified = self._verify_transactions(request, version)
+        acl = access(context)
+        denied = transactional_denied(request, version, acl)
+        if version >= self.kio_min_version and request.transactional_id is not None and not denied:
+            verified = self._verify_transactions(request, version, acl)
             if isinstance(verified, Deferred):
-                return verified.addCallback(lambda errors: self._append(request, context, errors))
-            return self._append(request, context, verified)
-        return self._append(request, context, {})
+                return verified.addCallback(
+                    lambda errors: self._append(request, context, errors, acl, denied))
+            return self._append(request, context, verified, acl, denied)
+        return self._append(request, context, {}, acl, denied)
 
-    def _verify_transactions(self, request: Any, version: int
+    def _verify_transactions(self, request: Any, version: int, acl: Everything
                              ) -> dict[tuple[str, int], ErrorCode] | Deferred[Any]:
         """Kafka's transaction verification before appending, for each partition whose
         batch opens a transaction there; the errors of those that fail."""
@@ -136,7 +151,8 @@ class ProduceHandler(Handler):
             for data in topic_data.partition_data:
                 records = data.records
                 if (name is None or records is None or len(records) < HEADER_SIZE
-                        or records[16] != 2 or not records[22] & TRANSACTIONAL_BIT):
+                        or records[16] != 2 or not records[22] & TRANSACTIONAL_BIT
+                        or not acl.allows(WRITE, TOPIC, name)):
                     continue
                 header = parse_header(records)
                 key = (name, int(data.index))
@@ -168,7 +184,8 @@ class ProduceHandler(Handler):
         return errors
 
     def _append(self, request: Any, context: RequestContext,
-                txn_errors: dict[tuple[str, int], ErrorCode]) -> Any:
+                txn_errors: dict[tuple[str, int], ErrorCode], acl: Everything,
+                unauthorized: bool) -> Any:
         version = context.api_version
         acks = int(request.acks)
         module = self.response_module(max(version, self.kio_min_version))
@@ -177,8 +194,6 @@ class ProduceHandler(Handler):
         failed = False
         topics = []
         fsyncs: list[Deferred[None]] = []
-        unauthorized = (version >= self.kio_min_version and request.transactional_id is None
-                        and has_transactional_records(request))
         for topic_data in request.topic_data:
             if version >= 13:
                 name = broker.topic_name(topic_data.topic_id)
@@ -197,6 +212,8 @@ class ProduceHandler(Handler):
                     error, message = ErrorCode.invalid_required_acks, None
                 elif name is None:
                     error, message = ErrorCode.unknown_topic_id, None
+                elif not acl.allows(WRITE, TOPIC, name):
+                    error, message = ErrorCode.topic_authorization_failed, None
                 elif (name, index) in txn_errors:
                     error, message = txn_errors[(name, index)], None
                 else:

@@ -22,6 +22,11 @@ Behavior / Version notes:
   producer id, epoch, last sequence, last timestamp, the coordinator epoch of its
   last marker and the first offset of its open transaction (-1 when none);
   UNKNOWN_TOPIC_OR_PARTITION for a partition this broker does not have.
+- ACLs (before anything else): InitProducerId with a transactional id needs WRITE on it
+  (and TWO_PHASE_COMMIT for Enable2Pc), else TRANSACTIONAL_ID_AUTHORIZATION_FAILED;
+  without one IDEMPOTENT_WRITE on the cluster or WRITE on some topic (Kafka's
+  authorizeByResourceType), else CLUSTER_AUTHORIZATION_FAILED.  DescribeProducers needs
+  READ on each topic, else TOPIC_AUTHORIZATION_FAILED for its partitions.
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ from twisted.python.failure import Failure
 from akfak.handlers.base import NO_THROTTLE, Handler, make
 from akfak.log.producer_state import ProducerStateManager
 from akfak.protocol import RequestContext
+from akfak.security.acls import IDEMPOTENT_WRITE, READ, TOPIC, TRANSACTIONAL_ID, TWO_PHASE_COMMIT, WRITE
+from akfak.security.checks import DENIED_MESSAGES, access
 
 log = Logger()
 
@@ -61,6 +68,9 @@ class InitProducerIdHandler(Handler):
 
     def handle(self, request: Any, context: RequestContext) -> Any:
         version = context.api_version
+        denied = self._denied(request, context)
+        if denied is not None:
+            return self._response(version, denied, NO_PRODUCER_ID, NO_PRODUCER_EPOCH)
         try:
             initiated = self._init(request)
         except InitProducerIdError as e:
@@ -68,6 +78,19 @@ class InitProducerIdHandler(Handler):
         if isinstance(initiated, Deferred):
             return initiated.addCallback(lambda r: self._durable(version, *r))
         return self._durable(version, ErrorCode.none, *initiated)
+
+    @staticmethod
+    def _denied(request: Any, context: RequestContext) -> ErrorCode | None:
+        acl = access(context)
+        transactional_id = request.transactional_id
+        if transactional_id is not None:
+            if not acl.allows(WRITE, TRANSACTIONAL_ID, transactional_id) or (
+                    getattr(request, "enable2_pc", False)
+                    and not acl.allows(TWO_PHASE_COMMIT, TRANSACTIONAL_ID, transactional_id)):
+                return ErrorCode.transactional_id_authorization_failed
+        elif not (acl.cluster(IDEMPOTENT_WRITE, log_denied=False) or acl.any_allowed(WRITE, TOPIC)):
+            return ErrorCode.cluster_authorization_failed
+        return None
 
     def _durable(self, version: int, error: ErrorCode, producer_id: int, epoch: int) -> Any:
         if error is not ErrorCode.none:
@@ -116,10 +139,17 @@ class DescribeProducersHandler(Handler):
     def handle(self, request: Any, context: RequestContext) -> Any:
         module = self.response_module(context.api_version)
         topics = []
+        acl = access(context)
         for topic in request.topics:
             partitions = []
+            allowed = acl.allows(READ, TOPIC, topic.name)
             for index in topic.partition_indexes:
-                partition_log = self.broker.get_log(topic.name, int(index))
+                partition_log = self.broker.get_log(topic.name, int(index)) if allowed else None
+                if not allowed:
+                    partitions.append(module.PartitionResponse(
+                        partition_index=i32(index), error_code=ErrorCode.topic_authorization_failed,
+                        error_message=DENIED_MESSAGES[29], active_producers=()))
+                    continue
                 if partition_log is None:
                     partitions.append(module.PartitionResponse(
                         partition_index=i32(index), error_code=ErrorCode.unknown_topic_or_partition,

@@ -13,6 +13,7 @@ what `kafka-metadata-quorum describe --status / --replication` shows):
   reports them for the leader.  v2+: the voter's directory id (meta.properties) and the node
   with its listeners; akfak has no separate controller listener, so these are the broker
   listeners clients reach it on.
+- ACLs: DESCRIBE on the cluster, else CLUSTER_AUTHORIZATION_FAILED at the top level.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from akfak.errors import UnknownTopicOrPartition
 from akfak.handlers.base import Handler, make
 from akfak.log.metadata_log import METADATA_PARTITION, METADATA_TOPIC
 from akfak.protocol import RequestContext
+from akfak.security.acls import DESCRIBE
+from akfak.security.checks import DENIED_MESSAGES, access
 
 
 class DescribeQuorumHandler(Handler):
@@ -37,6 +40,9 @@ class DescribeQuorumHandler(Handler):
         version = context.api_version
         module = self.response_module(version)
         top: dict[str, Any] = {"error_code": ErrorCode.none, "error_message": ""}
+        if not access(context).cluster(DESCRIBE):
+            return make(self.response_type(version), error_code=ErrorCode.cluster_authorization_failed,
+                        error_message=DENIED_MESSAGES[31], topics=(), nodes=())
         if not self._is_metadata_partition(request):
             message = UnknownTopicOrPartition.default_message()
             topics = tuple(

@@ -18,6 +18,8 @@ Behavior (as Kafka 4's ReplicationControlManager on a one-node cluster, what
   change a partition's replication factor, so it never refuses anything.
 - An empty request answers NONE with the error message "" and allow_replication_factor_change
   true, as Kafka's controller does.
+- ACLs: AlterPartitionReassignments needs ALTER on the cluster, ListPartitionReassignments
+  DESCRIBE, else CLUSTER_AUTHORIZATION_FAILED (top level and for every partition asked).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from akfak.errors import KafkaError
 from akfak.handlers.admin_common import check_manual_assignment, registered_brokers
 from akfak.handlers.base import NO_THROTTLE, Handler, make
 from akfak.protocol import RequestContext
+from akfak.security.acls import ALTER, DESCRIBE
+from akfak.security.checks import DENIED_MESSAGES, access
 
 
 class AlterPartitionReassignmentsHandler(Handler):
@@ -43,18 +47,24 @@ class AlterPartitionReassignmentsHandler(Handler):
         image = self.broker.image
         brokers = registered_brokers(self.broker)
         responses = []
+        denied = not access(context).cluster(ALTER)
+        refused = ErrorCode.cluster_authorization_failed, DENIED_MESSAGES[31]
         for topic in request.topics:
             topic_image = image.topic(topic.name)
             partitions = []
             for p in topic.partitions:
-                error, message = self._reassign(topic.name, topic_image, int(p.partition_index),
-                                                p.replicas, brokers)
+                error, message = refused if denied else self._reassign(
+                    topic.name, topic_image, int(p.partition_index), p.replicas, brokers)
                 partitions.append(module.ReassignablePartitionResponse(
                     partition_index=p.partition_index, error_code=error, error_message=message))
             responses.append(module.ReassignableTopicResponse(name=topic.name,
                                                               partitions=tuple(partitions)))
         # An empty request gets the defaults: allow true, message "" (as Kafka's controller).
         allow = getattr(request, "allow_replication_factor_change", True) or not request.topics
+        if denied:
+            return make(self.response_type(version), throttle_time=NO_THROTTLE,
+                        allow_replication_factor_change=True, error_code=refused[0],
+                        error_message=refused[1], responses=tuple(responses))
         return make(self.response_type(version), throttle_time=NO_THROTTLE,
                     allow_replication_factor_change=allow, error_code=ErrorCode.none,
                     error_message=None if request.topics else "", responses=tuple(responses))
@@ -88,6 +98,16 @@ class ListPartitionReassignmentsHandler(Handler):
     max_version = 0
 
     def handle(self, request: Any, context: RequestContext) -> Any:
+        if not access(context).cluster(DESCRIBE):
+            module = self.response_module(context.api_version)
+            return self.response_type(context.api_version)(
+                throttle_time=NO_THROTTLE, error_code=ErrorCode.cluster_authorization_failed,
+                error_message=DENIED_MESSAGES[31], topics=tuple(
+                    module.OngoingTopicReassignment(name=t.name, partitions=tuple(
+                        module.OngoingPartitionReassignment(
+                            partition_index=p, replicas=(), adding_replicas=(),
+                            removing_replicas=()) for p in t.partition_indexes))
+                    for t in request.topics or ()))
         return self.response_type(context.api_version)(
             throttle_time=NO_THROTTLE, error_code=ErrorCode.none, error_message=None, topics=())
 

@@ -15,6 +15,7 @@ Behavior (as Kafka 4's ClientMetricsManager with no client-metrics subscriptions
   anything else NONE, the metrics dropped (no receiver).
 - akfak keeps no per-client state, so it does not throttle early requests
   (THROTTLING_QUOTA_EXCEEDED) as Kafka does within a push interval.
+- No ACL is checked, as in Kafka.
 """
 
 from __future__ import annotations

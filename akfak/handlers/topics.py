@@ -19,6 +19,14 @@ Behavior (as Kafka 4's ControllerApis and ReplicationControlManager):
 - CreatePartitions: repeated names first (INVALID_REQUEST), then each topic:
   UNKNOWN_TOPIC_OR_PARTITION, INVALID_PARTITIONS when the count is not an increase,
   INVALID_REPLICA_ASSIGNMENT when the assignments do not match the added partitions.
+- ACLs (as Kafka's ControllerApis): CreateTopics needs CREATE on the cluster or the topic,
+  else TOPIC_AUTHORIZATION_FAILED "Authorization failed." (after the duplicates); a topic
+  created without DESCRIBE_CONFIGS on it answers no configs, counts -1 and
+  topic_config_error_code TOPIC_AUTHORIZATION_FAILED.  DeleteTopics needs DELETE on the
+  cluster or the topic: a name not to DESCRIBE or DELETE answers TOPIC_AUTHORIZATION_FAILED
+  (before saying whether it exists), an id whose topic may not be deleted too, with the
+  name only if the topic may be described.  CreatePartitions needs ALTER on the topic
+  (TOPIC_AUTHORIZATION_FAILED, before the existence check).
 - Partition limits (akfak/partition_limits.py), checked before anything else: more new
   partitions in one CreateTopics / CreatePartitions than akfak.max.partitions.per.request
   answer POLICY_VIOLATION for every topic (Kafka's answer to an operation past its
@@ -62,6 +70,8 @@ from akfak.handlers.base import NO_THROTTLE, NO_TOPIC_ID, Handler
 from akfak.log.config import validate_topic_config
 from akfak.metadata import TopicImage, validate_topic_name
 from akfak.protocol import RequestContext
+from akfak.security.acls import ALTER, CREATE, DELETE, DESCRIBE, DESCRIBE_CONFIGS, TOPIC
+from akfak.security.checks import DENIED_MESSAGES, access
 
 log = Logger()
 
@@ -90,13 +100,19 @@ class CreateTopicsHandler(Handler):
         validate_only = bool(request.validate_only)
         results = []
         changed = False
+        acl = access(context)
+        names = {t.name for t in request.topics} - repeated - {CLUSTER_METADATA_TOPIC}
+        creatable = names if acl.cluster(CREATE, log_denied=False) else acl.allowed(
+            CREATE, TOPIC, names)
+        describable = acl.allowed(DESCRIBE_CONFIGS, TOPIC, names, log_denied=False)
         for topic in request.topics:
-            if topic.name in repeated or topic.name == CLUSTER_METADATA_TOPIC:
+            if topic.name not in creatable:
                 continue
             created, error, message = run_or_error(
                 lambda topic=topic: self._create(topic, validate_only), f"creating {topic.name}")
             changed = changed or (created is not None and not validate_only)
-            results.append(self._result(module, version, topic, created, error, message))
+            results.append(self._result(module, version, topic, created, error, message,
+                                        describable=topic.name in describable))
         answered: set[str] = set()
         for topic in request.topics:
             if topic.name in repeated and topic.name not in answered:
@@ -109,6 +125,12 @@ class CreateTopicsHandler(Handler):
                 results.append(self._result(
                     module, version, topic, None, ErrorCode.invalid_request,
                     f"Creation of internal topic {CLUSTER_METADATA_TOPIC} is prohibited."))
+            elif (topic.name in names and topic.name not in creatable
+                  and topic.name not in answered):
+                answered.add(topic.name)
+                results.append(self._result(module, version, topic, None,
+                                            ErrorCode.topic_authorization_failed,
+                                            "Authorization failed."))
         response = self.response_type(version)(throttle_time=NO_THROTTLE, topics=tuple(results))
         return after_durable(self.broker, response, changed)
 
@@ -164,14 +186,16 @@ class CreateTopicsHandler(Handler):
         return placed
 
     def _result(self, module: Any, version: int, topic: Any, created: TopicImage | None,
-                error: ErrorCode, message: str | None) -> Any:
+                error: ErrorCode, message: str | None, *, describable: bool = True) -> Any:
         fields: dict[str, Any] = {"name": topic.name, "error_code": error,
                                   "error_message": message}
         if version >= 7:
             fields["topic_id"] = created.topic_id if created is not None else NO_TOPIC_ID
         if version >= 5:
-            if created is None:
+            if created is None or not describable:
                 fields.update(num_partitions=i32(-1), replication_factor=i16(-1), configs=())
+                if created is not None:  # created, but its configs are not to be described
+                    fields["topic_config_error_code"] = ErrorCode.topic_authorization_failed
             else:
                 fields.update(
                     num_partitions=i32(created.num_partitions),
@@ -219,6 +243,13 @@ class DeleteTopicsHandler(Handler):
         answered: set[tuple[str | None, uuid.UUID]] = set()
         # per entry: (name, id, error, message), error None meaning "to delete"
         entries: list[tuple[str | None, uuid.UUID, ErrorCode | None, str | None]] = []
+        acl = access(context)
+        every = acl.cluster(DELETE, log_denied=False)
+
+        def may(operation: int, name: str) -> bool:
+            return every or acl.allows(operation, TOPIC, name)
+
+        denied = ErrorCode.topic_authorization_failed, DENIED_MESSAGES[29]
         for name, topic_id in wanted:
             if name is None and topic_id == NO_TOPIC_ID:
                 entries.append((None, NO_TOPIC_ID, ErrorCode.invalid_request,
@@ -237,13 +268,20 @@ class DeleteTopicsHandler(Handler):
                 if topic is None:
                     entries.append((None, topic_id, ErrorCode.unknown_topic_id,
                                     UnknownTopicId.default_message()))
+                elif not may(DELETE, topic.name):  # named only to those who may describe it
+                    entries.append((topic.name if may(DESCRIBE, topic.name) else None, topic_id,
+                                    *denied))
                 else:
                     entries.append((topic.name, topic_id, None, None))
+            elif not may(DESCRIBE, name):  # before saying whether it exists
+                entries.append((name, NO_TOPIC_ID, *denied))
             else:
                 topic = image.topic(name)
                 if topic is None:
                     entries.append((name, NO_TOPIC_ID, ErrorCode.unknown_topic_or_partition,
                                     UnknownTopicOrPartition.default_message()))
+                elif not may(DELETE, name):
+                    entries.append((name, NO_TOPIC_ID, *denied))
                 else:
                     entries.append((name, topic.topic_id, None, None))
         # A topic given both by id and by name is deleted neither way.
@@ -297,9 +335,14 @@ class CreatePartitionsHandler(Handler):
         results = [module.CreatePartitionsTopicResult(
             name=name, error_code=ErrorCode.invalid_request, error_message="Duplicate topic name.")
             for name in sorted(repeated)]
+        acl = access(context)
+        alterable = acl.allowed(ALTER, TOPIC, {t.name for t in request.topics} - repeated)
+        results.extend(module.CreatePartitionsTopicResult(
+            name=t.name, error_code=ErrorCode.topic_authorization_failed, error_message=None)
+            for t in request.topics if t.name not in repeated and t.name not in alterable)
         changed = False
         for topic in request.topics:
-            if topic.name in repeated:
+            if topic.name not in alterable:
                 continue
             grown, error, message = run_or_error(
                 lambda topic=topic: self._grow(topic, validate_only),

@@ -21,6 +21,15 @@ Behavior / Version notes (Kafka's KafkaApis and TransactionCoordinator):
   partition leader does (a marker in `__consumer_offsets` settles the transaction's
   pending offsets there; UNKNOWN_TOPIC_OR_PARTITION, or the error the log answers, per
   partition).
+- ACLs (as KafkaApis): AddPartitionsToTxn v0-v3 needs WRITE on the transactional id (else
+  every partition TRANSACTIONAL_ID_AUTHORIZATION_FAILED) and WRITE on each topic (else
+  TOPIC_AUTHORIZATION_FAILED, and OPERATION_NOT_ATTEMPTED for the rest); an internal topic
+  is always TOPIC_AUTHORIZATION_FAILED there, authorizer or not, as in Kafka.  v4+ and
+  WriteTxnMarkers need CLUSTER_ACTION (WriteTxnMarkers: or ALTER) on the cluster, else
+  CLUSTER_AUTHORIZATION_FAILED (the top-level error; every marker partition).
+  AddOffsetsToTxn and EndTxn need WRITE on the transactional id
+  (TRANSACTIONAL_ID_AUTHORIZATION_FAILED), AddOffsetsToTxn then READ on the group
+  (GROUP_AUTHORIZATION_FAILED).
 """
 
 from __future__ import annotations
@@ -36,7 +45,10 @@ from akfak.coordinator.log_topic import OFFSETS_TOPIC
 from akfak.errors import KafkaError
 from akfak.handlers.base import NO_THROTTLE, Handler, make
 from akfak.handlers.groups import coordinator_of
+from akfak.metadata import INTERNAL_TOPICS
 from akfak.protocol import RequestContext
+from akfak.security.acls import ALTER, CLUSTER_ACTION, GROUP, READ, TOPIC, TRANSACTIONAL_ID, WRITE
+from akfak.security.checks import Everything, access
 from akfak.transactions.service import write_marker
 
 TopicPartition = tuple[str, int]
@@ -62,16 +74,21 @@ class AddPartitionsToTxnHandler(_TxnHandler):
     def handle(self, request: Any, context: RequestContext) -> Any:
         version = context.api_version
         module = self.response_module(version)
+        acl = access(context)
         if version <= 3:
             done = self._one(request.v3_and_below_transactional_id,
                              int(request.v3_and_below_producer_id),
                              int(request.v3_and_below_producer_epoch),
-                             request.v3_and_below_topics, False, version)
+                             request.v3_and_below_topics, False, version, acl)
             return done.addCallback(lambda results: make(
                 self.response_type(version), throttle_time=NO_THROTTLE,
                 results_by_topic_v3_and_below=self._topic_results(module, results)))
+        if not acl.cluster(CLUSTER_ACTION):  # from brokers only
+            return make(self.response_type(version), throttle_time=NO_THROTTLE,
+                        error_code=ErrorCode.cluster_authorization_failed,
+                        results_by_transaction=())
         answers = [self._one(t.transactional_id, int(t.producer_id), int(t.producer_epoch),
-                             t.topics, bool(t.verify_only), version)
+                             t.topics, bool(t.verify_only), version, acl)
                    for t in request.transactions]
 
         def respond(results: list[dict[TopicPartition, ErrorCode]]) -> Any:
@@ -85,12 +102,19 @@ class AddPartitionsToTxnHandler(_TxnHandler):
         return gatherResults(answers).addCallback(respond)
 
     def _one(self, transactional_id: str, producer_id: int, epoch: int, topics: Any,
-             verify_only: bool, version: int) -> Deferred[dict[TopicPartition, ErrorCode]]:
+             verify_only: bool, version: int, acl: Everything
+             ) -> Deferred[dict[TopicPartition, ErrorCode]]:
         wanted = [(t.name, int(p)) for t in topics for p in t.partitions]
-        unknown = [tp for tp in wanted if self.broker.get_log(*tp) is None]
-        if unknown:
-            return succeed({tp: ErrorCode.unknown_topic_or_partition if tp in unknown
-                            else ErrorCode.operation_not_attempted for tp in wanted})
+        failed: dict[TopicPartition, ErrorCode] = {}
+        if version <= 3:  # from clients
+            if not acl.allows(WRITE, TRANSACTIONAL_ID, transactional_id):
+                return succeed(dict.fromkeys(wanted, ErrorCode.transactional_id_authorization_failed))
+            failed = {tp: ErrorCode.topic_authorization_failed for tp in wanted
+                      if tp[0] in INTERNAL_TOPICS or not acl.allows(WRITE, TOPIC, tp[0])}
+        failed.update((tp, ErrorCode.unknown_topic_or_partition) for tp in wanted
+                      if tp not in failed and self.broker.get_log(*tp) is None)
+        if failed:
+            return succeed({tp: failed.get(tp, ErrorCode.operation_not_attempted) for tp in wanted})
         coordinator = self._coordinator()
         if coordinator is None:
             return succeed(dict.fromkeys(wanted, ErrorCode.coordinator_not_available))
@@ -122,6 +146,11 @@ class AddOffsetsToTxnHandler(_TxnHandler):
             return make(self.response_type(version), throttle_time=NO_THROTTLE,
                         error_code=fenced_for(version, error))
 
+        acl = access(context)
+        if not acl.allows(WRITE, TRANSACTIONAL_ID, request.transactional_id):
+            return respond(ErrorCode.transactional_id_authorization_failed)
+        if not acl.allows(READ, GROUP, request.group_id):
+            return respond(ErrorCode.group_authorization_failed)
         if groups is None or coordinator is None:
             return respond(ErrorCode.coordinator_not_available)
         partition = (OFFSETS_TOPIC, groups.partition_for(request.group_id))
@@ -146,6 +175,8 @@ class EndTxnHandler(_TxnHandler):
                         producer_epoch=i16(epoch))
 
         coordinator = self._coordinator()
+        if not access(context).allows(WRITE, TRANSACTIONAL_ID, request.transactional_id):
+            return respond((ErrorCode.transactional_id_authorization_failed, -1, -1))
         if coordinator is None:
             return respond((ErrorCode.coordinator_not_available, -1, -1))
         ended = coordinator.end_txn(request.transactional_id, int(request.producer_id),
@@ -162,19 +193,16 @@ class WriteTxnMarkersHandler(Handler):
     def handle(self, request: Any, context: RequestContext) -> Any:
         module = self.response_module(context.api_version)
         broker = self.broker
+        acl = access(context)
+        allowed = acl.cluster(ALTER, log_denied=False) or acl.cluster(CLUSTER_ACTION)
         markers = []
         for marker in request.markers:
             topics = []
             for topic in marker.topics:
                 partitions = []
                 for index in topic.partition_indexes:
-                    error = ErrorCode.none
-                    try:
-                        write_marker(broker, int(marker.producer_id), int(marker.producer_epoch),
-                                     bool(marker.transaction_result),
-                                     int(marker.coordinator_epoch), topic.name, int(index))
-                    except KafkaError as e:
-                        error = ErrorCode(e.error_code)
+                    error = (_write(broker, marker, topic.name, int(index)) if allowed
+                             else ErrorCode.cluster_authorization_failed)
                     partitions.append(module.WritableTxnMarkerPartitionResult(
                         partition_index=i32(index), error_code=error))
                 topics.append(module.WritableTxnMarkerTopicResult(name=topic.name,
@@ -182,6 +210,15 @@ class WriteTxnMarkersHandler(Handler):
             markers.append(module.WritableTxnMarkerResult(producer_id=marker.producer_id,
                                                           topics=tuple(topics)))
         return self.response_type(context.api_version)(markers=tuple(markers))
+
+
+def _write(broker: Any, marker: Any, topic: str, index: int) -> ErrorCode:
+    try:
+        write_marker(broker, int(marker.producer_id), int(marker.producer_epoch),
+                     bool(marker.transaction_result), int(marker.coordinator_epoch), topic, index)
+    except KafkaError as e:
+        return ErrorCode(e.error_code)
+    return ErrorCode.none
 
 
 HANDLERS = (AddPartitionsToTxnHandler, AddOffsetsToTxnHandler, EndTxnHandler,

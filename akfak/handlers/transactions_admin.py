@@ -10,6 +10,9 @@ Behavior / Version notes (Kafka's TransactionCoordinator/TransactionStateManager
   `unknown_state_filters`), by producer ids, v1+ by `duration_filter` (open for at
   least that many ms, only transactions that have started) and v2+ by a
   `transactional_id_pattern` (a Java regular expression; Python's `re` here).
+- ACLs (as KafkaApis): DescribeTransactions answers an id the principal may not DESCRIBE
+  TRANSACTIONAL_ID_AUTHORIZATION_FAILED (every other field zero) and leaves out the topics
+  it may not DESCRIBE; ListTransactions lists only the ids it may DESCRIBE.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from kio.static.primitive import i16, i32, i32Timedelta
 
 from akfak.handlers.base import NO_THROTTLE, Handler, make
 from akfak.protocol import RequestContext
+from akfak.security.acls import DESCRIBE, TOPIC, TRANSACTIONAL_ID
+from akfak.security.checks import access
 from akfak.transactions.metadata import TxnState
 
 
@@ -41,7 +46,16 @@ class DescribeTransactionsHandler(Handler):
         module = self.response_module(context.api_version)
         coordinator = self.broker.transaction_coordinator
         states = []
+        acl = access(context)
         for transactional_id in request.transactional_ids:
+            if not acl.allows(DESCRIBE, TRANSACTIONAL_ID, transactional_id):
+                states.append(module.TransactionState(
+                    error_code=ErrorCode.transactional_id_authorization_failed,
+                    transactional_id=transactional_id, transaction_state="",
+                    transaction_timeout=i32Timedelta.parse(timedelta(0)),
+                    transaction_start_time=_epoch_ms(0), producer_id=ProducerId(0),
+                    producer_epoch=i16(0), topics=()))
+                continue
             fields: dict[str, Any] = dict(
                 transactional_id=transactional_id, transaction_state="",
                 transaction_timeout=i32Timedelta.parse(timedelta(0)),
@@ -61,7 +75,8 @@ class DescribeTransactionsHandler(Handler):
             if txn is not None and not error:
                 by_topic: dict[str, list[int]] = {}
                 for topic, partition in sorted(txn.partitions):
-                    by_topic.setdefault(topic, []).append(partition)
+                    if acl.allows(DESCRIBE, TOPIC, topic):
+                        by_topic.setdefault(topic, []).append(partition)
                 fields.update(
                     transaction_state=txn.state.display,
                     transaction_timeout=i32Timedelta.parse(timedelta(milliseconds=txn.timeout_ms)),
@@ -98,6 +113,7 @@ class ListTransactionsHandler(Handler):
                         error_code=ErrorCode.invalid_request, transaction_states=())
         now = coordinator.now_ms()
         listed = []
+        acl = access(context)
         for txn in coordinator.txns.values():
             if txn.state is TxnState.DEAD:
                 continue
@@ -108,6 +124,8 @@ class ListTransactionsHandler(Handler):
             if duration >= 0 and (txn.start_ms < 0 or now - txn.start_ms < duration):
                 continue
             if matcher is not None and not matcher.fullmatch(txn.transactional_id):
+                continue
+            if not acl.allows(DESCRIBE, TRANSACTIONAL_ID, txn.transactional_id):
                 continue
             listed.append(module.TransactionState(
                 transactional_id=txn.transactional_id, producer_id=ProducerId(txn.producer_id),

@@ -11,6 +11,9 @@ Behavior / Version notes (Kafka's KafkaApis and GroupCoordinator):
 - v3+ carry generation, member id and group instance id, checked as for
   OffsetCommit (ILLEGAL_GENERATION, UNKNOWN_MEMBER_ID, FENCED_INSTANCE_ID);
   unknown topics or partitions are UNKNOWN_TOPIC_OR_PARTITION.
+- ACLs: WRITE on the transactional id (else every partition
+  TRANSACTIONAL_ID_AUTHORIZATION_FAILED), READ on the group (GROUP_AUTHORIZATION_FAILED),
+  READ on each topic (TOPIC_AUTHORIZATION_FAILED for its partitions).
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from akfak.handlers.base import NO_THROTTLE, Handler, make
 from akfak.handlers.groups import coordinator_of
 from akfak.handlers.offsets import TopicLookup
 from akfak.protocol import RequestContext
+from akfak.security.acls import GROUP, READ, TOPIC, TRANSACTIONAL_ID, WRITE
+from akfak.security.checks import access
 
 TopicPartition = tuple[str, int]
 
@@ -43,11 +48,18 @@ class TxnOffsetCommitHandler(Handler):
         order: list[TopicPartition] = []
         errors: dict[TopicPartition, ErrorCode] = {}
         wanted: list[CommitRequestPartition] = []
+        acl = access(context)
+        refused = (ErrorCode.transactional_id_authorization_failed
+                   if not acl.allows(WRITE, TRANSACTIONAL_ID, request.transactional_id)
+                   else ErrorCode.group_authorization_failed
+                   if not acl.allows(READ, GROUP, request.group_id) else None)
         for topic in request.topics:
+            denied = refused or (None if acl.allows(READ, TOPIC, topic.name)
+                                 else ErrorCode.topic_authorization_failed)
             for p in topic.partitions:
                 key = (topic.name, int(p.partition_index))
                 order.append(key)
-                error = topics.partition_exists(*key)
+                error = denied or topics.partition_exists(*key)
                 if error is not ErrorCode.none:
                     errors[key] = error
                     continue
