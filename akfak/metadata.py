@@ -565,9 +565,15 @@ class Controller:
         image = self._commit(records)
         config = self.log_config(name)
         for record in partitions:
-            if self.node_id in record.replicas:
+            if self.node_id not in record.replicas:
+                continue
+            try:
                 self._lead(name, record.partition_id, topic_id, config, record.leader_epoch,
                            in_slices=in_slices)
+            except Exception as e:  # the topic exists now: its log is created later
+                self.storage.set_offline(name, record.partition_id, f"cannot create its log: {e}",
+                                         retry=self._retry_lead(name, record.partition_id,
+                                                                topic_id))
         return image.topics_by_name[name]
 
     def _check_partition_limits(self, added: int) -> None:
