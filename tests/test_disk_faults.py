@@ -263,3 +263,104 @@ def test_io_errors(tmp_path: Path) -> None:
             assert "Input/output error" in log_path.read_text(errors="replace")
         finally:
             broker.stop(signal.SIGKILL)
+
+
+# -- bit flips -------------------------------------------------------------------------
+
+FLIPS = "flips"
+
+
+def _batches(path: Path) -> list[tuple[int, int, int]]:
+    """(position, size, base offset) of each batch in a segment file."""
+    data = path.read_bytes()
+    found, pos = [], 0
+    while pos + 12 <= len(data):
+        base = int.from_bytes(data[pos : pos + 8], "big", signed=True)
+        size = 12 + int.from_bytes(data[pos + 8 : pos + 12], "big", signed=True)
+        found.append((pos, size, base))
+        pos += size
+    return found
+
+
+def _flip_in_closed_segment(partition_dir: Path) -> tuple[int, int]:
+    """Flip one bit in the records of a batch in the middle of the second segment (closed);
+    return (the batch's base offset, the second segment's base offset)."""
+    segments = sorted(partition_dir.glob("*.log"))
+    assert len(segments) >= 3, segments
+    target = segments[1]
+    batches = _batches(target)
+    pos, size, base = batches[len(batches) // 2]
+    with open(target, "r+b") as f:
+        f.seek(pos + 61 + (size - 61) // 2)  # inside the records, past the 61-byte header
+        byte = f.read(1)[0]
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([byte ^ 0x10]))
+    return base, int(target.name[:20])
+
+
+def _fill_flips(bootstrap: str) -> Acked:
+    _create(bootstrap, FLIPS, 1, {"segment.bytes": str(64 * 1024)})
+    acked: Acked = {}
+    producer = _producer(bootstrap, **{"linger.ms": 0, "batch.size": 4096,
+                                       "compression.type": "none"})
+
+    def report(err: Any, msg: Any) -> None:
+        assert err is None, err
+        acked[(msg.partition(), msg.offset())] = msg.value()
+
+    for i in range(300):
+        producer.produce(FLIPS, value=os.urandom(1000), key=b"%d" % i, on_delivery=report)
+        if i % 10 == 9:
+            producer.flush(10)
+    assert producer.flush(20) == 0
+    return acked
+
+
+@pytest.mark.parametrize("check_crcs", [False, True])
+def test_bit_flip_before_the_recovery_point(tmp_path: Path, check_crcs: bool) -> None:
+    """A clean shutdown, then a flipped bit in a closed segment: no recovery looks at it,
+    so the first fetch of the batch CRC-checks it and answers CORRUPT_MESSAGE.  The records
+    before it are consumed; the batch's records never are, whatever check.crcs says."""
+    data_dir, log_path = tmp_path / "data", tmp_path / "broker.log"
+    broker = _broker(data_dir, log_path)
+    acked = _fill_flips(broker.bootstrap)
+    broker.stop()  # clean: the next start trusts every segment
+    corrupt, _ = _flip_in_closed_segment(data_dir / f"{FLIPS}-0")
+    restarted = _broker(data_dir, log_path)
+    try:
+        got, errors = consume_all(restarted.bootstrap, FLIPS, 1, check_crcs=check_crcs,
+                                  timeout=15)
+        assert errors, "the corrupt batch was served without an error"
+        # CORRUPT_MESSAGE (2) is INVALID_MSG in librdkafka: "Broker: Invalid message"
+        assert all(e.code() == KafkaError.INVALID_MSG for e in errors), errors
+        assert_all_there({k: v for k, v in acked.items() if k[1] < corrupt}, got,
+                         "before the corrupt batch")
+        assert max(o for _, o in got) == corrupt - 1
+        assert f"Corrupt record batch in {FLIPS}-0 at offset {corrupt}" in log_path.read_text()
+    finally:
+        restarted.stop()
+
+
+def test_bit_flip_after_the_recovery_point(tmp_path: Path) -> None:
+    """A kill -9, then a flipped bit in a closed segment past the recovery point: recovery
+    truncates the log at the corrupt batch and deletes the segments after it (Kafka's
+    LogLoader), logging the offset; everything before it is served."""
+    data_dir, log_path = tmp_path / "data", tmp_path / "broker.log"
+    broker = _broker(data_dir, log_path)
+    acked = _fill_flips(broker.bootstrap)
+    broker.kill()  # no recovery-point checkpoint yet: recovery checks every segment
+    corrupt, segment = _flip_in_closed_segment(data_dir / f"{FLIPS}-0")
+    restarted = _broker(data_dir, log_path)
+    try:
+        got, errors = consume_all(restarted.bootstrap, FLIPS, 1, timeout=15)
+        assert not errors, errors
+        assert got.keys() == {k for k in acked if k[1] < corrupt}
+        assert_all_there({k: v for k, v in acked.items() if k[1] < corrupt}, got,
+                         "before the corrupt batch")
+        log = log_path.read_text()
+        assert re.search(rf"Truncating \d+ invalid bytes at the end of segment {segment} "
+                         rf"\(byte \d+\): the batch at offset {corrupt} ", log), log[-2000:]
+        assert sorted(p.name for p in (data_dir / f"{FLIPS}-0").glob("*.log"))[-1] == (
+            f"{segment:020d}.log")
+    finally:
+        restarted.stop()
