@@ -5,7 +5,8 @@ up or fails (tests/test_disk_faults.py, benchmarks/soak.py).
 - `failing_disk(path)`: an ext2 image on a loop device, mounted `sync`, whose image file
   lives on a small tmpfs.  The image is sparse; `fail()` fills the tmpfs under it, so the
   loop device can no longer allocate the image's blocks and every write to a new block
-  fails in the kernel with EIO (a real I/O error, through the block layer); `heal()`
+  fails in the kernel (a real error through the block layer: EIO, or for some data
+  writes the backing store's ENOSPC, which the loop driver passes through); `heal()`
   removes the filler.  ext2 (no journal) with errors=continue keeps the filesystem
   mounted read-write through the errors, as a disk with bad sectors would; `sync` makes
   each write(2) wait for the device, so the error reaches the write that caused it.

@@ -7,7 +7,7 @@
   deletes its filler file, produce succeeds again without a restart; after a restart
   everything acknowledged is there and the directory opens without truncation.
 - I/O errors (an ext2 image on a loop device whose backing store the test fills, see
-  small_fs.py: writes fail with EIO in the kernel): the same, with EIO.
+  small_fs.py: the kernel fails the device's writes, with EIO or ENOSPC): the same.
 - Bit flips in a closed segment: after a kill -9, recovery truncates at the corrupt batch
   and logs its offset (Kafka's LogLoader); after a clean shutdown (no recovery), the first
   fetch of the batch CRC-checks it and answers CORRUPT_MESSAGE, so a consumer (with or
@@ -260,7 +260,9 @@ def test_io_errors(tmp_path: Path) -> None:
         broker = _broker(data_dir, log_path)
         try:
             _check_disk_fault(broker, data_dir, log_path, fault=disk.fail, heal=disk.heal)
-            assert "Input/output error" in log_path.read_text(errors="replace")
+            # The kernel fails the loop device's writes: EIO for some writes, the backing
+            # store's ENOSPC passed through for others (which, varies from run to run).
+            assert re.search(r"Cannot append to .*Errno (5|28)", log_path.read_text())
         finally:
             broker.stop(signal.SIGKILL)
 
