@@ -367,14 +367,18 @@ class DiskPartitionLog(PartitionLog):
     def _new_segment(self, base_offset: int, now_ms: int) -> LogSegment:
         name = segment_name(base_offset)
         paths = [self.directory / f"{name}.{kind}" for kind in ("log", "index", "timeindex")]
+        offset_index = OffsetIndex(base_offset, paths[1])
+        time_index = TimeIndex(base_offset, paths[2])
+        store: FileStore | None = None
         try:
             store = FileStore(paths[0], create=True)
-            offset_index = OffsetIndex(base_offset, paths[1])
-            time_index = TimeIndex(base_offset, paths[2])
             offset_index.file.ensure_exists()
             time_index.file.ensure_exists()
         except (OSError, KafkaStorageError) as e:
             # No half-made segment: the roll is tried again at the next append.
+            for opened in (store, offset_index.file, time_index.file):
+                if opened is not None:
+                    opened.close()
             for path in paths:
                 with contextlib.suppress(OSError):
                     path.unlink(missing_ok=True)
