@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
@@ -499,7 +499,9 @@ class Controller:
                 try:
                     self._lead(topic.name, p.partition, topic.topic_id, config, p.leader_epoch)
                 except Exception as e:  # one partition never stops the broker starting
-                    self.storage.set_offline(topic.name, p.partition, f"cannot create its log: {e}")
+                    self.storage.set_offline(topic.name, p.partition, f"cannot create its log: {e}",
+                                             retry=self._retry_lead(topic.name, p.partition,
+                                                                    topic.topic_id))
         for partition_log in list(self.storage.logs()):
             key = (partition_log.topic, partition_log.partition)
             if key not in wanted:
@@ -528,9 +530,21 @@ class Controller:
             try:
                 self._lead(topic, partition, topic_id, config, leader_epoch)
             except Exception as e:
-                self.storage.set_offline(topic, partition, f"cannot create its log: {e}")
+                self.storage.set_offline(topic, partition, f"cannot create its log: {e}",
+                                         retry=self._retry_lead(topic, partition, topic_id))
 
         self.storage.slices.add(lead)
+
+    def _retry_lead(self, topic: str, partition: int, topic_id: uuid.UUID) -> Callable[[], None]:
+        """Creating a log that failed (a full disk), again: for `set_offline`'s retries."""
+        def retry() -> None:
+            current = self.image.topic_by_id(topic_id)
+            if current is None or partition not in current.partitions:
+                return  # deleted meanwhile: nothing to create
+            self._lead(topic, partition, topic_id, self._safe_log_config(topic),
+                       current.partitions[partition].leader_epoch)
+
+        return retry
 
     def _safe_log_config(self, topic: str) -> LogConfig:
         try:
@@ -592,9 +606,15 @@ class Controller:
         image = self._commit(records)
         config = self.log_config(name)
         for record in partitions:
-            if self.node_id in record.replicas:
+            if self.node_id not in record.replicas:
+                continue
+            try:
                 self._lead(name, record.partition_id, topic_id, config, record.leader_epoch,
                            in_slices=in_slices)
+            except Exception as e:  # the topic exists now: its log is created later
+                self.storage.set_offline(name, record.partition_id, f"cannot create its log: {e}",
+                                         retry=self._retry_lead(name, record.partition_id,
+                                                                topic_id))
         return image.topics_by_name[name]
 
     def _check_partition_limits(self, added: int) -> None:

@@ -18,7 +18,7 @@ from zope.interface import implementer
 
 from akfak.config import BrokerConfig
 from akfak.coordinator.topic import ICoordinatorTopic
-from akfak.errors import TopicAlreadyExists
+from akfak.errors import KafkaStorageError, TopicAlreadyExists
 
 OFFSETS_TOPIC = "__consumer_offsets"
 TRANSACTION_STATE_TOPIC = "__transaction_state"
@@ -67,6 +67,8 @@ class LogCoordinatorTopic:
     def _log(self, partition: int) -> Any:
         partition_log = self.storage.get_log(self.name, partition)
         if partition_log is None:
+            if self.storage.is_offline(self.name, partition):  # NOT_COORDINATOR to clients
+                raise KafkaStorageError(f"{self.name}-{partition} is offline")
             raise KeyError(f"{self.name}-{partition} has no log")
         return partition_log
 

@@ -15,6 +15,7 @@ either version; `fsync=True` (used off the reactor thread) makes them durable.
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import time
 import uuid
@@ -71,13 +72,20 @@ def random_kafka_uuid() -> uuid.UUID:
 
 
 def write_atomically(path: Path, text: str, *, fsync: bool = False) -> None:
+    """Write `path` through a temporary file; on failure (disk full) the old file stays
+    and the temporary one goes, so a failed write leaves nothing behind."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        if fsync:
-            f.flush()
-            os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            if fsync:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise
     if fsync:
         fsync_dir(path.parent)
 

@@ -56,7 +56,7 @@ from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from akfak.errors import CorruptMessage
+from akfak.errors import CorruptMessage, KafkaStorageError
 from akfak.log.batch import HEADER_SIZE, BatchHeader, parse_header
 from akfak.log.cleaner_txns import AbortedTransactions, CleanedTransactions
 from akfak.log.records import (
@@ -563,6 +563,12 @@ class LogCleaner:
             if failure.check(CleaningAborted):
                 log.info("Cleaning of {log} aborted: {why}", log=partition_log,
                          why=failure.getErrorMessage())
+                return False
+            if failure.check(KafkaStorageError, OSError):
+                # A full disk or an I/O error: the cleaned files went; the next round
+                # (log.cleaner.backoff.ms) tries again, once space is back.
+                log.error("Cleaning of {log} failed: {e}; retried at the next round",
+                          log=partition_log, e=failure.getErrorMessage())
                 return False
             # Kafka marks such a partition uncleanable rather than retrying it forever.
             self.uncleanable.add(key)

@@ -53,6 +53,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from akfak.config import BrokerConfig
@@ -151,6 +152,8 @@ class DiskPartitionLog(PartitionLog):
         self.directory = directory  # before the base class makes the producer state
         super().__init__(topic, partition, topic_id, config, now_ms=now_ms, reactor=reactor)
         self._dir_dirty = False
+        #: leader-epoch-checkpoint could not be written (a full disk): the next flush retries.
+        self._epochs_unwritten = False
 
     # -- creation and loading ------------------------------------------------------------
 
@@ -160,9 +163,15 @@ class DiskPartitionLog(PartitionLog):
         directory.mkdir(parents=True)
         partition_log = cls(directory, topic, partition, topic_id, config, now_ms=now_ms,
                             reactor=reactor)
-        if topic_id is not None:
-            partition_log.set_topic_id(topic_id)
-        partition_log._add_segment(partition_log._new_segment(0, now_ms))
+        try:
+            if topic_id is not None:
+                partition_log.set_topic_id(topic_id)
+            partition_log._add_segment(partition_log._new_segment(0, now_ms))
+        except (OSError, KafkaStorageError) as e:
+            # Nothing half-made stays behind (a full disk): creating it again starts afresh.
+            partition_log.abandon()
+            shutil.rmtree(directory, ignore_errors=True)
+            raise KafkaStorageError(f"Cannot create {directory}: {e}") from e
         return partition_log
 
     @classmethod
@@ -357,11 +366,24 @@ class DiskPartitionLog(PartitionLog):
 
     def _new_segment(self, base_offset: int, now_ms: int) -> LogSegment:
         name = segment_name(base_offset)
-        store = FileStore(self.directory / f"{name}.log", create=True)
-        offset_index = OffsetIndex(base_offset, self.directory / f"{name}.index")
-        time_index = TimeIndex(base_offset, self.directory / f"{name}.timeindex")
-        offset_index.file.ensure_exists()
-        time_index.file.ensure_exists()
+        paths = [self.directory / f"{name}.{kind}" for kind in ("log", "index", "timeindex")]
+        offset_index = OffsetIndex(base_offset, paths[1])
+        time_index = TimeIndex(base_offset, paths[2])
+        store: FileStore | None = None
+        try:
+            store = FileStore(paths[0], create=True)
+            offset_index.file.ensure_exists()
+            time_index.file.ensure_exists()
+        except (OSError, KafkaStorageError) as e:
+            # No half-made segment: the roll is tried again at the next append.
+            for opened in (store, offset_index.file, time_index.file):
+                if opened is not None:
+                    opened.close()
+            for path in paths:
+                with contextlib.suppress(OSError):
+                    path.unlink(missing_ok=True)
+            raise KafkaStorageError(f"Cannot create segment {name} in {self.directory}: "
+                                    f"{e}") from e
         self._dir_dirty = True
         return LogSegment(base_offset, store, offset_index, time_index,
                           index_interval_bytes=self.config.index_interval_bytes,
@@ -419,11 +441,24 @@ class DiskPartitionLog(PartitionLog):
         return ProducerStateManager(self.topic, self.partition, self.directory)
 
     def _persist_leader_epochs(self) -> None:
-        if not self.closed:
+        if self.closed:
+            return
+        try:
             write_atomically(self.directory / LEADER_EPOCH_CHECKPOINT,
                              format_leader_epochs(self.epochs))
+        except OSError as e:
+            # Called after an append has been written: never fail it.  The next flush
+            # tries again, and recovery after a crash derives the epochs from the batches.
+            if not self._epochs_unwritten:
+                log.error("Cannot write {path}: {e}; retried at the next flush",
+                          path=str(self.directory / LEADER_EPOCH_CHECKPOINT), e=e)
+            self._epochs_unwritten = True
+        else:
+            self._epochs_unwritten = False
 
     def _sync_extra_targets(self) -> list[Syncable]:
+        if self._epochs_unwritten:
+            self._persist_leader_epochs()
         state = self._producer_state_manager()
         targets: list[Syncable] = [PathSync(path, missing_ok=True)
                                    for path in (state.take_unsynced() if state else [])]
@@ -612,6 +647,7 @@ class DiskLogStorage(BaseLogStorage):
             self._remove_in_background(self._rename_away(partition_log.directory, "delete"))
         for key in [k for k in self.offline if k[0] == topic]:
             del self.offline[key]
+            self._retries.pop(key, None)
             for offsets in self._offline_checkpoints.values():
                 offsets.pop(key, None)
             directory = self.directory / partition_dir_name(*key)
@@ -686,7 +722,13 @@ class DiskLogStorage(BaseLogStorage):
         if now_ms - self._last_checkpoint_ms < interval:
             return []
         self._last_checkpoint_ms = now_ms
-        return [self.write_checkpoints()]
+
+        def failed(failure: Failure) -> None:
+            # The old files stay whole (write_atomically); the next interval tries again.
+            log.error("Cannot write the offset checkpoints in {dir}: {e}",
+                      dir=str(self.directory), e=failure.getErrorMessage())
+
+        return [self.write_checkpoints().addErrback(failed)]
 
     # -- close ---------------------------------------------------------------------------
 

@@ -15,6 +15,11 @@ the handle pool, handles.py) as Kafka lays it out:
 
 Kafka preallocates and mmaps index files; akfak writes them at their exact
 length, which is what Kafka itself leaves after trimming an inactive segment.
+
+An index is derived data: a write that fails (disk full, I/O error) never fails
+the append that made it.  The file is removed instead (and no longer written),
+the entries in memory keep serving, and the next start rebuilds the segment's
+indexes by recovering it (a missing `.index` or `.timeindex` means recovery).
 """
 
 from __future__ import annotations
@@ -24,9 +29,15 @@ import struct
 import sys
 from array import array
 from bisect import bisect_left, bisect_right
+from collections.abc import Callable
 from pathlib import Path
 
+from twisted.logger import Logger
+
+from akfak.errors import KafkaStorageError
 from akfak.log.handles import PooledFile, Syncable
+
+log = Logger()
 
 OFFSET_ENTRY = struct.Struct(">ii")
 TIME_ENTRY = struct.Struct(">qi")
@@ -57,6 +68,11 @@ class IndexFile:
         self._file: PooledFile | None = None
         #: Written since the last flush took it (it then needs an fsync).
         self._unsynced = False
+        #: A write failed: the file was removed and is not written again until a rewrite.
+        self.failed = False
+        #: Called once when a write fails (the segment then has itself recovered at the
+        #: next start).
+        self.on_failure: Callable[[], None] | None = None
 
     def _pooled(self) -> PooledFile:
         file = self._file
@@ -67,20 +83,47 @@ class IndexFile:
         return file
 
     def write(self, data: bytes) -> None:
-        if self.path is None:
+        if self.path is None or self.failed:
             return
-        self._pooled().write(data)
+        try:
+            self._pooled().write(data)
+        except (OSError, KafkaStorageError) as e:
+            self.fail(e)
+            return
         self._unsynced = True
 
     def rewrite(self, data: bytes) -> None:
-        """Replace the file's contents (after truncation or a rebuild)."""
+        """Replace the file's contents (after truncation or a rebuild); a success also
+        ends a failure, since the file is then whole again."""
         if self.path is None:
             return
-        file = self._pooled()
-        file.ftruncate(0)
-        if data:
-            file.write(data)
+        try:
+            file = self._pooled()
+            file.ftruncate(0)
+            if data:
+                file.write(data)
+        except (OSError, KafkaStorageError) as e:
+            self.failed = False  # a new failure of a file that is whole again
+            self.fail(e)
+            return
+        self.failed = False
         self._unsynced = True
+
+    def fail(self, error: Exception | None = None) -> None:
+        """Give the file up: remove it, so that the next start rebuilds it, not trusts it."""
+        if self.failed or self.path is None:
+            return
+        self.failed = True
+        if error is not None:
+            log.error("Cannot write index {path} ({e}); it is removed and rebuilt at the "
+                      "next start", path=str(self.path), e=error)
+        self.close()
+        try:
+            self.path.unlink(missing_ok=True)
+        except OSError as e:
+            log.error("Cannot remove index {path}: {e}", path=str(self.path), e=e)
+        if self.on_failure is not None:
+            self.on_failure()
 
     def ensure_exists(self) -> None:
         if self.path is not None and self._file is None:

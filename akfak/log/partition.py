@@ -24,6 +24,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from akfak.errors import (
+    CorruptMessage,
     KafkaStorageError,
     OffsetOutOfRange,
     RecordListTooLarge,
@@ -150,6 +151,8 @@ class PartitionLog:
         self.closed = False
         #: Closed without a flush (deleted, set aside, killed): its fsyncs no longer matter.
         self._abandoned = False
+        #: Why the last append could not be written (None: it could).
+        self.storage_error: str | None = None
 
     def __repr__(self) -> str:
         return (f"<{type(self).__name__} {self.topic}-{self.partition} "
@@ -281,12 +284,16 @@ class PartitionLog:
         incoming_max_ts = (log_append_time if log_append_time is not None
                            else max(h.max_timestamp for _, h in headers))
         next_offset = self.log_end_offset
-        if self.active.should_roll(
-                segment_bytes=config.segment_bytes, segment_ms=config.segment_ms,
-                incoming_size=total, max_timestamp_in_messages=incoming_max_ts,
-                last_offset_in_messages=next_offset + count - 1, now_ms=now_ms,
-                max_index_entries=config.max_index_entries):
-            self.roll(now_ms)
+        try:
+            if self.active.should_roll(
+                    segment_bytes=config.segment_bytes, segment_ms=config.segment_ms,
+                    incoming_size=total, max_timestamp_in_messages=incoming_max_ts,
+                    last_offset_in_messages=next_offset + count - 1, now_ms=now_ms,
+                    max_index_entries=config.max_index_entries):
+                self.roll(now_ms)
+        except KafkaStorageError as e:
+            self._append_failed(e)
+            raise
 
         parts: list[bytes | memoryview] = []
         infos: list[BatchAppendInfo] = []
@@ -312,8 +319,17 @@ class PartitionLog:
                 else None))
             offset = last + 1
 
-        self.active.append(parts, total, last_offset=offset - 1, max_timestamp=max_ts,
-                           offset_of_max_timestamp=offset_of_max, now_ms=now_ms)
+        try:
+            self.active.append(parts, total, last_offset=offset - 1, max_timestamp=max_ts,
+                               offset_of_max_timestamp=offset_of_max, now_ms=now_ms)
+        except KafkaStorageError as e:
+            self._append_failed(e)
+            raise
+        # From here on the batches are in the log: nothing may fail the append any more
+        # (index, checkpoint and snapshot writes log their failures and are made good later).
+        if self.storage_error is not None:
+            log.info("Appends to {tp} succeed again", tp=f"{self.topic}-{self.partition}")
+            self.storage_error = None
         if leader_epoch >= 0 and leader_epoch > self.leader_epoch:
             self.epochs.append((leader_epoch, next_offset))
             self._persist_leader_epochs()
@@ -333,6 +349,15 @@ class PartitionLog:
             for abort in self.producer_state.after_append(self, info):
                 self.active.txn_index.append(abort)
         return info
+
+    def _append_failed(self, error: KafkaStorageError) -> None:
+        """An append could not be written (disk full, I/O error): the log is as it was
+        before it, and each later append tries again.  One ERROR line per episode."""
+        if self.storage_error is None:
+            log.error("Cannot append to {tp}: {e}; answering KAFKA_STORAGE_ERROR to its "
+                      "produce requests until a write succeeds again",
+                      tp=f"{self.topic}-{self.partition}", e=error)
+        self.storage_error = str(error)
 
     def append_marker(self, *, producer_id: int, producer_epoch: int, commit: bool,
                       coordinator_epoch: int, leader_epoch: int, now_ms: int) -> AppendInfo:
@@ -412,11 +437,21 @@ class PartitionLog:
                 end = max(end, start + header.size)  # KIP-74: the first batch, whatever its size
             if end <= start:
                 break
-            data = segment.read(start, end - start)
+            try:
+                data = segment.read_batches(start, end - start, f"{self.topic}-{self.partition}")
+            except CorruptMessage:
+                if first is None:
+                    raise
+                break  # what came before it is served; a fetch from it gets the error
             parts.append(data)
             total += len(data)
             if first is None:
                 first = header.base_offset
+            if len(data) < end - start:
+                # A corrupt batch follows: the next fetch starts at it (and gets the error).
+                next_offset = batches.parse_header(segment.read(start + len(data),
+                                                                HEADER_SIZE)).base_offset
+                break
             if end < max_position:
                 # Stopped by max_bytes: the batch starting at `end` is where to continue.
                 next_offset = batches.parse_header(segment.read(end, HEADER_SIZE)).base_offset
@@ -746,7 +781,10 @@ class PartitionLog:
                       waiters: list[Deferred[None]]) -> None:
         self._flushing = False
         if isinstance(result, Failure):
-            log.failure("Flushing {tp} failed", result, tp=f"{self.topic}-{self.partition}")
+            # The recovery point stays where it was: what this flush covered is recovered
+            # (checked) at the next start after a crash.
+            log.error("Flushing {tp} failed: {e}", tp=f"{self.topic}-{self.partition}",
+                      e=result.getErrorMessage())
             for waiter in waiters:
                 waiter.errback(result)
         else:
@@ -757,8 +795,9 @@ class PartitionLog:
             self._start_flush()
 
     def _log_flush_failure(self, failure: Failure) -> None:
-        log.failure("Background flush of {tp} failed", failure,
-                    tp=f"{self.topic}-{self.partition}")
+        if not failure.check(KafkaStorageError):  # those were logged by _finish_flush
+            log.failure("Background flush of {tp} failed", failure,
+                        tp=f"{self.topic}-{self.partition}")
 
     # -- lifecycle -----------------------------------------------------------------------
 

@@ -36,6 +36,7 @@ The memory provider keeps the same state without snapshots.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import struct
 from collections import deque
@@ -247,9 +248,14 @@ def decode_snapshot(data: bytes) -> list[ProducerStateEntry]:
 def write_snapshot(path: Path, entries: Iterable[ProducerStateEntry]) -> None:
     """Write a snapshot (no fsync: the log's next flush syncs it, on a thread)."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(encode_snapshot(entries))
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(encode_snapshot(entries))
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):  # a full disk: leave nothing half-written
+            tmp.unlink(missing_ok=True)
+        raise
 
 
 def read_snapshot(path: Path) -> list[ProducerStateEntry]:
@@ -506,7 +512,13 @@ class ProducerStateManager:
         if self.directory is None or self.map_end_offset <= self.last_snap_offset:
             return None
         path = self.directory / snapshot_name(self.map_end_offset)
-        write_snapshot(path, self.producers.values())
+        try:
+            write_snapshot(path, self.producers.values())
+        except OSError as e:
+            # A snapshot only shortens the replay of a recovery: without it, the replay
+            # starts from an earlier one.  Tried again at the next roll or close.
+            log.error("Cannot write producer snapshot {path}: {e}", path=str(path), e=e)
+            return None
         self.snapshots[self.map_end_offset] = path
         self.last_snap_offset = self.map_end_offset
         self._unsynced.append(path)

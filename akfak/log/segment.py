@@ -19,7 +19,7 @@ from typing import Protocol
 
 from twisted.logger import Logger
 
-from akfak.errors import KafkaStorageError
+from akfak.errors import CorruptMessage, KafkaStorageError
 from akfak.log.batch import HEADER_SIZE, MIN_BATCH_LENGTH, BatchHeader, crc_of, parse_header
 from akfak.log.handles import PooledFile, Syncable, pread_all
 from akfak.log.index import NO_TIMESTAMP, IndexFile, OffsetIndex, TimeIndex
@@ -102,6 +102,8 @@ class FileStore:
 
     def __init__(self, path: Path, *, create: bool = False) -> None:
         self.file = PooledFile(path, os.O_RDWR | os.O_APPEND, create=create)
+        #: A failed append may have left bytes past `size` that are not cut off yet.
+        self._torn = False
         if create:
             self.file.touch()
         try:
@@ -114,16 +116,28 @@ class FileStore:
         return self.file.path
 
     def append(self, parts: Sequence[Buffer]) -> None:
+        """Write whole batches, or nothing: a failed write (ENOSPC, EIO) is cut off again,
+        so the file stays as it was and a later append lands right after the last batch."""
         total = sum(len(p) for p in parts)
+        if self._torn:
+            self._cut_torn_tail()
         try:
             self.file.writev(parts)
         except OSError as e:
-            # Never leave half a batch behind: recovery would cut it, but a
-            # later append would land after it first.
-            with contextlib.suppress(OSError):
-                self.file.ftruncate(self.size)
+            # O_APPEND: bytes left behind would come before the next append's.
+            self._torn = True
+            with contextlib.suppress(OSError, KafkaStorageError):
+                self._cut_torn_tail()
             raise KafkaStorageError(f"Cannot append to {self.path}: {e}") from e
         self.size += total
+
+    def _cut_torn_tail(self) -> None:
+        try:
+            self.file.ftruncate(self.size)
+        except OSError as e:
+            raise KafkaStorageError(f"Cannot truncate {self.path} to {self.size} bytes after a "
+                                    f"failed write: {e}") from e
+        self._torn = False
 
     def read(self, position: int, length: int) -> bytes:
         return self.file.pread(position, max(0, min(length, self.size - position)))
@@ -176,6 +190,13 @@ class LogSegment:
         self.bytes_since_last_index_entry = 0
         #: Whether bytes were written since the last flush started.
         self.dirty = False
+        for index_file in self.index_files():
+            index_file.on_failure = self._index_failed
+        #: Bytes below this are known good: written by this process (validated on the way
+        #: in) or CRC-checked by recovery or a read.  A segment trusted at start without
+        #: recovery begins at 0, so its batches are CRC-checked as they are first served.
+        self.verified_until = 0
+        self._reported_corrupt: set[int] = set()
 
     def __repr__(self) -> str:
         return (f"<LogSegment base={self.base_offset} next={self.next_offset} "
@@ -200,6 +221,8 @@ class LogSegment:
             self.first_batch_timestamp = max_timestamp
         self.store.append(parts)
         self.dirty = True
+        if self.verified_until == position:
+            self.verified_until = self.store.size
         self.next_offset = last_offset + 1
         self.last_modified_ms = now_ms
         if max_timestamp > self.max_timestamp:
@@ -283,6 +306,42 @@ class LogSegment:
     def read(self, position: int, length: int) -> bytes:
         return self.store.read(position, length)
 
+    def read_batches(self, position: int, length: int, where: str) -> bytes:
+        """Whole batches at [position, position + length), CRC-checked where not yet known
+        good: cut before the first corrupt batch, CorruptMessage if that is the first.
+
+        Kafka serves stored bytes unchecked (the consumer's check.crcs finds a flip, if
+        it is on); akfak checks each stored batch once, when it is first served, so that
+        a flipped bit is never handed out as data."""
+        data = self.store.read(position, length)
+        if position + len(data) <= self.verified_until:
+            return data
+        pos = 0
+        while pos + HEADER_SIZE <= len(data):
+            header = parse_header(data, pos)
+            size = header.batch_length + 12
+            if position + pos + size > self.verified_until and (
+                    header.magic != 2 or header.batch_length < MIN_BATCH_LENGTH
+                    or pos + size > len(data) or crc_of(data, pos, size) != header.crc):
+                self._corrupt(position + pos, header, where)
+                if pos == 0:
+                    raise CorruptMessage(
+                        f"The record batch at offset {header.base_offset} of {where} is corrupt "
+                        f"(segment {self.base_offset}, byte {position}): it fails its CRC check")
+                return data[:pos]
+            pos += size
+        if position <= self.verified_until:
+            self.verified_until = position + pos
+        return data
+
+    def _corrupt(self, position: int, header: BatchHeader, where: str) -> None:
+        if position not in self._reported_corrupt:  # once, not at every fetch
+            self._reported_corrupt.add(position)
+            log.error("Corrupt record batch in {where} at offset {offset} (segment {base}, "
+                      "byte {pos}): it fails its CRC check; fetches of it answer "
+                      "CORRUPT_MESSAGE", where=where, offset=header.base_offset,
+                      base=self.base_offset, pos=position)
+
     # -- recovery ------------------------------------------------------------------------
 
     def scan_valid(self) -> Iterator[tuple[int, BatchHeader]]:
@@ -341,8 +400,9 @@ class LogSegment:
             self.next_offset = header.next_offset
         truncated = self.store.size - valid
         if truncated:
-            log.warn("Truncating {n} invalid bytes at the end of segment {base} (byte {valid})",
-                     n=truncated, base=self.base_offset, valid=valid)
+            log.warn("Truncating {n} invalid bytes at the end of segment {base} (byte {valid}): "
+                     "the batch at offset {offset} is torn or fails its CRC check",
+                     n=truncated, base=self.base_offset, valid=valid, offset=self.next_offset)
             self.store.truncate(valid)
             self.dirty = True
         # Kafka's recovery ends the time index with the segment's max timestamp.
@@ -354,6 +414,7 @@ class LogSegment:
         self.txn_index.reset()
         self.max_timestamp, self.offset_of_max_timestamp = max_ts, offset_of_max
         self.bytes_since_last_index_entry = valid - last_index_entry
+        self.verified_until = valid
         return truncated, epochs
 
     def load_state(self) -> None:
@@ -383,6 +444,11 @@ class LogSegment:
         self.offset_index.file.close()
         self.time_index.file.close()
         self.txn_index.file.close()
+
+    def _index_failed(self) -> None:
+        # Without its `.index` the segment is recovered at the next start, which rebuilds
+        # all three indexes (a `.txnindex` that is merely missing would read as empty).
+        self.offset_index.file.fail()
 
     def index_files(self) -> tuple[IndexFile, ...]:
         return (self.offset_index.file, self.time_index.file, self.txn_index.file)

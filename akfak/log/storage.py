@@ -8,8 +8,10 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from akfak.config import BrokerConfig
+from akfak.errors import KafkaStorageError
 from akfak.log.checkpoints import MetaProperties
 from akfak.log.cleaner import LogCleaner
 from akfak.log.config import LogConfig
@@ -44,6 +46,8 @@ class BaseLogStorage:
         #: Partition logs that could not be opened or created, with why: they answer
         #: KAFKA_STORAGE_ERROR (Kafka's answer for an offline replica) until a restart.
         self.offline: dict[TopicPartition, str] = {}
+        #: Offline partitions whose log creation is retried (see `set_offline`).
+        self._retries: dict[TopicPartition, Callable[[], None]] = {}
         #: Disk work of large CreateTopics / CreatePartitions, run in bounded slices.
         self.slices = SlicedWork(clock)
 
@@ -89,11 +93,36 @@ class BaseLogStorage:
     def is_offline(self, topic: str, partition: int) -> bool:
         return (topic, partition) in self.offline
 
-    def set_offline(self, topic: str, partition: int, reason: str) -> None:
-        """Record a partition whose log cannot be used (one ERROR line says why)."""
-        log.error("Partition {tp} is offline (KAFKA_STORAGE_ERROR until a restart): {reason}",
-                  tp=f"{topic}-{partition}", reason=reason)
+    def set_offline(self, topic: str, partition: int, reason: str,
+                    retry: Callable[[], None] | None = None) -> None:
+        """Record a partition whose log cannot be used (one ERROR line says why).
+
+        `retry` (a log that could not be created, e.g. on a full disk) makes it offline
+        only until `retry()` succeeds: it is tried every second (see `retry_offline`)."""
+        until = "until its log can be created" if retry is not None else "until a restart"
+        log.error("Partition {tp} is offline (KAFKA_STORAGE_ERROR {until}): {reason}",
+                  tp=f"{topic}-{partition}", until=until, reason=reason)
         self.offline[(topic, partition)] = reason
+        if retry is not None:
+            self._retries[(topic, partition)] = retry
+
+    def retry_offline(self) -> None:
+        """Try again to create the logs that could not be created."""
+        for key, retry in list(self._retries.items()):
+            if self._retries.get(key) is not retry or self.closed:
+                continue
+            del self._retries[key]
+            reason = self.offline.pop(key)
+            try:
+                retry()
+            except Exception as e:
+                self.offline[key] = reason
+                self._retries[key] = retry
+                log.debug("Creating the log of {tp} failed again: {e}", tp=f"{key[0]}-{key[1]}",
+                          e=e)
+            else:
+                log.info("Partition {tp} is online: its log was created",
+                         tp=f"{key[0]}-{key[1]}")
 
     def logs(self) -> Iterator[PartitionLog]:
         return iter(list(self._logs.values()))
@@ -146,7 +175,10 @@ class BaseLogStorage:
         return removed
 
     def flush_due(self, now_ms: int) -> Deferred[Any]:
-        flushes = [d for lg in self._all_logs() if (d := lg.flush_due(now_ms)) is not None]
+        self.retry_offline()
+        # A failed fsync was logged by its log (one line); the next flush tries again.
+        flushes = [d.addErrback(_logged_storage_error) for lg in self._all_logs()
+                   if (d := lg.flush_due(now_ms)) is not None]
         flushes.extend(self._checkpoints_due(now_ms))
         if not flushes:
             return succeed(None)
@@ -164,3 +196,7 @@ class BaseLogStorage:
     def _close_logs(self) -> Deferred[Any]:
         closing = [lg.close() for lg in self._all_logs()]
         return gatherResults(closing, consumeErrors=True) if closing else succeed([])
+
+
+def _logged_storage_error(failure: Failure) -> Failure | None:
+    return None if failure.check(KafkaStorageError) else failure
