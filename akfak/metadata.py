@@ -102,7 +102,7 @@ def validate_topic_name(name: str) -> None:
             f"alphanumerics, '.', '_' and '-'")
 
 
-def _changed(current: Mapping[str, str], changes: Mapping[str, str | None]) -> dict[str, str]:
+def changed_configs(current: Mapping[str, str], changes: Mapping[str, str | None]) -> dict[str, str]:
     """`current` with `changes` applied (None deletes)."""
     merged = dict(current)
     for key, value in changes.items():
@@ -748,7 +748,7 @@ class Controller:
             for key, value in changes.items():
                 validate_topic_config(key, value)
             current = self.image.configs_of_topic(name)
-            LogConfig.from_broker(self.config, _changed(current, changes),
+            LogConfig.from_broker(self.config, changed_configs(current, changes),
                                   self.image.dynamic_broker_configs(self.node_id))
         elif resource_type == RESOURCE_BROKER:
             if name not in ("", str(self.node_id)):
@@ -762,10 +762,10 @@ class Controller:
             if not name:
                 raise InvalidRequest("Default group resources are not allowed.")
             current = self.image.group_configs.get(name, _EMPTY)
-            resource_configs.validate_group_configs(self.config, _changed(current, changes))
+            resource_configs.validate_group_configs(self.config, changed_configs(current, changes))
         elif resource_type == RESOURCE_CLIENT_METRICS:
             current = self.image.client_metrics.get(name, _EMPTY)
-            resource_configs.validate_client_metrics(name, _changed(current, changes))
+            resource_configs.validate_client_metrics(name, changed_configs(current, changes))
         else:
             raise InvalidRequest(f"Unsupported resource type {resource_type}")
         records: list[MetadataRecord] = [

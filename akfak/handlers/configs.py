@@ -60,7 +60,7 @@ from akfak.errors import InvalidConfig, InvalidRequest, KafkaError, UnknownTopic
 from akfak.handlers.admin_common import after_durable, duplicates, run_or_error
 from akfak.handlers.base import NO_THROTTLE, Handler
 from akfak.log.config import LogConfig
-from akfak.metadata import validate_topic_name
+from akfak.metadata import changed_configs, validate_topic_name
 from akfak.protocol import RequestContext
 from akfak.resource_configs import client_metrics_entries, group_config_entries
 from akfak.security.acls import ALTER_CONFIGS, DESCRIBE_CONFIGS
@@ -269,12 +269,7 @@ class _AlterBase(Handler):
 
     def _check_broker(self, name: str, current: Mapping[str, str],
                       changes: Mapping[str, str | None]) -> None:
-        resulting = dict(current)
-        for key, value in changes.items():
-            if value is None:
-                resulting.pop(key, None)
-            else:
-                resulting[key] = value
+        resulting = changed_configs(current, changes)
         validate_dynamic_broker_change(resulting, per_broker=bool(name))
         # The topic configs these broker keys default must still resolve.
         image = self.broker.image
