@@ -158,6 +158,7 @@ class Member:
         self.command = [*command, *args]
         self.proc = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True)
+        self.started = time.monotonic()
         self.lines: list[dict[str, Any]] = []
         self.stderr: list[str] = []
         self._readers = [threading.Thread(target=self._read, daemon=True),
@@ -168,7 +169,9 @@ class Member:
     def _read(self) -> None:
         assert self.proc.stdout is not None
         for text in self.proc.stdout:
-            self.lines.extend(parse_lines(text))
+            for line in parse_lines(text):
+                line["at"] = round(time.monotonic() - self.started, 3)  # when it came, for failures
+                self.lines.append(line)
 
     def _read_stderr(self) -> None:
         assert self.proc.stderr is not None

@@ -281,6 +281,10 @@ func franzGroups(a args) {
 	described, err := adm.DescribeGroups(ctx, group)
 	check(err, "DescribeGroups")
 	g := described[group]
+	if errors.Is(g.Err, kerr.GroupIDNotFound) { // DescribeGroups v6+ (Kafka 4.0, KIP-1043)
+		emit("described-group", map[string]any{"group": group, "state": "", "members": 0, "error": errName(g.Err)})
+		return
+	}
 	check(g.Err, "DescribeGroups "+group)
 	emit("described-group", map[string]any{"group": g.Group, "state": g.State, "protocol_type": g.ProtocolType,
 		"protocol": g.Protocol, "members": len(g.Members), "coordinator": g.Coordinator.NodeID})
