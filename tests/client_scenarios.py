@@ -2,18 +2,58 @@
 
 A `Program` maps a command name (admin, create, produce, consume, member, groups, ...) to the
 command line that runs it for one client; every command takes key=value arguments and prints
-JSON lines.
+JSON lines. The fixtures: one akfak subprocess per test module (disk storage; each test uses
+topics and groups of its own) and, with AKFAK_COMPARE_KAFKA=1, one real Kafka 4.1.1
+(tests/kafka_peer.py) too, which is how what the tests expect was checked.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
-from tests.clients import stored_codecs
+import pytest
+
+from tests.clients import running_broker, stored_codecs
+from tests.kafka_peer import start_kafka
 from tests.programs import Member, Run, check_records, key, members, run, wait_for
 
 Program = Callable[[str], list[str]]
+
+BROKERS = ["akfak", "kafka"] if os.environ.get("AKFAK_COMPARE_KAFKA") == "1" else ["akfak"]
+
+
+@dataclass
+class Cluster:
+    name: str
+    port: int
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+@pytest.fixture(scope="module")
+def akfak(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    # as the Kafka peer: no 3 s wait for more members before a group's first rebalance
+    data = tmp_path_factory.mktemp("akfak") / "data"
+    with running_broker(data, "-o", "group.initial.rebalance.delay.ms=0") as b:
+        yield Cluster("akfak", b.port)
+        assert b.proc.poll() is None, f"akfak died:\n{b.log()[-4000:]}"
+
+
+@pytest.fixture(scope="module")
+def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    peer = start_kafka(tmp_path_factory.mktemp("kafka"))
+    yield Cluster("kafka", peer.port)
+    peer.stop()
+
+
+def name(request: pytest.FixtureRequest, what: str) -> str:
+    """A topic or group name of this test's own."""
+    return f"{what}-{request.node.callspec.id.replace('[', '-').rstrip(']')}".replace("_", "-")
 
 
 def create(program: Program, bootstrap: str, **partitions: int) -> None:
@@ -34,13 +74,15 @@ def codec_round_trip(program: Program, bootstrap: str, port: int, prefix: str, c
                      count: int = 60, partitions: int = 2) -> None:
     """For each codec: `count` records produced with it come back byte-identical (keys, values,
     headers, partitions, offsets), and the broker stored batches of that codec only."""
-    create(program, bootstrap, **{f"{prefix}-{codec}": partitions for codec in codecs})
-    for codec in codecs:
-        topic = f"{prefix}-{codec}"
-        produced = produce(program, bootstrap, topic, f"codec={codec}", f"count={count}",
-                           f"partitions={partitions}")
-        assert len(produced.of_kind("produced")) == count, produced.describe()
-        check_records(consume(program, bootstrap, topic, count), topic, range(count), partitions)
+    topics = [f"{prefix}-{codec}" for codec in codecs]
+    create(program, bootstrap, **dict.fromkeys(topics, partitions))
+    # one program produces to each topic with its codec; one reads them all
+    produced = produce(program, bootstrap, ",".join(topics), f"codec={','.join(codecs)}", f"count={count}",
+                       f"partitions={partitions}")
+    assert len(produced.of_kind("produced")) == count * len(codecs), produced.describe()
+    consumed = consume(program, bootstrap, ",".join(topics), count * len(codecs))
+    for topic, codec in zip(topics, codecs, strict=True):
+        check_records(consumed, topic, range(count), partitions)
         for p in range(partitions):
             stored = stored_codecs(port, topic, p)
             assert set(stored) == {codec}, f"{topic}/{p} stored batches {stored}, not {codec}"

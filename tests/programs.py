@@ -236,9 +236,10 @@ def record_value(line: dict[str, Any]) -> bytes:
 
 
 def check_records(run: Run, topic: str, indexes: range, partitions: int = 1) -> None:
-    """The run consumed exactly records `indexes` of `topic`, byte for byte, record i in partition
-    i % partitions, the offsets of each partition contiguous from indexes.start // partitions."""
-    got = run.of_kind("record")
+    """The run consumed exactly records `indexes` of `topic` (and maybe records of other topics),
+    byte for byte, record i in partition i % partitions, the offsets of each partition contiguous
+    from indexes.start // partitions."""
+    got = [line for line in run.of_kind("record") if line["topic"] == topic]
     by_key = {line["key"]: line for line in got}
     assert len(got) == len(indexes) == len(by_key), \
         f"{len(got)} records, {len(by_key)} keys: {run.describe()}"

@@ -8,47 +8,15 @@ and groups of its own. With AKFAK_COMPARE_KAFKA=1 every test also runs against a
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
-from dataclasses import dataclass
-
 import pytest
 
 from tests import client_scenarios as scenarios
-from tests.clients import running_broker
-from tests.kafka_peer import start_kafka
+from tests.client_scenarios import BROKERS, Cluster, akfak, kafka, name  # noqa: F401 (fixtures)
 from tests.programs import CODECS, check_records, go_program, key, run
 
 pytestmark = pytest.mark.timeout(300)  # the first test may wait for the Go build
 
-BROKERS = ["akfak", "kafka"] if os.environ.get("AKFAK_COMPARE_KAFKA") == "1" else ["akfak"]
 CLIENTS = ["franz", "sarama", "kafkago"]
-
-
-@dataclass
-class Cluster:
-    name: str
-    port: int
-
-    @property
-    def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-
-@pytest.fixture(scope="module")
-def akfak(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    # as the Kafka peer: no 3 s wait for more members before a group's first rebalance
-    data = tmp_path_factory.mktemp("akfak") / "data"
-    with running_broker(data, "-o", "group.initial.rebalance.delay.ms=0") as b:
-        yield Cluster("akfak", b.port)
-        assert b.proc.poll() is None, f"akfak died:\n{b.log()[-4000:]}"
-
-
-@pytest.fixture(scope="module")
-def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    peer = start_kafka(tmp_path_factory.mktemp("kafka"))
-    yield Cluster("kafka", peer.port)
-    peer.stop()
 
 
 @pytest.fixture(params=BROKERS)
@@ -59,11 +27,6 @@ def cluster(request: pytest.FixtureRequest) -> Cluster:
 
 def program(client: str) -> scenarios.Program:
     return lambda command: [*go_program(), client, command]
-
-
-def name(request: pytest.FixtureRequest, what: str) -> str:
-    """A topic or group name of this test's own."""
-    return f"{what}-{request.node.callspec.id.replace('[', '-').rstrip(']')}".replace("_", "-")
 
 
 # what each client reports for Kafka's error codes

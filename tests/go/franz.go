@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -188,7 +189,7 @@ func franzHeaders(r *kgo.Record) map[string]string {
 	return out
 }
 
-// franzConsume reads `count` records of a topic from the start (no group), then polls on for
+// franzConsume reads `count` records of the topics from the start (no group), then polls on for
 // settle-ms to show any record beyond them.
 func franzConsume(a args) {
 	ctx, cancel := timeoutContext(a)
@@ -197,8 +198,7 @@ func franzConsume(a args) {
 	if a.str("isolation", "uncommitted") == "committed" {
 		isolation = kgo.ReadCommitted()
 	}
-	topic := a.must("topic")
-	cl := franzClient(a, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+	cl := franzClient(a, kgo.ConsumeTopics(strings.Split(a.must("topic"), ",")...), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.FetchIsolationLevel(isolation))
 	defer cl.Close()
 	count, got := a.num("count", 0), 0

@@ -176,6 +176,14 @@ func kafkagoProduce(a args) {
 	check(failed, "write")
 }
 
+func partitionsOf(topics map[string]kafka.Topic) []kafka.Partition {
+	var out []kafka.Partition
+	for _, t := range topics {
+		out = append(out, t.Partitions...)
+	}
+	return out
+}
+
 func kafkagoHeaders(m kafka.Message) map[string]string {
 	out := map[string]string{}
 	for _, h := range m.Headers {
@@ -184,20 +192,19 @@ func kafkagoHeaders(m kafka.Message) map[string]string {
 	return out
 }
 
-// kafkagoConsume: one Reader per partition from the first offset, until `count` records, then
+// kafkagoConsume: one Reader per partition of the topics from the first offset, until `count` records, then
 // settle-ms more.
 func kafkagoConsume(a args) {
 	ctx, cancel := timeoutContext(a)
 	defer cancel()
-	topic := a.must("topic")
 	isolation := kafka.ReadUncommitted
 	if a.str("isolation", "uncommitted") == "committed" {
 		isolation = kafka.ReadCommitted
 	}
-	meta := kafkagoTopics(ctx, kafkagoClient(a), topic)[topic]
+	topics := kafkagoTopics(ctx, kafkagoClient(a), strings.Split(a.must("topic"), ",")...)
 	messages := make(chan kafka.Message)
-	for _, p := range meta.Partitions {
-		reader := kafka.NewReader(kafka.ReaderConfig{Brokers: []string{a.must("bootstrap")}, Topic: topic,
+	for _, p := range partitionsOf(topics) {
+		reader := kafka.NewReader(kafka.ReaderConfig{Brokers: []string{a.must("bootstrap")}, Topic: p.Topic,
 			Partition: p.ID, MaxWait: 100 * time.Millisecond, IsolationLevel: isolation})
 		check(reader.SetOffset(kafka.FirstOffset), "SetOffset")
 		defer reader.Close()

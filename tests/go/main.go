@@ -3,7 +3,7 @@
 //
 //	akfak-clients CLIENT COMMAND key=value...
 //
-// CLIENT is franz, sarama or kafkago. Every client knows admin, produce, consume, member and
+// CLIENT is franz, sarama or kafkago; produce and consume take comma-separated topics. Every client knows admin, produce, consume, member and
 // groups; franz also knows cluster and txn, sarama txn. Each program is small and dumb: the
 // test decides what is right. A failure prints {"kind":"error",...} and exits 1.
 package main
@@ -164,6 +164,18 @@ func main() {
 		}
 		a[k] = v
 	}
-	command(a)
+	if os.Args[2] == "produce" { // topic=a,b codec=x,y: a with x, then b with y
+		topics, codecs := strings.Split(a.must("topic"), ","), strings.Split(a.str("codec", "none"), ",")
+		for i, topic := range topics {
+			one := args{}
+			for k, v := range a {
+				one[k] = v
+			}
+			one["topic"], one["codec"] = topic, codecs[min(i, len(codecs)-1)]
+			command(one)
+		}
+	} else {
+		command(a)
+	}
 	emit("done", nil)
 }

@@ -5,6 +5,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -202,7 +203,7 @@ func saramaHeaders(m *sarama.ConsumerMessage) map[string]string {
 	return out
 }
 
-// saramaConsume reads every partition of a topic from the start until `count` records, then
+// saramaConsume reads every partition of the topics from the start until `count` records, then
 // settle-ms more.
 func saramaConsume(a args) {
 	config := saramaConfig(a)
@@ -212,19 +213,20 @@ func saramaConsume(a args) {
 	consumer, err := sarama.NewConsumer([]string{a.must("bootstrap")}, config)
 	check(err, "NewConsumer")
 	defer consumer.Close()
-	topic := a.must("topic")
-	partitions, err := consumer.Partitions(topic)
-	check(err, "Partitions")
 	messages := make(chan *sarama.ConsumerMessage)
-	for _, p := range partitions {
-		pc, err := consumer.ConsumePartition(topic, p, sarama.OffsetOldest)
-		check(err, fmt.Sprintf("ConsumePartition %d", p))
-		defer pc.AsyncClose()
-		go func() {
-			for m := range pc.Messages() {
-				messages <- m
-			}
-		}()
+	for _, topic := range strings.Split(a.must("topic"), ",") {
+		partitions, err := consumer.Partitions(topic)
+		check(err, "Partitions")
+		for _, p := range partitions {
+			pc, err := consumer.ConsumePartition(topic, p, sarama.OffsetOldest)
+			check(err, fmt.Sprintf("ConsumePartition %s/%d", topic, p))
+			defer pc.AsyncClose()
+			go func() {
+				for m := range pc.Messages() {
+					messages <- m
+				}
+			}()
+		}
 	}
 	count, got := a.num("count", 0), 0
 	deadline := time.After(time.Duration(a.num("timeout-ms", 60000)) * time.Millisecond)
