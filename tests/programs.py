@@ -17,7 +17,6 @@ import base64
 import fcntl
 import functools
 import hashlib
-import json
 import os
 import re
 import shutil
@@ -254,6 +253,3 @@ def check_records(run: Run, topic: str, indexes: range, partitions: int = 1) -> 
         first = indexes.start // partitions
         assert sorted(offsets) == list(range(first, first + len(offsets))), f"{topic}/{p}: offsets {offsets}"
 
-
-def dump(lines: list[dict[str, Any]]) -> str:
-    return "\n".join(json.dumps(line) for line in lines)
