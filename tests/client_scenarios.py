@@ -1,0 +1,143 @@
+"""Scenarios that the Go and JavaScript client programs (tests/programs.py) go through alike.
+
+A `Program` maps a command name (admin, create, produce, consume, member, groups, ...) to the
+command line that runs it for one client; every command takes key=value arguments and prints
+JSON lines. The fixtures: one akfak subprocess per test module (disk storage; each test uses
+topics and groups of its own) and, with AKFAK_COMPARE_KAFKA=1, one real Kafka 4.1.1
+(tests/kafka_peer.py) too, which is how what the tests expect was checked.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from tests.clients import running_broker, stored_codecs
+from tests.kafka_peer import start_kafka
+from tests.programs import Member, Run, check_records, key, members, run, wait_for
+
+Program = Callable[[str], list[str]]
+
+BROKERS = ["akfak", "kafka"] if os.environ.get("AKFAK_COMPARE_KAFKA") == "1" else ["akfak"]
+
+
+@dataclass
+class Cluster:
+    name: str
+    port: int
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+@pytest.fixture(scope="module")
+def akfak(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    # as the Kafka peer: no 3 s wait for more members before a group's first rebalance
+    data = tmp_path_factory.mktemp("akfak") / "data"
+    with running_broker(data, "-o", "group.initial.rebalance.delay.ms=0") as b:
+        yield Cluster("akfak", b.port)
+        assert b.proc.poll() is None, f"akfak died:\n{b.log()[-4000:]}"
+
+
+@pytest.fixture(scope="module")
+def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    peer = start_kafka(tmp_path_factory.mktemp("kafka"))
+    yield Cluster("kafka", peer.port)
+    peer.stop()
+
+
+def name(request: pytest.FixtureRequest, what: str) -> str:
+    """A topic or group name of this test's own."""
+    return f"{what}-{request.node.callspec.id.replace('[', '-').rstrip(']')}".replace("_", "-")
+
+
+def create(program: Program, bootstrap: str, **partitions: int) -> None:
+    spec = ",".join(f"{name}:{count}" for name, count in partitions.items())
+    run(program("create"), f"bootstrap={bootstrap}", f"topics={spec}").check()
+
+
+def produce(program: Program, bootstrap: str, topic: str, *args: str) -> Run:
+    return run(program("produce"), f"bootstrap={bootstrap}", f"topic={topic}", *args).check()
+
+
+def consume(program: Program, bootstrap: str, topic: str, count: int, *args: str) -> Run:
+    return run(program("consume"), f"bootstrap={bootstrap}", f"topic={topic}", f"count={count}",
+               *args).check()
+
+
+def codec_round_trip(program: Program, bootstrap: str, port: int, prefix: str, codecs: list[str],
+                     count: int = 60, partitions: int = 2) -> None:
+    """For each codec: `count` records produced with it come back byte-identical (keys, values,
+    headers, partitions, offsets), and the broker stored batches of that codec only."""
+    topics = [f"{prefix}-{codec}" for codec in codecs]
+    create(program, bootstrap, **dict.fromkeys(topics, partitions))
+    # one program produces to each topic with its codec; one reads them all
+    produced = produce(program, bootstrap, ",".join(topics), f"codec={','.join(codecs)}", f"count={count}",
+                       f"partitions={partitions}")
+    assert len(produced.of_kind("produced")) == count * len(codecs), produced.describe()
+    consumed = consume(program, bootstrap, ",".join(topics), count * len(codecs))
+    for topic, codec in zip(topics, codecs, strict=True):
+        check_records(consumed, topic, range(count), partitions)
+        for p in range(partitions):
+            stored = stored_codecs(port, topic, p)
+            assert set(stored) == {codec}, f"{topic}/{p} stored batches {stored}, not {codec}"
+
+
+def describe_group(program: Program, bootstrap: str, group: str, topic: str) -> Run:
+    """The `groups` command's lines (unchecked: a caller polling may accept a failure)."""
+    return run(program("groups"), f"bootstrap={bootstrap}", f"group={group}", f"topic={topic}")
+
+
+def group_restart(program: Program, bootstrap: str, topic: str, group: str, half: int = 90) -> dict[str, Any]:
+    """Two members of `group` consume the 3-partition `topic` (created by the caller); once the
+    first `half` records are processed, member a restarts; then `half` more are produced. Every
+    record is processed (at least once), both members at the end have processed some of the
+    second half, and the committed offsets end at the log end. Returns the last `groups` lines."""
+    produce(program, bootstrap, topic, "partitions=3", f"count={half}")
+    common = (f"bootstrap={bootstrap}", f"group={group}", f"topic={topic}")
+    a, b = Member(program("member"), *common, "name=a"), Member(program("member"), *common, "name=b")
+    with members(a, b) as running:
+        everyone = running
+
+        def processed(after: int = 0) -> set[str]:
+            return {line["key"] for m in everyone for line in m.of_kind("record")
+                    if int(line["key"].split("-")[1]) >= after}
+
+        def describe() -> str:
+            return "\n".join(f"{' '.join(m.command[1:3])}: {m.describe()}" for m in everyone)
+
+        def stable() -> bool:
+            for m in everyone:
+                assert m.proc.poll() is None or m.proc.returncode == 0, describe()
+            described = describe_group(program, bootstrap, group, topic)
+            if described.returncode != 0:  # e.g. COORDINATOR_NOT_AVAILABLE while Kafka loads the group
+                return False
+            g = described.last("described-group")
+            return g["state"] == "Stable" and g["members"] == 2
+
+        wait_for(stable, 60, "stable group of two", describe)
+        wait_for(lambda: len(processed()) == half, 60, f"{half} records processed", describe)
+        stopped = a.stop()
+        assert stopped.returncode == 0 and stopped.of_kind("closed"), stopped.describe()
+        a2 = Member(program("member"), *common, "name=a2")
+        running.append(a2)
+        wait_for(stable, 60, "stable group of two after the restart", describe)
+        produce(program, bootstrap, topic, "partitions=3", f"start={half}", f"count={half}")
+        every = {key(i) for i in range(2 * half)}
+        wait_for(lambda: processed() == every, 60, "every record processed", describe)
+        for m in (b, a2):
+            done = m.stop()
+            assert done.returncode == 0 and done.of_kind("closed"), done.describe()
+            assert {line["key"] for line in done.of_kind("record")} & processed(half), \
+                f"member {m.command[-1]} processed none of the second half: {describe()}"
+    groups = describe_group(program, bootstrap, group, topic).check()
+    offsets = groups.last("offsets")["offsets"]
+    assert offsets == {topic: {str(p): 2 * half // 3 for p in range(3)}}, groups.describe()
+    described = groups.last("described-group")
+    assert described["state"] == "Empty" and described["members"] == 0, described
+    return {"groups": groups.lines}
