@@ -151,7 +151,8 @@ def start_kafka(tmp_path: Path, log_dir: Path | None = None, *,
     with open(log_path, "ab") as out:
         if log_dir is None:
             format_command = jvm.java_command(classpath, "kafka.tools.StorageTool", "format",
-                                              "--standalone", "-t", cluster_id, "-c", str(properties_file),
+                                              "--standalone", f"--cluster-id={cluster_id}",
+                                              "-c", str(properties_file),
                                               flags=flags)
             formatted = subprocess.run(format_command, stdin=subprocess.DEVNULL, stdout=out,
                                        stderr=subprocess.STDOUT, timeout=60)

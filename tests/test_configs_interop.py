@@ -28,7 +28,7 @@ from kio.static.primitive import i8
 
 from tests import jvm
 from tests.brokers import BrokerProcess, free_port, start_process
-from tests.kafka_peer import SERVER_PROPERTIES, KafkaPeer, start_kafka
+from tests.kafka_peer import SERVER_PROPERTIES, KafkaPeer
 from tests.kafka_tools import run_tool
 from tests.wire import WireClient
 
@@ -37,13 +37,6 @@ pytestmark = [pytest.mark.jvm, pytest.mark.timeout(900)]
 CONFIGS = "kafka.admin.ConfigCommand"
 GROUP, CLIENT_METRICS = 32, 16
 SET, DELETE, APPEND = 0, 1, 2
-
-
-@pytest.fixture(scope="module")
-def kafka_peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaPeer]:
-    peer = start_kafka(tmp_path_factory.mktemp("kafka"))
-    yield peer
-    peer.stop()
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import cramjam
@@ -22,7 +21,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from tests import jvm
 from tests.brokers import BrokerProcess
-from tests.kafka_peer import KafkaPeer, start_kafka
+from tests.kafka_peer import KafkaPeer
 from tests.recordbatch import batch_of, parse_batch_list, record_bytes
 from tests.requests import fetch, produce
 from tests.wire import WireClient
@@ -128,7 +127,13 @@ def create_topics(bootstrap: str) -> None:
     for future in admin.create_topics(wanted).values() if wanted else ():
         future.result(30)
     deadline = time.monotonic() + 30
-    while set(TOPICS) - set(admin.list_topics(timeout=10).topics):
+
+    def led() -> set[str]:
+        listed = admin.list_topics(timeout=10).topics
+        return {t for t in TOPICS if t in listed and listed[t].partitions
+                and listed[t].partitions[0].leader >= 0}
+
+    while set(TOPICS) - led():
         assert time.monotonic() < deadline
         time.sleep(0.2)
 
@@ -144,7 +149,13 @@ def answers(bootstrap: str) -> dict[str, tuple[int, str | None, list[tuple[int, 
     got = {}
     with WireClient(int(bootstrap.rsplit(":", 1)[1])) as client:
         for name, (topic, data) in cases().items():
-            p = client.request(produce(topic, {0: data}, version=11)).responses[0].partition_responses[0]
+            deadline = time.monotonic() + 15
+            while True:
+                p = client.request(produce(topic, {0: data}, version=11)).responses[0].partition_responses[0]
+                # a broker may not lead a partition it has just created yet (Kafka: NOT_LEADER)
+                if p.error_code != 6 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
             got[name] = (int(p.error_code), normalized(p.error_message),
                          [(int(e.batch_index), normalized(e.batch_index_error_message))
                           for e in p.record_errors],
@@ -165,13 +176,6 @@ def stored_offsets(bootstrap: str, topic: str, data: bytes) -> list[tuple[int, i
 def out_of_range(offset: int) -> str:
     return (f"Timestamp T of message with offset {offset} is out of range. The timestamp should be "
             "within [T, T]")
-
-
-@pytest.fixture(scope="module")
-def kafka_peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaPeer]:
-    peer = start_kafka(tmp_path_factory.mktemp("kafka"))
-    yield peer
-    peer.stop()
 
 
 def test_raw_batches_get_kafkas_answers(broker_process: Any) -> None:
