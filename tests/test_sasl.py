@@ -462,3 +462,81 @@ def test_sasl_ssl_listener() -> None:
         b.create_topic(topic)
         assert roundtrip_confluent(b.client_config("alice"), topic, "g-ssl") == [
             f"v{i}".encode() for i in range(5)]
+
+
+# -- Kafka's own tools and the Java client, against akfak and Kafka 4.1.1 -------------------------
+
+PEER_SASL = {
+    "sasl.enabled.mechanisms": "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512",
+    "listener.name.sasl_plaintext.plain.sasl.jaas.config": (
+        'org.apache.kafka.common.security.plain.PlainLoginModule required '
+        'user_admin="admin-secret";'),
+    "listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config": (
+        "org.apache.kafka.common.security.scram.ScramLoginModule required;"),
+    "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config": (
+        "org.apache.kafka.common.security.scram.ScramLoginModule required;"),
+}
+
+
+def java_sasl(path: Path, user: str, password: str, mechanism: str) -> Path:
+    module = ("org.apache.kafka.common.security.plain.PlainLoginModule" if mechanism == "PLAIN"
+              else "org.apache.kafka.common.security.scram.ScramLoginModule")
+    path.write_text(f"security.protocol=SASL_PLAINTEXT\nsasl.mechanism={mechanism}\n"
+                    f'sasl.jaas.config={module} required username="{user}" password="{password}";\n')
+    return path
+
+
+def java_story(bootstrap: str, tmp: Path) -> list[str]:
+    """What kafka-configs and the Java client do with SCRAM users; lines to compare."""
+    from tests.kafka_tools import run_tool
+
+    admin = java_sasl(tmp / "admin.properties", "admin", "admin-secret", "PLAIN")
+    out = []
+    for spec in ("SCRAM-SHA-256=[iterations=8192,password=carol-pw]",
+                 "SCRAM-SHA-512=[iterations=1000,password=x]"):
+        run = run_tool("kafka.admin.ConfigCommand", "--bootstrap-server", bootstrap,
+                       "--command-config", str(admin), "--alter", "--add-config", spec,
+                       "--entity-type", "users", "--entity-name", "carol")
+        text = run.stdout + run.stderr
+        out.append(f"alter {spec.split('=')[0]}: rc={run.returncode} "
+                   + ("completed" if "Completed updating config for user carol." in text else
+                      "too few" if "Too few iterations" in text else text[-300:]))
+    created = run_tool("TopicCommand", "--bootstrap-server", bootstrap, "--command-config", str(admin),
+                       "--create", "--topic", "java-scram", "--partitions", "1")
+    assert created.returncode == 0, created.stderr
+    carol = java_sasl(tmp / "carol.properties", "carol", "carol-pw", "SCRAM-SHA-256")
+    produced = run_tool("ProducerPerformance", "--topic", "java-scram", "--num-records", "20",
+                        "--record-size", "16", "--throughput", "-1", "--producer.config", str(carol),
+                        "--producer-props", f"bootstrap.servers={bootstrap}")
+    out.append(f"produce as carol: rc={produced.returncode} "
+               f"{'20 records sent' in produced.stdout}")
+    consumed = run_tool("ConsumerPerformance", "--bootstrap-server", bootstrap, "--topic", "java-scram",
+                        "--messages", "20", "--consumer.config", str(carol), "--timeout", "30000")
+    out.append(f"consume as carol: rc={consumed.returncode}")
+    wrong = java_sasl(tmp / "wrong.properties", "carol", "not-it", "SCRAM-SHA-256")
+    refused = run_tool("TopicCommand", "--bootstrap-server", bootstrap, "--command-config", str(wrong),
+                       "--list", timeout=60)
+    said = "due to invalid credentials with SASL mechanism SCRAM-SHA-256"
+    out.append(f"wrong password: rc={refused.returncode} {said in refused.stderr + refused.stdout}")
+    return out
+
+
+@pytest.mark.jvm
+def test_kafka_configs_and_java_client_match_kafka(tmp_path: Path) -> None:
+    from tests.jvm import build
+    from tests.kafka_peer import start_kafka
+
+    build()
+    peer = start_kafka(tmp_path / "kafka", properties=PEER_SASL, extra_listeners=("SASL_PLAINTEXT",))
+    try:
+        theirs = java_story(f"127.0.0.1:{peer.ports['SASL_PLAINTEXT']}", tmp_path)
+    finally:
+        peer.stop()
+    security = Security(listeners=["SASL_PLAINTEXT"], users={"admin": "admin-secret"},
+                        mechanisms=["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
+    with EmbeddedBroker(security=security) as b:
+        ours = java_story(b.bootstrap_servers, tmp_path)
+    assert ours == theirs
+    assert theirs[0] == "alter SCRAM-SHA-256: rc=0 completed"
+    assert theirs[2:] == ["produce as carol: rc=0 True", "consume as carol: rc=0",
+                          theirs[4]] and theirs[4].endswith("True")
