@@ -19,6 +19,7 @@ from akfak.handlers.registry import HandlerRegistry
 from akfak.log import BaseLogStorage, PartitionLog, handles, storage_for
 from akfak.metadata import Controller, MetadataImage
 from akfak.security.acls import Authorizer
+from akfak.security.sasl import SASL_PROTOCOLS, SaslSettings, listener_protocol
 from akfak.transactions.coordinator import TransactionCoordinator
 from akfak.transactions.producer_ids import ProducerIdManager
 from akfak.transactions.service import open_transaction_coordinator
@@ -69,6 +70,12 @@ class Broker:
         self._authorizer: Authorizer | None = None
         self._super_users = [u.strip() for u in (config.get("super.users") or "").split(";")
                              if u.strip()]
+        #: SASL settings per listener (akfak.security.sasl), checked now so that a bad one
+        #: stops the broker from starting
+        self.sasl = SaslSettings(config)
+        for listener in config.listeners():
+            if listener_protocol(config, listener.name) in SASL_PROTOCOLS:
+                self.sasl.for_listener(listener.name)
         if unknown := config.unknown_keys():
             log.info("Keeping but not using these properties: {keys}", keys=", ".join(unknown))
 

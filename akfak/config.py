@@ -316,7 +316,7 @@ class BrokerConfig:
             if name in controller:
                 continue
             protocol = protocols.get(name, name)
-            if protocol != "PLAINTEXT":
+            if protocol not in ("PLAINTEXT", "SASL_PLAINTEXT"):
                 log.warn("Skipping listener {name}: security protocol {protocol} is not supported",
                          name=name, protocol=protocol)
                 continue

@@ -67,12 +67,17 @@ from akfak.log.metadata_records import (
     RegisterBrokerRecord,
     RemoveAccessControlEntryRecord,
     RemoveTopicRecord,
+    RemoveUserScramCredentialRecord,
     TopicRecord,
     UnknownRecord,
     UnregisterBrokerRecord,
+    UserScramCredentialRecord,
 )
 from akfak.log.storage import BaseLogStorage
+from akfak.security import scram_control
 from akfak.security.acls import Acl, AclFilter, validate_new_acl
+from akfak.security.scram import BY_TYPE as SCRAM_BY_TYPE
+from akfak.security.scram import ScramCredential
 
 log = Logger()
 
@@ -195,6 +200,8 @@ class MetadataImage:
     next_producer_id: int = 0
     #: ACL id -> ACL (AccessControlEntryRecords), what the authorizer decides by.
     acls: Mapping[uuid.UUID, Acl] = field(default_factory=_empty)
+    #: (user, mechanism name) -> SCRAM credential (UserScramCredentialRecords)
+    scram_credentials: Mapping[tuple[str, str], ScramCredential] = field(default_factory=_empty)
 
     def topic(self, name: str) -> TopicImage | None:
         return self.topics_by_name.get(name)
@@ -240,6 +247,7 @@ class _Builder:
         self.brokers = dict(image.brokers)
         self.next_producer_id = image.next_producer_id
         self.acls = dict(image.acls)
+        self.scram = dict(image.scram_credentials)
 
     def apply(self, record: MetadataRecord | UnknownRecord) -> None:
         if isinstance(record, TopicRecord):
@@ -301,6 +309,12 @@ class _Builder:
                                        record.operation, record.permission_type)
         elif isinstance(record, RemoveAccessControlEntryRecord):
             self.acls.pop(record.id, None)
+        elif isinstance(record, UserScramCredentialRecord):
+            if record.mechanism in SCRAM_BY_TYPE:
+                self.scram[(record.name, SCRAM_BY_TYPE[record.mechanism])] = ScramCredential(
+                    record.salt, record.stored_key, record.server_key, record.iterations)
+        elif isinstance(record, RemoveUserScramCredentialRecord):
+            self.scram.pop((record.name, SCRAM_BY_TYPE.get(record.mechanism, "")), None)
         # UnknownRecord and types akfak does not model: nothing to do.
 
     def _change_partition(self, record: PartitionChangeRecord) -> None:
@@ -363,6 +377,7 @@ class _Builder:
             brokers=MappingProxyType(self.brokers),
             next_producer_id=self.next_producer_id,
             acls=MappingProxyType(self.acls),
+            scram_credentials=MappingProxyType(self.scram),
         )
 
 
@@ -858,6 +873,18 @@ class Controller:
             results.append([a for _, a in matched])
         if removed:
             self._commit([RemoveAccessControlEntryRecord(i) for i in removed])
+        return results
+
+    # -- SCRAM credentials ---------------------------------------------------------------
+
+    def alter_scram_credentials(self, deletions: Sequence[Any], upsertions: Sequence[Any]
+                                ) -> list[tuple[str, int, str | None]]:
+        """AlterUserScramCredentials (akfak.security.scram_control): (user, error code,
+        message) per user; the valid changes are written as one batch."""
+        records, results = scram_control.alter_credentials(
+            self.image.scram_credentials, deletions, upsertions, self.metadata_version)
+        if records:
+            self._commit(records)
         return results
 
     # -- features ------------------------------------------------------------------------

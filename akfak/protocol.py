@@ -24,6 +24,7 @@ from akfak.handlers.registry import API_VERSIONS_KEY, HandlerRegistry
 from akfak.interfaces import IRequestHandler
 from akfak.request_check import MalformedRequest, read_uvarint
 from akfak.security.acls import ANONYMOUS
+from akfak.security.sasl import Authenticator, authenticator_for
 
 if TYPE_CHECKING:
     from akfak.broker import Broker
@@ -162,6 +163,8 @@ class KafkaProtocol(Int32StringReceiver):
         self.factory: Any = None
         #: the address counted against max.connections.per.ip, released when closed
         self.admitted_host: str | None = None
+        #: SASL authentication on a SASL_* listener (akfak.security.sasl), else None
+        self.sasl: Authenticator | None = None
 
     # -- framing ---------------------------------------------------------------
 
@@ -175,6 +178,7 @@ class KafkaProtocol(Int32StringReceiver):
             self.transport.setTcpNoDelay(True)
         address = self.transport.getPeer()
         self.peer = f"{getattr(address, 'host', address)}:{getattr(address, 'port', '')}"
+        self.sasl = authenticator_for(self)
         # Streaming producer: the transport pauses us while its unsent bytes exceed its buffer.
         self.transport.registerProducer(self, True)
         if self.limits is not None and self.limits.idle_seconds > 0:
@@ -321,6 +325,10 @@ class KafkaProtocol(Int32StringReceiver):
     # -- dispatch --------------------------------------------------------------
 
     def stringReceived(self, frame: bytes) -> None:
+        sasl = self.sasl
+        # the authentication gate: raw SASL tokens, and nothing else before authentication
+        if sasl is not None and not sasl.take_frame(frame):
+            return
         try:
             header = parse_request_header(frame, self.registry.is_flexible)
         except MalformedRequest as e:
@@ -333,6 +341,8 @@ class KafkaProtocol(Int32StringReceiver):
         handler = self.registry.get(header.api_key)
         if handler is None:
             self.drop(f"unknown API key {header.api_key}")
+            return
+        if sasl is not None and not sasl.admit(header, handler):
             return
         if not handler.min_version <= header.api_version <= handler.max_version:
             if header.api_key == API_VERSIONS_KEY:

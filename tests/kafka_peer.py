@@ -17,7 +17,7 @@ import signal
 import subprocess
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -71,6 +71,8 @@ class KafkaPeer:
     port: int
     directory: Path
     log_path: Path
+    #: listener name -> port of the `extra_listeners` asked for
+    ports: dict[str, int] = field(default_factory=dict)
 
     @property
     def bootstrap(self) -> str:
@@ -122,12 +124,15 @@ def kafka_classpath() -> str:
 
 
 def start_kafka(tmp_path: Path, log_dir: Path | None = None, *,
-                properties: dict[str, str] | None = None) -> KafkaPeer:
+                properties: dict[str, str] | None = None,
+                extra_listeners: tuple[str, ...] = ()) -> KafkaPeer:
     """Formats a KRaft log directory under tmp_path and starts Kafka on it; returns once the
     broker reports it has started (or fails with its log).
 
     With `log_dir`, Kafka opens that existing directory instead (one Kafka or akfak wrote).
-    `properties` are added to (or override) SERVER_PROPERTIES.
+    `properties` are added to (or override) SERVER_PROPERTIES. `extra_listeners` are
+    security protocols (SASL_PLAINTEXT ...) to listen with besides PLAINTEXT, each on a free port
+    as a listener of that name (their settings, such as SASL's, go in `properties`).
     A directory without KRaft voter records (akfak writes none: kraft.version 0) needs the
     static `controller.quorum.voters`, as a Kafka cluster formatted without --standalone."""
     classpath = kafka_classpath()
@@ -138,6 +143,15 @@ def start_kafka(tmp_path: Path, log_dir: Path | None = None, *,
     properties_file = tmp_path / "server.properties"
     text = SERVER_PROPERTIES.format(port=port, controller_port=controller_port,
                                     log_dir=log_dir or tmp_path / "kraft-logs")
+    ports: dict[str, int] = {}
+    for protocol in extra_listeners:
+        ports[protocol] = free_port()
+        address = f",{protocol}://127.0.0.1:{ports[protocol]}"
+        text = text.replace(f"listeners=PLAINTEXT://127.0.0.1:{port},",
+                            f"listeners=PLAINTEXT://127.0.0.1:{port}{address},", 1)
+        text = text.replace(f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
+                            f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}{address}", 1)
+        text = text.replace("CONTROLLER:PLAINTEXT", f"CONTROLLER:PLAINTEXT,{protocol}:{protocol}", 1)
     if log_dir is not None and not _has_kraft_voters(log_dir):
         text = text.replace("controller.quorum.bootstrap.servers=",
                             "controller.quorum.voters=1@")
@@ -162,7 +176,7 @@ def start_kafka(tmp_path: Path, log_dir: Path | None = None, *,
         out.flush()
         proc = subprocess.Popen(jvm.java_command(classpath, "kafka.Kafka", str(properties_file), flags=flags),
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
-    peer = KafkaPeer(proc, port, tmp_path, log_path)
+    peer = KafkaPeer(proc, port, tmp_path, log_path, ports)
     deadline = time.monotonic() + START_TIMEOUT
     while STARTED not in peer.log():
         if proc.poll() is not None or time.monotonic() > deadline:

@@ -89,6 +89,19 @@ def _read_string(buf: bytes, pos: int) -> tuple[str | None, int]:
     return value, pos + size
 
 
+def _read_bytes(buf: bytes, pos: int) -> tuple[bytes, int]:
+    length, pos = _uvarint(buf, pos)
+    end = pos + length - 1
+    if length == 0 or end > len(buf):
+        raise MetadataRecordError("bytes field null or past the end of the record")
+    return bytes(buf[pos:end]), end
+
+
+def _write_bytes(out: io.BytesIO, value: bytes) -> None:
+    write_unsigned_varint(out, len(value) + 1)
+    out.write(value)
+
+
 def _array_reader(item: Reader) -> Reader:
     def reader(buf: bytes, pos: int) -> tuple[list[Any] | None, int]:
         length, pos = _uvarint(buf, pos)
@@ -129,6 +142,7 @@ UINT16 = FieldType(_sized(read_uint16), write_uint16)
 BOOL = FieldType(_sized(read_boolean), write_boolean)
 UUID = FieldType(_read_uuid, _write_uuid)
 STRING = FieldType(_read_string, write_nullable_compact_string)
+BYTES = FieldType(_read_bytes, _write_bytes)
 INT32_ARRAY = FieldType(_array_reader(INT32.read), _array_writer(INT32.write))
 UUID_ARRAY = FieldType(_array_reader(UUID.read), _array_writer(UUID.write))
 
@@ -460,6 +474,31 @@ class RemoveAccessControlEntryRecord(MetadataRecord):
 
 
 @dataclass(frozen=True)
+class UserScramCredentialRecord(MetadataRecord):
+    name: str
+    mechanism: int
+    salt: bytes
+    stored_key: bytes
+    server_key: bytes
+    iterations: int
+    API_KEY: ClassVar = 11
+    FIELDS: ClassVar = (Field("name", STRING), Field("mechanism", INT8), Field("salt", BYTES),
+                        Field("stored_key", BYTES), Field("server_key", BYTES),
+                        Field("iterations", INT32))
+
+    def __repr__(self) -> str:  # the keys are secrets
+        return f"UserScramCredentialRecord(name={self.name!r}, mechanism={self.mechanism})"
+
+
+@dataclass(frozen=True)
+class RemoveUserScramCredentialRecord(MetadataRecord):
+    name: str
+    mechanism: int
+    API_KEY: ClassVar = 22
+    FIELDS: ClassVar = (Field("name", STRING), Field("mechanism", INT8))
+
+
+@dataclass(frozen=True)
 class BrokerRegistrationChangeRecord(MetadataRecord):
     broker_id: int
     broker_epoch: int
@@ -491,7 +530,8 @@ RECORD_TYPES: dict[int, type[MetadataRecord]] = {
     for cls in (RegisterBrokerRecord, UnregisterBrokerRecord, TopicRecord, PartitionRecord,
                 ConfigRecord, PartitionChangeRecord, RemoveTopicRecord, FeatureLevelRecord,
                 ProducerIdsRecord, BrokerRegistrationChangeRecord, AccessControlEntryRecord,
-                RemoveAccessControlEntryRecord)
+                RemoveAccessControlEntryRecord, UserScramCredentialRecord,
+                RemoveUserScramCredentialRecord)
 }
 
 
