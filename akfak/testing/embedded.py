@@ -31,6 +31,7 @@ from twisted.logger import Logger
 from akfak.service import ListenerService, makeService
 from akfak.tap import build_config
 from akfak.testing._reactor import ReactorThread
+from akfak.testing.security import Certificates, Security
 
 log = Logger()
 
@@ -67,8 +68,9 @@ def _property_value(value: object) -> str:
     return str(value)
 
 
-def _override_list(overrides: Overrides | None) -> list[str]:
+def _override_list(overrides: Overrides | None, first: Mapping[str, str] | None = None) -> list[str]:
     merged = dict(TEST_DEFAULTS)
+    merged.update(first or {})
     if isinstance(overrides, Mapping):
         merged.update((str(k), _property_value(v)) for k, v in overrides.items())
     elif overrides is not None:
@@ -91,6 +93,10 @@ class EmbeddedBroker:
     shared default such as /tmp/kafka-logs).  `overrides` are broker properties
     (`{"log.segment.bytes": 1024}` or `["log.segment.bytes=1024"]`) applied over
     `TEST_DEFAULTS` and over `config_file` (a server.properties), if given.
+
+    `security` (akfak.testing.security.Security) gives the broker listeners of other security
+    protocols (SSL, mutual TLS, SASL...) with generated certificates (`certificates`), and
+    `client_config()` the settings a client needs to connect to one of them.
     """
 
     def __init__(
@@ -102,13 +108,21 @@ class EmbeddedBroker:
         config_file: str | os.PathLike[str] | None = None,
         host: str = "127.0.0.1",
         timeout: float = DEFAULT_TIMEOUT,
+        security: Security | None = None,
     ) -> None:
         if storage not in ("memory", "disk"):
             raise ValueError(f"storage must be 'memory' or 'disk', not {storage!r}")
         self.storage = storage
         self.host = host
         self.timeout = timeout
+        self.security = security
+        self._user_overrides = overrides
         self._overrides = _override_list(overrides)
+        #: the TLS certificates made for a secured broker (None without TLS listeners)
+        self.certificates: Certificates | None = None
+        self._security_dir: Path | None = None
+        #: listener name -> the port it listens on; set once listening, kept after stop
+        self.ports: dict[str, int] = {}
         self._config_file = os.fspath(config_file) if config_file is not None else None
         self._given_dir = Path(data_dir) if data_dir is not None else None
         #: the log directory (made at start when not given; kept after stop for inspection of
@@ -131,10 +145,36 @@ class EmbeddedBroker:
 
     @property
     def bootstrap_servers(self) -> str:
-        """"host:port", for bootstrap.servers / bootstrap_servers."""
+        """"host:port" of the first listener, for bootstrap.servers / bootstrap_servers."""
         if self.port is None:
             raise RuntimeError("the broker has not been started")
-        return f"{self.host}:{self.port}"
+        return self.bootstrap_for()
+
+    def bootstrap_for(self, listener: str | None = None) -> str:
+        """"host:port" of the listener named `listener` (by default the first)."""
+        if not self.ports:
+            raise RuntimeError("the broker has not been started")
+        name = (listener or next(iter(self.ports))).upper()
+        if name not in self.ports:
+            raise KeyError(f"no listener {listener!r} (listeners: {', '.join(self.ports)})")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.ports[name]}"
+
+    def client_config(self, user: str | None = None, *, listener: str | None = None,
+                      certificate: str | None = None, java: bool = False) -> dict[str, str]:
+        """The settings a client needs for `listener` (by default the first): bootstrap.servers,
+        security.protocol and, for TLS, the CA file and (mutual TLS: `certificate`, a client
+        certificate's CN, by default "client" when the broker requires one) the client's
+        certificate and key; for SASL, `user`'s mechanism and credentials.  In librdkafka's
+        names (confluent-kafka, kcat), or the Java client's with `java=True`."""
+        bootstrap = self.bootstrap_for(listener)
+        config = {"bootstrap.servers": bootstrap, "security.protocol": "PLAINTEXT"}
+        if self.security is not None:
+            name = (listener or next(iter(self.ports))).upper()
+            protocol = dict(self.security.listener_names())[name]
+            config.update(self.security.client_properties(
+                protocol, self.certificates, user=user, certificate=certificate, java=java))
+        return config
 
     @property
     def running(self) -> bool:
@@ -254,10 +294,15 @@ class EmbeddedBroker:
 
     def _start_in(self, reactor: Any) -> Deferred[Self]:
         assert self.data_dir is not None
+        listen = [f"tcp:0:interface={self.host}"]
+        if self.security is not None:
+            listen = []  # Kafka's listeners, from the security settings
+            self._overrides = _override_list(
+                self._user_overrides, self.security.broker_properties(self.host, self.certificates))
         config = build_config(
             config=self._config_file,
             data_dir=str(self.data_dir),
-            listen=[f"tcp:0:interface={self.host}"],
+            listen=listen,
             overrides=self._overrides,
             storage=self.storage,
         )
@@ -270,9 +315,11 @@ class EmbeddedBroker:
             maybeDeferred(service.stopService).addErrback(
                 lambda f: log.failure("stopping a broker that failed to start", f))
             raise
-        listening = [s.listening for s in self._listeners()]
+        services = self._listeners()
+        listening = [s.listening for s in services]
 
         def started(ports: list[IListeningPort]) -> Self:
+            self.ports = {s.listener.name: p.getHost().port for s, p in zip(services, ports, strict=True)}
             self.port = ports[0].getHost().port
             return self
 
@@ -314,13 +361,19 @@ class EmbeddedBroker:
             self.data_dir = Path(tempfile.mkdtemp(prefix="akfak-test-"))
         else:
             self._given_dir.mkdir(parents=True, exist_ok=True)
+        if self.security is not None and self.security.uses_tls:
+            # beside the log directory, not in it: a file there would look like a partition
+            self._security_dir = Path(tempfile.mkdtemp(prefix="akfak-tls-"))
+            self.certificates = Certificates(self._security_dir)
 
     def _remove_data_dir(self) -> None:
         if self._given_dir is None and self.data_dir is not None:
             shutil.rmtree(self.data_dir, ignore_errors=True)
+        if self._security_dir is not None:
+            shutil.rmtree(self._security_dir, ignore_errors=True)
 
     def _remove_data_dir_in_reactor(self) -> Deferred[None]:
-        if self._given_dir is None and self.data_dir is not None:
+        if (self._given_dir is None and self.data_dir is not None) or self._security_dir is not None:
             # removing a directory tree is blocking I/O: not on the reactor
             return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), self._remove_data_dir)
         return succeed(None)
