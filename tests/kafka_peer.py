@@ -17,7 +17,7 @@ import signal
 import subprocess
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -71,10 +71,15 @@ class KafkaPeer:
     port: int
     directory: Path
     log_path: Path
+    #: the ports of the listeners added by start_kafka(listeners=...), by name
+    ports: dict[str, int] = field(default_factory=dict)
 
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    def bootstrap_for(self, listener: str) -> str:
+        return f"127.0.0.1:{self.ports[listener]}"
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -122,12 +127,15 @@ def kafka_classpath() -> str:
 
 
 def start_kafka(tmp_path: Path, log_dir: Path | None = None, *,
-                properties: dict[str, str] | None = None) -> KafkaPeer:
+                properties: dict[str, str] | None = None,
+                listeners: dict[str, str] | None = None) -> KafkaPeer:
     """Formats a KRaft log directory under tmp_path and starts Kafka on it; returns once the
     broker reports it has started (or fails with its log).
 
     With `log_dir`, Kafka opens that existing directory instead (one Kafka or akfak wrote).
-    `properties` are added to (or override) SERVER_PROPERTIES.
+    `properties` are added to (or override) SERVER_PROPERTIES.  `listeners` (name -> security
+    protocol, e.g. {"SSL": "SSL"}) are more client listeners beside PLAINTEXT, each on a free
+    port (KafkaPeer.ports), advertised as 127.0.0.1.
     A directory without KRaft voter records (akfak writes none: kraft.version 0) needs the
     static `controller.quorum.voters`, as a Kafka cluster formatted without --standalone."""
     classpath = kafka_classpath()
@@ -138,6 +146,24 @@ def start_kafka(tmp_path: Path, log_dir: Path | None = None, *,
     properties_file = tmp_path / "server.properties"
     text = SERVER_PROPERTIES.format(port=port, controller_port=controller_port,
                                     log_dir=log_dir or tmp_path / "kraft-logs")
+    ports: dict[str, int] = {}
+    for name in listeners or {}:
+        ports[name] = free_port()
+        while ports[name] in (port, controller_port) or list(ports.values()).count(ports[name]) > 1:
+            ports[name] = free_port()
+    if listeners:
+        extra = {
+            "listeners=": "".join(f"{n}://127.0.0.1:{ports[n]}," for n in listeners),
+            "advertised.listeners=": "".join(f"{n}://127.0.0.1:{ports[n]}," for n in listeners),
+            "listener.security.protocol.map=": "".join(f"{n}:{p}," for n, p in listeners.items()),
+        }
+        lines = []
+        for line in text.splitlines():
+            for key, added in extra.items():
+                if line.startswith(key):
+                    line = key + added + line[len(key):]
+            lines.append(line)
+        text = "\n".join(lines) + "\n"
     if log_dir is not None and not _has_kraft_voters(log_dir):
         text = text.replace("controller.quorum.bootstrap.servers=",
                             "controller.quorum.voters=1@")
@@ -161,7 +187,7 @@ def start_kafka(tmp_path: Path, log_dir: Path | None = None, *,
         out.flush()
         proc = subprocess.Popen(jvm.java_command(classpath, "kafka.Kafka", str(properties_file), flags=flags),
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
-    peer = KafkaPeer(proc, port, tmp_path, log_path)
+    peer = KafkaPeer(proc, port, tmp_path, log_path, ports)
     deadline = time.monotonic() + START_TIMEOUT
     while STARTED not in peer.log():
         if proc.poll() is not None or time.monotonic() > deadline:

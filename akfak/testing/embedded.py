@@ -362,9 +362,12 @@ class EmbeddedBroker:
         else:
             self._given_dir.mkdir(parents=True, exist_ok=True)
         if self.security is not None and self.security.uses_tls:
-            # beside the log directory, not in it: a file there would look like a partition
-            self._security_dir = Path(tempfile.mkdtemp(prefix="akfak-tls-"))
-            self.certificates = Certificates(self._security_dir)
+            if self.security.certificates is not None:
+                self.certificates = self.security.certificates
+            else:
+                # beside the log directory, not in it: a file there would look like a partition
+                self._security_dir = Path(tempfile.mkdtemp(prefix="akfak-tls-"))
+                self.certificates = Certificates(self._security_dir)
 
     def _remove_data_dir(self) -> None:
         if self._given_dir is None and self.data_dir is not None:

@@ -52,6 +52,11 @@ class Security:
     authorizer: bool = False
     #: further broker properties, applied last
     properties: Mapping[str, str] = field(default_factory=dict)
+    #: the CA and certificates to use (None: made afresh at each start, removed at stop)
+    certificates: Certificates | None = None
+    #: give the broker its key and trust stores as inline PEM values (ssl.keystore.key,
+    #: ssl.keystore.certificate.chain, ssl.truststore.certificates) instead of files
+    inline_pem: bool = False
 
     def listener_names(self) -> list[tuple[str, str]]:
         """(listener name, security protocol) of each listener, in order."""
@@ -74,13 +79,15 @@ class Security:
             "listener.security.protocol.map": ",".join(f"{name}:{protocol}" for name, protocol in names),
         }
         if certificates is not None:
-            props.update({
-                "ssl.keystore.type": "PEM",
-                "ssl.keystore.location": str(certificates.server_keystore),
-                "ssl.truststore.type": "PEM",
-                "ssl.truststore.location": str(certificates.ca_file),
-                "ssl.client.auth": self.client_auth,
-            })
+            props.update({"ssl.keystore.type": "PEM", "ssl.truststore.type": "PEM",
+                          "ssl.client.auth": self.client_auth})
+            if self.inline_pem:
+                key, chain = certificates.server_key_and_chain()
+                props.update({"ssl.keystore.key": key, "ssl.keystore.certificate.chain": chain,
+                              "ssl.truststore.certificates": certificates.ca_file.read_text()})
+            else:
+                props.update({"ssl.keystore.location": str(certificates.server_keystore),
+                              "ssl.truststore.location": str(certificates.ca_file)})
             for name, protocol in names:
                 if protocol == "SASL_SSL" and self.client_auth != "none":
                     props[f"listener.name.{name.lower()}.ssl.client.auth"] = self.client_auth
@@ -176,6 +183,12 @@ class Certificates:
             cert_file, key_file = self.client(common_name)
             path.write_bytes(key_file.read_bytes() + cert_file.read_bytes())
         return path
+
+    def server_key_and_chain(self) -> tuple[str, str]:
+        """The broker's private key and certificate chain, as PEM text."""
+        text = self.server_keystore.read_text()
+        end = text.index("-----END PRIVATE KEY-----") + len("-----END PRIVATE KEY-----\n")
+        return text[:end], text[end:]
 
     @staticmethod
     def dn(common_name: str) -> str:
