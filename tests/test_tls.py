@@ -222,13 +222,46 @@ def test_mutual_tls(mtls_broker: EmbeddedBroker, client: str) -> None:
 
 def test_connections_know_their_listener_and_principal(mtls_broker: EmbeddedBroker) -> None:
     producer = Producer(mtls_broker.client_config(certificate="alice"))
-    producer.list_topics(timeout=TIMEOUT)
+    assert seen_as(mtls_broker, producer, ("SSL", "SSL", "User:CN=alice,OU=test,O=akfak"))
 
-    def seen() -> set[tuple[str, str, str]]:
-        return {(c.listener, c.security_protocol, c.principal)
-                for s in mtls_broker._listeners() for c in s.factory.connections}
 
-    assert ("SSL", "SSL", "User:CN=alice,OU=test,O=akfak") in mtls_broker.call(seen)
+def _principals(broker: EmbeddedBroker) -> set[tuple[str, str, str]]:
+    return broker.call(lambda: {(c.listener, c.security_protocol, c.principal)
+                                for s in broker._listeners() for c in s.factory.connections})
+
+
+def seen_as(broker: EmbeddedBroker, client: Any, expected: tuple[str, str, str]) -> bool:
+    """Whether a connection of `client` (kept busy with Metadata requests: librdkafka may drop
+    and reopen its connections) is seen by the broker as `expected`, within 10 s."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        client.list_topics(timeout=TIMEOUT)
+        if expected in _principals(broker):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_requested_client_auth_from_a_listener_prefixed_key() -> None:
+    security = Security(listeners=["SSL"], properties={"listener.name.ssl.ssl.client.auth": "requested"})
+    with EmbeddedBroker(security=security) as broker:
+        anonymous = AdminClient(broker.client_config())
+        assert seen_as(broker, anonymous, ("SSL", "SSL", "User:ANONYMOUS"))
+        named = AdminClient(broker.client_config(certificate="carol"))
+        assert seen_as(broker, named, ("SSL", "SSL", "User:CN=carol,OU=test,O=akfak"))
+
+
+def test_sasl_ssl_listener_carries_tls_and_leaves_the_principal_to_sasl() -> None:
+    # ssl.client.auth applies to SASL_SSL listeners only listener-prefixed (KIP-684)
+    security = Security(listeners=["SASL_SSL"], properties={"ssl.client.auth": "required"})
+    with EmbeddedBroker(security=security) as broker:
+        assert broker.certificates is not None
+        context = ssl.create_default_context(cafile=str(broker.certificates.ca_file))
+        with WireClient(broker.ports["SASL_SSL"]) as client:
+            client.sock = context.wrap_socket(client.sock, server_hostname="localhost")  # no certificate
+            answer = client.request(metadata([]))
+            assert [(b.host, b.port) for b in answer.brokers] == [("127.0.0.1", broker.ports["SASL_SSL"])]
+            assert _principals(broker) == {("SASL_SSL", "SASL_SSL", "User:ANONYMOUS")}
 
 
 # -- refusals -----------------------------------------------------------------------------------
@@ -353,6 +386,19 @@ def test_principal_mapping_with_acls() -> None:
         assert produce("Alice") is None  # CN=Alice,OU=test,O=akfak -> User:alice: allowed
         denied = produce("bob")
         assert denied is not None and denied.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+
+
+def test_certificate_no_rule_maps_is_refused(log_events: list[dict[str, Any]]) -> None:
+    security = Security(listeners=["SSL"], client_auth="required",
+                        principal_mapping_rules="RULE:^CN=(admin),.*$/$1/")
+    with EmbeddedBroker(security=security) as broker:
+        with pytest.raises(KafkaException):
+            AdminClient({**broker.client_config(certificate="bob"), "socket.timeout.ms": 3000}).list_topics(
+                timeout=5)
+        assert AdminClient(broker.client_config(certificate="admin")).list_topics(timeout=TIMEOUT).brokers
+    from twisted.logger import formatEvent
+
+    assert any("No rules apply to CN=bob,OU=test,O=akfak" in formatEvent(e) for e in log_events)
 
 
 def test_principal_mapping_rules_as_kafka_reads_them() -> None:

@@ -191,10 +191,8 @@ class TLSKafkaProtocol(KafkaProtocol):
         dn = rfc2253(certificate.subject)
         try:
             self.principal = "User:" + self.tls.mapper.name(dn)
-        except NoMatchingRule as e:
-            log.info("Failed authentication with {peer} (SSL principal mapping: {error})",
-                     peer=self.peer, error=e)
-            self.drop("no principal for the client certificate")
+        except NoMatchingRule as e:  # Kafka fails the authentication
+            self.drop(f"failed authentication (ssl.principal.mapping.rules: {e})")
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         if not self.handshake_done and reason is not None and reason.check(SSL.Error):
