@@ -115,6 +115,30 @@ OTHER_KNOWN_KEYS = frozenset(
     }
 )
 
+#: Kafka's SSL keys (read per listener, `listener.name.<name>.` first; akfak.security.tls).
+SSL_KEYS = frozenset(
+    {
+        "ssl.keystore.type",
+        "ssl.keystore.location",
+        "ssl.keystore.password",
+        "ssl.key.password",
+        "ssl.keystore.key",
+        "ssl.keystore.certificate.chain",
+        "ssl.truststore.type",
+        "ssl.truststore.location",
+        "ssl.truststore.password",
+        "ssl.truststore.certificates",
+        "ssl.client.auth",
+        "ssl.principal.mapping.rules",
+        "ssl.enabled.protocols",
+        "ssl.cipher.suites",
+        "ssl.protocol",
+    }
+)
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+#: Keys that `listener.name.<name>.KEY` may override, besides the SSL ones.
+LISTENER_KEYS: set[str] = set()
+
 _LISTENER = re.compile(r"^(?P<name>[A-Za-z0-9_]+)://(?P<host>\[[^\]]*\]|[^:]*):(?P<port>\d+)$")
 
 
@@ -190,6 +214,17 @@ class Listener:
     endpoint: str  # a Twisted server endpoint string
     advertised_host: str | None = None
     advertised_port: int | None = None
+    #: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL (listener.security.protocol.map)
+    security_protocol: str = "PLAINTEXT"
+
+    @property
+    def tls(self) -> bool:
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
+    @property
+    def prefix(self) -> str:
+        """Kafka's ListenerName.configPrefix: where this listener's own settings are."""
+        return f"listener.name.{self.name.lower()}."
 
 
 @dataclass
@@ -236,8 +271,16 @@ class BrokerConfig:
     def is_set(self, key: str) -> bool:
         return key in self.properties
 
+    def listener_get(self, listener: Listener, key: str) -> str | None:
+        """`key` as it applies to `listener`: its `listener.name.<name>.` value, else the
+        broker-wide one (Kafka's per-listener configs)."""
+        prefixed = listener.prefix + key
+        if prefixed in self.properties:
+            return self.properties[prefixed]
+        return self.get(key)
+
     def unknown_keys(self) -> list[str]:
-        return sorted(k for k in self.properties if k not in DEFAULTS and k not in OTHER_KNOWN_KEYS)
+        return sorted(k for k in self.properties if not _known_key(k))
 
     @property
     def node_id(self) -> int:
@@ -298,28 +341,34 @@ class BrokerConfig:
         return self.get_int("log.roll.hours") * 3_600_000
 
     def listeners(self) -> list[Listener]:
-        """Where to listen: `--listen` endpoints, else Kafka's `listeners` (without the
-        controller listeners and those needing TLS or SASL), else the default."""
+        """Where to listen: `--listen` endpoints (PLAINTEXT), else Kafka's `listeners` (without
+        the controller listeners), each with its security protocol, else the default."""
         if self.listen:
             return [Listener(name="PLAINTEXT", endpoint=e) for e in self.listen]
         spec = self.get("listeners")
         if not spec:
             return [Listener(name="PLAINTEXT", endpoint=DEFAULT_LISTEN)]
         controller = {
-            n.strip() for n in (self.get("controller.listener.names") or "").split(",") if n.strip()
+            n.strip().upper() for n in (self.get("controller.listener.names") or "").split(",")
+            if n.strip()
         }
         protocols = _parse_protocol_map(self.get("listener.security.protocol.map") or "")
         advertised = {name: (host, port) for name, host, port in _parse_listeners(
             self.get("advertised.listeners") or "")}
+        parsed = _parse_listeners(spec)
+        names = [name for name, _, _ in parsed]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"Each listener must have a different name, listeners: {spec}")
         result = []
-        for name, host, port in _parse_listeners(spec):
+        for name, host, port in parsed:
             if name in controller:
                 continue
-            protocol = protocols.get(name, name)
-            if protocol not in ("PLAINTEXT", "SASL_PLAINTEXT"):
-                log.warn("Skipping listener {name}: security protocol {protocol} is not supported",
-                         name=name, protocol=protocol)
-                continue
+            protocol = protocols.get(name)
+            if protocol is None:
+                raise ConfigError(f"No security protocol defined for listener {name}")
+            if protocol not in SECURITY_PROTOCOLS:
+                raise ConfigError(f"listener {name}: unknown security protocol {protocol} "
+                                  f"(one of {', '.join(SECURITY_PROTOCOLS)})")
             adv_host, adv_port = advertised.get(name, (host, None))
             if not adv_host.strip():
                 # As Kafka (ListenerInfo.withWildcardHostnamesResolved): an empty host binds
@@ -327,10 +376,21 @@ class BrokerConfig:
                 adv_host = canonical_host_name()
             result.append(Listener(name=name, endpoint=_endpoint_for(host, port),
                                    advertised_host=adv_host if name in advertised or not host
-                                   else None, advertised_port=adv_port))
+                                   else None, advertised_port=adv_port,
+                                   security_protocol=protocol))
         if not result:
-            raise ConfigError(f"listeners={spec!r} names no PLAINTEXT listener for clients")
+            raise ConfigError(f"listeners={spec!r} names no listener for clients")
         return result
+
+
+def _known_key(key: str) -> bool:
+    if key in DEFAULTS or key in OTHER_KNOWN_KEYS or key in SSL_KEYS:
+        return True
+    if key.startswith("listener.name."):
+        # listener.name.<name>.<key>: the listener name has no dots
+        rest = key[len("listener.name."):].partition(".")[2]
+        return rest in SSL_KEYS or rest in LISTENER_KEYS
+    return False
 
 
 def canonical_host_name() -> str:
@@ -356,7 +416,8 @@ def _parse_protocol_map(spec: str) -> dict[str, str]:
     for item in spec.split(","):
         if ":" in item:
             name, protocol = item.split(":", 1)
-            result[name.strip()] = protocol.strip()
+            # Kafka's ListenerName.normalised and SecurityProtocol.forName: upper case
+            result[name.strip().upper()] = protocol.strip().upper()
     return result
 
 
@@ -372,7 +433,7 @@ def _parse_listeners(spec: str) -> list[tuple[str, str, int]]:
         host = m["host"]
         if host.startswith("["):
             host = host[1:-1]
-        result.append((m["name"], host, int(m["port"])))
+        result.append((m["name"].upper(), host, int(m["port"])))
     return result
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.internet.interfaces import IAddress
 from twisted.internet.protocol import ServerFactory
 
@@ -14,9 +16,12 @@ class KafkaFactory(ServerFactory):
     protocol = KafkaProtocol
 
     def __init__(self, broker: Broker, listener: str = "PLAINTEXT",
-                 limits: ConnectionLimits | None = None):
+                 limits: ConnectionLimits | None = None, security_protocol: str = "PLAINTEXT"):
         self.broker = broker
         self.listener = listener
+        self.security_protocol = security_protocol
+        #: a TLS listener's settings (akfak.security.tls.ServerTLS), given to each connection
+        self.tls: Any = None
         #: broker-wide, shared by every listener's factory
         self.limits = limits if limits is not None else ConnectionLimits(broker.config)
         #: open connections, so that stopping the listener can close them as Kafka does
@@ -26,7 +31,10 @@ class KafkaFactory(ServerFactory):
         host = str(getattr(addr, "host", addr))
         if not self.limits.admit(host):
             return None  # Twisted closes the connection
-        proto = KafkaProtocol(self.broker, self.broker.registry, self.listener, self.limits)
+        proto = self.protocol(self.broker, self.broker.registry, self.listener, self.limits)
+        proto.security_protocol = self.security_protocol
+        if self.tls is not None:
+            proto.tls = self.tls
         proto.factory = self
         proto.admitted_host = host
         return proto

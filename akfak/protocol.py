@@ -140,6 +140,10 @@ class KafkaProtocol(Int32StringReceiver):
     """
 
     structFormat = ">i"  # signed: a negative length is an error, not 2 GiB
+    #: the listener's security protocol: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL
+    security_protocol = "PLAINTEXT"
+    #: who the client authenticated as (a TLS client certificate, SASL)
+    principal = ANONYMOUS
 
     def __init__(self, broker: Broker, registry: HandlerRegistry, listener: str = "PLAINTEXT",
                  limits: ConnectionLimits | None = None):

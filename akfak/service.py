@@ -16,6 +16,7 @@ from akfak.broker import Broker
 from akfak.config import BrokerConfig, Listener
 from akfak.connections import ConnectionLimits
 from akfak.factory import KafkaFactory
+from akfak.security.tls import server_tls, wrap_factory
 
 log = Logger()
 
@@ -55,8 +56,14 @@ class ListenerService(Service):
         endpoint = serverFromString(self.reactor, self.listener.endpoint)
         if self.limits is None:
             self.limits = ConnectionLimits(self.broker.config)
-        self.factory = KafkaFactory(self.broker, self.listener.name, self.limits)
-        self.listening = endpoint.listen(self.factory)
+        self.factory = KafkaFactory(self.broker, self.listener.name, self.limits,
+                                    self.listener.security_protocol)
+        serving: Any = self.factory
+        if self.listener.tls:
+            # SSL and SASL_SSL: TLS (Twisted's, over pyOpenSSL) around the Kafka protocol
+            serving = wrap_factory(self.factory, server_tls(self.broker.config, self.listener),
+                                   self.reactor)
+        self.listening = endpoint.listen(serving)
         self.listening.addCallback(self._listening)
         failed: list[Failure] = []
         self.listening.addErrback(lambda f: failed.append(f) or f)
@@ -72,9 +79,11 @@ class ListenerService(Service):
         host = self.listener.advertised_host or address.host
         number = self.listener.advertised_port or address.port
         self.broker.advertise(self.listener.name, host, number)
-        log.info("akfak node {node} listening on {endpoint} ({host}:{port}), advertising {adv}",
+        log.info("akfak node {node} listening on {endpoint} ({host}:{port}), advertising {adv} "
+                 "for listener {name} ({protocol})",
                  node=self.broker.node_id, endpoint=self.listener.endpoint, host=address.host,
-                 port=address.port, adv=f"{host}:{number}")
+                 port=address.port, adv=f"{host}:{number}", name=self.listener.name,
+                 protocol=self.listener.security_protocol)
         return port
 
     def stopService(self) -> Deferred[Any] | None:

@@ -9,6 +9,7 @@ from twisted.application.service import IService
 from twisted.python import usage
 
 from akfak.config import BrokerConfig, ConfigError, apply_overrides
+from akfak.security.tls import server_tls
 from akfak.service import makeService as _makeService
 
 
@@ -70,7 +71,10 @@ def build_config(
     if storage not in ("disk", "memory"):
         raise ConfigError(f"--storage must be disk or memory, not {storage!r}")
     result.storage = storage
-    result.listeners()  # fail now, not at start, on unusable listeners
+    # fail now, not at start, on unusable listeners or TLS settings
+    for listener in result.listeners():
+        if listener.tls:
+            server_tls(result, listener)
     return result
 
 

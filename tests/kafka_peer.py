@@ -71,12 +71,15 @@ class KafkaPeer:
     port: int
     directory: Path
     log_path: Path
-    #: listener name -> port of the `extra_listeners` asked for
+    #: the ports of the listeners added by start_kafka(listeners=...), by name
     ports: dict[str, int] = field(default_factory=dict)
 
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    def bootstrap_for(self, listener: str) -> str:
+        return f"127.0.0.1:{self.ports[listener]}"
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -125,14 +128,15 @@ def kafka_classpath() -> str:
 
 def start_kafka(tmp_path: Path, log_dir: Path | None = None, *,
                 properties: dict[str, str] | None = None,
-                extra_listeners: tuple[str, ...] = ()) -> KafkaPeer:
+                listeners: dict[str, str] | None = None) -> KafkaPeer:
     """Formats a KRaft log directory under tmp_path and starts Kafka on it; returns once the
     broker reports it has started (or fails with its log).
 
     With `log_dir`, Kafka opens that existing directory instead (one Kafka or akfak wrote).
-    `properties` are added to (or override) SERVER_PROPERTIES. `extra_listeners` are
-    security protocols (SASL_PLAINTEXT ...) to listen with besides PLAINTEXT, each on a free port
-    as a listener of that name (their settings, such as SASL's, go in `properties`).
+    `properties` are added to (or override) SERVER_PROPERTIES.  `listeners` (name -> security
+    protocol, e.g. {"SSL": "SSL"}) are more client listeners beside PLAINTEXT, each on a free
+    port (KafkaPeer.ports), advertised as 127.0.0.1 (their settings, such as SASL's, go in
+    `properties`).
     A directory without KRaft voter records (akfak writes none: kraft.version 0) needs the
     static `controller.quorum.voters`, as a Kafka cluster formatted without --standalone."""
     classpath = kafka_classpath()
@@ -144,14 +148,23 @@ def start_kafka(tmp_path: Path, log_dir: Path | None = None, *,
     text = SERVER_PROPERTIES.format(port=port, controller_port=controller_port,
                                     log_dir=log_dir or tmp_path / "kraft-logs")
     ports: dict[str, int] = {}
-    for protocol in extra_listeners:
-        ports[protocol] = free_port()
-        address = f",{protocol}://127.0.0.1:{ports[protocol]}"
-        text = text.replace(f"listeners=PLAINTEXT://127.0.0.1:{port},",
-                            f"listeners=PLAINTEXT://127.0.0.1:{port}{address},", 1)
-        text = text.replace(f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
-                            f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}{address}", 1)
-        text = text.replace("CONTROLLER:PLAINTEXT", f"CONTROLLER:PLAINTEXT,{protocol}:{protocol}", 1)
+    for name in listeners or {}:
+        ports[name] = free_port()
+        while ports[name] in (port, controller_port) or list(ports.values()).count(ports[name]) > 1:
+            ports[name] = free_port()
+    if listeners:
+        extra = {
+            "listeners=": "".join(f"{n}://127.0.0.1:{ports[n]}," for n in listeners),
+            "advertised.listeners=": "".join(f"{n}://127.0.0.1:{ports[n]}," for n in listeners),
+            "listener.security.protocol.map=": "".join(f"{n}:{p}," for n, p in listeners.items()),
+        }
+        lines = []
+        for line in text.splitlines():
+            for key, added in extra.items():
+                if line.startswith(key):
+                    line = key + added + line[len(key):]
+            lines.append(line)
+        text = "\n".join(lines) + "\n"
     if log_dir is not None and not _has_kraft_voters(log_dir):
         text = text.replace("controller.quorum.bootstrap.servers=",
                             "controller.quorum.voters=1@")

@@ -527,7 +527,8 @@ def test_kafka_configs_and_java_client_match_kafka(tmp_path: Path) -> None:
     from tests.kafka_peer import start_kafka
 
     build()
-    peer = start_kafka(tmp_path / "kafka", properties=PEER_SASL, extra_listeners=("SASL_PLAINTEXT",))
+    peer = start_kafka(tmp_path / "kafka", properties=PEER_SASL,
+                       listeners={"SASL_PLAINTEXT": "SASL_PLAINTEXT"})
     try:
         theirs = java_story(f"127.0.0.1:{peer.ports['SASL_PLAINTEXT']}", tmp_path)
     finally:

@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from akfak.testing.embedded import TEST_DEFAULTS, EmbeddedBroker, running_broker, start_broker, stop_all
+    from akfak.testing.security import Security
 
-__all__ = ["TEST_DEFAULTS", "EmbeddedBroker", "running_broker", "start_broker", "stop_all"]
+__all__ = ["TEST_DEFAULTS", "EmbeddedBroker", "Security", "running_broker", "start_broker", "stop_all"]
 
 
 def __getattr__(name: str) -> Any:

@@ -31,7 +31,7 @@ from twisted.logger import Logger
 from akfak.service import ListenerService, makeService
 from akfak.tap import build_config
 from akfak.testing._reactor import ReactorThread
-from akfak.testing.security import Security
+from akfak.testing.security import Certificates, Security
 
 log = Logger()
 
@@ -95,8 +95,8 @@ class EmbeddedBroker:
     `TEST_DEFAULTS` and over `config_file` (a server.properties), if given.
 
     `security` (akfak.testing.security.Security) gives the broker listeners of other security
-    protocols (SASL ...) with their users, and `client_config()` the settings a client needs to
-    connect to one of them.
+    protocols (SSL, mutual TLS, SASL...) with generated certificates (`certificates`) and SASL
+    users, and `client_config()` the settings a client needs to connect to one of them.
     """
 
     def __init__(
@@ -118,6 +118,9 @@ class EmbeddedBroker:
         self.security = security
         self._user_overrides = overrides
         self._overrides = _override_list(overrides)
+        #: the TLS certificates made for a secured broker (None without TLS listeners)
+        self.certificates: Certificates | None = None
+        self._security_dir: Path | None = None
         #: listener name -> the port it listens on; set once listening, kept after stop
         self.ports: dict[str, int] = {}
         self._config_file = os.fspath(config_file) if config_file is not None else None
@@ -161,7 +164,9 @@ class EmbeddedBroker:
                       certificate: str | None = None, java: bool = False,
                       mechanism: str | None = None, password: str | None = None) -> dict[str, str]:
         """The settings a client needs for `listener` (by default the first): bootstrap.servers,
-        security.protocol and, for SASL, `user`'s mechanism (`mechanism`, by default the first
+        security.protocol and, for TLS, the CA file and (mutual TLS: `certificate`, a client
+        certificate's CN, by default "client" when the broker requires one) the client's
+        certificate and key; for SASL, `user`'s mechanism (`mechanism`, by default the first
         enabled) and credentials (`password`, by default the one in `security.users`).  In
         librdkafka's names (confluent-kafka, kcat), or the Java client's with `java=True`."""
         bootstrap = self.bootstrap_for(listener)
@@ -170,7 +175,7 @@ class EmbeddedBroker:
             name = (listener or next(iter(self.ports))).upper()
             protocol = dict(self.security.listener_names())[name]
             config.update(self.security.client_properties(
-                protocol, None, user=user, certificate=certificate, java=java,
+                protocol, self.certificates, user=user, certificate=certificate, java=java,
                 mechanism=mechanism, password=password))
         return config
 
@@ -296,7 +301,7 @@ class EmbeddedBroker:
         if self.security is not None:
             listen = []  # Kafka's listeners, from the security settings
             self._overrides = _override_list(
-                self._user_overrides, self.security.broker_properties(self.host, None))
+                self._user_overrides, self.security.broker_properties(self.host, self.certificates))
         config = build_config(
             config=self._config_file,
             data_dir=str(self.data_dir),
@@ -367,13 +372,22 @@ class EmbeddedBroker:
             self.data_dir = Path(tempfile.mkdtemp(prefix="akfak-test-"))
         else:
             self._given_dir.mkdir(parents=True, exist_ok=True)
+        if self.security is not None and self.security.uses_tls:
+            if self.security.certificates is not None:
+                self.certificates = self.security.certificates
+            else:
+                # beside the log directory, not in it: a file there would look like a partition
+                self._security_dir = Path(tempfile.mkdtemp(prefix="akfak-tls-"))
+                self.certificates = Certificates(self._security_dir)
 
     def _remove_data_dir(self) -> None:
         if self._given_dir is None and self.data_dir is not None:
             shutil.rmtree(self.data_dir, ignore_errors=True)
+        if self._security_dir is not None:
+            shutil.rmtree(self._security_dir, ignore_errors=True)
 
     def _remove_data_dir_in_reactor(self) -> Deferred[None]:
-        if self._given_dir is None and self.data_dir is not None:
+        if (self._given_dir is None and self.data_dir is not None) or self._security_dir is not None:
             # removing a directory tree is blocking I/O: not on the reactor
             return deferToThreadPool(self.reactor, self.reactor.getThreadPool(), self._remove_data_dir)
         return succeed(None)

@@ -17,6 +17,10 @@ Options for `akfak_broker`, either as a marker or as an indirect parameter:
     @pytest.mark.parametrize("akfak_broker", ["memory", "disk"], indirect=True)
     def test_both(akfak_broker): ...
 
+    @pytest.mark.akfak(security=Security(listeners=["SSL"], client_auth="required"))
+    def test_mtls(akfak_broker):
+        producer = Producer(akfak_broker.client_config())   # akfak.testing.security.Security
+
 Importing this module must stay cheap and side-effect free: it is imported by every pytest
 run in an environment with akfak installed, including Twisted suites that pick their own
 reactor, so akfak and Twisted are imported only when a fixture is first used.
@@ -33,8 +37,9 @@ if TYPE_CHECKING:
     from akfak.testing.embedded import EmbeddedBroker
 
 MARKER = (
-    "akfak(storage='memory', overrides=None, data_dir=None, config_file=None): settings of the "
-    "akfak_broker fixture for this test (storage 'memory' or 'disk'; overrides are broker properties)"
+    "akfak(storage='memory', overrides=None, data_dir=None, config_file=None, security=None): settings "
+    "of the akfak_broker fixture for this test (storage 'memory' or 'disk'; overrides are broker "
+    "properties; security an akfak.testing.security.Security)"
 )
 
 

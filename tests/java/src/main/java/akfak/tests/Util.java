@@ -54,11 +54,17 @@ final class Util {
         return value == null ? fallback : Integer.parseInt(value);
     }
 
-    /** Properties every client starts from. */
+    /** Properties every client starts from; an option {@code config.KEY=VALUE} sets client
+     *  property KEY (e.g. config.security.protocol=SSL). */
     static Properties clientProps(Map<String, String> options) {
         Properties props = new Properties();
         props.put("bootstrap.servers", options.get("bootstrap"));
         props.put("client.id", "akfak-tests");
+        options.forEach((key, value) -> {
+            if (key.startsWith("config.")) {
+                props.put(key.substring("config.".length()), value);
+            }
+        });
         return props;
     }
 
