@@ -451,11 +451,7 @@ def test_acls_by_authenticated_principal() -> None:
 
 
 def test_sasl_ssl_listener() -> None:
-    try:
-        import akfak.security.tls  # noqa: F401
-    except ImportError:
-        pytest.skip("TLS listeners are not in this tree yet (the tls-listeners work); SASL_SSL "
-                    "runs SASL over them unchanged once it lands")
+    """SCRAM over TLS: the fixture's CA and the user's login in one client_config()."""
     security = Security(listeners=["SASL_SSL"], users=PASSWORDS, mechanisms=["SCRAM-SHA-256"])
     with EmbeddedBroker(security=security) as b:
         topic = f"ssl-{uuid.uuid4().hex[:6]}"
