@@ -18,6 +18,7 @@ from akfak.groups.service import close_group_coordinator, open_group_coordinator
 from akfak.handlers.registry import HandlerRegistry
 from akfak.log import BaseLogStorage, PartitionLog, handles, storage_for
 from akfak.metadata import Controller, MetadataImage
+from akfak.quota_manager import ClientQuotas
 from akfak.security.acls import Authorizer
 from akfak.security.sasl import SASL_PROTOCOLS, SaslSettings, listener_protocol
 from akfak.transactions.coordinator import TransactionCoordinator
@@ -62,6 +63,8 @@ class Broker:
             config.get_int("max.incremental.fetch.session.cache.slots"))
         #: long-poll Fetches waiting for appends, keyed by (topic, partition)
         self.waiters = AppendWaiters(self.clock)
+        #: client quota sensors and throttled connections (akfak.quota_manager)
+        self.quotas = ClientQuotas(self)
         authorizer = config.get("authorizer.class.name") or ""
         if authorizer and authorizer not in AUTHORIZERS:
             raise ConfigError(f"authorizer.class.name={authorizer}: akfak implements "

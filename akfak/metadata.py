@@ -26,7 +26,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from akfak import features, partition_limits, resource_configs
+from akfak import features, partition_limits, quota_control, resource_configs
 from akfak.config import BrokerConfig
 from akfak.errors import (
     InvalidConfig,
@@ -58,6 +58,7 @@ from akfak.log.metadata_records import (
     BrokerEndpoint,
     BrokerFeature,
     BrokerRegistrationChangeRecord,
+    ClientQuotaRecord,
     ConfigRecord,
     FeatureLevelRecord,
     MetadataRecord,
@@ -202,6 +203,8 @@ class MetadataImage:
     acls: Mapping[uuid.UUID, Acl] = field(default_factory=_empty)
     #: (user, mechanism name) -> SCRAM credential (UserScramCredentialRecords)
     scram_credentials: Mapping[tuple[str, str], ScramCredential] = field(default_factory=_empty)
+    #: quota entity ((type, name or None), ... sorted by type) -> {quota key: value}
+    client_quotas: Mapping[quota_control.Entity, Mapping[str, float]] = field(default_factory=_empty)
 
     def topic(self, name: str) -> TopicImage | None:
         return self.topics_by_name.get(name)
@@ -248,6 +251,7 @@ class _Builder:
         self.next_producer_id = image.next_producer_id
         self.acls = dict(image.acls)
         self.scram = dict(image.scram_credentials)
+        self.quotas = {k: dict(v) for k, v in image.client_quotas.items()}
 
     def apply(self, record: MetadataRecord | UnknownRecord) -> None:
         if isinstance(record, TopicRecord):
@@ -315,6 +319,15 @@ class _Builder:
                     record.salt, record.stored_key, record.server_key, record.iterations)
         elif isinstance(record, RemoveUserScramCredentialRecord):
             self.scram.pop((record.name, SCRAM_BY_TYPE.get(record.mechanism, "")), None)
+        elif isinstance(record, ClientQuotaRecord):
+            entity = tuple(sorted((e.entity_type, e.entity_name) for e in record.entity))
+            values = self.quotas.setdefault(entity, {})
+            if record.remove:
+                values.pop(record.key, None)
+                if not values:
+                    del self.quotas[entity]
+            else:
+                values[record.key] = record.value
         # UnknownRecord and types akfak does not model: nothing to do.
 
     def _change_partition(self, record: PartitionChangeRecord) -> None:
@@ -378,6 +391,7 @@ class _Builder:
             next_producer_id=self.next_producer_id,
             acls=MappingProxyType(self.acls),
             scram_credentials=MappingProxyType(self.scram),
+            client_quotas=MappingProxyType({k: MappingProxyType(v) for k, v in self.quotas.items()}),
         )
 
 
@@ -884,6 +898,17 @@ class Controller:
         records, results = scram_control.alter_credentials(
             self.image.scram_credentials, deletions, upsertions, self.metadata_version)
         if records:
+            self._commit(records)
+        return results
+
+    # -- client quotas -------------------------------------------------------------------
+
+    def alter_client_quotas(self, entries: Sequence[Any], *, validate_only: bool = False
+                            ) -> list[tuple[int, str | None]]:
+        """AlterClientQuotas (akfak.quota_control): (error code, message) per entry; the valid
+        changes are written as one batch unless `validate_only`."""
+        records, results = quota_control.alter_quotas(self.image.client_quotas, entries)
+        if records and not validate_only:
             self._commit(records)
         return results
 

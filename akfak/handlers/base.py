@@ -24,6 +24,13 @@ if TYPE_CHECKING:
 
 #: akfak never throttles; every response's throttle_time is zero.
 NO_THROTTLE = i32Timedelta.parse(timedelta(0))
+
+
+def throttle_time(ms: int) -> Any:
+    """A response's throttle_time field for `ms` milliseconds (akfak.quota_manager)."""
+    return NO_THROTTLE if ms <= 0 else i32Timedelta.parse(timedelta(milliseconds=ms))
+
+
 #: The zero topic id: "no topic id" in requests and responses.
 NO_TOPIC_ID = uuid.UUID(int=0)
 #: authorized_operations when the request did not ask for them (Kafka's INT32_MIN).

@@ -17,6 +17,10 @@ Behavior:
 - With an authorizer: READ on each topic, else TOPIC_AUTHORIZATION_FAILED for its
   partitions (before looking them up); a follower's fetch (replica id >= 0) needs
   CLUSTER_ACTION on the cluster instead, else every partition TOPIC_AUTHORIZATION_FAILED.
+- consumer_byte_rate (akfak.quota_manager) counts the record bytes of each answer; one that
+  takes the client over its quota is not sent (and max_bytes is at most the quota times
+  `quota.window.num - 1` windows): as Kafka, the answer is empty (the session
+  unchanged) with the throttle time, and the connection is not read for that long.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from akfak.fetch_sessions import FetchContext, PartitionKey
 from akfak.handlers.base import NO_TOPIC_ID, Handler
 from akfak.handlers.fetch_response import PartitionResult, TopicResult, encode_fetch_response
 from akfak.protocol import RequestContext
+from akfak.quota_manager import FETCH
 from akfak.security.acls import CLUSTER_ACTION, READ, TOPIC
 from akfak.security.checks import EVERYTHING, NOTHING, Everything, access
 
@@ -91,6 +96,8 @@ class FetchHandler(Handler):
 
         isolation = int(request.isolation_level)
         max_bytes = int(request.max_bytes)
+        if (quota_bytes := broker.quotas.max_in_window(FETCH, context)) is not None:
+            max_bytes = min(max_bytes, int(quota_bytes))
         min_bytes = int(request.min_bytes)
         max_wait_ms = int(request.max_wait.total_seconds() * 1000)
         deadline = broker.clock.seconds() + max_wait_ms / 1000
@@ -105,6 +112,11 @@ class FetchHandler(Handler):
             reads, size, errors = self._read(fetch, leader_epochs, by_id, isolation, max_bytes, acl)
             remaining = deadline - broker.clock.seconds()
             if size >= min_bytes or errors or remaining <= 0 or not reads:
+                throttle_ms = broker.quotas.record(FETCH, context, size)
+                if throttle_ms > 0:
+                    broker.quotas.unrecord(FETCH, context, size)
+                    broker.quotas.throttle(context.connection, throttle_ms)
+                    return encode_fetch_response(version, 0, fetch.session_id, [], throttle_ms)
                 return self._respond(version, fetch, reads)
             waiting: Deferred[bool] = broker.waiters.wait(
                 [(r.name, r.result.index) for r in reads if r.name is not None], remaining)

@@ -43,11 +43,11 @@ class TopicResult:
 
 
 def encode_fetch_response(
-    version: int, error: int, session_id: int, topics: list[TopicResult]
+    version: int, error: int, session_id: int, topics: list[TopicResult], throttle_ms: int = 0
 ) -> list[bytes]:
     flexible = version >= 12
     parts: list[bytes] = []
-    buf = bytearray(_I32.pack(0))  # throttle time
+    buf = bytearray(_I32.pack(throttle_ms))
 
     def array_length(n: int) -> None:
         buf.extend(uvarint(n + 1) if flexible else _I32.pack(n))

@@ -33,6 +33,8 @@ Behavior:
 - Record batches go to the log as they came, but for the patched offsets.
 - When flush.messages makes an append fsync, the answer waits for the fsync (which
   runs on a thread), so with flush.messages=1 an acknowledged batch is on disk.
+- producer_byte_rate (akfak.quota_manager) counts the request's record bytes; over the
+  quota, the answer carries throttle_time_ms and the connection is not read for that long.
 """
 
 from __future__ import annotations
@@ -46,11 +48,12 @@ from twisted.internet.defer import Deferred, gatherResults
 from twisted.logger import Logger
 
 from akfak.errors import CorruptMessage, InvalidRecord, KafkaError, MessageTooLarge, UnknownServerError
-from akfak.handlers.base import NO_THROTTLE, Handler, encode_entity, timestamp
+from akfak.handlers.base import Handler, encode_entity, throttle_time, timestamp
 from akfak.log.batch import HEADER_SIZE, parse_header
 from akfak.log.validator import RecordErrors
 from akfak.metadata import INTERNAL_TOPICS
 from akfak.protocol import RequestContext
+from akfak.quota_manager import PRODUCE
 from akfak.security.acls import TOPIC, TRANSACTIONAL_ID, WRITE
 from akfak.security.checks import Everything, access
 
@@ -250,13 +253,18 @@ class ProduceHandler(Handler):
             else:
                 topic_fields["name"] = topic_data.name
             topics.append(module.TopicProduceResponse(**topic_fields))
+        # producer_byte_rate counts the records of every partition, appended or not, as Kafka
+        # counts the request's size
+        throttle_ms = broker.quotas.record(PRODUCE, context, sum(
+            len(d.records or b"") for t in request.topic_data for d in t.partition_data))
+        broker.quotas.throttle(context.connection, throttle_ms)
         if acks == 0:
             if failed:
                 context.connection.drop("a Produce with acks=0 failed; closing so the client "
                                         "refreshes its metadata")
             return None
         response = self.response_type(max(version, self.kio_min_version))(
-            responses=tuple(topics), throttle_time=NO_THROTTLE)
+            responses=tuple(topics), throttle_time=throttle_time(throttle_ms))
         if fsyncs:
             # flush.messages made these appends fsync: as in Kafka, the answer waits for it.
             return gatherResults(fsyncs, consumeErrors=True).addCallback(lambda _: response)
@@ -320,7 +328,7 @@ def encode_legacy_response(version: int, response: Any) -> bytes:
         for p in topic.partition_responses:
             out += struct.pack(">ihq", p.index, p.error_code, p.base_offset)
     if version == 1:
-        out += _I32.pack(0)
+        out += _I32.pack(int(response.throttle_time.total_seconds() * 1000))
     return bytes(out)
 
 

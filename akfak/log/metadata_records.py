@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 from kio.serial.readers import (
     read_boolean,
     read_compact_string_nullable,
+    read_float64,
     read_int8,
     read_int16,
     read_int32,
@@ -30,6 +31,7 @@ from kio.serial.readers import (
 )
 from kio.serial.writers import (
     write_boolean,
+    write_float64,
     write_int8,
     write_int16,
     write_int32,
@@ -140,6 +142,7 @@ INT32 = FieldType(_sized(read_int32), write_int32)
 INT64 = FieldType(_sized(read_int64), write_int64)
 UINT16 = FieldType(_sized(read_uint16), write_uint16)
 BOOL = FieldType(_sized(read_boolean), write_boolean)
+FLOAT64 = FieldType(_sized(read_float64), write_float64)
 UUID = FieldType(_read_uuid, _write_uuid)
 STRING = FieldType(_read_string, write_nullable_compact_string)
 BYTES = FieldType(_read_bytes, _write_bytes)
@@ -499,6 +502,24 @@ class RemoveUserScramCredentialRecord(MetadataRecord):
 
 
 @dataclass(frozen=True)
+class QuotaEntityData(Struct):
+    entity_type: str
+    entity_name: str | None  # None: the default entity of that type
+    FIELDS: ClassVar = (Field("entity_type", STRING), Field("entity_name", STRING))
+
+
+@dataclass(frozen=True)
+class ClientQuotaRecord(MetadataRecord):
+    entity: list[QuotaEntityData]
+    key: str
+    value: float = 0.0
+    remove: bool = False
+    API_KEY: ClassVar = 14
+    FIELDS: ClassVar = (Field("entity", _struct_array(QuotaEntityData)), Field("key", STRING),
+                        Field("value", FLOAT64), Field("remove", BOOL))
+
+
+@dataclass(frozen=True)
 class BrokerRegistrationChangeRecord(MetadataRecord):
     broker_id: int
     broker_epoch: int
@@ -531,7 +552,7 @@ RECORD_TYPES: dict[int, type[MetadataRecord]] = {
                 ConfigRecord, PartitionChangeRecord, RemoveTopicRecord, FeatureLevelRecord,
                 ProducerIdsRecord, BrokerRegistrationChangeRecord, AccessControlEntryRecord,
                 RemoveAccessControlEntryRecord, UserScramCredentialRecord,
-                RemoveUserScramCredentialRecord)
+                RemoveUserScramCredentialRecord, ClientQuotaRecord)
 }
 
 
