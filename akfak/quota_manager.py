@@ -88,8 +88,8 @@ class ClientQuotas:
     def __init__(self, broker: Any):
         self.broker = broker
         config = broker.config
-        self.samples = max(1, config.get_int("quota.window.num"))
-        self.window_ms = max(1, config.get_int("quota.window.size.seconds")) * 1000
+        self.samples = max(1, config.get_int("quota.window.num", 11))
+        self.window_ms = max(1, config.get_int("quota.window.size.seconds", 1)) * 1000
         self._sensors: dict[tuple[str, str, str], Rate] = {}
         self._unmute: weakref.WeakKeyDictionary[KafkaProtocol, Any] = weakref.WeakKeyDictionary()
 

@@ -1,0 +1,274 @@
+"""Client quotas: AlterClientQuotas / DescribeClientQuotas over raw sockets (Kafka's
+validation and filter errors, validate_only, persistence across a restart), `kafka-configs`
+on akfak and on the real Kafka 4.1.1 broker printing the same, and enforcement: a producer
+and a consumer capped at 1 MB/s measure about that with non-zero throttle time while an
+uncapped client beside them is not throttled.
+
+confluent-kafka 2.16 has no alter/describe_client_quotas, so the admin-client side is the
+Java ConfigCommand's.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+from kio.static.primitive import f64, i8
+
+from tests.brokers import BrokerProcess
+from tests.kafka_peer import KafkaPeer
+from tests.kafka_tools import run_tool
+from tests.wire import WireClient
+
+CONFIGS = "kafka.admin.ConfigCommand"
+MB = 1024 * 1024
+
+
+def alter(client: WireClient, entries: list[tuple[list[tuple[str, str | None]],
+                                                 list[tuple[str, float | None]]]],
+          validate_only: bool = False) -> list[tuple[int, str | None]]:
+    from kio.schema.alter_client_quotas.v1 import request as m
+    response = client.request(m.AlterClientQuotasRequest(validate_only=validate_only, entries=tuple(
+        m.EntryData(entity=tuple(m.EntityData(entity_type=t, entity_name=n) for t, n in entity),
+                    ops=tuple(m.OpData(key=k, value=f64(v or 0.0), remove=v is None) for k, v in ops))
+        for entity, ops in entries)))
+    return [(int(e.error_code), e.error_message) for e in response.entries]
+
+
+def describe(client: WireClient, components: list[tuple[str, int, str | None]], strict: bool = False
+             ) -> tuple[int, str | None, dict[tuple[tuple[str, str | None], ...], dict[str, float]]]:
+    from kio.schema.describe_client_quotas.v1 import request as m
+    response = client.request(m.DescribeClientQuotasRequest(strict=strict, components=tuple(
+        m.ComponentData(entity_type=t, match_type=i8(mt), match=n) for t, mt, n in components)))
+    found = {tuple(sorted((e.entity_type, e.entity_name) for e in entry.entity)):
+             {v.key: float(v.value) for v in entry.values} for entry in response.entries or ()}
+    return int(response.error_code), response.error_message, found
+
+
+EXACT, DEFAULT, ANY = 0, 1, 2
+
+
+def test_alter_describe_and_errors(broker_process: Any) -> None:
+    # 3 windows (Kafka's quota.window.num, 11 by default) so that the burst a fresh sensor
+    # allows, (num - 1) windows' worth, is 2 MB and the steady rate shows within seconds
+    broker: BrokerProcess = broker_process("-o", "quota.window.num=3")
+    with WireClient(broker.port) as c:
+        assert alter(c, [([("client-id", "c1")], [("producer_byte_rate", 1048576.0)]),
+                         ([("user", None)], [("consumer_byte_rate", 2e6),
+                                             ("request_percentage", 50.5)]),
+                         ([("user", "alice"), ("client-id", None)], [("producer_byte_rate", 1e5)]),
+                         ([("ip", "127.0.0.1")], [("connection_creation_rate", 10.0)])]) == [(0, None)] * 4
+        # validate_only answers without writing
+        assert alter(c, [([("client-id", "c9")], [("producer_byte_rate", 5.0)])],
+                     validate_only=True) == [(0, None)]
+        errors = alter(c, [
+            ([], [("producer_byte_rate", 1.0)]),
+            ([("group", "g")], [("producer_byte_rate", 1.0)]),
+            ([("user", "")], [("producer_byte_rate", 1.0)]),
+            ([("ip", "127.0.0.1"), ("user", "u")], [("connection_creation_rate", 1.0)]),
+            ([("client-id", "c2")], [("no_such_key", 1.0)]),
+            ([("client-id", "c3")], [("producer_byte_rate", 0.0)]),
+            ([("client-id", "c4")], [("producer_byte_rate", 1.5)]),
+            ([("ip", "127.0.0.2")], [("producer_byte_rate", 1.0)]),
+            ([("client-id", "c5")], [("producer_byte_rate", 1.0), ("producer_byte_rate", 2.0)]),
+        ])
+        assert errors == [
+            (42, "Invalid empty client quota entity"),
+            (42, "Unhandled client quota entity type: group"),
+            (42, "Empty user not supported"),
+            (42, "Invalid quota entity combination, IP entity shouldnot be combined with User "
+                 "or ClientId"),
+            (42, "Invalid configuration key no_such_key"),
+            (42, "Quota producer_byte_rate must be greater than 0"),
+            (42, "producer_byte_rate cannot be a fractional value."),
+            (42, "Invalid configuration key producer_byte_rate"),
+            (42, "Ignoring duplicate entity ClientQuotaEntity(entries={client-id=c5})"),
+        ]
+        assert describe(c, [])[2] == {
+            (("client-id", "c1"),): {"producer_byte_rate": 1048576.0},
+            (("user", None),): {"consumer_byte_rate": 2e6, "request_percentage": 50.5},
+            (("client-id", None), ("user", "alice")): {"producer_byte_rate": 1e5},
+            (("ip", "127.0.0.1"),): {"connection_creation_rate": 10.0},
+        }
+        assert set(describe(c, [("client-id", ANY, None)])[2]) == {
+            (("client-id", "c1"),), (("client-id", None), ("user", "alice"))}
+        assert set(describe(c, [("client-id", ANY, None)], strict=True)[2]) == {(("client-id", "c1"),)}
+        assert set(describe(c, [("user", DEFAULT, None)])[2]) == {(("user", None),)}
+        assert set(describe(c, [("user", EXACT, "alice")])[2]) == {
+            (("client-id", None), ("user", "alice"))}
+        assert describe(c, [("user", EXACT, None)])[:2] == (
+            42, "Request specified MATCH_TYPE_EXACT, but set match string to null.")
+        assert describe(c, [("user", ANY, None), ("user", ANY, None)])[:2] == (
+            42, "Entity type user cannot appear more than once in the filter.")
+        assert describe(c, [("group", ANY, None)])[:2] == (35, "Unsupported entity type group")
+        assert describe(c, [("ip", ANY, None), ("user", ANY, None)])[0] == 42
+        # removal; removing what is not set is no error
+        assert alter(c, [([("user", None)], [("request_percentage", None)]),
+                         ([("client-id", "zz")], [("producer_byte_rate", None)])]) == [(0, None)] * 2
+    broker.stop()
+    broker = broker_process(data_dir=broker.data_dir)
+    with WireClient(broker.port) as c:
+        assert describe(c, [("user", DEFAULT, None)])[2] == {
+            (("user", None),): {"consumer_byte_rate": 2e6}}
+        assert len(describe(c, [])[2]) == 4
+
+
+# -- kafka-configs on both brokers ----------------------------------------------------------
+
+
+@pytest.mark.jvm
+@pytest.mark.timeout(900)
+def test_kafka_configs_prints_the_same(kafka_peer: KafkaPeer, broker_process: Any) -> None:
+    akfak: BrokerProcess = broker_process()
+    outputs = {}
+    for name, bootstrap in (("akfak", akfak.bootstrap), ("kafka", kafka_peer.bootstrap)):
+        base = ("--bootstrap-server", bootstrap)
+        for args in (("--entity-type", "clients", "--entity-name", "c1"),
+                     ("--entity-type", "users", "--entity-default"),
+                     ("--entity-type", "users", "--entity-name", "bob", "--entity-type", "clients",
+                      "--entity-name", "c2")):
+            run = run_tool(CONFIGS, *base, "--alter", "--add-config",
+                           "producer_byte_rate=1048576,consumer_byte_rate=2097152", *args)
+            assert run.returncode == 0, run.stderr
+        run = run_tool(CONFIGS, *base, "--alter", "--add-config", "producer_byte_rate=1.5",
+                       "--entity-type", "clients", "--entity-name", "c3")
+        bad = (run.returncode, run.stdout.strip().splitlines()[-1:])
+        describes = [run_tool(CONFIGS, *base, "--describe", *args) for args in (
+            ("--entity-type", "clients"), ("--entity-type", "users"),
+            ("--entity-type", "users", "--entity-default"),
+            ("--entity-type", "clients", "--entity-name", "c1"))]
+        assert all(d.returncode == 0 for d in describes), [d.stderr for d in describes]
+        outputs[name] = ([sorted(d.stdout.splitlines()) for d in describes], bad)
+    assert outputs["akfak"] == outputs["kafka"]
+    assert any("c1" in line for line in outputs["akfak"][0][0])
+
+
+# -- enforcement ----------------------------------------------------------------------------
+
+
+def _topic(bootstrap: str, name: str) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})  # kept alive until the answer
+    admin.create_topics([NewTopic(name, 1, 1)])[name].result(30)
+
+
+class _Stats:
+    """librdkafka's per-broker `throttle` window stats (max ms seen), from stats_cb."""
+
+    def __init__(self) -> None:
+        self.max_throttle = 0
+
+    def __call__(self, raw: str) -> None:
+        for b in json.loads(raw).get("brokers", {}).values():
+            self.max_throttle = max(self.max_throttle, int(b.get("throttle", {}).get("max", 0)))
+
+
+def _produce(bootstrap: str, client_id: str, topic: str, seconds: float, out: dict[str, Any]) -> None:
+    stats = _Stats()
+    producer = Producer({"bootstrap.servers": bootstrap, "client.id": client_id, "acks": 1,
+                         "linger.ms": 5, "statistics.interval.ms": 500, "stats_cb": stats,
+                         "queue.buffering.max.kbytes": 4096})
+    payload = b"x" * 10_000
+    acked = 0
+
+    def delivered(err: Any, msg: Any) -> None:
+        nonlocal acked
+        if err is None:
+            acked += len(msg.value())
+
+    start = time.monotonic()
+    warm = None  # (time, bytes acked) once past the burst: the steady rate is measured from there
+    while time.monotonic() - start < seconds:
+        try:
+            producer.produce(topic, payload, callback=delivered)
+        except BufferError:
+            producer.poll(0.05)
+        producer.poll(0)
+        if warm is None and time.monotonic() - start >= 2.0:
+            warm = (time.monotonic(), acked)
+    assert warm is not None
+    elapsed = time.monotonic() - warm[0]
+    counted = acked - warm[1]  # acknowledged within the measured part of the run
+    producer.flush(60)
+    producer.poll(1.0)  # the last stats
+    out[client_id] = (counted / elapsed, stats.max_throttle)
+
+
+@pytest.fixture
+def capped(broker_process: Any) -> Iterator[BrokerProcess]:
+    # 3 windows (Kafka's quota.window.num, 11 by default) so that the burst a fresh sensor
+    # allows, (num - 1) windows' worth, is 2 MB and the steady rate shows within seconds
+    broker: BrokerProcess = broker_process("-o", "quota.window.num=3")
+    with WireClient(broker.port) as c:
+        assert alter(c, [([("client-id", "c1")], [("producer_byte_rate", float(MB)),
+                                                  ("consumer_byte_rate", float(MB))])]) == [(0, None)]
+    yield broker
+
+
+@pytest.mark.timeout(180)
+def test_capped_producer_is_throttled_others_are_not(capped: BrokerProcess) -> None:
+    # An 8 s run at a 1 MB/s quota, measured after the first 2 s: the rate is near the quota
+    # (0.7-1.5 MB/s), while the uncapped producer runs faster than twice that.
+    _topic(capped.bootstrap, "quota-p")
+    out: dict[str, Any] = {}
+    threads = [threading.Thread(target=_produce, args=(capped.bootstrap, cid, "quota-p", 8.0, out))
+               for cid in ("c1", "free")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    rate, throttle = out["c1"]
+    assert 0.7 * MB <= rate <= 1.5 * MB, rate / MB
+    assert throttle > 0
+    free_rate, free_throttle = out["free"]
+    assert free_throttle == 0
+    assert free_rate > 2 * MB, free_rate / MB
+
+
+def _consume(bootstrap: str, client_id: str, topic: str, seconds: float) -> tuple[float, int]:
+    stats = _Stats()
+    consumer = Consumer({"bootstrap.servers": bootstrap, "client.id": client_id,
+                         "group.id": f"g-{client_id}", "auto.offset.reset": "earliest",
+                         "statistics.interval.ms": 500, "stats_cb": stats})
+    consumer.subscribe([topic])
+    got = 0
+    start = None  # the first message, then (as for the producer) the rate after 2 s more
+    warm = None
+    while warm is None or time.monotonic() - warm[0] < seconds:
+        msg = consumer.poll(0.2)
+        if msg is not None and msg.error() is None:
+            start = start or time.monotonic()
+            got += len(msg.value())
+        if warm is None and start is not None and time.monotonic() - start >= 2.0:
+            warm = (time.monotonic(), got)
+    elapsed = time.monotonic() - warm[0]
+    got -= warm[1]
+    consumer.poll(1.0)
+    consumer.close()
+    return got / elapsed, stats.max_throttle
+
+
+@pytest.mark.timeout(240)
+def test_capped_consumer_is_throttled_others_are_not(capped: BrokerProcess) -> None:
+    _topic(capped.bootstrap, "quota-f")
+    producer = Producer({"bootstrap.servers": capped.bootstrap, "client.id": "loader",
+                         "linger.ms": 20})
+    for _ in range(4000):  # 40 MB: more than either consumer reads in its run
+        while True:
+            try:
+                producer.produce("quota-f", b"y" * 10_000)
+                break
+            except BufferError:
+                producer.poll(0.1)
+    assert producer.flush(60) == 0
+    rate, throttle = _consume(capped.bootstrap, "c1", "quota-f", 5.0)
+    assert 0.7 * MB <= rate <= 1.5 * MB, rate / MB
+    assert throttle > 0
+    free_rate, free_throttle = _consume(capped.bootstrap, "free", "quota-f", 3.0)
+    assert free_throttle == 0
+    assert free_rate > 2 * MB, free_rate / MB
