@@ -120,6 +120,8 @@ def _primitive(kafka_type: str, annotation: Any, name: str, api_key: int, nullab
         return b""
     if kafka_type == "bool":
         return False
+    if kafka_type == "float64":
+        return annotation(1.0)
     if kafka_type == "uuid":
         return None if nullable else uuid.UUID(int=0)
     if kafka_type == "timedelta_i32":
