@@ -1,21 +1,35 @@
-"""End-to-end throughput: confluent-kafka produces to and consumes from a broker subprocess.
+"""End-to-end throughput: confluent-kafka produces to and consumes from akfak (and Kafka).
 
     .venv/bin/python benchmarks/client_bench.py [--records 500000] [--size 1000]
-        [--compression none] [--storage disk]
+        [--compression none] [--storage disk] [--kafka | --only kafka]
 
-Prints records/s and MiB/s for producing (acks=all, waiting for every delivery)
-and for consuming the same records from the beginning.
+`--size` and `--compression` take comma-separated lists (e.g. `--size 100,1024
+--compression none,gzip,snappy,lz4,zstd`); every combination is a workload on a
+topic of its own (one partition), after an untimed warm-up (a tenth of the
+records in each codec).  Prints records/s and MiB/s (of values) for
+producing (acks=all, linger.ms=5, 1 MiB batches, timed from the first record to
+the last delivery) and for consuming the same records from the beginning (one
+consumer, timed from assign to the last record).
+
+`--kafka` (or `--compare`) runs the same workloads against a real Apache Kafka
+4.1.1 broker (tests/kafka_peer.py, needs java and mvn) after akfak, in the same
+run, and prints a table with the ratio akfak/Kafka for every figure.  Each broker
+runs alone, on its own temporary directory; both get message.max.bytes=10 MiB.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -23,56 +37,164 @@ sys.path.insert(0, str(ROOT))
 from tests.brokers import start_process  # noqa: E402
 
 MIB = 1 << 20
+MAX_MESSAGE = 10 * MIB
+
+
+@contextmanager
+def akfak_broker(tmp: Path, storage: str) -> Iterator[str]:
+    broker = start_process(tmp / "akfak-data", "--storage", storage,
+                           "-o", f"message.max.bytes={MAX_MESSAGE}")
+    try:
+        yield broker.bootstrap
+    finally:
+        broker.stop()
+
+
+@contextmanager
+def kafka_broker(tmp: Path, _storage: str) -> Iterator[str]:
+    import pytest
+
+    from tests.kafka_peer import start_kafka
+    try:
+        peer = start_kafka(tmp / "kafka", properties={"message.max.bytes": str(MAX_MESSAGE)})
+    except (pytest.skip.Exception, pytest.fail.Exception) as e:
+        raise SystemExit(f"cannot start Kafka 4.1.1: {e}") from None
+    try:
+        yield peer.bootstrap
+    finally:
+        peer.stop()
+
+
+BROKERS: dict[str, Callable[[Path, str], AbstractContextManager[str]]] = {
+    "akfak": akfak_broker, "kafka": kafka_broker}
+
+
+def create_topic(bootstrap: str, name: str) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(name, 1, 1)])[name].result(30)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        topic = admin.list_topics(name, timeout=10).topics.get(name)
+        if topic is not None and topic.error is None and all(
+                p.leader >= 0 for p in topic.partitions.values()) and topic.partitions:
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"topic {name} has no leader after 30 s")
+
+
+def produce(bootstrap: str, topic: str, records: int, value: bytes, compression: str) -> float:
+    producer = Producer({
+        "bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5,
+        "batch.size": 1 << 20, "compression.type": compression,
+        "queue.buffering.max.kbytes": 1 << 20,
+    })
+    producer.produce(topic, b"")  # connected before the clock starts
+    producer.flush(60)
+    start = time.perf_counter()
+    for _ in range(records):
+        while True:
+            try:
+                producer.produce(topic, value)
+                break
+            except BufferError:
+                producer.poll(0.01)
+    if producer.flush(300) != 0:
+        raise RuntimeError("not every record was delivered")
+    return time.perf_counter() - start
+
+
+def consume(bootstrap: str, topic: str, records: int) -> float:
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap, "group.id": "bench", "enable.auto.commit": False,
+        "fetch.max.bytes": 50 * MIB, "max.partition.fetch.bytes": 10 * MIB,
+    })
+    try:
+        consumer.assign([TopicPartition(topic, 0, 1)])  # past the priming record
+        seen = 0
+        last = time.monotonic()
+        start = time.perf_counter()
+        while seen < records:
+            messages = consumer.consume(min(10_000, records - seen), timeout=1)
+            seen += sum(1 for m in messages if m.error() is None)
+            if messages:
+                last = time.monotonic()
+            elif time.monotonic() - last > 30:
+                raise RuntimeError(f"{topic}: {seen} records of {records}")
+        return time.perf_counter() - start
+    finally:
+        consumer.close()
+
+
+def run(bootstrap: str, args: argparse.Namespace) -> dict[tuple[str, str], tuple[float, float]]:
+    """{(workload, "produce" | "consume"): (records/s, MiB/s)}"""
+    figures: dict[tuple[str, str], tuple[float, float]] = {}
+    # the same untimed warm-up on both brokers (the JVM's JIT, the codecs, the page cache)
+    warm = max(args.records // 10, 1000)
+    for compression in args.compression:
+        create_topic(bootstrap, f"warmup-{compression}")
+        produce(bootstrap, f"warmup-{compression}", warm, b"w" * args.size[0], compression)
+        consume(bootstrap, f"warmup-{compression}", warm)
+    for size in args.size:
+        for compression in args.compression:
+            name = f"{size} B {compression}"
+            topic = f"bench-{size}-{compression}"
+            create_topic(bootstrap, topic)
+            value = b"x" * size
+            mib = args.records * size / MIB
+            for phase, seconds in (
+                    ("produce", produce(bootstrap, topic, args.records, value, compression)),
+                    ("consume", consume(bootstrap, topic, args.records))):
+                figures[name, phase] = (args.records / seconds, mib / seconds)
+                print(f"  {phase}: {args.records / seconds:10.0f} records/s {mib / seconds:8.1f} MiB/s "
+                      f"({args.records} x {name}, {args.storage})", flush=True)
+    return figures
+
+
+def table(results: dict[str, dict[tuple[str, str], tuple[float, float]]]) -> str:
+    keys = list(next(iter(results.values())))
+    head = ["workload"]
+    for broker in results:
+        head += [f"{broker} rec/s", f"{broker} MiB/s"]
+    both = len(results) == 2
+    if both:
+        head.append("akfak/kafka")
+    rows = [head, ["---"] * len(head)]
+    for key in keys:
+        row = [f"{key[1]} {key[0]}"]
+        for figures in results.values():
+            rate, mib = figures[key]
+            row += [f"{rate:,.0f}", f"{mib:.1f}"]
+        if both:
+            row.append(f"{results['akfak'][key][0] / results['kafka'][key][0]:.2f}")
+        rows.append(row)
+    return "\n".join("| " + " | ".join(row) + " |" for row in rows)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=500_000)
-    parser.add_argument("--size", type=int, default=1000, help="value size in bytes")
-    parser.add_argument("--compression", default="none")
-    parser.add_argument("--storage", default="disk", choices=["disk", "memory"])
+    parser.add_argument("--size", default="1000", help="value sizes in bytes, comma-separated")
+    parser.add_argument("--compression", default="none", help="codecs, comma-separated")
+    parser.add_argument("--storage", default="disk", choices=["disk", "memory"], help="akfak's")
+    parser.add_argument("--kafka", "--compare", action="store_true",
+                        help="also run against Kafka 4.1.1, print ratios")
+    parser.add_argument("--only", choices=sorted(BROKERS), help="one broker only")
     args = parser.parse_args()
-    value = b"x" * args.size
-    total_mib = args.records * args.size / MIB
-    with tempfile.TemporaryDirectory() as tmp:
-        broker = start_process(Path(tmp) / "data", "--storage", args.storage,
-                               "-o", "message.max.bytes=10485760")
-        try:
-            producer = Producer({
-                "bootstrap.servers": broker.bootstrap, "acks": "all", "linger.ms": 5,
-                "batch.size": 1 << 20, "compression.type": args.compression,
-                "queue.buffering.max.kbytes": 1 << 20,
-            })
-            start = time.perf_counter()
-            for _ in range(args.records):
-                while True:
-                    try:
-                        producer.produce("bench", value)
-                        break
-                    except BufferError:
-                        producer.poll(0.01)
-            assert producer.flush(120) == 0, "not every record was delivered"
-            elapsed = time.perf_counter() - start
-            print(f"produce: {args.records / elapsed:10.0f} records/s {total_mib / elapsed:8.1f} MiB/s "
-                  f"({args.records} x {args.size} B, {args.compression}, {args.storage})")
-
-            consumer = Consumer({
-                "bootstrap.servers": broker.bootstrap, "group.id": "bench",
-                "enable.auto.commit": False, "fetch.max.bytes": 50 * MIB,
-                "max.partition.fetch.bytes": 10 * MIB,
-            })
-            consumer.assign([TopicPartition("bench", 0, 0)])
-            seen = 0
-            start = time.perf_counter()
-            while seen < args.records:
-                for message in consumer.consume(10_000, timeout=5):
-                    if message.error() is None:
-                        seen += 1
-            elapsed = time.perf_counter() - start
-            consumer.close()
-            print(f"consume: {seen / elapsed:10.0f} records/s {total_mib / elapsed:8.1f} MiB/s")
-        finally:
-            broker.stop()
+    args.size = [int(s) for s in args.size.split(",")]
+    args.compression = args.compression.split(",")
+    brokers = [args.only] if args.only else ["akfak", "kafka"] if args.kafka else ["akfak"]
+    load = os.getloadavg()
+    print(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs")
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="client-bench-") as tmp:
+        for name in brokers:
+            print(f"{name}:", flush=True)
+            with BROKERS[name](Path(tmp), args.storage) as bootstrap:
+                results[name] = run(bootstrap, args)
+    load = os.getloadavg()
+    print(f"load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    print()
+    print(table(results))
 
 
 if __name__ == "__main__":
