@@ -107,6 +107,11 @@ def consume(bootstrap: str, topic: str, records: int) -> float:
     consumer = Consumer({
         "bootstrap.servers": bootstrap, "group.id": "bench", "enable.auto.commit": False,
         "fetch.max.bytes": 50 * MIB, "max.partition.fetch.bytes": 10 * MIB,
+        # librdkafka stops fetching for fetch.queue.backoff.ms (1 s) once it holds
+        # queued.min.messages (100,000) or queued.max.messages.kbytes (64 MiB): that would
+        # time the client's pauses, not the broker
+        "queued.min.messages": 10_000_000, "queued.max.messages.kbytes": 1 << 20,
+        "fetch.queue.backoff.ms": 10,
     })
     try:
         consumer.assign([TopicPartition(topic, 0, 1)])  # past the priming record
