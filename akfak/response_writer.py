@@ -7,7 +7,9 @@ parts of the responses not yet sent (bytes, and `FileRange`s: stored batches a F
 sends from the segment file) and sends them itself:
 
 - Directly, on a plain TCP transport (twisted.internet.tcp, not TLS) whose own
-  buffer is empty: bytes parts with one `socket.sendmsg` of up to 1024 of them,
+  buffer is empty, when the reactor finds the socket writable (as the transport
+  itself would send, so that what one turn answers goes together): bytes parts
+  with one `socket.sendmsg` of up to 1024 of them,
   file ranges with `os.sendfile` (Kafka's zero-copy `transferTo`), at most
   `TURN_BYTES` per reactor turn.  When the socket buffer is full it asks the
   transport to say when it is writable: the transport resumes its producer (the
@@ -83,7 +85,13 @@ class ResponseWriter:
     def write(self, parts: list[Part]) -> None:
         self._parts.extend(parts)
         self.pending += sum(len(p) for p in parts)
-        self.pump()
+        if self._direct_socket() is None:
+            self._through_transport()
+        else:
+            # Sent when the reactor next finds the socket writable, with whatever else this
+            # turn answers: one sendmsg for many pipelined responses, as the transport's own
+            # buffering does (one send per small response costs more than all of them).
+            self._wake_when_writable()
 
     @property
     def blocked(self) -> bool:
@@ -95,10 +103,11 @@ class ResponseWriter:
         self._transport_full = True
 
     def transport_resumed(self) -> None:
+        """The transport's buffer is empty (it said so to its producer): send more."""
         self._transport_full = False
-        self.pump()
+        self._pump()
 
-    def pump(self) -> None:
+    def _pump(self) -> None:
         if not self._parts:
             return
         sock = self._direct_socket()
