@@ -20,6 +20,7 @@ from twisted.protocols.basic import Int32StringReceiver
 from twisted.python.failure import Failure
 
 from akfak.connections import MEMORY, QUEUE, ConnectionLimits
+from akfak.errors import KafkaStorageError
 from akfak.handlers.registry import API_VERSIONS_KEY, HandlerRegistry
 from akfak.interfaces import IRequestHandler
 from akfak.request_check import MalformedRequest, read_uvarint
@@ -427,7 +428,7 @@ class KafkaProtocol(Int32StringReceiver):
             parts = body if isinstance(body, list) else [body]
             try:
                 hold(parts)  # stored batches to send from their files stay readable till sent
-            except Exception as e:  # KafkaStorageError: a file closed under us
+            except KafkaStorageError as e:  # a file closed under us
                 self.drop(f"cannot hold the stored batches of a response: {e}")
                 return
             reply.parts = parts

@@ -9,7 +9,10 @@ topic of its own (one partition), after an untimed warm-up (a tenth of the
 records in each codec).  Prints records/s and MiB/s (of values) for
 producing (acks=all, linger.ms=5, 1 MiB batches, timed from the first record to
 the last delivery) and for consuming the same records from the beginning (one
-consumer, timed from assign to the last record).
+consumer, timed from assign to the last record), and the broker process's CPU
+time (user + system, from /proc) per record in each phase: on a shared machine
+the rates follow the load and the client's own costs, the broker's CPU per
+record much less.
 
 `--kafka` (or `--compare`) runs the same workloads against a real Apache Kafka
 4.1.1 broker (tests/kafka_peer.py, needs java and mvn) after akfak, in the same
@@ -41,17 +44,17 @@ MAX_MESSAGE = 10 * MIB
 
 
 @contextmanager
-def akfak_broker(tmp: Path, storage: str) -> Iterator[str]:
+def akfak_broker(tmp: Path, storage: str) -> Iterator[tuple[str, int]]:
     broker = start_process(tmp / "akfak-data", "--storage", storage,
                            "-o", f"message.max.bytes={MAX_MESSAGE}")
     try:
-        yield broker.bootstrap
+        yield broker.bootstrap, broker.proc.pid
     finally:
         broker.stop()
 
 
 @contextmanager
-def kafka_broker(tmp: Path, _storage: str) -> Iterator[str]:
+def kafka_broker(tmp: Path, _storage: str) -> Iterator[tuple[str, int]]:
     import pytest
 
     from tests.kafka_peer import start_kafka
@@ -60,13 +63,19 @@ def kafka_broker(tmp: Path, _storage: str) -> Iterator[str]:
     except (pytest.skip.Exception, pytest.fail.Exception) as e:
         raise SystemExit(f"cannot start Kafka 4.1.1: {e}") from None
     try:
-        yield peer.bootstrap
+        yield peer.bootstrap, peer.proc.pid
     finally:
         peer.stop()
 
 
-BROKERS: dict[str, Callable[[Path, str], AbstractContextManager[str]]] = {
+BROKERS: dict[str, Callable[[Path, str], AbstractContextManager[tuple[str, int]]]] = {
     "akfak": akfak_broker, "kafka": kafka_broker}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process `pid` so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def create_topic(bootstrap: str, name: str) -> None:
@@ -130,9 +139,10 @@ def consume(bootstrap: str, topic: str, records: int) -> float:
         consumer.close()
 
 
-def run(bootstrap: str, args: argparse.Namespace) -> dict[tuple[str, str], tuple[float, float]]:
-    """{(workload, "produce" | "consume"): (records/s, MiB/s)}"""
-    figures: dict[tuple[str, str], tuple[float, float]] = {}
+def run(bootstrap: str, pid: int, args: argparse.Namespace
+        ) -> dict[tuple[str, str], tuple[float, float, float]]:
+    """{(workload, "produce" | "consume"): (records/s, MiB/s, broker CPU µs per record)}"""
+    figures: dict[tuple[str, str], tuple[float, float, float]] = {}
     # the same untimed warm-up on both brokers (the JVM's JIT, the codecs, the page cache)
     warm = max(args.records // 10, 1000)
     for compression in args.compression:
@@ -146,31 +156,35 @@ def run(bootstrap: str, args: argparse.Namespace) -> dict[tuple[str, str], tuple
             create_topic(bootstrap, topic)
             value = b"x" * size
             mib = args.records * size / MIB
-            for phase, seconds in (
-                    ("produce", produce(bootstrap, topic, args.records, value, compression)),
-                    ("consume", consume(bootstrap, topic, args.records))):
-                figures[name, phase] = (args.records / seconds, mib / seconds)
+            for phase in ("produce", "consume"):
+                cpu = cpu_seconds(pid)
+                seconds = (produce(bootstrap, topic, args.records, value, compression)
+                           if phase == "produce" else consume(bootstrap, topic, args.records))
+                cpu_us = (cpu_seconds(pid) - cpu) / args.records * 1e6
+                figures[name, phase] = (args.records / seconds, mib / seconds, cpu_us)
                 print(f"  {phase}: {args.records / seconds:10.0f} records/s {mib / seconds:8.1f} MiB/s "
-                      f"({args.records} x {name}, {args.storage})", flush=True)
+                      f"broker CPU {cpu_us:6.2f} µs/record ({args.records} x {name}, {args.storage})",
+                      flush=True)
     return figures
 
 
-def table(results: dict[str, dict[tuple[str, str], tuple[float, float]]]) -> str:
+def table(results: dict[str, dict[tuple[str, str], tuple[float, float, float]]]) -> str:
     keys = list(next(iter(results.values())))
     head = ["workload"]
     for broker in results:
-        head += [f"{broker} rec/s", f"{broker} MiB/s"]
+        head += [f"{broker} rec/s", f"{broker} MiB/s", f"{broker} CPU µs/rec"]
     both = len(results) == 2
     if both:
-        head.append("akfak/kafka")
+        head += ["akfak/kafka rec/s", "akfak/kafka CPU"]
     rows = [head, ["---"] * len(head)]
     for key in keys:
         row = [f"{key[1]} {key[0]}"]
         for figures in results.values():
-            rate, mib = figures[key]
-            row += [f"{rate:,.0f}", f"{mib:.1f}"]
+            rate, mib, cpu = figures[key]
+            row += [f"{rate:,.0f}", f"{mib:.1f}", f"{cpu:.2f}"]
         if both:
-            row.append(f"{results['akfak'][key][0] / results['kafka'][key][0]:.2f}")
+            akfak, kafka = results["akfak"][key], results["kafka"][key]
+            row += [f"{akfak[0] / kafka[0]:.2f}", f"{akfak[2] / kafka[2]:.2f}" if kafka[2] else "-"]
         rows.append(row)
     return "\n".join("| " + " | ".join(row) + " |" for row in rows)
 
@@ -194,8 +208,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="client-bench-") as tmp:
         for name in brokers:
             print(f"{name}:", flush=True)
-            with BROKERS[name](Path(tmp), args.storage) as bootstrap:
-                results[name] = run(bootstrap, args)
+            with BROKERS[name](Path(tmp), args.storage) as (bootstrap, pid):
+                results[name] = run(bootstrap, pid, args)
     load = os.getloadavg()
     print(f"load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     print()

@@ -101,16 +101,24 @@ def validate(view: memoryview, headers: Sequence[tuple[int, BatchHeader]], rules
     """Check the records of each client batch; return the (position, header) pairs with
     each header as Kafka stores it (maxTimestamp and timestamp type).  Raises the
     KafkaError Kafka answers (RecordErrors for per-record errors)."""
-    return [(pos, _batch(view[pos + HEADER_SIZE : pos + h.size], h, rules, now_ms))
-            for pos, h in headers]
+    # Uncompressed records are scanned where they are: copying a 1 MiB batch costs as much as
+    # scanning it.  (Bytes index faster than a memoryview.)
+    whole = view.obj if isinstance(view.obj, bytes) and len(view.obj) == view.nbytes else None
+    return [(pos, _batch(view, whole, pos, h, rules, now_ms)) for pos, h in headers]
 
 
-def _batch(body: memoryview, h: BatchHeader, rules: Rules, now_ms: int) -> BatchHeader:
+def _batch(view: memoryview, whole: bytes | None, pos: int, h: BatchHeader, rules: Rules,
+           now_ms: int) -> BatchHeader:
     codec = h.compression
     batch_lat = h.is_log_append_time
-    data = bytes(body) if codec == 0 else _decompress(codec, body)
+    start, stop = pos + HEADER_SIZE, pos + h.size  # the records: data[start:stop]
+    if codec or whole is None:
+        data = _decompress(codec, view[start:stop]) if codec else bytes(view[start:stop])
+        start, stop = 0, len(data)
+    else:
+        data = whole
     if not (rules.log_append_time and batch_lat):  # (that one fails every record)
-        span = _scan(data, h.record_count, rules.compact)
+        span = _scan(data, start, stop, h.record_count, rules.compact)
         if span is not None:
             if rules.log_append_time:
                 return h
@@ -123,6 +131,8 @@ def _batch(body: memoryview, h: BatchHeader, rules: Rules, now_ms: int) -> Batch
                 if now_ms - low <= rules.before_ms and high - now_ms <= rules.after_ms:
                     return _stored(h, high)
         # Something to refuse, or to look at closer: read every field to answer as Kafka.
+    if data is whole:
+        data = data[start:stop]
     records = _read_records(data, h.record_count, strict=codec == 0)
     errors, timestamp_error, high = _check(records, h, rules, now_ms, partial=codec != 0)
     if errors:
@@ -243,9 +253,9 @@ def _varint(data: bytes | memoryview, pos: int) -> tuple[int, int]:
             raise InvalidRecord("Found invalid record structure")
 
 
-def _scan(data: bytes, count: int, compact: bool) -> tuple[int, int] | None:
-    """The fast path: (smallest, largest) timestamp delta of `count` records filling `data`
-    when every record is one Kafka accepts without a closer look, else None.
+def _scan(data: bytes, start: int, stop: int, count: int, compact: bool) -> tuple[int, int] | None:
+    """The fast path: (smallest, largest) timestamp delta of `count` records filling
+    data[start:stop] when every record is one Kafka accepts without a closer look, else None.
 
     Accepted: each record's fields (attributes, timestamp delta, offset delta, key, value,
     headers) end exactly where its length prefix says, so that reading the
@@ -256,7 +266,7 @@ def _scan(data: bytes, count: int, compact: bool) -> tuple[int, int] | None:
     One- and two-byte varints are decoded inline, longer ones by `_varint`."""
     if not count:
         return None
-    pos = 0
+    pos = start
     lo, hi = _INT64, -_INT64
     last = -1  # the last zigzag timestamp delta seen: most records repeat it
     try:
@@ -336,7 +346,7 @@ def _scan(data: bytes, count: int, compact: bool) -> tuple[int, int] | None:
             pos = end
     except (IndexError, InvalidRecord):
         return None
-    if pos != len(data):
+    if pos != stop:  # (reading past `stop` into what follows ends here too)
         return None
     return lo, hi
 

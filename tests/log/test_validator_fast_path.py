@@ -85,7 +85,9 @@ def test_fast_path_accepts_only_what_the_full_reading_accepts(seed: int) -> None
         if rng.random() < 0.7:
             data = damaged(rng, data)
         claimed = count + rng.choice((0, 0, 0, 1, -1))
-        span = _scan(data, claimed, compact)
+        span = _scan(data, 0, len(data), claimed, compact)
+        # where a batch is scanned in place, what follows it changes nothing
+        assert _scan(b"\x00\x02\x04" + data + data, 3, 3 + len(data), claimed, compact) == span
         if span is None:
             refused += 1
             continue
@@ -105,4 +107,6 @@ def test_fast_path_takes_the_common_batches() -> None:
     for count in (1, 64, 8193):
         for compact in (False, True):
             data = b"".join(record(rng, i, keyed=compact) for i in range(count))
-            assert _scan(data, count, compact) is not None
+            assert _scan(data, 0, len(data), count, compact) is not None
+            # in place, with other bytes around it (a batch within a request)
+            assert _scan(b"\x02" + data + b"\x00\x02", 1, len(data) + 1, count, compact) is not None
