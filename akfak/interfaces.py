@@ -83,8 +83,9 @@ class IPartitionLog(Interface):
         """
 
     def read(offset: int, max_bytes: int, *, min_one: bool = True,  # type: ignore[misc]
-             max_offset: int | None = None) -> object:
+             max_offset: int | None = None, ranges: bool = False) -> object:
         """Whole batches from the one containing `offset`, as a `ReadResult` (parts, size).
+        With `ranges`, stored batches may come as FileRanges, to be sent from their file.
 
         At most `max_bytes`, except that with `min_one` the first batch comes
         whole whatever its size (KIP-74).  Stops at the high watermark (or

@@ -20,9 +20,11 @@ from twisted.protocols.basic import Int32StringReceiver
 from twisted.python.failure import Failure
 
 from akfak.connections import MEMORY, QUEUE, ConnectionLimits
+from akfak.errors import KafkaStorageError
 from akfak.handlers.registry import API_VERSIONS_KEY, HandlerRegistry
 from akfak.interfaces import IRequestHandler
 from akfak.request_check import MalformedRequest, read_uvarint
+from akfak.response_writer import ResponseWriter, hold, release
 from akfak.security.acls import ANONYMOUS
 from akfak.security.sasl import Authenticator, authenticator_for
 
@@ -126,7 +128,7 @@ class _Reply:
     header: RequestHeader
     handler: Any
     ready: bool = False
-    parts: list[bytes] | None = None  # None with ready: no response (acks=0)
+    parts: list[Any] | None = None  # bytes and FileRanges; None with ready: no response (acks=0)
     pending: Deferred[Any] | None = field(default=None, repr=False)
 
 
@@ -163,6 +165,7 @@ class KafkaProtocol(Int32StringReceiver):
         self._reading = False  # inside dataReceived
         self._last_active = 0.0
         self._idle_call: Any = None
+        self._writer: ResponseWriter | None = None  # made when connected
         self.peer = "?"
         self.factory: Any = None
         #: the address counted against max.connections.per.ip, released when closed
@@ -183,6 +186,7 @@ class KafkaProtocol(Int32StringReceiver):
         address = self.transport.getPeer()
         self.peer = f"{getattr(address, 'host', address)}:{getattr(address, 'port', '')}"
         self.sasl = authenticator_for(self)
+        self._writer = ResponseWriter(self.transport, self._write_failed)
         # Streaming producer: the transport pauses us while its unsent bytes exceed its buffer.
         self.transport.registerProducer(self, True)
         if self.limits is not None and self.limits.idle_seconds > 0:
@@ -270,6 +274,10 @@ class KafkaProtocol(Int32StringReceiver):
         for reply in replies:
             if reply.pending is not None:
                 reply.pending.cancel()
+            elif reply.parts:
+                release(reply.parts)
+        if self._writer is not None:
+            self._writer.discard()
 
     # -- flow control ------------------------------------------------------------
 
@@ -289,11 +297,19 @@ class KafkaProtocol(Int32StringReceiver):
         if not self._reading:
             self._frames(b"")  # frames that arrived before the pause
 
-    # IPushProducer, for the transport's flow control of what we write.
+    # IPushProducer, for the transport's flow control of what we write: the transport's
+    # buffer is full; it is empty again (or, for the writer, the socket is writable).
     def pauseProducing(self) -> None:
+        if self._writer is not None:
+            self._writer.transport_paused()
         self.pause(WRITING)
 
     def resumeProducing(self) -> None:
+        writer = self._writer
+        if writer is not None:
+            writer.transport_resumed()
+            if writer.blocked:
+                return
         self.unpause(WRITING)
 
     def stopProducing(self) -> None:
@@ -315,16 +331,31 @@ class KafkaProtocol(Int32StringReceiver):
             return
         log.info("Closing connection from {peer}: idle for more than connections.max.idle.ms={ms}",
                  peer=self.peer, ms=int(idle * 1000))
-        self._closing = True
-        self.transport.loseConnection()
+        self._lose_connection()
 
     def drop(self, reason: str) -> None:
         """Close this connection, as Kafka does for requests it cannot answer."""
         if self._closing:
             return
         log.warn("Closing connection from {peer}: {reason}", peer=self.peer, reason=reason)
+        self._lose_connection()
+
+    def _lose_connection(self) -> None:
+        """Close once the responses already answered have been sent, as the transport's
+        loseConnection does with what it holds."""
         self._closing = True
+        if self._writer is not None:
+            self._writer.flush_into_transport()
         self.transport.loseConnection()
+
+    def _write_failed(self, reason: str) -> None:
+        """A response cannot be sent whole (the peer went away, a segment file shrank):
+        nothing after it could be read as a response."""
+        if self._closing:
+            return
+        log.info("Closing connection from {peer}: {reason}", peer=self.peer, reason=reason)
+        self._closing = True
+        getattr(self.transport, "abortConnection", self.transport.loseConnection)()
 
     # -- dispatch --------------------------------------------------------------
 
@@ -408,7 +439,13 @@ class KafkaProtocol(Int32StringReceiver):
                 log.failure("Encoding the response to API key {key} failed", key=reply.header.api_key)
                 self.drop("internal error")
                 return
-            reply.parts = body if isinstance(body, list) else [body]
+            parts = body if isinstance(body, list) else [body]
+            try:
+                hold(parts)  # stored batches to send from their files stay readable till sent
+            except KafkaStorageError as e:  # a file closed under us
+                self.drop(f"cannot hold the stored batches of a response: {e}")
+                return
+            reply.parts = parts
         reply.ready = True
         self._finish_ready()
 
@@ -438,4 +475,6 @@ class KafkaProtocol(Int32StringReceiver):
             tagged = header.flexible and header.api_key != API_VERSIONS_KEY
             head = _INT32.pack(header.correlation_id) + (b"\x00" if tagged else b"")
             size = len(head) + sum(len(p) for p in reply.parts)
-            self.transport.writeSequence([_INT32.pack(size), head, *reply.parts])
+            self._writer.write([_INT32.pack(size), head, *reply.parts])  # type: ignore[union-attr]
+        if self._writer is not None and self._writer.blocked and not self._closing:
+            self.pause(WRITING)

@@ -1,93 +1,219 @@
-"""End-to-end throughput: confluent-kafka produces to and consumes from a broker subprocess.
+"""End-to-end throughput: confluent-kafka produces to and consumes from akfak (and Kafka).
 
     .venv/bin/python benchmarks/client_bench.py [--records 500000] [--size 1000]
-        [--compression none] [--storage disk] [--security plaintext|ssl]
+        [--compression none] [--storage disk] [--kafka | --only kafka]
 
-Prints records/s and MiB/s for producing (acks=all, waiting for every delivery)
-and for consuming the same records from the beginning.  With `--security ssl` the broker
-listens on an SSL listener only (certificates made by akfak.testing.security) and the
-clients connect over TLS.
+`--size` and `--compression` take comma-separated lists (e.g. `--size 100,1024
+--compression none,gzip,snappy,lz4,zstd`); every combination is a workload on a
+topic of its own (one partition), after an untimed warm-up (a tenth of the
+records in each codec).  Prints records/s and MiB/s (of values) for
+producing (acks=all, linger.ms=5, 1 MiB batches, timed from the first record to
+the last delivery) and for consuming the same records from the beginning (one
+consumer, timed from assign to the last record), and the broker process's CPU
+time (user + system, from /proc) per record in each phase: on a shared machine
+the rates follow the load and the client's own costs, the broker's CPU per
+record much less.
+
+`--kafka` (or `--compare`) runs the same workloads against a real Apache Kafka
+4.1.1 broker (tests/kafka_peer.py, needs java and mvn) after akfak, in the same
+run, and prints a table with the ratio akfak/Kafka for every figure.  Each broker
+runs alone, on its own temporary directory; both get message.max.bytes=10 MiB.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from akfak.testing.security import Certificates  # noqa: E402
-from tests.brokers import free_port, start_process  # noqa: E402
+from tests.brokers import start_process  # noqa: E402
 
 MIB = 1 << 20
+MAX_MESSAGE = 10 * MIB
+
+
+@contextmanager
+def akfak_broker(tmp: Path, storage: str) -> Iterator[tuple[str, int]]:
+    broker = start_process(tmp / "akfak-data", "--storage", storage,
+                           "-o", f"message.max.bytes={MAX_MESSAGE}")
+    try:
+        yield broker.bootstrap, broker.proc.pid
+    finally:
+        broker.stop()
+
+
+@contextmanager
+def kafka_broker(tmp: Path, _storage: str) -> Iterator[tuple[str, int]]:
+    import pytest
+
+    from tests.kafka_peer import start_kafka
+    try:
+        peer = start_kafka(tmp / "kafka", properties={"message.max.bytes": str(MAX_MESSAGE)})
+    except (pytest.skip.Exception, pytest.fail.Exception) as e:
+        raise SystemExit(f"cannot start Kafka 4.1.1: {e}") from None
+    try:
+        yield peer.bootstrap, peer.proc.pid
+    finally:
+        peer.stop()
+
+
+BROKERS: dict[str, Callable[[Path, str], AbstractContextManager[tuple[str, int]]]] = {
+    "akfak": akfak_broker, "kafka": kafka_broker}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process `pid` so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def create_topic(bootstrap: str, name: str) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(name, 1, 1)])[name].result(30)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        topic = admin.list_topics(name, timeout=10).topics.get(name)
+        if topic is not None and topic.error is None and all(
+                p.leader >= 0 for p in topic.partitions.values()) and topic.partitions:
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"topic {name} has no leader after 30 s")
+
+
+def produce(bootstrap: str, topic: str, records: int, value: bytes, compression: str) -> float:
+    producer = Producer({
+        "bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5,
+        "batch.size": 1 << 20, "compression.type": compression,
+        "queue.buffering.max.kbytes": 1 << 20,
+    })
+    producer.produce(topic, b"")  # connected before the clock starts
+    producer.flush(60)
+    start = time.perf_counter()
+    for _ in range(records):
+        while True:
+            try:
+                producer.produce(topic, value)
+                break
+            except BufferError:
+                producer.poll(0.01)
+    if producer.flush(300) != 0:
+        raise RuntimeError("not every record was delivered")
+    return time.perf_counter() - start
+
+
+def consume(bootstrap: str, topic: str, records: int) -> float:
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap, "group.id": "bench", "enable.auto.commit": False,
+        "fetch.max.bytes": 50 * MIB, "max.partition.fetch.bytes": 10 * MIB,
+        # librdkafka stops fetching for fetch.queue.backoff.ms (1 s) once it holds
+        # queued.min.messages (100,000) or queued.max.messages.kbytes (64 MiB): that would
+        # time the client's pauses, not the broker
+        "queued.min.messages": 10_000_000, "queued.max.messages.kbytes": 1 << 20,
+        "fetch.queue.backoff.ms": 10,
+    })
+    try:
+        consumer.assign([TopicPartition(topic, 0, 1)])  # past the priming record
+        seen = 0
+        last = time.monotonic()
+        start = time.perf_counter()
+        while seen < records:
+            messages = consumer.consume(min(10_000, records - seen), timeout=1)
+            seen += sum(1 for m in messages if m.error() is None)
+            if messages:
+                last = time.monotonic()
+            elif time.monotonic() - last > 30:
+                raise RuntimeError(f"{topic}: {seen} records of {records}")
+        return time.perf_counter() - start
+    finally:
+        consumer.close()
+
+
+def run(bootstrap: str, pid: int, args: argparse.Namespace
+        ) -> dict[tuple[str, str], tuple[float, float, float]]:
+    """{(workload, "produce" | "consume"): (records/s, MiB/s, broker CPU µs per record)}"""
+    figures: dict[tuple[str, str], tuple[float, float, float]] = {}
+    # the same untimed warm-up on both brokers (the JVM's JIT, the codecs, the page cache)
+    warm = max(args.records // 10, 1000)
+    for compression in args.compression:
+        create_topic(bootstrap, f"warmup-{compression}")
+        produce(bootstrap, f"warmup-{compression}", warm, b"w" * args.size[0], compression)
+        consume(bootstrap, f"warmup-{compression}", warm)
+    for size in args.size:
+        for compression in args.compression:
+            name = f"{size} B {compression}"
+            topic = f"bench-{size}-{compression}"
+            create_topic(bootstrap, topic)
+            value = b"x" * size
+            mib = args.records * size / MIB
+            for phase in ("produce", "consume"):
+                cpu = cpu_seconds(pid)
+                seconds = (produce(bootstrap, topic, args.records, value, compression)
+                           if phase == "produce" else consume(bootstrap, topic, args.records))
+                cpu_us = (cpu_seconds(pid) - cpu) / args.records * 1e6
+                figures[name, phase] = (args.records / seconds, mib / seconds, cpu_us)
+                print(f"  {phase}: {args.records / seconds:10.0f} records/s {mib / seconds:8.1f} MiB/s "
+                      f"broker CPU {cpu_us:6.2f} µs/record ({args.records} x {name}, {args.storage})",
+                      flush=True)
+    return figures
+
+
+def table(results: dict[str, dict[tuple[str, str], tuple[float, float, float]]]) -> str:
+    keys = list(next(iter(results.values())))
+    head = ["workload"]
+    for broker in results:
+        head += [f"{broker} rec/s", f"{broker} MiB/s", f"{broker} CPU µs/rec"]
+    both = len(results) == 2
+    if both:
+        head += ["akfak/kafka rec/s", "akfak/kafka CPU"]
+    rows = [head, ["---"] * len(head)]
+    for key in keys:
+        row = [f"{key[1]} {key[0]}"]
+        for figures in results.values():
+            rate, mib, cpu = figures[key]
+            row += [f"{rate:,.0f}", f"{mib:.1f}", f"{cpu:.2f}"]
+        if both:
+            akfak, kafka = results["akfak"][key], results["kafka"][key]
+            row += [f"{akfak[0] / kafka[0]:.2f}", f"{akfak[2] / kafka[2]:.2f}" if kafka[2] else "-"]
+        rows.append(row)
+    return "\n".join("| " + " | ".join(row) + " |" for row in rows)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=500_000)
-    parser.add_argument("--size", type=int, default=1000, help="value size in bytes")
-    parser.add_argument("--compression", default="none")
-    parser.add_argument("--storage", default="disk", choices=["disk", "memory"])
-    parser.add_argument("--security", default="plaintext", choices=["plaintext", "ssl"])
+    parser.add_argument("--size", default="1000", help="value sizes in bytes, comma-separated")
+    parser.add_argument("--compression", default="none", help="codecs, comma-separated")
+    parser.add_argument("--storage", default="disk", choices=["disk", "memory"], help="akfak's")
+    parser.add_argument("--kafka", "--compare", action="store_true",
+                        help="also run against Kafka 4.1.1, print ratios")
+    parser.add_argument("--only", choices=sorted(BROKERS), help="one broker only")
     args = parser.parse_args()
-    value = b"x" * args.size
-    total_mib = args.records * args.size / MIB
-    with tempfile.TemporaryDirectory() as tmp:
-        extra = ["--storage", args.storage, "-o", "message.max.bytes=10485760"]
-        security: dict[str, str] = {}
-        port = free_port()
-        command = None
-        if args.security == "ssl":
-            certificates = Certificates(Path(tmp) / "tls")
-            extra += ["-o", f"listeners=SSL://127.0.0.1:{port}", "-o", "ssl.keystore.type=PEM",
-                      "-o", f"ssl.keystore.location={certificates.server_keystore}"]
-            command = [sys.executable, "-m", "akfak", "--data-dir", str(Path(tmp) / "data"), *extra]
-            security = {"security.protocol": "SSL", "ssl.ca.location": str(certificates.ca_file)}
-        broker = start_process(Path(tmp) / "data", *extra, port=port, command=command)
-        try:
-            producer = Producer({
-                **security,
-                "bootstrap.servers": broker.bootstrap, "acks": "all", "linger.ms": 5,
-                "batch.size": 1 << 20, "compression.type": args.compression,
-                "queue.buffering.max.kbytes": 1 << 20,
-            })
-            start = time.perf_counter()
-            for _ in range(args.records):
-                while True:
-                    try:
-                        producer.produce("bench", value)
-                        break
-                    except BufferError:
-                        producer.poll(0.01)
-            assert producer.flush(120) == 0, "not every record was delivered"
-            elapsed = time.perf_counter() - start
-            print(f"produce: {args.records / elapsed:10.0f} records/s {total_mib / elapsed:8.1f} MiB/s "
-                  f"({args.records} x {args.size} B, {args.compression}, {args.storage}, {args.security})")
-
-            consumer = Consumer({
-                **security,
-                "bootstrap.servers": broker.bootstrap, "group.id": "bench",
-                "enable.auto.commit": False, "fetch.max.bytes": 50 * MIB,
-                "max.partition.fetch.bytes": 10 * MIB,
-            })
-            consumer.assign([TopicPartition("bench", 0, 0)])
-            seen = 0
-            start = time.perf_counter()
-            while seen < args.records:
-                for message in consumer.consume(10_000, timeout=5):
-                    if message.error() is None:
-                        seen += 1
-            elapsed = time.perf_counter() - start
-            consumer.close()
-            print(f"consume: {seen / elapsed:10.0f} records/s {total_mib / elapsed:8.1f} MiB/s")
-        finally:
-            broker.stop()
+    args.size = [int(s) for s in args.size.split(",")]
+    args.compression = args.compression.split(",")
+    brokers = [args.only] if args.only else ["akfak", "kafka"] if args.kafka else ["akfak"]
+    load = os.getloadavg()
+    print(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs")
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="client-bench-") as tmp:
+        for name in brokers:
+            print(f"{name}:", flush=True)
+            with BROKERS[name](Path(tmp), args.storage) as (bootstrap, pid):
+                results[name] = run(bootstrap, pid, args)
+    load = os.getloadavg()
+    print(f"load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    print()
+    print(table(results))
 
 
 if __name__ == "__main__":

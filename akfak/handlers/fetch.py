@@ -13,7 +13,9 @@ Behavior:
 - v7+: fetch sessions (KIP-227, akfak.fetch_sessions); session errors answer
   with a top-level error and no partitions.  v13+: topics by id (UNKNOWN_TOPIC_ID).
 - current_leader_epoch newer than ours: UNKNOWN_LEADER_EPOCH; older: FENCED_LEADER_EPOCH.
-- Record bytes go from the log to the transport untouched (fetch_response).
+- Record bytes go from the log to the transport untouched (fetch_response), stored
+  batches already CRC-checked as file ranges that the connection sendfile()s
+  (akfak.response_writer).
 - With an authorizer: READ on each topic, else TOPIC_AUTHORIZATION_FAILED for its
   partitions (before looking them up); a follower's fetch (replica id >= 0) needs
   CLUSTER_ACTION on the cluster instead, else every partition TOPIC_AUTHORIZATION_FAILED.
@@ -160,7 +162,7 @@ class FetchHandler(Handler):
                 result.aborted = []
             limit = max(0, min(partition_max, max_bytes - total))
             try:
-                read = log.read(offset, limit, min_one=min_one,
+                read = log.read(offset, limit, min_one=min_one, ranges=True,
                                 max_offset=log.last_stable_offset if isolation == READ_COMMITTED else None)
             except KafkaError as e:
                 result.error = e.error_code
@@ -177,7 +179,7 @@ class FetchHandler(Handler):
                                       for a in log.collect_aborted(offset, upper)]
         return reads, total, errors
 
-    def _respond(self, version: int, fetch: FetchContext, reads: list[_Read]) -> list[bytes]:
+    def _respond(self, version: int, fetch: FetchContext, reads: list[_Read]) -> list[Any]:
         topics: list[TopicResult] = []
         by_ref: dict[Hashable, TopicResult] = {}
         for read in reads:

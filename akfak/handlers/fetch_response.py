@@ -2,7 +2,7 @@
 
 kio's writer would copy every record batch into one buffer; here the small
 fields are packed around them and the batches read from the log go to the
-transport as they are (`writeSequence`).  Versions 4-18; tests check the bytes
+connection as they are (akfak.response_writer).  Versions 4-18; tests check the bytes
 against kio's encoding of the same response.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 import struct
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 from akfak.coordinator.codec import uvarint
 
@@ -28,8 +29,8 @@ class PartitionResult:
     high_watermark: int = -1
     last_stable_offset: int = -1
     log_start_offset: int = -1
-    #: whole record batches, as read from the log
-    records: list[bytes] = field(default_factory=list)
+    #: whole record batches, as read from the log (bytes, or FileRanges to send from the file)
+    records: list[Any] = field(default_factory=list)
     records_size: int = 0
     #: (producer id, first offset) of aborted transactions; None unless read_committed
     aborted: list[tuple[int, int]] | None = None
@@ -44,9 +45,9 @@ class TopicResult:
 
 def encode_fetch_response(
     version: int, error: int, session_id: int, topics: list[TopicResult], throttle_ms: int = 0
-) -> list[bytes]:
+) -> list[Any]:
     flexible = version >= 12
-    parts: list[bytes] = []
+    parts: list[Any] = []
     buf = bytearray(_I32.pack(throttle_ms))
 
     def array_length(n: int) -> None:

@@ -4,14 +4,17 @@ Kafka keeps every segment's `.log` and indexes open (and mmapped), which is why
 its operators raise `ulimit -n`.  akfak instead opens a segment's files on
 demand: each `PooledFile` knows its path and open flags, and every operation
 (pread, writev, ftruncate, fsync) takes a descriptor from the pool, opening the
-file if it was closed, and gives it back.  When more than `capacity`
-descriptors are open, the least recently used one that no operation holds is
-closed.  So 20,000 partitions open and serve under RLIMIT_NOFILE=1024; a busy
+file if it was closed.  When more than `capacity` descriptors are open, one that
+no operation holds and that was not used lately is closed (the clock
+approximation of LRU: a use sets a bit, eviction clears it and spares the file
+once).  So 20,000 partitions open and serve under RLIMIT_NOFILE=1024; a busy
 partition keeps its descriptors because it is always recently used.
 
 The pool is shared by every storage of the process (the limit is the
 process's) and is thread-safe: fsyncs and the log cleaner use it from threads.
-An operation holds ("pins") its descriptor for its duration, so eviction never
+A short system call (pread, writev, ftruncate) runs under the pool's lock, one
+lock round trip per call; a long one (fsync) or a descriptor kept across reactor
+turns (a FileRange being sent) holds ("pins") it instead, so eviction never
 closes one in use; a file closed by its owner while pinned closes when
 released.  Closing a descriptor does not lose written data (the kernel has
 it), and an fsync through a reopened descriptor covers the file's dirty pages.
@@ -96,9 +99,25 @@ class HandlePool:
             if fd is None:
                 fd = self._open_locked(file)
             else:
-                self._open.move_to_end(file)
+                file._used = True
             file._pins += 1
             return fd
+
+    def _call(self, file: PooledFile, op: Callable[..., T], *args: Any) -> T:
+        """`op(fd, *args)` under the lock, for a short system call (pread, writev): one lock
+        round trip instead of pinning and unpinning; eviction waits for it."""
+        with self._lock:
+            fd = file._fd
+            if fd is None or file._closed:
+                fd = self._reopen_locked(file)
+            else:
+                file._used = True
+            return op(fd, *args)
+
+    def _reopen_locked(self, file: PooledFile) -> int:
+        if file._closed:
+            raise KafkaStorageError(f"{file.path} is closed")
+        return self._open_locked(file)
 
     def _release(self, file: PooledFile) -> None:
         with self._lock:
@@ -131,15 +150,28 @@ class HandlePool:
         return fd
 
     def _evict_locked(self, target: int | None = None) -> None:
+        """Close unpinned descriptors, least recently opened first, but one used since the
+        last eviction gets a second chance (moved to the back, its bit cleared): the
+        "clock" approximation of LRU, which costs a use no reordering."""
         excess = len(self._open) - (self.capacity if target is None else target)
         if excess <= 0:
             return
-        victims = []
-        for candidate in self._open:  # oldest first; only pinned ones are skipped
-            if candidate._pins == 0:
-                victims.append(candidate)
-                if len(victims) == excess:
-                    break
+        victims: list[PooledFile] = []
+        spared: list[PooledFile] = []
+        for candidate in self._open:  # oldest first; pinned ones are skipped
+            if candidate._pins:
+                continue
+            if candidate._used:
+                candidate._used = False
+                spared.append(candidate)
+                continue
+            victims.append(candidate)
+            if len(victims) == excess:
+                break
+        for file in spared:
+            self._open.move_to_end(file)
+        for file in spared[:excess - len(victims)]:  # everything was in use: oldest first
+            victims.append(file)
         for victim in victims:
             self._close_locked(victim)
 
@@ -182,7 +214,7 @@ class PooledFile:
     `keep_creating` (index files are only ever hints).
     """
 
-    __slots__ = ("_closed", "_create_once", "_fd", "_flags", "_pins", "_pool", "path")
+    __slots__ = ("_closed", "_create_once", "_fd", "_flags", "_pins", "_pool", "_used", "path")
 
     def __init__(self, path: Path, flags: int, *, create: bool = False,
                  keep_creating: bool = False, pool: HandlePool | None = None) -> None:
@@ -192,6 +224,7 @@ class PooledFile:
         self._pool = pool if pool is not None else POOL
         self._fd: int | None = None
         self._pins = 0
+        self._used = False  # used since the last eviction looked (the clock bit)
         self._closed = False
 
     def __repr__(self) -> str:
@@ -203,8 +236,7 @@ class PooledFile:
 
     def touch(self) -> None:
         """Open it now (creating it if `create`)."""
-        self._pool._acquire(self)
-        self._pool._release(self)
+        self._pool._call(self, _nothing)
 
     def _run(self, op: Callable[..., T], *args: Any) -> T:
         """`op(fd, *args)` with a descriptor held for the call."""
@@ -217,21 +249,30 @@ class PooledFile:
 
     def pread(self, position: int, length: int) -> bytes:
         """`length` bytes at `position` (fewer only at the end of the file)."""
-        return self._run(pread_all, position, length)
+        pool = self._pool
+        with pool._lock:  # _call, inlined: the hottest use
+            fd = self._fd
+            if fd is None or self._closed:
+                fd = pool._reopen_locked(self)
+            else:
+                self._used = True
+            data = os.pread(fd, length, position)
+            return data if len(data) == length else data + pread_all(
+                fd, position + len(data), length - len(data))
 
     def write(self, data: bytes) -> None:
-        self._run(os.write, data)
+        self._pool._call(self, os.write, data)
 
     def writev(self, parts: Sequence[bytes | bytearray | memoryview]) -> None:
         """Write every part, continuing after short writes."""
-        self._run(_writev_all, parts)
+        self._pool._call(self, _writev_all, parts)
 
     def ftruncate(self, size: int) -> None:
-        self._run(os.ftruncate, size)
+        self._pool._call(self, os.ftruncate, size)
 
     def dup(self) -> int:
         """A descriptor of its own (the caller closes it), valid after this file closes."""
-        return self._run(os.dup)
+        return self._pool._call(self, os.dup)
 
     def fsync(self) -> None:
         """fsync (on any thread); nothing once the owner closed it."""
@@ -261,6 +302,55 @@ class PooledFile:
                 pool._close_locked(self)
 
 
+class FileRange:
+    """`size` bytes at `position` of a pooled file, to be sent from the file itself
+    (sendfile) rather than read into memory: stored batches in a Fetch response.
+
+    `hold` pins the file's descriptor (it stays open, even if the file is closed or
+    deleted meanwhile, until `release`); `read` and `sendfile` need it held."""
+
+    __slots__ = ("_fd", "file", "position", "size")
+
+    def __init__(self, file: PooledFile, position: int, size: int) -> None:
+        self.file = file
+        self.position = position
+        self.size = size
+        self._fd: int | None = None
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __repr__(self) -> str:
+        return f"<FileRange {self.file.path} [{self.position}, {self.position + self.size})>"
+
+    def hold(self) -> None:
+        if self._fd is None:
+            self._fd = self.file._pool._acquire(self.file)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            self._fd = None
+            self.file._pool._release(self.file)
+
+    def _held(self) -> int:
+        if self._fd is None:
+            raise KafkaStorageError(f"{self!r} is not held")
+        return self._fd
+
+    def read(self, offset: int, length: int) -> bytes:
+        """`length` bytes from `offset` within the range."""
+        return pread_all(self._held(), self.position + offset, min(length, self.size - offset))
+
+    def sendfile(self, out_fd: int, offset: int, length: int) -> int:
+        """os.sendfile of `length` bytes from `offset` within the range to `out_fd`."""
+        return os.sendfile(out_fd, self._held(), self.position + offset,
+                           min(length, self.size - offset))
+
+
+def _nothing(_fd: int) -> None:
+    pass
+
+
 def pread_all(fd: int, position: int, length: int) -> bytes:
     """`length` bytes at `position` (fewer only at the end of the file)."""
     data = os.pread(fd, length, position)
@@ -273,6 +363,15 @@ def pread_all(fd: int, position: int, length: int) -> bytes:
 
 
 def _writev_all(fd: int, parts: Sequence[bytes | bytearray | memoryview]) -> None:
+    if len(parts) <= _IOV_MAX:  # the usual case: one call writes it all
+        written = os.writev(fd, parts)
+        total = sum(len(p) for p in parts)
+        if written == total:
+            return
+        rest = memoryview(b"".join(parts))[written:]  # a short write: rare, at any cost
+        while rest:
+            rest = rest[os.write(fd, rest):]
+        return
     pending = [memoryview(p) for p in parts]
     while pending:
         chunk = pending[:_IOV_MAX]

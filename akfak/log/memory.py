@@ -63,6 +63,8 @@ class MemoryStore:
     def read(self, position: int, length: int) -> bytes:
         return bytes(self.data[position : position + length])
 
+    range = read  # nothing to sendfile from
+
     def open_reader(self) -> _BufferReader:
         # An inactive segment's bytearray is never changed again (delete binds a new one),
         # so a thread may read it while the reactor goes on.

@@ -36,7 +36,7 @@ from akfak.log import validator
 from akfak.log.batch import HEADER_SIZE
 from akfak.log.cleaner import CleaningAborted
 from akfak.log.config import LogConfig
-from akfak.log.handles import Syncable
+from akfak.log.handles import FileRange, Syncable
 from akfak.log.producer_state import ProducerStateManager
 from akfak.log.records import encode_marker, iter_timestamps, read_marker
 from akfak.log.segment import LogSegment
@@ -90,7 +90,7 @@ class AppendInfo:
 class ReadResult:
     """Whole batches read from a partition, as parts to write out in sequence."""
 
-    parts: list[bytes]
+    parts: list[bytes | FileRange]
     size: int
     high_watermark: int
     log_start_offset: int
@@ -402,8 +402,9 @@ class PartitionLog:
     # -- read ----------------------------------------------------------------------------
 
     def read(self, offset: int, max_bytes: int, *, min_one: bool = True,
-             max_offset: int | None = None) -> ReadResult:
-        """Whole batches from the one holding `offset`; see IPartitionLog.read."""
+             max_offset: int | None = None, ranges: bool = False) -> ReadResult:
+        """Whole batches from the one holding `offset`; see IPartitionLog.read.  With
+        `ranges`, parts may be FileRanges (akfak.log.handles) rather than bytes."""
         self._check_open()
         hw = self.high_watermark
         if offset < self.log_start_offset or offset > hw:
@@ -411,7 +412,7 @@ class PartitionLog:
                 f"Offset {offset} is out of range for partition {self.topic}-{self.partition}: "
                 f"[{self.log_start_offset}, {hw}]")
         limit = hw if max_offset is None else min(max_offset, hw)
-        parts: list[bytes] = []
+        parts: list[bytes | FileRange] = []
         total = 0
         first: int | None = None
         next_offset: int | None = None
@@ -438,7 +439,8 @@ class PartitionLog:
             if end <= start:
                 break
             try:
-                data = segment.read_batches(start, end - start, f"{self.topic}-{self.partition}")
+                data = segment.read_batches(start, end - start, f"{self.topic}-{self.partition}",
+                                            ranges=ranges)
             except CorruptMessage:
                 if first is None:
                     raise

@@ -21,7 +21,7 @@ from twisted.logger import Logger
 
 from akfak.errors import CorruptMessage, KafkaStorageError
 from akfak.log.batch import HEADER_SIZE, MIN_BATCH_LENGTH, BatchHeader, crc_of, parse_header
-from akfak.log.handles import PooledFile, Syncable, pread_all
+from akfak.log.handles import FileRange, PooledFile, Syncable, pread_all
 from akfak.log.index import NO_TIMESTAMP, IndexFile, OffsetIndex, TimeIndex
 from akfak.log.txn_index import TransactionIndex
 
@@ -63,6 +63,9 @@ class SegmentStore(Protocol):
     def append(self, parts: Sequence[Buffer]) -> None: ...
 
     def read(self, position: int, length: int) -> bytes: ...
+
+    def range(self, position: int, length: int) -> bytes | FileRange:
+        """What `read` would return, or a FileRange to send it from (a file's store)."""
 
     def truncate(self, size: int) -> None: ...
 
@@ -141,6 +144,9 @@ class FileStore:
 
     def read(self, position: int, length: int) -> bytes:
         return self.file.pread(position, max(0, min(length, self.size - position)))
+
+    def range(self, position: int, length: int) -> FileRange:
+        return FileRange(self.file, position, max(0, min(length, self.size - position)))
 
     def open_reader(self) -> SegmentReader:
         return _FdReader(self.file.dup(), self.size)
@@ -306,13 +312,17 @@ class LogSegment:
     def read(self, position: int, length: int) -> bytes:
         return self.store.read(position, length)
 
-    def read_batches(self, position: int, length: int, where: str) -> bytes:
+    def read_batches(self, position: int, length: int, where: str, *,
+                     ranges: bool = False) -> bytes | FileRange:
         """Whole batches at [position, position + length), CRC-checked where not yet known
         good: cut before the first corrupt batch, CorruptMessage if that is the first.
+        With `ranges`, batches already checked may come as a FileRange (to sendfile).
 
         Kafka serves stored bytes unchecked (the consumer's check.crcs finds a flip, if
         it is on); akfak checks each stored batch once, when it is first served, so that
         a flipped bit is never handed out as data."""
+        if ranges and position + length <= self.verified_until:
+            return self.store.range(position, length)
         data = self.store.read(position, length)
         if position + len(data) <= self.verified_until:
             return data
