@@ -35,14 +35,9 @@ DUMP_LOG = "kafka.tools.DumpLogSegments"
 
 
 @pytest.fixture(scope="module")
-def akfak_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("akfak") / "data"
-
-
-@pytest.fixture(scope="module")
-def brokers(kafka_peer: KafkaPeer, akfak_dir: Path) -> Iterator[dict[str, str]]:
+def brokers(kafka_peer: KafkaPeer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """Bootstrap addresses: one akfak subprocess and the module's Kafka broker."""
-    akfak = start_process(akfak_dir)
+    akfak = start_process(tmp_path_factory.mktemp("akfak") / "data")
     yield {"akfak": akfak.bootstrap, "kafka": kafka_peer.bootstrap}
     akfak.stop()
 
@@ -414,28 +409,38 @@ def test_perf_tools(brokers: dict[str, str]) -> None:
 # -- kafka-dump-log -------------------------------------------------------------------------
 
 #: what DumpLogSegments prints when a file is not as Kafka writes it
-DUMP_TROUBLE = re.compile(r"(?i)mismatch|not found in the log|exception|corrupt|isvalid: false"
-                          r"|failed|error|non-consecutive|is larger than|is smaller than|could not")
+DUMP_TROUBLE = re.compile(r"(?i)mismatch|not found in the log|exception|corrupt|isvalid: false|invalid bytes"
+                          r"|out of order|ignoring unknown|failed|error|non-consecutive|could not")
 
 
-def test_dump_log_over_akfak_directory(brokers: dict[str, str], akfak_dir: Path) -> None:
-    """Kafka's kafka-dump-log reads every segment, index and snapshot akfak wrote (after the
-    other tests' topics, groups and transactions) and finds nothing wrong, internal topics
-    decoded."""
-    create_topic(brokers, "cli-dump", 1, records=5)
-    consume_all(brokers["akfak"], "cli-dump", "cli-dump", 5)
-    transaction(brokers["akfak"], "cli-dump-txn", "cli-dump", commit=True)
+def test_dump_log_over_akfak_directory(broker_process: Any, tmp_path: Path) -> None:
+    """Kafka's kafka-dump-log reads every segment, index and producer snapshot an akfak broker
+    wrote (records, a group's commits, transactions committed and aborted, then a clean stop)
+    and finds nothing wrong, the internal topics decoded."""
+    data = tmp_path / "dump"
+    akfak = broker_process(data_dir=data)
+    create_topic({"akfak": akfak.bootstrap}, "cli-dump", 2, records=20)
+    consume_all(akfak.bootstrap, "cli-dump", "cli-dump", 20)
+    transaction(akfak.bootstrap, "cli-dump-txn", "cli-dump", commit=True)
+    transaction(akfak.bootstrap, "cli-dump-aborted", "cli-dump", commit=False).abort_transaction(30)
+    akfak.stop()
     kinds = {"__consumer_offsets": ["--offsets-decoder"],
              "__cluster_metadata": ["--cluster-metadata-decoder"],
              "__transaction_state": ["--transaction-log-decoder"]}
     files: dict[str, list[str]] = {}
-    for path in sorted(akfak_dir.glob("*/*")):
-        if path.suffix in (".log", ".index", ".timeindex", ".snapshot"):
+    for path in sorted(data.glob("*/*")):
+        if path.suffix in (".log", ".index", ".timeindex", ".txnindex", ".snapshot"):
             kind = next((k for k in kinds if path.parent.name.startswith(k + "-")), "")
             files.setdefault(kind, []).append(str(path))
     assert set(files) == {"", *kinds}
-    expect = {"": "key: k0 payload: v0", "__consumer_offsets": '"group":"cli-dump"',
-              "__cluster_metadata": '"type":"TOPIC_RECORD"', "__transaction_state": "cli-dump-txn"}
+    assert {Path(path).suffix for path in files[""]} >= {".txnindex", ".snapshot"}, files[""]
+    expect = {"": ["key: k0 payload: v0", "endTxnMarker: COMMIT", "endTxnMarker: ABORT",
+                   "producerId: "],  # the last from a producer snapshot
+              "__consumer_offsets": ['"group":"cli-dump"'],
+              "__cluster_metadata": ['"type":"TOPIC_RECORD"'],
+              # CompleteCommit, CompleteAbort
+              "__transaction_state": ['"transactionalId":"cli-dump-txn"', '"transactionStatus":4',
+                                      '"transactionalId":"cli-dump-aborted"', '"transactionStatus":5']}
     for kind, paths in files.items():
         run = run_tool(DUMP_LOG, "--deep-iteration", "--index-sanity-check", "--print-data-log",
                        *kinds.get(kind, []), "--files", ",".join(paths), timeout=180)
@@ -445,4 +450,5 @@ def test_dump_log_over_akfak_directory(brokers: dict[str, str], akfak_dir: Path)
                    and "payload" not in line]
         assert not trouble, "\n".join(trouble[:20])
         assert output.count("Dumping ") == len(paths)
-        assert expect[kind] in output, f"{kind}: {output[-2000:]}"
+        for text in expect[kind]:
+            assert text in output, f"{kind}: no {text!r} in:\n{output[-3000:]}"
