@@ -107,6 +107,10 @@ def test_topics_tool(brokers: dict[str, str]) -> None:
     exists = assert_same(on_both(brokers, "--create", "--topic", "cli-topics", "--partitions", "1",
                                  tool=topics))
     assert exists[0] == "Error while executing topic command : Topic 'cli-topics' already exists."
+    for name, config in (("bad name", "retention.ms=1"), ("..", "retention.ms=1"),
+                         ("cli-topics-bad", "retention.ms=forever"), ("cli-topics-bad", "colour=blue")):
+        refused = assert_same(on_both(brokers, "--create", "--topic", name, "--config", config, tool=topics))
+        assert any(line.startswith("Error while executing topic command : ") for line in refused), refused
     listed = assert_same(on_both(brokers, "--list", "--exclude-internal", tool=topics))
     assert "cli-topics" in listed
     described = assert_same(on_both(brokers, "--describe", "--topic", "cli-topics", tool=topics), norm)
