@@ -363,6 +363,16 @@ def test_console_producer_and_consumer(brokers: dict[str, str]) -> None:
         tool=CONSOLE_CONSUMER))
     assert consumed == [*(f"Partition:0\tOffset:{i}\th1:a{i},h2:b{i}\tkey{i}\tvalue {i}" for i in range(5)),
                         "Processed a total of 5 messages"]
+    from_offset = assert_same(on_both(brokers, "--topic", "cli-console", "--partition", "0", "--offset", "3",
+                                      "--max-messages", "2", tool=CONSOLE_CONSUMER))
+    assert from_offset == ["value 3", "value 4", "Processed a total of 2 messages"]
+    in_group = assert_same(on_both(brokers, "--topic", "cli-console", "--group", "cli-console",
+                                   "--from-beginning", "--max-messages", "5", tool=CONSOLE_CONSUMER))
+    assert in_group[-1] == "Processed a total of 5 messages"
+    committed = assert_same(on_both(brokers, "--describe", "--group", "cli-console", tool=GROUPS),
+                            masked(brokers))
+    assert committed[1:] == ["cli-console cli-console 0 5 5 0 - - -",
+                             "Consumer group 'cli-console' has no active members."]
 
 
 def events(run: Any) -> list[dict[str, Any]]:
