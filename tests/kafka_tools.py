@@ -61,12 +61,15 @@ def run_tool(main_class: str, *args: str, timeout: float = 90.0, input: str | No
     return ToolRun(done.returncode, done.stdout, done.stderr)
 
 
-def on_both(brokers: dict[str, str], *args: str, tool: str, input: str | None = None) -> dict[str, ToolRun]:
-    """Runs `tool` with --bootstrap-server against each broker (at once: JVM starts are the
-    cost), then `args`; "{bootstrap}" in an argument stands for the broker's address."""
+def on_both(brokers: dict[str, str], *args: str, tool: str, input: str | None = None,
+            bootstrap_option: str | None = "--bootstrap-server") -> dict[str, ToolRun]:
+    """Runs `tool` against each broker (at once: JVM starts are the cost) with
+    `bootstrap_option` and the broker's address, then `args`, where "{bootstrap}" stands for
+    the address too."""
     def run(bootstrap: str) -> ToolRun:
-        return run_tool(tool, "--bootstrap-server", bootstrap,
-                        *(arg.replace("{bootstrap}", bootstrap) for arg in args), input=input)
+        prefix = (bootstrap_option, bootstrap) if bootstrap_option else ()
+        return run_tool(tool, *prefix, *(arg.replace("{bootstrap}", bootstrap) for arg in args),
+                        input=input)
 
     with ThreadPoolExecutor(len(brokers)) as pool:
         return dict(zip(brokers, pool.map(run, brokers.values()), strict=True))

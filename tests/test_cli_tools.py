@@ -217,7 +217,7 @@ def test_get_offsets_and_delete_records_tools(brokers: dict[str, str], tmp_path:
     create_topic(brokers, "cli-offsets", 3, records=30)
     latest = assert_same(on_both(brokers, "--topic", "cli-offsets", "--time", "-1", tool="GetOffsetShell"))
     assert latest == ["cli-offsets:0:10", "cli-offsets:1:10", "cli-offsets:2:10"]
-    by_time = {"-2": 0, "-3": 9, "-4": 0, str(BASE_TIME + 12): 4, str(BASE_TIME + 15): 5}
+    by_time = {"-2": 0, "-3": 9, "-4": 0, str(BASE_TIME + 15): 5}
     for at, offset in by_time.items():  # earliest, max timestamp, earliest local, by timestamp
         found = assert_same(on_both(brokers, "--topic-partitions", "cli-offsets:2", "--time", at,
                                     tool="GetOffsetShell"))
@@ -401,10 +401,10 @@ def test_verifiable_producer_and_consumer(brokers: dict[str, str]) -> None:
 
 def test_perf_tools(brokers: dict[str, str]) -> None:
     create_topic(brokers, "cli-perf", 1)
-    for name, bootstrap in brokers.items():
-        run = run_tool("ProducerPerformance", "--topic", "cli-perf", "--num-records", "20000",
-                       "--record-size", "100", "--throughput", "-1", "--producer-props",
-                       f"bootstrap.servers={bootstrap}", "acks=all")
+    produced = on_both(brokers, "--topic", "cli-perf", "--num-records", "20000", "--record-size", "100",
+                       "--throughput", "-1", "--producer-props", "bootstrap.servers={bootstrap}", "acks=all",
+                       tool="ProducerPerformance", bootstrap_option=None)
+    for name, run in produced.items():
         assert run.returncode == 0, run.stderr
         summary = re.search(r"^20000 records sent, ([\d.]+) records/sec \(([\d.]+) MB/sec\), ([\d.]+) ms avg "
                             r"latency, ([\d.]+) ms max latency", run.stdout, re.M)
