@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from tests.brokers import start_process
 from tests.kafka_peer import KafkaPeer
-from tests.kafka_tools import assert_same, lines, on_both, run_tool
+from tests.kafka_tools import ToolRun, assert_same, lines, on_both, run_tool
 
 pytestmark = [pytest.mark.jvm, pytest.mark.timeout(600)]
 
@@ -79,7 +79,7 @@ def consume_all(bootstrap: str, topic: str, group: str, records: int, close: boo
     return consumer
 
 
-def masked(brokers: dict[str, str]) -> Any:
+def masked(brokers: dict[str, str]) -> Callable[[str], str]:
     """A normalizer: ports, topic ids, member ids, times masked; runs of blanks made one."""
     def normalize(line: str) -> str:
         for bootstrap in brokers.values():
@@ -95,6 +95,8 @@ def masked(brokers: dict[str, str]) -> Any:
 
 
 def test_topics_tool(brokers: dict[str, str]) -> None:
+    """`kafka-topics`: create (configs, partitions; refusals), list, describe by name and by id,
+    the health filters, grow, refuse to shrink, delete."""
     norm = masked(brokers)
     topics = "org.apache.kafka.tools.TopicCommand"
     created = assert_same(on_both(brokers, "--create", "--topic", "cli-topics", "--partitions", "3",
@@ -148,6 +150,8 @@ def test_topics_tool(brokers: dict[str, str]) -> None:
 
 
 def test_consumer_groups_tool(brokers: dict[str, str]) -> None:
+    """`kafka-consumer-groups` on an empty and a live group: list, describe (offsets, members,
+    state), every kind of reset, deleting offsets and groups, and the refusals a live group gets."""
     norm = masked(brokers)
     create_topic(brokers, "cli-groups", 3, records=30)
     live: list[Consumer] = []
@@ -214,6 +218,8 @@ def test_consumer_groups_tool(brokers: dict[str, str]) -> None:
 
 
 def test_get_offsets_and_delete_records_tools(brokers: dict[str, str], tmp_path: Path) -> None:
+    """`kafka-get-offsets` by special time and by timestamp; `kafka-delete-records` from a JSON
+    plan (one offset past the end), after which the earliest offsets moved."""
     create_topic(brokers, "cli-offsets", 3, records=30)
     latest = assert_same(on_both(brokers, "--topic", "cli-offsets", "--time", "-1", tool="GetOffsetShell"))
     assert latest == ["cli-offsets:0:10", "cli-offsets:1:10", "cli-offsets:2:10"]
@@ -267,6 +273,7 @@ NEWER = {"ListOffsets(2)": "1 to 11 [usable: 10]", "OffsetCommit(8)": "2 to 10 [
 
 
 def test_broker_api_versions_tool(brokers: dict[str, str]) -> None:
+    """`kafka-broker-api-versions`: the same APIs at the same versions, but NOT_SERVED and NEWER."""
     runs = on_both(brokers, tool="BrokerApiVersionsCommand")
     apis = {}
     for name, run in runs.items():
@@ -313,6 +320,8 @@ def transaction(bootstrap: str, transactional_id: str, topic: str, commit: bool)
 
 
 def test_transactions_tool(brokers: dict[str, str]) -> None:
+    """`kafka-transactions list / describe / describe-producers / find-hanging` with one
+    committed and one open transaction."""
     norm = masked(brokers)
     create_topic(brokers, "cli-txn", 1)
     open_ones = []
@@ -350,6 +359,7 @@ def test_transactions_tool(brokers: dict[str, str]) -> None:
 
 
 def test_console_producer_and_consumer(brokers: dict[str, str]) -> None:
+    """The console producer writes keys and headers the console consumer prints back."""
     create_topic(brokers, "cli-console", 1)
     records = "".join(f"h1:a{i},h2:b{i}\tkey{i}|value {i}\n" for i in range(5))
     produced = on_both(brokers, "--topic", "cli-console", "--property", "parse.key=true",
@@ -375,12 +385,14 @@ def test_console_producer_and_consumer(brokers: dict[str, str]) -> None:
                              "Consumer group 'cli-console' has no active members."]
 
 
-def events(run: Any) -> list[dict[str, Any]]:
+def events(run: ToolRun) -> list[dict[str, Any]]:
     assert run.returncode == 0, run.stderr
     return [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
 
 
 def test_verifiable_producer_and_consumer(brokers: dict[str, str]) -> None:
+    """The verifiable producer has every record acked; the verifiable consumer reads and commits
+    them all."""
     create_topic(brokers, "cli-verifiable", 2)
     produced = on_both(brokers, "--topic", "cli-verifiable", "--max-messages", "200", "--acks", "-1",
                        tool="VerifiableProducer")
@@ -400,6 +412,7 @@ def test_verifiable_producer_and_consumer(brokers: dict[str, str]) -> None:
 
 
 def test_perf_tools(brokers: dict[str, str]) -> None:
+    """The producer and consumer perf tests run to the end with sane numbers."""
     create_topic(brokers, "cli-perf", 1)
     produced = on_both(brokers, "--topic", "cli-perf", "--num-records", "20000", "--record-size", "100",
                        "--throughput", "-1", "--producer-props", "bootstrap.servers={bootstrap}", "acks=all",
