@@ -93,19 +93,18 @@ _LEGAL_TOPIC = re.compile(r"^[a-zA-Z0-9._-]+$")
 
 
 def validate_topic_name(name: str) -> None:
-    """Kafka's Topic.validate: raise InvalidTopic (17) for an illegal name."""
+    """Kafka's Topic.validate: raise InvalidTopic (17) for an illegal name, in Kafka 4.1's words."""
     if not name:
-        raise InvalidTopic("Topic name is illegal, it can't be empty")
-    if name in (".", ".."):
-        raise InvalidTopic('Topic name cannot be "." or ".."')
-    if len(name) > MAX_TOPIC_NAME_LENGTH:
-        raise InvalidTopic(
-            f"Topic name is illegal, it can't be longer than {MAX_TOPIC_NAME_LENGTH} "
-            f"characters, topic name: {name}")
-    if not _LEGAL_TOPIC.match(name):
-        raise InvalidTopic(
-            f'Topic name "{name}" is illegal, it contains a character other than ASCII '
-            f"alphanumerics, '.', '_' and '-'")
+        reason = "the empty string is not allowed"
+    elif name in (".", ".."):
+        reason = f"'{name}' is not allowed"
+    elif len(name) > MAX_TOPIC_NAME_LENGTH:
+        reason = f"the length of '{name}' is longer than the max allowed length {MAX_TOPIC_NAME_LENGTH}"
+    elif not _LEGAL_TOPIC.match(name):
+        reason = f"'{name}' contains one or more characters other than ASCII alphanumerics, '.', '_' and '-'"
+    else:
+        return
+    raise InvalidTopic(f"Topic name is invalid: {reason}")
 
 
 def changed_configs(current: Mapping[str, str], changes: Mapping[str, str | None]) -> dict[str, str]:

@@ -146,8 +146,8 @@ def test_create_topics_errors(inproc: InProcessBroker) -> Any:
     assert got == [
         ("exists", ErrorCode.topic_already_exists, "Topic 'exists' already exists."),
         ("x" * 250, ErrorCode.invalid_topic_exception,
-         "Topic name is illegal, it can't be longer than 249 characters, topic name: " + "x" * 250),
-        ("..", ErrorCode.invalid_topic_exception, 'Topic name cannot be "." or ".."'),
+         f"Topic name is invalid: the length of '{'x' * 250}' is longer than the max allowed length 249"),
+        ("..", ErrorCode.invalid_topic_exception, "Topic name is invalid: '..' is not allowed"),
         ("bad-config", ErrorCode.invalid_config,
          "Invalid value forever for configuration retention.ms: Not a number of type LONG"),
         ("unknown-config", ErrorCode.invalid_config, "Unknown topic config name: colour"),
@@ -354,7 +354,7 @@ def test_describe_configs_resource_errors(inproc: InProcessBroker) -> Any:
             for r in response.results] == [
         (2, "no-such-topic", ErrorCode.unknown_topic_or_partition, "", ()),
         (2, "bad name", ErrorCode.invalid_topic_exception,
-         "Topic name \"bad name\" is illegal, it contains a character other than ASCII "
+         "Topic name is invalid: 'bad name' contains one or more characters other than ASCII "
          "alphanumerics, '.', '_' and '-'", ()),
         (4, "2", ErrorCode.invalid_request,
          "Unexpected broker id, expected 1 or empty string, but received 2", ()),

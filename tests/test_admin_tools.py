@@ -21,7 +21,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from tests.jvm import run_java
 from tests.kafka_peer import KafkaPeer
-from tests.kafka_tools import ToolRun, run_tool
+from tests.kafka_tools import assert_same, on_both, run_tool
 
 pytestmark = [pytest.mark.jvm, pytest.mark.timeout(600)]
 
@@ -44,28 +44,6 @@ def create_topic(bootstrap: str, topic: str, partitions: int, records: int = 0) 
         for i in range(records):
             producer.produce(topic, value=f"value-{i}".encode(), partition=0)
         assert producer.flush(30) == 0
-
-
-def on_both(brokers: dict[str, str], *args: str, tool: str) -> dict[str, ToolRun]:
-    """Runs `tool` with --bootstrap-server against each broker, then `args`."""
-    return {name: run_tool(tool, "--bootstrap-server", bootstrap, *args)
-            for name, bootstrap in brokers.items()}
-
-
-def lines(run: ToolRun) -> list[str]:
-    """What a tool printed, stack traces' frames left out (their line numbers are the tool's)."""
-    return [line for line in (run.stdout + run.stderr).splitlines()
-            if line.strip() and not line.lstrip().startswith("at ")
-            and not re.match(r"^(WARN|ERROR|INFO) ", line)]
-
-
-def assert_same(runs: dict[str, ToolRun], normalize: Any = lambda text: text) -> list[str]:
-    """Both brokers made the tool print the same (after `normalize`) and exit alike."""
-    akfak, kafka = ([normalize(line) for line in lines(runs[name])] for name in ("akfak", "kafka"))
-    assert (runs["akfak"].returncode, akfak) == (runs["kafka"].returncode, kafka), (
-        f"akfak:\n{runs['akfak'].stdout}{runs['akfak'].stderr}\n"
-        f"kafka:\n{runs['kafka'].stdout}{runs['kafka'].stderr}")
-    return akfak
 
 
 # -- kafka-log-dirs -------------------------------------------------------------------------
