@@ -5,4 +5,9 @@ set -euo pipefail
 source "$(dirname "$0")/scripts/venv.sh" test,dev
 cd "$AKFAK_ROOT"
 "$VENV/bin/ruff" check .
+# The whole suite runs on two pytest-xdist workers: most of its time is spent waiting on
+# brokers, JVMs and clients in subprocesses (AKFAK_TEST_WORKERS=0 runs it in one process).
+if [ $# -eq 0 ] && [ "${AKFAK_TEST_WORKERS:-2}" != 0 ]; then
+    set -- -n "${AKFAK_TEST_WORKERS:-2}"
+fi
 exec "$VENV/bin/python" -m pytest "$@"
