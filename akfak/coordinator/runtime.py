@@ -77,6 +77,38 @@ class PartitionLoader:
             self._schedule(partition + 1, 0)
 
 
+class LoadingCoordinator:
+    """What the group and the transaction coordinator share to start: take the topic's
+    partition count, then replay every partition (`loader`), firing `loaded` when done.
+    Subclasses set `store`, `clock`, `loader`, `loaded`, `num_partitions`, `active` and
+    `LOADING`, a description of what they load."""
+
+    LOADING = "state"
+    store: ICoordinatorTopic
+    clock: Any
+    loader: PartitionLoader
+    loaded: Deferred[None]
+    num_partitions: int
+    active: bool
+
+    def now_ms(self) -> int:
+        return int(self.clock.seconds() * 1000)
+
+    def start(self) -> Deferred[None]:
+        """Start serving: replay every existing partition, a step per reactor turn."""
+        existing = self.store.num_partitions()
+        if existing is not None:
+            self.num_partitions = existing
+        self.active = True
+        if not existing:
+            self.loaded.callback(None)
+            return self.loaded
+        log.info("Loading {what} from {n} partitions of {topic}", what=self.LOADING, n=existing,
+                 topic=self.store.name)
+        self.loader.start(existing)
+        return self.loaded
+
+
 class TopicCreator:
     """Creates a coordinator's topic on first use (as Kafka does), once."""
 

@@ -27,7 +27,7 @@ from twisted.python.failure import Failure
 
 from akfak.config import BrokerConfig
 from akfak.coordinator.codec import RecordFormatError
-from akfak.coordinator.runtime import PartitionLoader, TopicCreator, append_error
+from akfak.coordinator.runtime import LoadingCoordinator, PartitionLoader, TopicCreator, append_error
 from akfak.coordinator.topic import ICoordinatorTopic
 from akfak.groups.group import ClassicGroup, GroupError, GroupState, Member, Protocols
 from akfak.groups.offsets import OffsetAndMetadata, expiration_base, is_expired
@@ -72,8 +72,10 @@ GROUP_TYPE_CLASSIC = "classic"
 TopicPartition = tuple[str, int]
 
 
-class GroupCoordinator:
+class GroupCoordinator(LoadingCoordinator):
     """Classic groups and committed offsets, kept in `__consumer_offsets`."""
+
+    LOADING = "groups and offsets"
 
     def __init__(self, config: BrokerConfig, clock: Any, store: ICoordinatorTopic):
         self.config = config
@@ -107,21 +109,6 @@ class GroupCoordinator:
 
     # -- lifecycle -------------------------------------------------------------------
 
-    def now_ms(self) -> int:
-        return int(self.clock.seconds() * 1000)
-
-    def start(self) -> Deferred[None]:
-        """Start serving: replay every existing partition, a step per reactor turn."""
-        existing = self.store.num_partitions()
-        if existing is not None:
-            self.num_partitions = existing
-        self.active = True
-        if not existing:
-            self.loaded.callback(None)
-            return self.loaded
-        log.info("Loading groups and offsets from {n} partitions of __consumer_offsets", n=existing)
-        self.loader.start(existing)
-        return self.loaded
 
     def stop(self) -> None:
         """Stop serving: cancel every timer and answer whoever still waits

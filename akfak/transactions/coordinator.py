@@ -34,7 +34,7 @@ from twisted.python.failure import Failure
 
 from akfak.config import BrokerConfig
 from akfak.coordinator.codec import RecordFormatError
-from akfak.coordinator.runtime import PartitionLoader, TopicCreator, append_error
+from akfak.coordinator.runtime import LoadingCoordinator, PartitionLoader, TopicCreator, append_error
 from akfak.coordinator.topic import ICoordinatorTopic
 from akfak.groups.records import partition_for
 from akfak.log.batch import BatchHeader
@@ -60,7 +60,9 @@ IdResult = tuple[ErrorCode, int, int]
 _FAIL = (NO_PRODUCER_ID, NO_PRODUCER_EPOCH)
 
 
-class TransactionCoordinator:
+class TransactionCoordinator(LoadingCoordinator):
+    LOADING = "transactions"
+
     def __init__(self, config: BrokerConfig, clock: Any, store: ICoordinatorTopic,
                  new_producer_id: Callable[[], int], write_markers: WriteMarkers) -> None:
         self.config = config
@@ -80,20 +82,6 @@ class TransactionCoordinator:
 
     # -- lifecycle, loading ------------------------------------------------------------
 
-    def now_ms(self) -> int:
-        return int(self.clock.seconds() * 1000)
-
-    def start(self) -> Deferred[None]:
-        existing = self.store.num_partitions()
-        if existing is not None:
-            self.num_partitions = existing
-        self.active = True
-        if not existing:
-            self.loaded.callback(None)
-            return self.loaded
-        log.info("Loading transactions from {n} partitions of __transaction_state", n=existing)
-        self.loader.start(existing)
-        return self.loaded
 
     def stop(self) -> None:
         self.active = False
