@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +20,7 @@ from akfak.handlers.registry import HandlerRegistry
 from akfak.log import BaseLogStorage, PartitionLog, handles, storage_for
 from akfak.metadata import Controller, MetadataImage
 from akfak.quota_manager import ClientQuotas
+from akfak.request_events import RequestObservers
 from akfak.security.acls import Authorizer
 from akfak.security.sasl import SASL_PROTOCOLS, SaslSettings, listener_protocol
 from akfak.transactions.coordinator import TransactionCoordinator
@@ -65,6 +67,10 @@ class Broker:
         self.waiters = AppendWaiters(self.clock)
         #: client quota sensors and throttled connections (akfak.quota_manager)
         self.quotas = ClientQuotas(self)
+        #: who watches answered requests (metrics, the console's inspector)
+        self.request_observers = RequestObservers()
+        #: numbers connections for the request events (1, 2, ...)
+        self.connection_numbers = itertools.count(1)
         authorizer = config.get("authorizer.class.name") or ""
         if authorizer and authorizer not in AUTHORIZERS:
             raise ConfigError(f"authorizer.class.name={authorizer}: akfak implements "

@@ -19,6 +19,8 @@ from twisted.logger import Logger
 log = Logger()
 
 DEFAULT_LISTEN = "tcp:9092:interface=127.0.0.1"
+#: Where the daemon serves /metrics and the console unless told otherwise (loopback only).
+DEFAULT_HTTP = "tcp:8080:interface=127.0.0.1"
 DEFAULT_LOG_DIR = "/tmp/kafka-logs"  # Kafka's own default for log.dir
 
 #: Kafka's defaults for the broker settings akfak reads.  Keys akfak reads but
@@ -236,6 +238,8 @@ class BrokerConfig:
     listen: list[str] = field(default_factory=list)
     #: Storage provider: "disk" (Kafka's log directory format) or "memory".
     storage: str = "disk"
+    #: Twisted endpoint strings from `--http`; None: `akfak.http.listeners`, else no HTTP.
+    http: list[str] | None = None
 
     @classmethod
     def from_file(cls, path: str | Path) -> BrokerConfig:
@@ -339,6 +343,12 @@ class BrokerConfig:
         if self.is_set("log.roll.ms"):
             return self.get_int("log.roll.ms")
         return self.get_int("log.roll.hours") * 3_600_000
+
+    def http_endpoints(self) -> list[str]:
+        """Where to serve HTTP (/metrics, the console): `--http`, else the comma-separated
+        `akfak.http.listeners`; "none" (or nothing) serves none."""
+        spec = self.http if self.http is not None else (self.get("akfak.http.listeners") or "").split(",")
+        return [e.strip() for e in spec if e.strip() and e.strip().lower() != "none"]
 
     def listeners(self) -> list[Listener]:
         """Where to listen: `--listen` endpoints (PLAINTEXT), else Kafka's `listeners` (without

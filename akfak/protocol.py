@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import struct
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,7 @@ from akfak.errors import KafkaStorageError
 from akfak.handlers.registry import API_VERSIONS_KEY, HandlerRegistry
 from akfak.interfaces import IRequestHandler
 from akfak.request_check import MalformedRequest, read_uvarint
+from akfak.request_events import RequestEvent
 from akfak.response_writer import ResponseWriter, hold, release
 from akfak.security.acls import ANONYMOUS
 from akfak.security.sasl import Authenticator, authenticator_for
@@ -130,6 +132,8 @@ class _Reply:
     ready: bool = False
     parts: list[Any] | None = None  # bytes and FileRanges; None with ready: no response (acks=0)
     pending: Deferred[Any] | None = field(default=None, repr=False)
+    #: for the request observers only (akfak.request_events): filled while someone observes
+    observed: RequestEvent | None = field(default=None, repr=False)
 
 
 class KafkaProtocol(Int32StringReceiver):
@@ -152,6 +156,8 @@ class KafkaProtocol(Int32StringReceiver):
         self.broker = broker
         self.registry = registry
         self.listener = listener
+        #: this connection's number in the broker's request events
+        self.number = next(broker.connection_numbers)
         #: the broker-wide bounds (akfak.connections); None: unbounded, no idle timeout
         self.limits = limits
         self.MAX_LENGTH = broker.config.socket_request_max_bytes
@@ -400,6 +406,11 @@ class KafkaProtocol(Int32StringReceiver):
             self.drop(f"malformed request (API key {header.api_key} v{header.api_version}): {reason}")
             return
         reply = self._enqueue(header, handler)
+        if self.broker.request_observers:
+            reply.observed = RequestEvent(
+                self.number, self.peer, self.listener, header.client_id, header.api_key,
+                header.api_version, header.correlation_id, len(frame), None,
+                time.perf_counter(), 0.0, 0.0, request, None)
         context = RequestContext(header, self.peer, self.broker, self, self.listener)
         try:
             result = handler.handle(request, context)
@@ -432,6 +443,9 @@ class KafkaProtocol(Int32StringReceiver):
         reply.pending = None
         if self._closing:
             return
+        if reply.observed is not None:
+            reply.observed.answered = time.perf_counter()
+            reply.observed.response = response
         if response is not None:
             try:
                 body = reply.handler.encode(reply.header.api_version, response)
@@ -457,6 +471,11 @@ class KafkaProtocol(Int32StringReceiver):
                     failure, key=reply.header.api_key, peer=self.peer)
         self.drop("internal error")
 
+    def _observed(self, event: RequestEvent, size: int | None) -> None:
+        event.response_size = size
+        event.sent = time.perf_counter()
+        self.broker.request_observers.emit(event)
+
     # -- ordering --------------------------------------------------------------
 
     def _finish_ready(self) -> None:
@@ -469,6 +488,8 @@ class KafkaProtocol(Int32StringReceiver):
             if self.limits is not None:
                 self.limits.answered()
             if reply.parts is None:
+                if reply.observed is not None:
+                    self._observed(reply.observed, None)
                 continue  # Kafka sends nothing back (Produce with acks=0)
             header = reply.header
             # The ApiVersions response header is always v0, even for flexible versions.
@@ -476,5 +497,7 @@ class KafkaProtocol(Int32StringReceiver):
             head = _INT32.pack(header.correlation_id) + (b"\x00" if tagged else b"")
             size = len(head) + sum(len(p) for p in reply.parts)
             self._writer.write([_INT32.pack(size), head, *reply.parts])  # type: ignore[union-attr]
+            if reply.observed is not None:
+                self._observed(reply.observed, size)
         if self._writer is not None and self._writer.blocked and not self._closing:
             self.pause(WRITING)

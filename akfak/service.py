@@ -17,6 +17,8 @@ from akfak.config import BrokerConfig, Listener
 from akfak.connections import ConnectionLimits
 from akfak.factory import KafkaFactory
 from akfak.security.tls import server_tls, wrap_factory
+from akfak.web.root import build_root
+from akfak.web.service import HttpService
 
 log = Logger()
 
@@ -106,7 +108,7 @@ class ListenerService(Service):
 
 
 def makeService(config: BrokerConfig, *, reactor: Any = None) -> MultiService:
-    """The whole broker as one service: storage first, then its listeners."""
+    """The whole broker as one service: storage first, then its listeners, then HTTP."""
     top = MultiService()
     broker = Broker(config, clock=reactor)
     top.broker = broker  # type: ignore[attr-defined]
@@ -114,6 +116,11 @@ def makeService(config: BrokerConfig, *, reactor: Any = None) -> MultiService:
     limits = ConnectionLimits(config)
     for listener in config.listeners():
         ListenerService(broker, listener, reactor, limits).setServiceParent(top)
+    endpoints = config.http_endpoints()
+    if endpoints:
+        root = build_root(broker)
+        for endpoint in endpoints:
+            HttpService(broker, endpoint, root, reactor).setServiceParent(top)
     return top
 
 

@@ -8,7 +8,7 @@ from typing import Any
 from twisted.application.service import IService
 from twisted.python import usage
 
-from akfak.config import BrokerConfig, ConfigError, apply_overrides
+from akfak.config import DEFAULT_HTTP, BrokerConfig, ConfigError, apply_overrides
 from akfak.security.tls import server_tls
 from akfak.service import makeService as _makeService
 
@@ -29,11 +29,18 @@ class Options(usage.Options):
         super().__init__()
         self["listen"] = []
         self["override"] = []
+        self["http"] = []
 
     def opt_listen(self, endpoint: str) -> None:
         """A Twisted server endpoint string to listen on (repeatable)
         [default: tcp:9092:interface=127.0.0.1]."""
         self["listen"].append(endpoint)
+
+    def opt_http(self, endpoint: str) -> None:
+        """A Twisted server endpoint string to serve /metrics and the web console on
+        (repeatable; "none" for no HTTP) [default: akfak.http.listeners, else
+        tcp:8080:interface=127.0.0.1]."""
+        self["http"].append(endpoint)
 
     def opt_override(self, assignment: str) -> None:
         """Set a broker property, key=value, as kafka-server-start's --override (repeatable)."""
@@ -49,6 +56,8 @@ class Options(usage.Options):
                 listen=self["listen"],
                 overrides=self["override"],
                 storage=self["storage"],
+                http=self["http"] or None,
+                http_default=DEFAULT_HTTP,
             )
         except (OSError, ConfigError) as e:
             raise usage.UsageError(str(e)) from e
@@ -61,8 +70,13 @@ def build_config(
     listen: list[str] | None = None,
     overrides: list[str] | None = None,
     storage: str = "disk",
+    http: list[str] | None = None,
+    http_default: str | None = None,
 ) -> BrokerConfig:
-    """A BrokerConfig from a server.properties file and command-line style overrides."""
+    """A BrokerConfig from a server.properties file and command-line style overrides.
+
+    `http` (endpoint strings) replaces `akfak.http.listeners`; `http_default` is served when
+    neither names one (the daemon's console on loopback; none for embedded brokers)."""
     result = BrokerConfig.from_file(config) if config else BrokerConfig()
     apply_overrides(result, overrides or [])
     if data_dir:
@@ -71,6 +85,10 @@ def build_config(
     if storage not in ("disk", "memory"):
         raise ConfigError(f"--storage must be disk or memory, not {storage!r}")
     result.storage = storage
+    if http is not None:
+        result.http = list(http)
+    elif http_default and "akfak.http.listeners" not in result.properties:
+        result.http = [http_default]
     # fail now, not at start, on unusable listeners or TLS settings
     for listener in result.listeners():
         if listener.tls:
@@ -79,14 +97,17 @@ def build_config(
 
 
 def config_from_environment(environ: Any = os.environ) -> BrokerConfig:
-    """For akfak.tac: AKFAK_CONFIG, AKFAK_DATA_DIR, AKFAK_LISTEN (space-separated
-    endpoint strings), AKFAK_OVERRIDE (space-separated key=value), AKFAK_STORAGE."""
+    """For akfak.tac: AKFAK_CONFIG, AKFAK_DATA_DIR, AKFAK_LISTEN and AKFAK_HTTP
+    (space-separated endpoint strings), AKFAK_OVERRIDE (space-separated key=value),
+    AKFAK_STORAGE."""
     return build_config(
         config=environ.get("AKFAK_CONFIG") or None,
         data_dir=environ.get("AKFAK_DATA_DIR") or None,
         listen=environ.get("AKFAK_LISTEN", "").split(),
         overrides=environ.get("AKFAK_OVERRIDE", "").split(),
         storage=environ.get("AKFAK_STORAGE") or "disk",
+        http=environ.get("AKFAK_HTTP", "").split() or None,
+        http_default=DEFAULT_HTTP,
     )
 
 

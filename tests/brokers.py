@@ -113,7 +113,7 @@ def start_process(
     port = port or free_port()
     if command is None:
         command = [sys.executable, "-m", "akfak", "--listen", f"tcp:{port}:interface=127.0.0.1",
-                   "--data-dir", str(data_dir), *extra]
+                   "--data-dir", str(data_dir), "--http", "none", *extra]
     log_path = log_path or data_dir.parent / f"broker-{port}.log"
     with open(log_path, "ab") as out:
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=cwd or ROOT,

@@ -174,14 +174,17 @@ def test_reload_restarts_on_source_change(broker_process: Any, tmp_path: Path) -
     stat = source.stat()
     try:
         # The worker tells hupper which files it imported a moment after starting: keep
-        # touching (content unchanged) until the change is noticed.
+        # touching (content unchanged) until the change is noticed, then let the new worker
+        # start (touching on would restart it again before it listens on a loaded machine).
         deadline = time.monotonic() + 30
         bump = 0
-        while proc.log().count("listening on") < 2 and time.monotonic() < deadline:
+        while "changed; reloading" not in proc.log() and time.monotonic() < deadline:
             bump += 1
             os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns + bump * 1_000_000_000))
             time.sleep(0.5)
         assert "changed; reloading" in proc.log()
+        while proc.log().count("listening on") < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
         assert proc.log().count("listening on") == 2
         wait_for_port(port)
         answers_api_versions(port)

@@ -32,6 +32,7 @@ from akfak.service import ListenerService, makeService
 from akfak.tap import build_config
 from akfak.testing._reactor import ReactorThread
 from akfak.testing.security import Certificates, Security
+from akfak.web.service import HttpService
 
 log = Logger()
 
@@ -97,6 +98,8 @@ class EmbeddedBroker:
     `security` (akfak.testing.security.Security) gives the broker listeners of other security
     protocols (SSL, mutual TLS, SASL...) with generated certificates (`certificates`) and SASL
     users, and `client_config()` the settings a client needs to connect to one of them.
+
+    `http=True` serves /metrics and the web console on a free port too, at `http_url`.
     """
 
     def __init__(
@@ -109,6 +112,7 @@ class EmbeddedBroker:
         host: str = "127.0.0.1",
         timeout: float = DEFAULT_TIMEOUT,
         security: Security | None = None,
+        http: bool = False,
     ) -> None:
         if storage not in ("memory", "disk"):
             raise ValueError(f"storage must be 'memory' or 'disk', not {storage!r}")
@@ -116,6 +120,9 @@ class EmbeddedBroker:
         self.host = host
         self.timeout = timeout
         self.security = security
+        self.http = http
+        #: http://127.0.0.1:PORT/ of /metrics and the console with http=True, once started
+        self.http_url: str | None = None
         self._user_overrides = overrides
         self._overrides = _override_list(overrides)
         #: the TLS certificates made for a secured broker (None without TLS listeners)
@@ -308,6 +315,7 @@ class EmbeddedBroker:
             listen=listen,
             overrides=self._overrides,
             storage=self.storage,
+            http=[f"tcp:0:interface={self.host}"] if self.http else [],
         )
         self.reactor = reactor
         self.service = service = makeService(config, reactor=reactor)
@@ -327,17 +335,22 @@ class EmbeddedBroker:
                     if code:
                         raise ValueError(f"SCRAM credential of {user!r}: {message}")
         services = self._listeners()
-        listening = [s.listening for s in services]
+        web = [s for s in service if isinstance(s, HttpService)]
+        listening = [s.listening for s in services] + [s.listening for s in web]
 
         def started(ports: list[IListeningPort]) -> Self:
-            self.ports = {s.listener.name: p.getHost().port for s, p in zip(services, ports, strict=True)}
+            self.ports = {s.listener.name: p.getHost().port for s, p in zip(services, ports, strict=False)}
             self.port = ports[0].getHost().port
+            if web:
+                if web[0].url is None:
+                    raise RuntimeError(f"the broker's HTTP server could not listen on {web[0].endpoint}")
+                self.http_url = web[0].url
             return self
 
         def failed(failure: Any) -> Any:
             return maybeDeferred(service.stopService).addBoth(lambda _: failure)
 
-        return gatherResults(listening, consumeErrors=True).addCallbacks(started, failed)
+        return gatherResults(listening, consumeErrors=True).addCallback(started).addErrback(failed)
 
     def _stop_in(self) -> Deferred[None]:
         # The listeners stop first and close the connections they accepted (a connection left

@@ -37,9 +37,10 @@ if TYPE_CHECKING:
     from akfak.testing.embedded import EmbeddedBroker
 
 MARKER = (
-    "akfak(storage='memory', overrides=None, data_dir=None, config_file=None, security=None): settings "
-    "of the akfak_broker fixture for this test (storage 'memory' or 'disk'; overrides are broker "
-    "properties; security an akfak.testing.security.Security)"
+    "akfak(storage='memory', overrides=None, data_dir=None, config_file=None, security=None, http=False): "
+    "settings of the akfak_broker fixture for this test (storage 'memory' or 'disk'; overrides are "
+    "broker properties; security an akfak.testing.security.Security; http serves /metrics and the "
+    "console at broker.http_url)"
 )
 
 

@@ -1,0 +1,67 @@
+"""HttpService: the broker's web server on one endpoint string."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+from akfak.broker import Broker
+
+log = Logger()
+
+
+class HttpService(Service):
+    """Serves `root` on `endpoint`.  A port that cannot be had is logged, not fatal: the
+    console is a convenience and must not keep the broker from serving Kafka clients."""
+
+    def __init__(self, broker: Broker, endpoint: str, root: Resource, reactor: Any = None):
+        self.broker = broker
+        self.endpoint = endpoint
+        self.root = root
+        self.reactor = reactor if reactor is not None else broker.clock
+        self.port: IListeningPort | None = None
+        #: fires with the listening port, or None when it could not listen
+        self.listening: Deferred[IListeningPort | None] | None = None
+
+    @property
+    def url(self) -> str | None:
+        """http://host:port/ once listening."""
+        if self.port is None:
+            return None
+        address = self.port.getHost()
+        host = getattr(address, "host", "localhost")
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{address.port}/"
+
+    def startService(self) -> None:
+        super().startService()
+        site = Site(self.root)
+        site.displayTracebacks = False  # a broken page must not show the broker's source
+        site.noisy = False
+        self.listening = serverFromString(self.reactor, self.endpoint).listen(site)
+        self.listening.addCallbacks(self._listening, self._not_listening)
+
+    def _listening(self, port: IListeningPort) -> IListeningPort:
+        self.port = port
+        log.info("akfak node {node}: metrics and console on {url} ({endpoint})",
+                 node=self.broker.node_id, url=self.url, endpoint=self.endpoint)
+        return port
+
+    def _not_listening(self, failure: Failure) -> None:
+        log.error("akfak: no metrics or console on {endpoint}: {reason}",
+                  endpoint=self.endpoint, reason=failure.getErrorMessage())
+
+    def stopService(self) -> Deferred[Any] | None:
+        super().stopService()
+        if self.port is None:
+            return None
+        port, self.port = self.port, None
+        return maybeDeferred(port.stopListening)
