@@ -18,7 +18,8 @@ from akfak.groups.coordinator import GroupCoordinator
 from akfak.groups.service import close_group_coordinator, open_group_coordinator
 from akfak.handlers.registry import HandlerRegistry
 from akfak.log import BaseLogStorage, PartitionLog, handles, storage_for
-from akfak.metadata import Controller, MetadataImage
+from akfak.metadata import Controller
+from akfak.metadata_image import MetadataImage
 from akfak.quota_manager import ClientQuotas
 from akfak.request_events import RequestObservers
 from akfak.security.acls import Authorizer

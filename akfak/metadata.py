@@ -1,26 +1,19 @@
-"""The cluster metadata: an immutable image replayed from the KRaft log, and the controller.
+"""The controller: akfak's single-node KRaft controller over the metadata image.
 
-`MetadataImage` is what handlers read (topics by name and id with their
-partitions, topic and broker configs, features, brokers, the next producer-id
-block).  It never changes; each change makes a new image.
-
-`Controller` is akfak's single-node KRaft controller: each operation validates
-as Kafka's controller does, writes the records Kafka's controller would write
-(ConfigRecords, TopicRecord, PartitionRecords, RemoveTopicRecord,
-ProducerIdsRecord ...) to `__cluster_metadata-0` as one batch, applies them to
-the image, then brings the partition logs in line (create, delete,
-reconfigure).  At start it replays the log and reconciles storage with it:
-missing partition logs are created, logs the metadata does not know are set
-aside as `-stray` (as Kafka 3.7+ does).
+`Controller`: each operation validates as Kafka's controller does, writes the records
+Kafka's controller would write (ConfigRecords, TopicRecord, PartitionRecords,
+RemoveTopicRecord, ProducerIdsRecord ...) to `__cluster_metadata-0` as one batch, applies
+them to the image (akfak.metadata_image), then brings the partition logs in line (create,
+delete, reconfigure).  At start it replays the log and reconciles storage with it:
+missing partition logs are created, logs the metadata does not know are set aside as
+`-stray` (as Kafka 3.7+ does).
 """
 
 from __future__ import annotations
 
-import re
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from types import MappingProxyType
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -57,8 +50,6 @@ from akfak.log.metadata_records import (
     AccessControlEntryRecord,
     BrokerEndpoint,
     BrokerFeature,
-    BrokerRegistrationChangeRecord,
-    ClientQuotaRecord,
     ConfigRecord,
     FeatureLevelRecord,
     MetadataRecord,
@@ -68,333 +59,24 @@ from akfak.log.metadata_records import (
     RegisterBrokerRecord,
     RemoveAccessControlEntryRecord,
     RemoveTopicRecord,
-    RemoveUserScramCredentialRecord,
     TopicRecord,
-    UnknownRecord,
-    UnregisterBrokerRecord,
-    UserScramCredentialRecord,
 )
 from akfak.log.storage import BaseLogStorage
+from akfak.metadata_image import (
+    EMPTY_CONFIGS,
+    METADATA_VERSION_FEATURE,
+    PRODUCER_ID_BLOCK_SIZE,
+    ImageBuilder,
+    MetadataImage,
+    TopicImage,
+    changed_configs,
+    unified_topic_name,
+    validate_topic_name,
+)
 from akfak.security import scram_control
 from akfak.security.acls import Acl, AclFilter, validate_new_acl
-from akfak.security.scram import BY_TYPE as SCRAM_BY_TYPE
-from akfak.security.scram import ScramCredential
 
 log = Logger()
-
-METADATA_VERSION_FEATURE = features.METADATA_VERSION
-#: Kafka's ProducerIdsBlock.PRODUCER_ID_BLOCK_SIZE.
-PRODUCER_ID_BLOCK_SIZE = 1000
-
-MAX_TOPIC_NAME_LENGTH = 249
-#: Kafka's internal topics: clients may not append to them; Metadata marks them internal.
-INTERNAL_TOPICS = frozenset({"__consumer_offsets", "__transaction_state"})
-_LEGAL_TOPIC = re.compile(r"^[a-zA-Z0-9._-]+$")
-
-
-def validate_topic_name(name: str) -> None:
-    """Kafka's Topic.validate: raise InvalidTopic (17) for an illegal name, in Kafka 4.1's words."""
-    if not name:
-        reason = "the empty string is not allowed"
-    elif name in (".", ".."):
-        reason = f"'{name}' is not allowed"
-    elif len(name) > MAX_TOPIC_NAME_LENGTH:
-        reason = f"the length of '{name}' is longer than the max allowed length {MAX_TOPIC_NAME_LENGTH}"
-    elif not _LEGAL_TOPIC.match(name):
-        reason = f"'{name}' contains one or more characters other than ASCII alphanumerics, '.', '_' and '-'"
-    else:
-        return
-    raise InvalidTopic(f"Topic name is invalid: {reason}")
-
-
-def changed_configs(current: Mapping[str, str], changes: Mapping[str, str | None]) -> dict[str, str]:
-    """`current` with `changes` applied (None deletes)."""
-    merged = dict(current)
-    for key, value in changes.items():
-        if value is None:
-            merged.pop(key, None)
-        else:
-            merged[key] = value
-    return merged
-
-
-def _unify(name: str) -> str:
-    # Kafka metric names map '.' to '_', so topics differing only there collide.
-    return name.replace(".", "_")
-
-
-# -- the image ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PartitionImage:
-    partition: int
-    leader: int
-    leader_epoch: int
-    partition_epoch: int
-    replicas: tuple[int, ...]
-    isr: tuple[int, ...]
-    directories: tuple[uuid.UUID, ...] = ()
-    removing_replicas: tuple[int, ...] = ()
-    adding_replicas: tuple[int, ...] = ()
-    leader_recovery_state: int = 0
-    #: KIP-966: replicas that may lead though out of the ISR (Kafka's controlled shutdown
-    #: moves the last ISR member here), and the last known such set.
-    eligible_leader_replicas: tuple[int, ...] = ()
-    last_known_elr: tuple[int, ...] = ()
-
-
-@dataclass(frozen=True)
-class TopicImage:
-    name: str
-    topic_id: uuid.UUID
-    partitions: Mapping[int, PartitionImage] = field(default_factory=dict)
-
-    @property
-    def num_partitions(self) -> int:
-        return len(self.partitions)
-
-    @property
-    def replication_factor(self) -> int:
-        first = self.partitions.get(0)
-        return len(first.replicas) if first is not None else 0
-
-
-@dataclass(frozen=True)
-class BrokerImage:
-    broker_id: int
-    incarnation_id: uuid.UUID
-    epoch: int
-    endpoints: tuple[BrokerEndpoint, ...]
-    rack: str | None
-    fenced: bool
-    in_controlled_shutdown: bool = False
-    log_dirs: tuple[uuid.UUID, ...] = ()
-
-
-_EMPTY: Mapping[Any, Any] = MappingProxyType({})
-
-
-def _empty() -> Mapping[Any, Any]:
-    return _EMPTY
-
-
-@dataclass(frozen=True)
-class MetadataImage:
-    """The cluster metadata as of metadata-log offset `offset` (-1: nothing applied)."""
-
-    offset: int = -1
-    topics_by_name: Mapping[str, TopicImage] = field(default_factory=_empty)
-    topics_by_id: Mapping[uuid.UUID, TopicImage] = field(default_factory=_empty)
-    #: topic name -> {config key: value}, only the topic's own overrides.
-    topic_configs: Mapping[str, Mapping[str, str]] = field(default_factory=_empty)
-    #: "" (cluster default) or a broker id -> {config key: value}, dynamic broker configs.
-    broker_configs: Mapping[str, Mapping[str, str]] = field(default_factory=_empty)
-    #: group id -> {config key: value}, groups' dynamic configs.
-    group_configs: Mapping[str, Mapping[str, str]] = field(default_factory=_empty)
-    #: subscription name -> {config key: value}, client-metrics subscriptions.
-    client_metrics: Mapping[str, Mapping[str, str]] = field(default_factory=_empty)
-    features: Mapping[str, int] = field(default_factory=_empty)
-    brokers: Mapping[int, BrokerImage] = field(default_factory=_empty)
-    #: The first producer id of the next block to hand out.
-    next_producer_id: int = 0
-    #: ACL id -> ACL (AccessControlEntryRecords), what the authorizer decides by.
-    acls: Mapping[uuid.UUID, Acl] = field(default_factory=_empty)
-    #: (user, mechanism name) -> SCRAM credential (UserScramCredentialRecords)
-    scram_credentials: Mapping[tuple[str, str], ScramCredential] = field(default_factory=_empty)
-    #: quota entity ((type, name or None), ... sorted by type) -> {quota key: value}
-    client_quotas: Mapping[quota_control.Entity, Mapping[str, float]] = field(default_factory=_empty)
-
-    def topic(self, name: str) -> TopicImage | None:
-        return self.topics_by_name.get(name)
-
-    def topic_by_id(self, topic_id: uuid.UUID) -> TopicImage | None:
-        return self.topics_by_id.get(topic_id)
-
-    def partition(self, topic: str, partition: int) -> PartitionImage | None:
-        image = self.topics_by_name.get(topic)
-        return None if image is None else image.partitions.get(partition)
-
-    def configs_of_topic(self, name: str) -> Mapping[str, str]:
-        return self.topic_configs.get(name, _EMPTY)
-
-    def dynamic_broker_configs(self, node_id: int) -> dict[str, str]:
-        """Dynamic broker configs for `node_id`: per-broker over cluster-wide defaults."""
-        merged = dict(self.broker_configs.get("", {}))
-        merged.update(self.broker_configs.get(str(node_id), {}))
-        return merged
-
-    def apply(self, records: Iterable[tuple[int, MetadataRecord | UnknownRecord]]
-              ) -> MetadataImage:
-        """A new image with (offset, record) pairs applied in order."""
-        builder = _Builder(self)
-        for offset, record in records:
-            builder.apply(record)
-            builder.offset = offset
-        return builder.build()
-
-
-class _Builder:
-    """Mutable copies of an image's collections while records are applied."""
-
-    def __init__(self, image: MetadataImage) -> None:
-        self.offset = image.offset
-        self.topics = {tid: t for tid, t in image.topics_by_id.items()}
-        self.partitions = {tid: dict(t.partitions) for tid, t in image.topics_by_id.items()}
-        self.topic_configs = {k: dict(v) for k, v in image.topic_configs.items()}
-        self.broker_configs = {k: dict(v) for k, v in image.broker_configs.items()}
-        self.group_configs = {k: dict(v) for k, v in image.group_configs.items()}
-        self.client_metrics = {k: dict(v) for k, v in image.client_metrics.items()}
-        self.features = dict(image.features)
-        self.brokers = dict(image.brokers)
-        self.next_producer_id = image.next_producer_id
-        self.acls = dict(image.acls)
-        self.scram = dict(image.scram_credentials)
-        self.quotas = {k: dict(v) for k, v in image.client_quotas.items()}
-
-    def apply(self, record: MetadataRecord | UnknownRecord) -> None:
-        if isinstance(record, TopicRecord):
-            self.topics[record.topic_id] = TopicImage(record.name, record.topic_id)
-            self.partitions[record.topic_id] = {}
-        elif isinstance(record, PartitionRecord):
-            if record.topic_id not in self.topics:
-                log.warn("PartitionRecord for unknown topic id {id}", id=record.topic_id)
-                return
-            self.partitions[record.topic_id][record.partition_id] = PartitionImage(
-                partition=record.partition_id, leader=record.leader,
-                leader_epoch=record.leader_epoch, partition_epoch=record.partition_epoch,
-                replicas=tuple(record.replicas), isr=tuple(record.isr),
-                directories=tuple(record.directories),
-                removing_replicas=tuple(record.removing_replicas),
-                adding_replicas=tuple(record.adding_replicas),
-                leader_recovery_state=record.leader_recovery_state,
-                eligible_leader_replicas=tuple(record.eligible_leader_replicas or ()),
-                last_known_elr=tuple(record.last_known_elr or ()))
-        elif isinstance(record, PartitionChangeRecord):
-            self._change_partition(record)
-        elif isinstance(record, RemoveTopicRecord):
-            topic = self.topics.pop(record.topic_id, None)
-            self.partitions.pop(record.topic_id, None)
-            if topic is not None:
-                self.topic_configs.pop(topic.name, None)
-        elif isinstance(record, ConfigRecord):
-            self._config(record)
-        elif isinstance(record, FeatureLevelRecord):
-            if record.feature_level == 0 and record.name != METADATA_VERSION_FEATURE:
-                self.features.pop(record.name, None)
-            else:
-                self.features[record.name] = record.feature_level
-        elif isinstance(record, ProducerIdsRecord):
-            self.next_producer_id = record.next_producer_id
-        elif isinstance(record, RegisterBrokerRecord):
-            self.brokers[record.broker_id] = BrokerImage(
-                broker_id=record.broker_id, incarnation_id=record.incarnation_id,
-                epoch=record.broker_epoch, endpoints=tuple(record.end_points), rack=record.rack,
-                fenced=record.fenced, in_controlled_shutdown=record.in_controlled_shutdown,
-                log_dirs=tuple(record.log_dirs))
-        elif isinstance(record, BrokerRegistrationChangeRecord):
-            broker = self.brokers.get(record.broker_id)
-            if broker is None:
-                return
-            changes: dict[str, Any] = {}
-            if record.fenced:
-                changes["fenced"] = record.fenced > 0
-            if record.in_controlled_shutdown:
-                changes["in_controlled_shutdown"] = record.in_controlled_shutdown > 0
-            if record.log_dirs is not None:
-                changes["log_dirs"] = tuple(record.log_dirs)
-            self.brokers[record.broker_id] = replace(broker, **changes)
-        elif isinstance(record, UnregisterBrokerRecord):
-            self.brokers.pop(record.broker_id, None)
-        elif isinstance(record, AccessControlEntryRecord):
-            self.acls[record.id] = Acl(record.resource_type, record.resource_name,
-                                       record.pattern_type, record.principal, record.host,
-                                       record.operation, record.permission_type)
-        elif isinstance(record, RemoveAccessControlEntryRecord):
-            self.acls.pop(record.id, None)
-        elif isinstance(record, UserScramCredentialRecord):
-            if record.mechanism in SCRAM_BY_TYPE:
-                self.scram[(record.name, SCRAM_BY_TYPE[record.mechanism])] = ScramCredential(
-                    record.salt, record.stored_key, record.server_key, record.iterations)
-        elif isinstance(record, RemoveUserScramCredentialRecord):
-            self.scram.pop((record.name, SCRAM_BY_TYPE.get(record.mechanism, "")), None)
-        elif isinstance(record, ClientQuotaRecord):
-            entity = tuple(sorted((e.entity_type, e.entity_name) for e in record.entity))
-            values = self.quotas.setdefault(entity, {})
-            if record.remove:
-                values.pop(record.key, None)
-                if not values:
-                    del self.quotas[entity]
-            else:
-                values[record.key] = record.value
-        # UnknownRecord and types akfak does not model: nothing to do.
-
-    def _change_partition(self, record: PartitionChangeRecord) -> None:
-        parts = self.partitions.get(record.topic_id)
-        current = parts.get(record.partition_id) if parts is not None else None
-        if parts is None or current is None:
-            log.warn("PartitionChangeRecord for unknown partition {id}/{p}", id=record.topic_id,
-                     p=record.partition_id)
-            return
-        # As Kafka's PartitionRegistration.merge: a leader change bumps the leader epoch,
-        # every change bumps the partition epoch.
-        changes: dict[str, Any] = {"partition_epoch": current.partition_epoch + 1}
-        if record.leader != -2:
-            changes["leader"] = record.leader
-            changes["leader_epoch"] = current.leader_epoch + 1
-        for name in ("isr", "replicas", "removing_replicas", "adding_replicas", "directories",
-                     "eligible_leader_replicas", "last_known_elr"):
-            value = getattr(record, name)
-            if value is not None:
-                changes[name] = tuple(value)
-        if record.leader_recovery_state != -1:
-            changes["leader_recovery_state"] = record.leader_recovery_state
-        parts[record.partition_id] = replace(current, **changes)
-
-    def _config(self, record: ConfigRecord) -> None:
-        if record.resource_type == RESOURCE_TOPIC:
-            target = self.topic_configs
-        elif record.resource_type == RESOURCE_BROKER:
-            target = self.broker_configs
-        elif record.resource_type == RESOURCE_GROUP:
-            target = self.group_configs
-        elif record.resource_type == RESOURCE_CLIENT_METRICS:
-            target = self.client_metrics
-        else:
-            return  # broker loggers are not kept in the metadata log
-        configs = target.setdefault(record.resource_name, {})
-        if record.value is None:
-            configs.pop(record.name, None)
-            if not configs:
-                del target[record.resource_name]
-        else:
-            configs[record.name] = record.value
-
-    def build(self) -> MetadataImage:
-        topics = {tid: TopicImage(t.name, tid, MappingProxyType(self.partitions.get(tid, {})))
-                  for tid, t in self.topics.items()}
-        return MetadataImage(
-            offset=self.offset,
-            topics_by_name=MappingProxyType({t.name: t for t in topics.values()}),
-            topics_by_id=MappingProxyType(topics),
-            topic_configs=MappingProxyType({k: MappingProxyType(v)
-                                            for k, v in self.topic_configs.items()}),
-            broker_configs=MappingProxyType({k: MappingProxyType(v)
-                                             for k, v in self.broker_configs.items()}),
-            group_configs=MappingProxyType({k: MappingProxyType(v)
-                                            for k, v in self.group_configs.items()}),
-            client_metrics=MappingProxyType({k: MappingProxyType(v)
-                                             for k, v in self.client_metrics.items()}),
-            features=MappingProxyType(self.features),
-            brokers=MappingProxyType(self.brokers),
-            next_producer_id=self.next_producer_id,
-            acls=MappingProxyType(self.acls),
-            scram_credentials=MappingProxyType(self.scram),
-            client_quotas=MappingProxyType({k: MappingProxyType(v) for k, v in self.quotas.items()}),
-        )
-
-
-# -- the controller -----------------------------------------------------------------------
 
 
 class Controller:
@@ -607,9 +289,9 @@ class Controller:
             len(assignments) if assignments else
             self.config.num_partitions if num_partitions == -1 else num_partitions)
         replicas = self._place(num_partitions, replication_factor, assignments)
-        unified = _unify(name)
+        unified = unified_topic_name(name)
         for other in self.image.topics_by_name:
-            if _unify(other) == unified:
+            if unified_topic_name(other) == unified:
                 raise InvalidTopic(f"Topic '{name}' collides with existing topic: {other}")
         # Also check the resulting LogConfig resolves (e.g. broker synonyms are valid).
         LogConfig.from_broker(self.config, overrides,
@@ -621,7 +303,7 @@ class Controller:
             leader_epoch=0, partition_epoch=0, directories=[directory_id] * len(r))
             for i, r in enumerate(replicas)]
         if validate_only:
-            builder = _Builder(MetadataImage())
+            builder = ImageBuilder(MetadataImage())
             builder.apply(TopicRecord(name, topic_id))
             for record in partitions:
                 builder.apply(record)
@@ -789,10 +471,10 @@ class Controller:
         elif resource_type == RESOURCE_GROUP:
             if not name:
                 raise InvalidRequest("Default group resources are not allowed.")
-            current = self.image.group_configs.get(name, _EMPTY)
+            current = self.image.group_configs.get(name, EMPTY_CONFIGS)
             resource_configs.validate_group_configs(self.config, changed_configs(current, changes))
         elif resource_type == RESOURCE_CLIENT_METRICS:
-            current = self.image.client_metrics.get(name, _EMPTY)
+            current = self.image.client_metrics.get(name, EMPTY_CONFIGS)
             resource_configs.validate_client_metrics(name, changed_configs(current, changes))
         else:
             raise InvalidRequest(f"Unsupported resource type {resource_type}")

@@ -60,7 +60,7 @@ from akfak.errors import InvalidConfig, InvalidRequest, KafkaError, UnknownTopic
 from akfak.handlers.admin_common import after_durable, duplicates, run_or_error
 from akfak.handlers.base import NO_THROTTLE, Handler
 from akfak.log.config import LogConfig
-from akfak.metadata import changed_configs, validate_topic_name
+from akfak.metadata_image import changed_configs, validate_topic_name
 from akfak.protocol import RequestContext
 from akfak.resource_configs import client_metrics_entries, group_config_entries
 from akfak.security.acls import ALTER_CONFIGS, DESCRIBE_CONFIGS

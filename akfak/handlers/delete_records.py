@@ -23,7 +23,7 @@ from kio.static.primitive import i32, i64
 from akfak.errors import InvalidTopic, OffsetOutOfRange, PolicyViolation, UnknownTopicOrPartition
 from akfak.handlers.admin_common import run_or_error
 from akfak.handlers.base import NO_THROTTLE, Handler
-from akfak.metadata import INTERNAL_TOPICS
+from akfak.metadata_image import INTERNAL_TOPICS
 from akfak.protocol import RequestContext
 from akfak.security.acls import DELETE, TOPIC
 from akfak.security.checks import access

@@ -33,7 +33,7 @@ from kio.static.primitive import i32
 
 from akfak.errors import InvalidTopic
 from akfak.handlers.base import NO_THROTTLE, NO_TOPIC_ID, OPERATIONS_NOT_REQUESTED, Handler
-from akfak.metadata import INTERNAL_TOPICS, TopicImage, validate_topic_name
+from akfak.metadata_image import INTERNAL_TOPICS, TopicImage, validate_topic_name
 from akfak.protocol import RequestContext
 from akfak.security.acls import DESCRIBE, TOPIC
 from akfak.security.checks import access

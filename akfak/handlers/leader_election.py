@@ -25,7 +25,7 @@ from kio.schema.errors import ErrorCode
 from kio.static.primitive import i32
 
 from akfak.handlers.base import NO_THROTTLE, Handler, make
-from akfak.metadata import TopicImage
+from akfak.metadata_image import TopicImage
 from akfak.protocol import RequestContext
 from akfak.security.acls import ALTER
 from akfak.security.checks import DENIED_MESSAGES, access

@@ -35,7 +35,7 @@ from kio.static.primitive import i32
 from akfak.coordinator.log_topic import OFFSETS_TOPIC
 from akfak.errors import KafkaError
 from akfak.handlers.base import NO_THROTTLE, NO_TOPIC_ID, OPERATIONS_NOT_REQUESTED, Handler
-from akfak.metadata import INTERNAL_TOPICS, TopicImage, validate_topic_name
+from akfak.metadata_image import INTERNAL_TOPICS, TopicImage, validate_topic_name
 from akfak.protocol import RequestContext
 from akfak.request_check import MalformedRequest
 from akfak.security.acls import CLUSTER, CLUSTER_NAME, CREATE, DESCRIBE, TOPIC

@@ -51,7 +51,7 @@ from akfak.errors import CorruptMessage, InvalidRecord, KafkaError, MessageTooLa
 from akfak.handlers.base import Handler, encode_entity, throttle_time, timestamp
 from akfak.log.batch import HEADER_SIZE, parse_header
 from akfak.log.validator import RecordErrors
-from akfak.metadata import INTERNAL_TOPICS
+from akfak.metadata_image import INTERNAL_TOPICS
 from akfak.protocol import RequestContext
 from akfak.quota_manager import PRODUCE
 from akfak.security.acls import TOPIC, TRANSACTIONAL_ID, WRITE

@@ -68,7 +68,7 @@ from akfak.handlers.admin_common import (
 )
 from akfak.handlers.base import NO_THROTTLE, NO_TOPIC_ID, Handler
 from akfak.log.config import validate_topic_config
-from akfak.metadata import TopicImage, validate_topic_name
+from akfak.metadata_image import TopicImage, validate_topic_name
 from akfak.protocol import RequestContext
 from akfak.security.acls import ALTER, CREATE, DELETE, DESCRIBE, DESCRIBE_CONFIGS, TOPIC
 from akfak.security.checks import DENIED_MESSAGES, access

@@ -45,7 +45,7 @@ from akfak.coordinator.log_topic import OFFSETS_TOPIC
 from akfak.errors import KafkaError
 from akfak.handlers.base import NO_THROTTLE, Handler, make
 from akfak.handlers.groups import coordinator_of
-from akfak.metadata import INTERNAL_TOPICS
+from akfak.metadata_image import INTERNAL_TOPICS
 from akfak.protocol import RequestContext
 from akfak.security.acls import ALTER, CLUSTER_ACTION, GROUP, READ, TOPIC, TRANSACTIONAL_ID, WRITE
 from akfak.security.checks import Everything, access

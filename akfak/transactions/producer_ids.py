@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from twisted.logger import Logger
 
-from akfak.metadata import PRODUCER_ID_BLOCK_SIZE
+from akfak.metadata_image import PRODUCER_ID_BLOCK_SIZE
 
 log = Logger()
 

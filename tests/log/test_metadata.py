@@ -41,7 +41,8 @@ from akfak.log.metadata_records import (
     decode_record,
     encode_record,
 )
-from akfak.metadata import Controller, MetadataImage
+from akfak.metadata import Controller
+from akfak.metadata_image import MetadataImage
 from tests.log.conftest import T0, StorageFactory, make_config
 from tests.recordbatch import make_batch, parse_batch_list
 
