@@ -17,6 +17,7 @@ from akfak.groups.coordinator import GroupCoordinator
 from akfak.groups.service import close_group_coordinator, open_group_coordinator
 from akfak.handlers.registry import HandlerRegistry
 from akfak.log import BaseLogStorage, PartitionLog, handles, storage_for
+from akfak.log.postgres import redacted
 from akfak.metadata import Controller, MetadataImage
 from akfak.quota_manager import ClientQuotas
 from akfak.security.acls import Authorizer
@@ -88,8 +89,9 @@ class Broker:
         self.storage = storage_for(self.config, clock=self.clock)
         # The controller opens storage itself, so recovery uses each topic's own config.
         self.controller = Controller(self.storage, self.config, clock=self.clock)
-        log.info("Opened {storage} storage in {dir}: cluster {cluster}, {topics} topics",
-                 storage=self.config.storage, dir=self.config.data_dir,
+        where = getattr(self.storage, "url", None) or f"in {self.config.data_dir}"
+        log.info("Opened {storage} storage {where}: cluster {cluster}, {topics} topics",
+                 storage=type(self.storage).__name__, where=redacted(str(where)),
                  cluster=self.cluster_id, topics=len(self.image.topics_by_name))
         # group coordinator (akfak.groups): loads __consumer_offsets, registers its periodic tasks
         self.group_coordinator = open_group_coordinator(self)
