@@ -107,14 +107,24 @@ class Append(Op):
                        "WHERE topic_id = %s AND partition = %s AND next_offset = %s",
                        (self.end, topic_id, partition, self.base))
         if cursor.rowcount != 1:
+            if self._committed_before(cursor):
+                return  # by an attempt whose answer was lost
             cursor.execute("SELECT next_offset FROM akfak_partition "
                            "WHERE topic_id = %s AND partition = %s", self.key)
             row = cursor.fetchone()
-            if row is not None and row[0] >= self.end:
-                return  # committed by an attempt whose answer was lost
             raise StorageConflict(f"append at {self.base} to {topic_id}-{partition}: the "
                                   f"database's next offset is {row[0] if row else None}")
         cursor.executemany(_INSERT_BATCH, [(topic_id, partition, *r) for r in self.rows])
+
+    def _committed_before(self, cursor: Any) -> bool:
+        """Whether these very batches are the stored ones (first and last compared)."""
+        for row in {self.rows[0], self.rows[-1]}:
+            cursor.execute("SELECT data = %s FROM akfak_batch WHERE topic_id = %s AND "
+                           "partition = %s AND base_offset = %s", (row[5], *self.key, row[0]))
+            same = cursor.fetchone()
+            if not same or not same[0]:
+                return False
+        return True
 
     def extend(self, other: Append) -> bool:
         """Merge a following append to the same partition (one UPDATE for both)."""
