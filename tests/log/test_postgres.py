@@ -6,8 +6,8 @@ partition is refused at the offset check rather than interleaving its batches.""
 from __future__ import annotations
 
 import uuid
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import pytest_twisted
 from twisted.internet import reactor
