@@ -89,9 +89,10 @@ class Broker:
         self.storage = storage_for(self.config, clock=self.clock)
         # The controller opens storage itself, so recovery uses each topic's own config.
         self.controller = Controller(self.storage, self.config, clock=self.clock)
-        where = getattr(self.storage, "url", None) or f"in {self.config.data_dir}"
+        url = getattr(self.storage, "url", None)
         log.info("Opened {storage} storage {where}: cluster {cluster}, {topics} topics",
-                 storage=type(self.storage).__name__, where=redacted(str(where)),
+                 storage="postgres" if url else self.config.storage,
+                 where=f"at {redacted(url)}" if url else f"in {self.config.data_dir}",
                  cluster=self.cluster_id, topics=len(self.image.topics_by_name))
         # group coordinator (akfak.groups): loads __consumer_offsets, registers its periodic tasks
         self.group_coordinator = open_group_coordinator(self)
