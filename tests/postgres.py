@@ -22,7 +22,6 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -104,9 +103,6 @@ class PostgresServer:
         """A libpq URL over the Unix socket (host= names the socket directory)."""
         return f"postgresql://{SUPERUSER}@/{database}?host={quote(str(self.socket_dir))}&port={self.port}"
 
-    def tcp_url(self, database: str = "postgres") -> str:
-        return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{database}"
-
     def execute(self, sql: str, database: str = "postgres") -> None:
         import psycopg
 
@@ -142,16 +138,3 @@ class PostgresServer:
         subprocess.run([*_run_as(), str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-w",
                         "-t", "60", "-l", str(self.base / "server.log"), *args], check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        import psycopg
-
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                psycopg.connect(self.url(), connect_timeout=2).close()
-                return
-            except psycopg.OperationalError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)

@@ -138,8 +138,8 @@ class PostgresPartitionLog(MemoryPartitionLog):
             segments.append(partition_log._new_segment(next_offset, now_ms))
         partition_log._set_segments(segments)
         end = partition_log.log_end_offset
-        partition_log.epochs = [(e, o) for e, o in (_parse_epochs(epochs) or recovered)
-                                if o < end] or [(e, o) for e, o in recovered if o < end]
+        # The stored cache (it has the epochs of DeleteRecords' truncation), else the batches'.
+        partition_log.epochs = [(e, o) for e, o in _parse_epochs(epochs) or recovered if o < end]
         partition_log.log_start_offset = min(max(log_start_offset, segments[0].base_offset), end)
         partition_log.recovery_point = end
         state = partition_log._producer_state_manager()
@@ -164,7 +164,7 @@ class PostgresPartitionLog(MemoryPartitionLog):
         return replace(info, flushed=self._committed())
 
     def _persist_leader_epochs(self) -> None:
-        if getattr(self, "writer", None) is None:  # still loading
+        if getattr(self, "writer", None) is None:  # still being made
             return
         self.writer.submit(Statement(self.key, [(
             "UPDATE akfak_partition SET leader_epochs = %s WHERE topic_id = %s AND partition = %s",
