@@ -18,6 +18,7 @@ from akfak.groups.coordinator import GroupCoordinator
 from akfak.groups.service import close_group_coordinator, open_group_coordinator
 from akfak.handlers.registry import HandlerRegistry
 from akfak.log import BaseLogStorage, PartitionLog, handles, storage_for
+from akfak.log.postgres import redacted
 from akfak.metadata import Controller
 from akfak.metadata_image import MetadataImage
 from akfak.quota_manager import ClientQuotas
@@ -95,8 +96,10 @@ class Broker:
         self.storage = storage_for(self.config, clock=self.clock)
         # The controller opens storage itself, so recovery uses each topic's own config.
         self.controller = Controller(self.storage, self.config, clock=self.clock)
-        log.info("Opened {storage} storage in {dir}: cluster {cluster}, {topics} topics",
-                 storage=self.config.storage, dir=self.config.data_dir,
+        url = getattr(self.storage, "url", None)
+        log.info("Opened {storage} storage {where}: cluster {cluster}, {topics} topics",
+                 storage="postgres" if url else self.config.storage,
+                 where=f"at {redacted(url)}" if url else f"in {self.config.data_dir}",
                  cluster=self.cluster_id, topics=len(self.image.topics_by_name))
         # group coordinator (akfak.groups): loads __consumer_offsets, registers its periodic tasks
         self.group_coordinator = open_group_coordinator(self)

@@ -114,6 +114,8 @@ OTHER_KNOWN_KEYS = frozenset(
         "process.roles",
         "cluster.id",
         "controller.listener.names",
+        # akfak's storage provider: disk, memory or postgresql://... (--storage)
+        "akfak.storage",
     }
 )
 
@@ -236,7 +238,8 @@ class BrokerConfig:
     properties: dict[str, str] = field(default_factory=dict)
     #: Twisted endpoint strings from `--listen`; when given they replace `listeners`.
     listen: list[str] = field(default_factory=list)
-    #: Storage provider: "disk" (Kafka's log directory format) or "memory".
+    #: Storage provider: "disk" (Kafka's log directory format), "memory" or a
+    #: postgresql:// URL (akfak.log.postgres).
     storage: str = "disk"
     #: Twisted endpoint strings from `--http`; None: `akfak.http.listeners`, else no HTTP.
     http: list[str] | None = None

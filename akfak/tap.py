@@ -9,6 +9,7 @@ from twisted.application.service import IService
 from twisted.python import usage
 
 from akfak.config import DEFAULT_HTTP, BrokerConfig, ConfigError, apply_overrides
+from akfak.log.postgres import is_postgres_url
 from akfak.security.tls import server_tls
 from akfak.service import makeService as _makeService
 
@@ -22,7 +23,9 @@ class Options(usage.Options):
     optParameters = [
         ["config", "c", None, "An Apache Kafka server.properties file to read."],
         ["data-dir", "d", None, "Log directory (Kafka's log.dirs) [default: /tmp/kafka-logs]."],
-        ["storage", None, "disk", "Storage provider: disk (Kafka's format) or memory."],
+        ["storage", None, None, "Storage provider: disk (Kafka's format), memory, or a "
+         "postgresql://USER@HOST:PORT/DB URL [default: akfak.storage, else disk]."],
+        ["node-id", None, None, "This broker's node.id."],
     ]
 
     def __init__(self) -> None:
@@ -58,6 +61,7 @@ class Options(usage.Options):
                 storage=self["storage"],
                 http=self["http"] or None,
                 http_default=DEFAULT_HTTP,
+                node_id=self["node-id"],
             )
         except (OSError, ConfigError) as e:
             raise usage.UsageError(str(e)) from e
@@ -69,7 +73,8 @@ def build_config(
     data_dir: str | None = None,
     listen: list[str] | None = None,
     overrides: list[str] | None = None,
-    storage: str = "disk",
+    storage: str | None = None,
+    node_id: str | None = None,
     http: list[str] | None = None,
     http_default: str | None = None,
 ) -> BrokerConfig:
@@ -82,8 +87,11 @@ def build_config(
     if data_dir:
         result.override("log.dirs", data_dir)
     result.listen = list(listen or [])
-    if storage not in ("disk", "memory"):
-        raise ConfigError(f"--storage must be disk or memory, not {storage!r}")
+    if node_id is not None:
+        result.override("node.id", node_id)
+    storage = storage or result.get("akfak.storage") or "disk"
+    if storage not in ("disk", "memory") and not is_postgres_url(storage):
+        raise ConfigError(f"--storage must be disk, memory or a postgresql:// URL, not {storage!r}")
     result.storage = storage
     if http is not None:
         result.http = list(http)
@@ -105,7 +113,7 @@ def config_from_environment(environ: Any = os.environ) -> BrokerConfig:
         data_dir=environ.get("AKFAK_DATA_DIR") or None,
         listen=environ.get("AKFAK_LISTEN", "").split(),
         overrides=environ.get("AKFAK_OVERRIDE", "").split(),
-        storage=environ.get("AKFAK_STORAGE") or "disk",
+        storage=environ.get("AKFAK_STORAGE") or None,
         http=environ.get("AKFAK_HTTP", "").split() or None,
         http_default=DEFAULT_HTTP,
     )

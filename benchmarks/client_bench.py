@@ -1,7 +1,8 @@
 """End-to-end throughput: confluent-kafka produces to and consumes from akfak (and Kafka).
 
     .venv/bin/python benchmarks/client_bench.py [--records 500000] [--size 1000]
-        [--compression none] [--storage disk] [--kafka | --only kafka]
+        [--compression none] [--storage disk|memory|postgres|postgres-nofsync|URL]
+        [--kafka | --only kafka]
 
 `--size` and `--compression` take comma-separated lists (e.g. `--size 100,1024
 --compression none,gzip,snappy,lz4,zstd`); every combination is a workload on a
@@ -18,6 +19,11 @@ record much less.
 4.1.1 broker (tests/kafka_peer.py, needs java and mvn) after akfak, in the same
 run, and prints a table with the ratio akfak/Kafka for every figure.  Each broker
 runs alone, on its own temporary directory; both get message.max.bytes=10 MiB.
+
+`--storage postgres` runs akfak on a throwaway PostgreSQL server (tests/postgres.py,
+with fsync on: each acknowledged produce waits for a durable commit), `postgres-nofsync`
+on one without fsync; a postgresql:// URL uses that database.  The CPU figures are the
+broker's only: the PostgreSQL server's own CPU comes on top.
 """
 
 from __future__ import annotations
@@ -45,6 +51,16 @@ MAX_MESSAGE = 10 * MIB
 
 @contextmanager
 def akfak_broker(tmp: Path, storage: str) -> Iterator[tuple[str, int]]:
+    if storage in ("postgres", "postgres-nofsync"):
+        from tests.postgres import PostgresServer
+
+        server = PostgresServer.start(fsync=storage == "postgres")
+        try:
+            with akfak_broker(tmp, server.new_database()) as broker:
+                yield broker
+        finally:
+            server.stop()
+        return
     broker = start_process(tmp / "akfak-data", "--storage", storage,
                            "-o", f"message.max.bytes={MAX_MESSAGE}")
     try:
@@ -194,7 +210,8 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=500_000)
     parser.add_argument("--size", default="1000", help="value sizes in bytes, comma-separated")
     parser.add_argument("--compression", default="none", help="codecs, comma-separated")
-    parser.add_argument("--storage", default="disk", choices=["disk", "memory"], help="akfak's")
+    parser.add_argument("--storage", default="disk",
+                        help="akfak's: disk, memory, postgres, postgres-nofsync or a URL")
     parser.add_argument("--kafka", "--compare", action="store_true",
                         help="also run against Kafka 4.1.1, print ratios")
     parser.add_argument("--only", choices=sorted(BROKERS), help="one broker only")

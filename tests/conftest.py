@@ -11,6 +11,7 @@ from twisted.logger import globalLogPublisher
 
 from tests.brokers import BrokerProcess, InProcessBroker, start_in_process, start_process
 from tests.kafka_peer import KafkaPeer, start_kafka
+from tests.postgres import PostgresServer, find_bin_dir
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -55,6 +56,17 @@ def log_events() -> Iterator[list[dict[str, Any]]]:
     globalLogPublisher.addObserver(events.append)
     yield events
     globalLogPublisher.removeObserver(events.append)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL server for the session (tests/postgres.py): initdb into a temporary
+    directory; skips only where Debian's postgresql binaries are not installed."""
+    if find_bin_dir() is None:
+        pytest.skip("PostgreSQL's initdb and pg_ctl are not installed (apt-get install postgresql)")
+    server = PostgresServer.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="module")

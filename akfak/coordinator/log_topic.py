@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
 from akfak.config import BrokerConfig
@@ -87,10 +88,13 @@ class LogCoordinatorTopic:
         image = self.controller.image.partition(self.name, partition)
         return max(image.leader_epoch, 0) if image is not None else 0
 
-    def append(self, partition: int, batch: bytes, now_ms: int) -> int:
+    def append(self, partition: int, batch: bytes, now_ms: int) -> int | Deferred[int]:
         partition_log = self._log(partition)
         image = self.controller.image.partition(self.name, partition)
         epoch = image.leader_epoch if image is not None else max(partition_log.leader_epoch, 0)
         # Written as the coordinator, as Kafka's coordinator appends (not a client's produce).
         info = partition_log.append(batch, leader_epoch=epoch, now_ms=now_ms, origin="coordinator")
+        if info.flushed is not None:
+            # Written once durable (the postgres provider: committed), as a Produce is answered.
+            return info.flushed.addCallback(lambda _: int(info.base_offset))
         return int(info.base_offset)

@@ -13,7 +13,8 @@ logs, timestamp search, compaction), `index` (.index/.timeindex), `segment`,
 `partition` (the partition log), `config` (LogConfig, topic configs),
 `checkpoints` (Kafka's small files), `metadata_records` and `metadata_log`
 (KRaft metadata log), `producer_state` (idempotent producers), `cleaner`
-(compaction), `disk` and `memory` (the providers).
+(compaction), `disk`, `memory` and `postgres` (the providers; `pg_writer` commits the
+last one's changes).
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ __all__ = [
 
 
 def storage_for(config: BrokerConfig, *, clock: Any = None) -> BaseLogStorage:
-    """The storage provider `config.storage` names ("disk" or "memory"), not yet opened."""
+    """The storage provider `config.storage` names ("disk", "memory" or a postgresql:// URL),
+    not yet opened."""
     if config.storage == "memory":
         from akfak.log.memory import MemoryLogStorage
 
@@ -46,4 +48,9 @@ def storage_for(config: BrokerConfig, *, clock: Any = None) -> BaseLogStorage:
         from akfak.log.disk import DiskLogStorage
 
         return DiskLogStorage(config, clock=clock)
-    raise ValueError(f"unknown storage {config.storage!r} (expected 'disk' or 'memory')")
+    from akfak.log.postgres import PostgresLogStorage, is_postgres_url
+
+    if is_postgres_url(config.storage):
+        return PostgresLogStorage(config, clock=clock)
+    raise ValueError(f"unknown storage {config.storage!r} (expected 'disk', 'memory' or "
+                     f"postgresql://USER@HOST:PORT/DB)")

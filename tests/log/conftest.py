@@ -14,6 +14,7 @@ from twisted.internet.task import Clock
 from akfak.config import BrokerConfig
 from akfak.log.disk import DiskLogStorage
 from akfak.log.memory import MemoryLogStorage
+from akfak.log.postgres import PostgresLogStorage
 from akfak.log.storage import BaseLogStorage
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,20 +56,28 @@ def make_config(data_dir: Path, **properties: object) -> BrokerConfig:
 StorageFactory = Callable[..., BaseLogStorage]
 
 
-@pytest.fixture(params=["memory", "disk"])
+@pytest.fixture(params=["memory", "disk", "postgres"])
 def provider(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
 @pytest.fixture
-def open_storage(provider: str, tmp_path: Path, clock: Clock) -> Iterator[StorageFactory]:
-    """Open a storage of the test's provider over tmp_path/data; all are closed afterwards."""
+def open_storage(provider: str, tmp_path: Path, clock: Clock,
+                 request: pytest.FixtureRequest) -> Iterator[StorageFactory]:
+    """Open a storage of the test's provider over tmp_path/data (postgres: a fresh schema of
+    the session's PostgreSQL server); all are closed afterwards."""
     opened: list[BaseLogStorage] = []
+    url = request.getfixturevalue("postgres").new_schema() if provider == "postgres" else None
 
     def factory(config: BrokerConfig | None = None, **properties: object) -> BaseLogStorage:
         config = config or make_config(tmp_path / "data", **properties)
-        cls = MemoryLogStorage if provider == "memory" else DiskLogStorage
-        storage = cls(config, clock=clock)
+        storage: BaseLogStorage
+        if url is not None:
+            config.storage = url
+            storage = PostgresLogStorage(config, clock=clock)
+        else:
+            cls = MemoryLogStorage if provider == "memory" else DiskLogStorage
+            storage = cls(config, clock=clock)
         storage.open()
         opened.append(storage)
         return storage

@@ -1,0 +1,314 @@
+"""The PostgreSQL side of the postgres provider: the schema, and the writer that commits
+the logs' changes on a thread, in order, grouped into transactions.
+
+The partition logs run on the reactor (see postgres.py); each change they make (an append,
+retention, a compaction swap, a topic deletion) becomes an `Op` handed to the `PgWriter`.
+Every op submitted during one reactor turn, and every op submitted while a commit is in
+flight, goes into the next PostgreSQL transaction, in submission order: group commit, one
+round of commits per turn however many partitions were written.  So the COMMIT or ABORT
+markers of a transaction, written in one turn to every partition it touched, commit in one
+PostgreSQL transaction.
+
+`barrier()` fires once everything submitted so far is committed: that is what Produce
+waits for before it answers (acknowledged = committed in PostgreSQL).
+
+When PostgreSQL is unreachable the writer keeps the ops and tries again (a reconnect every
+second); acknowledgements wait meanwhile.  A commit whose answer was lost is recognised on
+the retry: an append's offsets are checked against the partition row (`Append.run`).
+Anything else failing is a bug or a second writer: the writer stops, and every waiting and
+later append fails with KAFKA_STORAGE_ERROR until a restart.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorThreads
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from akfak.errors import KafkaStorageError
+from akfak.log.threads import defer_to_thread
+
+log = Logger()
+
+#: The tables.  One row per partition (no row shared by all partitions: appends to
+#: different partitions never touch the same row), one row per stored batch.
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS akfak_cluster (
+    name text PRIMARY KEY,
+    value text NOT NULL
+);
+CREATE TABLE IF NOT EXISTS akfak_partition (
+    topic_id uuid NOT NULL,
+    partition integer NOT NULL,
+    topic text NOT NULL,
+    log_start_offset bigint NOT NULL DEFAULT 0,
+    next_offset bigint NOT NULL DEFAULT 0,
+    leader_epochs text NOT NULL DEFAULT '',
+    PRIMARY KEY (topic_id, partition)
+);
+CREATE TABLE IF NOT EXISTS akfak_batch (
+    topic_id uuid NOT NULL,
+    partition integer NOT NULL,
+    base_offset bigint NOT NULL,
+    last_offset bigint NOT NULL,
+    max_timestamp bigint NOT NULL,
+    leader_epoch integer NOT NULL,
+    producer_id bigint NOT NULL,
+    data bytea NOT NULL,
+    PRIMARY KEY (topic_id, partition, base_offset),
+    FOREIGN KEY (topic_id, partition) REFERENCES akfak_partition ON DELETE CASCADE
+);
+-- batches are mostly compressed already: no TOAST compression attempt
+ALTER TABLE akfak_batch ALTER COLUMN data SET STORAGE EXTERNAL;
+"""
+
+#: (topic id, partition): a partition's key in every table.
+Key = tuple[uuid.UUID, int]
+#: An akfak_batch row without its key: base, last, max timestamp, leader epoch, producer id, data.
+BatchRow = tuple[int, int, int, int, int, bytes]
+
+_INSERT_BATCH = ("INSERT INTO akfak_batch (topic_id, partition, base_offset, last_offset, "
+                 "max_timestamp, leader_epoch, producer_id, data) "
+                 "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)")
+
+
+class StorageConflict(Exception):
+    """The database does not hold what this broker's log expects (another writer?)."""
+
+
+class Op:
+    """One change to commit; `run` executes it with a cursor, on the writer's thread.
+    Subclasses have `key`: the partition it changes (None: none or several)."""
+
+    def run(self, cursor: Any) -> None:
+        raise NotImplementedError
+
+
+@dataclass
+class Append(Op):
+    """Batches at [base, end) of a partition: the offsets are taken in the same statement
+    that checks them (next_offset must be `base`), so two writers can never both append
+    at one offset.  The next phase adds the leader epoch to that condition (fencing)."""
+
+    key: Key
+    base: int
+    end: int
+    rows: list[BatchRow] = field(default_factory=list)
+
+    def run(self, cursor: Any) -> None:
+        topic_id, partition = self.key
+        cursor.execute("UPDATE akfak_partition SET next_offset = %s "
+                       "WHERE topic_id = %s AND partition = %s AND next_offset = %s",
+                       (self.end, topic_id, partition, self.base))
+        if cursor.rowcount != 1:
+            if self._committed_before(cursor):
+                return  # by an attempt whose answer was lost
+            cursor.execute("SELECT next_offset FROM akfak_partition "
+                           "WHERE topic_id = %s AND partition = %s", self.key)
+            row = cursor.fetchone()
+            raise StorageConflict(f"append at {self.base} to {topic_id}-{partition}: the "
+                                  f"database's next offset is {row[0] if row else None}")
+        cursor.executemany(_INSERT_BATCH, [(topic_id, partition, *r) for r in self.rows])
+
+    def _committed_before(self, cursor: Any) -> bool:
+        """Whether these very batches are the stored ones (first and last compared)."""
+        for row in {self.rows[0], self.rows[-1]}:
+            cursor.execute("SELECT data = %s FROM akfak_batch WHERE topic_id = %s AND "
+                           "partition = %s AND base_offset = %s", (row[5], *self.key, row[0]))
+            same = cursor.fetchone()
+            if not same or not same[0]:
+                return False
+        return True
+
+    def extend(self, other: Append) -> bool:
+        """Merge a following append to the same partition (one UPDATE for both)."""
+        if other.key != self.key or other.base != self.end:
+            return False
+        self.end = other.end
+        self.rows.extend(other.rows)
+        return True
+
+
+@dataclass
+class Statement(Op):
+    """Plain statements (idempotent, so that a retry is harmless)."""
+
+    key: Key | None
+    statements: Sequence[tuple[str, tuple[Any, ...]]]
+    #: Rows for INSERT INTO akfak_batch after the statements (a compaction's cleaned batches).
+    rows: Sequence[BatchRow] = ()
+
+    def run(self, cursor: Any) -> None:
+        for sql, params in self.statements:
+            cursor.execute(sql, params)
+        if self.rows and self.key is not None:
+            cursor.executemany(_INSERT_BATCH, [(*self.key, *r) for r in self.rows])
+
+
+def _coalesce(ops: Sequence[Op]) -> list[Op]:
+    """Merge each partition's consecutive appends (other partitions' ops may come between:
+    different keys are independent)."""
+    out: list[Op] = []
+    open_append: dict[Key, Append] = {}
+    for op in ops:
+        if isinstance(op, Append):
+            current = open_append.get(op.key)
+            if current is not None and current.extend(op):
+                continue
+            merged = Append(op.key, op.base, op.end, list(op.rows))
+            open_append[op.key] = merged
+            out.append(merged)
+            continue
+        key = getattr(op, "key", None)
+        if key is None:
+            open_append.clear()
+        else:
+            open_append.pop(key, None)
+        out.append(op)
+    return out
+
+
+class PgWriter:
+    """Commits submitted ops in order, on a thread, one transaction per round."""
+
+    def __init__(self, connect: Callable[[], Any], conn: Any, clock: Any,
+                 retry_delay: float = 1.0) -> None:
+        self._connect = connect
+        self._conn = conn
+        if not IReactorThreads.providedBy(clock):  # a test's Clock: the commits still run
+            from twisted.internet import reactor as clock
+        self._clock = clock
+        self.retry_delay = retry_delay
+        self._pending: list[Op] = []
+        self._submitted = 0
+        self._committed = 0
+        self._waiters: list[tuple[int, Deferred[None]]] = []
+        self._busy = False
+        self._scheduled: Any = None
+        self._unavailable: str | None = None
+        #: Why the writer stopped for good (None: it runs).
+        self.failed: str | None = None
+        self.closed = False
+        #: Commits done (for the logs and the benchmark).
+        self.commits = 0
+
+    # -- reactor side ----------------------------------------------------------------------
+
+    def submit(self, op: Op) -> None:
+        if self.failed is not None or self.closed:
+            return
+        self._pending.append(op)
+        self._submitted += 1
+        if not self._busy and self._scheduled is None:
+            self._scheduled = self._clock.callLater(0, self._start)
+
+    def barrier(self) -> Deferred[None]:
+        """Fires once every op submitted so far is committed; fails (KafkaStorageError)
+        if the writer stopped."""
+        if self.failed is not None:
+            return _failed(self.failed)
+        if self._committed >= self._submitted:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred()
+        self._waiters.append((self._submitted, waiter))
+        return waiter
+
+    def _start(self) -> None:
+        self._scheduled = None
+        if self._busy or not self._pending or self.failed is not None:
+            return
+        ops, self._pending = self._pending, []
+        self._busy = True
+        defer_to_thread(self._clock, self._commit, _coalesce(ops)).addBoth(self._done, ops)
+
+    def _done(self, result: Any, ops: list[Op]) -> None:
+        self._busy = False
+        if isinstance(result, Failure):
+            if _is_connection_error(result.value) and not self.closed:
+                if self._unavailable is None:
+                    self._unavailable = result.getErrorMessage().strip()
+                    log.error("PostgreSQL is unavailable ({e}); appends wait for it and are "
+                              "acknowledged once committed", e=self._unavailable)
+                self._pending[:0] = ops
+                self._scheduled = self._clock.callLater(self.retry_delay, self._start)
+                return
+            self._fail(result)
+            return
+        if self._unavailable is not None:
+            log.info("PostgreSQL is available again; committing the waiting appends")
+            self._unavailable = None
+        self.commits += 1
+        self._committed += len(ops)
+        ready = [w for target, w in self._waiters if target <= self._committed]
+        self._waiters = [(t, w) for t, w in self._waiters if t > self._committed]
+        for waiter in ready:
+            waiter.callback(None)
+        if self._pending and self._scheduled is None:
+            self._scheduled = self._clock.callLater(0, self._start)
+
+    def _fail(self, failure: Failure) -> None:
+        self.failed = f"writing to PostgreSQL failed: {failure.getErrorMessage()}"
+        log.failure("Writing to PostgreSQL failed; appends answer KAFKA_STORAGE_ERROR until "
+                    "a restart", failure)
+        self._pending.clear()
+        waiters, self._waiters = self._waiters, []
+        for _, waiter in waiters:
+            waiter.errback(KafkaStorageError(self.failed))
+
+    # -- the writer's thread ----------------------------------------------------------------
+
+    def _commit(self, ops: Sequence[Op]) -> None:
+        if self._conn is None or self._conn.closed:
+            self._conn = self._connect()
+        conn = self._conn
+        try:
+            with conn.transaction(), conn.cursor() as cursor:
+                for op in ops:
+                    op.run(cursor)
+        except Exception:
+            if conn.broken or conn.closed:
+                self._conn = None
+            raise
+
+    # -- closing -------------------------------------------------------------------------------
+
+    def close(self) -> Deferred[None]:
+        """Commit what is pending, then close the connection."""
+        def close(_: Any) -> Deferred[None]:
+            self.closed = True
+            return defer_to_thread(self._clock, self._close_conn)
+
+        return self.barrier().addBoth(close)
+
+    def abandon(self) -> None:
+        """Stop now, committing nothing more (what a kill -9 leaves)."""
+        self.closed = True
+        self._pending.clear()
+        if self._scheduled is not None and self._scheduled.active():
+            self._scheduled.cancel()
+        self._scheduled = None
+        if not self._busy:
+            self._close_conn()
+
+    def _close_conn(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+def _failed(reason: str) -> Deferred[None]:
+    d: Deferred[None] = Deferred()
+    d.errback(KafkaStorageError(reason))
+    return d
+
+
+def _is_connection_error(error: BaseException) -> bool:
+    import psycopg
+
+    return isinstance(error, psycopg.OperationalError)

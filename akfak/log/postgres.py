@@ -1,0 +1,344 @@
+"""The postgres storage provider: every log, the metadata log included, in PostgreSQL.
+
+    --storage postgresql://USER@HOST:PORT/DB     (or akfak.storage=... in server.properties)
+
+PostgreSQL holds the state (schema in pg_writer.py): one `akfak_partition` row per
+partition (log start offset, next offset, the leader-epoch cache) and one `akfak_batch` row
+per record batch, its bytes as the client sent them with the offsets assigned (base offset,
+last offset, max timestamp, leader epoch and producer id as columns too).  The KRaft
+metadata log (topics, configs, SCRAM credentials, ACLs, features) is one more partition,
+`__cluster_metadata-0`, and the coordinators' `__consumer_offsets` / `__transaction_state`
+are partitions like any other: all of akfak's state is in those two tables.
+
+The broker in front of it works as with the memory provider: each log is a `PartitionLog`
+over memory segments, its write-behind cache, loaded from the batch rows at start (the
+indexes, leader epochs and producer state are rebuilt from them, as Kafka's recovery
+rebuilds them from segments).  Appends, reads, timestamp searches, retention and
+compaction run on the reactor against that cache as they do in memory; every change is
+also handed to the `PgWriter`, which commits it on a thread.  An append's `flushed` fires
+once its batches are committed, and Produce answers (acks=1 or all) only then, so an
+acknowledged record is a committed one; the coordinators' writes (offset commits, group
+and transaction state) wait the same way.
+
+What is not there yet (the cluster phase): the cache holds the whole log (retention bounds
+it); a read is served from the cache, so a record is visible to consumers from its append,
+a few milliseconds before its commit (if the broker dies in between, the record, never
+acknowledged, is gone); one broker per database.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from akfak.config import BrokerConfig
+from akfak.interfaces import ILogStorage
+from akfak.log import batch as batches
+from akfak.log.checkpoints import METADATA_TOPIC_ID, MetaProperties
+from akfak.log.config import LogConfig
+from akfak.log.memory import MemoryPartitionLog
+from akfak.log.metadata_log import (
+    METADATA_LOG_CONFIG,
+    METADATA_PARTITION,
+    METADATA_TOPIC,
+    MetadataLog,
+)
+from akfak.log.partition import ORIGIN_CLIENT, AppendInfo, PartitionLog
+from akfak.log.pg_writer import SCHEMA, Append, BatchRow, Key, PgWriter, Statement
+from akfak.log.segment import LogSegment
+from akfak.log.storage import BaseLogStorage, ConfigFor
+
+log = Logger()
+
+URL_PREFIXES = ("postgresql://", "postgres://")
+
+
+def is_postgres_url(storage: str) -> bool:
+    return storage.startswith(URL_PREFIXES)
+
+
+def redacted(url: str) -> str:
+    """The URL without its password, for the logs."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{host}"
+
+
+def batch_rows(data: bytes | bytearray | memoryview) -> list[BatchRow]:
+    """The akfak_batch rows of stored batches (offsets already assigned)."""
+    view = memoryview(data)
+    return [(h.base_offset, h.last_offset, h.max_timestamp, h.partition_leader_epoch,
+             h.producer_id, bytes(view[pos : pos + h.size]))
+            for pos, h in batches.scan(view)]
+
+
+def _epochs_text(epochs: Sequence[tuple[int, int]]) -> str:
+    return ",".join(f"{e}:{o}" for e, o in epochs)
+
+
+def _parse_epochs(text: str) -> list[tuple[int, int]]:
+    pairs = (item.split(":") for item in text.split(",") if item)
+    return [(int(e), int(o)) for e, o in pairs]
+
+
+class PostgresPartitionLog(MemoryPartitionLog):
+    """A partition log cached in memory segments, its changes committed to PostgreSQL."""
+
+    writer: PgWriter
+
+    @property
+    def key(self) -> Key:
+        assert self.topic_id is not None
+        return (self.topic_id, self.partition)
+
+    @classmethod
+    def create_in(cls, writer: PgWriter, topic: str, partition: int, topic_id: uuid.UUID,
+                  config: LogConfig, *, now_ms: int, reactor: Any = None
+                  ) -> PostgresPartitionLog:
+        partition_log = cls.create(topic, partition, topic_id, config, now_ms=now_ms,
+                                   reactor=reactor)
+        partition_log.writer = writer
+        writer.submit(Statement(partition_log.key, [(
+            "INSERT INTO akfak_partition (topic_id, partition, topic) VALUES (%s, %s, %s) "
+            "ON CONFLICT DO NOTHING", (topic_id, partition, topic))]))
+        return partition_log
+
+    @classmethod
+    def load(cls, writer: PgWriter, topic: str, partition: int, topic_id: uuid.UUID,
+             config: LogConfig, *, log_start_offset: int, next_offset: int, epochs: str,
+             rows: Sequence[tuple[int, bytes]], now_ms: int, expiration_ms: int,
+             reactor: Any = None) -> PostgresPartitionLog:
+        """The log from its rows: segments of up to segment.bytes, indexes rebuilt."""
+        partition_log = cls(topic, partition, topic_id, config, now_ms=now_ms, reactor=reactor)
+        partition_log.writer = writer
+        segments: list[LogSegment] = []
+        current: LogSegment | None = None
+        data: bytearray = bytearray()
+        for base, batch in rows:
+            if current is None or (data and len(data) + len(batch) > config.segment_bytes):
+                # The first segment starts at the log start (compaction may have emptied
+                # its first offsets; they stay in the log, as in a compacted segment).
+                current = partition_log._new_segment(
+                    min(base, log_start_offset) if current is None else base, now_ms)
+                segments.append(current)
+                data = current.store.data  # type: ignore[attr-defined]
+            data += batch
+        recovered: list[tuple[int, int]] = []
+        for segment in segments:
+            recovered.extend(segment.recover()[1])
+        if not segments or segments[-1].next_offset < next_offset:
+            segments.append(partition_log._new_segment(next_offset, now_ms))
+        partition_log._set_segments(segments)
+        end = partition_log.log_end_offset
+        # The stored cache (it has the epochs of DeleteRecords' truncation), else the batches'.
+        partition_log.epochs = [(e, o) for e, o in _parse_epochs(epochs) or recovered if o < end]
+        partition_log.log_start_offset = min(max(log_start_offset, segments[0].base_offset), end)
+        partition_log.recovery_point = end
+        state = partition_log._producer_state_manager()
+        if state is not None:
+            state.expiration_ms = expiration_ms
+            state.rebuild(partition_log.segments, partition_log.log_start_offset, end,
+                          clean=False, now_ms=now_ms,
+                          txn_index_from=partition_log.log_start_offset)
+        return partition_log
+
+    # -- the changes, committed ------------------------------------------------------------
+
+    def append(self, records: bytes | bytearray | memoryview, *, leader_epoch: int, now_ms: int,
+               origin: str = ORIGIN_CLIENT) -> AppendInfo:
+        end = self.log_end_offset
+        info = super().append(records, leader_epoch=leader_epoch, now_ms=now_ms, origin=origin)
+        if self.log_end_offset > end:
+            store = self.active.store
+            written = store.read(store.size - info.size, info.size)  # type: ignore[attr-defined]
+            self.writer.submit(Append(self.key, end, self.log_end_offset, batch_rows(written)))
+        # A duplicate (idempotence) is acknowledged once its original is committed too.
+        return replace(info, flushed=self._committed())
+
+    def _persist_leader_epochs(self) -> None:
+        if getattr(self, "writer", None) is None:  # still being made
+            return
+        self.writer.submit(Statement(self.key, [(
+            "UPDATE akfak_partition SET leader_epochs = %s WHERE topic_id = %s AND partition = %s",
+            (_epochs_text(self.epochs), *self.key))]))
+
+    def _persist_log_start(self, delete_below: int | None = None) -> None:
+        statements = [("UPDATE akfak_partition SET log_start_offset = GREATEST(log_start_offset, %s)"
+                       " WHERE topic_id = %s AND partition = %s", (self.log_start_offset, *self.key))]
+        if delete_below is not None:
+            statements.append(("DELETE FROM akfak_batch WHERE topic_id = %s AND partition = %s "
+                               "AND base_offset < %s", (*self.key, delete_below)))
+        self.writer.submit(Statement(self.key, statements))
+
+    def advance_log_start_offset(self, offset: int) -> int:
+        before = self.log_start_offset
+        start = super().advance_log_start_offset(offset)
+        if start > before:
+            self._persist_log_start()
+        return start
+
+    def _delete_old(self, predicate: Any, now_ms: int) -> int:
+        deleted = super()._delete_old(predicate, now_ms)
+        if deleted:
+            self._persist_log_start(delete_below=self.segments[0].base_offset)
+        return deleted
+
+    def _remove_replaced(self, old: Sequence[LogSegment]) -> Deferred[None]:
+        """A compaction swap: the rows of the replaced segments give way to the cleaned
+        segment's batches, in one transaction; fires once it is committed."""
+        new = next(s for s in self.segments if s.base_offset == old[0].base_offset)
+        rows = batch_rows(new.store.read(0, new.size))
+        self.writer.submit(Statement(self.key, [(
+            "DELETE FROM akfak_batch WHERE topic_id = %s AND partition = %s "
+            "AND base_offset >= %s AND base_offset < %s",
+            (*self.key, old[0].base_offset, old[-1].next_offset))], rows))
+        super()._remove_replaced(old)
+        return self.writer.barrier()
+
+    def flush(self) -> Deferred[None]:
+        """Fires once everything appended so far is committed in PostgreSQL."""
+        self._unflushed_messages = 0
+        return self._committed()
+
+    def _committed(self) -> Deferred[None]:
+        target = self.log_end_offset
+
+        def committed(_: object) -> None:
+            self.recovery_point = max(self.recovery_point, target)
+
+        return self.writer.barrier().addCallback(committed)
+
+    def delete_files(self) -> None:
+        """The topic is deleted: so are its rows (the batches by cascade)."""
+        if not self._abandoned:
+            self.writer.submit(Statement(self.key, [(
+                "DELETE FROM akfak_partition WHERE topic_id = %s AND partition = %s",
+                self.key)]))
+        super().delete_files()
+
+
+@implementer(ILogStorage)
+class PostgresLogStorage(BaseLogStorage):
+    """Every log in PostgreSQL (see the module doc and ILogStorage)."""
+
+    def __init__(self, config: BrokerConfig, *, clock: Any = None) -> None:
+        super().__init__(config, clock=clock)
+        self.url = config.storage
+        self.writer: PgWriter | None = None
+
+    def _connect(self) -> Any:
+        import psycopg
+
+        return psycopg.connect(self.url, autocommit=True, connect_timeout=10)
+
+    @property
+    def _writer(self) -> PgWriter:
+        if self.writer is None:
+            raise RuntimeError("storage is not open")
+        return self.writer
+
+    def open_metadata(self) -> None:
+        """Connect, create the tables if needed, load the cluster id and the metadata log
+        (blocking: this is the start, before any listener, as the disk provider's recovery)."""
+        conn = self._connect()
+        self.writer = PgWriter(self._connect, conn, self.clock)
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(7233)")  # two first starts at once
+            conn.execute(SCHEMA)
+            conn.execute("INSERT INTO akfak_cluster (name, value) VALUES ('cluster.id', %s) "
+                         "ON CONFLICT DO NOTHING",
+                         (MetaProperties.new(0, self.config.get("cluster.id")).cluster_id,))
+            row = conn.execute("SELECT value FROM akfak_cluster WHERE name = 'cluster.id'"
+                               ).fetchone()
+        self._meta_properties = MetaProperties.new(self.config.node_id, row[0])
+        loaded = self._load(conn, METADATA_TOPIC_ID)
+        metadata = loaded.get((METADATA_TOPIC, METADATA_PARTITION))
+        if metadata is None:
+            metadata = PostgresPartitionLog.create_in(
+                self._writer, METADATA_TOPIC, METADATA_PARTITION, METADATA_TOPIC_ID,
+                METADATA_LOG_CONFIG, now_ms=self.now_ms(), reactor=self.clock)
+        self._metadata = MetadataLog(metadata)
+        log.info("PostgreSQL storage at {url}: cluster {cluster}, metadata log of {n} offsets",
+                 url=redacted(self.url), cluster=row[0], n=metadata.log_end_offset)
+
+    def load_logs(self, config_for: ConfigFor | None = None) -> None:
+        conn = self._writer._conn
+        self._logs.update(self._load(conn, None, config_for))
+        self.logs_loaded = True
+
+    def _load(self, conn: Any, topic_id: uuid.UUID | None, config_for: ConfigFor | None = None
+              ) -> dict[tuple[str, int], PostgresPartitionLog]:
+        """Load the logs of one topic id (the metadata log), or of all other topics."""
+        where, params = (("topic_id = %s", (topic_id,)) if topic_id is not None
+                         else ("topic_id <> %s", (METADATA_TOPIC_ID,)))
+        partitions = conn.execute(
+            "SELECT topic_id, partition, topic, log_start_offset, next_offset, leader_epochs "
+            f"FROM akfak_partition WHERE {where} ORDER BY topic, partition", params).fetchall()
+        now_ms = self.now_ms()
+        expiration_ms = self.config.get_int("producer.id.expiration.ms")
+        loaded: dict[tuple[str, int], PostgresPartitionLog] = {}
+        for tid, partition, topic, log_start, next_offset, epochs in partitions:
+            if topic_id is not None:
+                config = METADATA_LOG_CONFIG
+            else:
+                config = config_for(topic) if config_for is not None else self.default_log_config
+            rows = conn.execute(
+                "SELECT base_offset, data FROM akfak_batch WHERE topic_id = %s AND partition = %s"
+                " ORDER BY base_offset", (tid, partition)).fetchall()
+            loaded[(topic, partition)] = PostgresPartitionLog.load(
+                self._writer, topic, partition, tid, config, log_start_offset=log_start,
+                next_offset=next_offset, epochs=epochs, rows=rows, now_ms=now_ms,
+                expiration_ms=expiration_ms, reactor=self.clock)
+        return loaded
+
+    def create_log(self, topic: str, partition: int, topic_id: uuid.UUID,
+                   config: LogConfig) -> PartitionLog:
+        existing = self._logs.get((topic, partition))
+        if existing is not None and existing.topic_id == topic_id:
+            existing.config = config
+            return existing
+        if existing is not None:
+            existing.delete_files()
+        created = PostgresPartitionLog.create_in(self._writer, topic, partition, topic_id,
+                                                 config, now_ms=self.now_ms(),
+                                                 reactor=self.clock)
+        self._logs[(topic, partition)] = created
+        return created
+
+    def delete_logs(self, topic: str) -> None:
+        for partition_log in self.topic_logs(topic):
+            partition_log.delete_files()
+            del self._logs[(topic, partition_log.partition)]
+
+    def mark_stray(self, topic: str, partition: int) -> None:
+        """A log the metadata does not know (its topic's deletion did not commit before a
+        crash): its rows go."""
+        partition_log = self._logs.pop((topic, partition), None)
+        if partition_log is not None:
+            log.info("Deleting the rows of {tp}: no topic of the metadata has them",
+                     tp=f"{topic}-{partition}")
+            partition_log.delete_files()
+
+    def close(self) -> Deferred[Any]:
+        self.closed = True
+        closing = self.cleaner.stop().addCallback(lambda _: self._close_logs())
+        if self.writer is not None:
+            writer = self.writer
+            closing.addBoth(lambda _: writer.close())
+        return closing.addCallback(lambda _: None)
+
+    def abandon(self) -> None:
+        self.closed = True
+        self.cleaner.stop()
+        for partition_log in self._all_logs():
+            partition_log.abandon()
+        if self.writer is not None:
+            self.writer.abandon()

@@ -1,0 +1,131 @@
+"""What the postgres provider adds to the shared contract: what a new storage on the same
+database loads is what the old one had (batches, log start, leader epochs, producer state,
+compaction), a PostgreSQL restart only delays acknowledgements, and a second writer of a
+partition is refused at the offset check rather than interleaving its batches."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.task import Clock, deferLater
+
+from akfak.errors import KafkaStorageError
+from akfak.log.config import LogConfig
+from akfak.log.partition import PartitionLog
+from akfak.log.postgres import PostgresLogStorage
+from tests.log.conftest import T0, make_config
+from tests.log.test_cleaner import NOW, compacted_log, fill, latest, stored
+from tests.log.test_producer_state import batch
+from tests.postgres import PostgresServer
+from tests.recordbatch import make_batch
+
+
+def open_pg(url: str, clock: Clock) -> PostgresLogStorage:
+    config = make_config(Path("/nonexistent"))  # nothing is written there
+    config.storage = url
+    storage = PostgresLogStorage(config, clock=clock)
+    storage.open()
+    return storage
+
+
+def one(value: bytes) -> bytes:
+    return make_batch([(None, value, None, T0)])
+
+
+def read_all(log: PartitionLog) -> bytes:
+    return b"".join(log.read(log.log_start_offset, 1 << 26).parts)  # type: ignore[arg-type]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_new_storage_loads_what_was_committed(postgres: PostgresServer,
+                                                      clock: Clock) -> None:
+    url = postgres.new_schema()
+    storage = open_pg(url, clock)
+    config = LogConfig.from_broker(storage.config, {"segment.bytes": "2048"})
+    log = storage.create_log("t", 0, uuid.uuid4(), config)
+    for i in range(40):
+        log.append(make_batch([(b"k", b"v%d" % i + b"." * 100, None, T0 + i)]),
+                   leader_epoch=i // 10, now_ms=T0 + i)
+    log.append(batch(7, 0, 0, 3), leader_epoch=4, now_ms=T0)  # an idempotent producer
+    log.advance_log_start_offset(12)
+    log.run_retention(T0)  # the segments below offset 12 go, with their rows
+    await log.flush()
+    data, start, epochs = read_all(log), log.log_start_offset, list(log.epochs)
+    assert len(log.segments) > 1 and log.segments[0].base_offset > 0
+    await storage.close()
+
+    again = open_pg(url, clock)
+    loaded = again.get_log("t", 0)
+    assert loaded is not None
+    assert (read_all(loaded), loaded.log_start_offset, loaded.epochs) == (data, start, epochs)
+    assert loaded.log_end_offset == 43 and loaded.end_offset_for_epoch(3) == (3, 40)
+    # The producer's sequence came back: its retry is recognised, its next batch goes on.
+    assert loaded.append(batch(7, 0, 0, 3), leader_epoch=6, now_ms=T0).base_offset == 40
+    assert loaded.append(batch(7, 0, 3, 1), leader_epoch=6, now_ms=T0).base_offset == 43
+    await again.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_compaction_is_committed(postgres: PostgresServer, clock: Clock) -> None:
+    url = postgres.new_schema()
+    storage = open_pg(url, clock)
+    log = compacted_log(storage)
+    fill(log, 30)
+    assert await storage.run_cleaner(NOW) == 1
+    cleaned = stored(log)
+    assert len(cleaned) < 90
+    await storage.close()
+    again = open_pg(url, clock)
+    loaded = again.get_log("t", 0)
+    assert loaded is not None and stored(loaded) == cleaned
+    assert latest(stored(loaded)) == latest(cleaned)
+    await again.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_postgres_restart_delays_the_acknowledgement(
+        postgres: PostgresServer, clock: Clock, log_events: list[dict[str, Any]]) -> None:
+    url = postgres.new_schema()
+    storage = open_pg(url, clock)
+    assert storage.writer is not None
+    storage.writer.retry_delay = 0.2
+    log = storage.create_log("t", 0, uuid.uuid4(), storage.default_log_config)
+    await log.append(one(b"before"), leader_epoch=0, now_ms=T0).flushed
+    await deferLater(reactor, 0, postgres.restart)  # the writer's connection is cut
+    acked = log.append(one(b"after"), leader_epoch=0, now_ms=T0).flushed
+    assert acked is not None
+    await acked  # committed once the writer has reconnected
+    said = [e.get("log_format", "") for e in log_events]
+    assert any("PostgreSQL is unavailable" in f for f in said)
+    assert any("PostgreSQL is available again" in f for f in said)
+    await storage.close()
+    again = open_pg(url, clock)
+    assert again.get_log("t", 0).log_end_offset == 2  # type: ignore[union-attr]
+    await again.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_second_writer_is_refused(postgres: PostgresServer, clock: Clock) -> None:
+    url = postgres.new_schema()
+    first = open_pg(url, clock)
+    log = first.create_log("t", 0, uuid.uuid4(), first.default_log_config)
+    await log.append(one(b"a"), leader_epoch=0, now_ms=T0).flushed
+    second = open_pg(url, clock)
+    other = second.get_log("t", 0)
+    assert other is not None
+    await other.append(one(b"b"), leader_epoch=0, now_ms=T0).flushed
+    # The first storage still believes offset 1 is next: PostgreSQL says otherwise.
+    refused = log.append(one(b"c"), leader_epoch=0, now_ms=T0).flushed
+    assert refused is not None
+    try:
+        await refused
+    except KafkaStorageError as e:
+        assert "next offset is 2" in str(e)
+    else:
+        raise AssertionError("the conflicting append was acknowledged")
+    first.abandon()
+    await second.close()
