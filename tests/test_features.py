@@ -101,7 +101,8 @@ def test_update_features_over_the_wire(inproc: Any) -> Any:
             assert [(r.feature, r.error_code) for r in gone.results] == [
                 ("transaction.version", ErrorCode.none)]
             after = api_versions(c)
-            assert finalized(after) == {"metadata.version": 27, "eligible.leader.replicas.version": 1}
+            assert finalized(after) == {"metadata.version": 27, "group.version": 1,
+                                        "eligible.leader.replicas.version": 1}
             assert after.finalized_features_epoch > epoch
 
     yield in_thread(check)
