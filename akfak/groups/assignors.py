@@ -44,7 +44,6 @@ def uniform(members: Sequence[MemberSpec], topics: Mapping[uuid.UUID, int]) -> d
     """Balanced and sticky, per group of topics subscribed alike."""
     out: dict[str, dict[uuid.UUID, set[int]]] = {m.member_id: {} for m in members}
     load = dict.fromkeys(out, 0)
-    by_id = {m.member_id: m for m in members}
     # Partitions in a deterministic order; each goes to one of its topic's subscribers.
     subscribers: dict[uuid.UUID, list[str]] = {}
     for m in sorted(members, key=lambda m: m.member_id):
@@ -84,15 +83,14 @@ def uniform(members: Sequence[MemberSpec], topics: Mapping[uuid.UUID, int]) -> d
         full = [mid for mid in sorted(load) if load[mid] >= quota]
         for mid in full[extra:]:
             while load[mid] > quota_floor:
-                moved = _move_one(mid, out, load, subscribers, by_id, quota_floor)
+                moved = _move_one(mid, out, load, subscribers, quota_floor)
                 if not moved:
                     break
     return {mid: _freeze(parts) for mid, parts in out.items()}
 
 
 def _move_one(source: str, out: dict[str, dict[uuid.UUID, set[int]]], load: dict[str, int],
-              subscribers: Mapping[uuid.UUID, list[str]], by_id: Mapping[str, MemberSpec],
-              floor: int) -> bool:
+              subscribers: Mapping[uuid.UUID, list[str]], floor: int) -> bool:
     for t in sorted(out[source]):
         for mid in subscribers[t]:
             if mid != source and load[mid] < floor:

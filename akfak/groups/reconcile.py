@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterable, Mapping
 
 from akfak.groups.consumer_group import (
     STABLE,
-    UNKNOWN_STATE,
     UNRELEASED_PARTITIONS,
     UNREVOKED_PARTITIONS,
     ConsumerMember,
@@ -107,5 +106,3 @@ def _next(member: ConsumerMember, member_epoch: int, target_epoch: int, target: 
     return dataclasses.replace(member, state=state, assigned=assigned, pending_revocation={},
                                **_epoch(member, target_epoch))
 
-
-__all__ = ["UNKNOWN_STATE", "FencedMemberEpoch", "is_subset", "owns_any", "reconcile"]
