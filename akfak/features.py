@@ -62,12 +62,13 @@ class Feature:
     dependencies: Mapping[int, Mapping[str, int]] = field(default_factory=dict)
 
 
-#: What this broker supports, in the order Kafka 4.1.1 lists them. group.version 1 (KIP-848)
-#: and share.version 1 (KIP-932) need the consumer and share group protocols, which akfak
-#: does not serve yet; kraft.version 1 needs KRaft's dynamic quorum, which a one-node akfak
-#: has no use for, so its metadata log holds no KRaftVersion record (level 0).
+#: What this broker supports, in the order Kafka 4.1.1 lists them. group.version 1 is the
+#: consumer group protocol (KIP-848), finalized on a new cluster as Kafka 4.1 does;
+#: share.version 1 (KIP-932) needs the share group protocol, which akfak does not serve
+#: yet; kraft.version 1 needs KRaft's dynamic quorum, which a one-node akfak has no use
+#: for, so its metadata log holds no KRaftVersion record (level 0).
 SUPPORTED: tuple[Feature, ...] = (
-    Feature(GROUP_VERSION, 0, 0, 0),
+    Feature(GROUP_VERSION, 0, 1, 1),
     Feature(KRAFT_VERSION, 0, 0, 0),
     Feature(METADATA_VERSION, MV_3_3_IV3, LATEST_METADATA_VERSION, LATEST_METADATA_VERSION),
     Feature(SHARE_VERSION, 0, 0, 0),

@@ -126,7 +126,8 @@ def test_kafka_opens_a_directory_akfak_wrote(tmp_path: Path, broker_process: Any
         with WireClient(kafka.port) as c:
             levels = finalized(api_versions(c))
         assert {k: v for k, v in levels.items() if k != "kraft.version"} == {
-            "metadata.version": 27, "transaction.version": 2, "eligible.leader.replicas.version": 1}
+            "metadata.version": 27, "group.version": 1, "transaction.version": 2,
+            "eligible.leader.replicas.version": 1}
         seen, offsets = read_all(kafka.bootstrap, "back", "g", 22)
         assert sorted(seen) == expected_values([(0, 20)])
         assert offsets == {0: 3, 1: 9}

@@ -22,7 +22,7 @@ from tests.requests import build as make
 from tests.test_idempotence import in_thread
 from tests.wire import WireClient
 
-NEW_CLUSTER = {"metadata.version": 27, "transaction.version": 2,
+NEW_CLUSTER = {"metadata.version": 27, "group.version": 1, "transaction.version": 2,
                "eligible.leader.replicas.version": 1}
 
 
@@ -60,7 +60,7 @@ def test_api_versions_lists_supported_and_finalized_features(inproc: Any) -> Any
             for version in (3, 4):
                 answer = api_versions(c, version)
                 assert [(f.name, f.min_version, f.max_version) for f in answer.supported_features] == [
-                    ("group.version", 0, 0), ("kraft.version", 0, 0), ("metadata.version", 7, 27),
+                    ("group.version", 0, 1), ("kraft.version", 0, 0), ("metadata.version", 7, 27),
                     ("share.version", 0, 0), ("transaction.version", 0, 2),
                     ("eligible.leader.replicas.version", 0, 1)]
                 assert finalized(answer) == NEW_CLUSTER
@@ -101,7 +101,8 @@ def test_update_features_over_the_wire(inproc: Any) -> Any:
             assert [(r.feature, r.error_code) for r in gone.results] == [
                 ("transaction.version", ErrorCode.none)]
             after = api_versions(c)
-            assert finalized(after) == {"metadata.version": 27, "eligible.leader.replicas.version": 1}
+            assert finalized(after) == {"metadata.version": 27, "group.version": 1,
+                                        "eligible.leader.replicas.version": 1}
             assert after.finalized_features_epoch > epoch
 
     yield in_thread(check)

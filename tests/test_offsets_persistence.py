@@ -13,6 +13,8 @@ from typing import Any
 import pytest_twisted
 from kio.schema.errors import ErrorCode
 
+from akfak.groups.consumer_records import ConsumerGroupKey
+from akfak.groups.consumer_records import GroupMetadataValue as ConsumerGroupMetadataValue
 from akfak.groups.records import (
     CoordinatorRecord,
     GroupMetadataKey,
@@ -115,7 +117,13 @@ def test_values_of_every_kafka_version_are_read() -> None:
         record = decode_record(key, value)
         assert record == CoordinatorRecord(OffsetCommitKey("g", "t", 3),
                                            OffsetCommitValue(10, epoch, "m", 100, -1))
-    assert decode_record(struct.pack(">h", 3) + _s("g"), b"") is None  # a consumer-group record
+    assert decode_record(struct.pack(">h", 10) + _s("g"), b"") is None  # a share-group record
+    # a consumer-group record (KIP-848), ConsumerGroupMetadata: epoch 5, MetadataHash tag 0
+    group = decode_record(struct.pack(">h", 3) + _s("g"),
+                          struct.pack(">hi", 0, 5) + b"\x01\x00\x08" + struct.pack(">q", -7))
+    assert group == CoordinatorRecord(ConsumerGroupKey(3, "g"), ConsumerGroupMetadataValue(5, -7))
+    assert group.encode() == (struct.pack(">h", 3) + _s("g"),
+                              struct.pack(">hi", 0, 5) + b"\x01\x00\x08" + struct.pack(">q", -7))
 
 
 # -- restart -----------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Consumer groups: the classic group protocol and committed offsets.
+"""Consumer groups: the classic and the consumer group protocols, and committed offsets.
 
 - `coordinator.py`: GroupCoordinator, the operations (join, sync, heartbeat, leave,
   list, describe, delete, commit, fetch, delete offsets, expiry) and loading;
@@ -8,5 +8,10 @@
   around them are akfak.log.records');
 - `txn_offsets.py`: offsets committed in transactions, pending until their markers;
 - `consumer_protocol.py`: the subscription topics of "consumer" groups;
-- `results.py`: the version-independent answers handlers encode.
+- `results.py`: the version-independent answers handlers encode;
+- the consumer group protocol (KIP-848): `consumer_coordinator.py` (heartbeats, fencing,
+  offsets checks), `consumer_group.py` (a group's state, built by replaying its records),
+  `consumer_records.py` (their `__consumer_offsets` formats), `reconcile.py` (a member's
+  way to its target), `assignors.py` (uniform, range), `consumer_topics.py` (metadata,
+  regexes, the metadata hash).
 """

@@ -29,6 +29,8 @@ from akfak.config import BrokerConfig
 from akfak.coordinator.codec import RecordFormatError
 from akfak.coordinator.runtime import LoadingCoordinator, PartitionLoader, TopicCreator, append_error
 from akfak.coordinator.topic import ICoordinatorTopic
+from akfak.groups.consumer_coordinator import GROUP_TYPE_CONSUMER, PROTOCOL_TYPE, ConsumerGroups
+from akfak.groups.consumer_records import ConsumerGroupKey
 from akfak.groups.group import ClassicGroup, GroupError, GroupState, Member, Protocols
 from akfak.groups.offsets import OffsetAndMetadata, expiration_base, is_expired
 from akfak.groups.records import (
@@ -77,7 +79,8 @@ class GroupCoordinator(LoadingCoordinator):
 
     LOADING = "groups and offsets"
 
-    def __init__(self, config: BrokerConfig, clock: Any, store: ICoordinatorTopic):
+    def __init__(self, config: BrokerConfig, clock: Any, store: ICoordinatorTopic, *,
+                 image: Callable[[], Any] | None = None):
         self.config = config
         self.clock = clock
         self.store = store
@@ -101,6 +104,8 @@ class GroupCoordinator(LoadingCoordinator):
         #: fires once every partition is loaded
         self.loaded: Deferred[None] = Deferred()
         self._timers: dict[tuple[str, ...], Any] = {}
+        #: the consumer groups (KIP-848); `image` gives the cluster metadata they assign from
+        self.consumer = ConsumerGroups(self, image or (lambda: None))
 
     @property
     def loading(self) -> set[int]:
@@ -163,12 +168,15 @@ class GroupCoordinator(LoadingCoordinator):
     def replay(self, record: CoordinatorRecord) -> None:
         """Apply one record to the in-memory state, as loading does."""
         key, value = record.key, record.value
+        if isinstance(key, ConsumerGroupKey):
+            self.consumer.replay(key, value)
+            return
         if isinstance(key, OffsetCommitKey):
             if value is None:
                 self._remove_offset(key.group, (key.topic, key.partition))
             else:
                 assert isinstance(value, OffsetCommitValue)
-                if key.group not in self.groups:
+                if key.group not in self.groups and key.group not in self.consumer.groups:
                     # Offsets without membership: a "simple" group, empty, no protocol type.
                     self.groups[key.group] = ClassicGroup(key.group, self.now_ms())
                 self.offsets.setdefault(key.group, {})[(key.topic, key.partition)] = (
@@ -204,6 +212,7 @@ class GroupCoordinator(LoadingCoordinator):
         return group
 
     def _partition_loaded(self, partition: int) -> None:
+        self.consumer.partition_loaded(partition)
         for group in list(self.groups.values()):
             if self.partition_for(group.group_id) != partition:
                 continue
@@ -278,6 +287,12 @@ class GroupCoordinator(LoadingCoordinator):
             return succeed(JoinResult(error, member_id))
         if not self.min_session_timeout_ms <= session_timeout_ms <= self.max_session_timeout_ms:
             return succeed(JoinResult(ErrorCode.invalid_session_timeout, member_id))
+        consumer_group = self.consumer.groups.get(group_id)
+        if consumer_group is not None:
+            if consumer_group.members:
+                # akfak does not run classic members in a consumer group (KIP-848's migration)
+                return succeed(JoinResult(ErrorCode.inconsistent_group_protocol, member_id))
+            self.consumer.drop_empty(consumer_group)  # an empty one becomes a classic group
         group = self.groups.get(group_id)
         is_unknown_member = member_id == ""
         is_new_group = group is None
@@ -801,6 +816,12 @@ class GroupCoordinator(LoadingCoordinator):
             if type_filter and GROUP_TYPE_CLASSIC not in type_filter:
                 continue
             listed.append(ListedGroup(group.group_id, group.protocol_type or "", group.state.value))
+        for cg in self.consumer.groups.values():
+            if state_filter and cg.state.lower() not in state_filter:
+                continue
+            if type_filter and GROUP_TYPE_CONSUMER not in type_filter:
+                continue
+            listed.append(ListedGroup(cg.group_id, PROTOCOL_TYPE, cg.state, GROUP_TYPE_CONSUMER))
         return ListGroupsResult(ErrorCode.none, tuple(listed))
 
     def describe_group(self, group_id: str, *, version: int = 0) -> DescribedGroup:
@@ -810,8 +831,9 @@ class GroupCoordinator(LoadingCoordinator):
         group = self.groups.get(group_id)
         if group is None or group.state is GroupState.DEAD:
             if version >= 6:
+                what = ("is not a classic group" if group_id in self.consumer.groups else "not found")
                 return DescribedGroup(group_id, ErrorCode.group_id_not_found, str(GroupState.DEAD),
-                                      error_message=f"Group {group_id} not found.")
+                                      error_message=f"Group {group_id} {what}.")
             return DescribedGroup(group_id, ErrorCode.none, str(GroupState.DEAD))
         stable = group.state is GroupState.STABLE
         members = tuple(
@@ -830,6 +852,15 @@ class GroupCoordinator(LoadingCoordinator):
                 continue
             error = self._status(group_id, allow_empty_id=True)
             group = self.groups.get(group_id)
+            consumer_group = self.consumer.groups.get(group_id)
+            if error is None and consumer_group is not None:
+                if consumer_group.state != "Empty":
+                    results[group_id] = ErrorCode.non_empty_group
+                else:
+                    results[group_id] = ErrorCode.none
+                    writes.append(self.consumer.delete(consumer_group).addCallback(
+                        self._consumer_deleted, group_id, results))
+                continue
             if error is None:
                 if group is None or group.state is GroupState.DEAD:
                     error = ErrorCode.group_id_not_found
@@ -856,6 +887,11 @@ class GroupCoordinator(LoadingCoordinator):
             group.transition_to(GroupState.DEAD, self.now_ms())
         removed = self.offsets.pop(group_id, {})
         log.info("Deleted group {group} and its {n} committed offsets", group=group_id, n=len(removed))
+
+    def _consumer_deleted(self, error: ErrorCode, group_id: str, results: dict[str, ErrorCode]) -> None:
+        results[group_id] = error
+        if error is ErrorCode.none:
+            log.info("Deleted consumer group {group} and its committed offsets", group=group_id)
 
     def _delete_failed(self, failure: Failure, group_id: str, results: dict[str, ErrorCode]) -> None:
         results[group_id] = append_error(failure)
@@ -901,20 +937,29 @@ class GroupCoordinator(LoadingCoordinator):
             return all_(error)
         group = self.groups.get(group_id)
         created = False
-        if group is None:
-            if generation_id >= 0:
-                return all_(ErrorCode.group_id_not_found if version >= 9 else ErrorCode.illegal_generation)
-            # Offsets without group management: a "simple" group.
-            group = ClassicGroup(group_id, self.now_ms())
-            self.groups[group_id] = group
-            created = True
-        try:
-            self._validate_offset_commit(group, member_id, group_instance_id, generation_id)
-        except GroupError as e:
-            return all_(e.code)
-        if group.is_in(GroupState.STABLE, GroupState.PREPARING_REBALANCE) and member_id in group.members:
-            # A commit keeps a classic member's session alive.
-            self._reschedule_heartbeat(group, group.members[member_id])
+        consumer_group = self.consumer.groups.get(group_id)
+        if consumer_group is not None:
+            # generation_id is the member epoch (KIP-848)
+            error = self.consumer.validate_offset_commit(consumer_group, member_id, group_instance_id,
+                                                         generation_id, version)
+            if error is not None:
+                return all_(error)
+        else:
+            if group is None:
+                if generation_id >= 0:
+                    return all_(ErrorCode.group_id_not_found if version >= 9
+                                else ErrorCode.illegal_generation)
+                # Offsets without group management: a "simple" group.
+                group = ClassicGroup(group_id, self.now_ms())
+                self.groups[group_id] = group
+                created = True
+            try:
+                self._validate_offset_commit(group, member_id, group_instance_id, generation_id)
+            except GroupError as e:
+                return all_(e.code)
+            if group.is_in(GroupState.STABLE, GroupState.PREPARING_REBALANCE) and member_id in group.members:
+                # A commit keeps a classic member's session alive.
+                self._reschedule_heartbeat(group, group.members[member_id])
         now = self.now_ms()
         expire = now + retention_time_ms if retention_time_ms != -1 else -1
         results: dict[TopicPartition, ErrorCode] = {}
@@ -964,15 +1009,22 @@ class GroupCoordinator(LoadingCoordinator):
     # -- OffsetFetch -----------------------------------------------------------------
 
     def fetch_offsets(self, group_id: str, partitions: Sequence[TopicPartition] | None, *,
-                      require_stable: bool = False) -> FetchGroupResult:
+                      require_stable: bool = False, member_id: str | None = None,
+                      member_epoch: int = -1) -> FetchGroupResult:
         """Committed offsets of `partitions` (None: every committed partition).
         With `require_stable` a partition with a pending transactional commit answers
-        UNSTABLE_OFFSET_COMMIT (`txn_offsets.py`)."""
+        UNSTABLE_OFFSET_COMMIT (`txn_offsets.py`).  A consumer group's member (OffsetFetch
+        v9+) must give its current member epoch (STALE_MEMBER_EPOCH, UNKNOWN_MEMBER_ID)."""
         error = self._status(group_id, allow_empty_id=True)
         if error is not None:
             return FetchGroupResult(group_id, error)
         group = self.groups.get(group_id)
-        committed = ({} if group is None or group.state is GroupState.DEAD
+        consumer_group = self.consumer.groups.get(group_id)
+        if consumer_group is not None:
+            error = self.consumer.validate_offset_fetch(consumer_group, member_id, member_epoch)
+            if error is not None:
+                return FetchGroupResult(group_id, error)
+        committed = ({} if (group is None or group.state is GroupState.DEAD) and consumer_group is None
                      else self.offsets.get(group_id, {}))
         if partitions is None:
             wanted: Iterable[TopicPartition] = sorted(committed)
@@ -998,15 +1050,21 @@ class GroupCoordinator(LoadingCoordinator):
         if error is not None:
             return succeed(OffsetDeleteResult(error))
         group = self.groups.get(group_id)
-        if group is None or group.state is GroupState.DEAD:
+        consumer_group = self.consumer.groups.get(group_id)
+        subscribed: Callable[[str], bool]
+        if consumer_group is not None:
+            subscribed = self.consumer.subscribed_topics(consumer_group).__contains__
+        elif group is None or group.state is GroupState.DEAD:
             return succeed(OffsetDeleteResult(ErrorCode.group_id_not_found))
-        if group.state is not GroupState.EMPTY and not group.uses_consumer_protocol:
+        elif group.state is not GroupState.EMPTY and not group.uses_consumer_protocol:
             return succeed(OffsetDeleteResult(ErrorCode.non_empty_group))
+        else:
+            subscribed = group.is_subscribed_to_topic
         committed = self.offsets.get(group_id, {})
         results: dict[TopicPartition, ErrorCode] = {}
         records = []
         for key in partitions:
-            if group.is_subscribed_to_topic(key[0]):
+            if subscribed(key[0]):
                 results[key] = ErrorCode.group_subscribed_to_topic
                 continue
             results[key] = ErrorCode.none

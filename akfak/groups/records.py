@@ -18,6 +18,8 @@ import struct
 from dataclasses import dataclass, field
 
 from akfak.coordinator.codec import Reader, Writer
+from akfak.groups import consumer_records
+from akfak.groups.consumer_records import ConsumerGroupKey, ConsumerGroupValue
 
 OFFSET_COMMIT_KEY_VERSION = 1  # Kafka writes 1; 0 is read as the same layout
 GROUP_METADATA_KEY_VERSION = 2
@@ -45,7 +47,7 @@ class GroupMetadataKey:
     group: str
 
 
-CoordinatorKey = OffsetCommitKey | GroupMetadataKey
+CoordinatorKey = OffsetCommitKey | GroupMetadataKey | ConsumerGroupKey
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,10 +82,12 @@ class GroupMetadataValue:
     members: tuple[MemberMetadataValue, ...] = field(default=())
 
 
-CoordinatorValue = OffsetCommitValue | GroupMetadataValue
+CoordinatorValue = OffsetCommitValue | GroupMetadataValue | ConsumerGroupValue
 
 
 def encode_key(key: CoordinatorKey) -> bytes:
+    if isinstance(key, ConsumerGroupKey):
+        return key.encode()
     w = Writer()
     if isinstance(key, OffsetCommitKey):
         w.int16(OFFSET_COMMIT_KEY_VERSION)
@@ -97,14 +101,16 @@ def encode_key(key: CoordinatorKey) -> bytes:
 
 
 def decode_key(data: bytes) -> CoordinatorKey | None:
-    """The key, or None for record types the classic coordinator does not keep
-    (consumer-group, share-group and streams records written by Kafka 4)."""
+    """The key, or None for record types the coordinator does not keep (share-group and
+    streams records written by Kafka 4)."""
     r = Reader(data)
     version = r.int16()
     if version in (0, 1):
         return OffsetCommitKey(r.string(), r.string(), r.int32())
     if version == 2:
         return GroupMetadataKey(r.string())
+    if version in consumer_records.RECORD_TYPES:
+        return consumer_records.decode_key(version, r)
     return None
 
 
@@ -192,7 +198,9 @@ def encode_value(value: CoordinatorValue | None) -> bytes | None:
         return None
     if isinstance(value, OffsetCommitValue):
         return encode_offset_commit_value(value)
-    return encode_group_metadata_value(value)
+    if isinstance(value, GroupMetadataValue):
+        return encode_group_metadata_value(value)
+    return consumer_records.encode_value(value)
 
 
 def decode_value(key: CoordinatorKey, data: bytes | None) -> CoordinatorValue | None:
@@ -200,6 +208,8 @@ def decode_value(key: CoordinatorKey, data: bytes | None) -> CoordinatorValue | 
         return None
     if isinstance(key, OffsetCommitKey):
         return decode_offset_commit_value(data)
+    if isinstance(key, ConsumerGroupKey):
+        return consumer_records.decode_value(key, data)
     return decode_group_metadata_value(data)
 
 

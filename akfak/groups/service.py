@@ -38,7 +38,9 @@ def offsets_topic_for(broker: Broker) -> ICoordinatorTopic:
 
 def open_group_coordinator(broker: Broker) -> GroupCoordinator:
     """Create the coordinator, register its periodic tasks and start loading."""
-    coordinator = GroupCoordinator(broker.config, broker.clock, offsets_topic_for(broker))
+    controller = getattr(broker, "controller", None)
+    coordinator = GroupCoordinator(broker.config, broker.clock, offsets_topic_for(broker),
+                                   image=lambda: getattr(controller, "image", None))
     interval_ms = broker.config.get_int("offsets.retention.check.interval.ms")
     broker.every(interval_ms / 1000.0, coordinator.cleanup_group_metadata)
     coordinator.start()

@@ -172,13 +172,15 @@ class OffsetFetchHandler(Handler):
         groups = []
         for group in request.groups:
             result = self._fetch(coordinator, topics, group.group_id, group.topics, version,
-                                 require_stable, acl)
+                                 require_stable, acl, getattr(group, "member_id", None),
+                                 getattr(group, "member_epoch", -1))
             groups.append(make(group_type, group_id=group.group_id, error_code=result.error,
                                topics=self._topics(result, version, topics)))
         return make(self.response_type(version), throttle_time=NO_THROTTLE, groups=tuple(groups))
 
     def _fetch(self, coordinator: Any, topics: TopicLookup, group_id: str, requested: Any, version: int,
-               require_stable: bool, acl: Everything) -> FetchGroupResult:
+               require_stable: bool, acl: Everything, member_id: str | None = None,
+               member_epoch: int = -1) -> FetchGroupResult:
         wanted: list[TopicPartition] | None = None
         refused: list[FetchedOffset] = []  # unknown ids, topics not to DESCRIBE
         group_denied = not acl.allows(DESCRIBE, GROUP, group_id)
@@ -202,7 +204,8 @@ class OffsetFetchHandler(Handler):
         elif coordinator is None:
             result = FetchGroupResult(group_id, ErrorCode.coordinator_not_available)
         else:
-            result = coordinator.fetch_offsets(group_id, wanted, require_stable=require_stable)
+            result = coordinator.fetch_offsets(group_id, wanted, require_stable=require_stable,
+                                               member_id=member_id, member_epoch=member_epoch)
             if wanted is None and acl.enabled:  # "all": only the topics it may DESCRIBE
                 result = FetchGroupResult(group_id, result.error, tuple(
                     f for f in result.offsets if acl.allows(DESCRIBE, TOPIC, f.topic)))

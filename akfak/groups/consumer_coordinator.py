@@ -1,0 +1,633 @@
+"""The consumer rebalance protocol (KIP-848): ConsumerGroupHeartbeat and what hangs off it,
+as Kafka 4.1's GroupMetadataManager runs it.
+
+`ConsumerGroups` lives beside the classic GroupCoordinator (it shares its
+`__consumer_offsets` partitions, timers, loading and committed offsets).  An operation
+computes the records of its change from the current state, then the records are applied
+(`GroupCoordinator.replay`, the same code loading runs) and written; the answer waits for
+the write.
+
+A heartbeat: (1) updates the member (its subscription, its rack, assignor, rebalance timeout)
+and bumps the group epoch when a subscription, the topics a regular expression matches, or the
+subscribed topics' metadata changed; (2) when the group epoch is past the target assignment's,
+computes a new target with the group's assignor; (3) moves the member towards its target
+(`reconcile.py`): revoke first, assign what is free.  Members leave with epoch -1, static
+members pause with -2 (keeping their partitions for a rejoin with the same instance id until
+their session expires); a member silent for the session timeout, or that does not revoke
+within its rebalance timeout, is fenced: removed, and the group epoch bumped.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from kio.schema.errors import ErrorCode
+from twisted.internet.defer import Deferred, succeed
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from akfak.coordinator.runtime import append_error
+from akfak.groups import assignors
+from akfak.groups.consumer_group import (
+    LEAVE_GROUP_MEMBER_EPOCH,
+    LEAVE_GROUP_STATIC_MEMBER_EPOCH,
+    UNREVOKED_PARTITIONS,
+    ConsumerGroup,
+    ConsumerMember,
+    GroupState,
+)
+from akfak.groups.consumer_records import (
+    CURRENT_MEMBER_ASSIGNMENT,
+    GROUP_METADATA,
+    MEMBER_METADATA,
+    PARTITION_METADATA,
+    REGULAR_EXPRESSION,
+    TARGET_ASSIGNMENT_MEMBER,
+    TARGET_ASSIGNMENT_METADATA,
+    ConsumerGroupKey,
+    GroupMetadataValue,
+    Partitions,
+    RegularExpressionValue,
+    TargetAssignmentMemberValue,
+    TargetAssignmentMetadataValue,
+)
+from akfak.groups.consumer_topics import Topics, compile_regex
+from akfak.groups.reconcile import FencedMemberEpoch, Owned, is_subset, reconcile
+from akfak.groups.records import CoordinatorRecord, GroupMetadataKey, OffsetCommitKey
+
+if TYPE_CHECKING:
+    from akfak.groups.coordinator import GroupCoordinator
+
+log = Logger()
+
+GROUP_TYPE_CONSUMER = "consumer"
+PROTOCOL_TYPE = "consumer"
+
+
+class HeartbeatError(Exception):
+    def __init__(self, code: ErrorCode, message: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatRequest:
+    group_id: str
+    member_id: str
+    member_epoch: int
+    instance_id: str | None = None
+    rack_id: str | None = None
+    rebalance_timeout_ms: int = -1
+    subscribed_topic_names: tuple[str, ...] | None = None
+    subscribed_topic_regex: str | None = None
+    server_assignor: str | None = None
+    owned: tuple[tuple[uuid.UUID | None, tuple[int, ...]], ...] | None = None
+    client_id: str = ""
+    client_host: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatResult:
+    error: ErrorCode
+    message: str | None = None
+    member_id: str | None = None
+    member_epoch: int = 0
+    heartbeat_interval_ms: int = 0
+    #: None: not sent (unchanged)
+    assignment: Partitions | None = None
+
+
+def new_member_id() -> str:
+    """Kafka's Uuid.randomUuid().toString(): URL-safe base64 of 16 random bytes."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode("ascii")
+
+
+def _key(t: int, group_id: str, sub: str | None = None) -> ConsumerGroupKey:
+    return ConsumerGroupKey(t, group_id, sub)
+
+
+def _record(t: int, group_id: str, sub: str | None, value: Any) -> CoordinatorRecord:
+    return CoordinatorRecord(_key(t, group_id, sub), value)
+
+
+def member_removal_records(group_id: str, member_id: str) -> list[CoordinatorRecord]:
+    """Kafka's removeMember: current assignment, target, then subscription tombstones."""
+    return [_record(t, group_id, member_id, None)
+            for t in (CURRENT_MEMBER_ASSIGNMENT, TARGET_ASSIGNMENT_MEMBER, MEMBER_METADATA)]
+
+
+class ConsumerGroups:
+    """The consumer groups of one coordinator."""
+
+    def __init__(self, coordinator: GroupCoordinator, image: Callable[[], Any]) -> None:
+        self.gc = coordinator
+        self.image = image
+        config = coordinator.config
+        self.assignor_names = [a.strip() for a in (config.get("group.consumer.assignors") or "").split(",")
+                               if a.strip() in assignors.ASSIGNORS] or ["uniform"]
+        self.max_size = config.get_int("group.consumer.max.size")
+        self.default_session_timeout_ms = config.get_int("group.consumer.session.timeout.ms")
+        self.default_heartbeat_interval_ms = config.get_int("group.consumer.heartbeat.interval.ms")
+        self.groups: dict[str, ConsumerGroup] = {}
+        #: group id -> metadata offset its regular expressions were last resolved at
+        self._regexes_checked: dict[str, int] = {}
+
+    # -- configuration ---------------------------------------------------------------
+
+    def _group_config(self, group_id: str, key: str, default: int) -> int:
+        image = self.image()
+        overrides = {} if image is None else image.group_configs.get(group_id, {})
+        try:
+            return int(overrides[key]) if key in overrides else default
+        except ValueError:
+            return default
+
+    def session_timeout_ms(self, group_id: str) -> int:
+        return self._group_config(group_id, "consumer.session.timeout.ms", self.default_session_timeout_ms)
+
+    def heartbeat_interval_ms(self, group_id: str) -> int:
+        return self._group_config(group_id, "consumer.heartbeat.interval.ms",
+                                  self.default_heartbeat_interval_ms)
+
+    # -- replay ------------------------------------------------------------------------
+
+    def replay(self, key: ConsumerGroupKey, value: Any) -> None:
+        group = self.groups.get(key.group)
+        if value is None and group is None:
+            return
+        if key.type == GROUP_METADATA and value is None:
+            assert group is not None
+            del self.groups[key.group]
+            self._regexes_checked.pop(key.group, None)
+            return
+        if key.type == PARTITION_METADATA:
+            return
+        if group is None:
+            group = self.groups[key.group] = ConsumerGroup(key.group)
+            classic = self.gc.groups.get(key.group)
+            if classic is not None and not classic.members:
+                del self.gc.groups[key.group]  # an empty classic group became this one
+        group.replay(key, value)
+
+    def partition_loaded(self, partition: int) -> None:
+        """Loaded groups get their sessions back (a full session from now)."""
+        for group in self.groups.values():
+            if self.gc.partition_for(group.group_id) != partition:
+                continue
+            for member in group.members.values():
+                self._schedule_session(group.group_id, member.member_id)
+                if member.state == UNREVOKED_PARTITIONS:
+                    self._schedule_rebalance(group.group_id, member)
+
+    # -- writing -------------------------------------------------------------------------
+
+    def _write(self, group_id: str, records: Sequence[CoordinatorRecord]) -> Deferred[ErrorCode]:
+        for record in records:
+            self.gc.replay(record)
+
+        def failed(failure: Failure) -> ErrorCode:
+            log.warn("Writing consumer group {group} failed: {error}", group=group_id,
+                     error=failure.getErrorMessage())
+            return append_error(failure)
+
+        return self.gc._append(group_id, records).addCallbacks(lambda _: ErrorCode.none, failed)
+
+    # -- timers ----------------------------------------------------------------------------
+
+    def _schedule_session(self, group_id: str, member_id: str) -> None:
+        self.gc._set_timer(("consumer-session", group_id, member_id), self.session_timeout_ms(group_id),
+                           self._fence_by_id, group_id, member_id, None, "the member session expired")
+
+    def _schedule_rebalance(self, group_id: str, member: ConsumerMember) -> None:
+        self.gc._set_timer(("consumer-rebalance", group_id, member.member_id),
+                           member.rebalance_timeout_ms, self._fence_by_id, group_id, member.member_id,
+                           member.member_epoch,
+                           f"it failed to transition from epoch {member.member_epoch} within "
+                           f"{member.rebalance_timeout_ms}ms")
+
+    def _cancel_timers(self, group_id: str, member_id: str) -> None:
+        self.gc._cancel_timer(("consumer-session", group_id, member_id))
+        self.gc._cancel_timer(("consumer-rebalance", group_id, member_id))
+
+    def _fence_by_id(self, group_id: str, member_id: str, epoch: int | None, reason: str) -> None:
+        group = self.groups.get(group_id)
+        member = None if group is None else group.members.get(member_id)
+        if group is None or member is None or (epoch is not None and member.member_epoch != epoch):
+            return
+        log.info("[GroupId {group}] Member {member} fenced from the group because {reason}.",
+                 group=group_id, member=member_id, reason=reason)
+        self._write(group_id, self._fence_records(group, [member]))
+
+    def _fence_records(self, group: ConsumerGroup, members: Sequence[ConsumerMember]
+                       ) -> list[CoordinatorRecord]:
+        """Kafka's consumerGroupFenceMembers: remove them, drop regexes only they used,
+        bump the group epoch (with the metadata hash of what the others subscribe to)."""
+        records: list[CoordinatorRecord] = []
+        gone = {m.member_id for m in members}
+        for m in members:
+            records += member_removal_records(group.group_id, m.member_id)
+            self._cancel_timers(group.group_id, m.member_id)
+        remaining = [m for m in group.members.values() if m.member_id not in gone]
+        still_used = group.subscribed_regexes(remaining)
+        for regex in group.resolved_regexes:
+            if regex not in still_used:
+                records.append(_record(REGULAR_EXPRESSION, group.group_id, regex, None))
+        resolved = {r: v.topics for r, v in group.resolved_regexes.items() if r in still_used}
+        metadata_hash = Topics(self.image()).group_hash(self._subscribed_names(remaining, resolved))
+        records.append(_record(GROUP_METADATA, group.group_id, None,
+                               GroupMetadataValue(group.group_epoch + 1, metadata_hash)))
+        log.info("[GroupId {group}] Bumped group epoch to {epoch}.", group=group.group_id,
+                 epoch=group.group_epoch + 1)
+        return records
+
+    @staticmethod
+    def _subscribed_names(members: Iterable[ConsumerMember], resolved: Mapping[str, Iterable[str]]
+                          ) -> set[str]:
+        names: set[str] = set()
+        for m in members:
+            names.update(m.subscribed_topic_names)
+            if m.subscribed_topic_regex and m.subscribed_topic_regex in resolved:
+                names.update(resolved[m.subscribed_topic_regex])
+        return names
+
+    # -- ConsumerGroupHeartbeat ----------------------------------------------------------
+
+    def validate(self, req: HeartbeatRequest, version: int) -> HeartbeatResult | None:
+        """GroupCoordinatorService.throwIfConsumerGroupHeartbeatRequestIsInvalid."""
+        def invalid(message: str, code: ErrorCode = ErrorCode.invalid_request) -> HeartbeatResult:
+            return HeartbeatResult(code, message)
+
+        if (version >= 1 or req.member_epoch > 0 or req.member_epoch == LEAVE_GROUP_MEMBER_EPOCH) \
+                and not req.member_id:
+            return invalid("MemberId can't be empty.")
+        if not req.group_id:
+            return invalid("GroupId can't be empty.")
+        if req.instance_id == "":
+            return invalid("InstanceId can't be empty.")
+        if req.rack_id == "":
+            return invalid("RackId can't be empty.")
+        if req.member_epoch == 0:
+            if req.rebalance_timeout_ms == -1:
+                return invalid("RebalanceTimeoutMs must be provided in first request.")
+            if req.owned is None or len(req.owned) != 0:
+                return invalid("TopicPartitions must be empty when (re-)joining.")
+            if req.subscribed_topic_names is None and req.subscribed_topic_regex is None:
+                return invalid("Either SubscribedTopicNames or SubscribedTopicRegex must be "
+                               "non-null when (re-)joining.")
+        elif req.member_epoch == LEAVE_GROUP_STATIC_MEMBER_EPOCH:
+            if req.instance_id is None:
+                return invalid("InstanceId can't be null.")
+        elif req.member_epoch < LEAVE_GROUP_STATIC_MEMBER_EPOCH:
+            return invalid("MemberEpoch is invalid.")
+        if req.server_assignor is not None and req.server_assignor not in self.assignor_names:
+            return invalid(f"ServerAssignor {req.server_assignor} is not supported. Supported "
+                           f"assignors: {', '.join(self.assignor_names)}.", ErrorCode.unsupported_assignor)
+        return None
+
+    def heartbeat(self, req: HeartbeatRequest) -> Deferred[HeartbeatResult]:
+        try:
+            if req.member_epoch in (LEAVE_GROUP_MEMBER_EPOCH, LEAVE_GROUP_STATIC_MEMBER_EPOCH):
+                records, result = self._leave(req)
+            else:
+                records, result = self._heartbeat(req)
+        except HeartbeatError as e:
+            return succeed(HeartbeatResult(e.code, e.message))
+
+        def written(error: ErrorCode) -> HeartbeatResult:
+            return result if error is ErrorCode.none else HeartbeatResult(error)
+
+        return self._write(req.group_id, records).addCallback(written)
+
+    def group_or_fail(self, group_id: str) -> ConsumerGroup:
+        group = self.groups.get(group_id)
+        if group is not None:
+            return group
+        if group_id in self.gc.groups:
+            raise HeartbeatError(ErrorCode.group_id_not_found, f"Group {group_id} is not a consumer group.")
+        raise HeartbeatError(ErrorCode.group_id_not_found, f"Group {group_id} not found.")
+
+    def _get_or_create_group(self, group_id: str, create: bool, records: list[CoordinatorRecord]
+                             ) -> ConsumerGroup:
+        group = self.groups.get(group_id)
+        if group is not None:
+            return group
+        classic = self.gc.groups.get(group_id)
+        if classic is not None:
+            if create and not classic.members:
+                # Kafka's maybeDeleteEmptyClassicGroup; committed offsets stay.
+                records.append(CoordinatorRecord(GroupMetadataKey(group_id), None))
+                log.info("[GroupId {group}] Converted the empty classic group to a consumer group.",
+                         group=group_id)
+            else:
+                raise HeartbeatError(ErrorCode.group_id_not_found,
+                                     f"Group {group_id} is not a consumer group.")
+        elif not create:
+            raise HeartbeatError(ErrorCode.group_id_not_found, f"Consumer group {group_id} not found.")
+        return ConsumerGroup(group_id)
+
+    @staticmethod
+    def _check_epoch(member: ConsumerMember, epoch: int, owned: Owned) -> None:
+        if epoch > member.member_epoch:
+            raise HeartbeatError(
+                ErrorCode.fenced_member_epoch,
+                f"The consumer group member has a greater member epoch ({epoch}) than the one known "
+                f"by the group coordinator ({member.member_epoch}). The member must abandon all its "
+                f"partitions and rejoin.")
+        if epoch < member.member_epoch and (epoch != member.previous_member_epoch
+                                            or not is_subset(owned, member.assigned)):
+            raise HeartbeatError(
+                ErrorCode.fenced_member_epoch,
+                f"The consumer group member has a smaller member epoch ({epoch}) than the one known "
+                f"by the group coordinator ({member.member_epoch}). The member must abandon all its "
+                f"partitions and rejoin.")
+
+    def _member(self, group: ConsumerGroup, req: HeartbeatRequest, member_id: str, create: bool,
+                records: list[CoordinatorRecord]) -> tuple[ConsumerMember, ConsumerMember | None]:
+        """(the member, the static member it replaces or None)."""
+        gid = group.group_id
+        if req.instance_id is None:
+            member = group.members.get(member_id)
+            if member is None:
+                if not create:
+                    raise HeartbeatError(ErrorCode.unknown_member_id,
+                                         f"Member {member_id} is not a member of group {gid}.")
+                member = ConsumerMember(member_id)
+                log.info("[GroupId {group}] Member {member} joins the consumer group using the consumer "
+                         "protocol.", group=gid, member=member_id)
+            self._check_epoch(member, req.member_epoch, req.owned)
+            return member, None
+        existing = group.static_member(req.instance_id)
+        if not create:
+            if existing is None:
+                raise HeartbeatError(ErrorCode.unknown_member_id,
+                                     f"Instance id {req.instance_id} is unknown.")
+            if existing.member_id != member_id:
+                raise HeartbeatError(ErrorCode.fenced_instance_id,
+                                     f"Static member {member_id} with instance id {req.instance_id} was "
+                                     f"fenced by member {existing.member_id}.")
+            self._check_epoch(existing, req.member_epoch, req.owned)
+            return existing, None
+        if existing is None:
+            member = group.members.get(member_id) or ConsumerMember(member_id)
+            log.info("[GroupId {group}] Static member {member} with instance id {instance} joins the "
+                     "consumer group using the consumer protocol.", group=gid, member=member_id,
+                     instance=req.instance_id)
+            return member, None
+        if existing.member_epoch != LEAVE_GROUP_STATIC_MEMBER_EPOCH:
+            raise HeartbeatError(ErrorCode.unreleased_instance_id,
+                                 f"Static member {member_id} with instance id {req.instance_id} cannot "
+                                 f"join the group because the instance id is owned by "
+                                 f"{existing.member_id} member.")
+        member = dataclasses.replace(existing, member_id=member_id, member_epoch=0, previous_member_epoch=0)
+        # Kafka's replaceMember: the new member takes over the old one's target and partitions.
+        records += member_removal_records(gid, existing.member_id)
+        records.append(_record(MEMBER_METADATA, gid, member_id, member.subscription_value()))
+        records.append(_record(TARGET_ASSIGNMENT_MEMBER, gid, member_id, TargetAssignmentMemberValue(
+            group.target_of(existing.member_id))))
+        records.append(_record(CURRENT_MEMBER_ASSIGNMENT, gid, member_id, member.assignment_value()))
+        self._cancel_timers(gid, existing.member_id)
+        log.info("[GroupId {group}] Static member with instance id {instance} re-joins the consumer "
+                 "group using the consumer protocol. Created a new member {new} to replace the "
+                 "existing member {old}.", group=gid, instance=req.instance_id, new=member_id,
+                 old=existing.member_id)
+        return member, existing
+
+    def _heartbeat(self, req: HeartbeatRequest) -> tuple[list[CoordinatorRecord], HeartbeatResult]:
+        gid = req.group_id
+        records: list[CoordinatorRecord] = []
+        create = req.member_epoch == 0
+        group = self._get_or_create_group(gid, create, records)
+        member_id = req.member_id or new_member_id()
+        if len(group.members) >= self.max_size and member_id not in group.members:
+            raise HeartbeatError(ErrorCode.group_max_size_reached,
+                                 f"The consumer group has reached its maximum capacity of "
+                                 f"{self.max_size} members.")
+        member, replaced = self._member(group, req, member_id, create, records)
+        updated = dataclasses.replace(
+            member,
+            instance_id=req.instance_id if req.instance_id is not None else member.instance_id,
+            rack_id=req.rack_id if req.rack_id is not None else member.rack_id,
+            rebalance_timeout_ms=(req.rebalance_timeout_ms if req.rebalance_timeout_ms != -1
+                                  else member.rebalance_timeout_ms),
+            server_assignor=(req.server_assignor if req.server_assignor is not None
+                             else member.server_assignor),
+            subscribed_topic_names=(tuple(sorted(set(req.subscribed_topic_names)))
+                                    if req.subscribed_topic_names is not None
+                                    else member.subscribed_topic_names),
+            subscribed_topic_regex=(req.subscribed_topic_regex if req.subscribed_topic_regex is not None
+                                    else member.subscribed_topic_regex),
+            client_id=req.client_id, client_host=req.client_host)
+        topics = Topics(self.image())
+        bump = group.group_epoch == 0
+        if not updated.same_subscription(member) or member.member_id not in group.members:
+            records.append(_record(MEMBER_METADATA, gid, member_id, updated.subscription_value()))
+            bump |= updated.subscribed_topic_names != member.subscribed_topic_names
+        others = [m for m in group.members.values()
+                  if m.member_id not in (member.member_id, replaced.member_id if replaced else None)]
+        members_after = [*others, updated]
+        resolved, regex_bump = self._update_regexes(group, member, updated, members_after, topics, records)
+        bump |= regex_bump
+        metadata_hash = group.metadata_hash
+        if bump or group.checked_image is not topics.image:
+            metadata_hash = topics.group_hash(self._subscribed_names(members_after, resolved))
+            bump |= metadata_hash != group.metadata_hash
+        group.checked_image = topics.image
+        group_epoch = group.group_epoch
+        if bump:
+            group_epoch += 1
+            records.append(_record(GROUP_METADATA, gid, None, GroupMetadataValue(group_epoch, metadata_hash)))
+            log.info("[GroupId {group}] Bumped group epoch to {epoch}.", group=gid, epoch=group_epoch)
+        if group_epoch > group.target_epoch:
+            target = self._new_target(group, group_epoch, members_after, resolved, topics, replaced, records)
+            target_epoch = group_epoch
+        else:
+            target_epoch = group.target_epoch
+            target = group.target_of(updated.member_id, updated.instance_id)
+        final = updated
+        if not updated.is_reconciled_to(target_epoch):
+            try:
+                final = reconcile(updated, target_epoch, target, group.current_partition_epoch, req.owned)
+            except FencedMemberEpoch as e:
+                raise HeartbeatError(ErrorCode.fenced_member_epoch, str(e)) from None
+        if final.assignment_value() != member.assignment_value() or member.member_id not in group.members:
+            records.append(_record(CURRENT_MEMBER_ASSIGNMENT, gid, member_id, final.assignment_value()))
+            if final.state == UNREVOKED_PARTITIONS:
+                self._schedule_rebalance(gid, final)
+            else:
+                self.gc._cancel_timer(("consumer-rebalance", gid, member_id))
+        self._schedule_session(gid, member_id)
+        full = (req.rebalance_timeout_ms != -1 and req.owned is not None
+                and (req.subscribed_topic_names is not None or req.subscribed_topic_regex is not None))
+        send = req.member_epoch == 0 or full or final.assigned != member.assigned
+        return records, HeartbeatResult(
+            ErrorCode.none, None, member_id, final.member_epoch, self.heartbeat_interval_ms(gid),
+            final.assigned if send else None)
+
+    def _update_regexes(self, group: ConsumerGroup, member: ConsumerMember, updated: ConsumerMember,
+                        members_after: Sequence[ConsumerMember], topics: Topics,
+                        records: list[CoordinatorRecord]) -> tuple[dict[str, frozenset[str]], bool]:
+        """The group's regexes resolved against the current topics (those a member subscribes to
+        after this heartbeat), and whether the group epoch must be bumped for them.  Kafka
+        resolves them off the request path at most every 10 s; akfak resolves them in the
+        heartbeat whenever the topics changed, a scan of the topic names."""
+        gid = group.group_id
+        bump = False
+        old_regex, new_regex = member.subscribed_topic_regex, updated.subscribed_topic_regex
+        used = group.subscribed_regexes(members_after)
+        if old_regex != new_regex:
+            if old_regex and old_regex not in used and old_regex in group.resolved_regexes:
+                records.append(_record(REGULAR_EXPRESSION, gid, old_regex, None))
+            if new_regex and group.regex_subscribers(new_regex) == 0 and compile_regex(new_regex) is None:
+                raise HeartbeatError(ErrorCode.invalid_regular_expression,
+                                     f"SubscribedTopicRegex `{new_regex}` is not a valid regular expression.")
+            if new_regex and new_regex in group.resolved_regexes:
+                bump = True
+        resolved = {r: v.topics for r, v in group.resolved_regexes.items() if r in used}
+        stale = self._regexes_checked.get(gid) != topics.version
+        for regex in used:
+            if regex in resolved and not stale:
+                continue
+            pattern = compile_regex(regex)
+            matched = topics.matching(pattern) if pattern is not None else frozenset()
+            if resolved.get(regex) != matched:
+                bump = True
+                resolved[regex] = matched
+                records.append(_record(REGULAR_EXPRESSION, gid, regex, RegularExpressionValue(
+                    tuple(sorted(matched)), topics.version, self.gc.now_ms())))
+        self._regexes_checked[gid] = topics.version
+        return resolved, bump
+
+    def _new_target(self, group: ConsumerGroup, epoch: int, members: Sequence[ConsumerMember],
+                    resolved: Mapping[str, frozenset[str]], topics: Topics, replaced: ConsumerMember | None,
+                    records: list[CoordinatorRecord]) -> Partitions:
+        """Kafka's TargetAssignmentBuilder: the assignor's answer for every member; the
+        members whose target changed get a record, then the target epoch."""
+        gid = group.group_id
+        name = group.preferred_assignor(members) or self.assignor_names[0]
+        specs = []
+        wanted: dict[uuid.UUID, int] = {}
+        for m in members:
+            names = set(m.subscribed_topic_names)
+            if m.subscribed_topic_regex:
+                names |= resolved.get(m.subscribed_topic_regex, frozenset())
+            ids = topics.ids(names)
+            for topic_id in ids:
+                wanted[topic_id] = topics.num_partitions(topic_id)
+            current = group.target.get(m.member_id)
+            if current is None and replaced is not None and m.instance_id == replaced.instance_id:
+                current = group.target.get(replaced.member_id)
+            specs.append(assignors.MemberSpec(m.member_id, m.instance_id, ids, current or {}))
+        result = assignors.assign(name, specs, wanted)
+        for m in members:
+            new = result.get(m.member_id, {})
+            if m.member_id not in group.target or group.target[m.member_id] != new:
+                records.append(_record(TARGET_ASSIGNMENT_MEMBER, gid, m.member_id,
+                                       TargetAssignmentMemberValue(new)))
+        records.append(_record(TARGET_ASSIGNMENT_METADATA, gid, None, TargetAssignmentMetadataValue(epoch)))
+        log.info("[GroupId {group}] Computed a new target assignment for epoch {epoch} with '{name}' "
+                 "assignor.", group=gid, epoch=epoch, name=name)
+        return result.get(members[-1].member_id, {})
+
+    def _leave(self, req: HeartbeatRequest) -> tuple[list[CoordinatorRecord], HeartbeatResult]:
+        group = self.group_or_fail(req.group_id)
+        result = HeartbeatResult(ErrorCode.none, None, req.member_id, req.member_epoch)
+        if req.instance_id is None:
+            member = group.members.get(req.member_id)
+            if member is None:
+                raise HeartbeatError(ErrorCode.unknown_member_id,
+                                     f"Member {req.member_id} is not a member of group {req.group_id}.")
+            log.info("[GroupId {group}] Member {member} left the consumer group.", group=req.group_id,
+                     member=req.member_id)
+            return self._fence_records(group, [member]), result
+        member = group.static_member(req.instance_id)
+        if member is None:
+            raise HeartbeatError(ErrorCode.unknown_member_id, f"Instance id {req.instance_id} is unknown.")
+        if member.member_id != req.member_id:
+            raise HeartbeatError(ErrorCode.fenced_instance_id,
+                                 f"Static member {req.member_id} with instance id {req.instance_id} was "
+                                 f"fenced by member {member.member_id}.")
+        if req.member_epoch == LEAVE_GROUP_STATIC_MEMBER_EPOCH:
+            log.info("[GroupId {group}] Static member {member} with instance id {instance} temporarily "
+                     "left the consumer group.", group=req.group_id, member=req.member_id,
+                     instance=req.instance_id)
+            leaving = dataclasses.replace(member, member_epoch=LEAVE_GROUP_STATIC_MEMBER_EPOCH,
+                                          pending_revocation={})
+            return ([_record(CURRENT_MEMBER_ASSIGNMENT, req.group_id, member.member_id,
+                             leaving.assignment_value())],
+                    HeartbeatResult(ErrorCode.none, None, member.member_id, LEAVE_GROUP_STATIC_MEMBER_EPOCH))
+        log.info("[GroupId {group}] Static member {member} with instance id {instance} left the consumer "
+                 "group.", group=req.group_id, member=req.member_id, instance=req.instance_id)
+        return self._fence_records(group, [member]), result
+
+    # -- offsets ---------------------------------------------------------------------------
+
+    def validate_offset_commit(self, group: ConsumerGroup, member_id: str, instance_id: str | None,
+                               member_epoch: int, version: int, *, transactional: bool = False
+                               ) -> ErrorCode | None:
+        """Kafka's ConsumerGroup.validateOffsetCommit."""
+        if member_epoch < 0 and not group.members:
+            return None
+        if transactional and member_epoch == -1 and member_id == "" and instance_id is None:
+            return None
+        member = group.members.get(member_id)
+        if member is None:
+            return ErrorCode.unknown_member_id
+        if not transactional and version < 9:
+            return ErrorCode.unsupported_version
+        if member_epoch != member.member_epoch:
+            return ErrorCode.stale_member_epoch
+        return None
+
+    def validate_offset_fetch(self, group: ConsumerGroup, member_id: str | None, member_epoch: int
+                              ) -> ErrorCode | None:
+        if member_id is None and member_epoch < 0:
+            return None
+        member = group.members.get(member_id or "")
+        if member is None:
+            return ErrorCode.unknown_member_id
+        if member_epoch != member.member_epoch:
+            return ErrorCode.stale_member_epoch
+        return None
+
+    # -- deletion ----------------------------------------------------------------------------
+
+    def delete_records(self, group: ConsumerGroup) -> list[CoordinatorRecord]:
+        """Kafka's createGroupTombstoneRecords (after the offsets' tombstones)."""
+        gid = group.group_id
+        records = [CoordinatorRecord(OffsetCommitKey(gid, t, p), None)
+                   for t, p in self.gc.offsets.get(gid, {})]
+        records += [_record(CURRENT_MEMBER_ASSIGNMENT, gid, m, None) for m in group.members]
+        records += [_record(TARGET_ASSIGNMENT_MEMBER, gid, m, None) for m in group.members]
+        records.append(_record(TARGET_ASSIGNMENT_METADATA, gid, None, None))
+        records += [_record(MEMBER_METADATA, gid, m, None) for m in group.members]
+        records += [_record(REGULAR_EXPRESSION, gid, r, None) for r in group.resolved_regexes]
+        records.append(_record(PARTITION_METADATA, gid, None, None))
+        records.append(_record(GROUP_METADATA, gid, None, None))
+        return records
+
+    def is_empty(self, group_id: str) -> bool:
+        group = self.groups.get(group_id)
+        return group is not None and group.state == GroupState.EMPTY
+
+    def delete(self, group: ConsumerGroup) -> Deferred[ErrorCode]:
+        """DeleteGroups of an Empty group: its offsets and records go."""
+        return self._write(group.group_id, self.delete_records(group))
+
+    def subscribed_topics(self, group: ConsumerGroup) -> set[str]:
+        """The topics the group's members subscribe to, by name or by regular expression."""
+        resolved = {r: v.topics for r, v in group.resolved_regexes.items()}
+        return self._subscribed_names(group.members.values(), resolved)
+
+    def drop_empty(self, group: ConsumerGroup) -> None:
+        """Kafka's maybeDeleteEmptyConsumerGroup: a classic join replaces an Empty consumer
+        group (its committed offsets stay)."""
+        records = [r for r in self.delete_records(group) if not isinstance(r.key, OffsetCommitKey)]
+        self._write(group.group_id, records)
+        log.info("[GroupId {group}] Converted the empty consumer group to a classic group.",
+                 group=group.group_id)

@@ -1,0 +1,250 @@
+"""The consumer group protocol (KIP-848) with librdkafka (confluent-kafka,
+`group.protocol=consumer`) against a broker subprocess.
+
+Scale-out from one to four members over 12 partitions (every record processed once, a
+partition revoked only when it moves); a regex subscription picking up a topic created
+later; a static member that closes and comes back without a rebalance; a member killed
+with SIGKILL, whose partitions go to the survivor after its session timeout; the broker
+killed mid-rebalance keeps every committed offset.  Short heartbeat and session settings
+(broker side, as KIP-848 puts them there) keep it quick; waits are deadlines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
+
+from tests.brokers import BrokerProcess, start_process
+
+BROKER_OVERRIDES = (
+    "group.consumer.heartbeat.interval.ms=300",
+    "group.consumer.min.heartbeat.interval.ms=300",
+    "group.consumer.session.timeout.ms=4000",
+    "group.consumer.min.session.timeout.ms=4000",
+    "offsets.topic.num.partitions=3",
+)
+DEADLINE = 30.0
+
+
+def broker_args(*extra: str) -> list[str]:
+    return [arg for o in (*BROKER_OVERRIDES, *extra) for arg in ("-o", o)]
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
+    data = tmp_path_factory.mktemp("consumer-groups") / "data"
+    process = start_process(data, *broker_args())
+    yield process
+    process.stop()
+
+
+def wait_for(condition: Callable[[], Any], what: str, step: Callable[[], None] = lambda: None,
+             deadline: float = DEADLINE) -> Any:
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        step()
+        result = condition()
+        if result:
+            return result
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def create_topic(bootstrap: str, name: str, partitions: int) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(name, partitions, 1)])[name].result(10)
+
+
+def produce(bootstrap: str, topic: str, count: int, partitions: int, start: int = 0) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap})
+    for i in range(start, start + count):
+        producer.produce(topic, value=f"{topic}-{i}".encode(), partition=i % partitions)
+    assert producer.flush(10) == 0
+
+
+class Member:
+    """A confluent-kafka consumer with the consumer protocol, recording what it was given
+    and what it gave back, and committing what it processed."""
+
+    def __init__(self, bootstrap: str, group: str, topics: list[str], name: str, **extra: Any):
+        self.name = name
+        self.assigned: set[tuple[str, int]] = set()
+        self.revoked: list[tuple[str, int]] = []
+        self.records: list[bytes] = []
+        self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                                  "group.protocol": "consumer", "auto.offset.reset": "earliest",
+                                  "enable.auto.commit": False, "client.id": name, **extra})
+        self.consumer.subscribe(topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.assigned |= {(p.topic, p.partition) for p in partitions}
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        gone = {(p.topic, p.partition) for p in partitions}
+        self.revoked += sorted(gone)
+        self.assigned -= gone
+        if self.records:
+            with contextlib.suppress(KafkaException):  # nothing consumed since the last commit
+                consumer.commit(asynchronous=False)
+
+    def poll(self) -> None:
+        message = self.consumer.poll(0.05)
+        if message is not None and message.error() is None:
+            self.records.append(message.value())
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def poll_all(members: list[Member]) -> Callable[[], None]:
+    def step() -> None:
+        for m in members:
+            m.poll()
+    return step
+
+
+def balanced(members: list[Member], total: int) -> bool:
+    owned = [m.assigned for m in members]
+    union = set().union(*owned)
+    return (len(union) == total == sum(len(o) for o in owned)
+            and max(map(len, owned)) - min(map(len, owned)) <= 1)
+
+
+def test_scale_out_from_one_to_four_members(broker: BrokerProcess) -> None:
+    create_topic(broker.bootstrap, "scale", 12)
+    produce(broker.bootstrap, "scale", 240, 12)
+    members = [Member(broker.bootstrap, "scale-g", ["scale"], "m0")]
+    wait_for(lambda: len(members[0].records) >= 60, "the first member's records", poll_all(members))
+    for i in range(1, 4):
+        before = {m.name: set(m.assigned) for m in members}
+        revoked_before = {m.name: len(m.revoked) for m in members}
+        members.append(Member(broker.bootstrap, "scale-g", ["scale"], f"m{i}"))
+        wait_for(lambda: balanced(members, 12), f"{len(members)} members balanced", poll_all(members))
+        # A member gives up only what moves to the newcomer.
+        for m in members[:-1]:
+            moved = before[m.name] - m.assigned
+            assert moved <= members[-1].assigned, (m.name, moved)
+            assert set(m.revoked[revoked_before[m.name]:]) == moved
+    produce(broker.bootstrap, "scale", 240, 12, start=240)
+    wait_for(lambda: sum(len(m.records) for m in members) >= 480, "every record", poll_all(members))
+    seen = Counter(r for m in members for r in m.records)
+    assert len(seen) == 480
+    # Each record is processed once: no duplicates beyond what was consumed but not yet
+    # committed when its partition moved (none here: revocation commits first).
+    assert max(seen.values()) == 1
+    assert sum(len(m.revoked) for m in members) == 13  # 6, then 4, then 3 moved: the least
+    for m in members:
+        m.close()
+
+
+def test_regex_subscription_picks_up_a_new_topic(broker: BrokerProcess) -> None:
+    create_topic(broker.bootstrap, "rx-one", 2)
+    member = Member(broker.bootstrap, "rx-g", ["^rx-.*"], "rx")
+    wait_for(lambda: member.assigned == {("rx-one", 0), ("rx-one", 1)}, "rx-one", poll_all([member]))
+    create_topic(broker.bootstrap, "rx-two", 3)
+    produce(broker.bootstrap, "rx-two", 6, 3)
+    wait_for(lambda: {("rx-two", p) for p in range(3)} <= member.assigned, "rx-two", poll_all([member]))
+    wait_for(lambda: sum(r.startswith(b"rx-two") for r in member.records) == 6, "rx-two's records",
+             poll_all([member]))
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin.create_partitions([NewPartitions("rx-one", 4)])["rx-one"].result(10)
+    wait_for(lambda: {("rx-one", 2), ("rx-one", 3)} <= member.assigned, "rx-one's new partitions",
+             poll_all([member]))
+    member.close()
+
+
+def test_static_member_comes_back_to_its_partitions(broker: BrokerProcess) -> None:
+    create_topic(broker.bootstrap, "static", 4)
+    a = Member(broker.bootstrap, "static-g", ["static"], "sa", **{"group.instance.id": "a"})
+    b = Member(broker.bootstrap, "static-g", ["static"], "sb", **{"group.instance.id": "b"})
+    wait_for(lambda: balanced([a, b], 4), "two static members balanced", poll_all([a, b]))
+    mine = set(a.assigned)
+    epoch = describe(broker.bootstrap, "static-g")["epoch"]
+    a.close()  # a static member's close is a temporary leave (epoch -2)
+    back = Member(broker.bootstrap, "static-g", ["static"], "sa2", **{"group.instance.id": "a"})
+    wait_for(lambda: back.assigned == mine, "the same partitions back", poll_all([back, b]))
+    assert describe(broker.bootstrap, "static-g")["epoch"] == epoch
+    assert b.revoked == []
+    back.close()
+    b.close()
+
+
+def describe(bootstrap: str, group: str) -> dict[str, Any]:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    (future,) = admin.describe_consumer_groups([group]).values()
+    d = future.result(10)
+    # librdkafka's description has no epochs: use ConsumerGroupDescribe over the wire
+    from tests.test_consumer_groups_protocol import schema
+    from tests.wire import WireClient
+
+    host, port = bootstrap.split(":")
+    with WireClient(int(port), host) as c:
+        m = schema("consumer_group_describe", 1)
+        (g,) = c.request(m.ConsumerGroupDescribeRequest(group_ids=(group,),
+                                                        include_authorized_operations=False)).groups
+    return {"state": str(d.state), "members": len(d.members), "epoch": int(g.group_epoch),
+            "type": str(getattr(d, "type", ""))}
+
+
+CRASHING_MEMBER = """
+import sys, time
+from confluent_kafka import Consumer
+c = Consumer({"bootstrap.servers": sys.argv[1], "group.id": sys.argv[2], "group.protocol": "consumer",
+              "auto.offset.reset": "earliest"})
+c.subscribe([sys.argv[3]], on_assign=lambda c, ps: print("assigned", len(ps), flush=True))
+while True:
+    c.poll(0.1)
+"""
+
+
+def test_a_killed_member_loses_its_partitions_after_its_session(broker: BrokerProcess) -> None:
+    create_topic(broker.bootstrap, "crash", 4)
+    survivor = Member(broker.bootstrap, "crash-g", ["crash"], "survivor")
+    wait_for(lambda: len(survivor.assigned) == 4, "the survivor's partitions", poll_all([survivor]))
+    child = subprocess.Popen([sys.executable, "-c", CRASHING_MEMBER, broker.bootstrap, "crash-g", "crash"],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: len(survivor.assigned) == 2, "the survivor giving up two", poll_all([survivor]))
+        child.kill()
+        child.wait()
+        killed = time.monotonic()
+        wait_for(lambda: len(survivor.assigned) == 4, "the survivor taking them back", poll_all([survivor]))
+        assert time.monotonic() - killed > 3.0  # only once the 4 s session expired
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    survivor.close()
+
+
+def test_broker_killed_mid_rebalance_keeps_committed_offsets(tmp_path: Any) -> None:
+    process = start_process(tmp_path / "data", *broker_args())
+    try:
+        create_topic(process.bootstrap, "kill", 4)
+        produce(process.bootstrap, "kill", 40, 4)
+        a = Member(process.bootstrap, "kill-g", ["kill"], "ka")
+        wait_for(lambda: len(a.records) == 40, "every record", poll_all([a]))
+        a.consumer.commit(asynchronous=False)
+        b = Member(process.bootstrap, "kill-g", ["kill"], "kb")
+        wait_for(lambda: describe(process.bootstrap, "kill-g")["members"] == 2, "b joining",
+                 poll_all([a, b]))
+        process.kill()
+        a.consumer.close()
+        b.consumer.close()
+        process = start_process(tmp_path / "data", *broker_args())
+        reader = Consumer({"bootstrap.servers": process.bootstrap, "group.id": "kill-g",
+                           "group.protocol": "consumer"})
+        committed = reader.committed([TopicPartition("kill", p) for p in range(4)], timeout=10)
+        assert sorted(tp.offset for tp in committed) == [10, 10, 10, 10]
+        reader.close()
+    finally:
+        process.stop()
