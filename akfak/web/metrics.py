@@ -1,4 +1,4 @@
-"""/metrics: the broker's Prometheus metrics, in the text format (or OpenMetrics when asked).
+"""/metrics: the broker's Prometheus metrics, in the text format (0.0.4).
 
 Each broker has its own CollectorRegistry (several embedded brokers share one process):
 the request counters (request_metrics.py), the live state (state_metrics.py) and
@@ -7,7 +7,8 @@ for long: the broker's own collectors copy what they need on the reactor in slic
 milliseconds, then the families are built and formatted on a thread from those copies, so
 no thread reads state the reactor changes.  (prometheus_client's own Twisted resource runs
 every collector on a thread, which would read live dictionaries as the reactor mutates them,
-and uses the global reactor, which an embedded broker does not run on.)
+and uses the global reactor, which an embedded broker does not run on.)  The series per
+partition are written as text directly (StateMetrics.text), not through the registry.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
-from prometheus_client.exposition import choose_encoder
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
@@ -77,19 +78,18 @@ class BrokerMetrics:
                                        PlatformCollector(registry=self.registry),
                                        GCCollector(registry=self.registry)]
 
-    def scrape(self, accept: str | None) -> Deferred[tuple[str, bytes]]:
-        """(content type, body) of one scrape in the format `accept` asks for."""
+    def scrape(self) -> Deferred[bytes]:
+        """One scrape's body, in the text format (version 0.0.4)."""
         snapshots = gatherResults([maybeDeferred(c.snapshot) for c in self.two_phase],
                                   consumeErrors=True)
 
-        def render(taken: list[Any]) -> tuple[str, bytes]:
+        def render(taken: list[Any]) -> bytes:
             families: list[Metric] = []
             for collector, snapshot in zip(self.two_phase, taken, strict=True):
                 families.extend(collector.families(snapshot))
             for plain in self.plain:
                 families.extend(plain.collect())
-            encoder, content_type = choose_encoder(accept or "")
-            return content_type, encoder(_Families(families))  # type: ignore[arg-type]
+            return generate_latest(_Families(families)) + self.state.text(taken[-1]).encode()  # type: ignore[arg-type]
 
         return snapshots.addCallback(lambda taken: defer_to_thread(self.broker.clock, render, taken))
 
@@ -104,13 +104,11 @@ class MetricsResource(Resource):
     def render_GET(self, request: Request) -> Any:
         gone: list[bool] = []
         request.notifyFinish().addErrback(lambda _: gone.append(True))
-        accept = request.getHeader("accept")
 
-        def send(result: tuple[str, bytes]) -> None:
+        def send(body: bytes) -> None:
             if gone:
                 return
-            content_type, body = result
-            request.setHeader(b"content-type", content_type.encode())
+            request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode())
             request.write(body)
             request.finish()
 
@@ -122,7 +120,7 @@ class MetricsResource(Resource):
                 request.write(b"the scrape failed; the broker's log says why\n")
                 request.finish()
 
-        self.metrics.scrape(accept).addCallbacks(send, failed)
+        self.metrics.scrape().addCallbacks(send, failed)
         return NOT_DONE_YET
 
 
