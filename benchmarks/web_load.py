@@ -7,12 +7,13 @@ scrape holds the reactor on a broker with many partitions.
 1. Throughput: confluent-kafka produces `--records` values of `--size` bytes (acks=all,
    linger.ms=5, as client_bench.py) to a one-partition topic, alternately without and with a
    scraper thread fetching /metrics every `--interval` seconds, `--rounds` times each;
-   prints records/s of every run, the best of each kind and their ratio.
+   prints records/s of every run, the best and median of each kind and the medians' ratio.
 2. Reactor hold: the broker gets topics of 1,000 partitions up to `--partitions`, then a
-   client sends ApiVersions requests one after another for a few seconds, without and with
-   the scraper; prints the round trips' median, 99th percentile and maximum (a scrape that
-   held the reactor for X ms shows as a round trip of about X ms), and the scrapes' time and
-   size.
+   client sends ApiVersions requests one after another for `--seconds`, without the scraper,
+   with it every `--interval` seconds and every second; prints the round trips' median, 99th
+   percentile and maximum (whatever holds the broker's reactor or its GIL for X ms shows as
+   a round trip of about X ms), the scrapes' time and size, and what the scrapes say of
+   themselves: how long their reads held the reactor in all and in their longest turn.
 
 The broker is a `python -m akfak` subprocess (tests/brokers.py) with HTTP on a free loopback
 port.  The console's /api is not scraped (it is not part of this broker yet).
@@ -50,14 +51,28 @@ class Scraper(threading.Thread):
         self.stopping = threading.Event()
         self.times: list[float] = []
         self.sizes: list[int] = []
+        #: what each scrape says of itself: (reactor seconds in all, longest turn, turns,
+        #: the reactor thread's CPU seconds in all, in the longest turn)
+        self.turns: list[tuple[float, ...]] = []
 
     def run(self) -> None:
         while not self.stopping.is_set():
             started = time.perf_counter()
             with urllib.request.urlopen(self.url, timeout=60) as response:
-                self.sizes.append(len(response.read()))
+                body = response.read()
             took = time.perf_counter() - started
             self.times.append(took)
+            self.sizes.append(len(body))
+            own = {}
+            for line in body.decode().splitlines():
+                if line.startswith("akfak_metrics_scrape_"):
+                    name, _, value = line.partition(" ")
+                    own[name] = float(value)
+            self.turns.append((own["akfak_metrics_scrape_reactor_seconds"],
+                               own["akfak_metrics_scrape_longest_turn_seconds"],
+                               own["akfak_metrics_scrape_turns"],
+                               own["akfak_metrics_scrape_reactor_cpu_seconds"],
+                               own["akfak_metrics_scrape_longest_turn_cpu_seconds"]))
             self.stopping.wait(max(0.0, self.interval - took))
 
     def stop(self) -> None:
@@ -143,10 +158,10 @@ def main() -> None:
                               f"{statistics.median(scraper.times) * 1000:.1f} ms")
                     rates[kind].append(rate)
                     print(f"produce {kind}: {rate:,.0f} records/s")
-            best = {kind: max(found) for kind, found in rates.items()}
-            print(f"best: without {best['without scraper']:,.0f} records/s, with "
-                  f"{best['with scraper']:,.0f} records/s "
-                  f"(ratio {best['with scraper'] / best['without scraper']:.3f})")
+            for kind, found in rates.items():
+                print(f"{kind}: best {max(found):,.0f}, median {statistics.median(found):,.0f} records/s")
+            ratio = statistics.median(rates["with scraper"]) / statistics.median(rates["without scraper"])
+            print(f"median with / without: {ratio:.3f}")
 
             made = 1
             while made < args.partitions:
@@ -156,14 +171,23 @@ def main() -> None:
             time.sleep(1)
             print(f"{made} partitions:")
             print(f"  without scraper: {describe(round_trips(broker.port, args.seconds))}")
-            scraper = Scraper(url, args.interval)
-            scraper.start()
-            trips = round_trips(broker.port, args.seconds)
-            scraper.stop()
-            print(f"  with scraper:    {describe(trips)}")
-            print(f"  {len(scraper.times)} scrapes of {statistics.median(scraper.sizes) / 1e6:.1f} MB, "
-                  f"median {statistics.median(scraper.times) * 1000:.0f} ms, "
-                  f"max {max(scraper.times) * 1000:.0f} ms")
+            for interval in (args.interval, 1.0):
+                scraper = Scraper(url, interval)
+                scraper.start()
+                trips = round_trips(broker.port, args.seconds)
+                scraper.stop()
+                reactor = [t[0] * 1000 for t in scraper.turns]
+                longest = [t[1] * 1000 for t in scraper.turns]
+                turns = statistics.median(t[2] for t in scraper.turns)
+                cpu = [t[3] * 1000 for t in scraper.turns]
+                longest_cpu = [t[4] * 1000 for t in scraper.turns]
+                print(f"  scraped every {interval:g} s: {describe(trips)}")
+                print(f"    {len(scraper.times)} scrapes of {statistics.median(scraper.sizes) / 1e6:.1f} MB, "
+                      f"median {statistics.median(scraper.times) * 1000:.0f} ms, "
+                      f"max {max(scraper.times) * 1000:.0f} ms; reads on the reactor: median "
+                      f"{statistics.median(reactor):.0f} ms in {turns:.0f} turns, "
+                      f"longest turn {max(longest):.1f} ms; their CPU time: median "
+                      f"{statistics.median(cpu):.0f} ms, longest turn {max(longest_cpu):.1f} ms")
         finally:
             broker.stop()
 

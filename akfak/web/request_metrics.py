@@ -37,6 +37,7 @@ from kio.schema.index import api_key_map, schema_name_map
 from kio.static.constants import EntityType
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.samples import Sample
+from twisted.logger import Logger
 
 from akfak.handlers.fetch_response import EncodedFetch
 from akfak.request_events import RequestEvent
@@ -44,14 +45,15 @@ from akfak.request_events import RequestEvent
 if TYPE_CHECKING:
     from akfak.broker import Broker
 
+log = Logger()
+
 PRODUCE, FETCH = 0, 1
 
 #: Latency bucket bounds (ms): sub-millisecond local answers to 30 s long polls.
 TIME_BOUNDS_MS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000,
                   10000, 30000)
 SIZE_BOUNDS = (64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216)
-TIMES = ("totaltimems", "localtimems", "responsequeuetimems")
-HISTOGRAMS = (*TIMES, "requestbytes")
+HISTOGRAMS = ("totaltimems", "localtimems", "responsequeuetimems", "requestbytes")
 
 MAX_ENTITIES = 2000  # per response, for the error walk
 MAX_DEPTH = 3
@@ -150,10 +152,22 @@ class RequestMetrics:
         self.all_topics = _TopicCounters()
         #: per-response-class plan of the error walk: (error fields, nested fields)
         self._plans: dict[type, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+        self._failed: set[int] = set()
 
     # -- on the reactor, per request ---------------------------------------------------
 
     def __call__(self, event: RequestEvent) -> None:
+        try:
+            self._count(event)
+        except Exception:
+            # an odd request must not cost every later one its counts (a failing observer
+            # is removed): logged once per API
+            if event.api_key not in self._failed:
+                self._failed.add(event.api_key)
+                log.failure("Counting a request (API key {key}) for /metrics failed",
+                            key=event.api_key)
+
+    def _count(self, event: RequestEvent) -> None:
         key = event.api_key
         name = API_NAMES.get(key, str(key))
         names: tuple[str, ...] = (name,)
@@ -284,7 +298,11 @@ class RequestMetrics:
     # -- a scrape ----------------------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
-        """A copy of the counters (on the reactor)."""
+        """A copy of the counters (on the reactor).  Deleted topics' counters go, as Kafka
+        removes a deleted topic's BrokerTopicMetrics."""
+        known = self.broker.image.topics_by_name
+        for name in [name for name in self.topics if name not in known]:
+            del self.topics[name]
         return {
             "requests": dict(self.requests),
             "errors": dict(self.errors),
