@@ -299,3 +299,15 @@ def test_consumer_lag_of_a_group_from_group_lags(broker: EmbeddedBroker) -> None
         consumer.close()
     lags = broker.call(group_lags, broker.broker, group)
     assert [(g.topic, g.partition, g.committed, g.end_offset, g.lag) for g in lags] == [(topic, 0, 2, 5, 3)]
+
+
+def test_a_deleted_topic_loses_its_series(broker: EmbeddedBroker) -> None:
+    topic = "short-lived"
+    broker.create_topic(topic, partitions=1)
+    with WireClient(broker.port) as client:
+        client.request(produce(topic, {0: make_batch()}))
+    assert value(scrape(broker), "kafka_server_brokertopicmetrics_messagesin_total", topic=topic) == 1
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap_servers})
+    admin.delete_topics([topic])[topic].result(15)
+    after = scrape(broker)
+    assert not [key for key in after if ("topic", topic) in key[1]]
