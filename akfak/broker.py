@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import socket
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -73,6 +74,9 @@ class Broker:
         self.request_observers = RequestObservers()
         #: numbers connections for the request events (1, 2, ...)
         self.connection_numbers = itertools.count(1)
+        #: connections made and lost so far, by listener name (metrics: open = made - lost)
+        self.connections_made: Counter[str] = Counter()
+        self.connections_lost: Counter[str] = Counter()
         authorizer = config.get("authorizer.class.name") or ""
         if authorizer and authorizer not in AUTHORIZERS:
             raise ConfigError(f"authorizer.class.name={authorizer}: akfak implements "

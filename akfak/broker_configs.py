@@ -86,6 +86,9 @@ _AKFAK_CONFIGS: list[tuple[str, BrokerConfigType, str]] = [
     ("akfak.accept.any.replication.factor", "boolean",
      "Whether CreateTopics accepts a replication factor above the broker count (the topic "
      "gets one replica per broker): for test suites written for three brokers."),
+    ("akfak.http.allow.remote", "boolean",
+     "Whether HTTP (/metrics, the console) may listen on other than loopback when the broker "
+     "has no SASL users to ask for."),
     ("akfak.log.max.open.files", "int",
      "The most partition log files akfak keeps open at once (-1: half the soft RLIMIT_NOFILE)."),
     ("akfak.max.partitions", "int", "The most partitions this broker holds."),

@@ -109,11 +109,14 @@ DEFAULTS: Mapping[str, str] = {
     # For test brokers: CreateTopics accepts any replication factor on one node (the topic
     # gets one replica); off, a factor above the broker count is INVALID_REPLICATION_FACTOR.
     "akfak.accept.any.replication.factor": "false",
+    # HTTP (/metrics, the console) without SASL users on other than loopback (akfak/web/auth.py)
+    "akfak.http.allow.remote": "false",
 }
 
 #: Keys akfak reads beyond those with a default above.
 OTHER_KNOWN_KEYS = frozenset(
     {
+        "akfak.http.listeners",
         "listeners",
         "advertised.listeners",
         "log.dirs",

@@ -184,6 +184,7 @@ class KafkaProtocol(Int32StringReceiver):
     def connectionMade(self) -> None:
         if self.factory is not None:
             self.factory.connections.add(self)
+        self.broker.connections_made[self.listener] += 1
         # as Kafka's SocketServer: a reply goes out at once instead of waiting (Nagle) for the
         # client's delayed ACK of the one before, 40 ms per pipelined Produce reply otherwise.
         # Transports other than TCP have no such option.
@@ -261,6 +262,7 @@ class KafkaProtocol(Int32StringReceiver):
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         if self.factory is not None:
             self.factory.connections.discard(self)
+        self.broker.connections_lost[self.listener] += 1
         self._closing = True
         if self._idle_call is not None and self._idle_call.active():
             self._idle_call.cancel()

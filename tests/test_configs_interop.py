@@ -212,6 +212,7 @@ def tool_output(brokers: dict[str, str], tool: str, *args: str) -> dict[str, tup
 BROKER_DIFFERENCES = {
     # akfak's own configs (partition limits, open files, the test brokers' switch).
     "akfak.accept.any.replication.factor": "+",
+    "akfak.http.allow.remote": "+",
     "akfak.log.max.open.files": "+",
     "akfak.max.partitions": "+",
     "akfak.max.partitions.per.request": "+",

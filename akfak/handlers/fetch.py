@@ -197,7 +197,9 @@ class FetchHandler(Handler):
                 by_ref[ref] = topic
                 topics.append(topic)
             topic.partitions.append(result)
-        return encode_fetch_response(version, 0, fetch.session_id, topics)
+        encoded = encode_fetch_response(version, 0, fetch.session_id, topics)
+        encoded.reads = [(read.name, read.result) for read in reads]
+        return encoded
 
 
 HANDLERS = (FetchHandler,)

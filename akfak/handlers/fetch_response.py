@@ -43,11 +43,27 @@ class TopicResult:
     partitions: list[PartitionResult] = field(default_factory=list)
 
 
+class EncodedFetch(list):  # type: ignore[type-arg]
+    """The parts of an encoded Fetch response, with what they say for the request observers
+    (akfak.request_events: metrics, the inspector), which see this instead of a kio entity."""
+
+    __slots__ = ("error_code", "reads", "topics")
+
+    def __init__(self, error_code: int, topics: list[TopicResult]) -> None:
+        super().__init__()
+        self.error_code = error_code
+        #: what the response carries, partitions by topic
+        self.topics = topics
+        #: every partition read, by topic name (None: unknown id), set by the Fetch handler:
+        #: an incremental fetch session's response leaves out unchanged partitions
+        self.reads: list[tuple[str | None, PartitionResult]] = []
+
+
 def encode_fetch_response(
     version: int, error: int, session_id: int, topics: list[TopicResult], throttle_ms: int = 0
-) -> list[Any]:
+) -> EncodedFetch:
     flexible = version >= 12
-    parts: list[Any] = []
+    parts = EncodedFetch(error, topics)
     buf = bytearray(_I32.pack(throttle_ms))
 
     def array_length(n: int) -> None:

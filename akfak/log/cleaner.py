@@ -48,8 +48,9 @@ This follows Apache Kafka's LogCleaner, Cleaner and LogCleanerManager:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Collection, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
@@ -460,6 +461,12 @@ class LogCleaner:
         self.uncleanable: set[TopicPartition] = set()
         self._running: Deferred[int] | None = None
         self._stopping = False
+        #: what every round so far did, and how many logs were cleaned (metrics)
+        self.totals = CleanerStats()
+        self.logs_cleaned = 0
+        #: the longest round of the last pass, and when the last pass ended (time.time())
+        self.max_clean_seconds = 0.0
+        self.last_pass_end: float | None = None
 
     @property
     def enabled(self) -> bool:
@@ -495,19 +502,24 @@ class LogCleaner:
     def _run(self, now_ms: int) -> Any:
         cleaned = 0
         tried: set[TopicPartition] = set()
+        longest = 0.0
         while not self._stopping:
             target = self.grab_filthiest(now_ms, exclude=tried)
             if target is None:
                 break
             key = (target.log.topic, target.log.partition)
             tried.add(key)
+            started = time.monotonic()
             ok = yield self._clean(target, now_ms)
+            longest = max(longest, time.monotonic() - started)
             cleaned += int(bool(ok))
+        self.max_clean_seconds = longest
+        self.last_pass_end = time.time()
         if not self._stopping:
             for partition_log in self.storage.logs():
                 if partition_log.config.compact and not partition_log.closed:
                     try:
-                        partition_log.run_retention(now_ms)
+                        self.storage.segments_deleted += partition_log.run_retention(now_ms)
                     except Exception:
                         log.failure("Retention of {log} failed", log=partition_log)
         return cleaned
@@ -670,6 +682,10 @@ class LogCleaner:
 
         key = (partition_log.topic, partition_log.partition)
         self.checkpoints[key] = end_offset
+        totals = self.totals
+        for name in (f.name for f in fields(CleanerStats)):
+            setattr(totals, name, getattr(totals, name) + getattr(stats, name))
+        self.logs_cleaned += 1
         log.info("Cleaned {log} up to offset {end}: {keys} keys mapped, {rin} records read, "
                  "{rout} kept ({bin} bytes read, {bout} written, {groups} segments swapped in, "
                  "{bad} records without a key dropped)", log=partition_log, end=end_offset,

@@ -43,6 +43,8 @@ class BaseLogStorage:
         self.logs_loaded = False
         #: Compaction of the logs whose cleanup.policy contains compact (see cleaner.py).
         self.cleaner = LogCleaner(self)
+        #: segments retention has deleted since the broker started (metrics)
+        self.segments_deleted = 0
         #: Partition logs that could not be opened or created, with why: they answer
         #: KAFKA_STORAGE_ERROR (Kafka's answer for an offline replica) until a restart.
         self.offline: dict[TopicPartition, str] = {}
@@ -154,6 +156,7 @@ class BaseLogStorage:
                 deleted += partition_log.run_retention(now_ms)
             except Exception:
                 log.failure("Retention of {log} failed", log=partition_log)
+        self.segments_deleted += deleted
         return deleted
 
     def run_cleaner(self, now_ms: int) -> Deferred[int]:

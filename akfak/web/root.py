@@ -8,6 +8,7 @@ from twisted.web.server import Request
 
 from akfak.broker import Broker
 from akfak.web import console, metrics
+from akfak.web.auth import secure
 
 
 class Root(Resource):
@@ -17,9 +18,10 @@ class Root(Resource):
         return notFound()
 
 
-def build_root(broker: Broker) -> Resource:
-    """The root resource: /metrics, the console's pages and its /api."""
+def build_root(broker: Broker) -> IResource:
+    """The root resource: /metrics, the console's pages and its /api, behind the broker's
+    users when it has SASL listeners (akfak.web.auth)."""
     root = Root()
     metrics.mount(root, broker)
     console.mount(root, broker)
-    return root
+    return secure(broker, root)

@@ -10,10 +10,11 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.resource import Resource
+from twisted.web.resource import IResource
 from twisted.web.server import Site
 
 from akfak.broker import Broker
+from akfak.web.auth import may_serve_on
 
 log = Logger()
 
@@ -22,7 +23,7 @@ class HttpService(Service):
     """Serves `root` on `endpoint`.  A port that cannot be had is logged, not fatal: the
     console is a convenience and must not keep the broker from serving Kafka clients."""
 
-    def __init__(self, broker: Broker, endpoint: str, root: Resource, reactor: Any = None):
+    def __init__(self, broker: Broker, endpoint: str, root: IResource, reactor: Any = None):
         self.broker = broker
         self.endpoint = endpoint
         self.root = root
@@ -49,7 +50,16 @@ class HttpService(Service):
         self.listening = serverFromString(self.reactor, self.endpoint).listen(site)
         self.listening.addCallbacks(self._listening, self._not_listening)
 
-    def _listening(self, port: IListeningPort) -> IListeningPort:
+    def _listening(self, port: IListeningPort) -> IListeningPort | None:
+        host = getattr(port.getHost(), "host", None)
+        if not may_serve_on(self.broker, host):
+            # Nothing was accepted yet: a listening port accepts on a later reactor turn.
+            port.stopListening()
+            log.error("akfak: no metrics or console on {endpoint}: it listens on {host}, not "
+                      "loopback, and the broker has no SASL users to ask for (set "
+                      "akfak.http.allow.remote=true to serve it to anyone who can reach it)",
+                      endpoint=self.endpoint, host=host)
+            return None
         self.port = port
         log.info("akfak node {node}: metrics and console on {url} ({endpoint})",
                  node=self.broker.node_id, url=self.url, endpoint=self.endpoint)

@@ -1,0 +1,196 @@
+"""What serving /metrics costs: produce throughput with and without a scraper, and how long a
+scrape holds the reactor on a broker with many partitions.
+
+    .venv/bin/python benchmarks/web_load.py [--records 200000] [--size 100] [--rounds 2]
+        [--partitions 10000] [--interval 0.1] [--storage memory]
+
+1. Throughput: confluent-kafka produces `--records` values of `--size` bytes (acks=all,
+   linger.ms=5, as client_bench.py) to a one-partition topic, alternately without and with a
+   scraper thread fetching /metrics every `--interval` seconds, `--rounds` times each;
+   prints records/s of every run, the best and median of each kind and the medians' ratio.
+2. Reactor hold: the broker gets topics of 1,000 partitions up to `--partitions`, then a
+   client sends ApiVersions requests one after another for `--seconds`, without the scraper,
+   with it every `--interval` seconds and every second; prints the round trips' median, 99th
+   percentile and maximum (whatever holds the broker's reactor or its GIL for X ms shows as
+   a round trip of about X ms), the scrapes' time and size, and what the scrapes say of
+   themselves: how long their reads held the reactor in all and in their longest turn.
+
+The broker is a `python -m akfak` subprocess (tests/brokers.py) with HTTP on a free loopback
+port.  The console's /api is not scraped (it is not part of this broker yet).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.brokers import free_port, start_process  # noqa: E402
+from tests.wire import WireClient, encode_request  # noqa: E402
+
+API_VERSIONS = 18
+
+
+class Scraper(threading.Thread):
+    """GET /metrics every `interval` seconds until stopped; keeps each scrape's time and size."""
+
+    def __init__(self, url: str, interval: float) -> None:
+        super().__init__(daemon=True)
+        self.url, self.interval = url, interval
+        self.stopping = threading.Event()
+        self.times: list[float] = []
+        self.sizes: list[int] = []
+        #: what each scrape says of itself: (reactor seconds in all, longest turn, turns,
+        #: the reactor thread's CPU seconds in all, in the longest turn)
+        self.turns: list[tuple[float, ...]] = []
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            started = time.perf_counter()
+            with urllib.request.urlopen(self.url, timeout=60) as response:
+                body = response.read()
+            took = time.perf_counter() - started
+            self.times.append(took)
+            self.sizes.append(len(body))
+            own = {}
+            for line in body.decode().splitlines():
+                if line.startswith("akfak_metrics_scrape_"):
+                    name, _, value = line.partition(" ")
+                    own[name] = float(value)
+            self.turns.append((own["akfak_metrics_scrape_reactor_seconds"],
+                               own["akfak_metrics_scrape_longest_turn_seconds"],
+                               own["akfak_metrics_scrape_turns"],
+                               own["akfak_metrics_scrape_reactor_cpu_seconds"],
+                               own["akfak_metrics_scrape_longest_turn_cpu_seconds"]))
+            self.stopping.wait(max(0.0, self.interval - took))
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(60)
+
+
+def create_topic(admin: AdminClient, name: str, partitions: int) -> None:
+    admin.create_topics([NewTopic(name, partitions, 1)])[name].result(120)
+
+
+def produce(bootstrap: str, topic: str, records: int, value: bytes) -> float:
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5,
+                         "batch.size": 1 << 20, "queue.buffering.max.kbytes": 1 << 20})
+    producer.produce(topic, b"")  # connected before the clock starts
+    producer.flush(60)
+    started = time.perf_counter()
+    for _ in range(records):
+        while True:
+            try:
+                producer.produce(topic, value)
+                break
+            except BufferError:
+                producer.poll(0.01)
+    if producer.flush(300) != 0:
+        raise RuntimeError("not every record was delivered")
+    return records / (time.perf_counter() - started)
+
+
+def round_trips(port: int, seconds: float) -> list[float]:
+    """ApiVersions v0 round trips (ms), one after another, for `seconds`."""
+    found = []
+    with WireClient(port) as client:
+        deadline = time.perf_counter() + seconds
+        correlation = 0
+        while time.perf_counter() < deadline:
+            correlation += 1
+            started = time.perf_counter()
+            client.send(encode_request(API_VERSIONS, 0, correlation, b""))
+            client.recv_frame()
+            found.append((time.perf_counter() - started) * 1000)
+    return found
+
+
+def describe(trips: list[float]) -> str:
+    ordered = sorted(trips)
+    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    return (f"{len(trips)} round trips: median {statistics.median(ordered):.2f} ms, "
+            f"p99 {p99:.2f} ms, max {ordered[-1]:.2f} ms")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=200_000)
+    parser.add_argument("--size", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--partitions", type=int, default=10_000)
+    parser.add_argument("--interval", type=float, default=0.1, help="seconds between scrapes")
+    parser.add_argument("--seconds", type=float, default=5.0, help="of round trips, each way")
+    parser.add_argument("--storage", default="memory", choices=["disk", "memory"])
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="akfak-web-load-") as tmp:
+        http = free_port()
+        broker = start_process(Path(tmp) / "data", "--storage", args.storage, "--http",
+                               f"tcp:{http}:interface=127.0.0.1")
+        url = f"http://127.0.0.1:{http}/metrics"
+        try:
+            admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+            create_topic(admin, "web-load", 1)
+            value = b"x" * args.size
+            produce(broker.bootstrap, "web-load", args.records // 10, value)  # warm-up
+            rates: dict[str, list[float]] = {"without scraper": [], "with scraper": []}
+            for _ in range(args.rounds):
+                for kind in rates:
+                    scraper = Scraper(url, args.interval) if kind == "with scraper" else None
+                    if scraper is not None:
+                        scraper.start()
+                    rate = produce(broker.bootstrap, "web-load", args.records, value)
+                    if scraper is not None:
+                        scraper.stop()
+                        print(f"  {len(scraper.times)} scrapes, median "
+                              f"{statistics.median(scraper.times) * 1000:.1f} ms")
+                    rates[kind].append(rate)
+                    print(f"produce {kind}: {rate:,.0f} records/s")
+            for kind, found in rates.items():
+                print(f"{kind}: best {max(found):,.0f}, median {statistics.median(found):,.0f} records/s")
+            ratio = statistics.median(rates["with scraper"]) / statistics.median(rates["without scraper"])
+            print(f"median with / without: {ratio:.3f}")
+
+            made = 1
+            while made < args.partitions:
+                count = min(1000, args.partitions - made)
+                create_topic(admin, f"web-load-{made}", count)
+                made += count
+            time.sleep(1)
+            print(f"{made} partitions:")
+            print(f"  without scraper: {describe(round_trips(broker.port, args.seconds))}")
+            for interval in (args.interval, 1.0):
+                scraper = Scraper(url, interval)
+                scraper.start()
+                trips = round_trips(broker.port, args.seconds)
+                scraper.stop()
+                reactor = [t[0] * 1000 for t in scraper.turns]
+                longest = [t[1] * 1000 for t in scraper.turns]
+                turns = statistics.median(t[2] for t in scraper.turns)
+                cpu = [t[3] * 1000 for t in scraper.turns]
+                longest_cpu = [t[4] * 1000 for t in scraper.turns]
+                print(f"  scraped every {interval:g} s: {describe(trips)}")
+                print(f"    {len(scraper.times)} scrapes of {statistics.median(scraper.sizes) / 1e6:.1f} MB, "
+                      f"median {statistics.median(scraper.times) * 1000:.0f} ms, "
+                      f"max {max(scraper.times) * 1000:.0f} ms; reads on the reactor: median "
+                      f"{statistics.median(reactor):.0f} ms in {turns:.0f} turns, "
+                      f"longest turn {max(longest):.1f} ms; their CPU time: median "
+                      f"{statistics.median(cpu):.0f} ms, longest turn {max(longest_cpu):.1f} ms")
+        finally:
+            broker.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,313 @@
+"""/metrics: Prometheus' text format, parsed by prometheus_client, after real client traffic;
+HTTP Basic authentication against the broker's SASL users; loopback-only without them."""
+
+from __future__ import annotations
+
+import base64
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import (
+    AdminClient,
+    ScramCredentialInfo,
+    ScramMechanism,
+    UserScramCredentialUpsertion,
+)
+from prometheus_client.parser import text_string_to_metric_families
+
+from akfak.testing.embedded import EmbeddedBroker
+from akfak.testing.security import Security
+from akfak.web.root import build_root
+from akfak.web.service import HttpService
+from tests.brokers import free_port, start_process
+from tests.recordbatch import make_batch
+from tests.requests import metadata, produce
+from tests.wire import WireClient
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def get(url: str, auth: tuple[str, str] | None = None) -> tuple[int, bytes]:
+    request = urllib.request.Request(url)
+    if auth is not None:
+        request.add_header("Authorization", "Basic " + base64.b64encode(
+            f"{auth[0]}:{auth[1]}".encode()).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def parse(text: str) -> Samples:
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def scrape(broker: EmbeddedBroker) -> Samples:
+    status, body = get(f"{broker.http_url}metrics")
+    assert status == 200
+    return parse(body.decode())
+
+
+def value(samples: Samples, name: str, **labels: Any) -> float:
+    return samples.get((name, frozenset((k, str(v)) for k, v in labels.items())), 0.0)
+
+
+def eventually(check: Callable[[], bool], timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def broker() -> Iterator[EmbeddedBroker]:
+    with EmbeddedBroker(http=True) as running:
+        yield running
+
+
+def test_produce_consume_counters_offsets_and_lag(broker: EmbeddedBroker) -> None:
+    topic, group, n = "metered", "metered-group", 40
+    broker.create_topic(topic, partitions=2)
+    producer = Producer({"bootstrap.servers": broker.bootstrap_servers, "linger.ms": 5})
+    for i in range(n):
+        producer.produce(topic, f"value-{i}".encode(), key=b"k", partition=i % 2,
+                         headers=[("h", b"x")])
+    assert producer.flush(15) == 0
+    after_produce = scrape(broker)
+    assert value(after_produce, "kafka_server_brokertopicmetrics_messagesin_total", topic=topic) == n
+    sizes = [value(after_produce, "kafka_log_log_size", topic=topic, partition=p) for p in (0, 1)]
+    assert all(sizes)
+    # the appended record sets are what the log holds (offsets patched in place)
+    assert value(after_produce, "kafka_server_brokertopicmetrics_bytesin_total", topic=topic) == sum(sizes)
+    assert value(after_produce, "kafka_server_brokertopicmetrics_totalproducerequests_total",
+                 topic=topic) >= 2
+    assert value(after_produce, "kafka_server_brokertopicmetrics_failedproducerequests_total",
+                 topic=topic) == 0
+    for p in (0, 1):
+        labels = {"topic": topic, "partition": p}
+        assert value(after_produce, "kafka_log_log_logendoffset", **labels) == n // 2
+        assert value(after_produce, "kafka_topic_partition_current_offset", **labels) == n // 2
+        assert value(after_produce, "kafka_log_log_logstartoffset", **labels) == 0
+        assert value(after_produce, "kafka_topic_partition_oldest_offset", **labels) == 0
+        assert value(after_produce, "kafka_log_log_numlogsegments", **labels) == 1
+    assert value(after_produce, "kafka_topic_partitions", topic=topic) == 2
+    # all topics: no topic label, at least this topic's
+    assert value(after_produce, "kafka_server_brokertopicmetrics_messagesin_total") >= n
+
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap_servers, "group.id": group,
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    try:
+        consumer.subscribe([topic])
+        seen = 0
+        deadline = time.monotonic() + 30
+        while seen < n and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is not None and not message.error():
+                seen += 1
+        assert seen == n
+        consumer.commit(asynchronous=False)
+        consumed = scrape(broker)
+        assert value(consumed, "kafka_consumergroup_members", consumergroup=group) == 1
+        assert value(consumed, "akfak_consumergroup_info", consumergroup=group, state="Stable",
+                     protocol_type="consumer", protocol="range") == 1
+    finally:
+        consumer.close()
+    for p in (0, 1):
+        labels = {"consumergroup": group, "topic": topic, "partition": p}
+        assert value(consumed, "kafka_consumergroup_current_offset", **labels) == n // 2
+        assert (consumed["kafka_consumergroup_lag", frozenset((k, str(v)) for k, v in labels.items())]
+                == 0)
+    assert value(consumed, "kafka_consumergroup_current_offset_sum", consumergroup=group, topic=topic) == n
+    assert value(consumed, "kafka_server_brokertopicmetrics_bytesout_total", topic=topic) >= sum(sizes)
+    assert value(consumed, "kafka_server_brokertopicmetrics_totalfetchrequests_total", topic=topic) >= 1
+
+    for i in range(n):
+        producer.produce(topic, f"more-{i}".encode(), partition=i % 2)
+    assert producer.flush(15) == 0
+    behind = scrape(broker)
+    assert value(behind, "kafka_server_brokertopicmetrics_messagesin_total", topic=topic) == 2 * n
+    for p in (0, 1):
+        assert value(behind, "kafka_consumergroup_lag", consumergroup=group, topic=topic,
+                     partition=p) == n // 2
+    assert value(behind, "kafka_consumergroup_lag_sum", consumergroup=group, topic=topic) == n
+    # the member left: the group is Empty, its offsets stay
+    assert value(behind, "kafka_consumergroup_members", consumergroup=group) == 0
+    assert value(behind, "kafka_coordinator_group_groupmetadatamanager_numgroupsempty") >= 1
+
+
+def test_request_counts_latencies_and_errors_by_code(broker: EmbeddedBroker) -> None:
+    topic = "counted"
+    broker.create_topic(topic, partitions=1)
+    before = scrape(broker)
+    with WireClient(broker.port) as client:
+        for _ in range(3):
+            client.request(metadata([topic], version=12))
+        answer = client.request(produce(topic, {0: make_batch([(None, b"a"), (None, b"b")])}))
+        assert answer.responses[0].partition_responses[0].error_code == 0
+        # a partition the topic does not have: UNKNOWN_TOPIC_OR_PARTITION, not "failed"
+        client.request(produce(topic, {7: make_batch()}))
+    after = scrape(broker)
+
+    def delta(name: str, **labels: Any) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert delta("kafka_network_requestmetrics_requests_total", request="Metadata", version=12) == 3
+    assert delta("kafka_network_requestmetrics_requests_total", request="Produce", version=9) == 2
+    assert delta("kafka_network_requestmetrics_errors_total", request="Produce", error="NONE") == 1
+    assert delta("kafka_network_requestmetrics_errors_total", request="Produce",
+                 error="UNKNOWN_TOPIC_OR_PARTITION") == 1
+    # Metadata counts the topic's and its partition's codes, as Kafka's errorCounts
+    assert delta("kafka_network_requestmetrics_errors_total", request="Metadata", error="NONE") == 6
+    assert delta("kafka_server_brokertopicmetrics_messagesin_total", topic=topic) == 2
+    assert delta("kafka_server_brokertopicmetrics_totalproducerequests_total", topic=topic) == 1
+    assert delta("kafka_server_brokertopicmetrics_failedproducerequests_total", topic=topic) == 0
+    for histogram in ("totaltimems", "localtimems", "responsequeuetimems", "requestbytes"):
+        name = f"kafka_network_requestmetrics_{histogram}"
+        assert delta(f"{name}_count", request="Metadata") == 3
+        assert delta(f"{name}_bucket", request="Metadata", le="+Inf") == 3
+    assert value(after, "kafka_network_requestmetrics_totaltimems_sum", request="Metadata") > 0
+
+
+def test_connections_per_listener(broker: EmbeddedBroker) -> None:
+    name = "kafka_server_socketservermetrics_connection_count"
+    # clients of earlier tests may still be closing: wait until the count holds still
+    counts: list[float] = []
+    eventually(lambda: counts.append(value(scrape(broker), name, listener="PLAINTEXT"))
+               or (len(counts) > 2 and counts[-1] == counts[-2] == counts[-3]))
+    base = counts[-1]
+    made = value(scrape(broker), "kafka_server_socketservermetrics_connection_creation_total",
+                 listener="PLAINTEXT")
+    clients = [WireClient(broker.port) for _ in range(3)]
+    try:
+        for client in clients:
+            client.request(metadata([], version=12))  # the broker has seen the connection
+        now = scrape(broker)
+        assert value(now, name, listener="PLAINTEXT") == base + 3
+        assert value(now, "kafka_server_socket_server_metrics_connection_count",
+                     listener="PLAINTEXT") == base + 3
+        assert value(now, "kafka_server_socketservermetrics_connection_creation_total",
+                     listener="PLAINTEXT") == made + 3
+    finally:
+        for client in clients:
+            client.close()
+    eventually(lambda: value(scrape(broker), name, listener="PLAINTEXT") == base)
+
+
+def test_process_and_broker_state_series(broker: EmbeddedBroker) -> None:
+    samples = scrape(broker)
+    assert value(samples, "process_cpu_seconds_total") > 0
+    assert value(samples, "process_resident_memory_bytes") > 0
+    assert value(samples, "process_open_fds") > 0
+    assert value(samples, "kafka_brokers") == 1
+    assert value(samples, "kafka_controller_kafkacontroller_activecontrollercount") == 1
+    assert value(samples, "kafka_server_replicamanager_partitioncount") >= 1
+    status, body = get(f"{broker.http_url}metrics")
+    assert status == 200 and body.endswith(b"\n")
+
+
+def test_each_embedded_broker_has_its_own_registry(broker: EmbeddedBroker) -> None:
+    with EmbeddedBroker(http=True) as other:
+        other.create_topic("only-on-other", partitions=1)
+        assert value(scrape(other), "kafka_topic_partitions", topic="only-on-other") == 1
+        assert ("kafka_topic_partitions", frozenset({("topic", "only-on-other")})) not in scrape(broker)
+
+
+# -- HTTP security -------------------------------------------------------------------------
+
+
+def test_sasl_users_are_asked_for_plain_and_scram() -> None:
+    security = Security(listeners=["SASL_PLAINTEXT"], users={"alice": "alice-secret"},
+                        mechanisms=["PLAIN", "SCRAM-SHA-256"])
+    with EmbeddedBroker(security=security, http=True) as secured:
+        url = f"{secured.http_url}metrics"
+        status, _ = get(url)
+        assert status == 401
+        assert get(url, ("alice", "wrong"))[0] == 401
+        assert get(url, ("nobody", "alice-secret"))[0] == 401
+        status, body = get(url, ("alice", "alice-secret"))
+        assert status == 200 and b"kafka_brokers 1.0" in body
+        # a SCRAM-only user, added as kafka-configs would: checked against the stored key
+        admin = AdminClient(secured.client_config("alice"))
+        upsert = UserScramCredentialUpsertion(
+            "carol", ScramCredentialInfo(ScramMechanism.SCRAM_SHA_256, 4096), b"carol-secret")
+        for future in admin.alter_user_scram_credentials([upsert]).values():
+            future.result(15)
+        assert get(url, ("carol", "wrong"))[0] == 401
+        assert get(url, ("carol", "carol-secret"))[0] == 200
+        assert get(url, ("carol", "carol-secret"))[0] == 200  # remembered: no second PBKDF2
+        assert get(f"{secured.http_url}no-such-page", ("carol", "carol-secret"))[0] == 404
+
+
+def _serve(broker: EmbeddedBroker, endpoint: str) -> HttpService:
+    def start() -> Any:
+        service = HttpService(broker.broker, endpoint, build_root(broker.broker), broker.reactor)
+        service.startService()
+        return service.listening.addCallback(lambda _: service)  # type: ignore[union-attr]
+
+    return broker.call(start)
+
+
+def test_other_than_loopback_needs_users_or_allow_remote(broker: EmbeddedBroker) -> None:
+    refused = _serve(broker, "tcp:0")  # every interface
+    assert refused.port is None and refused.url is None
+    with EmbeddedBroker(http=True, overrides={"akfak.http.allow.remote": "true"}) as remote:
+        served = _serve(remote, "tcp:0")
+        try:
+            assert served.port is not None
+            port = served.port.getHost().port
+            assert get(f"http://127.0.0.1:{port}/metrics")[0] == 200
+        finally:
+            remote.call(served.stopService)
+
+
+def test_daemon_prints_the_url_and_serves_metrics(tmp_path: Path) -> None:
+    http = free_port()
+    daemon = start_process(tmp_path / "data", "--http", f"tcp:{http}:interface=127.0.0.1")
+    try:
+        url = f"http://127.0.0.1:{http}/"
+        eventually(lambda: url in daemon.log())
+        status, body = get(url + "metrics")
+        assert status == 200
+        samples = parse(body.decode())
+        assert value(samples, "kafka_brokers") == 1
+        assert value(samples, "kafka_controller_kafkacontroller_activecontrollercount") == 1
+    finally:
+        daemon.stop()
+
+
+def test_consumer_lag_of_a_group_from_group_lags(broker: EmbeddedBroker) -> None:
+    from akfak.group_lag import group_lags
+
+    topic, group = "lagging", "lag-group"
+    broker.create_topic(topic, partitions=1)
+    producer = Producer({"bootstrap.servers": broker.bootstrap_servers})
+    for i in range(5):
+        producer.produce(topic, b"x%d" % i)
+    assert producer.flush(10) == 0
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap_servers, "group.id": group})
+    try:
+        consumer.commit(offsets=[TopicPartition(topic, 0, 2)], asynchronous=False)
+    finally:
+        consumer.close()
+    lags = broker.call(group_lags, broker.broker, group)
+    assert [(g.topic, g.partition, g.committed, g.end_offset, g.lag) for g in lags] == [(topic, 0, 2, 5, 3)]
+
+
+def test_a_deleted_topic_loses_its_series(broker: EmbeddedBroker) -> None:
+    topic = "short-lived"
+    broker.create_topic(topic, partitions=1)
+    with WireClient(broker.port) as client:
+        client.request(produce(topic, {0: make_batch()}))
+    assert value(scrape(broker), "kafka_server_brokertopicmetrics_messagesin_total", topic=topic) == 1
+    admin = AdminClient({"bootstrap.servers": broker.bootstrap_servers})
+    admin.delete_topics([topic])[topic].result(15)
+    after = scrape(broker)
+    assert not [key for key in after if ("topic", topic) in key[1]]
