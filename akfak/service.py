@@ -17,7 +17,6 @@ from akfak.config import BrokerConfig, Listener
 from akfak.connections import ConnectionLimits
 from akfak.factory import KafkaFactory
 from akfak.security.tls import server_tls, wrap_factory
-from akfak.web.root import build_root
 from akfak.web.service import HttpService
 
 log = Logger()
@@ -118,6 +117,9 @@ def makeService(config: BrokerConfig, *, reactor: Any = None) -> MultiService:
         ListenerService(broker, listener, reactor, limits).setServiceParent(top)
     endpoints = config.http_endpoints()
     if endpoints:
+        # imported only when serving HTTP: prometheus_client and twisted.web cost ~80 ms at start
+        from akfak.web.root import build_root
+
         root = build_root(broker)
         for endpoint in endpoints:
             HttpService(broker, endpoint, root, reactor).setServiceParent(top)
