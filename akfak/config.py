@@ -99,6 +99,8 @@ DEFAULTS: Mapping[str, str] = {
     # For test brokers: CreateTopics accepts any replication factor on one node (the topic
     # gets one replica); off, a factor above the broker count is INVALID_REPLICATION_FACTOR.
     "akfak.accept.any.replication.factor": "false",
+    # the web console's write actions (akfak.web.api.writes): POSTs answer 403 unless true
+    "akfak.http.allow.writes": "false",
 }
 
 #: Keys akfak reads beyond those with a default above.
