@@ -9,14 +9,45 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from twisted.web.resource import Resource
-from twisted.web.static import File
+from twisted.web.pages import notFound
+from twisted.web.resource import IResource, Resource
+from twisted.web.server import Request
 
 from akfak.broker import Broker
 from akfak.web.api import ApiResource, Routes, groups, inspector, records, topics, writes
 from akfak.web.api.state import SAMPLE_SECONDS, ConsoleState
 
 STATIC = Path(__file__).parent / "static"
+CONTENT_TYPES = {".html": b"text/html; charset=utf-8", ".js": b"text/javascript; charset=utf-8",
+                 ".css": b"text/css; charset=utf-8"}
+
+
+class StaticFile(Resource):
+    """One small file of the console, read once (twisted.web's File streams through the
+    global reactor, which an embedded broker's reactor is not)."""
+
+    isLeaf = True
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.body = path.read_bytes()
+        self.content_type = CONTENT_TYPES.get(path.suffix, b"application/octet-stream")
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"content-type", self.content_type)
+        request.setHeader(b"cache-control", b"no-cache")
+        return self.body
+
+
+class StaticFiles(Resource):
+    def __init__(self, directory: Path) -> None:
+        super().__init__()
+        for path in sorted(directory.iterdir()):
+            if path.is_file():
+                self.putChild(path.name.encode(), StaticFile(path))
+
+    def getChild(self, path: bytes, request: Request) -> IResource:
+        return notFound()
 
 
 def mount(root: Resource, broker: Broker) -> None:
@@ -28,8 +59,5 @@ def mount(root: Resource, broker: Broker) -> None:
     for module in (topics, records, groups, inspector, writes):
         module.add_routes(routes)
     root.putChild(b"api", ApiResource(state, routes))
-    static = File(str(STATIC))
-    static.contentTypes = {**static.contentTypes, ".js": "text/javascript; charset=utf-8",
-                           ".css": "text/css; charset=utf-8", ".html": "text/html; charset=utf-8"}
-    root.putChild(b"static", static)
-    root.putChild(b"", File(str(STATIC / "index.html"), defaultType="text/html; charset=utf-8"))
+    root.putChild(b"static", StaticFiles(STATIC))
+    root.putChild(b"", StaticFile(STATIC / "index.html"))

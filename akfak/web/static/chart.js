@@ -4,7 +4,7 @@
 
 (function () {
   const NS = "http://www.w3.org/2000/svg";
-  const W = 600, H = 180, L = 56, R = 10, T = 10, B = 22;
+  const H = 180, L = 56, R = 10, T = 10, B = 22;
 
   function el(name, attrs, text) {
     const node = document.createElementNS(NS, name);
@@ -33,7 +33,9 @@
     title.className = "title";
     title.textContent = spec.title;
     container.appendChild(title);
-    const svg = el("svg", { viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", role: "img", "aria-label": spec.title });
+    // drawn at the container's width, so text is never stretched
+    const W = Math.max(container.clientWidth - 30, 300);
+    const svg = el("svg", { viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: "img", "aria-label": spec.title });
     const all = spec.series.flatMap((s) => s.points);
     const t0 = all.length ? Math.min(...all.map((p) => p[0])) : 0;
     const t1 = all.length ? Math.max(...all.map((p) => p[0])) : 1;

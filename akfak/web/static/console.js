@@ -221,7 +221,7 @@ function topicPage(root, name) {
 function shown(field, format) {
   if (field === null || field === undefined) return h("span", { class: "muted" }, "null");
   if (format === "hex") return field.hex + (field.size > field.hex.length / 2 ? " …" : "");
-  if ((format === "json" || format === "auto") && field.json) {
+  if (format === "json" && field.json) {
     try { return JSON.stringify(JSON.parse(field.text), null, 2); } catch (e) { return field.text; }
   }
   if (field.text !== null) return field.text + (field.truncated ? " …" : "");
