@@ -345,3 +345,24 @@ def test_pages_in_a_browser(seeded: Seeded, browser: Any, tmp_path: Path) -> Non
     page.screenshot(path=str(tmp_path / "group.png"), full_page=True)
     page.close()
     assert errors == []
+
+
+def test_inspector_keeps_few_large_objects() -> None:
+    from kio.schema.metadata.v12.request import MetadataRequest
+
+    from akfak.request_events import RequestEvent
+    from akfak.web.api.inspector import DETAILED_BYTES, LARGEST_DETAILED, RequestLog
+
+    log = RequestLog()
+    request = MetadataRequest(topics=None, allow_auto_topic_creation=False,
+                              include_topic_authorized_operations=False)
+    big = LARGEST_DETAILED - 100
+    for _ in range(DETAILED_BYTES // big + 2):
+        log.observe(RequestEvent(1, "peer", "PLAINTEXT", "c", 3, 12, 0, big, 100, 0.0, 0.0, 0.0,
+                                 request, None))
+    log.observe(RequestEvent(1, "peer", "PLAINTEXT", "c", 3, 12, 0, LARGEST_DETAILED + 1, 1,
+                             0.0, 0.0, 0.0, request, None))
+    kept = [e["seq"] for e in log.since(0) if e["detailed"]]
+    assert kept == list(range(log.seq - DETAILED_BYTES // LARGEST_DETAILED, log.seq))
+    assert log.detail(log.seq)["expired"] and not log.detail(kept[-1])["expired"]
+    assert log.detail(kept[-1])["request"]["topics"] is None

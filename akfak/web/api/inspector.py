@@ -2,9 +2,10 @@
 
 Each answered request becomes a small summary at once (connection, client id, API name
 and version, sizes, latency, the response's error codes) in a ring of `CAPACITY`.  The
-request and response objects themselves are kept only for the latest `DETAILED` events,
-and turned into JSON only when someone expands one (akfak.web.api.entities): a Fetch
-response holds the batches it sent, so keeping many would keep the log in memory.
+request and response objects themselves are kept only for the latest `DETAILED` events
+(standing for at most DETAILED_BYTES), and turned into JSON only when someone expands one
+(akfak.web.api.entities): a Fetch response holds the batches it sent, so keeping many
+would keep the log in memory.
 """
 
 from __future__ import annotations
@@ -19,6 +20,10 @@ from akfak.web.api.entities import decoded, error_codes
 
 CAPACITY = 2000
 DETAILED = 100
+#: The most request and response bytes the kept objects may stand for (big Fetches and
+#: Produces drop out sooner), and the largest one kept at all.
+DETAILED_BYTES = 32 * 1024 * 1024
+LARGEST_DETAILED = 8 * 1024 * 1024
 
 
 def api_name(entity: Any, api_key: int) -> str:
@@ -31,8 +36,10 @@ class RequestLog:
     def __init__(self, capacity: int = CAPACITY, detailed: int = DETAILED) -> None:
         self.entries: deque[dict[str, Any]] = deque(maxlen=capacity)
         self.detailed = detailed
-        #: sequence number -> (api key, version, request, response), the latest `detailed`
-        self._objects: OrderedDict[int, tuple[int, int, Any, Any]] = OrderedDict()
+        #: sequence number -> (api key, version, request, response, size), the latest
+        #: `detailed` of at most DETAILED_BYTES together
+        self._objects: OrderedDict[int, tuple[int, int, Any, Any, int]] = OrderedDict()
+        self._object_bytes = 0
         self.seq = 0
 
     def observe(self, event: RequestEvent) -> None:
@@ -59,9 +66,14 @@ class RequestLog:
             "latency_ms": round((event.sent - event.received) * 1000, 3),
             "errors": errors,
         })
-        self._objects[self.seq] = (event.api_key, event.api_version, event.request, response)
-        while len(self._objects) > self.detailed:
-            self._objects.popitem(last=False)
+        size = event.request_size + (event.response_size or 0)
+        if size <= LARGEST_DETAILED:
+            self._objects[self.seq] = (event.api_key, event.api_version, event.request, response,
+                                       size)
+            self._object_bytes += size
+        while self._objects and (len(self._objects) > self.detailed
+                                 or self._object_bytes > DETAILED_BYTES):
+            self._object_bytes -= self._objects.popitem(last=False)[1][4]
 
     def since(self, seq: int, *, client_id: str | None = None, api: str | None = None,
               connection: int | None = None, limit: int = 500) -> list[dict[str, Any]]:
@@ -92,7 +104,7 @@ class RequestLog:
         kept = self._objects.get(seq)
         if kept is None:
             return {"summary": summary, "expired": True}
-        api_key, version, request, response = kept
+        api_key, version, request, response, _ = kept
         return {"summary": summary, "expired": False,
                 "request": decoded(api_key, version, request),
                 "response": None if response is None else decoded(api_key, version, response)}
