@@ -235,7 +235,9 @@ function browsePage(root, topic, partition, search) {
   const partitionSelect = h("select", { id: "browse-partition" });
   const offset = h("input", { id: "browse-offset", placeholder: "offset", size: 10, value: q.get("offset") || "" });
   const stamp = h("input", { id: "browse-timestamp", type: "datetime-local", step: "1" });
-  const limit = h("select", { id: "browse-limit" }, [20, 50, 100, 200, 500].map((n) => h("option", { value: n, selected: String(n) === (q.get("limit") || "50") }, n)));
+  const wanted = Math.min(Math.max(Number(q.get("limit")) || 50, 1), 500);
+  const limits = [...new Set([20, 50, 100, 200, 500, wanted])].sort((a, b) => a - b);
+  const limit = h("select", { id: "browse-limit" }, limits.map((n) => h("option", { value: n, selected: n === wanted }, n)));
   const format = h("select", { id: "browse-format" }, ["auto", "text", "json", "hex"].map((f) => h("option", { value: f, selected: f === (q.get("format") || "auto") }, f)));
   const results = h("div", { class: "panel", id: "records-panel" });
   const go = (params) => {
@@ -280,7 +282,7 @@ function browsePage(root, topic, partition, search) {
           h("td", { class: "mono" }, when(r.timestamp), r.log_append_time ? h("span", { class: "badge" }, "append time") : null),
           h("td", { class: "key" }, h("pre", {}, r.control ? "" : shown(r.key, fmt))),
           h("td", { class: "value" }, h("pre", {}, r.control ? "" : shown(r.value, fmt))),
-          h("td", { class: "headers" }, r.headers.map((hd) => h("div", { class: "mono header" }, hd.key, "=", shown(hd.value, fmt === "auto" ? "text" : fmt)))),
+          h("td", { class: "headers" }, r.headers.map((hd) => h("div", { class: "mono header" }, hd.key, "=", shown(hd.value, fmt)))),
           h("td", {}, r.control ? h("span", { class: "badge warn" }, "control " + r.control) : null,
             r.aborted ? h("span", { class: "badge bad" }, "aborted") : null,
             r.uncommitted ? h("span", { class: "badge warn" }, "uncommitted") : null,
