@@ -15,9 +15,12 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import enum
+import types
+import typing
 import uuid
 from typing import Any
 
+from kio.schema.errors import ErrorCode
 from kio.serial import entity_reader
 
 from akfak.handlers.base import response_schema
@@ -117,6 +120,37 @@ def _decode_response(api_key: int, api_version: int, encoded: bytes | list[Any])
     return entity
 
 
+# The error-code walk runs for every answered request, so each response type gets a plan
+# once: which fields are error codes, entities or tuples of entities (the rest is skipped).
+_ERROR, _ENTITY, _ENTITIES, _UNKNOWN = range(4)
+_PLANS: dict[type, tuple[tuple[str, int], ...]] = {}
+
+
+def _kind(name: str, annotation: Any) -> int | None:
+    if isinstance(annotation, str):
+        return _UNKNOWN  # postponed annotations: decided on the value
+    if annotation is ErrorCode:
+        return _ERROR if name.endswith("error_code") else None
+    candidates = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
+    for candidate in candidates:
+        if dataclasses.is_dataclass(candidate):
+            return _ENTITY
+        if typing.get_origin(candidate) in (tuple, list):
+            args = typing.get_args(candidate)
+            if args and dataclasses.is_dataclass(args[0]):
+                return _ENTITIES
+    return None
+
+
+def _plan(cls: type) -> tuple[tuple[str, int], ...]:
+    plan = _PLANS.get(cls)
+    if plan is None:
+        plan = _PLANS[cls] = tuple(
+            (f.name, kind) for f in dataclasses.fields(cls)
+            if (kind := _kind(f.name, f.type)) is not None)
+    return plan
+
+
 def error_codes(entity: Any, limit: int = 500) -> list[str]:
     """The distinct non-zero error codes anywhere in a decoded response (walking at most
     `limit` entities; encoded answers are not walked)."""
@@ -126,18 +160,23 @@ def error_codes(entity: Any, limit: int = 500) -> list[str]:
     while stack and seen < limit:
         value = stack.pop()
         seen += 1
-        cls = type(value)
-        if isinstance(value, tuple | list):
-            if value and dataclasses.is_dataclass(value[0]):
-                stack.extend(value)
-            continue
         if not dataclasses.is_dataclass(value):
             continue
-        for n in _field_names(cls):
-            field_value = getattr(value, n)
-            if isinstance(field_value, enum.Enum) and n.endswith("error_code"):
-                if field_value.value:
+        for name, kind in _plan(type(value)):
+            field_value = getattr(value, name)
+            if kind == _ENTITIES:
+                stack.extend(field_value)
+            elif kind == _ENTITY:
+                if field_value is not None:
+                    stack.append(field_value)
+            elif kind == _ERROR:
+                if field_value:
                     found[field_value.name] = None
-            elif isinstance(field_value, tuple | list) or dataclasses.is_dataclass(field_value):
+            elif isinstance(field_value, enum.Enum):
+                if name.endswith("error_code") and field_value.value:
+                    found[field_value.name] = None
+            elif isinstance(field_value, tuple | list):
+                stack.extend(field_value)
+            elif dataclasses.is_dataclass(field_value):
                 stack.append(field_value)
     return list(found)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict, deque
-from typing import Any
+from typing import Any, NamedTuple
 
 from akfak.request_events import RequestEvent
 from akfak.web.api import ApiError, Params, Query, Routes, int_param
@@ -26,15 +26,57 @@ DETAILED_BYTES = 32 * 1024 * 1024
 LARGEST_DETAILED = 8 * 1024 * 1024
 
 
+_API_NAMES: dict[type, str] = {}
+
+
 def api_name(entity: Any, api_key: int) -> str:
     """"Produce", "Metadata", ...: kio's request class name without "Request"."""
-    name = type(entity).__name__
-    return name.removesuffix("Request") if name.endswith("Request") else f"api-{api_key}"
+    cls = type(entity)
+    name = _API_NAMES.get(cls)
+    if name is None:
+        name = _API_NAMES[cls] = (cls.__name__.removesuffix("Request")
+                                  if cls.__name__.endswith("Request") else f"api-{api_key}")
+    return name
+
+
+class Entry(NamedTuple):
+    """What is kept of every request (a tuple: made for each one the broker answers)."""
+
+    seq: int
+    time: float
+    connection: int
+    peer: str
+    listener: str
+    client_id: str | None
+    api_key: int
+    api: str
+    version: int
+    correlation_id: int
+    request_size: int
+    response_size: int | None
+    received: float
+    answered: float
+    sent: float
+    errors: list[str]
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq, "time": round(self.time * 1000), "connection": self.connection,
+            "peer": self.peer, "listener": self.listener, "client_id": self.client_id,
+            "api_key": self.api_key, "api": self.api, "version": self.version,
+            "correlation_id": self.correlation_id, "request_size": self.request_size,
+            "response_size": self.response_size,
+            # queue+handle, then send, as Kafka's request metrics split them
+            "handle_ms": round((self.answered - self.received) * 1000, 3),
+            "send_ms": round((self.sent - self.answered) * 1000, 3),
+            "latency_ms": round((self.sent - self.received) * 1000, 3),
+            "errors": self.errors,
+        }
 
 
 class RequestLog:
     def __init__(self, capacity: int = CAPACITY, detailed: int = DETAILED) -> None:
-        self.entries: deque[dict[str, Any]] = deque(maxlen=capacity)
+        self.entries: deque[Entry] = deque(maxlen=capacity)
         self.detailed = detailed
         #: sequence number -> (api key, version, request, response, size), the latest
         #: `detailed` of at most DETAILED_BYTES together
@@ -43,37 +85,22 @@ class RequestLog:
         self.seq = 0
 
     def observe(self, event: RequestEvent) -> None:
-        self.seq += 1
+        self.seq = seq = self.seq + 1
         response = event.response
         errors = (error_codes(response)
                   if response is not None and not isinstance(response, bytes | list) else [])
-        self.entries.append({
-            "seq": self.seq,
-            "time": round(time.time() * 1000),
-            "connection": event.connection,
-            "peer": event.peer,
-            "listener": event.listener,
-            "client_id": event.client_id,
-            "api_key": event.api_key,
-            "api": api_name(event.request, event.api_key),
-            "version": event.api_version,
-            "correlation_id": event.correlation_id,
-            "request_size": event.request_size,
-            "response_size": event.response_size,
-            # queue+handle, then send, as Kafka's request metrics split them
-            "handle_ms": round((event.answered - event.received) * 1000, 3),
-            "send_ms": round((event.sent - event.answered) * 1000, 3),
-            "latency_ms": round((event.sent - event.received) * 1000, 3),
-            "errors": errors,
-        })
+        self.entries.append(Entry(
+            seq, time.time(), event.connection, event.peer, event.listener, event.client_id,
+            event.api_key, api_name(event.request, event.api_key), event.api_version,
+            event.correlation_id, event.request_size, event.response_size, event.received,
+            event.answered, event.sent, errors))
         size = event.request_size + (event.response_size or 0)
         if size <= LARGEST_DETAILED:
-            self._objects[self.seq] = (event.api_key, event.api_version, event.request, response,
-                                       size)
+            self._objects[seq] = (event.api_key, event.api_version, event.request, response, size)
             self._object_bytes += size
-        while self._objects and (len(self._objects) > self.detailed
-                                 or self._object_bytes > DETAILED_BYTES):
-            self._object_bytes -= self._objects.popitem(last=False)[1][4]
+        objects = self._objects
+        while objects and (len(objects) > self.detailed or self._object_bytes > DETAILED_BYTES):
+            self._object_bytes -= objects.popitem(last=False)[1][4]
 
     def since(self, seq: int, *, client_id: str | None = None, api: str | None = None,
               connection: int | None = None, limit: int = 500) -> list[dict[str, Any]]:
@@ -83,24 +110,25 @@ class RequestLog:
         api_filter = api.lower() if api else None
         found: list[dict[str, Any]] = []
         for entry in reversed(self.entries):
-            if entry["seq"] <= seq or len(found) >= limit:
+            if entry.seq <= seq or len(found) >= limit:
                 break
-            if client is not None and client not in (entry["client_id"] or "").lower():
+            if client is not None and client not in (entry.client_id or "").lower():
                 continue
-            if api_filter is not None and api_filter not in entry["api"].lower():
+            if api_filter is not None and api_filter not in entry.api.lower():
                 continue
-            if connection is not None and entry["connection"] != connection:
+            if connection is not None and entry.connection != connection:
                 continue
-            found.append({**entry, "detailed": entry["seq"] in self._objects})
+            found.append({**entry.summary(), "detailed": entry.seq in self._objects})
         found.reverse()
         return found
 
     def detail(self, seq: int) -> dict[str, Any] | None:
         """The summary and decoded request and response of event `seq`; None when it is
         gone, {"summary", "expired": true} when only its summary is left."""
-        summary = next((e for e in reversed(self.entries) if e["seq"] == seq), None)
-        if summary is None:
+        entry = next((e for e in reversed(self.entries) if e.seq == seq), None)
+        if entry is None:
             return None
+        summary = entry.summary()
         kept = self._objects.get(seq)
         if kept is None:
             return {"summary": summary, "expired": True}
