@@ -257,10 +257,27 @@ def test_write_actions(seeded: Seeded) -> None:
     assert status == 400 and "UNKNOWN_TOPIC_OR_PARTITION" in body["error"]
 
 
+def test_writes_refuse_what_another_site_can_send(seeded: Seeded) -> None:
+    def post(headers: dict[str, str]) -> int:
+        request = urllib.request.Request(f"{seeded.url}api/topics", method="POST",
+                                         data=b'{"name": "cross-site"}', headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    # a form or plain-text POST (no CORS preflight) and another page's origin
+    assert post({"content-type": "text/plain"}) == 415
+    assert post({"content-type": "application/json", "origin": "http://evil.example"}) == 403
+    assert "cross-site" not in {t["name"] for t in seeded.get("topics")}
+
+
 @pytest.mark.akfak(http=True)
 def test_read_only_unless_allowed(akfak_broker: EmbeddedBroker) -> None:
     request = urllib.request.Request(f"{akfak_broker.http_url}api/topics", method="POST",
-                                     data=b'{"name": "refused"}')
+                                     data=b'{"name": "refused"}',
+                                     headers={"content-type": "application/json"})
     with pytest.raises(urllib.error.HTTPError) as raised:
         urllib.request.urlopen(request, timeout=10)
     assert raised.value.code == 403

@@ -97,6 +97,9 @@ class ApiResource(Resource):
             return self._error(request, 404, f"no such API: /api/{'/'.join(segments)}")
         endpoint, params = found
         if method == "POST":
+            refused = _cross_site(request)
+            if refused is not None:
+                return self._error(request, *refused)
             try:
                 body = json.loads(request.content.read() or b"{}") if request.content else {}
             except ValueError:
@@ -142,6 +145,22 @@ class ApiResource(Resource):
         request.setResponseCode(status)
         request.setHeader(b"content-type", b"application/json")
         return json.dumps({"error": message}).encode()
+
+
+def _cross_site(request: Request) -> tuple[int, str] | None:
+    """Why a POST may not be from the console's own pages, if it may not: another site's
+    page can make a browser send a form or a plain-text POST to a loopback port, never one
+    of type application/json (CORS preflight, which this server does not grant), and a
+    browser names the page's origin."""
+    def header(name: bytes) -> str:
+        return (request.getHeader(name) or b"").decode("latin-1")
+
+    if header(b"content-type").split(";")[0].strip().lower() != "application/json":
+        return 415, "POST bodies must be application/json"
+    origin = header(b"origin")
+    if origin and origin != "null" and origin.split("://", 1)[-1] != header(b"host"):
+        return 403, f"cross-site POST from {origin} refused"
+    return None
 
 
 def int_param(query: Query | Params, name: str, default: int | None = None, *,
