@@ -46,6 +46,9 @@ class HttpService(Service):
         site = Site(self.root)
         site.displayTracebacks = False  # a broken page must not show the broker's source
         site.noisy = False
+        # no access log: the console's pages poll every second or two, which would bury the
+        # broker's own lines
+        site.log = lambda request: None  # type: ignore[method-assign]
         self.listening = serverFromString(self.reactor, self.endpoint).listen(site)
         self.listening.addCallbacks(self._listening, self._not_listening)
 
