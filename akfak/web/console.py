@@ -23,8 +23,8 @@ CONTENT_TYPES = {".html": b"text/html; charset=utf-8", ".js": b"text/javascript;
 
 
 class StaticFile(Resource):
-    """One small file of the console, read once (twisted.web's File streams through the
-    global reactor, which an embedded broker's reactor is not)."""
+    """One small file of the console, read once at start and served from memory
+    (twisted.web's File never answered on an embedded broker's private reactor)."""
 
     isLeaf = True
 

@@ -43,7 +43,8 @@ class HttpService(Service):
 
     def startService(self) -> None:
         super().startService()
-        site = Site(self.root)
+        # the broker's reactor for the HTTP timeouts too (an embedded broker's is not global)
+        site = Site(self.root, reactor=self.reactor)
         site.displayTracebacks = False  # a broken page must not show the broker's source
         site.noisy = False
         # no access log: the console's pages poll every second or two, which would bury the

@@ -180,3 +180,22 @@ def int_param(query: Query | Params, name: str, default: int | None = None, *,
     if maximum is not None:
         value = min(maximum, value)
     return value
+
+
+def topic_or_404(broker: Any, name: str) -> Any:
+    """The topic's image; ApiError 404 when there is no such topic."""
+    topic = broker.image.topic(name)
+    if topic is None:
+        raise ApiError(404, f"no topic {name!r}")
+    return topic
+
+
+def partition_log(broker: Any, params: Params) -> Any:
+    """The log of the `name` / `partition` the path names; ApiError 404 when there is none."""
+    name = params["name"]
+    topic_or_404(broker, name)
+    index = int_param(params, "partition")
+    log = broker.get_log(name, index)
+    if log is None:
+        raise ApiError(404, f"no partition {name}-{index}")
+    return log

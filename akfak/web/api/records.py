@@ -27,7 +27,7 @@ from twisted.internet.task import deferLater
 
 from akfak.log.batch import scan
 from akfak.log.records import CONTROL_ABORT, CONTROL_COMMIT, iter_records, read_marker
-from akfak.web.api import ApiError, Params, Query, Routes, int_param
+from akfak.web.api import Params, Query, Routes, int_param, partition_log
 
 SLICE_BYTES = 256 * 1024
 MAX_SLICES = 16
@@ -64,13 +64,7 @@ def _batches(data: bytes) -> Iterator[tuple[Any, bytes]]:
 @inlineCallbacks
 def browse(state: Any, params: Params, query: Query) -> Any:
     broker = state.broker
-    name = params["name"]
-    index = int_param(params, "partition")
-    if broker.image.topic(name) is None:
-        raise ApiError(404, f"no topic {name!r}")
-    log = broker.get_log(name, index)
-    if log is None:
-        raise ApiError(404, f"no partition {name}-{index}")
+    log = partition_log(broker, params)
     limit = int_param(query, "limit", 50, minimum=1, maximum=MAX_LIMIT)
     low, high = log.log_start_offset, log.high_watermark
     if query.get("timestamp"):
@@ -137,7 +131,7 @@ def browse(state: Any, params: Params, query: Query) -> Any:
                 records.append(entry)
         position = upper
     return {
-        "topic": name, "partition": index,
+        "topic": log.topic, "partition": log.partition,
         "log_start_offset": log.log_start_offset, "end_offset": log.high_watermark,
         "last_stable_offset": log.last_stable_offset,
         "start": start, "limit": limit,

@@ -30,7 +30,6 @@ class Bucket:
     requests: int = 0
     bytes_in: int = 0
     bytes_out: int = 0
-    errors: int = 0
 
 
 @dataclass

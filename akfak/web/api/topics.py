@@ -21,7 +21,7 @@ from akfak.broker_configs import (
     topic_config_entries,
 )
 from akfak.metadata import INTERNAL_TOPICS
-from akfak.web.api import ApiError, Params, Query, Routes, int_param
+from akfak.web.api import Params, Query, Routes, int_param, partition_log, topic_or_404
 
 #: DescribeConfigs' config_source ids by Kafka's names (ConfigEntry.ConfigSource).
 SOURCE_NAMES = {
@@ -97,13 +97,6 @@ def _partition(broker: Any, topic: str, index: int, image: Any) -> dict[str, Any
     return found
 
 
-def _topic_or_404(broker: Any, name: str) -> Any:
-    topic = broker.image.topic(name)
-    if topic is None:
-        raise ApiError(404, f"no topic {name!r}")
-    return topic
-
-
 def list_topics(state: Any, params: Params, query: Query) -> list[dict[str, Any]]:
     broker = state.broker
     result = []
@@ -123,7 +116,7 @@ def list_topics(state: Any, params: Params, query: Query) -> list[dict[str, Any]
 def topic_detail(state: Any, params: Params, query: Query) -> dict[str, Any]:
     broker = state.broker
     name = params["name"]
-    topic = _topic_or_404(broker, name)
+    topic = topic_or_404(broker, name)
     image = broker.image
     per_broker = image.broker_configs.get(str(broker.node_id), {})
     configs = topic_config_entries(broker.config, image.configs_of_topic(name), per_broker,
@@ -143,12 +136,7 @@ def topic_detail(state: Any, params: Params, query: Query) -> dict[str, Any]:
 
 def segments(state: Any, params: Params, query: Query) -> list[dict[str, Any]]:
     """A partition's segments: base and next offsets, size, times, file."""
-    broker = state.broker
-    _topic_or_404(broker, params["name"])
-    index = int_param(params, "partition")
-    log = broker.get_log(params["name"], index)
-    if log is None:
-        raise ApiError(404, f"no partition {params['name']}-{index}")
+    log = partition_log(state.broker, params)
     result = []
     for segment in log.segments:
         path = getattr(segment.store, "path", None)
