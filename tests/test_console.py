@@ -339,6 +339,19 @@ def test_pages_in_a_browser(seeded: Seeded, browser: Any, tmp_path: Path) -> Non
     page.click("#partitions tr[data-partition='0'] button.segments")
     page.wait_for_selector("tr.detail td.mono")
 
+    # a write action from the page (the broker allows them): produce one record
+    show("#/topics/watched", "topic-watched", "#partitions tr[data-partition='0']")
+    form = page.locator("form", has_text="Produce")
+    form.locator("input[name=key]").fill("page-key")
+    form.locator("input[name=value]").fill("from the page")
+    form.locator("input[name=headers]").fill("via=browser")
+    form.locator("button[type=submit]").click()
+    form.get_by_text("done").wait_for()
+    last = seeded.get("topics/watched/partitions/0/records")["records"][-1]
+    assert (last["key"]["text"], last["value"]["text"],
+            [(h["key"], h["value"]["text"]) for h in last["headers"]]) \
+        == ("page-key", "from the page", [("via", "browser")])
+
     show("#/browse/browse/0?limit=5", "messages", "#records tr.record")
     rows = page.query_selector_all("#records tr.record")
     assert [r.get_attribute("data-offset") for r in rows] == ["0", "1", "2", "3", "4"]

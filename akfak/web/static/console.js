@@ -97,11 +97,11 @@ function writeForm(title, fields, action, onDone) {
     inputs[f.name] = h("input", { name: f.name, placeholder: f.placeholder || f.name, value: f.value || "", size: f.size || 12 });
     form.append(inputs[f.name]);
   }
-  form.append(h("button", { class: f_class(title), type: "submit" }, title), message);
+  form.append(h("button", { class: buttonClass(title), type: "submit" }, title), message);
   return form;
 }
 
-function f_class(title) { return /delete/i.test(title) ? "danger" : "primary"; }
+function buttonClass(title) { return /delete/i.test(title) ? "danger" : "primary"; }
 
 // -- overview --------------------------------------------------------------------------------
 
