@@ -111,6 +111,8 @@ DEFAULTS: Mapping[str, str] = {
     "akfak.accept.any.replication.factor": "false",
     # HTTP (/metrics, the console) without SASL users on other than loopback (akfak/web/auth.py)
     "akfak.http.allow.remote": "false",
+    # the web console's write actions (akfak.web.api.writes): POSTs answer 403 unless true
+    "akfak.http.allow.writes": "false",
 }
 
 #: Keys akfak reads beyond those with a default above.

@@ -309,8 +309,10 @@ def delete_horizon(header: BatchHeader) -> int | None:
 def encode_batch(entries: Sequence[tuple[bytes | None, bytes | None]], *, timestamp: int,
                  base_offset: int = 0, leader_epoch: int = -1, control: bool = False,
                  transactional: bool = False, producer_id: int = -1, producer_epoch: int = -1,
-                 base_sequence: int = -1) -> bytes:
-    """An uncompressed magic-2 batch of (key, value) records, all stamped `timestamp`.
+                 base_sequence: int = -1,
+                 headers: Sequence[tuple[str, bytes | None]] = ()) -> bytes:
+    """An uncompressed magic-2 batch of (key, value) records, all stamped `timestamp`
+    (each with `headers`).
 
     The broker encodes records only for logs it writes itself: the KRaft metadata
     log and `__consumer_offsets` (the log assigns the real offsets on append).
@@ -321,7 +323,10 @@ def encode_batch(entries: Sequence[tuple[bytes | None, bytes | None]], *, timest
         write_signed_varint(tail, delta)
         _write_bytes(tail, key)
         _write_bytes(tail, value)
-        write_signed_varint(tail, 0)  # no headers
+        write_signed_varint(tail, len(headers))
+        for header_key, header_value in headers:
+            _write_bytes(tail, header_key.encode("utf-8"))
+            _write_bytes(tail, header_value)
         _write_record(body, 0, 0, tail.getvalue())
     attributes = (CONTROL_BIT if control else 0) | (TRANSACTIONAL_BIT if transactional else 0)
     # batchLength, magic and crc are _pack's to fill in.

@@ -44,9 +44,13 @@ class HttpService(Service):
 
     def startService(self) -> None:
         super().startService()
-        site = Site(self.root)
+        # the broker's reactor for the HTTP timeouts too (an embedded broker's is not global)
+        site = Site(self.root, reactor=self.reactor)
         site.displayTracebacks = False  # a broken page must not show the broker's source
         site.noisy = False
+        # no access log: the console's pages poll every second or two, which would bury the
+        # broker's own lines
+        site.log = lambda request: None  # type: ignore[method-assign]
         self.listening = serverFromString(self.reactor, self.endpoint).listen(site)
         self.listening.addCallbacks(self._listening, self._not_listening)
 
