@@ -240,9 +240,8 @@ class PgWriter:
         #: Commits done (for the logs and the benchmark).
         self.commits = 0
         #: (partition, leader epoch) whose ops are refused: a newer leader has the partition.
-        #: Their ops are skipped from then on; `on_fenced` hears of each, once.
+        #: Their ops are skipped from then on (their logs raise NotLeaderOrFollower).
         self.fenced: set[tuple[Key, int]] = set()
-        self.on_fenced: Callable[[Key, int], None] | None = None
 
     # -- reactor side ----------------------------------------------------------------------
 
@@ -282,8 +281,6 @@ class PgWriter:
                 fenced = result.value
                 log.info("{error}: its writes are refused", error=str(fenced))
                 self.fenced.add((fenced.key, fenced.epoch))
-                if self.on_fenced is not None:
-                    self.on_fenced(fenced.key, fenced.epoch)
                 self._pending[:0] = ops
                 self._scheduled = self._clock.callLater(0, self._start)
                 return

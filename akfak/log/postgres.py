@@ -23,7 +23,8 @@ and transaction state) wait the same way.
 What is not there yet (the cluster phase): the cache holds the whole log (retention bounds
 it); a read is served from the cache, so a record is visible to consumers from its append,
 a few milliseconds before its commit (if the broker dies in between, the record, never
-acknowledged, is gone); one broker per database.
+acknowledged, is gone).  Several brokers over one database: akfak/cluster.py (each serves
+the partitions it leads, loaded with `build_log` and fenced by their leader epoch).
 """
 
 from __future__ import annotations
