@@ -13,6 +13,7 @@ from twisted.internet.defer import maybeDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
+from akfak.cluster import Cluster
 from akfak.config import BrokerConfig, ConfigError
 from akfak.fetch_sessions import FetchSessionCache
 from akfak.groups.coordinator import GroupCoordinator
@@ -58,6 +59,8 @@ class Broker:
         #: set by open()
         self.storage: BaseLogStorage = None  # type: ignore[assignment]
         self.controller: Controller = None  # type: ignore[assignment]
+        #: the cluster of brokers over PostgreSQL (akfak/cluster.py); None for one broker
+        self.cluster: Cluster | None = None
         self.group_coordinator: GroupCoordinator | None = None  # akfak.groups, set by open()
         #: akfak.transactions, set by open()
         self.transaction_coordinator: TransactionCoordinator | None = None
@@ -100,6 +103,9 @@ class Broker:
         self.storage = storage_for(self.config, clock=self.clock)
         # The controller opens storage itself, so recovery uses each topic's own config.
         self.controller = Controller(self.storage, self.config, clock=self.clock)
+        if self.controller.clustered:
+            cluster = self.cluster = Cluster(self, self.storage)  # type: ignore[arg-type]
+            self.controller.live_brokers = lambda: set(cluster.live) | {self.node_id}
         url = getattr(self.storage, "url", None)
         log.info("Opened {storage} storage {where}: cluster {cluster}, {topics} topics",
                  storage="postgres" if url else self.config.storage,
@@ -109,6 +115,8 @@ class Broker:
         self.group_coordinator = open_group_coordinator(self)
         # transaction coordinator (akfak.transactions): loads __transaction_state
         self.transaction_coordinator = open_transaction_coordinator(self)
+        if self.cluster is not None:
+            self.cluster.start()
         storage = self.storage
         tasks = [
             (self.config.get_int("log.retention.check.interval.ms") / 1000,
@@ -132,6 +140,11 @@ class Broker:
             self.transaction_coordinator.stop()
         if self.storage is None:
             return None
+        if self.cluster is not None:
+            storage = self.storage
+            stopped = self.cluster.stop()
+            if stopped is not None:
+                return stopped.addCallback(lambda _: storage.close())
         return self.storage.close()
 
     def every(self, seconds: float, task: Callable[[], Any]) -> None:
@@ -176,6 +189,8 @@ class Broker:
         UNKNOWN_TOPIC_OR_PARTITION."""
         if self.storage.is_offline(topic, partition):
             return ErrorCode.kafka_storage_error
+        if self.cluster is not None and self.image.partition(topic, partition) is not None:
+            return ErrorCode.not_leader_or_follower  # another broker's (or being loaded)
         return ErrorCode.unknown_topic_or_partition
 
     def topic_name(self, topic_id: Any) -> str | None:
@@ -202,6 +217,21 @@ class Broker:
     def appended(self, topic: str, partition: int) -> None:
         """Records were appended to a partition: wake the Fetches waiting for it."""
         self.waiters.notify((topic, partition))
+
+    def brokers(self, listener: str) -> list[tuple[int, str, int, str | None]]:
+        """(node id, host, port, rack) of the brokers Metadata lists: the live ones of a
+        cluster, else this one."""
+        if self.cluster is not None:
+            listed = self.cluster.brokers(listener)
+            if any(node == self.node_id for node, *_ in listed):
+                return listed
+            # This broker's lease is not renewed yet with its listeners: list it too.
+            return sorted([*listed, (self.node_id, *self.advertised_address(listener), None)])
+        return [(self.node_id, *self.advertised_address(listener), None)]
+
+    @property
+    def controller_id(self) -> int:
+        return self.cluster.controller_id if self.cluster is not None else self.node_id
 
     def advertise(self, listener: str, host: str, port: int) -> None:
         if host in ("0.0.0.0", "::", ""):

@@ -62,6 +62,13 @@ class InvalidFetchSize(KafkaError):
     error_code = 4
 
 
+class NotController(KafkaError):
+    """This is not the correct controller for this cluster."""
+
+    error_code = 41
+    retriable = True
+
+
 class NotLeaderOrFollower(KafkaError):
     """This server is not the leader or follower for this partition."""
 

@@ -29,6 +29,7 @@ from akfak.errors import (
     InvalidRequest,
     InvalidTopic,
     KafkaError,
+    NotController,
     TopicAlreadyExists,
     TopicDeletionDisabled,
     UnknownTopicId,
@@ -101,15 +102,23 @@ class Controller:
         self.node_id = config.node_id
         if not storage.metadata_opened:
             storage.open_metadata()
+        # A cluster of brokers over PostgreSQL (akfak/cluster.py): only the broker holding
+        # the controller role writes the metadata log; the others replay it as it grows.
+        snapshot = getattr(storage, "first_snapshot", None)
+        self.clustered = snapshot is not None
+        self.active = snapshot is None or snapshot.controller == self.node_id
+        #: the ids of the live brokers (the cluster's), for placing replicas
+        self.live_brokers: Callable[[], set[int]] | None = None
         self.image = MetadataImage().apply(storage.metadata_log.replay())
         if not storage.logs_loaded:
             # Partition logs load (and recover) with their topics' configs.
             storage.load_logs(self._safe_log_config)
         self._durable: Deferred[None] | None = None
-        if METADATA_VERSION_FEATURE not in self.image.features:
+        if METADATA_VERSION_FEATURE not in self.image.features and self.active:
             self._bootstrap()
-        self._come_back()
-        self._reconcile()
+        if not self.clustered:  # a cluster's controller elects leaders (akfak/cluster.py)
+            self._come_back()
+            self._reconcile()
 
     def now_ms(self) -> int:
         return int(self.clock.seconds() * 1000)
@@ -174,9 +183,13 @@ class Controller:
     # -- plumbing ------------------------------------------------------------------------
 
     def _commit(self, records: Sequence[MetadataRecord]) -> MetadataImage:
+        if not self.active:
+            raise NotController(f"Node {self.node_id} is not the controller")
         metadata_log = self.storage.metadata_log
         base = metadata_log.append(records, self.now_ms(), self.metadata_version)
         self.image = self.image.apply((base + i, r) for i, r in enumerate(records))
+        if self.clustered:
+            self.storage.mirror_leadership(records, self.image)  # type: ignore[attr-defined]
         self._durable = metadata_log.flush()
         self._durable.addErrback(
             lambda f: log.failure("Flushing the metadata log failed", f))
@@ -225,8 +238,10 @@ class Controller:
         the reactor), unless the partition is gone by then; a failure makes it offline.
         """
         if not in_slices:
-            self.storage.create_log(topic, partition, topic_id, config).assign_epoch_start_offset(
-                leader_epoch)
+            created = self.storage.create_log(topic, partition, topic_id, config)
+            if self.clustered:
+                created.fence_epoch = leader_epoch  # type: ignore[attr-defined]
+            created.assign_epoch_start_offset(leader_epoch)
             return
         image = self.image
 
@@ -316,7 +331,7 @@ class Controller:
         image = self._commit(records)
         config = self.log_config(name)
         for record in partitions:
-            if self.node_id not in record.replicas:
+            if not self._hosts(record):
                 continue
             try:
                 self._lead(name, record.partition_id, topic_id, config, record.leader_epoch,
@@ -327,6 +342,13 @@ class Controller:
                                                                 topic_id))
         return image.topics_by_name[name]
 
+    def _hosts(self, record: PartitionRecord) -> bool:
+        """Whether this broker has the log of a new partition: its replicas do, in a
+        cluster its leader only (the replicas are the brokers that may lead it)."""
+        if self.clustered:
+            return record.leader == self.node_id
+        return self.node_id in record.replicas
+
     def _check_partition_limits(self, added: int) -> None:
         if added <= 0:
             return  # _place answers INVALID_PARTITIONS for that
@@ -336,7 +358,8 @@ class Controller:
 
     def _place(self, num_partitions: int, replication_factor: int,
                assignments: Mapping[int, Sequence[int]] | None) -> list[list[int]]:
-        brokers = {self.node_id} | set(self.image.brokers)
+        brokers = ({self.node_id} | set(self.image.brokers) if self.live_brokers is None
+                   else self.live_brokers())
         if assignments:
             if num_partitions != -1 or replication_factor != -1:
                 raise InvalidRequest("A manual partition assignment was specified, but the "
@@ -382,7 +405,7 @@ class Controller:
                 f"replication factor of {replication_factor} cannot be reached because only "
                 f"{len(brokers)} broker(s) are registered.")
         ordered = sorted(brokers)
-        start = ordered.index(self.node_id)
+        start = ordered.index(self.node_id) if self.node_id in ordered else 0
         return [[ordered[(start + p + r) % len(ordered)] for r in range(replication_factor)]
                 for p in range(num_partitions)]
 
@@ -437,7 +460,7 @@ class Controller:
         image = self._commit(list(records))
         config = self.log_config(name)
         for record in records:
-            if self.node_id in record.replicas:
+            if self._hosts(record):
                 self._lead(name, record.partition_id, topic.topic_id, config, record.leader_epoch,
                            in_slices=in_slices)
         return image.topics_by_name[name]
@@ -509,6 +532,9 @@ class Controller:
         """
         if count <= 0:
             raise InvalidRequest(f"Cannot allocate {count} producer ids")
+        if self.clustered:  # any broker, from the database's counter
+            return self.storage.allocate_producer_ids(  # type: ignore[attr-defined,no-any-return]
+                count, self.image.next_producer_id)
         first = self.image.next_producer_id
         broker = self.image.brokers.get(self.node_id)
         self._commit([ProducerIdsRecord(broker_id=self.node_id,

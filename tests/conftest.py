@@ -70,6 +70,27 @@ def postgres() -> Iterator[PostgresServer]:
 
 
 @pytest.fixture(scope="module")
+def akfak_cluster(postgres: PostgresServer, tmp_path_factory: pytest.TempPathFactory
+                  ) -> Iterator[Any]:
+    """`akfak_cluster(n=3)`: starts n akfak brokers (subprocesses, node ids 1..n) over one new
+    PostgreSQL database and returns the AkfakCluster (tests/cluster.py); every cluster a
+    module started is stopped after it."""
+    from tests.cluster import AkfakCluster
+
+    started: list[AkfakCluster] = []
+
+    def start(n: int = 3) -> AkfakCluster:
+        cluster = AkfakCluster.start(postgres.new_database(),
+                                     tmp_path_factory.mktemp("cluster"), n)
+        started.append(cluster)
+        return cluster
+
+    yield start
+    for cluster in started:
+        cluster.stop()
+
+
+@pytest.fixture(scope="module")
 def kafka_peer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaPeer]:
     """A real Kafka 4.1.1 broker (tests/kafka_peer.py) shared by a test module's tests, each
     using topics and ids of its own; skips where no JVM or Maven Central is at hand."""

@@ -2,7 +2,8 @@
 
 Behavior (as Kafka 4's KafkaApis.handleDescribeCluster on a broker):
 - The cluster id, this node as the controller, and the brokers: this node, at the
-  address advertised for the listener the request came through, never fenced.
+  address advertised for the listener the request came through, never fenced; in a
+  cluster over PostgreSQL (akfak/cluster.py) the live brokers and the controller's id.
 - endpoint_type (v1+) must be 1 (brokers): 2 (controllers) answers MISMATCHED_ENDPOINT_TYPE,
   anything else UNSUPPORTED_ENDPOINT_TYPE (INVALID_REQUEST for both in v0).
 - cluster_authorized_operations only when asked: the principal's (0 without DESCRIBE on
@@ -50,16 +51,18 @@ class DescribeClusterHandler(Handler):
                                f"wanted an endpoint of type {ENDPOINT_NAMES[endpoint_type]}"),
                 cluster_id="", brokers=())
         broker = self.broker
-        host, port = broker.advertised_address(context.listener)
-        node: dict[str, Any] = {"broker_id": i32(broker.node_id), "host": host, "port": i32(port),
-                                "rack": None}
-        if version >= 2:
-            node["is_fenced"] = False
+        nodes = []
+        for node_id, host, port, rack in broker.brokers(context.listener):
+            node: dict[str, Any] = {"broker_id": i32(node_id), "host": host, "port": i32(port),
+                                    "rack": rack}
+            if version >= 2:
+                node["is_fenced"] = False
+            nodes.append(module.DescribeClusterBroker(**node))
         if version >= 1:
             fields["endpoint_type"] = i8(ENDPOINT_BROKER)
         return self.response_type(version)(
             **fields, error_code=ErrorCode.none, error_message=None, cluster_id=broker.cluster_id,
-            controller_id=i32(broker.node_id), brokers=(module.DescribeClusterBroker(**node),),
+            controller_id=i32(broker.controller_id), brokers=tuple(nodes),
             cluster_authorized_operations=i32(
                 cluster_operations(access(context)) if request.include_cluster_authorized_operations
                 else OPERATIONS_NOT_REQUESTED))

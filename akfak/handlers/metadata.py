@@ -2,7 +2,8 @@
 
 Behavior:
 - Brokers: this node, at the address advertised for the listener the request
-  came through.  cluster_id from meta.properties; controller_id is this node.
+  came through; in a cluster over PostgreSQL (akfak/cluster.py) every live broker, and
+  controller_id the one holding the controller role.  cluster_id from meta.properties.
 - Topics: all of them for a null list (v1+) or an empty one (v0); else those
   named (or, v12+, by a non-zero topic id, whatever the name says (null, or "" from the
   Java client): UNKNOWN_TOPIC_ID when unknown or zero with a null name).  Before v12 a
@@ -103,16 +104,18 @@ class MetadataHandler(Handler):
                           if with_operations and error is not ErrorCode.unknown_topic_id
                           and error is not ErrorCode.topic_authorization_failed else None)
             topics.append(self._topic(module, version, name, topic_id, topic, error, operations))
-        host, port = broker.advertised_address(context.listener)
-        broker_fields: dict[str, Any] = {"node_id": i32(broker.node_id), "host": host, "port": i32(port)}
-        if version >= 1:
-            broker_fields["rack"] = None
+        brokers = []
+        for node, host, port, rack in broker.brokers(context.listener):
+            broker_fields: dict[str, Any] = {"node_id": i32(node), "host": host, "port": i32(port)}
+            if version >= 1:
+                broker_fields["rack"] = rack
+            brokers.append(module.MetadataResponseBroker(**broker_fields))
         fields: dict[str, Any] = {
-            "brokers": (module.MetadataResponseBroker(**broker_fields),),
+            "brokers": tuple(brokers),
             "topics": tuple(topics),
         }
         if version >= 1:
-            fields["controller_id"] = i32(broker.node_id)
+            fields["controller_id"] = i32(broker.controller_id)
         if version >= 2:
             fields["cluster_id"] = broker.cluster_id
         if version >= 3:

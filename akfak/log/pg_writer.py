@@ -66,6 +66,17 @@ CREATE TABLE IF NOT EXISTS akfak_batch (
 );
 -- batches are mostly compressed already: no TOAST compression attempt
 ALTER TABLE akfak_batch ALTER COLUMN data SET STORAGE EXTERNAL;
+-- the cluster (akfak/cluster.py): the leader and its epoch, which every append checks
+ALTER TABLE akfak_partition ADD COLUMN IF NOT EXISTS leader integer NOT NULL DEFAULT -1;
+ALTER TABLE akfak_partition ADD COLUMN IF NOT EXISTS leader_epoch integer NOT NULL DEFAULT 0;
+-- one row per broker that ever registered; live while lease_until > now() (the database's clock)
+CREATE TABLE IF NOT EXISTS akfak_broker (
+    node_id integer PRIMARY KEY,
+    incarnation uuid NOT NULL,
+    endpoints text NOT NULL DEFAULT '[]',
+    rack text,
+    lease_until timestamptz NOT NULL
+);
 """
 
 #: (topic id, partition): a partition's key in every table.
@@ -82,9 +93,30 @@ class StorageConflict(Exception):
     """The database does not hold what this broker's log expects (another writer?)."""
 
 
+class Fenced(Exception):
+    """An op of a leader epoch the partition row has moved past: a newer leader has it."""
+
+    def __init__(self, key: Key, epoch: int) -> None:
+        super().__init__(f"{key[0]}-{key[1]}: leader epoch {epoch} is fenced")
+        self.key, self.epoch = key, epoch
+
+
+def check_epoch(cursor: Any, key: Key, epoch: int) -> None:
+    """Raise Fenced unless the partition row (locked until the commit) has `epoch`."""
+    cursor.execute("SELECT leader_epoch FROM akfak_partition WHERE topic_id = %s AND "
+                   "partition = %s FOR UPDATE", key)
+    row = cursor.fetchone()
+    if row is None or row[0] != epoch:
+        raise Fenced(key, epoch)
+
+
 class Op:
     """One change to commit; `run` executes it with a cursor, on the writer's thread.
-    Subclasses have `key`: the partition it changes (None: none or several)."""
+    Subclasses have `key`: the partition it changes (None: none or several), and `epoch`:
+    the leader epoch it was made under (None: not fenced)."""
+
+    key: Key | None
+    epoch: int | None
 
     def run(self, cursor: Any) -> None:
         raise NotImplementedError
@@ -94,24 +126,30 @@ class Op:
 class Append(Op):
     """Batches at [base, end) of a partition: the offsets are taken in the same statement
     that checks them (next_offset must be `base`), so two writers can never both append
-    at one offset.  The next phase adds the leader epoch to that condition (fencing)."""
+    at one offset; in a cluster the leader epoch is in that condition too (fencing: a
+    deposed leader's append is refused, however late it comes)."""
 
     key: Key
     base: int
     end: int
     rows: list[BatchRow] = field(default_factory=list)
+    epoch: int | None = None
 
     def run(self, cursor: Any) -> None:
         topic_id, partition = self.key
+        fence = "" if self.epoch is None else " AND leader_epoch = %s"
         cursor.execute("UPDATE akfak_partition SET next_offset = %s "
-                       "WHERE topic_id = %s AND partition = %s AND next_offset = %s",
-                       (self.end, topic_id, partition, self.base))
+                       "WHERE topic_id = %s AND partition = %s AND next_offset = %s" + fence,
+                       (self.end, topic_id, partition, self.base,
+                        *(() if self.epoch is None else (self.epoch,))))
         if cursor.rowcount != 1:
             if self._committed_before(cursor):
                 return  # by an attempt whose answer was lost
-            cursor.execute("SELECT next_offset FROM akfak_partition "
+            cursor.execute("SELECT next_offset, leader_epoch FROM akfak_partition "
                            "WHERE topic_id = %s AND partition = %s", self.key)
             row = cursor.fetchone()
+            if self.epoch is not None and (row is None or row[1] != self.epoch):
+                raise Fenced(self.key, self.epoch)
             raise StorageConflict(f"append at {self.base} to {topic_id}-{partition}: the "
                                   f"database's next offset is {row[0] if row else None}")
         cursor.executemany(_INSERT_BATCH, [(topic_id, partition, *r) for r in self.rows])
@@ -128,7 +166,7 @@ class Append(Op):
 
     def extend(self, other: Append) -> bool:
         """Merge a following append to the same partition (one UPDATE for both)."""
-        if other.key != self.key or other.base != self.end:
+        if other.key != self.key or other.base != self.end or other.epoch != self.epoch:
             return False
         self.end = other.end
         self.rows.extend(other.rows)
@@ -137,14 +175,18 @@ class Append(Op):
 
 @dataclass
 class Statement(Op):
-    """Plain statements (idempotent, so that a retry is harmless)."""
+    """Plain statements (idempotent, so that a retry is harmless); with an `epoch`, run only
+    while the partition row has it (else Fenced)."""
 
     key: Key | None
     statements: Sequence[tuple[str, tuple[Any, ...]]]
     #: Rows for INSERT INTO akfak_batch after the statements (a compaction's cleaned batches).
     rows: Sequence[BatchRow] = ()
+    epoch: int | None = None
 
     def run(self, cursor: Any) -> None:
+        if self.epoch is not None and self.key is not None:
+            check_epoch(cursor, self.key, self.epoch)
         for sql, params in self.statements:
             cursor.execute(sql, params)
         if self.rows and self.key is not None:
@@ -161,7 +203,7 @@ def _coalesce(ops: Sequence[Op]) -> list[Op]:
             current = open_append.get(op.key)
             if current is not None and current.extend(op):
                 continue
-            merged = Append(op.key, op.base, op.end, list(op.rows))
+            merged = Append(op.key, op.base, op.end, list(op.rows), op.epoch)
             open_append[op.key] = merged
             out.append(merged)
             continue
@@ -197,6 +239,9 @@ class PgWriter:
         self.closed = False
         #: Commits done (for the logs and the benchmark).
         self.commits = 0
+        #: (partition, leader epoch) whose ops are refused: a newer leader has the partition.
+        #: Their ops are skipped from then on (their logs raise NotLeaderOrFollower).
+        self.fenced: set[tuple[Key, int]] = set()
 
     # -- reactor side ----------------------------------------------------------------------
 
@@ -225,11 +270,20 @@ class PgWriter:
             return
         ops, self._pending = self._pending, []
         self._busy = True
-        defer_to_thread(self._clock, self._commit, _coalesce(ops)).addBoth(self._done, ops)
+        defer_to_thread(self._clock, self._commit, _coalesce(ops), frozenset(self.fenced)
+                        ).addBoth(self._done, ops)
 
     def _done(self, result: Any, ops: list[Op]) -> None:
         self._busy = False
         if isinstance(result, Failure):
+            if isinstance(result.value, Fenced) and not self.closed:
+                # The transaction rolled back: again without that partition's ops.
+                fenced = result.value
+                log.info("{error}: its writes are refused", error=str(fenced))
+                self.fenced.add((fenced.key, fenced.epoch))
+                self._pending[:0] = ops
+                self._scheduled = self._clock.callLater(0, self._start)
+                return
             if _is_connection_error(result.value) and not self.closed:
                 if self._unavailable is None:
                     self._unavailable = result.getErrorMessage().strip()
@@ -263,13 +317,18 @@ class PgWriter:
 
     # -- the writer's thread ----------------------------------------------------------------
 
-    def _commit(self, ops: Sequence[Op]) -> None:
+    def is_fenced(self, key: Key, epoch: int | None) -> bool:
+        return epoch is not None and (key, epoch) in self.fenced
+
+    def _commit(self, ops: Sequence[Op], fenced: frozenset[tuple[Key, int]]) -> None:
         if self._conn is None or self._conn.closed:
             self._conn = self._connect()
         conn = self._conn
         try:
             with conn.transaction(), conn.cursor() as cursor:
                 for op in ops:
+                    if op.epoch is not None and (op.key, op.epoch) in fenced:
+                        continue
                     op.run(cursor)
         except Exception:
             if conn.broken or conn.closed:

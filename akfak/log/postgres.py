@@ -23,7 +23,8 @@ and transaction state) wait the same way.
 What is not there yet (the cluster phase): the cache holds the whole log (retention bounds
 it); a read is served from the cache, so a record is visible to consumers from its append,
 a few milliseconds before its commit (if the broker dies in between, the record, never
-acknowledged, is gone); one broker per database.
+acknowledged, is gone).  Several brokers over one database: akfak/cluster.py (each serves
+the partitions it leads, loaded with `build_log` and fenced by their leader epoch).
 """
 
 from __future__ import annotations
@@ -38,8 +39,11 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from akfak.config import BrokerConfig
+from akfak.errors import NotLeaderOrFollower
 from akfak.interfaces import ILogStorage
 from akfak.log import batch as batches
+from akfak.log import pg_cluster
+from akfak.log.batch import parse_header as batches_header
 from akfak.log.checkpoints import METADATA_TOPIC_ID, MetaProperties
 from akfak.log.config import LogConfig
 from akfak.log.memory import MemoryPartitionLog
@@ -49,7 +53,8 @@ from akfak.log.metadata_log import (
     METADATA_TOPIC,
     MetadataLog,
 )
-from akfak.log.partition import ORIGIN_CLIENT, AppendInfo, PartitionLog
+from akfak.log.metadata_records import PartitionChangeRecord, PartitionRecord, RemoveTopicRecord
+from akfak.log.partition import ORIGIN_CLIENT, ORIGIN_RAFT, AppendInfo, PartitionLog
 from akfak.log.pg_writer import SCHEMA, Append, BatchRow, Key, PgWriter, Statement
 from akfak.log.segment import LogSegment
 from akfak.log.storage import BaseLogStorage, ConfigFor
@@ -93,6 +98,9 @@ class PostgresPartitionLog(MemoryPartitionLog):
     """A partition log cached in memory segments, its changes committed to PostgreSQL."""
 
     writer: PgWriter
+    #: The leader epoch this broker leads the partition in (a cluster; None: unfenced):
+    #: every change it commits is conditional on the row still having it.
+    fence_epoch: int | None = None
 
     @property
     def key(self) -> Key:
@@ -101,15 +109,20 @@ class PostgresPartitionLog(MemoryPartitionLog):
 
     @classmethod
     def create_in(cls, writer: PgWriter, topic: str, partition: int, topic_id: uuid.UUID,
-                  config: LogConfig, *, now_ms: int, reactor: Any = None
+                  config: LogConfig, *, now_ms: int, leader: int = -1, reactor: Any = None
                   ) -> PostgresPartitionLog:
         partition_log = cls.create(topic, partition, topic_id, config, now_ms=now_ms,
                                    reactor=reactor)
         partition_log.writer = writer
+        # In a cluster the controller made the row already (leader and epoch): it stays.
         writer.submit(Statement(partition_log.key, [(
-            "INSERT INTO akfak_partition (topic_id, partition, topic) VALUES (%s, %s, %s) "
-            "ON CONFLICT DO NOTHING", (topic_id, partition, topic))]))
+            "INSERT INTO akfak_partition (topic_id, partition, topic, leader) "
+            "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING", (topic_id, partition, topic, leader))]))
         return partition_log
+
+    def _submit_statements(self, statements: list[tuple[str, tuple[Any, ...]]],
+                           rows: Sequence[BatchRow] = ()) -> None:
+        self.writer.submit(Statement(self.key, statements, rows, self.fence_epoch))
 
     @classmethod
     def load(cls, writer: PgWriter, topic: str, partition: int, topic_id: uuid.UUID,
@@ -154,21 +167,23 @@ class PostgresPartitionLog(MemoryPartitionLog):
 
     def append(self, records: bytes | bytearray | memoryview, *, leader_epoch: int, now_ms: int,
                origin: str = ORIGIN_CLIENT) -> AppendInfo:
+        self._check_fenced()
         end = self.log_end_offset
         info = super().append(records, leader_epoch=leader_epoch, now_ms=now_ms, origin=origin)
         if self.log_end_offset > end:
             store = self.active.store
             written = store.read(store.size - info.size, info.size)  # type: ignore[attr-defined]
-            self.writer.submit(Append(self.key, end, self.log_end_offset, batch_rows(written)))
+            self.writer.submit(Append(self.key, end, self.log_end_offset, batch_rows(written),
+                                      self.fence_epoch))
         # A duplicate (idempotence) is acknowledged once its original is committed too.
         return replace(info, flushed=self._committed())
 
     def _persist_leader_epochs(self) -> None:
         if getattr(self, "writer", None) is None:  # still being made
             return
-        self.writer.submit(Statement(self.key, [(
+        self._submit_statements([(
             "UPDATE akfak_partition SET leader_epochs = %s WHERE topic_id = %s AND partition = %s",
-            (_epochs_text(self.epochs), *self.key))]))
+            (_epochs_text(self.epochs), *self.key))])
 
     def _persist_log_start(self, delete_below: int | None = None) -> None:
         statements = [("UPDATE akfak_partition SET log_start_offset = GREATEST(log_start_offset, %s)"
@@ -176,7 +191,12 @@ class PostgresPartitionLog(MemoryPartitionLog):
         if delete_below is not None:
             statements.append(("DELETE FROM akfak_batch WHERE topic_id = %s AND partition = %s "
                                "AND base_offset < %s", (*self.key, delete_below)))
-        self.writer.submit(Statement(self.key, statements))
+        self._submit_statements(statements)
+
+    def _check_fenced(self) -> None:
+        if self.writer.is_fenced(self.key, self.fence_epoch):
+            raise NotLeaderOrFollower(f"This broker no longer leads {self.topic}-{self.partition}"
+                                      f" (leader epoch {self.fence_epoch} is fenced)")
 
     def advance_log_start_offset(self, offset: int) -> int:
         before = self.log_start_offset
@@ -196,10 +216,10 @@ class PostgresPartitionLog(MemoryPartitionLog):
         segment's batches, in one transaction; fires once it is committed."""
         new = next(s for s in self.segments if s.base_offset == old[0].base_offset)
         rows = batch_rows(new.store.read(0, new.size))
-        self.writer.submit(Statement(self.key, [(
+        self._submit_statements([(
             "DELETE FROM akfak_batch WHERE topic_id = %s AND partition = %s "
             "AND base_offset >= %s AND base_offset < %s",
-            (*self.key, old[0].base_offset, old[-1].next_offset))], rows))
+            (*self.key, old[0].base_offset, old[-1].next_offset))], rows)
         super()._remove_replaced(old)
         return self.writer.barrier()
 
@@ -212,6 +232,7 @@ class PostgresPartitionLog(MemoryPartitionLog):
         target = self.log_end_offset
 
         def committed(_: object) -> None:
+            self._check_fenced()  # refused, not committed: the append is not acknowledged
             self.recovery_point = max(self.recovery_point, target)
 
         return self.writer.barrier().addCallback(committed)
@@ -233,6 +254,10 @@ class PostgresLogStorage(BaseLogStorage):
         super().__init__(config, clock=clock)
         self.url = config.storage
         self.writer: PgWriter | None = None
+        #: A cluster of brokers over this database (akfak/cluster.py), set by open_metadata:
+        #: the registration and the cluster as the first tick read it.
+        self.incarnation = uuid.uuid4()
+        self.first_snapshot: pg_cluster.Snapshot | None = None
 
     def _connect(self) -> Any:
         import psycopg
@@ -266,10 +291,81 @@ class PostgresLogStorage(BaseLogStorage):
                 self._writer, METADATA_TOPIC, METADATA_PARTITION, METADATA_TOPIC_ID,
                 METADATA_LOG_CONFIG, now_ms=self.now_ms(), reactor=self.clock)
         self._metadata = MetadataLog(metadata)
+        self._join(conn, metadata)
         log.info("PostgreSQL storage at {url}: cluster {cluster}, metadata log of {n} offsets",
                  url=redacted(self.url), cluster=row[0], n=metadata.log_end_offset)
 
+    def _join(self, conn: Any, metadata: PostgresPartitionLog) -> None:
+        """Register this broker (a lease) and read the cluster once, taking the controller
+        role if nobody live holds it; the metadata log catches up with what others wrote."""
+        conn.execute("INSERT INTO akfak_partition (topic_id, partition, topic) VALUES "
+                     "(%s, %s, %s) ON CONFLICT DO NOTHING",
+                     (METADATA_TOPIC_ID, METADATA_PARTITION, METADATA_TOPIC))
+        lease_ms = self.lease_ms
+        pg_cluster.register(conn, self.config.node_id, self.incarnation, [], None, lease_ms)
+        snapshot = pg_cluster.tick(conn, self.config.node_id, self.incarnation, [], lease_ms,
+                                   metadata.log_end_offset)
+        self.replicate(metadata, snapshot.tail)
+        if snapshot.controller == self.config.node_id:
+            metadata.fence_epoch = snapshot.controller_epoch
+        self.first_snapshot = snapshot
+
+    @property
+    def lease_ms(self) -> int:
+        return self.config.get_int("broker.session.timeout.ms", 9000)
+
+    def replicate(self, partition_log: PostgresPartitionLog,
+                  batches: Sequence[tuple[int, bytes]]) -> int:
+        """Append batches another broker committed (the metadata log's tail) to the cache,
+        their offsets and epochs kept, nothing written; returns how many were new."""
+        added = 0
+        for base, data in batches:
+            if base < partition_log.log_end_offset:
+                continue
+            if base != partition_log.log_end_offset:
+                raise RuntimeError(f"metadata log tail at {base}, the log ends at "
+                                   f"{partition_log.log_end_offset}")
+            header = batches_header(data)
+            MemoryPartitionLog.append(partition_log, data, now_ms=self.now_ms(),
+                                      leader_epoch=header.partition_leader_epoch,
+                                      origin=ORIGIN_RAFT)
+            added += 1
+        partition_log.recovery_point = partition_log.log_end_offset
+        return added
+
+    def mirror_leadership(self, records: Sequence[Any], image: Any) -> None:
+        """The controller's records, mirrored where the appends check them, in the same
+        PostgreSQL transaction as the metadata batch (submitted in the same turn, fenced by
+        the controller's epoch): each new or changed partition's leader and leader epoch,
+        the rows of a deleted topic."""
+        statements: list[tuple[str, tuple[Any, ...]]] = []
+        for record in records:
+            if isinstance(record, RemoveTopicRecord):
+                statements.append(("DELETE FROM akfak_partition WHERE topic_id = %s",
+                                   (record.topic_id,)))
+            elif isinstance(record, PartitionRecord | PartitionChangeRecord):
+                topic = image.topic_by_id(record.topic_id)
+                p = topic.partitions[record.partition_id] if topic is not None else None
+                if p is None:
+                    continue
+                statements.append((
+                    "INSERT INTO akfak_partition (topic_id, partition, topic, leader, "
+                    "leader_epoch) VALUES (%s, %s, %s, %s, %s) ON CONFLICT (topic_id, partition) "
+                    "DO UPDATE SET leader = EXCLUDED.leader, leader_epoch = EXCLUDED.leader_epoch",
+                    (record.topic_id, record.partition_id, topic.name, p.leader, p.leader_epoch)))
+        if statements:
+            metadata = self.metadata_log.log
+            self._writer.submit(Statement(metadata.key, statements,  # type: ignore[attr-defined]
+                                          epoch=metadata.fence_epoch))  # type: ignore[attr-defined]
+
+    def allocate_producer_ids(self, count: int, at_least: int) -> int:
+        """A block of producer ids from the database (a short round trip on the reactor, once
+        per `count` ids: InitProducerId answers with one)."""
+        with self._connect() as conn:
+            return pg_cluster.allocate_producer_ids(conn, count, at_least)
+
     def load_logs(self, config_for: ConfigFor | None = None) -> None:
+        """The logs this broker leads (by their rows: the others are other brokers')."""
         conn = self._writer._conn
         self._logs.update(self._load(conn, None, config_for))
         self.logs_loaded = True
@@ -278,14 +374,14 @@ class PostgresLogStorage(BaseLogStorage):
               ) -> dict[tuple[str, int], PostgresPartitionLog]:
         """Load the logs of one topic id (the metadata log), or of all other topics."""
         where, params = (("topic_id = %s", (topic_id,)) if topic_id is not None
-                         else ("topic_id <> %s", (METADATA_TOPIC_ID,)))
+                         else ("topic_id <> %s AND leader = %s",
+                               (METADATA_TOPIC_ID, self.config.node_id)))
         partitions = conn.execute(
-            "SELECT topic_id, partition, topic, log_start_offset, next_offset, leader_epochs "
-            f"FROM akfak_partition WHERE {where} ORDER BY topic, partition", params).fetchall()
-        now_ms = self.now_ms()
-        expiration_ms = self.config.get_int("producer.id.expiration.ms")
+            "SELECT topic_id, partition, topic, log_start_offset, next_offset, leader_epochs, "
+            f"leader_epoch FROM akfak_partition WHERE {where} ORDER BY topic, partition",
+            params).fetchall()
         loaded: dict[tuple[str, int], PostgresPartitionLog] = {}
-        for tid, partition, topic, log_start, next_offset, epochs in partitions:
+        for tid, partition, topic, log_start, next_offset, epochs, leader_epoch in partitions:
             if topic_id is not None:
                 config = METADATA_LOG_CONFIG
             else:
@@ -293,11 +389,34 @@ class PostgresLogStorage(BaseLogStorage):
             rows = conn.execute(
                 "SELECT base_offset, data FROM akfak_batch WHERE topic_id = %s AND partition = %s"
                 " ORDER BY base_offset", (tid, partition)).fetchall()
-            loaded[(topic, partition)] = PostgresPartitionLog.load(
-                self._writer, topic, partition, tid, config, log_start_offset=log_start,
-                next_offset=next_offset, epochs=epochs, rows=rows, now_ms=now_ms,
-                expiration_ms=expiration_ms, reactor=self.clock)
+            loaded[(topic, partition)] = self.build_log(
+                topic, partition, tid, config, (log_start, next_offset, epochs, leader_epoch),
+                rows, fenced=topic_id is None)
         return loaded
+
+    def build_log(self, topic: str, partition: int, topic_id: uuid.UUID, config: LogConfig,
+                  row: tuple[int, int, str, int], rows: Sequence[tuple[int, bytes]], *,
+                  fenced: bool = True) -> PostgresPartitionLog:
+        """A log from its rows (pg_cluster.partition_rows), leading in the row's epoch."""
+        log_start, next_offset, epochs, leader_epoch = row
+        built = PostgresPartitionLog.load(
+            self._writer, topic, partition, topic_id, config, log_start_offset=log_start,
+            next_offset=next_offset, epochs=epochs, rows=rows, now_ms=self.now_ms(),
+            expiration_ms=self.config.get_int("producer.id.expiration.ms"), reactor=self.clock)
+        if fenced:
+            built.fence_epoch = leader_epoch
+        return built
+
+    def adopt(self, partition_log: PostgresPartitionLog) -> None:
+        """Serve a log this broker now leads (built by build_log)."""
+        self.release(partition_log.topic, partition_log.partition)
+        self._logs[(partition_log.topic, partition_log.partition)] = partition_log
+
+    def release(self, topic: str, partition: int) -> None:
+        """Stop serving a log another broker leads now (its rows stay, its cache goes)."""
+        partition_log = self._logs.pop((topic, partition), None)
+        if partition_log is not None:
+            partition_log.abandon()
 
     def create_log(self, topic: str, partition: int, topic_id: uuid.UUID,
                    config: LogConfig) -> PartitionLog:
@@ -309,7 +428,7 @@ class PostgresLogStorage(BaseLogStorage):
             existing.delete_files()
         created = PostgresPartitionLog.create_in(self._writer, topic, partition, topic_id,
                                                  config, now_ms=self.now_ms(),
-                                                 reactor=self.clock)
+                                                 leader=self.config.node_id, reactor=self.clock)
         self._logs[(topic, partition)] = created
         return created
 

