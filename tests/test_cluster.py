@@ -85,7 +85,13 @@ def consume_all(bootstrap: str, topic: str, partitions: int, expected: int) -> d
 def test_brokers_and_leaders_spread(cluster: AkfakCluster) -> None:
     from confluent_kafka.admin import AdminClient
 
-    md = AdminClient({"bootstrap.servers": cluster.address(2)}).list_topics(timeout=TIMEOUT)
+    # a broker's Metadata lists another once it replayed that one's registration (a tick)
+    client = AdminClient({"bootstrap.servers": cluster.address(2)})
+    deadline = time.monotonic() + TIMEOUT
+    md = client.list_topics(timeout=TIMEOUT)
+    while sorted(md.brokers) != [1, 2, 3] and time.monotonic() < deadline:
+        time.sleep(0.2)
+        md = client.list_topics(timeout=TIMEOUT)
     assert sorted(md.brokers) == [1, 2, 3]
     assert {b.port for b in md.brokers.values()} == set(cluster.ports.values())
     assert md.controller_id == cluster.controller()
