@@ -573,8 +573,6 @@ class ConsumerGroups:
         """Kafka's ConsumerGroup.validateOffsetCommit."""
         if member_epoch < 0 and not group.members:
             return None
-        if transactional and member_epoch == -1 and member_id == "" and instance_id is None:
-            return None
         member = group.members.get(member_id)
         if member is None:
             return ErrorCode.unknown_member_id
