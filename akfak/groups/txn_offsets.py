@@ -23,6 +23,7 @@ from twisted.python.failure import Failure
 
 from akfak.coordinator.codec import RecordFormatError
 from akfak.coordinator.runtime import append_error
+from akfak.groups.consumer_offsets import validate_commit
 from akfak.groups.group import ClassicGroup, GroupError, GroupState
 from akfak.groups.offsets import OffsetAndMetadata
 from akfak.groups.records import (
@@ -89,13 +90,10 @@ def txn_commit_offsets(coordinator: GroupCoordinator, group_id: str, producer_id
         return all_(error)
     consumer_group = coordinator.consumer.groups.get(group_id)
     if consumer_group is not None:
-        # generation_id is the member epoch (KIP-848).  Kafka answers a stale epoch
-        # ILLEGAL_GENERATION here, the error transactional producers know.
-        error = coordinator.consumer.validate_offset_commit(
-            consumer_group, member_id, group_instance_id, generation_id, 0, transactional=True)
+        # generation_id is the member epoch (KIP-848)
+        error = validate_commit(consumer_group, member_id, generation_id, 0, transactional=True)
         if error is not None:
-            return all_(ErrorCode.illegal_generation if error is ErrorCode.stale_member_epoch
-                        else error)
+            return all_(error)
     else:
         group = coordinator.groups.get(group_id)
         if group is None:
