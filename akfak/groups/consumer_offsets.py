@@ -16,9 +16,10 @@ records that delete a group, and expiry, as Kafka's ConsumerGroup and OffsetMeta
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from kio.schema.errors import ErrorCode
+from twisted.internet.defer import Deferred
 
 from akfak.groups.consumer_group import ConsumerGroup, GroupState, group_record
 from akfak.groups.consumer_records import (
@@ -34,6 +35,7 @@ from akfak.groups.offsets import OffsetAndMetadata, is_expired
 from akfak.groups.records import CoordinatorRecord, OffsetCommitKey
 
 if TYPE_CHECKING:
+    from akfak.groups.coordinator import GroupCoordinator
     from akfak.groups.txn_offsets import PendingTxnOffsets
 
 TopicPartition = tuple[str, int]
@@ -82,9 +84,24 @@ def deletion_records(group: ConsumerGroup, offsets: Mapping[TopicPartition, Offs
     return records
 
 
+def expire_offsets(coordinator: GroupCoordinator, now_ms: int) -> tuple[list[Deferred[Any]], int]:
+    """The expiry pass over the consumer groups of loaded partitions: the writes, and the
+    number of offsets they expire."""
+    writes: list[Deferred[Any]] = []
+    expired = 0
+    for group_id, group in list(coordinator.consumer.groups.items()):
+        if coordinator.loading and coordinator.partition_for(group_id) in coordinator.loading:
+            continue
+        records = expiry_records(group, coordinator.offsets.get(group_id, {}), coordinator.pending,
+                                 now_ms, coordinator.offsets_retention_ms)
+        expired += sum(isinstance(r.key, OffsetCommitKey) for r in records)
+        writes.append(coordinator.consumer._write(group_id, records))
+    return writes, expired
+
+
 def expiry_records(group: ConsumerGroup, offsets: Mapping[TopicPartition, OffsetAndMetadata],
                    pending: PendingTxnOffsets, now_ms: int, retention_ms: int
-                   ) -> tuple[list[CoordinatorRecord], bool]:
+                   ) -> list[CoordinatorRecord]:
     """Kafka's cleanupExpiredOffsets then maybeDeleteGroup for a consumer group: tombstones of
     the expired offsets, then the group's own if it is Empty and nothing else is left."""
     gid = group.group_id
@@ -99,4 +116,4 @@ def expiry_records(group: ConsumerGroup, offsets: Mapping[TopicPartition, Offset
         records.append(CoordinatorRecord(OffsetCommitKey(gid, topic, partition), None))
     if all_expired and not pending.has_group(gid) and group.state == GroupState.EMPTY:
         records += deletion_records(group, {})
-    return records, all_expired
+    return records

@@ -30,7 +30,7 @@ from akfak.coordinator.codec import RecordFormatError
 from akfak.coordinator.runtime import LoadingCoordinator, PartitionLoader, TopicCreator, append_error
 from akfak.coordinator.topic import ICoordinatorTopic
 from akfak.groups.consumer_coordinator import GROUP_TYPE_CONSUMER, PROTOCOL_TYPE, ConsumerGroups
-from akfak.groups.consumer_offsets import expiry_records, validate_commit, validate_fetch
+from akfak.groups.consumer_offsets import expire_offsets, validate_commit, validate_fetch
 from akfak.groups.consumer_records import ConsumerGroupKey
 from akfak.groups.group import ClassicGroup, GroupError, GroupState, Member, Protocols
 from akfak.groups.offsets import OffsetAndMetadata, expiration_base, is_expired
@@ -1095,7 +1095,7 @@ class GroupCoordinator(LoadingCoordinator):
     def cleanup_group_metadata(self) -> Deferred[int]:
         """Expire offsets past `offsets.retention.minutes` (KIP-211), and delete
         Empty groups left without offsets, classic (here) and consumer groups
-        (`consumer_offsets.expiry_records`); fires with the number of offsets removed."""
+        (`consumer_offsets.expire_offsets`); fires with the number of offsets removed."""
         if not self.active:
             return succeed(0)
         now = self.now_ms()
@@ -1115,13 +1115,9 @@ class GroupCoordinator(LoadingCoordinator):
             writes.append(self._append(group_id, records).addCallbacks(
                 self._apply_cleanup, self._log_write_failure, callbackArgs=(group_id, records),
                 errbackArgs=(group_id,)))
-        for group_id, cg in list(self.consumer.groups.items()):
-            if self.loading and self.partition_for(group_id) in self.loading:
-                continue
-            records, _ = expiry_records(cg, self.offsets.get(group_id, {}), self.pending, now,
-                                        self.offsets_retention_ms)
-            expired_total += sum(isinstance(r.key, OffsetCommitKey) for r in records)
-            writes.append(self.consumer._write(group_id, records))
+        consumer_writes, consumer_expired = expire_offsets(self, now)
+        writes += consumer_writes
+        expired_total += consumer_expired
         if expired_total:
             log.info("Removing {n} expired offsets", n=expired_total)
         return gatherResults(writes).addCallback(lambda _: expired_total)
