@@ -86,12 +86,14 @@ class InFlightWrites:
         consumer = _copy_group(snapshot.consumer)
         if consumer is None:
             self.consumer.groups.pop(group_id, None)
+        elif snapshot.classic is None and group_id in self.gc.groups:
+            # A classic group took the id meanwhile (a JoinGroup after the consumer group
+            # was dropped): its members stay; the consumer group comes back at the next load.
+            self.consumer.groups.pop(group_id, None)
         else:
             self.consumer.groups[group_id] = consumer
-        if snapshot.classic is None:
-            self.gc.groups.pop(group_id, None)
-        else:
-            self.gc.groups[group_id] = snapshot.classic
+        if snapshot.classic is not None and group_id not in self.gc.groups:
+            self.gc.groups[group_id] = snapshot.classic  # the records had replaced it
         # Offsets commits are applied once written (not here): the snapshot's offsets are put
         # back only when these writes deleted some, lest a commit made meanwhile be lost.
         if any(isinstance(r.key, OffsetCommitKey) for w in (failed, *snapshot.writes) for r in w or ()):
