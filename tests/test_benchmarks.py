@@ -24,3 +24,12 @@ def test_txn_bench_quick() -> None:
     for expected in ("produce 1024 B txn, 1000/txn", "fetch 100 B 1 in 10 txns aborted, read_committed",
                      "commits/s, 1 x 100 B record/txn"):
         assert expected in names
+
+
+def test_group_join_bench_quick() -> None:
+    run = subprocess.run([sys.executable, "benchmarks/group_join_bench.py", "--only", "akfak", "--rounds",
+                          "1", "--heartbeat-ms", "500"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=180)
+    assert run.returncode == 0, run.stdout + run.stderr
+    rows = [line for line in run.stdout.splitlines() if line.startswith("| akfak |")]
+    assert len(rows) == 1, run.stdout

@@ -61,11 +61,13 @@ def create_topic(brokers: dict[str, str], topic: str, partitions: int, records: 
             assert producer.flush(30) == 0
 
 
-def consume_all(bootstrap: str, topic: str, group: str, records: int, close: bool = True) -> Consumer:
+def consume_all(bootstrap: str, topic: str, group: str, records: int, close: bool = True,
+                **config: Any) -> Consumer:
     """A member of `group` reads `records` records of `topic` and commits; left in the group
-    unless `close`."""
+    unless `close`.  `config`: more consumer settings, dots written as underscores."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "client.id": "cli",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False,
+                         **{k.replace("_", "."): v for k, v in config.items()}})
     consumer.subscribe([topic])
     seen = 0
     while seen < records:
@@ -212,6 +214,53 @@ def test_consumer_groups_tool(brokers: dict[str, str]) -> None:
     finally:
         for consumer in live:
             consumer.close()
+
+
+def test_consumer_groups_tool_with_the_consumer_protocol(brokers: dict[str, str]) -> None:
+    """`kafka-consumer-groups` on groups of the consumer protocol (KIP-848, confluent-kafka with
+    `group.protocol=consumer`): list, describe (offsets, members, state), reset, delete."""
+    norm = masked_member(masked(brokers))
+    create_topic(brokers, "cli-kip848", 3, records=30)
+    live: list[Consumer] = []
+    try:
+        for bootstrap in brokers.values():
+            consume_all(bootstrap, "cli-kip848", "cli-kip848-empty", 30, group_protocol="consumer")
+            live.append(consume_all(bootstrap, "cli-kip848", "cli-kip848-live", 30, close=False,
+                                    group_protocol="consumer"))
+        groups = ["--group", "cli-kip848-empty", "--group", "cli-kip848-live"]
+        listed = assert_same(on_both(brokers, "--list", "--state", "--type", tool=GROUPS), norm,
+                             ordered=False)
+        assert {"cli-kip848-live Consumer Stable", "cli-kip848-empty Consumer Empty"} <= set(listed)
+        offsets = assert_same(on_both(brokers, "--describe", *groups, "--offsets", tool=GROUPS), norm,
+                              ordered=False)
+        assert "Consumer group 'cli-kip848-empty' has no active members." in offsets
+        assert_same(on_both(brokers, "--describe", *groups, "--members", "--verbose", tool=GROUPS),
+                    norm, ordered=False)
+        assert_same(on_both(brokers, "--describe", *groups, "--members", tool=GROUPS),
+                    norm, ordered=False)
+        state = assert_same(on_both(brokers, "--describe", *groups, "--state", "--verbose", tool=GROUPS),
+                            norm, ordered=False)
+        assert any(line.startswith("cli-kip848-live <host:port> (1)") for line in state), state
+        busy = assert_same(on_both(brokers, "--reset-offsets", "--group", "cli-kip848-live", "--topic",
+                                   "cli-kip848", "--to-earliest", "--execute", tool=GROUPS))
+        assert "the current state is Stable" in busy[0]
+        reset = assert_same(on_both(brokers, "--reset-offsets", "--group", "cli-kip848-empty",
+                                    "--topic", "cli-kip848:1", "--to-offset", "4", "--execute",
+                                    tool=GROUPS), norm, ordered=False)
+        assert "cli-kip848-empty cli-kip848 1 4" in reset
+        not_empty = assert_same(on_both(brokers, "--delete", "--group", "cli-kip848-live", tool=GROUPS))
+        assert "GroupNotEmptyException" in not_empty[-1]
+        assert assert_same(on_both(brokers, "--delete", "--group", "cli-kip848-empty", tool=GROUPS)) == [
+            "Deletion of requested consumer groups ('cli-kip848-empty') was successful."]
+    finally:
+        for consumer in live:
+            consumer.close()
+
+
+def masked_member(norm: Callable[[str], str]) -> Callable[[str], str]:
+    """`norm`, and the consumer protocol's member ids (22 characters of base64, which the
+    client makes: librdkafka's standard alphabet, the Java client's URL-safe one) masked."""
+    return lambda line: re.sub(r"(?<![\w+/-])[A-Za-z0-9+/_-]{22}(?![\w+/-])", "<member>", norm(line))
 
 
 # -- kafka-get-offsets, kafka-delete-records ------------------------------------------------

@@ -20,6 +20,7 @@ import pytest
 import pytest_twisted
 from kio.schema.errors import ErrorCode
 from kio.static.primitive import i32, i32Timedelta, i64
+from twisted.internet import defer
 
 from tests.test_groups_protocol import ClockedBroker, Conn, join_request, schema
 
@@ -268,11 +269,11 @@ def test_range_assignor_regex_and_topic_changes(cluster: ClockedBroker) -> None:
 
 
 def commit(conn: Conn, group: str, member_id: str, epoch: int, offsets: dict[int, int], *,
-           version: int = 9) -> set[ErrorCode]:
+           version: int = 9, topic: str = "t") -> set[ErrorCode]:
     m = schema("offset_commit", version)
     request = m.OffsetCommitRequest(
         group_id=group, generation_id_or_member_epoch=i32(epoch), member_id=member_id,
-        group_instance_id=None, topics=(m.OffsetCommitRequestTopic(name="t", partitions=tuple(
+        group_instance_id=None, topics=(m.OffsetCommitRequestTopic(name=topic, partitions=tuple(
             m.OffsetCommitRequestPartition(partition_index=i32(p), committed_offset=i64(o),
                                            committed_leader_epoch=i32(-1), committed_metadata="")
             for p, o in offsets.items())),))
@@ -329,6 +330,70 @@ def test_offsets_list_describe_delete(cluster: ClockedBroker) -> None:
     assert answer.result().results[0].error_code == ErrorCode.none
     assert describe(conn, "g")[0].error_code == ErrorCode.group_id_not_found
     assert fetch(conn, "g", None, -1).topics == ()
+
+
+def committed(conn: Conn, group: str) -> set[tuple[str, int, int]]:
+    return {(t.name, int(p.partition_index), int(p.committed_offset))
+            for t in fetch(conn, group, None, -1).topics for p in t.partitions}
+
+
+def test_offsets_expire_unless_subscribed_then_the_empty_group_goes(tmp_path: Path) -> None:
+    """offsets.retention.minutes counts from the commit: an offset of a topic no member
+    subscribes to expires, a subscribed one stays while the member does; once the group is
+    Empty its offsets expire and the group is deleted with them (Kafka's cleanupGroupMetadata)."""
+    broker = ClockedBroker(tmp_path / "data", (*OVERRIDES, "offsets.retention.minutes=1"))
+    try:
+        broker.broker.controller.create_topic("t", 1)
+        broker.broker.controller.create_topic("other", 1)
+        a = Member(broker, "g", names=["t"])
+        a.beat()
+        assert commit(a.conn, "g", a.member_id, 1, {0: 5}) == {ErrorCode.none}
+        assert commit(a.conn, "g", a.member_id, 1, {0: 9}, topic="other") == {ErrorCode.none}
+
+        def cleanup() -> int:
+            done = broker.coordinator.cleanup_group_metadata()
+            broker.advance(0)
+            return done.result
+
+        for _ in range(4):  # past the retention, the member heartbeating
+            broker.advance(20_000)
+            a.beat()
+        assert cleanup() == 1
+        assert committed(a.conn, "g") == {("t", 0, 5)}
+        a.leave()
+        assert cleanup() == 1
+        assert committed(a.conn, "g") == set()
+        assert describe(a.conn, "g")[0].error_code == ErrorCode.group_id_not_found
+    finally:
+        broker.close()
+
+
+class StorageError(Exception):
+    error_code = ErrorCode.kafka_storage_error.value
+
+
+def test_a_failed_write_answers_the_error_and_undoes_the_change(cluster: ClockedBroker) -> None:
+    """A heartbeat whose records cannot be written gets the error (NOT_COORDINATOR for a storage
+    error, as Kafka maps it), and the group is as it was: the next heartbeat starts from there."""
+    a = Member(cluster, "g", names=["t"])
+    a.beat()
+    before = describe(a.conn, "g")[0]
+    store = cluster.coordinator.store
+    append = store.append
+    store.append = lambda *args: defer.fail(StorageError("disk gone"))  # a disk fault, injected
+    try:
+        b = Member(cluster, "g", names=["t"])
+        assert b.beat().error_code == ErrorCode.not_coordinator
+        a.leave()  # fenced in memory, then undone
+    finally:
+        store.append = append
+    after = describe(a.conn, "g")[0]
+    assert (after.group_epoch, after.assignment_epoch, [m.member_id for m in after.members]) == (
+        before.group_epoch, before.assignment_epoch, [a.member_id])
+    b.epoch = 0
+    joined = b.beat()
+    assert (joined.error_code, joined.member_epoch) == (ErrorCode.none, before.group_epoch + 1)
+    assert a.beat().error_code == ErrorCode.none
 
 
 @pytest_twisted.inlineCallbacks

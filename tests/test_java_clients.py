@@ -7,14 +7,18 @@ test expects is first shown to be what Kafka itself does.
 
 from __future__ import annotations
 
+import subprocess
+import threading
+import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.jvm import JavaRun, build, run_java
+from tests.jvm import JavaRun, build, java_command, parse_lines, run_java
 
 # the first test may wait for the Maven build (tests/jvm.py), which the timeout counts
 pytestmark = [pytest.mark.jvm, pytest.mark.timeout(600)]
@@ -124,6 +128,101 @@ def test_consume_transform_produce_exactly_once(cluster: Cluster) -> None:
         (f"key-{i}", f"VALUE-{i}") for i in range(10000))
     group = offsets(cluster, "copy_in", "copier")
     assert group["committed"] == group["end"] == {"0": 3334, "1": 3333, "2": 3333}
+
+
+@pytest.mark.parametrize("cluster", BROKERS, indirect=True)
+def test_exactly_once_with_the_consumer_group_protocol(cluster: Cluster) -> None:
+    """The same copy with `group.protocol=consumer` (KIP-848): the transactions commit the
+    group's offsets with the member's id and epoch; every record exactly once."""
+    create_topics(cluster, kip848_in=3, kip848_out=3)
+    run_java("TxnProducer", cluster.bootstrap, "topic=kip848_in", "records=3000").check()
+    copied = run_java("CopyTxn", cluster.bootstrap, "input=kip848_in", "output=kip848_out",
+                      "group=kip848-copier", "transactional-id=kip848-copier-1",
+                      "config.group.protocol=consumer", "timeout-ms=90000", timeout=150).check()
+    assert copied.last("done")["copied"] == 3000
+    output, _ = consume(cluster, "kip848_out", "read_committed")
+    assert Counter((k, v) for _, _, k, v in output) == Counter(
+        (f"key-{i}", f"VALUE-{i}") for i in range(3000))
+    group = offsets(cluster, "kip848_in", "kip848-copier")
+    assert group["committed"] == group["end"] == {"0": 1000, "1": 1000, "2": 1000}
+
+
+class JavaMember:
+    """A GroupMember program (tests/java) running beside the test; its lines collected as
+    they come. Closing its stdin makes it leave the group."""
+
+    def __init__(self, cluster: Cluster, topic: str, group: str, *config: str):
+        self.lines: list[dict[str, Any]] = []
+        self.process = subprocess.Popen(
+            java_command(build(), "akfak.tests.GroupMember", cluster.bootstrap, f"topic={topic}",
+                         f"group={group}", *config),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.extend(parse_lines(line))
+
+    def owned(self) -> set[int] | None:
+        assigned = [line for line in list(self.lines) if line.get("kind") == "assigned"]
+        return set(assigned[-1]["partitions"]) if assigned else None
+
+    def read(self) -> set[tuple[int, int]]:
+        return {(r["partition"], r["offset"]) for r in list(self.lines) if r.get("kind") == "record"}
+
+    def leave(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        assert self.process.wait(60) == 0, self.lines[-5:]
+        self.reader.join(10)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+def wait_until(condition: Callable[[], Any], what: str, deadline: float = 90.0) -> None:
+    end = time.monotonic() + deadline
+    while not condition():
+        assert time.monotonic() < end, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("cluster", BROKERS, indirect=True)
+def test_consumer_group_protocol_members_scale_and_leave(cluster: Cluster) -> None:
+    """Java consumers with `group.protocol=consumer` (KIP-848): one member takes the 4
+    partitions, a second joins and gets a share (nothing owned twice), the second leaves and the
+    first takes everything back; every record is read, and the group's offsets reach the end."""
+    create_topics(cluster, kip848_scale=4)
+    run_java("TxnProducer", cluster.bootstrap, "topic=kip848_scale", "records=400").check()
+    everything = {(p, o) for p in range(4) for o in range(100)}
+    members: list[JavaMember] = []
+    try:
+        a = JavaMember(cluster, "kip848_scale", "kip848-scale", "config.group.protocol=consumer")
+        members.append(a)
+        wait_until(lambda: a.owned() == {0, 1, 2, 3} and a.read() == everything, "the first member")
+        b = JavaMember(cluster, "kip848_scale", "kip848-scale", "config.group.protocol=consumer")
+        members.append(b)
+
+        def shared() -> bool:
+            mine, theirs = a.owned(), b.owned()
+            return bool(mine and theirs and not mine & theirs and mine | theirs == {0, 1, 2, 3})
+
+        wait_until(shared, "the partitions shared by the two members")
+        run_java("TxnProducer", cluster.bootstrap, "topic=kip848_scale", "records=400").check()
+        everything = {(p, o) for p in range(4) for o in range(200)}
+        wait_until(lambda: a.read() | b.read() == everything, "the second batch read")
+        b.leave()
+        wait_until(lambda: a.owned() == {0, 1, 2, 3}, "the first member taking everything back")
+        a.leave()
+    finally:
+        for member in members:
+            member.kill()
+    group = offsets(cluster, "kip848_scale", "kip848-scale")
+    assert group["committed"] == group["end"] == {str(p): 200 for p in range(4)}
 
 
 @pytest.mark.parametrize("cluster", BROKERS, indirect=True)

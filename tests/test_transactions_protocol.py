@@ -14,6 +14,7 @@ from kio.static.primitive import i8, i16, i32, i64
 
 from tests.recordbatch import parse_batches
 from tests.requests import _module, build, fetch
+from tests.test_consumer_groups_protocol import heartbeat
 from tests.test_idempotence import batch, in_thread, init_producer_id, produce_one
 from tests.wire import WireClient
 
@@ -215,5 +216,53 @@ def test_write_txn_markers_over_the_wire_settles_pending_offsets(inproc: Any) ->
                                ("missing", 0): ErrorCode.unknown_topic_or_partition}
             part = c.request(offset_fetch_stable("g", "t")).groups[0].topics[0].partitions[0]
             assert (part.error_code, int(part.committed_offset)) == (ErrorCode.none, 5)
+
+    yield in_thread(check)
+
+
+def txn_offset_commit(pid: int, epoch: int, group: str, member_id: str, generation: int,
+                      offset: int) -> Any:
+    m = _module(28, 4)
+    return build(m.TxnOffsetCommitRequest, transactional_id="cgt", group_id=group,
+                 producer_id=ProducerId(pid), producer_epoch=i16(epoch), generation_id=i32(generation),
+                 member_id=member_id, group_instance_id=None, topics=(m.TxnOffsetCommitRequestTopic(
+                     name="t", partitions=(m.TxnOffsetCommitRequestPartition(
+                         partition_index=i32(0), committed_offset=i64(offset),
+                         committed_leader_epoch=i32(-1), committed_metadata=""),)),))
+
+
+@pytest_twisted.inlineCallbacks
+def test_txn_offset_commit_of_a_consumer_protocol_member(inproc: Any) -> Any:
+    """A transactional commit into a consumer group (KIP-848) is checked against its member
+    id and epoch as Kafka does: a stale epoch is ILLEGAL_GENERATION, an unknown member (or none
+    while the group has members) UNKNOWN_MEMBER_ID, and no classic group appears beside it."""
+    inproc.broker.controller.create_topic("t", 1)
+    offsets_partition = inproc.broker.group_coordinator.partition_for("cg")
+
+    def check() -> None:
+        with WireClient(inproc.port) as c:
+            joined = c.request(heartbeat("cg", "m-1", 0, names=["t"], owned={}, rebalance_ms=30_000))
+            assert (joined.error_code, int(joined.member_epoch)) == (ErrorCode.none, 1)
+            assert find_txn_coordinator(c, "cgt").error_code == ErrorCode.none
+            init = c.request(init_producer_id("cgt"))
+            pid, epoch = int(init.producer_id), int(init.producer_epoch)
+            m = _module(25, 4)
+            assert c.request(build(m.AddOffsetsToTxnRequest, transactional_id="cgt",
+                                   producer_id=ProducerId(pid), producer_epoch=i16(epoch),
+                                   group_id="cg")).error_code == ErrorCode.none
+
+            def commit(member_id: str, generation: int, offset: int) -> ErrorCode:
+                answer = c.request(txn_offset_commit(pid, epoch, "cg", member_id, generation, offset))
+                return answer.topics[0].partitions[0].error_code
+
+            assert commit("m-1", 0, 3) == ErrorCode.illegal_generation
+            assert commit("nobody", 1, 3) == ErrorCode.unknown_member_id
+            assert commit("", -1, 3) == ErrorCode.unknown_member_id
+            assert commit("m-1", 1, 7) == ErrorCode.none
+            listed = c.request(build(_module(16, 5).ListGroupsRequest, states_filter=(), types_filter=()))
+            assert [(g.group_id, g.group_type) for g in listed.groups] == [("cg", "consumer")]
+            c.request(write_txn_markers(pid, epoch, True, {"__consumer_offsets": [offsets_partition]}))
+            part = c.request(offset_fetch_stable("cg", "t")).groups[0].topics[0].partitions[0]
+            assert (part.error_code, int(part.committed_offset)) == (ErrorCode.none, 7)
 
     yield in_thread(check)

@@ -10,8 +10,10 @@
 - `consumer_protocol.py`: the subscription topics of "consumer" groups;
 - `results.py`: the version-independent answers handlers encode;
 - the consumer group protocol (KIP-848): `consumer_coordinator.py` (heartbeats, fencing,
-  offsets checks), `consumer_group.py` (a group's state, built by replaying its records),
-  `consumer_records.py` (their `__consumer_offsets` formats), `reconcile.py` (a member's
-  way to its target), `assignors.py` (uniform, range), `consumer_topics.py` (metadata,
-  regexes, the metadata hash).
+  deletion), `consumer_requests.py` (a heartbeat's request, answer and checks),
+  `consumer_offsets.py` (offset checks, deletion records, expiry), `consumer_writes.py`
+  (state applied before its write, undone if it fails), `consumer_group.py` (a group's
+  state, built by replaying its records), `consumer_records.py` (their `__consumer_offsets`
+  formats), `reconcile.py` (a member's way to its target), `assignors.py` (uniform, range),
+  `consumer_topics.py` (metadata, regexes, the metadata hash).
 """

@@ -19,11 +19,9 @@ within its rebalance timeout, is fenced: removed, and the group epoch bumped.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from kio.schema.errors import ErrorCode
@@ -39,8 +37,10 @@ from akfak.groups.consumer_group import (
     UNREVOKED_PARTITIONS,
     ConsumerGroup,
     ConsumerMember,
-    GroupState,
+    group_record,
+    subscribed_names,
 )
+from akfak.groups.consumer_offsets import deletion_records
 from akfak.groups.consumer_records import (
     CURRENT_MEMBER_ASSIGNMENT,
     GROUP_METADATA,
@@ -56,9 +56,11 @@ from akfak.groups.consumer_records import (
     TargetAssignmentMemberValue,
     TargetAssignmentMetadataValue,
 )
+from akfak.groups.consumer_requests import HeartbeatError, HeartbeatRequest, HeartbeatResult, new_member_id
 from akfak.groups.consumer_topics import Topics, compile_regex
+from akfak.groups.consumer_writes import InFlightWrites
 from akfak.groups.reconcile import FencedMemberEpoch, Owned, is_subset, reconcile
-from akfak.groups.records import CoordinatorRecord, GroupMetadataKey, OffsetCommitKey
+from akfak.groups.records import CoordinatorRecord, GroupMetadataKey
 
 if TYPE_CHECKING:
     from akfak.groups.coordinator import GroupCoordinator
@@ -69,56 +71,9 @@ GROUP_TYPE_CONSUMER = "consumer"
 PROTOCOL_TYPE = "consumer"
 
 
-class HeartbeatError(Exception):
-    def __init__(self, code: ErrorCode, message: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-@dataclass(frozen=True, slots=True)
-class HeartbeatRequest:
-    group_id: str
-    member_id: str
-    member_epoch: int
-    instance_id: str | None = None
-    rack_id: str | None = None
-    rebalance_timeout_ms: int = -1
-    subscribed_topic_names: tuple[str, ...] | None = None
-    subscribed_topic_regex: str | None = None
-    server_assignor: str | None = None
-    owned: tuple[tuple[uuid.UUID | None, tuple[int, ...]], ...] | None = None
-    client_id: str = ""
-    client_host: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class HeartbeatResult:
-    error: ErrorCode
-    message: str | None = None
-    member_id: str | None = None
-    member_epoch: int = 0
-    heartbeat_interval_ms: int = 0
-    #: None: not sent (unchanged)
-    assignment: Partitions | None = None
-
-
-def new_member_id() -> str:
-    """Kafka's Uuid.randomUuid().toString(): URL-safe base64 of 16 random bytes."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode("ascii")
-
-
-def _key(t: int, group_id: str, sub: str | None = None) -> ConsumerGroupKey:
-    return ConsumerGroupKey(t, group_id, sub)
-
-
-def _record(t: int, group_id: str, sub: str | None, value: Any) -> CoordinatorRecord:
-    return CoordinatorRecord(_key(t, group_id, sub), value)
-
-
 def member_removal_records(group_id: str, member_id: str) -> list[CoordinatorRecord]:
     """Kafka's removeMember: current assignment, target, then subscription tombstones."""
-    return [_record(t, group_id, member_id, None)
+    return [group_record(t, group_id, member_id, None)
             for t in (CURRENT_MEMBER_ASSIGNMENT, TARGET_ASSIGNMENT_MEMBER, MEMBER_METADATA)]
 
 
@@ -136,7 +91,8 @@ class ConsumerGroups:
         self.default_heartbeat_interval_ms = config.get_int("group.consumer.heartbeat.interval.ms")
         self.groups: dict[str, ConsumerGroup] = {}
         #: group id -> metadata offset its regular expressions were last resolved at
-        self._regexes_checked: dict[str, int] = {}
+        self.regexes_checked: dict[str, int] = {}
+        self.in_flight = InFlightWrites(self, coordinator)
 
     # -- configuration ---------------------------------------------------------------
 
@@ -164,7 +120,7 @@ class ConsumerGroups:
         if key.type == GROUP_METADATA and value is None:
             assert group is not None
             del self.groups[key.group]
-            self._regexes_checked.pop(key.group, None)
+            self.regexes_checked.pop(key.group, None)
             return
         if key.type == PARTITION_METADATA:
             return
@@ -188,15 +144,22 @@ class ConsumerGroups:
     # -- writing -------------------------------------------------------------------------
 
     def _write(self, group_id: str, records: Sequence[CoordinatorRecord]) -> Deferred[ErrorCode]:
-        for record in records:
-            self.gc.replay(record)
+        """Apply `records`, then write them; undone if the write fails (`consumer_writes`)."""
+        if not records:
+            return succeed(ErrorCode.none)
+        index = self.in_flight.apply(group_id, records)
+
+        def written(_: Any) -> ErrorCode:
+            self.in_flight.done(group_id, index, True)
+            return ErrorCode.none
 
         def failed(failure: Failure) -> ErrorCode:
-            log.warn("Writing consumer group {group} failed: {error}", group=group_id,
-                     error=failure.getErrorMessage())
+            log.warn("Writing consumer group {group} failed, its change undone: {error}",
+                     group=group_id, error=failure.getErrorMessage())
+            self.in_flight.done(group_id, index, False)
             return append_error(failure)
 
-        return self.gc._append(group_id, records).addCallbacks(lambda _: ErrorCode.none, failed)
+        return self.gc._append(group_id, records).addCallbacks(written, failed)
 
     # -- timers ----------------------------------------------------------------------------
 
@@ -237,58 +200,16 @@ class ConsumerGroups:
         still_used = group.subscribed_regexes(remaining)
         for regex in group.resolved_regexes:
             if regex not in still_used:
-                records.append(_record(REGULAR_EXPRESSION, group.group_id, regex, None))
+                records.append(group_record(REGULAR_EXPRESSION, group.group_id, regex, None))
         resolved = {r: v.topics for r, v in group.resolved_regexes.items() if r in still_used}
-        metadata_hash = Topics(self.image()).group_hash(self._subscribed_names(remaining, resolved))
-        records.append(_record(GROUP_METADATA, group.group_id, None,
+        metadata_hash = Topics(self.image()).group_hash(subscribed_names(remaining, resolved))
+        records.append(group_record(GROUP_METADATA, group.group_id, None,
                                GroupMetadataValue(group.group_epoch + 1, metadata_hash)))
         log.info("[GroupId {group}] Bumped group epoch to {epoch}.", group=group.group_id,
                  epoch=group.group_epoch + 1)
         return records
 
-    @staticmethod
-    def _subscribed_names(members: Iterable[ConsumerMember], resolved: Mapping[str, Iterable[str]]
-                          ) -> set[str]:
-        names: set[str] = set()
-        for m in members:
-            names.update(m.subscribed_topic_names)
-            if m.subscribed_topic_regex and m.subscribed_topic_regex in resolved:
-                names.update(resolved[m.subscribed_topic_regex])
-        return names
-
     # -- ConsumerGroupHeartbeat ----------------------------------------------------------
-
-    def validate(self, req: HeartbeatRequest, version: int) -> HeartbeatResult | None:
-        """GroupCoordinatorService.throwIfConsumerGroupHeartbeatRequestIsInvalid."""
-        def invalid(message: str, code: ErrorCode = ErrorCode.invalid_request) -> HeartbeatResult:
-            return HeartbeatResult(code, message)
-
-        if (version >= 1 or req.member_epoch > 0 or req.member_epoch == LEAVE_GROUP_MEMBER_EPOCH) \
-                and not req.member_id:
-            return invalid("MemberId can't be empty.")
-        if not req.group_id:
-            return invalid("GroupId can't be empty.")
-        if req.instance_id == "":
-            return invalid("InstanceId can't be empty.")
-        if req.rack_id == "":
-            return invalid("RackId can't be empty.")
-        if req.member_epoch == 0:
-            if req.rebalance_timeout_ms == -1:
-                return invalid("RebalanceTimeoutMs must be provided in first request.")
-            if req.owned is None or len(req.owned) != 0:
-                return invalid("TopicPartitions must be empty when (re-)joining.")
-            if req.subscribed_topic_names is None and req.subscribed_topic_regex is None:
-                return invalid("Either SubscribedTopicNames or SubscribedTopicRegex must be "
-                               "non-null when (re-)joining.")
-        elif req.member_epoch == LEAVE_GROUP_STATIC_MEMBER_EPOCH:
-            if req.instance_id is None:
-                return invalid("InstanceId can't be null.")
-        elif req.member_epoch < LEAVE_GROUP_STATIC_MEMBER_EPOCH:
-            return invalid("MemberEpoch is invalid.")
-        if req.server_assignor is not None and req.server_assignor not in self.assignor_names:
-            return invalid(f"ServerAssignor {req.server_assignor} is not supported. Supported "
-                           f"assignors: {', '.join(self.assignor_names)}.", ErrorCode.unsupported_assignor)
-        return None
 
     def heartbeat(self, req: HeartbeatRequest) -> Deferred[HeartbeatResult]:
         try:
@@ -387,10 +308,10 @@ class ConsumerGroups:
         member = dataclasses.replace(existing, member_id=member_id, member_epoch=0, previous_member_epoch=0)
         # Kafka's replaceMember: the new member takes over the old one's target and partitions.
         records += member_removal_records(gid, existing.member_id)
-        records.append(_record(MEMBER_METADATA, gid, member_id, member.subscription_value()))
-        records.append(_record(TARGET_ASSIGNMENT_MEMBER, gid, member_id, TargetAssignmentMemberValue(
+        records.append(group_record(MEMBER_METADATA, gid, member_id, member.subscription_value()))
+        records.append(group_record(TARGET_ASSIGNMENT_MEMBER, gid, member_id, TargetAssignmentMemberValue(
             group.target_of(existing.member_id))))
-        records.append(_record(CURRENT_MEMBER_ASSIGNMENT, gid, member_id, member.assignment_value()))
+        records.append(group_record(CURRENT_MEMBER_ASSIGNMENT, gid, member_id, member.assignment_value()))
         self._cancel_timers(gid, existing.member_id)
         log.info("[GroupId {group}] Static member with instance id {instance} re-joins the consumer "
                  "group using the consumer protocol. Created a new member {new} to replace the "
@@ -426,7 +347,7 @@ class ConsumerGroups:
         topics = Topics(self.image())
         bump = group.group_epoch == 0
         if not updated.same_subscription(member) or member.member_id not in group.members:
-            records.append(_record(MEMBER_METADATA, gid, member_id, updated.subscription_value()))
+            records.append(group_record(MEMBER_METADATA, gid, member_id, updated.subscription_value()))
             bump |= updated.subscribed_topic_names != member.subscribed_topic_names
         others = [m for m in group.members.values()
                   if m.member_id not in (member.member_id, replaced.member_id if replaced else None)]
@@ -435,13 +356,14 @@ class ConsumerGroups:
         bump |= regex_bump
         metadata_hash = group.metadata_hash
         if bump or group.checked_image is not topics.image:
-            metadata_hash = topics.group_hash(self._subscribed_names(members_after, resolved))
+            metadata_hash = topics.group_hash(subscribed_names(members_after, resolved))
             bump |= metadata_hash != group.metadata_hash
         group.checked_image = topics.image
         group_epoch = group.group_epoch
         if bump:
             group_epoch += 1
-            records.append(_record(GROUP_METADATA, gid, None, GroupMetadataValue(group_epoch, metadata_hash)))
+            records.append(group_record(GROUP_METADATA, gid, None,
+                                        GroupMetadataValue(group_epoch, metadata_hash)))
             log.info("[GroupId {group}] Bumped group epoch to {epoch}.", group=gid, epoch=group_epoch)
         if group_epoch > group.target_epoch:
             target = self._new_target(group, group_epoch, members_after, resolved, topics, replaced, records)
@@ -456,7 +378,7 @@ class ConsumerGroups:
             except FencedMemberEpoch as e:
                 raise HeartbeatError(ErrorCode.fenced_member_epoch, str(e)) from None
         if final.assignment_value() != member.assignment_value() or member.member_id not in group.members:
-            records.append(_record(CURRENT_MEMBER_ASSIGNMENT, gid, member_id, final.assignment_value()))
+            records.append(group_record(CURRENT_MEMBER_ASSIGNMENT, gid, member_id, final.assignment_value()))
             if final.state == UNREVOKED_PARTITIONS:
                 self._schedule_rebalance(gid, final)
             else:
@@ -482,14 +404,14 @@ class ConsumerGroups:
         used = group.subscribed_regexes(members_after)
         if old_regex != new_regex:
             if old_regex and old_regex not in used and old_regex in group.resolved_regexes:
-                records.append(_record(REGULAR_EXPRESSION, gid, old_regex, None))
+                records.append(group_record(REGULAR_EXPRESSION, gid, old_regex, None))
             if new_regex and group.regex_subscribers(new_regex) == 0 and compile_regex(new_regex) is None:
                 raise HeartbeatError(ErrorCode.invalid_regular_expression,
                                      f"SubscribedTopicRegex `{new_regex}` is not a valid regular expression.")
             if new_regex and new_regex in group.resolved_regexes:
                 bump = True
         resolved = {r: v.topics for r, v in group.resolved_regexes.items() if r in used}
-        stale = self._regexes_checked.get(gid) != topics.version
+        stale = self.regexes_checked.get(gid) != topics.version
         for regex in used:
             if regex in resolved and not stale:
                 continue
@@ -498,9 +420,9 @@ class ConsumerGroups:
             if resolved.get(regex) != matched:
                 bump = True
                 resolved[regex] = matched
-                records.append(_record(REGULAR_EXPRESSION, gid, regex, RegularExpressionValue(
+                records.append(group_record(REGULAR_EXPRESSION, gid, regex, RegularExpressionValue(
                     tuple(sorted(matched)), topics.version, self.gc.now_ms())))
-        self._regexes_checked[gid] = topics.version
+        self.regexes_checked[gid] = topics.version
         return resolved, bump
 
     def _new_target(self, group: ConsumerGroup, epoch: int, members: Sequence[ConsumerMember],
@@ -527,9 +449,10 @@ class ConsumerGroups:
         for m in members:
             new = result.get(m.member_id, {})
             if m.member_id not in group.target or group.target[m.member_id] != new:
-                records.append(_record(TARGET_ASSIGNMENT_MEMBER, gid, m.member_id,
+                records.append(group_record(TARGET_ASSIGNMENT_MEMBER, gid, m.member_id,
                                        TargetAssignmentMemberValue(new)))
-        records.append(_record(TARGET_ASSIGNMENT_METADATA, gid, None, TargetAssignmentMetadataValue(epoch)))
+        records.append(group_record(TARGET_ASSIGNMENT_METADATA, gid, None,
+                                    TargetAssignmentMetadataValue(epoch)))
         log.info("[GroupId {group}] Computed a new target assignment for epoch {epoch} with '{name}' "
                  "assignor.", group=gid, epoch=epoch, name=name)
         return result.get(members[-1].member_id, {})
@@ -558,76 +481,22 @@ class ConsumerGroups:
                      instance=req.instance_id)
             leaving = dataclasses.replace(member, member_epoch=LEAVE_GROUP_STATIC_MEMBER_EPOCH,
                                           pending_revocation={})
-            return ([_record(CURRENT_MEMBER_ASSIGNMENT, req.group_id, member.member_id,
+            return ([group_record(CURRENT_MEMBER_ASSIGNMENT, req.group_id, member.member_id,
                              leaving.assignment_value())],
                     HeartbeatResult(ErrorCode.none, None, member.member_id, LEAVE_GROUP_STATIC_MEMBER_EPOCH))
         log.info("[GroupId {group}] Static member {member} with instance id {instance} left the consumer "
                  "group.", group=req.group_id, member=req.member_id, instance=req.instance_id)
         return self._fence_records(group, [member]), result
 
-    # -- offsets ---------------------------------------------------------------------------
-
-    def validate_offset_commit(self, group: ConsumerGroup, member_id: str, instance_id: str | None,
-                               member_epoch: int, version: int, *, transactional: bool = False
-                               ) -> ErrorCode | None:
-        """Kafka's ConsumerGroup.validateOffsetCommit."""
-        if member_epoch < 0 and not group.members:
-            return None
-        if transactional and member_epoch == -1 and member_id == "" and instance_id is None:
-            return None
-        member = group.members.get(member_id)
-        if member is None:
-            return ErrorCode.unknown_member_id
-        if not transactional and version < 9:
-            return ErrorCode.unsupported_version
-        if member_epoch != member.member_epoch:
-            return ErrorCode.stale_member_epoch
-        return None
-
-    def validate_offset_fetch(self, group: ConsumerGroup, member_id: str | None, member_epoch: int
-                              ) -> ErrorCode | None:
-        if member_id is None and member_epoch < 0:
-            return None
-        member = group.members.get(member_id or "")
-        if member is None:
-            return ErrorCode.unknown_member_id
-        if member_epoch != member.member_epoch:
-            return ErrorCode.stale_member_epoch
-        return None
-
     # -- deletion ----------------------------------------------------------------------------
-
-    def delete_records(self, group: ConsumerGroup) -> list[CoordinatorRecord]:
-        """Kafka's createGroupTombstoneRecords (after the offsets' tombstones)."""
-        gid = group.group_id
-        records = [CoordinatorRecord(OffsetCommitKey(gid, t, p), None)
-                   for t, p in self.gc.offsets.get(gid, {})]
-        records += [_record(CURRENT_MEMBER_ASSIGNMENT, gid, m, None) for m in group.members]
-        records += [_record(TARGET_ASSIGNMENT_MEMBER, gid, m, None) for m in group.members]
-        records.append(_record(TARGET_ASSIGNMENT_METADATA, gid, None, None))
-        records += [_record(MEMBER_METADATA, gid, m, None) for m in group.members]
-        records += [_record(REGULAR_EXPRESSION, gid, r, None) for r in group.resolved_regexes]
-        records.append(_record(PARTITION_METADATA, gid, None, None))
-        records.append(_record(GROUP_METADATA, gid, None, None))
-        return records
-
-    def is_empty(self, group_id: str) -> bool:
-        group = self.groups.get(group_id)
-        return group is not None and group.state == GroupState.EMPTY
 
     def delete(self, group: ConsumerGroup) -> Deferred[ErrorCode]:
         """DeleteGroups of an Empty group: its offsets and records go."""
-        return self._write(group.group_id, self.delete_records(group))
-
-    def subscribed_topics(self, group: ConsumerGroup) -> set[str]:
-        """The topics the group's members subscribe to, by name or by regular expression."""
-        resolved = {r: v.topics for r, v in group.resolved_regexes.items()}
-        return self._subscribed_names(group.members.values(), resolved)
+        return self._write(group.group_id, deletion_records(group, self.gc.offsets.get(group.group_id, {})))
 
     def drop_empty(self, group: ConsumerGroup) -> None:
         """Kafka's maybeDeleteEmptyConsumerGroup: a classic join replaces an Empty consumer
         group (its committed offsets stay)."""
-        records = [r for r in self.delete_records(group) if not isinstance(r.key, OffsetCommitKey)]
-        self._write(group.group_id, records)
+        self._write(group.group_id, deletion_records(group, {}))
         log.info("[GroupId {group}] Converted the empty consumer group to a classic group.",
                  group=group.group_id)

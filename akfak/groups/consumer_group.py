@@ -22,6 +22,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from akfak.groups.consumer_records import (
     CURRENT_MEMBER_ASSIGNMENT,
@@ -40,6 +41,7 @@ from akfak.groups.consumer_records import (
     TargetAssignmentMemberValue,
     TargetAssignmentMetadataValue,
 )
+from akfak.groups.records import CoordinatorRecord
 
 # MemberState (Kafka's modern/MemberState)
 STABLE = 0
@@ -51,6 +53,22 @@ LEAVE_GROUP_MEMBER_EPOCH = -1
 LEAVE_GROUP_STATIC_MEMBER_EPOCH = -2
 
 EMPTY_PARTITIONS: Mapping[uuid.UUID, frozenset[int]] = {}
+
+
+def group_record(t: int, group_id: str, sub: str | None, value: Any) -> CoordinatorRecord:
+    """A consumer-group record: type `t`, of the group (and member or regex `sub`)."""
+    return CoordinatorRecord(ConsumerGroupKey(t, group_id, sub), value)
+
+
+def subscribed_names(members: Iterable[ConsumerMember], resolved: Mapping[str, Iterable[str]]
+                     ) -> set[str]:
+    """The topics `members` subscribe to, by name or by a regex `resolved` maps to topics."""
+    names: set[str] = set()
+    for m in members:
+        names.update(m.subscribed_topic_names)
+        if m.subscribed_topic_regex and m.subscribed_topic_regex in resolved:
+            names.update(resolved[m.subscribed_topic_regex])
+    return names
 
 
 class GroupState:
@@ -164,6 +182,11 @@ class ConsumerGroup:
         return Counter(m.subscribed_topic_regex for m in (self.members.values() if members is None
                                                           else members)
                        if m.subscribed_topic_regex)
+
+    def subscribed_topics(self) -> set[str]:
+        """The topics the members subscribe to, by name or by regular expression."""
+        return subscribed_names(self.members.values(),
+                                {r: v.topics for r, v in self.resolved_regexes.items()})
 
     def preferred_assignor(self, members: Iterable[ConsumerMember]) -> str | None:
         counts = Counter(m.server_assignor for m in members if m.server_assignor)

@@ -30,6 +30,7 @@ from akfak.coordinator.codec import RecordFormatError
 from akfak.coordinator.runtime import LoadingCoordinator, PartitionLoader, TopicCreator, append_error
 from akfak.coordinator.topic import ICoordinatorTopic
 from akfak.groups.consumer_coordinator import GROUP_TYPE_CONSUMER, PROTOCOL_TYPE, ConsumerGroups
+from akfak.groups.consumer_offsets import expire_offsets, validate_commit, validate_fetch
 from akfak.groups.consumer_records import ConsumerGroupKey
 from akfak.groups.group import ClassicGroup, GroupError, GroupState, Member, Protocols
 from akfak.groups.offsets import OffsetAndMetadata, expiration_base, is_expired
@@ -940,8 +941,7 @@ class GroupCoordinator(LoadingCoordinator):
         consumer_group = self.consumer.groups.get(group_id)
         if consumer_group is not None:
             # generation_id is the member epoch (KIP-848)
-            error = self.consumer.validate_offset_commit(consumer_group, member_id, group_instance_id,
-                                                         generation_id, version)
+            error = validate_commit(consumer_group, member_id, generation_id, version)
             if error is not None:
                 return all_(error)
         else:
@@ -1021,7 +1021,7 @@ class GroupCoordinator(LoadingCoordinator):
         group = self.groups.get(group_id)
         consumer_group = self.consumer.groups.get(group_id)
         if consumer_group is not None:
-            error = self.consumer.validate_offset_fetch(consumer_group, member_id, member_epoch)
+            error = validate_fetch(consumer_group, member_id, member_epoch)
             if error is not None:
                 return FetchGroupResult(group_id, error)
         committed = ({} if (group is None or group.state is GroupState.DEAD) and consumer_group is None
@@ -1053,7 +1053,7 @@ class GroupCoordinator(LoadingCoordinator):
         consumer_group = self.consumer.groups.get(group_id)
         subscribed: Callable[[str], bool]
         if consumer_group is not None:
-            subscribed = self.consumer.subscribed_topics(consumer_group).__contains__
+            subscribed = consumer_group.subscribed_topics().__contains__
         elif group is None or group.state is GroupState.DEAD:
             return succeed(OffsetDeleteResult(ErrorCode.group_id_not_found))
         elif group.state is not GroupState.EMPTY and not group.uses_consumer_protocol:
@@ -1094,7 +1094,8 @@ class GroupCoordinator(LoadingCoordinator):
 
     def cleanup_group_metadata(self) -> Deferred[int]:
         """Expire offsets past `offsets.retention.minutes` (KIP-211), and delete
-        Empty groups left without offsets; fires with the number of offsets removed."""
+        Empty groups left without offsets, classic (here) and consumer groups
+        (`consumer_offsets.expire_offsets`); fires with the number of offsets removed."""
         if not self.active:
             return succeed(0)
         now = self.now_ms()
@@ -1105,7 +1106,8 @@ class GroupCoordinator(LoadingCoordinator):
                 continue
             records, all_expired = self._expired_offset_records(group, now)
             expired_total += len(records)
-            delete_group = all_expired and group.state is GroupState.EMPTY
+            delete_group = (all_expired and group.state is GroupState.EMPTY
+                            and not self.pending.has_group(group_id))
             if delete_group:
                 records.append(CoordinatorRecord(GroupMetadataKey(group_id), None))
             if not records:
@@ -1113,6 +1115,9 @@ class GroupCoordinator(LoadingCoordinator):
             writes.append(self._append(group_id, records).addCallbacks(
                 self._apply_cleanup, self._log_write_failure, callbackArgs=(group_id, records),
                 errbackArgs=(group_id,)))
+        consumer_writes, consumer_expired = expire_offsets(self, now)
+        writes += consumer_writes
+        expired_total += consumer_expired
         if expired_total:
             log.info("Removing {n} expired offsets", n=expired_total)
         return gatherResults(writes).addCallback(lambda _: expired_total)
@@ -1128,7 +1133,8 @@ class GroupCoordinator(LoadingCoordinator):
         records = []
         all_expired = True
         for (topic, partition), offset in offsets.items():
-            if group.is_subscribed_to_topic(topic) or not is_expired(
+            if group.is_subscribed_to_topic(topic) or self.pending.is_pending(
+                    group.group_id, (topic, partition)) or not is_expired(
                     offset, base, now, self.offsets_retention_ms):
                 all_expired = False
                 continue

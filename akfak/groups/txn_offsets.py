@@ -23,6 +23,7 @@ from twisted.python.failure import Failure
 
 from akfak.coordinator.codec import RecordFormatError
 from akfak.coordinator.runtime import append_error
+from akfak.groups.consumer_offsets import validate_commit
 from akfak.groups.group import ClassicGroup, GroupError, GroupState
 from akfak.groups.offsets import OffsetAndMetadata
 from akfak.groups.records import (
@@ -87,16 +88,23 @@ def txn_commit_offsets(coordinator: GroupCoordinator, group_id: str, producer_id
     error = coordinator._status(group_id)
     if error is not None:
         return all_(error)
-    group = coordinator.groups.get(group_id)
-    if group is None:
-        # Offsets without group management (generation -1): a "simple" group.
-        if generation_id >= 0:
-            return all_(ErrorCode.illegal_generation)
-        group = coordinator.groups[group_id] = ClassicGroup(group_id, coordinator.now_ms())
-    try:
-        _validate(group, member_id, group_instance_id, generation_id)
-    except GroupError as e:
-        return all_(e.code)
+    consumer_group = coordinator.consumer.groups.get(group_id)
+    if consumer_group is not None:
+        # generation_id is the member epoch (KIP-848)
+        error = validate_commit(consumer_group, member_id, generation_id, 0, transactional=True)
+        if error is not None:
+            return all_(error)
+    else:
+        group = coordinator.groups.get(group_id)
+        if group is None:
+            # Offsets without group management (generation -1): a "simple" group.
+            if generation_id >= 0:
+                return all_(ErrorCode.illegal_generation)
+            group = coordinator.groups[group_id] = ClassicGroup(group_id, coordinator.now_ms())
+        try:
+            _validate(group, member_id, group_instance_id, generation_id)
+        except GroupError as e:
+            return all_(e.code)
     now = coordinator.now_ms()
     results: dict[TopicPartition, ErrorCode] = {}
     pending: dict[TopicPartition, OffsetAndMetadata] = {}
@@ -154,7 +162,7 @@ def complete_txn(coordinator: GroupCoordinator, partition: int, producer_id: int
     if not commit:
         return
     for group_id, offsets in taken.items():
-        if group_id not in coordinator.groups:
+        if group_id not in coordinator.groups and group_id not in coordinator.consumer.groups:
             coordinator.groups[group_id] = ClassicGroup(group_id, coordinator.now_ms())
         coordinator.offsets.setdefault(group_id, {}).update(offsets)
 

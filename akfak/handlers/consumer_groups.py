@@ -7,8 +7,9 @@ Behavior / Version notes:
   while the group's `__consumer_offsets` partition loads: COORDINATOR_LOAD_IN_PROGRESS.
 - The protocol needs the finalized `group.version` >= 1 (a new cluster finalizes 1, as
   Kafka 4.1 does); below that ConsumerGroupHeartbeat answers UNSUPPORTED_VERSION, as
-  KafkaApis does.  (Kafka also leaves the two APIs out of ApiVersions then; akfak lists
-  them always.)
+  KafkaApis does.  ApiVersions lists both APIs whatever the finalized level, as Kafka 4.1.1
+  does (checked against it: `kafka-features downgrade --feature group.version=0` leaves
+  ConsumerGroupHeartbeat and ConsumerGroupDescribe 0 to 1 in its ApiVersions).
 - ConsumerGroupHeartbeat v1 requires the member id (the client generates it); v0 may
   leave it empty on a first heartbeat and gets one.  Request validation (INVALID_REQUEST,
   UNSUPPORTED_ASSIGNOR) and every error's message are Kafka's.  The assignment is sent when
@@ -32,9 +33,9 @@ from kio.static.primitive import i8, i32, i32Timedelta
 from twisted.internet.defer import Deferred, succeed
 
 from akfak.features import GROUP_VERSION
-from akfak.groups.consumer_coordinator import HeartbeatRequest, HeartbeatResult
 from akfak.groups.consumer_group import ConsumerGroup, ConsumerMember
 from akfak.groups.consumer_records import Partitions
+from akfak.groups.consumer_requests import HeartbeatRequest, HeartbeatResult, validate
 from akfak.groups.consumer_topics import Topics
 from akfak.handlers.base import NO_THROTTLE, OPERATIONS_NOT_REQUESTED, Handler, make
 from akfak.handlers.groups import client_host, coordinator_of, millis
@@ -90,7 +91,7 @@ class ConsumerGroupHeartbeatHandler(Handler):
             server_assignor=request.server_assignor,
             owned=None if owned is None else tuple((t.topic_id, tuple(t.partitions)) for t in owned),
             client_id=context.client_id or "", client_host=client_host(context))
-        invalid = coordinator.consumer.validate(req, version)
+        invalid = validate(req, version, coordinator.consumer.assignor_names)
         if invalid is not None:
             return succeed(invalid)
         error = coordinator._status(req.group_id)
