@@ -171,16 +171,19 @@ def test_epochs_and_request_errors(cluster: ClockedBroker) -> None:
     answer = conn.send(heartbeat("g", "", 0, names=["t"], owned={}, rebalance_ms=1000, version=0))
     cluster.advance(0)
     assert len(answer.result().member_id) == 22
-    # A classic group of the same name is not a consumer group, and the other way round.
+    # A classic group whose metadata is not the consumer protocol's cannot be upgraded, and
+    # a classic member of another protocol type cannot join a consumer group (the migration
+    # cases are in test_consumer_groups_migration).
     classic = cluster.connect()
     joined = classic.send(join_request("classic", member_id="", version=3))
     cluster.advance(0)
     assert joined.result().error_code == ErrorCode.none
     assert error(heartbeat("classic", "m", 0, names=["t"], owned={}, rebalance_ms=1000)) == (
-        ErrorCode.group_id_not_found, "Group classic is not a consumer group.")
+        ErrorCode.group_id_not_found, "Cannot upgrade classic group classic to consumer group because "
+                                      "the embedded consumer protocol is malformed.")
     assert describe(conn, "classic")[0].error_code == ErrorCode.group_id_not_found
-    assert classic.send(join_request("g", member_id="", version=3)).result().error_code == \
-        ErrorCode.inconsistent_group_protocol
+    assert classic.send(join_request("g", member_id="", version=3, protocol_type="other")).result(
+        ).error_code == ErrorCode.inconsistent_group_protocol
 
 
 def test_leave_session_and_rebalance_timeouts(cluster: ClockedBroker) -> None:

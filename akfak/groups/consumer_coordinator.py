@@ -31,6 +31,7 @@ from twisted.python.failure import Failure
 
 from akfak.coordinator.runtime import append_error
 from akfak.groups import assignors
+from akfak.groups.classic_members import ClassicMembers
 from akfak.groups.consumer_group import (
     LEAVE_GROUP_MEMBER_EPOCH,
     LEAVE_GROUP_STATIC_MEMBER_EPOCH,
@@ -59,6 +60,7 @@ from akfak.groups.consumer_records import (
 from akfak.groups.consumer_requests import HeartbeatError, HeartbeatRequest, HeartbeatResult, new_member_id
 from akfak.groups.consumer_topics import Topics, compile_regex
 from akfak.groups.consumer_writes import InFlightWrites
+from akfak.groups.migration import Migration
 from akfak.groups.reconcile import FencedMemberEpoch, Owned, is_subset, reconcile
 from akfak.groups.records import CoordinatorRecord, GroupMetadataKey
 
@@ -93,6 +95,8 @@ class ConsumerGroups:
         #: group id -> metadata offset its regular expressions were last resolved at
         self.regexes_checked: dict[str, int] = {}
         self.in_flight = InFlightWrites(self, coordinator)
+        self.migration = Migration(self)
+        self.classic = ClassicMembers(self)
 
     # -- configuration ---------------------------------------------------------------
 
@@ -137,8 +141,8 @@ class ConsumerGroups:
             if self.gc.partition_for(group.group_id) != partition:
                 continue
             for member in group.members.values():
-                self._schedule_session(group.group_id, member.member_id)
-                if member.state == UNREVOKED_PARTITIONS:
+                self.schedule_member_session(group.group_id, member)
+                if member.state == UNREVOKED_PARTITIONS and not member.uses_classic_protocol:
                     self._schedule_rebalance(group.group_id, member)
 
     # -- writing -------------------------------------------------------------------------
@@ -147,7 +151,11 @@ class ConsumerGroups:
         """Apply `records`, then write them; undone if the write fails (`consumer_writes`)."""
         if not records:
             return succeed(ErrorCode.none)
+        before = self.groups.get(group_id)
         index = self.in_flight.apply(group_id, records)
+        if before is not None and any(isinstance(r.key, GroupMetadataKey) and r.value is not None
+                                      for r in records):
+            self.migration.downgraded(before, self.gc.groups[group_id])
 
         def written(_: Any) -> ErrorCode:
             self.in_flight.done(group_id, index, True)
@@ -163,9 +171,16 @@ class ConsumerGroups:
 
     # -- timers ----------------------------------------------------------------------------
 
-    def _schedule_session(self, group_id: str, member_id: str) -> None:
-        self.gc._set_timer(("consumer-session", group_id, member_id), self.session_timeout_ms(group_id),
+    def _schedule_session(self, group_id: str, member_id: str, timeout_ms: int | None = None) -> None:
+        """The member's session: `timeout_ms` for a classic member (its JoinGroup's), the
+        group's session timeout otherwise."""
+        self.gc._set_timer(("consumer-session", group_id, member_id),
+                           self.session_timeout_ms(group_id) if timeout_ms is None else timeout_ms,
                            self._fence_by_id, group_id, member_id, None, "the member session expired")
+
+    def schedule_member_session(self, group_id: str, member: ConsumerMember) -> None:
+        self._schedule_session(group_id, member.member_id,
+                               member.classic.session_timeout_ms if member.classic else None)
 
     def _schedule_rebalance(self, group_id: str, member: ConsumerMember) -> None:
         self.gc._set_timer(("consumer-rebalance", group_id, member.member_id),
@@ -175,8 +190,8 @@ class ConsumerGroups:
                            f"{member.rebalance_timeout_ms}ms")
 
     def _cancel_timers(self, group_id: str, member_id: str) -> None:
-        self.gc._cancel_timer(("consumer-session", group_id, member_id))
-        self.gc._cancel_timer(("consumer-rebalance", group_id, member_id))
+        for kind in ("consumer-session", "consumer-rebalance", "consumer-join", "consumer-sync"):
+            self.gc._cancel_timer((kind, group_id, member_id))
 
     def _fence_by_id(self, group_id: str, member_id: str, epoch: int | None, reason: str) -> None:
         group = self.groups.get(group_id)
@@ -185,17 +200,21 @@ class ConsumerGroups:
             return
         log.info("[GroupId {group}] Member {member} fenced from the group because {reason}.",
                  group=group_id, member=member_id, reason=reason)
-        self._write(group_id, self._fence_records(group, [member]))
+        self._write(group_id, self.fence_records(group, [member]))
 
-    def _fence_records(self, group: ConsumerGroup, members: Sequence[ConsumerMember]
-                       ) -> list[CoordinatorRecord]:
+    def fence_records(self, group: ConsumerGroup, members: Sequence[ConsumerMember]
+                      ) -> list[CoordinatorRecord]:
         """Kafka's consumerGroupFenceMembers: remove them, drop regexes only they used,
-        bump the group epoch (with the metadata hash of what the others subscribe to)."""
-        records: list[CoordinatorRecord] = []
+        bump the group epoch (with the metadata hash of what the others subscribe to); or,
+        when only classic members are left, the group's conversion to a classic group."""
         gone = {m.member_id for m in members}
         for m in members:
-            records += member_removal_records(group.group_id, m.member_id)
             self._cancel_timers(group.group_id, m.member_id)
+        if self.migration.may_downgrade(group, gone):
+            return self.migration.downgrade_records(group, gone)
+        records: list[CoordinatorRecord] = []
+        for m in members:
+            records += member_removal_records(group.group_id, m.member_id)
         remaining = [m for m in group.members.values() if m.member_id not in gone]
         still_used = group.subscribed_regexes(remaining)
         for regex in group.resolved_regexes:
@@ -245,6 +264,8 @@ class ConsumerGroups:
                 records.append(CoordinatorRecord(GroupMetadataKey(group_id), None))
                 log.info("[GroupId {group}] Converted the empty classic group to a consumer group.",
                          group=group_id)
+            elif create:
+                return self.migration.upgrade(classic, records)
             else:
                 raise HeartbeatError(ErrorCode.group_id_not_found,
                                      f"Group {group_id} is not a consumer group.")
@@ -300,13 +321,18 @@ class ConsumerGroups:
                      "consumer group using the consumer protocol.", group=gid, member=member_id,
                      instance=req.instance_id)
             return member, None
-        if existing.member_epoch != LEAVE_GROUP_STATIC_MEMBER_EPOCH:
+        if existing.member_epoch != LEAVE_GROUP_STATIC_MEMBER_EPOCH and not existing.uses_classic_protocol:
             raise HeartbeatError(ErrorCode.unreleased_instance_id,
                                  f"Static member {member_id} with instance id {req.instance_id} cannot "
                                  f"join the group because the instance id is owned by "
                                  f"{existing.member_id} member.")
+        return self.replace_static_member(group, existing, member_id, "consumer", records), existing
+
+    def replace_static_member(self, group: ConsumerGroup, existing: ConsumerMember, member_id: str,
+                              protocol: str, records: list[CoordinatorRecord]) -> ConsumerMember:
+        """Kafka's replaceMember: the new member takes over the old one's target and partitions."""
+        gid = group.group_id
         member = dataclasses.replace(existing, member_id=member_id, member_epoch=0, previous_member_epoch=0)
-        # Kafka's replaceMember: the new member takes over the old one's target and partitions.
         records += member_removal_records(gid, existing.member_id)
         records.append(group_record(MEMBER_METADATA, gid, member_id, member.subscription_value()))
         records.append(group_record(TARGET_ASSIGNMENT_MEMBER, gid, member_id, TargetAssignmentMemberValue(
@@ -314,10 +340,10 @@ class ConsumerGroups:
         records.append(group_record(CURRENT_MEMBER_ASSIGNMENT, gid, member_id, member.assignment_value()))
         self._cancel_timers(gid, existing.member_id)
         log.info("[GroupId {group}] Static member with instance id {instance} re-joins the consumer "
-                 "group using the consumer protocol. Created a new member {new} to replace the "
-                 "existing member {old}.", group=gid, instance=req.instance_id, new=member_id,
-                 old=existing.member_id)
-        return member, existing
+                 "group using the {protocol} protocol. Created a new member {new} to replace the "
+                 "existing member {old}.", group=gid, instance=existing.instance_id, protocol=protocol,
+                 new=member_id, old=existing.member_id)
+        return member
 
     def _heartbeat(self, req: HeartbeatRequest) -> tuple[list[CoordinatorRecord], HeartbeatResult]:
         gid = req.group_id
@@ -344,6 +370,24 @@ class ConsumerGroups:
             subscribed_topic_regex=(req.subscribed_topic_regex if req.subscribed_topic_regex is not None
                                     else member.subscribed_topic_regex),
             client_id=req.client_id, client_host=req.client_host)
+        final = self.update_member(group, member, updated, replaced, req.owned, records)
+        self._schedule_session(gid, member_id)
+        full = (req.rebalance_timeout_ms != -1 and req.owned is not None
+                and (req.subscribed_topic_names is not None or req.subscribed_topic_regex is not None))
+        send = req.member_epoch == 0 or full or final.assigned != member.assigned
+        return records, HeartbeatResult(
+            ErrorCode.none, None, member_id, final.member_epoch, self.heartbeat_interval_ms(gid),
+            final.assigned if send else None)
+
+    def update_member(self, group: ConsumerGroup, member: ConsumerMember, updated: ConsumerMember,
+                      replaced: ConsumerMember | None, owned: Owned, records: list[CoordinatorRecord]
+                      ) -> ConsumerMember:
+        """Kafka's heartbeat steps, for a ConsumerGroupHeartbeat and a classic member's
+        JoinGroup alike: the member's subscription record, the group epoch (bumped when the
+        subscriptions or their topics changed), a new target assignment when the group epoch
+        is past it, and the member's reconciliation towards its target; the member as it ends."""
+        gid = group.group_id
+        member_id = updated.member_id
         topics = Topics(self.image())
         bump = group.group_epoch == 0
         if not updated.same_subscription(member) or member.member_id not in group.members:
@@ -374,22 +418,17 @@ class ConsumerGroups:
         final = updated
         if not updated.is_reconciled_to(target_epoch):
             try:
-                final = reconcile(updated, target_epoch, target, group.current_partition_epoch, req.owned)
+                final = reconcile(updated, target_epoch, target, group.current_partition_epoch, owned)
             except FencedMemberEpoch as e:
                 raise HeartbeatError(ErrorCode.fenced_member_epoch, str(e)) from None
         if final.assignment_value() != member.assignment_value() or member.member_id not in group.members:
             records.append(group_record(CURRENT_MEMBER_ASSIGNMENT, gid, member_id, final.assignment_value()))
-            if final.state == UNREVOKED_PARTITIONS:
+            # A classic member has join and sync timers instead (classic_members.py).
+            if final.state == UNREVOKED_PARTITIONS and not final.uses_classic_protocol:
                 self._schedule_rebalance(gid, final)
             else:
                 self.gc._cancel_timer(("consumer-rebalance", gid, member_id))
-        self._schedule_session(gid, member_id)
-        full = (req.rebalance_timeout_ms != -1 and req.owned is not None
-                and (req.subscribed_topic_names is not None or req.subscribed_topic_regex is not None))
-        send = req.member_epoch == 0 or full or final.assigned != member.assigned
-        return records, HeartbeatResult(
-            ErrorCode.none, None, member_id, final.member_epoch, self.heartbeat_interval_ms(gid),
-            final.assigned if send else None)
+        return final
 
     def _update_regexes(self, group: ConsumerGroup, member: ConsumerMember, updated: ConsumerMember,
                         members_after: Sequence[ConsumerMember], topics: Topics,
@@ -467,7 +506,7 @@ class ConsumerGroups:
                                      f"Member {req.member_id} is not a member of group {req.group_id}.")
             log.info("[GroupId {group}] Member {member} left the consumer group.", group=req.group_id,
                      member=req.member_id)
-            return self._fence_records(group, [member]), result
+            return self.fence_records(group, [member]), result
         member = group.static_member(req.instance_id)
         if member is None:
             raise HeartbeatError(ErrorCode.unknown_member_id, f"Instance id {req.instance_id} is unknown.")
@@ -486,7 +525,7 @@ class ConsumerGroups:
                     HeartbeatResult(ErrorCode.none, None, member.member_id, LEAVE_GROUP_STATIC_MEMBER_EPOCH))
         log.info("[GroupId {group}] Static member {member} with instance id {instance} left the consumer "
                  "group.", group=req.group_id, member=req.member_id, instance=req.instance_id)
-        return self._fence_records(group, [member]), result
+        return self.fence_records(group, [member]), result
 
     # -- deletion ----------------------------------------------------------------------------
 

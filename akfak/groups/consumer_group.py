@@ -31,6 +31,7 @@ from akfak.groups.consumer_records import (
     REGULAR_EXPRESSION,
     TARGET_ASSIGNMENT_MEMBER,
     TARGET_ASSIGNMENT_METADATA,
+    ClassicMemberMetadata,
     ConsumerGroupKey,
     ConsumerGroupValue,
     CurrentMemberAssignmentValue,
@@ -95,13 +96,20 @@ class ConsumerMember:
     state: int = STABLE
     assigned: Partitions = field(default_factory=dict)
     pending_revocation: Partitions = field(default_factory=dict)
+    #: set for a member that joined with JoinGroup (the classic protocol)
+    classic: ClassicMemberMetadata | None = None
+
+    @property
+    def uses_classic_protocol(self) -> bool:
+        return self.classic is not None
 
     def with_subscription(self, value: MemberMetadataValue) -> ConsumerMember:
         return dataclasses.replace(
             self, instance_id=value.instance_id, rack_id=value.rack_id, client_id=value.client_id,
             client_host=value.client_host, subscribed_topic_names=value.subscribed_topic_names,
             subscribed_topic_regex=value.subscribed_topic_regex,
-            rebalance_timeout_ms=value.rebalance_timeout_ms, server_assignor=value.server_assignor)
+            rebalance_timeout_ms=value.rebalance_timeout_ms, server_assignor=value.server_assignor,
+            classic=value.classic)
 
     def with_assignment(self, value: CurrentMemberAssignmentValue) -> ConsumerMember:
         return dataclasses.replace(
@@ -112,7 +120,7 @@ class ConsumerMember:
     def subscription_value(self) -> MemberMetadataValue:
         return MemberMetadataValue(self.instance_id, self.rack_id, self.client_id, self.client_host,
                                    self.subscribed_topic_names, self.subscribed_topic_regex,
-                                   self.rebalance_timeout_ms, self.server_assignor)
+                                   self.rebalance_timeout_ms, self.server_assignor, self.classic)
 
     def assignment_value(self) -> CurrentMemberAssignmentValue:
         return CurrentMemberAssignmentValue(self.member_epoch, self.previous_member_epoch,

@@ -5,8 +5,9 @@ records that delete a group, and expiry, as Kafka's ConsumerGroup and OffsetMeta
   generation: a commit is accepted from the member at its current epoch (UNKNOWN_MEMBER_ID,
   STALE_MEMBER_EPOCH; TxnOffsetCommit answers a stale epoch ILLEGAL_GENERATION, as Kafka does
   for transactional producers), or with epoch -1 while the group has no members (an admin
-  client or a consumer without group management).  A consumer-protocol member must use
-  OffsetCommit v9+ (UNSUPPORTED_VERSION).
+  client or a consumer without group management).  A classic member of the group commits with
+  its generation (= its member epoch), any OffsetCommit version, ILLEGAL_GENERATION when stale.
+  A consumer-protocol member must use OffsetCommit v9+ (UNSUPPORTED_VERSION).
 - Offsets expire `offsets.retention.minutes` after their commit (or at the expire timestamp an
   old OffsetCommit gave), but never for a topic a member subscribes to, nor while a
   transaction of the group has offsets pending.  An Empty group whose offsets are all gone is
@@ -50,10 +51,11 @@ def validate_commit(group: ConsumerGroup, member_id: str, member_epoch: int, ver
     member = group.members.get(member_id)
     if member is None:
         return ErrorCode.unknown_member_id
-    if not transactional and version < 9:
+    if not transactional and version < 9 and not member.uses_classic_protocol:
         return ErrorCode.unsupported_version
     if member_epoch != member.member_epoch:
-        return ErrorCode.illegal_generation if transactional else ErrorCode.stale_member_epoch
+        return (ErrorCode.illegal_generation if transactional or member.uses_classic_protocol
+                else ErrorCode.stale_member_epoch)
     return None
 
 
@@ -65,7 +67,7 @@ def validate_fetch(group: ConsumerGroup, member_id: str | None, member_epoch: in
     if member is None:
         return ErrorCode.unknown_member_id
     if member_epoch != member.member_epoch:
-        return ErrorCode.stale_member_epoch
+        return ErrorCode.illegal_generation if member.uses_classic_protocol else ErrorCode.stale_member_epoch
     return None
 
 

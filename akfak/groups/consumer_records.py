@@ -9,8 +9,10 @@ fields, flexible (compact strings and arrays, tagged fields).
 
 Kafka 4.1 no longer writes ConsumerGroupPartitionMetadata values (the group's
 `MetadataHash`, a tagged field of ConsumerGroupMetadataValue, replaced them, KIP-1101); it
-writes only their tombstones, and so does akfak.  Values akfak does not use (the classic
-member metadata of a member that joined with JoinGroup) are read and skipped.
+writes only their tombstones, and so does akfak.  A member that joined with JoinGroup (a
+classic member of a consumer group) carries its ClassicMemberMetadata in tag 0 of its
+member metadata; Kafka writes that tag for every member, with a null marker for the others,
+and so does akfak.
 """
 
 from __future__ import annotations
@@ -65,6 +67,15 @@ class GroupMetadataValue:
 
 
 @dataclass(frozen=True, slots=True)
+class ClassicMemberMetadata:
+    """What a member using the classic protocol joined with: its session timeout and its
+    (protocol name, metadata) in its order of preference."""
+
+    session_timeout_ms: int
+    protocols: tuple[tuple[str, bytes], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class MemberMetadataValue:
     instance_id: str | None
     rack_id: str | None
@@ -74,6 +85,7 @@ class MemberMetadataValue:
     subscribed_topic_regex: str | None
     rebalance_timeout_ms: int
     server_assignor: str | None
+    classic: ClassicMemberMetadata | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +194,22 @@ def encode_value(value: ConsumerGroupValue) -> bytes:
         w.compact_string(value.subscribed_topic_regex)
         w.int32(value.rebalance_timeout_ms)
         w.compact_string(value.server_assignor)
+        w.parts.append(uvarint(1) + uvarint(0))  # tag 0: ClassicMemberMetadata, a nullable struct
+        if value.classic is None:
+            w.parts.append(uvarint(1) + uvarint(0))
+            return w.getvalue()
+        inner = _FlexWriter()
+        inner.int32(value.classic.session_timeout_ms)
+        inner.length(len(value.classic.protocols))
+        for name, metadata in value.classic.protocols:
+            inner.compact_string(name)
+            inner.length(len(metadata))
+            inner.parts.append(metadata)
+            inner.no_tags()
+        inner.no_tags()
+        body = inner.getvalue()
+        w.parts.append(uvarint(len(body) + 1) + uvarint(1) + body)
+        return w.getvalue()
     elif isinstance(value, TargetAssignmentMetadataValue):
         w.int32(value.assignment_epoch)
     elif isinstance(value, TargetAssignmentMemberValue):
@@ -223,6 +251,23 @@ def _group_metadata_tags(r: Reader) -> int:
     return metadata_hash
 
 
+def _classic_member_tag(r: Reader) -> ClassicMemberMetadata | None:
+    classic = None
+    for _ in range(r.uvarint()):
+        tag, size = r.uvarint(), r.uvarint()
+        end = r.pos + size
+        if tag == 0 and r.uvarint() != 0:  # 0: null
+            session_timeout = r.int32()
+            protocols = []
+            for _ in range(r.array_length()):
+                protocols.append((r.string(), bytes(r.bytes_())))
+                r.tagged_fields()
+            r.tagged_fields()
+            classic = ClassicMemberMetadata(session_timeout, tuple(protocols))
+        r.pos = end
+    return classic
+
+
 def decode_value(key: ConsumerGroupKey, data: bytes) -> ConsumerGroupValue:
     r = Reader(data, flexible=True)
     version = r.int16()
@@ -241,9 +286,8 @@ def decode_value(key: ConsumerGroupKey, data: bytes) -> ConsumerGroupValue:
         regex = r.nullable_string()
         rebalance_timeout = r.int32()
         assignor = r.nullable_string()
-        r.tagged_fields()  # the classic member metadata, unused here
         return MemberMetadataValue(instance_id, rack_id, client_id, client_host, names, regex,
-                                   rebalance_timeout, assignor)
+                                   rebalance_timeout, assignor, _classic_member_tag(r))
     if t == TARGET_ASSIGNMENT_METADATA:
         return TargetAssignmentMetadataValue(r.int32())
     if t == TARGET_ASSIGNMENT_MEMBER:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from akfak.groups.records import CoordinatorRecord, OffsetCommitKey
+from akfak.groups.records import CoordinatorRecord, GroupMetadataKey, OffsetCommitKey
 
 if TYPE_CHECKING:
     from akfak.groups.consumer_coordinator import ConsumerGroups
@@ -83,6 +83,9 @@ class InFlightWrites:
             del self._snapshots[group_id]
 
     def _restore(self, group_id: str, snapshot: _Snapshot, failed: Sequence[CoordinatorRecord]) -> None:
+        if snapshot.classic is None and any(isinstance(r.key, GroupMetadataKey) and r.value is not None
+                                            for r in failed):
+            self.gc.groups.pop(group_id, None)  # a failed downgrade: its classic group goes
         consumer = _copy_group(snapshot.consumer)
         if consumer is None:
             self.consumer.groups.pop(group_id, None)

@@ -29,6 +29,7 @@ from akfak.config import BrokerConfig
 from akfak.coordinator.codec import RecordFormatError
 from akfak.coordinator.runtime import LoadingCoordinator, PartitionLoader, TopicCreator, append_error
 from akfak.coordinator.topic import ICoordinatorTopic
+from akfak.groups.classic_members import ClassicJoin
 from akfak.groups.consumer_coordinator import GROUP_TYPE_CONSUMER, PROTOCOL_TYPE, ConsumerGroups
 from akfak.groups.consumer_offsets import expire_offsets, validate_commit, validate_fetch
 from akfak.groups.consumer_records import ConsumerGroupKey
@@ -291,8 +292,11 @@ class GroupCoordinator(LoadingCoordinator):
         consumer_group = self.consumer.groups.get(group_id)
         if consumer_group is not None:
             if consumer_group.members:
-                # akfak does not run classic members in a consumer group (KIP-848's migration)
-                return succeed(JoinResult(ErrorCode.inconsistent_group_protocol, member_id))
+                # A classic member of a consumer group (classic_members.py)
+                return self.consumer.classic.join(consumer_group, ClassicJoin(
+                    group_id, member_id, group_instance_id, client_id, client_host, session_timeout_ms,
+                    rebalance_timeout_ms, protocol_type,
+                    tuple((str(name), bytes(meta)) for name, meta in protocols), version))
             self.consumer.drop_empty(consumer_group)  # an empty one becomes a classic group
         group = self.groups.get(group_id)
         is_unknown_member = member_id == ""
@@ -657,6 +661,12 @@ class GroupCoordinator(LoadingCoordinator):
             return succeed(SyncResult(ErrorCode.rebalance_in_progress))
         if error is not None:
             return succeed(SyncResult(error))
+        consumer_group = self.consumer.groups.get(group_id)
+        if consumer_group is not None:
+            if not consumer_group.members:
+                return succeed(SyncResult(ErrorCode.unknown_member_id))
+            return succeed(self.consumer.classic.sync(consumer_group, generation_id, member_id,
+                                                      group_instance_id, protocol_type, protocol_name))
         group = self.groups.get(group_id)
         if group is None or group.state is GroupState.EMPTY:
             return succeed(SyncResult(ErrorCode.unknown_member_id))
@@ -727,6 +737,10 @@ class GroupCoordinator(LoadingCoordinator):
             return ErrorCode.none  # the group is still loading: answer blindly, as Kafka does
         if error is not None:
             return error
+        consumer_group = self.consumer.groups.get(group_id)
+        if consumer_group is not None:
+            return self.consumer.classic.heartbeat(consumer_group, generation_id, member_id,
+                                                   group_instance_id)
         group = self.groups.get(group_id)
         if group is None:
             return ErrorCode.unknown_member_id
@@ -748,11 +762,15 @@ class GroupCoordinator(LoadingCoordinator):
     # -- LeaveGroup ------------------------------------------------------------------
 
     def leave_group(self, group_id: str, members: Sequence[tuple[str, str | None, str | None]]
-                    ) -> LeaveResult:
-        """`members`: (member id, group instance id, reason)."""
+                    ) -> LeaveResult | Deferred[LeaveResult]:
+        """`members`: (member id, group instance id, reason).  Fires once written for a
+        consumer group's classic members."""
         error = self._status(group_id)
         if error is not None:
             return LeaveResult(error)
+        consumer_group = self.consumer.groups.get(group_id)
+        if consumer_group is not None:
+            return self.consumer.classic.leave(consumer_group, members)
         group = self.groups.get(group_id)
         if group is None:
             return LeaveResult(ErrorCode.none, tuple(

@@ -16,7 +16,7 @@ Behavior / Version notes:
   the member joins, sends a full request, or its assigned partitions changed.
 - ConsumerGroupDescribe: an unknown group, or a classic one, is GROUP_ID_NOT_FOUND with
   Kafka's message; an empty group id INVALID_GROUP_ID.  v1 adds each member's type
-  (1: consumer protocol).
+  (0: a classic member, joined with JoinGroup; 1: consumer protocol).
 - ACLs (as KafkaApis): heartbeat needs READ on the group (else GROUP_AUTHORIZATION_FAILED)
   and DESCRIBE on every topic named in the subscription (else TOPIC_AUTHORIZATION_FAILED
   naming them); describe needs DESCRIBE on the group, and on the topics of its assignments
@@ -46,6 +46,7 @@ from akfak.security.checks import access
 if TYPE_CHECKING:
     from akfak.groups.coordinator import GroupCoordinator
 
+MEMBER_TYPE_CLASSIC = 0
 MEMBER_TYPE_CONSUMER = 1
 
 
@@ -181,7 +182,7 @@ class ConsumerGroupDescribeHandler(Handler):
                     subscribed_topic_regex=m.subscribed_topic_regex,
                     assignment=module.Assignment(topic_partitions=_named(module, m.assigned, topics)),
                     target_assignment=module.Assignment(topic_partitions=_named(module, target, topics)),
-                    member_type=i8(MEMBER_TYPE_CONSUMER))
+                    member_type=i8(MEMBER_TYPE_CLASSIC if m.uses_classic_protocol else MEMBER_TYPE_CONSUMER))
 
 
 def _named(module: Any, partitions: Partitions, topics: Topics) -> tuple[Any, ...]:

@@ -178,6 +178,11 @@ class LeaveGroupHandler(Handler):
             result = LeaveResult(ErrorCode.coordinator_not_available)
         else:
             result = coordinator.leave_group(request.group_id, members)
+        if isinstance(result, Deferred):
+            return result.addCallback(self._response, version)
+        return self._response(result, version)
+
+    def _response(self, result: LeaveResult, version: int) -> Any:
         response_type = self.response_type(version)
         if version < 3:
             # One member, whose error is the response's (Kafka's LeaveGroupResponse).
