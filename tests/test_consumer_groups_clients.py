@@ -248,3 +248,40 @@ def test_broker_killed_mid_rebalance_keeps_committed_offsets(tmp_path: Any) -> N
         reader.close()
     finally:
         process.stop()
+
+
+CLASSIC = {"group.protocol": "classic", "session.timeout.ms": 6000, "heartbeat.interval.ms": 300}
+
+
+def test_upgrade_and_downgrade_of_a_live_group_with_classic_members(broker: BrokerProcess) -> None:
+    """Two classic consumers (librdkafka's eager range assignor) consume; a consumer-protocol
+    member joins the live classic group (the group is upgraded, the classic members rejoin
+    through JoinGroup and give up partitions for it), then leaves (the group is downgraded and
+    rebalances between the classic members); every record is processed once."""
+    bootstrap = broker.bootstrap
+    create_topic(bootstrap, "mig", 6)
+    produce(bootstrap, "mig", 120, 6)
+    classic = [Member(bootstrap, "mig-g", ["mig"], f"classic{i}", **CLASSIC) for i in range(2)]
+    step = poll_all(classic)
+    wait_for(lambda: balanced(classic, 6) and sum(len(m.records) for m in classic) >= 120,
+             "the classic group consuming", step)
+    assert describe(bootstrap, "mig-g")["type"] != "ConsumerGroupType.CONSUMER"
+
+    modern = Member(bootstrap, "mig-g", ["mig"], "modern")
+    members = [*classic, modern]
+    wait_for(lambda: balanced(members, 6), "three members sharing the partitions", poll_all(members))
+    assert describe(bootstrap, "mig-g")["type"] == "ConsumerGroupType.CONSUMER"
+    produce(bootstrap, "mig", 120, 6, start=120)
+    wait_for(lambda: sum(len(m.records) for m in members) >= 240, "the records after the upgrade",
+             poll_all(members))
+
+    modern.close()
+    wait_for(lambda: balanced(classic, 6) and describe(bootstrap, "mig-g")["type"]
+             == "ConsumerGroupType.CLASSIC", "the classic members alone, classic again", step)
+    produce(bootstrap, "mig", 120, 6, start=240)
+    wait_for(lambda: sum(len(m.records) for m in members) >= 360, "the records after the downgrade", step)
+    seen = Counter(r for m in members for r in m.records)
+    assert len(seen) == 360 and max(seen.values()) == 1
+    assert modern.records  # it did take part
+    for m in classic:
+        m.close()
