@@ -230,10 +230,9 @@ class ClassicMembers:
         try:
             version = consumer_protocol.version_of(metadata)
         except MalformedSubscription:
-            return SyncResult(ErrorCode.unknown_server_error)
-        named = [(n, parts) for n, parts in
-                 ((topics.name_of(t), ps) for t, ps in sorted(member.assigned.items())) if n is not None]
-        return SyncResult(ErrorCode.none, consumer_protocol.encode_assignment(named, version),
+            return SyncResult(ErrorCode.unknown_server_error)  # Kafka's IllegalStateException
+        return SyncResult(ErrorCode.none, consumer_protocol.encode_assignment(topics.named(member.assigned),
+                                                                               version),
                           protocol_type, protocol_name)
 
     def heartbeat(self, group: ConsumerGroup, generation_id: int, member_id: str,

@@ -45,6 +45,11 @@ class Topics:
         topic = self.by_id.get(topic_id)
         return -1 if topic is None else topic.num_partitions
 
+    def named(self, partitions: Mapping[uuid.UUID, Iterable[int]]) -> list[tuple[str, Iterable[int]]]:
+        """(topic name, partitions) by topic id order, leaving out topics no longer there."""
+        return [(name, parts) for name, parts in
+                ((self.name_of(t), ps) for t, ps in sorted(partitions.items())) if name is not None]
+
     def ids(self, names: Iterable[str]) -> frozenset[uuid.UUID]:
         return frozenset(i for i in (self.id_of(n) for n in names) if i is not None)
 

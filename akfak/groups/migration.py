@@ -43,7 +43,6 @@ from akfak.groups.consumer_records import (
     TARGET_ASSIGNMENT_METADATA,
     ClassicMemberMetadata,
     GroupMetadataValue,
-    Partitions,
     TargetAssignmentMemberValue,
     TargetAssignmentMetadataValue,
 )
@@ -194,13 +193,15 @@ class Migration:
             except MalformedSubscription:
                 version = 0
             assignments[member.member_id] = consumer_protocol.encode_assignment(
-                _named(group.target_of(member.member_id), topics), version)
+                topics.named(group.target_of(member.member_id)), version)
         return [*deletion_records(group, {}), self.gc._group_metadata_record(classic, assignments)]
 
     def downgraded(self, old: ConsumerGroup, classic: ClassicGroup) -> None:
         """After the downgrade's records are applied: the members keep every protocol they
         joined with (the record holds only the chosen one's metadata), get their heartbeat
         sessions, and rejoin in a rebalance."""
+        for member_id in old.members:
+            self.cg._cancel_timers(old.group_id, member_id)
         for member in classic.members.values():
             previous = old.members.get(member.member_id)
             if previous is not None and previous.classic is not None:
@@ -210,11 +211,3 @@ class Migration:
         self.gc._prepare_rebalance(classic, f"Downgrade group {classic.group_id} from consumer to classic "
                                             f"for member leaving.")
 
-
-def _named(partitions: Partitions, topics: Topics) -> list[tuple[str, frozenset[int]]]:
-    out = []
-    for topic_id, parts in sorted(partitions.items()):
-        name = topics.name_of(topic_id)
-        if name is not None:
-            out.append((name, parts))
-    return out
