@@ -369,7 +369,8 @@ class ConsumerGroups:
                                     else member.subscribed_topic_names),
             subscribed_topic_regex=(req.subscribed_topic_regex if req.subscribed_topic_regex is not None
                                     else member.subscribed_topic_regex),
-            client_id=req.client_id, client_host=req.client_host)
+            client_id=req.client_id, client_host=req.client_host,
+            classic=None)  # it uses the consumer protocol now, whatever it replaced
         final = self.update_member(group, member, updated, replaced, req.owned, records)
         self._schedule_session(gid, member_id)
         full = (req.rebalance_timeout_ms != -1 and req.owned is not None
