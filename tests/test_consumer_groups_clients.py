@@ -31,6 +31,7 @@ BROKER_OVERRIDES = (
     "group.consumer.session.timeout.ms=4000",
     "group.consumer.min.session.timeout.ms=4000",
     "offsets.topic.num.partitions=3",
+    "group.initial.rebalance.delay.ms=0",  # classic members join at once (migration test)
 )
 DEADLINE = 30.0
 
