@@ -6,8 +6,10 @@ scrape holds the reactor on a broker with many partitions.
 
 1. Throughput: confluent-kafka produces `--records` values of `--size` bytes (acks=all,
    linger.ms=5, as client_bench.py) to a one-partition topic, alternately without and with a
-   scraper thread fetching /metrics every `--interval` seconds, `--rounds` times each;
-   prints records/s of every run, the best and median of each kind and the medians' ratio.
+   scraper thread fetching /metrics every `--interval` seconds, and with that scraper plus the
+   console open (its overview and request inspector polled every second, as the pages do),
+   `--rounds` times each; prints records/s of every run, the best and median of each kind and
+   the medians' ratios.
 2. Reactor hold: the broker gets topics of 1,000 partitions up to `--partitions`, then a
    client sends ApiVersions requests one after another for `--seconds`, without the scraper,
    with it every `--interval` seconds and every second; prints the round trips' median, 99th
@@ -16,12 +18,13 @@ scrape holds the reactor on a broker with many partitions.
    themselves: how long their reads held the reactor in all and in their longest turn.
 
 The broker is a `python -m akfak` subprocess (tests/brokers.py) with HTTP on a free loopback
-port.  The console's /api is not scraped (it is not part of this broker yet).
+port.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -74,6 +77,31 @@ class Scraper(threading.Thread):
                                own["akfak_metrics_scrape_reactor_cpu_seconds"],
                                own["akfak_metrics_scrape_longest_turn_cpu_seconds"]))
             self.stopping.wait(max(0.0, self.interval - took))
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(60)
+
+
+class Console(threading.Thread):
+    """What an open console page asks for: /api/overview and the inspector's new requests,
+    once a second (the pages' polling interval)."""
+
+    def __init__(self, base: str) -> None:
+        super().__init__(daemon=True)
+        self.base = base
+        self.stopping = threading.Event()
+        self.polls = 0
+
+    def run(self) -> None:
+        since = 0
+        while not self.stopping.is_set():
+            with urllib.request.urlopen(self.base + "api/overview?seconds=120", timeout=60) as r:
+                r.read()
+            with urllib.request.urlopen(f"{self.base}api/requests?since={since}", timeout=60) as r:
+                since = json.loads(r.read())["last"]
+            self.polls += 1
+            self.stopping.wait(1.0)
 
     def stop(self) -> None:
         self.stopping.set()
@@ -145,23 +173,30 @@ def main() -> None:
             create_topic(admin, "web-load", 1)
             value = b"x" * args.size
             produce(broker.bootstrap, "web-load", args.records // 10, value)  # warm-up
-            rates: dict[str, list[float]] = {"without scraper": [], "with scraper": []}
+            kinds = ("without scraper", "with scraper", "with scraper and console")
+            rates: dict[str, list[float]] = {kind: [] for kind in kinds}
             for _ in range(args.rounds):
-                for kind in rates:
-                    scraper = Scraper(url, args.interval) if kind == "with scraper" else None
-                    if scraper is not None:
-                        scraper.start()
+                for kind in kinds:
+                    scraper = Scraper(url, args.interval) if kind != kinds[0] else None
+                    console = Console(url.removesuffix("metrics")) if kind == kinds[2] else None
+                    for thread in (scraper, console):
+                        if thread is not None:
+                            thread.start()
                     rate = produce(broker.bootstrap, "web-load", args.records, value)
+                    if console is not None:
+                        console.stop()
                     if scraper is not None:
                         scraper.stop()
                         print(f"  {len(scraper.times)} scrapes, median "
-                              f"{statistics.median(scraper.times) * 1000:.1f} ms")
+                              f"{statistics.median(scraper.times) * 1000:.1f} ms"
+                              + (f"; {console.polls} console polls" if console else ""))
                     rates[kind].append(rate)
                     print(f"produce {kind}: {rate:,.0f} records/s")
             for kind, found in rates.items():
                 print(f"{kind}: best {max(found):,.0f}, median {statistics.median(found):,.0f} records/s")
-            ratio = statistics.median(rates["with scraper"]) / statistics.median(rates["without scraper"])
-            print(f"median with / without: {ratio:.3f}")
+            without = statistics.median(rates[kinds[0]])
+            for kind in kinds[1:]:
+                print(f"median {kind} / without: {statistics.median(rates[kind]) / without:.3f}")
 
             made = 1
             while made < args.partitions:
