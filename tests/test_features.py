@@ -61,7 +61,7 @@ def test_api_versions_lists_supported_and_finalized_features(inproc: Any) -> Any
                 answer = api_versions(c, version)
                 assert [(f.name, f.min_version, f.max_version) for f in answer.supported_features] == [
                     ("group.version", 0, 0), ("kraft.version", 0, 0), ("metadata.version", 7, 27),
-                    ("share.version", 0, 0), ("transaction.version", 0, 2),
+                    ("share.version", 0, 1), ("transaction.version", 0, 2),
                     ("eligible.leader.replicas.version", 0, 1)]
                 assert finalized(answer) == NEW_CLUSTER
                 assert answer.finalized_features_epoch == inproc.broker.image.offset >= 2

@@ -1,0 +1,250 @@
+"""Share groups on a broker: what `Broker.open()` and the share handlers use.
+
+    broker.share = open_share_service(broker)   # in open(), after the group coordinator
+
+`ShareService` holds the share groups (akfak.share.group), the share sessions
+(akfak.share.sessions), the share coordinator over `__share_group_state`
+(akfak.share.coordinator) and the share-partitions (akfak.share.partition), loaded from the
+coordinator on first use: a share-partition without a start offset starts where
+`share.auto.offset.reset` (a group config; `latest` by default, or `earliest`) says.  Share
+groups are served when `share.version` >= 1 is finalized (or the internal `group.share.enable`
+is true), as Kafka 4.1 decides.  A member leaving its group (or its session timing out) and a
+connection closing with a share session on it release the member's acquired records.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Hashable
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.logger import Logger
+
+from akfak import features
+from akfak.coordinator.topic import ICoordinatorTopic, MemoryCoordinatorTopic
+from akfak.errors import KafkaError
+from akfak.log.batch import scan
+from akfak.share.coordinator import (
+    SHARE_STATE_TOPIC,
+    ShareCoordinator,
+    ShareStateError,
+    share_state_topic_configs,
+)
+from akfak.share.group import ShareGroups
+from akfak.share.partition import Acquired, SharePartition
+from akfak.share.records import ShareKey, ShareState, StateBatch
+from akfak.share.sessions import ShareSessionCache
+from akfak.share.settings import int_setting, setting
+
+if TYPE_CHECKING:
+    from akfak.broker import Broker
+
+log = Logger()
+
+_DURATION = re.compile(r"P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?")
+
+
+def share_state_for(broker: Broker) -> ICoordinatorTopic:
+    if getattr(broker, "controller", None) is not None and getattr(broker, "storage", None):
+        from akfak.coordinator.log_topic import LogCoordinatorTopic
+
+        return LogCoordinatorTopic(SHARE_STATE_TOPIC, share_state_topic_configs(broker.config),
+                                   broker.controller, broker.storage)
+    return MemoryCoordinatorTopic(SHARE_STATE_TOPIC)
+
+
+class ShareService:
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        config = broker.config
+        self.coordinator = ShareCoordinator(config, broker.clock, share_state_for(broker))
+        self.groups = ShareGroups(broker, self._initialize, self._member_left, self._is_classic)
+        self.sessions = ShareSessionCache(int_setting(config, "group.share.max.share.sessions"))
+        self.max_delivery = int_setting(config, "group.share.delivery.count.limit")
+        self.max_locks = int_setting(config, "group.share.partition.max.record.locks")
+        self.partitions: dict[ShareKey, SharePartition] = {}
+
+    # -- state -------------------------------------------------------------------------
+
+    def enabled(self) -> bool:
+        if setting(self.broker.config, "group.share.enable").lower() == "true":
+            return True
+        return self.broker.image.features.get(features.SHARE_VERSION, 0) >= 1
+
+    def _is_classic(self, group_id: str) -> bool:
+        coordinator = getattr(self.broker, "group_coordinator", None)
+        return coordinator is not None and group_id in coordinator.groups
+
+    def group_config(self, group_id: str, name: str, broker_name: str | None) -> str:
+        value = self.broker.image.group_configs.get(group_id, {}).get(name)
+        if value is not None:
+            return str(value)
+        if broker_name is not None:
+            return setting(self.broker.config, broker_name)
+        from akfak.resource_configs import GROUP_CONFIGS
+
+        return GROUP_CONFIGS[name].default
+
+    def lock_duration_ms(self, group_id: str) -> int:
+        return int(self.group_config(group_id, "share.record.lock.duration.ms",
+                                     "group.share.record.lock.duration.ms"))
+
+    def _initialize(self, group_id: str, topic_id: Any, partition: int, epoch: int) -> None:
+        key = ShareKey(group_id, topic_id, partition)
+        try:
+            if self.coordinator.read(key) is not None:
+                return
+            self.coordinator.initialize(key, epoch, -1).addErrback(
+                lambda f: log.failure("Initializing {key} failed", f, key=key))
+        except ShareStateError as e:
+            log.warn("Cannot initialize {key}: {e}", key=key, e=e)
+
+    def partition(self, group_id: str, topic_id: uuid.UUID, topic: str, index: int,
+                  partition_log: Any) -> SharePartition:
+        """The share-partition, loaded on first use (raises ShareStateError while the
+        coordinator loads)."""
+        key = ShareKey(group_id, topic_id, index)
+        sp = self.partitions.get(key)
+        if sp is not None:
+            return sp
+        state = self.coordinator.read(key) or ShareState(start_offset=-1)
+        start = state.start_offset
+        if start < 0:
+            reset = self.group_config(group_id, "share.auto.offset.reset", None)
+            start = (partition_log.log_start_offset if reset == "earliest"
+                     else self._by_duration(reset, partition_log))
+        sp = SharePartition(group_id, topic, index, state, start, self.broker.clock,
+                            self.max_delivery, self.max_locks,
+                            lambda: self.lock_duration_ms(group_id), self._persist,
+                            lambda: self.broker.waiters.notify((topic, index)))
+        sp.topic_id = topic_id  # type: ignore[attr-defined]
+        self.partitions[key] = sp
+        return sp
+
+    def _by_duration(self, reset: str, partition_log: Any) -> int:
+        """`latest`, or `by_duration:<ISO-8601 duration>`: the first offset not older."""
+        match = _DURATION.fullmatch(reset[len("by_duration:"):]) \
+            if reset.startswith("by_duration:") else None
+        if match is None:
+            return int(partition_log.high_watermark)
+        days, hours, minutes, seconds = (float(g or 0) for g in match.groups())
+        ms = int((((days * 24 + hours) * 60 + minutes) * 60 + seconds) * 1000)
+        found = partition_log.offset_for_timestamp(self.broker.now_ms() - ms)
+        return int(found.offset) if found is not None else int(partition_log.high_watermark)
+
+    def _persist(self, sp: SharePartition, batches: list[StateBatch]) -> Deferred[None]:
+        key = ShareKey(sp.group_id, sp.topic_id, sp.partition)  # type: ignore[attr-defined]
+        try:
+            written = self.coordinator.write(key, sp.state_epoch,
+                                             self.broker.leader_epoch(sp.topic, sp.partition),
+                                             sp.start_offset, batches)
+        except KafkaError as e:
+            log.warn("Writing the state of {key} failed: {e}", key=key, e=e)
+            return succeed(None)
+
+        def failed(f: Any) -> None:
+            log.failure("Writing the state of {key} failed", f, key=key)
+
+        return written.addErrback(failed)
+
+    # -- reading and acquiring -----------------------------------------------------------
+
+    def acquire(self, sp: SharePartition, partition_log: Any, member_id: str, limit: int,
+                min_one: bool, max_records: int, read_committed: bool
+                ) -> tuple[list[Acquired], list[Any], int]:
+        """Read from the next fetch offset and acquire: (acquired ranges, batches to send,
+        their size).  Only record batch headers are looked at."""
+        if sp.start_offset < partition_log.log_start_offset:
+            sp.move_start(partition_log.log_start_offset)
+        offset = sp.next_fetch_offset()
+        upper = partition_log.last_stable_offset if read_committed else partition_log.high_watermark
+        if offset >= upper or (limit <= 0 and not min_one):
+            return [], [], 0
+        read = partition_log.read(offset, limit, min_one=min_one,
+                                  max_offset=upper if read_committed else None)
+        data = read.parts[0] if len(read.parts) == 1 else b"".join(read.parts)
+        headers = [(pos, h.base_offset, h.last_offset, h.size) for pos, h in scan(data)
+                   if h.last_offset >= offset]
+        if not headers:
+            return [], [], 0
+        acquired = sp.acquire(member_id, [(h[1], h[2]) for h in headers], max_records)
+        if not acquired:
+            return [], [], 0
+        first, last = acquired[0].first_offset, acquired[-1].last_offset
+        sent = [h for h in headers if h[2] >= first and h[1] <= last]
+        start, end = sent[0][0], sent[-1][0] + sent[-1][3]
+        return acquired, [memoryview(data)[start:end]], end - start
+
+    def available_bytes(self, sp: SharePartition, partition_log: Any, limit: int,
+                        read_committed: bool) -> int:
+        """About how much a fetch would find (for min_bytes), without acquiring anything."""
+        offset = sp.next_fetch_offset()
+        upper = partition_log.last_stable_offset if read_committed else partition_log.high_watermark
+        if offset >= upper:
+            return 0
+        if offset < sp.end_offset:
+            return limit  # released or timed-out records wait: enough
+        return int(partition_log.read(offset, limit, min_one=True, ranges=True,
+                                      max_offset=upper if read_committed else None).size)
+
+    # -- members and sessions ------------------------------------------------------------
+
+    def _member_left(self, group_id: str, member_id: str) -> None:
+        self.sessions.remove(group_id, member_id)
+        self.release(group_id, member_id)
+
+    def release(self, group_id: str, member_id: str) -> None:
+        for key, sp in self.partitions.items():
+            if key.group_id == group_id:
+                sp.release_member(member_id)
+
+    def connection_lost(self, connection: object) -> None:
+        for session in self.sessions.of_connection(connection):
+            self.sessions.remove(session.group_id, session.member_id)
+            self.release(session.group_id, session.member_id)
+
+    def delete_group(self, group_id: str) -> Deferred[Any]:
+        """DeleteGroups of an empty share group: its state goes from the coordinator."""
+        self.groups.delete(group_id)
+        writes = []
+        for key in [k for k in self.partitions if k.group_id == group_id]:
+            self.partitions.pop(key).close()
+        for key in self.coordinator.keys_of(group_id):
+            writes.append(self.coordinator.delete(key))
+        from twisted.internet.defer import gatherResults
+
+        return gatherResults(writes, consumeErrors=True)
+
+    def topic_partitions_of(self, group_id: str) -> dict[Hashable, set[int]]:
+        """topic id -> partitions the group has state for (offsets describes)."""
+        out: dict[Hashable, set[int]] = {}
+        for key in self.coordinator.keys_of(group_id):
+            out.setdefault(key.topic_id, set()).add(key.partition)
+        return out
+
+    def prune(self) -> None:
+        """Move each `__share_group_state` partition's log start up to what its keys need."""
+        storage = getattr(self.broker, "storage", None)
+        if storage is None:
+            return
+        for partition, offset in self.coordinator.prunable().items():
+            partition_log = storage.get_log(SHARE_STATE_TOPIC, partition)
+            if partition_log is not None and offset > partition_log.log_start_offset:
+                partition_log.advance_log_start_offset(offset)
+
+    def stop(self) -> None:
+        self.groups.stop()
+        for sp in self.partitions.values():
+            sp.close()
+        self.coordinator.stop()
+
+
+def open_share_service(broker: Broker) -> ShareService:
+    service = ShareService(broker)
+    interval_ms = int_setting(broker.config, "share.coordinator.state.topic.prune.interval.ms")
+    broker.every(interval_ms / 1000,
+                 service.prune)
+    service.coordinator.start()
+    return service
