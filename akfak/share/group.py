@@ -3,9 +3,10 @@
 A member joins with epoch 0 and the topics it subscribes to (its member id is the client's
 own), heartbeats with its epoch, and leaves with epoch -1.  A change of the members or of their
 subscriptions (or of the subscribed topics' partition counts) bumps the group epoch; the
-`simple` assignor (akfak.share.assignor) then computes the target assignment and every member
-takes its target at once (share groups revoke nothing: a partition may have many members),
-its member epoch becoming the group epoch.  Only share-partitions whose state is initialized
+`simple` assignor (akfak.share.assignor) then computes the target assignment, at the next
+heartbeat of any member, and each member takes its target whole at its own next heartbeat
+(share groups revoke nothing: a partition may have many members), its member epoch becoming
+the assignment epoch.  Only share-partitions whose state is initialized
 in the share coordinator are assigned; the heartbeat initializes those it finds missing
 (InitializeShareGroupState, start offset -1: decided by `share.auto.offset.reset` on the
 first fetch).  A member that does not heartbeat within its session timeout
@@ -50,6 +51,8 @@ class ShareMember:
     previous_epoch: int = -1
     #: topic id -> partitions
     assigned: dict[Hashable, set[int]] = field(default_factory=dict)
+    #: the target assignment, taken on the member's next heartbeat
+    target: dict[Hashable, set[int]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -162,6 +165,9 @@ class ShareGroups:
             group.epoch += 1
         if group.epoch > group.assignment_epoch:
             self._assign(group, metadata)
+        if member.epoch != group.assignment_epoch:  # share groups revoke nothing: take it all
+            member.previous_epoch, member.epoch = member.epoch, group.assignment_epoch
+            member.assigned = {t: set(p) for t, p in member.target.items()}
         self._schedule_expiry(group, member_id)
         full = member_epoch == 0 or subscribed is not None or before != member.assigned
         return HeartbeatResult(member_id, member.epoch, self._interval(group_id),
@@ -200,13 +206,10 @@ class ShareGroups:
                    for m in members}
         target = assignor.assign(members, subscriptions, metadata, current)
         for member_id, tps in target.items():
-            member = group.members[member_id]
             assigned: dict[Hashable, set[int]] = {}
             for t, p in tps:
                 assigned.setdefault(t, set()).add(p)
-            member.assigned = assigned
-            if member.epoch != group.epoch:
-                member.previous_epoch, member.epoch = member.epoch, group.epoch
+            group.members[member_id].target = assigned
         group.metadata = metadata
         group.assignment_epoch = group.epoch
 
@@ -218,11 +221,7 @@ class ShareGroups:
         call = self._timers.pop((group.group_id, member_id), None)
         if call is not None and call.active():
             call.cancel()
-        group.epoch += 1
-        if group.members:
-            self._assign(group, self._metadata(group))
-        else:
-            group.assignment_epoch = group.epoch
+        group.epoch += 1  # the next heartbeat computes the new target assignment
         self.member_left(group.group_id, member_id)
 
     def _schedule_expiry(self, group: ShareGroup, member_id: str) -> None:

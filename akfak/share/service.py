@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.logger import Logger
 
 from akfak import features
@@ -213,8 +213,29 @@ class ShareService:
             self.partitions.pop(key).close()
         for key in self.coordinator.keys_of(group_id):
             writes.append(self.coordinator.delete(key))
-        from twisted.internet.defer import gatherResults
+        return gatherResults(writes, consumeErrors=True)
 
+    def reset_offset(self, group_id: str, topic_id: uuid.UUID, index: int, start_offset: int,
+                     state_epoch: int) -> Deferred[None]:
+        """AlterShareGroupOffsets of an empty group: the share-partition starts again there."""
+        key = ShareKey(group_id, topic_id, index)
+        sp = self.partitions.pop(key, None)
+        if sp is not None:
+            sp.close()
+        self.groups.initialized.add((group_id, topic_id, index))
+        current = self.coordinator.states.get(key)
+        epoch = max(state_epoch, current.state_epoch + 1 if current is not None else 0)
+        return self.coordinator.initialize(key, epoch, start_offset)
+
+    def delete_offsets(self, group_id: str, topic_id: uuid.UUID) -> Deferred[Any]:
+        """DeleteShareGroupOffsets of an empty group: the topic's share-partitions go."""
+        writes = []
+        for key in [k for k in self.coordinator.keys_of(group_id) if k.topic_id == topic_id]:
+            sp = self.partitions.pop(key, None)
+            if sp is not None:
+                sp.close()
+            self.groups.initialized.discard((group_id, topic_id, key.partition))
+            writes.append(self.coordinator.delete(key))
         return gatherResults(writes, consumeErrors=True)
 
     def topic_partitions_of(self, group_id: str) -> dict[Hashable, set[int]]:
