@@ -130,7 +130,8 @@ def joined(c: WireClient, group: str, topic: str, *, earliest: bool = True) -> t
         group_config(c, group, share_auto_offset_reset="earliest")
     member = new_member()
     answer = heartbeat(c, group, member, 0, (topic,))
-    assert answer.error_code == ErrorCode.none, answer
+    # epoch 1 for the join, 2 once the share-partition is initialized (Kafka's numbering)
+    assert (answer.error_code, answer.member_epoch) == (ErrorCode.none, 2), answer
     assert [(t.topic_id, t.partitions) for t in answer.assignment.topic_partitions] == [(topic_id, (0,))]
     return member, topic_id
 
@@ -171,11 +172,11 @@ def test_heartbeat_joins_and_answers_errors_as_kafka(client: WireClient) -> None
     # a second member: the group epoch moves, both share the partition
     other = new_member()
     second = heartbeat(client, "hb", other, 0, ("hb-topic",))
-    assert (second.member_epoch, second.assignment.topic_partitions[0].partitions) == (2, (0,))
+    assert (second.member_epoch, second.assignment.topic_partitions[0].partitions) == (3, (0,))
     # the previous epoch is still accepted; the assignment did not change: none is sent
-    again = heartbeat(client, "hb", member, 1, None)
-    assert (again.error_code, again.member_epoch, again.assignment) == (ErrorCode.none, 2, None)
-    full = heartbeat(client, "hb", member, 2, ("hb-topic",))  # a full request gets it
+    again = heartbeat(client, "hb", member, 2, None)
+    assert (again.error_code, again.member_epoch, again.assignment) == (ErrorCode.none, 3, None)
+    full = heartbeat(client, "hb", member, 3, ("hb-topic",))  # a full request gets it
     assert [(t.topic_id, t.partitions) for t in full.assignment.topic_partitions] == [
         (topic_id, (0,))]
     left = heartbeat(client, "hb", other, -1, None)
@@ -185,7 +186,7 @@ def test_heartbeat_joins_and_answers_errors_as_kafka(client: WireClient) -> None
                                      include_authorized_operations=False)).groups
     assert (described[0].group_state, described[0].group_epoch, described[0].assignor_name,
             [(x.member_id, x.member_epoch) for x in described[0].members]) == (
-        "Stable", 3, "simple", [(member, 2)])
+        "Stable", 4, "simple", [(member, 3)])
     assert (described[1].error_code, described[1].error_message) == (
         ErrorCode.group_id_not_found, "Group nosuch not found.")
 
@@ -219,7 +220,8 @@ def test_share_session_epochs(client: WireClient) -> None:
 def test_acquire_release_reject_accept(client: WireClient) -> None:
     """Records come as the stored batches with their acquired ranges; only their member may
     acknowledge them; a release brings them back with a higher delivery count; the start
-    offset moves past what is accepted or rejected."""
+    offset moves past what is accepted or rejected (the persisted one, which describes show,
+    trailing by the last change, as Kafka writes it)."""
     member, topic_id = joined(client, "states", "states-topic")
     produce_values(client, "states-topic", b"a", b"b", b"c")
     produce_values(client, "states-topic", b"d", b"e")
@@ -259,7 +261,7 @@ def test_acquire_release_reject_accept(client: WireClient) -> None:
     offsets = client.request(build(m.DescribeShareGroupOffsetsRequest, groups=(
         m.DescribeShareGroupOffsetsRequestGroup(group_id="states", topics=None),)))
     assert [(t.topic_name, [(p.partition_index, p.start_offset) for p in t.partitions])
-            for t in offsets.groups[0].topics] == [("states-topic", [(0, 5)])]
+            for t in offsets.groups[0].topics] == [("states-topic", [(0, 1)])]  # Kafka's: trails
 
 
 def test_long_poll_waits_for_an_append(client: WireClient, broker: BrokerProcess) -> None:
@@ -306,7 +308,7 @@ def test_state_is_kept_in_share_group_state_as_kafka_writes_it(client: WireClien
                 found.append(("update", *share_records.decode_update(record.value)[1:]))
     assert found == [
         ("snapshot", 1, -1, []),
-        ("update", 0, 1, [share_records.StateBatch(0, 0, share_records.ACKNOWLEDGED, 1),
+        ("update", 0, 0, [share_records.StateBatch(0, 0, share_records.ACKNOWLEDGED, 1),
                           share_records.StateBatch(1, 1, share_records.AVAILABLE, 1)]),
     ]
     m = _module(84, 0)
@@ -318,7 +320,7 @@ def test_state_is_kept_in_share_group_state_as_kafka_writes_it(client: WireClien
     result, unknown = (r.partitions[0] for r in read.results)
     assert (result.error_code, result.state_epoch, result.start_offset,
             [(b.first_offset, b.last_offset, b.delivery_state, b.delivery_count)
-             for b in result.state_batches]) == (ErrorCode.none, 1, 1, [(1, 1, 0, 1)])
+             for b in result.state_batches]) == (ErrorCode.none, 1, 0, [(0, 0, 2, 1), (1, 1, 0, 1)])
     assert (unknown.error_code, unknown.error_message) == (
         ErrorCode.invalid_request, "Read operation on uninitialized share partition not allowed.")
 

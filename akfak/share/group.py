@@ -161,7 +161,12 @@ class ShareGroups:
             member.client_id, member.client_host = client_id, client_host
         before = {t: set(p) for t, p in member.assigned.items()}
         metadata = self._metadata(group)
-        if changed or metadata != group.metadata or self._uninitialized(group, metadata):
+        if changed or metadata != group.metadata:
+            group.epoch += 1
+        if self._uninitialized(group, metadata):
+            # Kafka assigns a share-partition once its state is initialized, bumping the
+            # epoch again at the next heartbeat; here that happens at once.
+            self._initialize_all(group, metadata)
             group.epoch += 1
         if group.epoch > group.assignment_epoch:
             self._assign(group, metadata)
@@ -190,13 +195,15 @@ class ShareGroups:
         return any((group.group_id, t, p) not in self.initialized
                    for t, n in metadata.items() for p in range(n))
 
-    def _assign(self, group: ShareGroup, metadata: dict[Hashable, int]) -> None:
+    def _initialize_all(self, group: ShareGroup, metadata: dict[Hashable, int]) -> None:
         for topic_id, count in metadata.items():
             for p in range(count):
                 key = (group.group_id, topic_id, p)
                 if key not in self.initialized:
                     self.initialize(group.group_id, topic_id, p, group.epoch)
                     self.initialized.add(key)
+
+    def _assign(self, group: ShareGroup, metadata: dict[Hashable, int]) -> None:
         image = self.broker.image
         names = {name: t.topic_id for name, t in image.topics_by_name.items()}
         members = list(group.members)

@@ -88,12 +88,12 @@ BatchRanges = list[tuple[int, int]]
 class SharePartition:
     """The in-flight records of one (group, topic partition)."""
 
-    def __init__(self, group_id: str, topic: str, partition: int, state: ShareState,
+    def __init__(self, group_id: str, topic_id: Any, topic: str, partition: int, state: ShareState,
                  start_offset: int, clock: Any, max_delivery: int, max_locks: int,
                  lock_duration_ms: Callable[[], int],
-                 persist: Callable[[SharePartition, list[StateBatch]], Any],
+                 persist: Callable[[SharePartition, int, list[StateBatch]], Any],
                  on_available: Callable[[], None]) -> None:
-        self.group_id, self.topic, self.partition = group_id, topic, partition
+        self.group_id, self.topic_id, self.topic, self.partition = group_id, topic_id, topic, partition
         self.clock = clock
         self.max_delivery = max_delivery
         self.max_locks = max_locks
@@ -282,9 +282,12 @@ class SharePartition:
         if not changed:
             return None
         batches = [StateBatch(r.first, r.last, r.state, r.count) for r in changed]
+        # As Kafka's SharePartition: the state is written with the start offset it had, and the
+        # start offset moves after (so the persisted one trails by the last change).
+        start = self.start_offset
+        result = self.persist(self, start, batches)
         self._advance()
-        result = self.persist(self, batches)
-        if released:
+        if released or self.start_offset != start:
             self.on_available()
         return result
 

@@ -115,11 +115,10 @@ class ShareService:
             reset = self.group_config(group_id, "share.auto.offset.reset", None)
             start = (partition_log.log_start_offset if reset == "earliest"
                      else self._by_duration(reset, partition_log))
-        sp = SharePartition(group_id, topic, index, state, start, self.broker.clock,
+        sp = SharePartition(group_id, topic_id, topic, index, state, start, self.broker.clock,
                             self.max_delivery, self.max_locks,
                             lambda: self.lock_duration_ms(group_id), self._persist,
                             lambda: self.broker.waiters.notify((topic, index)))
-        sp.topic_id = topic_id  # type: ignore[attr-defined]
         self.partitions[key] = sp
         return sp
 
@@ -134,12 +133,13 @@ class ShareService:
         found = partition_log.offset_for_timestamp(self.broker.now_ms() - ms)
         return int(found.offset) if found is not None else int(partition_log.high_watermark)
 
-    def _persist(self, sp: SharePartition, batches: list[StateBatch]) -> Deferred[None]:
-        key = ShareKey(sp.group_id, sp.topic_id, sp.partition)  # type: ignore[attr-defined]
+    def _persist(self, sp: SharePartition, start_offset: int, batches: list[StateBatch]
+                 ) -> Deferred[None]:
+        key = ShareKey(sp.group_id, sp.topic_id, sp.partition)
         try:
             written = self.coordinator.write(key, sp.state_epoch,
                                              self.broker.leader_epoch(sp.topic, sp.partition),
-                                             sp.start_offset, batches)
+                                             start_offset, batches)
         except KafkaError as e:
             log.warn("Writing the state of {key} failed: {e}", key=key, e=e)
             return succeed(None)

@@ -7,6 +7,7 @@ import java.util.Map;
 import java.util.Properties;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicInteger;
@@ -24,15 +25,16 @@ import org.apache.kafka.clients.consumer.KafkaShareConsumer;
 import org.apache.kafka.clients.producer.KafkaProducer;
 import org.apache.kafka.clients.producer.ProducerRecord;
 import org.apache.kafka.common.config.ConfigResource;
+import org.apache.kafka.common.errors.TopicExistsException;
 import org.apache.kafka.common.serialization.StringDeserializer;
 import org.apache.kafka.common.serialization.StringSerializer;
 
 /**
  * {@code consumers} KafkaShareConsumers of one share group on {@code topic}, after an optional
- * setup: {@code setup=true} finalizes share.version=1, creates the topic (one partition), sets the
- * group's share.auto.offset.reset=earliest (and share.record.lock.duration.ms={@code lock-ms})
- * and produces {@code records} records in batches of
- * {@code batch}.  Each consumer acknowledges explicitly by {@code mode}:
+ * setup: {@code setup=true} finalizes share.version=1, creates the topic (one partition) unless it
+ * exists, sets the group's share.auto.offset.reset=earliest (and share.record.lock.duration.ms=
+ * {@code lock-ms}) and produces {@code records} records in batches of {@code batch}.  Each
+ * consumer acknowledges explicitly by {@code mode}:
  * <ul>
  * <li>accept: ACCEPT every record;</li>
  * <li>release: RELEASE every record (it comes back until the delivery limit archives it);</li>
@@ -43,7 +45,7 @@ import org.apache.kafka.common.serialization.StringSerializer;
  * Prints {"kind":"record","consumer":c,"offset":o,"deliveryCount":n} per delivery and
  * {"kind":"done","deliveries":n} once {@code expect} deliveries were seen, or once
  * {@code idle-ms} passed without a delivery after at least one; exit 3 past {@code timeout-ms}.
- * With {@code hold=true} it then waits for stdin to close before exiting.
+ * With {@code hold=true} the consumers then stay (polling, or stalled) until stdin closes.
  */
 public final class ShareConsumers {
     public static void main(String[] argv) throws Exception {
@@ -145,6 +147,12 @@ public final class ShareConsumers {
                 Runtime.getRuntime().halt(Util.TIMED_OUT);
             }
         }
+        if (Boolean.parseBoolean(options.getOrDefault("hold", "false")) && failures.isEmpty()) {
+            Util.emit("kind", "done", "deliveries", deliveries.get());
+            System.out.flush();
+            System.in.read();  // the consumers stay in the group until stdin closes
+            Runtime.getRuntime().halt(0);
+        }
         stop.set(true);
         for (Thread thread : threads) {
             if (!(mode.equals("stall") && thread.getName().endsWith("-0"))) {
@@ -158,9 +166,6 @@ public final class ShareConsumers {
         }
         Util.emit("kind", "done", "deliveries", deliveries.get());
         System.out.flush();
-        if (Boolean.parseBoolean(options.getOrDefault("hold", "false"))) {
-            System.in.read();  // keep the stalled consumer's connection until stdin closes
-        }
         Runtime.getRuntime().halt(0);  // a stalled consumer is left as a crashed client is
     }
 
@@ -168,7 +173,13 @@ public final class ShareConsumers {
         try (AdminClient admin = AdminClient.create(Util.clientProps(options))) {
             admin.updateFeatures(Map.of("share.version", new FeatureUpdate((short) 1, FeatureUpdate.UpgradeType.UPGRADE)),
                 new UpdateFeaturesOptions()).all().get(30, TimeUnit.SECONDS);
-            admin.createTopics(List.of(new NewTopic(topic, 1, (short) 1))).all().get(30, TimeUnit.SECONDS);
+            try {
+                admin.createTopics(List.of(new NewTopic(topic, 1, (short) 1))).all().get(30, TimeUnit.SECONDS);
+            } catch (ExecutionException e) {
+                if (!(e.getCause() instanceof TopicExistsException)) {
+                    throw e;
+                }
+            }
             ConfigResource resource = new ConfigResource(ConfigResource.Type.GROUP, group);
             List<AlterConfigOp> ops = new ArrayList<>(List.of(new AlterConfigOp(
                 new ConfigEntry("share.auto.offset.reset", "earliest"), AlterConfigOp.OpType.SET)));
