@@ -94,7 +94,7 @@ def test_update_features_over_the_wire(inproc: Any) -> Any:
             done = update_features(c, ("transaction.version", 1, features.SAFE_DOWNGRADE), version=1)
             assert (done.error_code, [(r.feature, r.error_code) for r in done.results]) == (
                 ErrorCode.none, [("transaction.version", ErrorCode.none)])
-            bad = update_features(c, ("share.version", 1, features.UPGRADE), version=1)
+            bad = update_features(c, ("share.version", 2, features.UPGRADE), version=1)
             assert (bad.error_code, bad.results) == (ErrorCode(95), ())
             # v0: allow_downgrade; level 0 removes the feature
             gone = update_features(c, ("transaction.version", 0, features.SAFE_DOWNGRADE), version=0)

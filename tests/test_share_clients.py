@@ -51,7 +51,7 @@ def test_released_records_come_back_until_the_delivery_limit(broker: BrokerProce
     """Every record released on every delivery: delivered group.share.delivery.count.limit (5)
     times, counted 1..5, then archived (no sixth delivery)."""
     run = run_java("ShareConsumers", broker.bootstrap, "topic=released", "group=releasers",
-                   "setup=true", "records=30", "batch=10", "mode=release", "idle-ms=2000",
+                   "setup=true", "records=30", "batch=10", "mode=release", "idle-ms=1000",
                    "config.max.poll.records=10").check()
     by_offset: dict[int, list[int]] = {}
     for _c, offset, count in deliveries(run):
@@ -66,7 +66,7 @@ def test_records_of_a_stalled_consumer_come_back_after_the_lock_expires(
     to the others (delivery count 2), and every record ends accepted."""
     run = run_java("ShareConsumers", broker.bootstrap, "topic=stalled", "group=stallers",
                    "setup=true", "records=40", "batch=10", "mode=stall", "lock-ms=1000",
-                   "idle-ms=3000", "config.max.poll.records=10").check()
+                   "expect=50", "idle-ms=3000", "config.max.poll.records=10").check()
     got = deliveries(run)
     stalled = {o for c, o, _n in got if c == 0}
     assert stalled
@@ -106,7 +106,7 @@ def test_acquired_records_are_redelivered_after_a_crash(tmp_path: Path) -> None:
     second = start_process(data, *OVERRIDES, port=first.port)
     try:
         again = run_java("ShareConsumers", second.bootstrap, "topic=crash", "group=crashers",
-                         "consumers=1", "mode=accept", "idle-ms=2000",
+                         "consumers=1", "mode=accept", "idle-ms=1500",
                          "config.max.poll.records=100").check()
     finally:
         second.stop()

@@ -17,7 +17,9 @@ from tests.jvm import build, java_command, run_java
 from tests.kafka_peer import KafkaPeer
 from tests.kafka_tools import assert_same, on_both
 
-pytestmark = [pytest.mark.jvm, pytest.mark.timeout(600)]
+# ~80 s, most of it Kafka's share consumers waiting a heartbeat interval for their first
+# assignment; test_share_protocol covers the same admin APIs on akfak in the default run.
+pytestmark = [pytest.mark.jvm, pytest.mark.slow, pytest.mark.timeout(600)]
 
 SHARE_GROUPS = "org.apache.kafka.tools.consumer.group.ShareGroupCommand"
 
