@@ -405,3 +405,32 @@ def test_share_fetch_response_encoding_matches_kio() -> None:
                     records=b"", acquired_records=()))),))
     assert b"".join(bytes(p) for p in parts) == encode_body(expected)
     del m
+
+
+def test_groups_and_state_survive_a_crash(broker_process: Any, tmp_path: Any) -> None:
+    """kill -9, then the group (epochs, member, assignment) comes back from __consumer_offsets
+    and the share-partition from __share_group_state: what was accepted stays accepted, what
+    was acquired is delivered again, and the member goes on with its epoch."""
+    first = broker_process(data_dir=tmp_path / "crash")
+    with WireClient(first.port) as c:
+        assert update_features(c, ("share.version", 1, 1)).error_code == ErrorCode.none
+        member, topic_id = joined(c, "crash", "crash-topic")
+        produce_values(c, "crash-topic", b"a", b"b")
+        produce_values(c, "crash-topic", b"c", b"d")
+        assert acquired(share_fetch(c, "crash", member, 0, topic_id, max_records=1)) == [(0, 1, 1)]
+        assert acquired(share_fetch(c, "crash", member, 1, topic_id, max_records=1,
+                                    acks={0: [(0, 1, [ACCEPT])]})) == [(2, 3, 1)]
+    first.kill()
+    second = broker_process(data_dir=tmp_path / "crash", port=first.port)
+    with WireClient(second.port) as c:
+        m = _module(77, 1)
+        group = c.request(build(m.ShareGroupDescribeRequest, group_ids=("crash",),
+                                include_authorized_operations=False)).groups[0]
+        assert (group.error_code, group.group_epoch, group.assignment_epoch,
+                [(x.member_id, x.member_epoch, x.subscribed_topic_names,
+                  [(t.topic_name, t.partitions) for t in x.assignment.topic_partitions])
+                 for x in group.members]) == (
+            ErrorCode.none, 2, 2, [(member, 2, ("crash-topic",), [("crash-topic", (0,))])])
+        beat = heartbeat(c, "crash", member, 2, None)
+        assert (beat.error_code, beat.member_epoch) == (ErrorCode.none, 3)  # metadata re-read
+        assert acquired(share_fetch(c, "crash", member, 0, topic_id)) == [(2, 3, 1)]

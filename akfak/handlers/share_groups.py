@@ -58,21 +58,26 @@ class ShareGroupHeartbeatHandler(Handler):
         if topics and not all(acl.allows(DESCRIBE, TOPIC, t) for t in set(topics)):
             return error(ErrorCode.topic_authorization_failed)
         try:
-            result = service.groups.heartbeat(
+            written = service.heartbeat(
                 request.group_id, request.member_id, int(request.member_epoch), request.rack_id,
                 topics, context.client_id or "", "/" + context.client_host)
         except HeartbeatError as e:
             return error(e.error, e.message)
-        assignment = None
-        if result.assignment is not None:
-            assignment = module.Assignment(topic_partitions=tuple(
-                module.TopicPartitions(topic_id=t, partitions=tuple(i32(p) for p in ps))
-                for t, ps in result.assignment.items()))
-        return response_type(
-            throttle_time=NO_THROTTLE, error_code=ErrorCode.none, error_message=None,
-            member_id=result.member_id, member_epoch=i32(result.member_epoch),
-            heartbeat_interval=i32Timedelta.parse(timedelta(milliseconds=result.heartbeat_interval_ms)),
-            assignment=assignment)
+        return written.addCallback(lambda result: respond(result, module, response_type))
+
+
+def respond(result: Any, module: Any, response_type: Any) -> Any:
+    """A heartbeat's answer (akfak.share.group.HeartbeatResult)."""
+    assignment = None
+    if result.assignment is not None:
+        assignment = module.Assignment(topic_partitions=tuple(
+            module.TopicPartitions(topic_id=t, partitions=tuple(i32(p) for p in ps))
+            for t, ps in result.assignment.items()))
+    return response_type(
+        throttle_time=NO_THROTTLE, error_code=ErrorCode.none, error_message=None,
+        member_id=result.member_id, member_epoch=i32(result.member_epoch),
+        heartbeat_interval=i32Timedelta.parse(timedelta(milliseconds=result.heartbeat_interval_ms)),
+        assignment=assignment)
 
 
 class ShareGroupDescribeHandler(Handler):
@@ -104,6 +109,9 @@ class ShareGroupDescribeHandler(Handler):
             else:  # Kafka answers these first
                 described.append(failed(group_id, ErrorCode.group_authorization_failed))
         for group_id in allowed:
+            if service.loading(group_id):
+                described.append(failed(group_id, ErrorCode.coordinator_load_in_progress))
+                continue
             group = service.groups.groups.get(group_id)
             if group is None:
                 message = (f"Group {group_id} is not a share group."

@@ -17,6 +17,9 @@ INVALID_REQUEST; a heartbeat for a group that does not exist is GROUP_ID_NOT_FOU
 group of another type); an unknown member UNKNOWN_MEMBER_ID; an epoch that is neither the
 member's nor its previous one FENCED_MEMBER_EPOCH; the `group.share.max.size`+1st member
 GROUP_MAX_SIZE_REACHED.
+
+Every change is written to `__consumer_offsets` as Kafka writes it (akfak.share.group_records):
+a heartbeat answers once its records are in the log, and the groups are replayed at start.
 """
 
 from __future__ import annotations
@@ -26,11 +29,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kio.schema.errors import ErrorCode
+from twisted.logger import Logger
 
 from akfak.share import assignor
+from akfak.share import group_records as records
 from akfak.share.settings import int_setting
 
+log = Logger()
+
 STABLE, EMPTY = "Stable", "Empty"
+#: (key, value) records for `__consumer_offsets`
+Entries = list[tuple[bytes, bytes | None]]
 
 
 class HeartbeatError(Exception):
@@ -85,9 +94,11 @@ class ShareGroups:
     """Every share group of this broker."""
 
     def __init__(self, broker: Any, initialize: Callable[[str, Any, int, int], None],
-                 member_left: Callable[[str, str], None], is_classic_group: Callable[[str], bool]
-                 ) -> None:
+                 member_left: Callable[[str, str], None], is_classic_group: Callable[[str], bool],
+                 write: Callable[[str, Entries], Any] = lambda _g, _e: None) -> None:
         self.broker = broker
+        #: writes a group's records to `__consumer_offsets` (akfak.share.group_records)
+        self.write = write
         self.config = broker.config
         self.clock = broker.clock
         self.initialize = initialize
@@ -105,8 +116,10 @@ class ShareGroups:
     # -- heartbeat ---------------------------------------------------------------------
 
     def heartbeat(self, group_id: str, member_id: str, member_epoch: int, rack_id: str | None,
-                  subscribed: list[str] | None, client_id: str, client_host: str
-                  ) -> HeartbeatResult:
+                  subscribed: list[str] | None, client_id: str, client_host: str,
+                  out: Entries | None = None) -> HeartbeatResult:
+        """Raises HeartbeatError; the records to write go to `out`."""
+        out = [] if out is None else out
         if not member_id:
             raise HeartbeatError(ErrorCode.invalid_request, "MemberId can't be empty.")
         if not group_id:
@@ -129,7 +142,7 @@ class ShareGroups:
             if member_id not in group.members:
                 raise HeartbeatError(ErrorCode.unknown_member_id,
                                      f"Member {member_id} is not a member of group {group_id}.")
-            self.remove_member(group, member_id)
+            self.remove_member(group, member_id, out)
             return HeartbeatResult(member_id, -1, self._interval(group_id), None)
         if group is None:
             group = self.groups[group_id] = ShareGroup(group_id)
@@ -146,6 +159,7 @@ class ShareGroups:
             member = ShareMember(member_id, client_id, client_host, rack_id, list(subscribed or ()))
             group.members[member_id] = member
             changed = True
+            out.append(self._subscription_record(group_id, member))
         else:
             if member_epoch > member.epoch or (member_epoch < member.epoch
                                                and member_epoch != member.previous_epoch):
@@ -154,13 +168,17 @@ class ShareGroups:
                                      "the one known by the group coordinator. The member must "
                                      "abandon all its partitions and rejoin.")
             changed = subscribed is not None and sorted(subscribed) != sorted(member.subscribed)
+            known = (member.subscribed, member.rack_id, member.client_id, member.client_host)
             if subscribed is not None:
                 member.subscribed = list(subscribed)
             if rack_id is not None:
                 member.rack_id = rack_id
             member.client_id, member.client_host = client_id, client_host
+            if known != (member.subscribed, member.rack_id, member.client_id, member.client_host):
+                out.append(self._subscription_record(group_id, member))
         before = {t: set(p) for t, p in member.assigned.items()}
         metadata = self._metadata(group)
+        epoch = group.epoch
         if changed or metadata != group.metadata:
             group.epoch += 1
         if self._uninitialized(group, metadata):
@@ -168,11 +186,18 @@ class ShareGroups:
             # epoch again at the next heartbeat; here that happens at once.
             self._initialize_all(group, metadata)
             group.epoch += 1
+            out.append(self._state_record(group_id))
+        if group.epoch != epoch:
+            out.append((records.encode_key(records.GROUP_METADATA, group_id),
+                        records.group_metadata(group.epoch)))
         if group.epoch > group.assignment_epoch:
-            self._assign(group, metadata)
+            self._assign(group, metadata, out)
         if member.epoch != group.assignment_epoch:  # share groups revoke nothing: take it all
             member.previous_epoch, member.epoch = member.epoch, group.assignment_epoch
             member.assigned = {t: set(p) for t, p in member.target.items()}
+            out.append((records.encode_key(records.CURRENT_MEMBER, group_id, member_id),
+                        records.current_member(member.epoch, member.previous_epoch,
+                                               member.assigned)))
         self._schedule_expiry(group, member_id)
         full = member_epoch == 0 or subscribed is not None or before != member.assigned
         return HeartbeatResult(member_id, member.epoch, self._interval(group_id),
@@ -203,7 +228,21 @@ class ShareGroups:
                     self.initialize(group.group_id, topic_id, p, group.epoch)
                     self.initialized.add(key)
 
-    def _assign(self, group: ShareGroup, metadata: dict[Hashable, int]) -> None:
+    def _subscription_record(self, group_id: str, m: ShareMember) -> tuple[bytes, bytes | None]:
+        return (records.encode_key(records.MEMBER_METADATA, group_id, m.member_id),
+                records.member_metadata(m.rack_id, m.client_id, m.client_host, m.subscribed))
+
+    def _state_record(self, group_id: str) -> tuple[bytes, bytes | None]:
+        image = self.broker.image
+        initialized: dict[Hashable, tuple[str, set[int]]] = {}
+        for g, topic_id, p in sorted(self.initialized, key=str):
+            topic = image.topic_by_id(topic_id)
+            if g == group_id and topic is not None:
+                initialized.setdefault(topic_id, (topic.name, set()))[1].add(p)
+        return (records.encode_key(records.STATE_METADATA, group_id),
+                records.state_metadata(initialized))
+
+    def _assign(self, group: ShareGroup, metadata: dict[Hashable, int], out: Entries) -> None:
         image = self.broker.image
         names = {name: t.topic_id for name, t in image.topics_by_name.items()}
         members = list(group.members)
@@ -216,19 +255,29 @@ class ShareGroups:
             assigned: dict[Hashable, set[int]] = {}
             for t, p in tps:
                 assigned.setdefault(t, set()).add(p)
+            if group.members[member_id].target != assigned:
+                out.append((records.encode_key(records.TARGET_MEMBER, group.group_id, member_id),
+                            records.target_member(assigned)))
             group.members[member_id].target = assigned
         group.metadata = metadata
         group.assignment_epoch = group.epoch
+        out.append((records.encode_key(records.TARGET_METADATA, group.group_id),
+                    records.target_metadata(group.assignment_epoch)))
 
     # -- leaving and expiry --------------------------------------------------------------
 
-    def remove_member(self, group: ShareGroup, member_id: str) -> None:
+    def remove_member(self, group: ShareGroup, member_id: str, out: Entries) -> None:
         if group.members.pop(member_id, None) is None:
             return
         call = self._timers.pop((group.group_id, member_id), None)
         if call is not None and call.active():
             call.cancel()
         group.epoch += 1  # the next heartbeat computes the new target assignment
+        out.extend((records.encode_key(kind, group.group_id, member_id), None)
+                   for kind in (records.CURRENT_MEMBER, records.TARGET_MEMBER,
+                                records.MEMBER_METADATA))
+        out.append((records.encode_key(records.GROUP_METADATA, group.group_id),
+                    records.group_metadata(group.epoch)))
         self.member_left(group.group_id, member_id)
 
     def _schedule_expiry(self, group: ShareGroup, member_id: str) -> None:
@@ -245,11 +294,67 @@ class ShareGroups:
         self._timers.pop((group_id, member_id), None)
         group = self.groups.get(group_id)
         if group is not None and member_id in group.members:
-            self.remove_member(group, member_id)
+            log.info("Member {member} of share group {group} expired", member=member_id,
+                     group=group_id)
+            out: Entries = []
+            self.remove_member(group, member_id, out)
+            self.write(group_id, out)
 
-    def delete(self, group_id: str) -> None:
-        self.groups.pop(group_id, None)
+    def delete(self, group_id: str) -> Any:
+        """Forget an empty group; returns what writing its tombstones returns."""
+        group = self.groups.pop(group_id, None)
         self.initialized = {k for k in self.initialized if k[0] != group_id}
+        if group is None:
+            return None
+        return self.write(group_id, [(records.encode_key(kind, group_id), None) for kind in (
+            records.TARGET_METADATA, records.GROUP_METADATA, records.STATE_METADATA)])
+
+    def state_changed(self, group_id: str) -> Any:
+        """The group's initialized share-partitions changed (offsets reset or deleted)."""
+        return self.write(group_id, [self._state_record(group_id)])
+
+    # -- loading ---------------------------------------------------------------------------
+
+    def replay(self, record: records.Record) -> None:
+        """Apply one record of `__consumer_offsets`, as loading does."""
+        gid, value = record.group_id, record.value
+        group = self.groups.get(gid)
+        if value is None:
+            if record.kind == records.GROUP_METADATA:
+                self.groups.pop(gid, None)
+            elif record.kind == records.STATE_METADATA:
+                self.initialized = {k for k in self.initialized if k[0] != gid}
+            elif record.kind == records.MEMBER_METADATA and group is not None:
+                group.members.pop(record.member_id or "", None)
+            return
+        if group is None:
+            group = self.groups[gid] = ShareGroup(gid)
+        if record.kind == records.GROUP_METADATA:
+            group.epoch = value[0]
+            return
+        if record.kind == records.TARGET_METADATA:
+            group.assignment_epoch = value
+            return
+        if record.kind == records.STATE_METADATA:
+            self.initialized = {k for k in self.initialized if k[0] != gid}
+            self.initialized.update((gid, t, p) for t, (_name, ps) in value.items() for p in ps)
+            return
+        member_id = record.member_id or ""
+        member = group.members.get(member_id)
+        if member is None:
+            member = group.members[member_id] = ShareMember(member_id, "", "")
+        if record.kind == records.MEMBER_METADATA:
+            member.rack_id, member.client_id, member.client_host, member.subscribed = value
+        elif record.kind == records.TARGET_MEMBER:
+            member.target = value
+        else:
+            member.epoch, member.previous_epoch, _state, member.assigned = value
+
+    def loaded(self) -> None:
+        """Loading is done: the members loaded must heartbeat within their session timeout."""
+        for group in self.groups.values():
+            for member_id in group.members:
+                self._schedule_expiry(group, member_id)
 
     def stop(self) -> None:
         for call in self._timers.values():

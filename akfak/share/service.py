@@ -9,7 +9,8 @@ coordinator on first use: a share-partition without a start offset starts where
 `share.auto.offset.reset` (a group config; `latest` by default, or `earliest`) says.  Share
 groups are served when `share.version` >= 1 is finalized (or the internal `group.share.enable`
 is true), as Kafka 4.1 decides.  A member leaving its group (or its session timing out) and a
-connection closing with a share session on it release the member's acquired records.
+connection closing with a share session on it release the member's acquired records.  The
+groups are kept in `__consumer_offsets` (akfak.share.group_records) beside the classic ones.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import uuid
 from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any
 
+from kio.schema.errors import ErrorCode
 from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.logger import Logger
 
@@ -32,7 +34,8 @@ from akfak.share.coordinator import (
     ShareStateError,
     share_state_topic_configs,
 )
-from akfak.share.group import ShareGroups
+from akfak.share.group import HeartbeatError, ShareGroups
+from akfak.share.group_records import ShareGroupLog
 from akfak.share.partition import Acquired, SharePartition
 from akfak.share.records import ShareKey, ShareState, StateBatch
 from akfak.share.sessions import ShareSessionCache
@@ -60,13 +63,52 @@ class ShareService:
         self.broker = broker
         config = broker.config
         self.coordinator = ShareCoordinator(config, broker.clock, share_state_for(broker))
-        self.groups = ShareGroups(broker, self._initialize, self._member_left, self._is_classic)
+        groups = broker.group_coordinator
+        self.groups = ShareGroups(broker, self._initialize, self._member_left, self._is_classic,
+                                  self._write_group)
+        #: the share groups' records in __consumer_offsets (the group coordinator's topic)
+        self.group_log = None if groups is None else ShareGroupLog(
+            broker.clock, groups.store, groups.ensure_topic, lambda: groups.num_partitions,
+            self.groups.replay)
         self.sessions = ShareSessionCache(int_setting(config, "group.share.max.share.sessions"))
         self.max_delivery = int_setting(config, "group.share.delivery.count.limit")
         self.max_locks = int_setting(config, "group.share.partition.max.record.locks")
         self.partitions: dict[ShareKey, SharePartition] = {}
 
     # -- state -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.coordinator.start()
+        if self.group_log is not None:
+            self.group_log.start()
+            self.group_log.loaded.addCallback(lambda _: self.groups.loaded())
+
+    def loading(self, group_id: str) -> bool:
+        """Whether the group's records are still being replayed."""
+        return self.group_log is not None and self.group_log.loading(group_id)
+
+    def _write_group(self, group_id: str, entries: list[tuple[bytes, bytes | None]]
+                     ) -> Deferred[None]:
+        if self.group_log is None or not entries:
+            return succeed(None)
+
+        def failed(f: Any) -> None:
+            log.failure("Writing share group {group} to __consumer_offsets failed", f,
+                        group=group_id)
+
+        return self.group_log.append(group_id, entries).addErrback(failed)
+
+    def heartbeat(self, group_id: str, member_id: str, member_epoch: int, rack_id: str | None,
+                  subscribed: list[str] | None, client_id: str, client_host: str
+                  ) -> Deferred[Any]:
+        """ShareGroupHeartbeat: fires with its result once its records are written (raises
+        HeartbeatError)."""
+        if self.loading(group_id):
+            raise HeartbeatError(ErrorCode.coordinator_load_in_progress)
+        out: list[tuple[bytes, bytes | None]] = []
+        result = self.groups.heartbeat(group_id, member_id, member_epoch, rack_id, subscribed,
+                                       client_id, client_host, out)
+        return self._write_group(group_id, out).addCallback(lambda _: result)
 
     def enabled(self) -> bool:
         if setting(self.broker.config, "group.share.enable").lower() == "true":
@@ -207,8 +249,7 @@ class ShareService:
 
     def delete_group(self, group_id: str) -> Deferred[Any]:
         """DeleteGroups of an empty share group: its state goes from the coordinator."""
-        self.groups.delete(group_id)
-        writes = []
+        writes = [self.groups.delete(group_id)]
         for key in [k for k in self.partitions if k.group_id == group_id]:
             self.partitions.pop(key).close()
         for key in self.coordinator.keys_of(group_id):
@@ -225,7 +266,8 @@ class ShareService:
         self.groups.initialized.add((group_id, topic_id, index))
         current = self.coordinator.states.get(key)
         epoch = max(state_epoch, current.state_epoch + 1 if current is not None else 0)
-        return self.coordinator.initialize(key, epoch, start_offset)
+        return gatherResults([self.coordinator.initialize(key, epoch, start_offset),
+                              self.groups.state_changed(group_id)], consumeErrors=True)
 
     def delete_offsets(self, group_id: str, topic_id: uuid.UUID) -> Deferred[Any]:
         """DeleteShareGroupOffsets of an empty group: the topic's share-partitions go."""
@@ -236,6 +278,7 @@ class ShareService:
                 sp.close()
             self.groups.initialized.discard((group_id, topic_id, key.partition))
             writes.append(self.coordinator.delete(key))
+        writes.append(self.groups.state_changed(group_id))
         return gatherResults(writes, consumeErrors=True)
 
     def topic_partitions_of(self, group_id: str) -> dict[Hashable, set[int]]:
@@ -256,6 +299,8 @@ class ShareService:
                 partition_log.advance_log_start_offset(offset)
 
     def stop(self) -> None:
+        if self.group_log is not None:
+            self.group_log.stop()
         self.groups.stop()
         for sp in self.partitions.values():
             sp.close()
@@ -267,5 +312,5 @@ def open_share_service(broker: Broker) -> ShareService:
     interval_ms = int_setting(broker.config, "share.coordinator.state.topic.prune.interval.ms")
     broker.every(interval_ms / 1000,
                  service.prune)
-    service.coordinator.start()
+    service.start()
     return service
