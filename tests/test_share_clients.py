@@ -77,7 +77,8 @@ def test_records_of_a_stalled_consumer_come_back_after_the_lock_expires(
 
 def test_acquired_records_are_redelivered_after_a_crash(tmp_path: Path) -> None:
     """kill -9 with records acquired and not acknowledged: after the restart they are delivered
-    again, and no acknowledged record is."""
+    again, and no acknowledged record is.  (Consumer 0 stalls on its first records; its client
+    may have fetched more behind them, which it holds as well.)"""
     classpath = build()
     data = tmp_path / "data"
     first = start_process(data, *OVERRIDES)
@@ -85,7 +86,7 @@ def test_acquired_records_are_redelivered_after_a_crash(tmp_path: Path) -> None:
         holder = subprocess.Popen(
             java_command(classpath, "akfak.tests.ShareConsumers", first.bootstrap, "topic=crash",
                          "group=crashers", "setup=true", "records=60", "batch=10", "mode=stall",
-                         "consumers=2", "expect=60", "hold=true", "timeout-ms=60000",
+                         "consumers=2", "idle-ms=2000", "hold=true", "timeout-ms=60000",
                          "config.max.poll.records=10"),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         lines = []
@@ -101,8 +102,9 @@ def test_acquired_records_are_redelivered_after_a_crash(tmp_path: Path) -> None:
     finally:
         first.stop()
     records = [(r["consumer"], r["offset"]) for r in lines if r["kind"] == "record"]
-    stalled = sorted(o for c, o in records if c == 0)
-    assert stalled and sorted(o for _c, o in records) == list(range(60))
+    stalled = {o for c, o in records if c == 0}
+    accepted = {o for c, o in records if c == 1}
+    assert stalled and not stalled & accepted
     second = start_process(data, *OVERRIDES, port=first.port)
     try:
         again = run_java("ShareConsumers", second.bootstrap, "topic=crash", "group=crashers",
@@ -110,4 +112,6 @@ def test_acquired_records_are_redelivered_after_a_crash(tmp_path: Path) -> None:
                          "config.max.poll.records=100").check()
     finally:
         second.stop()
-    assert sorted(o for _c, o, _n in deliveries(again)) == stalled
+    redelivered = sorted(o for _c, o, _n in deliveries(again))
+    assert redelivered == sorted(set(range(60)) - accepted)
+    assert stalled <= set(redelivered)
