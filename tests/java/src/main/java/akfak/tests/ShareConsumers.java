@@ -42,8 +42,9 @@ import org.apache.kafka.common.serialization.StringSerializer;
  * <li>stall: consumer 0 takes one poll's records and then neither acknowledges nor polls (its
  *     locks expire, or the broker dies); the others start after it and ACCEPT everything.</li>
  * </ul>
- * Prints {"kind":"record","consumer":c,"offset":o,"deliveryCount":n} per delivery and
- * {"kind":"done","deliveries":n} once {@code expect} deliveries were seen, or once
+ * Prints {"kind":"record","consumer":c,"offset":o,"deliveryCount":n} per delivery (not with
+ * {@code quiet=true}) and {"kind":"done","deliveries":n,"firstMs":f,"spanMs":s} (f: from the start
+ * to the first delivery, s: from the first delivery to the last) once {@code expect} deliveries were seen, or once
  * {@code idle-ms} passed without a delivery after at least one; exit 3 past {@code timeout-ms}.
  * With {@code hold=true} the consumers then stay (polling, or stalled) until stdin closes.
  */
@@ -51,7 +52,7 @@ public final class ShareConsumers {
     public static void main(String[] argv) throws Exception {
         Map<String, String> options = Util.args(argv, "ShareConsumers BOOTSTRAP topic=T group=G "
             + "[setup=true records=N batch=B] [consumers=4] [mode=accept|release|reject|stall] "
-            + "[expect=N] [idle-ms=MS] [timeout-ms=MS] [hold=true]");
+            + "[expect=N] [idle-ms=MS] [timeout-ms=MS] [hold=true] [quiet=true]");
         String topic = Util.required(options, "topic");
         String group = Util.required(options, "group");
         int consumers = Util.intOption(options, "consumers", 4);
@@ -68,6 +69,9 @@ public final class ShareConsumers {
         AtomicBoolean stop = new AtomicBoolean();
         CountDownLatch stalledLatch = new CountDownLatch(1);
         Map<Integer, Long> lastDelivery = new ConcurrentHashMap<>();
+        Map<Integer, Long> firstDelivery = new ConcurrentHashMap<>();
+        boolean quiet = Boolean.parseBoolean(options.getOrDefault("quiet", "false"));
+        long started = System.currentTimeMillis();
         List<Thread> threads = new ArrayList<>();
         List<Throwable> failures = new ArrayList<>();
         for (int c = 0; c < consumers; c++) {
@@ -94,12 +98,16 @@ public final class ShareConsumers {
                         }
                         ConsumerRecords<String, String> records = consumer.poll(Duration.ofMillis(200));
                         for (ConsumerRecord<String, String> record : records) {
-                            synchronized (System.out) {
-                                Util.emit("kind", "record", "consumer", id, "offset", record.offset(),
-                                    "deliveryCount", (int) record.deliveryCount().orElse((short) -1));
+                            if (!quiet) {
+                                synchronized (System.out) {
+                                    Util.emit("kind", "record", "consumer", id, "offset", record.offset(),
+                                        "deliveryCount", (int) record.deliveryCount().orElse((short) -1));
+                                }
                             }
                             deliveries.incrementAndGet();
-                            lastDelivery.put(0, System.currentTimeMillis());
+                            long now = System.currentTimeMillis();
+                            lastDelivery.put(0, now);
+                            firstDelivery.putIfAbsent(0, now);
                             switch (mode) {
                                 case "release" -> consumer.acknowledge(record, AcknowledgeType.RELEASE);
                                 case "reject" -> consumer.acknowledge(record, AcknowledgeType.REJECT);
@@ -164,7 +172,9 @@ public final class ShareConsumers {
             System.out.flush();
             Runtime.getRuntime().halt(1);
         }
-        Util.emit("kind", "done", "deliveries", deliveries.get());
+        long first = firstDelivery.getOrDefault(0, started);
+        Util.emit("kind", "done", "deliveries", deliveries.get(), "firstMs", first - started,
+            "spanMs", lastDelivery.getOrDefault(0, first) - first);
         System.out.flush();
         Runtime.getRuntime().halt(0);  // a stalled consumer is left as a crashed client is
     }
