@@ -116,7 +116,7 @@ def main() -> None:
                 results[name] = run(classpath, bootstrap, records)
             print(f"{name}: {time.perf_counter() - started:.1f} s", flush=True)
     print()
-    print(f"| {CONSUMERS} share consumers, 1 partition, {records} × 100 B | records/s "
+    print(f"| {CONSUMERS} share consumers, 1 partition, {records} x 100 B | records/s "
           "| first delivery after |")
     print("| --- | ---: | ---: |")
     for name, (rate, first) in results.items():

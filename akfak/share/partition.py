@@ -127,6 +127,11 @@ class SharePartition:
     def in_flight(self) -> int:
         return self.end_offset - self.start_offset
 
+    def can_acquire(self, fetch_offset: int) -> bool:
+        """Kafka's canAcquireRecords: records to redeliver, or fewer in flight than
+        `group.share.partition.max.record.locks`."""
+        return fetch_offset < self.end_offset or self.in_flight() < self.max_locks
+
     def _index(self, offset: int) -> int:
         """Index of the run holding `offset`, or -1."""
         i = bisect_right(self.runs, offset, key=lambda r: r.first) - 1
@@ -158,7 +163,7 @@ class SharePartition:
         if not batches or max_records <= 0:
             return []
         fetch_offset = self.next_fetch_offset()
-        if fetch_offset >= self.end_offset and self.in_flight() >= self.max_locks:
+        if not self.can_acquire(fetch_offset):
             return []
         lo = max(batches[0][0], fetch_offset, self.start_offset)
         # The soft max_records limit stops at the end of the batch that reaches it.

@@ -46,6 +46,9 @@ if TYPE_CHECKING:
 
 log = Logger()
 
+#: How much a share fetch reads from a partition log at a time.
+READ_STEP = 1 << 20
+
 _DURATION = re.compile(r"P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?")
 
 
@@ -197,27 +200,48 @@ class ShareService:
                 min_one: bool, max_records: int, read_committed: bool
                 ) -> tuple[list[Acquired], list[Any], int]:
         """Read from the next fetch offset and acquire: (acquired ranges, batches to send,
-        their size).  Only record batch headers are looked at."""
+        their size).  Only record batch headers are looked at, and only about as much is read
+        as `max_records` needs (a step of READ_STEP bytes at a time)."""
         if sp.start_offset < partition_log.log_start_offset:
             sp.move_start(partition_log.log_start_offset)
         offset = sp.next_fetch_offset()
         upper = partition_log.last_stable_offset if read_committed else partition_log.high_watermark
-        if offset >= upper or (limit <= 0 and not min_one):
+        if offset >= upper or (limit <= 0 and not min_one) or not sp.can_acquire(offset):
             return [], [], 0
-        read = partition_log.read(offset, limit, min_one=min_one,
-                                  max_offset=upper if read_committed else None)
-        data = read.parts[0] if len(read.parts) == 1 else b"".join(read.parts)
-        headers = [(pos, h.base_offset, h.last_offset, h.size) for pos, h in scan(data)
-                   if h.last_offset >= offset]
+        chunks: list[bytes] = []
+        headers: list[tuple[int, int, int, int, int]] = []  # chunk, position, first, last, size
+        at, size = offset, 0
+        while at < upper and size < limit:
+            step = min(limit - size, READ_STEP)
+            read = partition_log.read(at, step, min_one=min_one and not chunks,
+                                      max_offset=upper if read_committed else None)
+            if not read.size and limit - size > step:  # a batch larger than a step
+                read = partition_log.read(at, limit - size, min_one=False,
+                                          max_offset=upper if read_committed else None)
+            if not read.size:
+                break
+            data = read.parts[0] if len(read.parts) == 1 else b"".join(read.parts)
+            for pos, h in scan(data):
+                if h.last_offset >= offset:
+                    headers.append((len(chunks), pos, h.base_offset, h.last_offset, h.size))
+            chunks.append(data)
+            size += read.size
+            at = read.next_offset if read.next_offset is not None else upper
+            if headers and headers[-1][3] - offset + 1 >= max_records:
+                break
         if not headers:
             return [], [], 0
-        acquired = sp.acquire(member_id, [(h[1], h[2]) for h in headers], max_records)
+        acquired = sp.acquire(member_id, [(h[2], h[3]) for h in headers], max_records)
         if not acquired:
             return [], [], 0
         first, last = acquired[0].first_offset, acquired[-1].last_offset
-        sent = [h for h in headers if h[2] >= first and h[1] <= last]
-        start, end = sent[0][0], sent[-1][0] + sent[-1][3]
-        return acquired, [memoryview(data)[start:end]], end - start
+        parts: list[Any] = []
+        total = 0
+        for chunk, pos, base, last_offset, batch_size in headers:
+            if last_offset >= first and base <= last:
+                parts.append(memoryview(chunks[chunk])[pos:pos + batch_size])
+                total += batch_size
+        return acquired, parts, total
 
     def available_bytes(self, sp: SharePartition, partition_log: Any, limit: int,
                         read_committed: bool) -> int:
