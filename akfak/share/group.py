@@ -33,7 +33,7 @@ from twisted.logger import Logger
 
 from akfak.share import assignor
 from akfak.share import group_records as records
-from akfak.share.settings import int_setting
+from akfak.share.settings import group_setting, int_setting
 
 log = Logger()
 
@@ -110,8 +110,7 @@ class ShareGroups:
         self._timers: dict[tuple[str, str], Any] = {}
 
     def group_setting(self, group_id: str, name: str, broker_name: str) -> int:
-        value = self.broker.image.group_configs.get(group_id, {}).get(name)
-        return int(value) if value is not None else int_setting(self.config, broker_name)
+        return int(group_setting(self.broker, group_id, name, broker_name))
 
     # -- heartbeat ---------------------------------------------------------------------
 

@@ -39,7 +39,7 @@ from akfak.share.group_records import ShareGroupLog
 from akfak.share.partition import Acquired, SharePartition
 from akfak.share.records import ShareKey, ShareState, StateBatch
 from akfak.share.sessions import ShareSessionCache
-from akfak.share.settings import int_setting, setting
+from akfak.share.settings import group_setting, int_setting, setting
 
 if TYPE_CHECKING:
     from akfak.broker import Broker
@@ -123,14 +123,7 @@ class ShareService:
         return coordinator is not None and group_id in coordinator.groups
 
     def group_config(self, group_id: str, name: str, broker_name: str | None) -> str:
-        value = self.broker.image.group_configs.get(group_id, {}).get(name)
-        if value is not None:
-            return str(value)
-        if broker_name is not None:
-            return setting(self.broker.config, broker_name)
-        from akfak.resource_configs import GROUP_CONFIGS
-
-        return GROUP_CONFIGS[name].default
+        return group_setting(self.broker, group_id, name, broker_name)
 
     def lock_duration_ms(self, group_id: str) -> int:
         return int(self.group_config(group_id, "share.record.lock.duration.ms",
