@@ -434,3 +434,27 @@ def test_groups_and_state_survive_a_crash(broker_process: Any, tmp_path: Any) ->
         beat = heartbeat(c, "crash", member, 2, None)
         assert (beat.error_code, beat.member_epoch) == (ErrorCode.none, 3)  # metadata re-read
         assert acquired(share_fetch(c, "crash", member, 0, topic_id)) == [(2, 3, 1)]
+
+
+def test_read_committed_archives_aborted_transactions(client: WireClient, broker: BrokerProcess
+                                                      ) -> None:
+    """share.isolation.level=read_committed: the batches of an aborted transaction are archived
+    at once, as Kafka filters them; they are neither acquired nor delivered again."""
+    from confluent_kafka import Producer
+
+    member, topic_id = joined(client, "committed", "committed-topic")
+    group_config(client, "committed", share_isolation_level="read_committed")
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "transactional.id": "share-txn"})
+    producer.init_transactions(30)
+    for values, commit in (((b"a", b"b"), True), ((b"x", b"y"), False), ((b"c",), True)):
+        producer.begin_transaction()
+        for value in values:
+            producer.produce("committed-topic", value=value, partition=0)
+        producer.flush(30)
+        if commit:
+            producer.commit_transaction(30)
+        else:
+            producer.abort_transaction(30)
+    # offsets: a b (0-1), COMMIT 2, x y (3-4), ABORT 5, c (6), COMMIT 7
+    got = acquired(share_fetch(client, "committed", member, 0, topic_id))
+    assert got == [(0, 2, 1), (5, 7, 1)]

@@ -15,7 +15,8 @@ Behavior (Kafka 4.1's KafkaApis, SharePartitionManager and SharePartition):
   answer waits until the new state is written to `__share_group_state`.
 - Fetching acquires records for the member (akfak.share.partition) and returns the record
   batches that hold them as stored (bytes untouched, only batch headers read), with the
-  acquired ranges and delivery counts and the group's lock duration.  Without records it waits
+  acquired ranges and delivery counts and the group's lock duration (read_committed groups:
+  up to the last stable offset, aborted transactions archived).  Without records it waits
   up to MaxWaitMs, woken by appends and by records becoming available again; MinBytes is
   checked before acquiring.  A full session answers every partition, a later one only those
   with records, errors or acknowledgement results.

@@ -197,6 +197,23 @@ class SharePartition:
         lock.call = self.clock.callLater(self.lock_duration_ms() / 1000, self._expire, lock)
         return self._coalesce(acquired)
 
+    def archive_acquired(self, ranges: list[tuple[int, int]], acquired: list[Acquired]
+                         ) -> list[Acquired]:
+        """Archive what was just acquired within `ranges` (batches of aborted transactions);
+        returns the acquired ranges without them."""
+        for first, last in ranges:
+            for run in self._runs_in(first, last):
+                if run.state == ACQUIRED:
+                    run.set(ARCHIVED)
+        self._advance()
+        out: list[Acquired] = []
+        for a in acquired:
+            pieces = [(a.first_offset, a.last_offset)]
+            for first, last in ranges:
+                pieces = [piece for lo, hi in pieces for piece in _without(lo, hi, first, last)]
+            out.extend(Acquired(lo, hi, a.delivery_count) for lo, hi in pieces)
+        return out
+
     @staticmethod
     def _coalesce(acquired: list[Acquired]) -> list[Acquired]:
         out: list[Acquired] = []
@@ -348,3 +365,10 @@ def _merge_plan(plan: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
         else:
             out.append((first, last, ack))
     return out
+
+
+def _without(lo: int, hi: int, first: int, last: int) -> list[tuple[int, int]]:
+    """[lo, hi] less [first, last]."""
+    if hi < first or lo > last:
+        return [(lo, hi)]
+    return ([(lo, first - 1)] if lo < first else []) + ([(last + 1, hi)] if hi > last else [])

@@ -27,7 +27,8 @@ from twisted.logger import Logger
 from akfak import features
 from akfak.coordinator.topic import ICoordinatorTopic, MemoryCoordinatorTopic
 from akfak.errors import KafkaError
-from akfak.log.batch import scan
+from akfak.log.batch import parse_header, scan
+from akfak.log.records import CONTROL_ABORT, read_marker
 from akfak.share.coordinator import (
     SHARE_STATE_TOPIC,
     ShareCoordinator,
@@ -59,6 +60,31 @@ def share_state_for(broker: Broker) -> ICoordinatorTopic:
         return LogCoordinatorTopic(SHARE_STATE_TOPIC, share_state_topic_configs(broker.config),
                                    broker.controller, broker.storage)
     return MemoryCoordinatorTopic(SHARE_STATE_TOPIC)
+
+
+def aborted_batches(chunks: list[bytes], headers: list[tuple[int, int, int, int, int]],
+                    aborted: list[Any]) -> list[tuple[int, int]]:
+    """(first, last offset) of the batches of aborted transactions among those read (Kafka's
+    fetchAbortedTransactionRecordBatches): a producer's batches from its aborted transaction's
+    first offset until its ABORT marker."""
+    if not aborted:
+        return []
+    pending = sorted(aborted, key=lambda a: a.first_offset)
+    producers: set[int] = set()
+    out: list[tuple[int, int]] = []
+    for chunk, pos, base, last, size in headers:
+        header = parse_header(chunks[chunk], pos)
+        if header.producer_id < 0:
+            continue
+        while pending and pending[0].first_offset <= last:
+            producers.add(pending.pop(0).producer_id)
+        if header.is_control:
+            marker = read_marker(memoryview(chunks[chunk])[pos:pos + size])
+            if marker is not None and marker[0] == CONTROL_ABORT:
+                producers.discard(header.producer_id)
+        elif header.is_transactional and header.producer_id in producers:
+            out.append((base, last))
+    return out
 
 
 class ShareService:
@@ -225,6 +251,11 @@ class ShareService:
         if not headers:
             return [], [], 0
         acquired = sp.acquire(member_id, [(h[2], h[3]) for h in headers], max_records)
+        if acquired and read_committed:
+            aborted = aborted_batches(chunks, headers, partition_log.collect_aborted(
+                offset, headers[-1][3] + 1))
+            if aborted:
+                acquired = sp.archive_acquired(aborted, acquired)
         if not acquired:
             return [], [], 0
         first, last = acquired[0].first_offset, acquired[-1].last_offset
