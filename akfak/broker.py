@@ -27,6 +27,7 @@ from akfak.quota_manager import ClientQuotas
 from akfak.request_events import RequestObservers
 from akfak.security.acls import Authorizer
 from akfak.security.sasl import SASL_PROTOCOLS, SaslSettings, listener_protocol
+from akfak.share.service import ShareService, open_share_service
 from akfak.transactions.coordinator import TransactionCoordinator
 from akfak.transactions.producer_ids import ProducerIdManager
 from akfak.transactions.service import open_transaction_coordinator
@@ -64,6 +65,7 @@ class Broker:
         self.group_coordinator: GroupCoordinator | None = None  # akfak.groups, set by open()
         #: akfak.transactions, set by open()
         self.transaction_coordinator: TransactionCoordinator | None = None
+        self.share: ShareService | None = None  # akfak.share, set by open()
         # The controller exists once the broker is open; ids are only asked for after that.
         self.producer_ids = ProducerIdManager(
             lambda count: int(self.controller.allocate_producer_ids(count)))
@@ -117,6 +119,8 @@ class Broker:
         self.transaction_coordinator = open_transaction_coordinator(self)
         if self.cluster is not None:
             self.cluster.start()
+        # share groups (akfak.share): loads __share_group_state
+        self.share = open_share_service(self)
         storage = self.storage
         tasks = [
             (self.config.get_int("log.retention.check.interval.ms") / 1000,
@@ -138,6 +142,8 @@ class Broker:
         close_group_coordinator(self)  # group coordinator (akfak.groups): before storage closes
         if self.transaction_coordinator is not None:
             self.transaction_coordinator.stop()
+        if self.share is not None:
+            self.share.stop()
         if self.storage is None:
             return None
         if self.cluster is not None:

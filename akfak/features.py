@@ -64,14 +64,16 @@ class Feature:
 
 #: What this broker supports, in the order Kafka 4.1.1 lists them. group.version 1 is the
 #: consumer group protocol (KIP-848), finalized on a new cluster as Kafka 4.1 does;
-#: share.version 1 (KIP-932) needs the share group protocol, which akfak does not serve
-#: yet; kraft.version 1 needs KRaft's dynamic quorum, which a one-node akfak has no use
-#: for, so its metadata log holds no KRaftVersion record (level 0).
+#: share.version 1 enables share groups (KIP-932, akfak.share) and, as in Kafka 4.1 (where it
+#: is a preview whose bootstrap metadata version is 4.2-IV0), a new cluster does not finalize
+#: it: `kafka-features upgrade --feature share.version=1` does; kraft.version 1 needs KRaft's
+#: dynamic quorum, which a one-node akfak has no use for, so its metadata log holds no
+#: KRaftVersion record (level 0).
 SUPPORTED: tuple[Feature, ...] = (
     Feature(GROUP_VERSION, 0, 1, 1),
     Feature(KRAFT_VERSION, 0, 0, 0),
     Feature(METADATA_VERSION, MV_3_3_IV3, LATEST_METADATA_VERSION, LATEST_METADATA_VERSION),
-    Feature(SHARE_VERSION, 0, 0, 0),
+    Feature(SHARE_VERSION, 0, 1, 0),
     Feature(TRANSACTION_VERSION, 0, 2, 2),
     Feature(ELR_VERSION, 0, 1, 1, {1: {METADATA_VERSION: MV_4_0_IV1}}),
 )

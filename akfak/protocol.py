@@ -286,6 +286,9 @@ class KafkaProtocol(Int32StringReceiver):
                 release(reply.parts)
         if self._writer is not None:
             self._writer.discard()
+        share = getattr(self.broker, "share", None)
+        if share is not None:  # share sessions go with their connection (akfak.share)
+            share.connection_lost(self)
 
     # -- flow control ------------------------------------------------------------
 

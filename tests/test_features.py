@@ -61,7 +61,7 @@ def test_api_versions_lists_supported_and_finalized_features(inproc: Any) -> Any
                 answer = api_versions(c, version)
                 assert [(f.name, f.min_version, f.max_version) for f in answer.supported_features] == [
                     ("group.version", 0, 1), ("kraft.version", 0, 0), ("metadata.version", 7, 27),
-                    ("share.version", 0, 0), ("transaction.version", 0, 2),
+                    ("share.version", 0, 1), ("transaction.version", 0, 2),
                     ("eligible.leader.replicas.version", 0, 1)]
                 assert finalized(answer) == NEW_CLUSTER
                 assert answer.finalized_features_epoch == inproc.broker.image.offset >= 2
@@ -94,7 +94,7 @@ def test_update_features_over_the_wire(inproc: Any) -> Any:
             done = update_features(c, ("transaction.version", 1, features.SAFE_DOWNGRADE), version=1)
             assert (done.error_code, [(r.feature, r.error_code) for r in done.results]) == (
                 ErrorCode.none, [("transaction.version", ErrorCode.none)])
-            bad = update_features(c, ("share.version", 1, features.UPGRADE), version=1)
+            bad = update_features(c, ("share.version", 2, features.UPGRADE), version=1)
             assert (bad.error_code, bad.results) == (ErrorCode(95), ())
             # v0: allow_downgrade; level 0 removes the feature
             gone = update_features(c, ("transaction.version", 0, features.SAFE_DOWNGRADE), version=0)

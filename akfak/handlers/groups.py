@@ -30,10 +30,13 @@ Behavior / Version notes:
   DESCRIBE (refused groups come first, GROUP_AUTHORIZATION_FAILED); ListGroups lists every
   group with DESCRIBE on the cluster, else those the principal may DESCRIBE; DeleteGroups
   DELETE (refused groups last).
+- Share groups (akfak.share.admin): listed with type "share"; described as a group that is
+  not classic; deleted with their share-partition state when empty.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +49,7 @@ from akfak.handlers.base import NO_THROTTLE, OPERATIONS_NOT_REQUESTED, Handler, 
 from akfak.protocol import RequestContext
 from akfak.security.acls import CLUSTER, CLUSTER_NAME, DELETE, DESCRIBE, GROUP, READ
 from akfak.security.checks import access
+from akfak.share.admin import delete_share_groups, describe_if_share_group, listed_share_groups
 
 if TYPE_CHECKING:
     from akfak.broker import Broker
@@ -210,8 +214,11 @@ class ListGroupsHandler(Handler):
         if coordinator is None:
             return make(response_type, throttle_time=NO_THROTTLE,
                         error_code=ErrorCode.coordinator_not_available, groups=())
-        result = coordinator.list_groups(getattr(request, "states_filter", ()),
-                                         getattr(request, "types_filter", ()))
+        states, types = getattr(request, "states_filter", ()), getattr(request, "types_filter", ())
+        result = coordinator.list_groups(states, types)
+        if result.error is ErrorCode.none:  # and the share groups (akfak.share)
+            result = replace(result, groups=result.groups + tuple(
+                listed_share_groups(self.broker, states, types)))
         acl = access(context)
         every = acl.allows(DESCRIBE, CLUSTER, CLUSTER_NAME, log_denied=False)
         group_type = self.response_module(version).ListedGroup
@@ -251,7 +258,8 @@ class DescribeGroupsHandler(Handler):
                     group_id=group_id, group_state="", protocol_type="", protocol_data="", members=(),
                     authorized_operations=i32(OPERATIONS_NOT_REQUESTED)))
                 continue
-            described = coordinator.describe_group(group_id, version=version)
+            described = (describe_if_share_group(self.broker, group_id, version)
+                         or coordinator.describe_group(group_id, version=version))
             groups.append(make(
                 group_type, error_code=described.error, error_message=described.error_message,
                 group_id=group_id, group_state=described.state, protocol_type=described.protocol_type,
@@ -283,7 +291,9 @@ class DeleteGroupsHandler(Handler):
         elif coordinator is None:
             answer = succeed(dict.fromkeys(names, ErrorCode.coordinator_not_available))
         else:
-            answer = coordinator.delete_groups(names)
+            classic, shared = delete_share_groups(self.broker, names)
+            answer = coordinator.delete_groups(classic) if classic else succeed({})
+            answer.addCallback(lambda results: shared.addCallback(lambda s: {**results, **s}))
         result_type = self.response_module(version).DeletableGroupResult
 
         def respond(results: dict[str, ErrorCode]) -> Any:
