@@ -268,7 +268,7 @@ def admin_method_lines(bootstrap: str) -> dict[str, tuple[str, Any]]:
 
 
 def test_java_admin_every_method(brokers: dict[str, str]) -> None:
-    """Every method of the Java Admin client (tests/java AdminMethods: ~110 calls, on topics,
+    """Every method of the Java Admin client (tests/java AdminMethods: 94 calls, on topics,
     configs of every resource type, the cluster, features, log dirs, the quorum, groups,
     transactions, ACLs, quotas, SCRAM, delegation tokens) answers on akfak as on Kafka 4.1.1,
     line by line, but for the differences ADMIN_METHOD_DIFFERENCES documents."""

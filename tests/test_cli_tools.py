@@ -254,17 +254,11 @@ def test_get_offsets_and_delete_records_tools(brokers: dict[str, str], tmp_path:
 #: APIs Kafka 4.1.1 serves and akfak deliberately does not (UNSUPPORTED on akfak); akfak may
 #: also serve one, then as Kafka does.
 NOT_SERVED = {
-    "AlterReplicaLogDirs(34)",  # one log directory per broker
-    "CreateDelegationToken(38)", "RenewDelegationToken(39)", "ExpireDelegationToken(40)",
-    "DescribeDelegationToken(41)",  # no delegation tokens
-    "DescribeClientQuotas(48)", "AlterClientQuotas(49)",  # quotas may come
-    "UnregisterBroker(64)",  # a single node, always registered
     "ConsumerGroupHeartbeat(68)", "ConsumerGroupDescribe(69)",  # no KIP-848 groups
     "ShareGroupHeartbeat(76)", "ShareGroupDescribe(77)", "ShareFetch(78)", "ShareAcknowledge(79)",
     "InitializeShareGroupState(83)", "ReadShareGroupState(84)", "WriteShareGroupState(85)",
     "DeleteShareGroupState(86)", "ReadShareGroupStateSummary(87)", "DescribeShareGroupOffsets(90)",
     "AlterShareGroupOffsets(91)", "DeleteShareGroupOffsets(92)",  # no share groups
-    "AddRaftVoter(80)", "RemoveRaftVoter(81)",  # a quorum of one, fixed
 }
 #: akfak's versions where they go past Kafka 4.1.1's (the newer versions akfak implements; the
 #: 4.1.1 tool then uses its own highest).
