@@ -1,7 +1,6 @@
 package akfak.tests;
 
 import java.time.Duration;
-import java.util.ArrayList;
 import java.util.Collection;
 import java.util.List;
 import java.util.Map;
