@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -272,8 +273,6 @@ def test_java_admin_every_method(brokers: dict[str, str]) -> None:
     configs of every resource type, the cluster, features, log dirs, the quorum, groups,
     transactions, ACLs, quotas, SCRAM, delegation tokens) answers on akfak as on Kafka 4.1.1,
     line by line, but for the differences ADMIN_METHOD_DIFFERENCES documents."""
-    from concurrent.futures import ThreadPoolExecutor
-
     with ThreadPoolExecutor(2) as pool:
         runs = dict(zip(brokers, pool.map(admin_method_lines, brokers.values()), strict=True))
     akfak, kafka = runs["akfak"], runs["kafka"]
