@@ -476,8 +476,8 @@ class Controller:
         Only actual changes are written (ConfigRecords), as Kafka does.
         """
         if resource_type == RESOURCE_TOPIC:
-            if name not in self.image.topics_by_name:
-                raise UnknownTopicOrPartition(f"Topic '{name}' does not exist.")
+            if name not in self.image.topics_by_name:  # QuorumController's words
+                raise UnknownTopicOrPartition(f"The topic '{name}' does not exist.")
             for key, value in changes.items():
                 validate_topic_config(key, value)
             current = self.image.configs_of_topic(name)

@@ -351,3 +351,63 @@ def test_metadata_by_topic_id_with_empty_name(broker: BrokerProcess) -> None:
             allow_auto_topic_creation=False, include_topic_authorized_operations=False))
         assert [(t.name, t.error_code, len(t.partitions)) for t in response.topics] == [
             ("t", ErrorCode.none, 2), (None, ErrorCode.unknown_topic_id, 0)]
+
+
+# -- AlterReplicaLogDirs, UnregisterBroker, BROKER_LOGGER alterations -------------------------
+
+
+def test_alter_replica_log_dirs(broker: BrokerProcess) -> None:
+    """Each partition answers on its own: NONE where the replica already is, LOG_DIR_NOT_FOUND
+    for another path, UNKNOWN_TOPIC_OR_PARTITION for what the cluster lacks, and
+    INVALID_TOPIC_EXCEPTION for a name too long for a future replica's directory."""
+    m = schema("alter_replica_log_dirs", 2)
+    data_dir = str(request(broker.port, schema("describe_log_dirs", 4).DescribeLogDirsRequest(topics=None))
+                   .results[0].log_dir)
+    long_name = "x" * 240
+    answer = request(broker.port, m.AlterReplicaLogDirsRequest(dirs=(
+        m.AlterReplicaLogDir(path=data_dir, topics=(
+            m.AlterReplicaLogDirTopic(name="t", partitions=(i32(0), i32(1), i32(7))),
+            m.AlterReplicaLogDirTopic(name="missing", partitions=(i32(0),)),
+            m.AlterReplicaLogDirTopic(name=long_name, partitions=(i32(0),)))),
+        m.AlterReplicaLogDir(path="/no/such/dir", topics=(
+            m.AlterReplicaLogDirTopic(name="u", partitions=(i32(0),)),)))))
+    assert [(r.topic_name, [(int(p.partition_index), p.error_code) for p in r.partitions])
+            for r in answer.results] == [
+        ("t", [(0, ErrorCode.none), (1, ErrorCode.none), (7, ErrorCode.unknown_topic_or_partition)]),
+        ("missing", [(0, ErrorCode.unknown_topic_or_partition)]),
+        (long_name, [(0, ErrorCode.invalid_topic_exception)]),
+        ("u", [(0, ErrorCode.log_dir_not_found)])]
+
+
+def test_unregister_broker(broker: BrokerProcess) -> None:
+    m = schema("unregister_broker", 0)
+    other = request(broker.port, m.UnregisterBrokerRequest(broker_id=i32(2)))
+    assert (other.error_code, other.error_message) == (
+        ErrorCode.broker_id_not_registered, "Broker ID 2 is not currently registered")
+    itself = request(broker.port, m.UnregisterBrokerRequest(broker_id=i32(1)))
+    assert (itself.error_code, itself.error_message) == (ErrorCode.none, None)
+
+
+@pytest.mark.parametrize(("name", "configs", "error", "message"), [
+    ("1", [("root", 0, "INFO")], ErrorCode.none, None),
+    ("1", [("kafka.server", 0, "INFO")], ErrorCode.invalid_config, "Logger kafka.server does not exist!"),
+    ("1", [("root", 0, "LOUD")], ErrorCode.invalid_config,
+     "Cannot set the log level of root to LOUD as it is not a supported log level. "
+     "Valid log levels are DEBUG, ERROR, FATAL, INFO, TRACE, WARN"),
+    ("1", [("root", 1, None)], ErrorCode.invalid_request,
+     "Removing the log level of the root logger is not allowed"),
+    ("1", [("root", 2, "INFO")], ErrorCode.invalid_request,
+     "APPEND operation is not allowed for the BROKER_LOGGER resource"),
+    ("1", [("root", 0, "DEBUG")], ErrorCode.invalid_request,
+     "akfak logs at INFO and cannot change the level of root at run time"),
+    ("2", [("root", 0, "INFO")], ErrorCode.invalid_request, "Unexpected node id. Expected 1, but received 1"),
+    ("one", [("root", 0, "INFO")], ErrorCode.invalid_request, "Node id must be an integer, but it is: one"),
+])
+def test_broker_logger_alterations(broker_process: Any, name: str, configs: list[tuple[str, int, str | None]],
+                                   error: ErrorCode, message: str | None) -> None:
+    """IncrementalAlterConfigs of BROKER_LOGGER checked as Kafka's RuntimeLoggerManager checks it."""
+    m = schema("incremental_alter_configs", 1)
+    answer = request(broker_process().port, m.IncrementalAlterConfigsRequest(validate_only=False, resources=(
+        m.AlterConfigsResource(resource_type=i8(8), resource_name=name, configs=tuple(
+            m.AlterableConfig(name=k, config_operation=i8(op), value=v) for k, op, v in configs)),)))
+    assert [(r.error_code, r.error_message) for r in answer.responses] == [(error, message)]

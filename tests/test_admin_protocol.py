@@ -447,7 +447,7 @@ LEGACY_CASES: list[tuple[list[Any], list[tuple[str, ErrorCode, str | None]]]] = 
       ("twice", ErrorCode.invalid_request, "Each resource must appear at most once."),
       ("twice", ErrorCode.invalid_request, "Each resource must appear at most once.")]),
     ([(2, "missing", [("retention.ms", "1")])],
-     [("missing", ErrorCode.unknown_topic_or_partition, "Topic 'missing' does not exist.")]),
+     [("missing", ErrorCode.unknown_topic_or_partition, "The topic 'missing' does not exist.")]),
     ([(2, "", [])], [("", ErrorCode.invalid_request, "Default topic resources are not allowed.")]),
     ([(2, "dup-keys", [("segment.ms", "1"), ("segment.ms", "2")])],
      [("dup-keys", ErrorCode.invalid_request, "Error due to duplicate config keys")]),

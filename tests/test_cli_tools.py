@@ -300,17 +300,8 @@ def test_get_offsets_and_delete_records_tools(brokers: dict[str, str], tmp_path:
 
 # -- kafka-broker-api-versions --------------------------------------------------------------
 
-#: APIs Kafka 4.1.1 serves and akfak deliberately does not (UNSUPPORTED on akfak); akfak may
-#: also serve one, then as Kafka does.
-NOT_SERVED = {
-    "AlterReplicaLogDirs(34)",  # one log directory per broker
-    "CreateDelegationToken(38)", "RenewDelegationToken(39)", "ExpireDelegationToken(40)",
-    "DescribeDelegationToken(41)",  # no delegation tokens
-    "DescribeClientQuotas(48)", "AlterClientQuotas(49)",  # quotas may come
-    "UnregisterBroker(64)",  # a single node, always registered
-    "ConsumerGroupHeartbeat(68)", "ConsumerGroupDescribe(69)",  # no KIP-848 groups
-    "AddRaftVoter(80)", "RemoveRaftVoter(81)",  # a quorum of one, fixed
-}
+#: APIs Kafka 4.1.1 serves and akfak deliberately does not (UNSUPPORTED on akfak): none now.
+NOT_SERVED: set[str] = set()
 #: akfak's versions where they go past Kafka 4.1.1's (the newer versions akfak implements; the
 #: 4.1.1 tool then uses its own highest).
 NEWER = {"ListOffsets(2)": "1 to 11 [usable: 10]", "OffsetCommit(8)": "2 to 10 [usable: 10]",

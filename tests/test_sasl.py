@@ -268,6 +268,24 @@ def test_expired_token_refused_others_served(broker: EmbeddedBroker) -> None:
         assert timedelta(seconds=590) < answer.session_lifetime <= timedelta(seconds=600)
 
 
+def test_delegation_tokens_disabled_after_authentication(broker: EmbeddedBroker) -> None:
+    """On an authenticated channel the delegation-token APIs answer DELEGATION_TOKEN_AUTH_DISABLED,
+    as Kafka without delegation.token.secret.key (on PLAINTEXT they are not allowed at all:
+    tests/test_admin_tools.py::test_java_admin_every_method)."""
+    with WireClient(broker.port) as client:
+        assert handshake(client, "OAUTHBEARER").error_code == ErrorCode.none
+        assert authenticate(client, oauth_frames(unsecured_jwt("alice"))).error_code == ErrorCode.none
+        # kio cannot read the answer's -1 timestamps (Java reads them as int64): the error code
+        # is read off the frame, after the correlation id and the header's empty tag buffer
+        key, version, body = sasl_request(38, 3, owner_principal_type=None, owner_principal_name=None,
+                                          renewers=(), max_lifetime=timedelta(milliseconds=-1))
+        client.send(encode_request(key, version, client.next_correlation_id(), body))
+        frame = client.recv_frame()
+        assert int.from_bytes(frame[5:7], "big") == ErrorCode.delegation_token_auth_disabled.value
+        described = exchange(client, 41, 3, owners=None)
+        assert (described.error_code, described.tokens) == (ErrorCode.delegation_token_auth_disabled, ())
+
+
 # -- the gate, on the wire ----------------------------------------------------------------------
 
 

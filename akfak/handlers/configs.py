@@ -5,7 +5,8 @@ Behavior (as Kafka 4's ConfigHelper, ConfigAdminManager and ConfigurationControl
 - Resources: topics (type 2) and brokers (type 4; name "" is the cluster-wide default,
   else this node's id).  Another broker id answers INVALID_REQUEST "Unexpected broker id
   ...", a name that is no number "Broker id must be an integer ..." (describe) / "Node id
-  must be an integer ..." (alter).  BROKER_LOGGER (8) describes the one root logger.
+  must be an integer ..." (alter).  BROKER_LOGGER (8) describes the one root logger, and
+  alters it as akfak.broker_logger says.
   Groups (32) and client-metrics subscriptions (16) by name (any name: one without
   configs describes the defaults; "" answers INVALID_REQUEST), their configs and checks
   in akfak.resource_configs.  Other types answer INVALID_REQUEST.
@@ -56,6 +57,7 @@ from akfak.broker_configs import (
     topic_config_entries,
     validate_dynamic_broker_change,
 )
+from akfak.broker_logger import check_logger_alteration
 from akfak.errors import InvalidConfig, InvalidRequest, KafkaError, UnknownTopicOrPartition, error_for_code
 from akfak.handlers.admin_common import after_durable, duplicates, run_or_error
 from akfak.handlers.base import NO_THROTTLE, Handler
@@ -254,7 +256,8 @@ class _AlterBase(Handler):
         elif resource_type == CLIENT_METRICS:
             current = image.client_metrics.get(name, {})
         elif resource_type == BROKER_LOGGER and self.incremental:
-            raise InvalidRequest("akfak does not support BROKER_LOGGER configs")
+            check_logger_alteration(name, configs, broker.node_id)
+            return
         else:
             raise InvalidRequest(f"Unknown resource type {resource_type}")
         changes = self.changes(resource_type, configs, current)
