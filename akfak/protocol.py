@@ -9,7 +9,9 @@ a Deferred, such as a long-poll Fetch).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import struct
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -21,6 +23,7 @@ from twisted.python.failure import Failure
 
 from akfak.connections import MEMORY, QUEUE, ConnectionLimits
 from akfak.errors import KafkaStorageError
+from akfak.handlers.base import throttle_time
 from akfak.handlers.registry import API_VERSIONS_KEY, HandlerRegistry
 from akfak.interfaces import IRequestHandler
 from akfak.request_check import MalformedRequest, read_uvarint
@@ -39,6 +42,7 @@ _KEY_VERSION = struct.Struct(">hh")
 _HEADER = struct.Struct(">hhih")  # api key, api version, correlation id, client id length
 #: Why reading may be paused, besides the two request bounds of akfak.connections.
 WRITING = "unsent responses"
+ACCEPT_THROTTLE = "max.connection.creation.rate"
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +105,12 @@ class RequestContext:
     listener: str = "PLAINTEXT"
     #: The request's authorization answers (akfak.security.checks.access), made on first use.
     access: Any = None
+    #: perf_counter() when decoding began, and the seconds decoding and handle() took (None
+    #: while still in handle()): the request's time for request_percentage
+    started: float = 0.0
+    handled: float | None = None
+    #: the request's time has been counted (akfak.quota_manager.record_request)
+    request_recorded: bool = False
 
     @property
     def api_version(self) -> int:
@@ -127,6 +137,7 @@ class _Reply:
 
     header: RequestHeader
     handler: Any
+    context: RequestContext | None = None
     ready: bool = False
     parts: list[Any] | None = None  # bytes and FileRanges; None with ready: no response (acks=0)
     pending: Deferred[Any] | None = field(default=None, repr=False)
@@ -172,6 +183,8 @@ class KafkaProtocol(Int32StringReceiver):
         self.admitted_host: str | None = None
         #: SASL authentication on a SASL_* listener (akfak.security.sasl), else None
         self.sasl: Authenticator | None = None
+        #: seconds before the connection is read (max.connection.creation.rate)
+        self.accept_delay = 0.0
 
     # -- framing ---------------------------------------------------------------
 
@@ -189,6 +202,9 @@ class KafkaProtocol(Int32StringReceiver):
         self._writer = ResponseWriter(self.transport, self._write_failed)
         # Streaming producer: the transport pauses us while its unsent bytes exceed its buffer.
         self.transport.registerProducer(self, True)
+        if self.accept_delay > 0:
+            self.pause(ACCEPT_THROTTLE)
+            self.broker.clock.callLater(self.accept_delay, self.unpause, ACCEPT_THROTTLE)
         if self.limits is not None and self.limits.idle_seconds > 0:
             self._last_active = self.broker.clock.seconds()
             self._idle_call = self.broker.clock.callLater(self.limits.idle_seconds, self._check_idle)
@@ -391,6 +407,7 @@ class KafkaProtocol(Int32StringReceiver):
                 f"(supported {handler.min_version}-{handler.max_version})"
             )
             return
+        started = time.perf_counter()
         try:
             request = handler.decode(header.api_version, frame, header.body_offset)
         except Exception as e:
@@ -400,7 +417,9 @@ class KafkaProtocol(Int32StringReceiver):
             self.drop(f"malformed request (API key {header.api_key} v{header.api_version}): {reason}")
             return
         reply = self._enqueue(header, handler)
-        context = RequestContext(header, self.peer, self.broker, self, self.listener)
+        context = RequestContext(header, self.peer, self.broker, self, self.listener,
+                                 started=started)
+        reply.context = context
         try:
             result = handler.handle(request, context)
         except MalformedRequest as e:  # well-formed, but a request Kafka refuses to parse
@@ -411,6 +430,7 @@ class KafkaProtocol(Int32StringReceiver):
                         key=header.api_key, peer=self.peer)
             self.drop("internal error")
             return
+        context.handled = time.perf_counter() - started
         if isinstance(result, Deferred):
             reply.pending = result
             result.addCallbacks(self._answered, self._failed, callbackArgs=(reply,),
@@ -433,6 +453,9 @@ class KafkaProtocol(Int32StringReceiver):
         if self._closing:
             return
         if response is not None:
+            context = reply.context
+            if context is not None and not context.request_recorded:
+                response = self._request_quota(response, context)
             try:
                 body = reply.handler.encode(reply.header.api_version, response)
             except Exception:
@@ -448,6 +471,19 @@ class KafkaProtocol(Int32StringReceiver):
             reply.parts = parts
         reply.ready = True
         self._finish_ready()
+
+    def _request_quota(self, response: Any, context: RequestContext) -> Any:
+        """request_percentage: the response carries the larger throttle time, and the
+        connection is not read for it (akfak.quota_manager)."""
+        quotas = self.broker.quotas
+        throttle_ms = quotas.record_request(context)
+        if throttle_ms <= 0:
+            return response
+        quotas.throttle(self, throttle_ms)
+        current = getattr(response, "throttle_time", None)
+        if current is not None and current.total_seconds() * 1000 < throttle_ms:
+            response = dataclasses.replace(response, throttle_time=throttle_time(throttle_ms))
+        return response
 
     def _failed(self, failure: Failure, reply: _Reply) -> None:
         reply.pending = None
