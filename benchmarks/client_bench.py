@@ -88,6 +88,7 @@ def client_settings(protocol: str, setup: tuple[Security, Certificates] | None) 
 
 @contextmanager
 def akfak_broker(tmp: Path, storage: str, protocol: str) -> Iterator[Target]:
+    tmp.mkdir(parents=True, exist_ok=True)
     setup = secured(tmp, protocol)
     extra = ["--storage", storage, "-o", f"message.max.bytes={MAX_MESSAGE}"]
     port = free_port()
@@ -102,7 +103,7 @@ def akfak_broker(tmp: Path, storage: str, protocol: str) -> Iterator[Target]:
         for key, value in properties.items():
             extra += ["-o", f"{key}={value}"]
         data = tmp / "akfak-data"
-        data.mkdir(parents=True, exist_ok=True)
+        data.mkdir(exist_ok=True)
         command = [sys.executable, "-m", "akfak", "--data-dir", str(data), *extra]
     broker = start_process(tmp / "akfak-data", *extra, port=port, command=command)
     try:
