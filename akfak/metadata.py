@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -126,8 +126,9 @@ def _unify(name: str) -> str:
 # -- the image ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class PartitionImage:
+class PartitionImage(NamedTuple):
+    """One partition's registration (a tuple: a CreateTopics makes thousands of them at once)."""
+
     partition: int
     leader: int
     leader_epoch: int
@@ -234,13 +235,22 @@ class MetadataImage:
         return builder.build()
 
 
+def _read_only(parts: Mapping[int, PartitionImage]) -> Mapping[int, PartitionImage]:
+    return MappingProxyType(parts) if isinstance(parts, dict) else parts
+
+
 class _Builder:
     """Mutable copies of an image's collections while records are applied."""
 
     def __init__(self, image: MetadataImage) -> None:
         self.offset = image.offset
         self.topics = {tid: t for tid, t in image.topics_by_id.items()}
-        self.partitions = {tid: dict(t.partitions) for tid, t in image.topics_by_id.items()}
+        # a topic's partitions are copied when first changed (_writable): applying a record
+        # costs what it changes, not the size of the cluster
+        self.partitions: dict[uuid.UUID, Mapping[int, PartitionImage]] = {
+            tid: t.partitions for tid, t in image.topics_by_id.items()}
+        self._copied: set[uuid.UUID] = set()
+        self._last: tuple[uuid.UUID | None, dict[int, PartitionImage]] = (None, {})
         self.topic_configs = {k: dict(v) for k, v in image.topic_configs.items()}
         self.broker_configs = {k: dict(v) for k, v in image.broker_configs.items()}
         self.group_configs = {k: dict(v) for k, v in image.group_configs.items()}
@@ -256,11 +266,13 @@ class _Builder:
         if isinstance(record, TopicRecord):
             self.topics[record.topic_id] = TopicImage(record.name, record.topic_id)
             self.partitions[record.topic_id] = {}
+            self._copied.add(record.topic_id)
+            self._last = (None, {})
         elif isinstance(record, PartitionRecord):
-            if record.topic_id not in self.topics:
+            if record.topic_id is not self._last[0] and record.topic_id not in self.topics:
                 log.warn("PartitionRecord for unknown topic id {id}", id=record.topic_id)
                 return
-            self.partitions[record.topic_id][record.partition_id] = PartitionImage(
+            self._writable(record.topic_id)[record.partition_id] = PartitionImage(
                 partition=record.partition_id, leader=record.leader,
                 leader_epoch=record.leader_epoch, partition_epoch=record.partition_epoch,
                 replicas=tuple(record.replicas), isr=tuple(record.isr),
@@ -273,6 +285,7 @@ class _Builder:
         elif isinstance(record, PartitionChangeRecord):
             self._change_partition(record)
         elif isinstance(record, RemoveTopicRecord):
+            self._last = (None, {})
             topic = self.topics.pop(record.topic_id, None)
             self.partitions.pop(record.topic_id, None)
             if topic is not None:
@@ -329,6 +342,16 @@ class _Builder:
                 values[record.key] = record.value
         # UnknownRecord and types akfak does not model: nothing to do.
 
+    def _writable(self, topic_id: uuid.UUID) -> dict[int, PartitionImage]:
+        if topic_id is self._last[0]:  # a topic's records come together: no hashing
+            return self._last[1]
+        parts = self.partitions[topic_id]
+        if topic_id not in self._copied:
+            parts = self.partitions[topic_id] = dict(parts)
+            self._copied.add(topic_id)
+        self._last = (topic_id, parts)  # type: ignore[assignment]
+        return parts  # type: ignore[return-value]
+
     def _change_partition(self, record: PartitionChangeRecord) -> None:
         parts = self.partitions.get(record.topic_id)
         current = parts.get(record.partition_id) if parts is not None else None
@@ -349,7 +372,7 @@ class _Builder:
                 changes[name] = tuple(value)
         if record.leader_recovery_state != -1:
             changes["leader_recovery_state"] = record.leader_recovery_state
-        parts[record.partition_id] = replace(current, **changes)
+        self._writable(record.topic_id)[record.partition_id] = current._replace(**changes)
 
     def _config(self, record: ConfigRecord) -> None:
         if record.resource_type == RESOURCE_TOPIC:
@@ -371,7 +394,7 @@ class _Builder:
             configs[record.name] = record.value
 
     def build(self) -> MetadataImage:
-        topics = {tid: TopicImage(t.name, tid, MappingProxyType(self.partitions.get(tid, {})))
+        topics = {tid: TopicImage(t.name, tid, _read_only(self.partitions.get(tid, {})))
                   for tid, t in self.topics.items()}
         return MetadataImage(
             offset=self.offset,
