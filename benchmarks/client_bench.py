@@ -136,7 +136,9 @@ def kafka_broker(tmp: Path, _storage: str, protocol: str) -> Iterator[Target]:
                 "org.apache.kafka.common.security.scram.ScramLoginModule required;")
         properties.update(secure)
     try:
-        peer = start_kafka(tmp / "kafka", properties=properties, listeners=listeners)
+        # the full JIT: the test suite's JVMs stop at C1 to start fast, which slows TLS most
+        peer = start_kafka(tmp / "kafka", properties=properties, listeners=listeners,
+                           jvm_flags=["-XX:TieredStopAtLevel=4"])
     except (pytest.skip.Exception, pytest.fail.Exception) as e:
         raise SystemExit(f"cannot start Kafka 4.1.1: {e}") from None
     try:
