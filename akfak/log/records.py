@@ -318,7 +318,8 @@ def encode_batch(entries: Sequence[tuple[bytes | None, bytes | None]], *, timest
     # Bytes joined once: thousands of records (a large CreateTopics) encode in milliseconds.
     parts: list[bytes] = []
     for delta, (key, value) in enumerate(entries):
-        tail = b"".join((_zigzag(delta), _length_prefixed(key), _length_prefixed(value), b"\x00"))
+        tail = b"".join((_zigzag(delta), _NULL if key is None else _zigzag(len(key)) + key,
+                         _NULL if value is None else _zigzag(len(value)) + value, b"\x00"))
         # length, attributes 0, timestamp delta 0, then the tail (no headers)
         parts += (_zigzag(len(tail) + 2), b"\x00\x00", tail)
     body = b"".join(parts)
@@ -330,11 +331,9 @@ def encode_batch(entries: Sequence[tuple[bytes | None, bytes | None]], *, timest
     return _pack(header, body)
 
 
-def _zigzag(n: int) -> bytes:
+def _zigzag_varint(n: int) -> bytes:
     """A signed varint (zigzag), as Kafka's ByteUtils.writeVarint."""
     n = (n << 1) ^ (n >> 63)
-    if n < 0x80:
-        return bytes((n,))
     out = bytearray()
     while n >= 0x80:
         out.append((n & 0x7F) | 0x80)
@@ -343,8 +342,13 @@ def _zigzag(n: int) -> bytes:
     return bytes(out)
 
 
-def _length_prefixed(data: bytes | None) -> bytes:
-    return b"\x01" if data is None else _zigzag(len(data)) + data
+#: the varints of 0..8191 (offset deltas and lengths of a large batch), made once
+_SMALL_VARINTS = tuple(_zigzag_varint(n) for n in range(8192))
+_NULL = _zigzag_varint(-1)
+
+
+def _zigzag(n: int) -> bytes:
+    return _SMALL_VARINTS[n] if 0 <= n < 8192 else _zigzag_varint(n)
 
 
 def rebuild_batch(batch: bytes | memoryview, header: BatchHeader, records: Sequence[RawRecord],
