@@ -456,12 +456,16 @@ class KafkaProtocol(Int32StringReceiver):
             context = reply.context
             if context is not None and not context.request_recorded:
                 response = self._request_quota(response, context)
+            encoding = time.perf_counter()
             try:
                 body = reply.handler.encode(reply.header.api_version, response)
             except Exception:
                 log.failure("Encoding the response to API key {key} failed", key=reply.header.api_key)
                 self.drop("internal error")
                 return
+            if context is not None:
+                # as Kafka's network-thread time: counted, never throttling this response
+                self.broker.quotas.record_encoding(context, time.perf_counter() - encoding)
             parts = body if isinstance(body, list) else [body]
             try:
                 hold(parts)  # stored batches to send from their files stay readable till sent

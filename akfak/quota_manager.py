@@ -14,7 +14,9 @@
   once; the connection is then not read for that time (Kafka mutes the channel), and the
   client also waits before its next request to the broker.
 - `request_percentage` (Kafka's ClientRequestQuotaManager): the reactor time a request took
-  to decode and handle, as a percentage of one thread over the same windows; the throttle is
+  to decode and handle, as a percentage of one thread over the same windows (the time its
+  response took to encode is counted too, as Kafka's network-thread time, without throttling
+  that response); the throttle is
   at most one window. Every response that has `throttle_time` carries the larger of it and
   the API's own throttle (a throttled Fetch is answered empty). Exempt, as Kafka exempts
   cluster actions and the authentication exchange: SaslHandshake, SaslAuthenticate,
@@ -237,6 +239,12 @@ class ClientQuotas:
         handled = context.handled
         seconds = time.perf_counter() - context.started if handled is None else handled
         return min(self.record(REQUEST, context, seconds * 100.0), self.window_ms)
+
+    def record_encoding(self, context: RequestContext, seconds: float) -> None:
+        """Count the time encoding a response took against request_percentage without
+        throttling for it (Kafka's network-thread time, recordNoThrottle)."""
+        if context.header.api_key not in EXEMPT_APIS and self.enabled:
+            self.record(REQUEST, context, seconds * 100.0)
 
     def mutation_quota(self, context: RequestContext, strict_since: int) -> MutationQuota | None:
         """The request's controller_mutation_rate quota, strict from version `strict_since`;
