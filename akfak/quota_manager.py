@@ -16,9 +16,9 @@
 - `request_percentage` (Kafka's ClientRequestQuotaManager): the reactor time a request took
   to decode and handle, as a percentage of one thread over the same windows (the time its
   response took to encode is counted too, as Kafka's network-thread time, without throttling
-  that response); the throttle is
-  at most one window. Every response that has `throttle_time` carries the larger of it and
-  the API's own throttle (a throttled Fetch is answered empty). Exempt, as Kafka exempts
+  that response); the throttle is at most one window. Every response that has
+  `throttle_time` carries the larger of it and the API's own throttle (a throttled Fetch is
+  answered empty). Exempt, as Kafka exempts
   cluster actions and the authentication exchange: SaslHandshake, SaslAuthenticate,
   WriteTxnMarkers, and Produce with acks=0.
 - `controller_mutation_rate` (Kafka's ControllerMutationQuotaManager): partitions created or
