@@ -207,11 +207,12 @@ class Broker:
         image = self.controller.image.partition(topic, partition)
         return -1 if image is None else image.leader_epoch
 
-    def delete_topic(self, topic_id: Any) -> None:
+    def delete_topic(self, topic_id: Any, quota: Any = None) -> None:
         """Delete a topic (DeleteTopics) and what hangs off it: committed offsets go, as
-        Kafka's coordinator removes them, and long polls on it wake to find it gone."""
+        Kafka's coordinator removes them, and long polls on it wake to find it gone.
+        `quota`: as the controller's delete_topic takes it."""
         topic = self.image.topic_by_id(topic_id)
-        self.controller.delete_topic(topic_id=topic_id)
+        self.controller.delete_topic(topic_id=topic_id, quota=quota)
         if topic is None:
             return
         partitions = [(topic.name, p) for p in topic.partitions]

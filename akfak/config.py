@@ -65,6 +65,12 @@ DEFAULTS: Mapping[str, str] = {
     "max.connections": str(2**31 - 1),
     "max.connections.per.ip": str(2**31 - 1),
     "max.connections.per.ip.overrides": "",
+    # client quotas (akfak.quota_manager)
+    "max.connection.creation.rate": str(2**31 - 1),
+    "quota.window.num": "11",
+    "quota.window.size.seconds": "1",
+    "controller.quota.window.num": "11",
+    "controller.quota.window.size.seconds": "1",
     "message.max.bytes": "1048588",
     "compression.type": "producer",
     "offsets.topic.num.partitions": "50",
@@ -156,7 +162,7 @@ SSL_KEYS = frozenset(
 )
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 #: Keys that `listener.name.<name>.KEY` may override, besides the SSL ones.
-LISTENER_KEYS: set[str] = set()
+LISTENER_KEYS: set[str] = {"max.connection.creation.rate"}
 
 _LISTENER = re.compile(r"^(?P<name>[A-Za-z0-9_]+)://(?P<host>\[[^\]]*\]|[^:]*):(?P<port>\d+)$")
 

@@ -18,6 +18,8 @@ Kafka's settings, with Kafka's meaning where akfak's structure allows it:
   being received.  As Kafka's memory pool, a frame reserves its size when its length
   has been read; when nothing is left, connections stop being read before starting
   another frame until a reservation is released (when its request has been handled).
+- `max.connection.creation.rate` and the ips' `connection_creation_rate` quotas are
+  akfak.quota_manager's (new_connection); this module holds the listeners back for them.
 - `connections.max.idle.ms`: a connection with no traffic for this long is closed
   (one with a request still unanswered is not idle).
 
@@ -83,6 +85,7 @@ class ConnectionLimits:
         self.per_ip: dict[str, int] = {}
         self.ports: list[Any] = []  # listening ports, paused at max.connections
         self._accepting = True
+        self._held: Any = None  # the call ending a max.connection.creation.rate pause
         #: unanswered requests, and bytes reserved by frames being received
         self.requests = 0
         self.reserved = 0
@@ -116,6 +119,20 @@ class ConnectionLimits:
         else:
             self.per_ip.pop(host, None)
         self.total -= 1
+        if self.total < self.max_connections and self._held is None:
+            self._set_accepting(True)
+
+    def hold_accepting(self, seconds: float, clock: Any) -> None:
+        """max.connection.creation.rate: accept nothing for `seconds` (Kafka's acceptor waits)."""
+        if self._held is not None:
+            if self._held.getTime() - clock.seconds() >= seconds:
+                return
+            self._held.cancel()
+        self._set_accepting(False)
+        self._held = clock.callLater(seconds, self._unhold)
+
+    def _unhold(self) -> None:
+        self._held = None
         if self.total < self.max_connections:
             self._set_accepting(True)
 

@@ -225,6 +225,13 @@ class InvalidUpdateVersion(KafkaError):
     error_code = 95
 
 
+class ThrottlingQuotaExceeded(KafkaError):
+    """The throttling quota has been exceeded."""
+
+    error_code = 89
+    retriable = True
+
+
 class UnknownTopicId(KafkaError):
     """This server does not host this topic ID."""
 

@@ -71,6 +71,7 @@ from akfak.metadata_image import (
     MetadataImage,
     TopicImage,
     changed_configs,
+    collection_paused,
     unified_topic_name,
     validate_topic_name,
 )
@@ -284,7 +285,8 @@ class Controller:
     def create_topic(self, name: str, num_partitions: int = -1, replication_factor: int = -1,
                      configs: Mapping[str, str | None] | None = None, *,
                      assignments: Mapping[int, Sequence[int]] | None = None,
-                     validate_only: bool = False, in_slices: bool = False) -> TopicImage:
+                     validate_only: bool = False, in_slices: bool = False,
+                     quota: Callable[[int], None] | None = None) -> TopicImage:
         """CreateTopics for one topic: validate, write ConfigRecords + TopicRecord +
         PartitionRecords, create the partition logs.
 
@@ -293,6 +295,8 @@ class Controller:
         and the topic id of the result is the zero uuid.  The count is checked
         against akfak's partition limits first (partition_limits.py).
         `in_slices`: the logs are created in bounded slices (`storage.slices`).
+        `quota` is given the partition count once everything else is valid, and may raise
+        (controller_mutation_rate, akfak.quota_manager).
         """
         validate_topic_name(name)
         if name in self.image.topics_by_name:
@@ -311,7 +315,16 @@ class Controller:
         # Also check the resulting LogConfig resolves (e.g. broker synonyms are valid).
         LogConfig.from_broker(self.config, overrides,
                               self.image.dynamic_broker_configs(self.node_id))
+        if quota is not None:
+            quota(len(replicas))
         topic_id = uuid.UUID(int=0) if validate_only else random_kafka_uuid()
+        with collection_paused(len(replicas)):
+            return self._create_topic(name, topic_id, replicas, overrides, validate_only,
+                                      in_slices)
+
+    def _create_topic(self, name: str, topic_id: uuid.UUID, replicas: list[list[int]],
+                      overrides: Mapping[str, str], validate_only: bool, in_slices: bool
+                      ) -> TopicImage:
         directory_id = self.directory_id
         partitions = [PartitionRecord(
             partition_id=i, topic_id=topic_id, replicas=list(r), isr=list(r), leader=r[0],
@@ -409,8 +422,8 @@ class Controller:
         return [[ordered[(start + p + r) % len(ordered)] for r in range(replication_factor)]
                 for p in range(num_partitions)]
 
-    def delete_topic(self, name: str | None = None, *, topic_id: uuid.UUID | None = None
-                     ) -> TopicImage:
+    def delete_topic(self, name: str | None = None, *, topic_id: uuid.UUID | None = None,
+                     quota: Callable[[int], None] | None = None) -> TopicImage:
         """DeleteTopics for one topic (by name or id): RemoveTopicRecord, delete its logs."""
         if not self.config.get_bool("delete.topic.enable"):
             raise TopicDeletionDisabled("Topic deletion is disabled.")
@@ -422,15 +435,18 @@ class Controller:
             topic = self.image.topic(name or "")
             if topic is None:
                 raise UnknownTopicOrPartition(f"Topic '{name}' does not exist.")
+        if quota is not None:
+            quota(topic.num_partitions)
         self._commit([RemoveTopicRecord(topic.topic_id)])
         self.storage.delete_logs(topic.name)
         return topic
 
     def create_partitions(self, name: str, total: int, *,
                           assignments: Sequence[Sequence[int]] | None = None,
-                          validate_only: bool = False, in_slices: bool = False) -> TopicImage:
+                          validate_only: bool = False, in_slices: bool = False,
+                          quota: Callable[[int], None] | None = None) -> TopicImage:
         """CreatePartitions: grow `name` to `total` partitions (PartitionRecords); the
-        partition limits and `in_slices` as for create_topic."""
+        partition limits, `in_slices` and `quota` as for create_topic."""
         topic = self.image.topic(name)
         if topic is None:
             raise UnknownTopicOrPartition(f"Topic '{name}' does not exist.")
@@ -443,11 +459,13 @@ class Controller:
                 f"an increase.")
         added = total - current
         self._check_partition_limits(added)
+        if assignments is not None and len(assignments) != added:
+            raise InvalidReplicaAssignment(
+                f"Attempted to add {added} additional partition(s), but only "
+                f"{len(assignments)} assignment(s) were specified.")
+        if quota is not None:
+            quota(added)
         if assignments is not None:
-            if len(assignments) != added:
-                raise InvalidReplicaAssignment(
-                    f"Attempted to add {added} additional partition(s), but only "
-                    f"{len(assignments)} assignment(s) were specified.")
             placed = self._place(-1, -1, dict(enumerate(assignments)))
         else:
             placed = self._place(added, max(1, topic.replication_factor), None)

@@ -9,12 +9,14 @@ the records; this module only reads them.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import re
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 from twisted.logger import Logger
 
@@ -97,8 +99,9 @@ def unified_topic_name(name: str) -> str:
 # -- the image ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class PartitionImage:
+class PartitionImage(NamedTuple):
+    """One partition's registration (a tuple: a CreateTopics makes thousands of them at once)."""
+
     partition: int
     leader: int
     leader_epoch: int
@@ -205,13 +208,37 @@ class MetadataImage:
         return builder.build()
 
 
+@contextlib.contextmanager
+def collection_paused(objects: int) -> Iterator[None]:
+    """No garbage collection while thousands of partitions' records and images are made at
+    once: Python's collector would traverse the whole heap several times meanwhile, tens of
+    ms of the reactor's time; it runs once afterwards instead."""
+    if objects < 1000 or not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def _read_only(parts: Mapping[int, PartitionImage]) -> Mapping[int, PartitionImage]:
+    return MappingProxyType(parts) if isinstance(parts, dict) else parts
+
+
 class ImageBuilder:
     """Mutable copies of an image's collections while records are applied."""
 
     def __init__(self, image: MetadataImage) -> None:
         self.offset = image.offset
         self.topics = {tid: t for tid, t in image.topics_by_id.items()}
-        self.partitions = {tid: dict(t.partitions) for tid, t in image.topics_by_id.items()}
+        # a topic's partitions are copied when first changed (_writable): applying a record
+        # costs what it changes, not the size of the cluster
+        self.partitions: dict[uuid.UUID, Mapping[int, PartitionImage]] = {
+            tid: t.partitions for tid, t in image.topics_by_id.items()}
+        self._copied: set[uuid.UUID] = set()
+        self._last: tuple[uuid.UUID | None, dict[int, PartitionImage]] = (None, {})
         self.topic_configs = {k: dict(v) for k, v in image.topic_configs.items()}
         self.broker_configs = {k: dict(v) for k, v in image.broker_configs.items()}
         self.group_configs = {k: dict(v) for k, v in image.group_configs.items()}
@@ -227,11 +254,13 @@ class ImageBuilder:
         if isinstance(record, TopicRecord):
             self.topics[record.topic_id] = TopicImage(record.name, record.topic_id)
             self.partitions[record.topic_id] = {}
+            self._copied.add(record.topic_id)
+            self._last = (None, {})
         elif isinstance(record, PartitionRecord):
-            if record.topic_id not in self.topics:
+            if record.topic_id is not self._last[0] and record.topic_id not in self.topics:
                 log.warn("PartitionRecord for unknown topic id {id}", id=record.topic_id)
                 return
-            self.partitions[record.topic_id][record.partition_id] = PartitionImage(
+            self._writable(record.topic_id)[record.partition_id] = PartitionImage(
                 partition=record.partition_id, leader=record.leader,
                 leader_epoch=record.leader_epoch, partition_epoch=record.partition_epoch,
                 replicas=tuple(record.replicas), isr=tuple(record.isr),
@@ -244,6 +273,7 @@ class ImageBuilder:
         elif isinstance(record, PartitionChangeRecord):
             self._change_partition(record)
         elif isinstance(record, RemoveTopicRecord):
+            self._last = (None, {})
             topic = self.topics.pop(record.topic_id, None)
             self.partitions.pop(record.topic_id, None)
             if topic is not None:
@@ -300,6 +330,16 @@ class ImageBuilder:
                 values[record.key] = record.value
         # UnknownRecord and types akfak does not model: nothing to do.
 
+    def _writable(self, topic_id: uuid.UUID) -> dict[int, PartitionImage]:
+        if topic_id is self._last[0]:  # a topic's records come together: no hashing
+            return self._last[1]
+        parts = self.partitions[topic_id]
+        if topic_id not in self._copied:
+            parts = self.partitions[topic_id] = dict(parts)
+            self._copied.add(topic_id)
+        self._last = (topic_id, parts)  # type: ignore[assignment]
+        return parts  # type: ignore[return-value]
+
     def _change_partition(self, record: PartitionChangeRecord) -> None:
         parts = self.partitions.get(record.topic_id)
         current = parts.get(record.partition_id) if parts is not None else None
@@ -320,7 +360,7 @@ class ImageBuilder:
                 changes[name] = tuple(value)
         if record.leader_recovery_state != -1:
             changes["leader_recovery_state"] = record.leader_recovery_state
-        parts[record.partition_id] = replace(current, **changes)
+        self._writable(record.topic_id)[record.partition_id] = current._replace(**changes)
 
     def _config(self, record: ConfigRecord) -> None:
         if record.resource_type == RESOURCE_TOPIC:
@@ -342,7 +382,7 @@ class ImageBuilder:
             configs[record.name] = record.value
 
     def build(self) -> MetadataImage:
-        topics = {tid: TopicImage(t.name, tid, MappingProxyType(self.partitions.get(tid, {})))
+        topics = {tid: TopicImage(t.name, tid, _read_only(self.partitions.get(tid, {})))
                   for tid, t in self.topics.items()}
         return MetadataImage(
             offset=self.offset,

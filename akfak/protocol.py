@@ -9,6 +9,7 @@ a Deferred, such as a long-poll Fetch).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import struct
 import time
 from collections import deque
@@ -22,6 +23,7 @@ from twisted.python.failure import Failure
 
 from akfak.connections import MEMORY, QUEUE, ConnectionLimits
 from akfak.errors import KafkaStorageError
+from akfak.handlers.base import throttle_time
 from akfak.handlers.registry import API_VERSIONS_KEY, HandlerRegistry
 from akfak.interfaces import IRequestHandler
 from akfak.request_check import MalformedRequest, read_uvarint
@@ -41,6 +43,7 @@ _KEY_VERSION = struct.Struct(">hh")
 _HEADER = struct.Struct(">hhih")  # api key, api version, correlation id, client id length
 #: Why reading may be paused, besides the two request bounds of akfak.connections.
 WRITING = "unsent responses"
+ACCEPT_THROTTLE = "max.connection.creation.rate"
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +106,12 @@ class RequestContext:
     listener: str = "PLAINTEXT"
     #: The request's authorization answers (akfak.security.checks.access), made on first use.
     access: Any = None
+    #: perf_counter() when decoding began, and the seconds decoding and handle() took (None
+    #: while still in handle()): the request's time for request_percentage
+    started: float = 0.0
+    handled: float | None = None
+    #: the request's time has been counted (akfak.quota_manager.record_request)
+    request_recorded: bool = False
 
     @property
     def api_version(self) -> int:
@@ -129,6 +138,7 @@ class _Reply:
 
     header: RequestHeader
     handler: Any
+    context: RequestContext | None = None
     ready: bool = False
     parts: list[Any] | None = None  # bytes and FileRanges; None with ready: no response (acks=0)
     pending: Deferred[Any] | None = field(default=None, repr=False)
@@ -178,6 +188,8 @@ class KafkaProtocol(Int32StringReceiver):
         self.admitted_host: str | None = None
         #: SASL authentication on a SASL_* listener (akfak.security.sasl), else None
         self.sasl: Authenticator | None = None
+        #: seconds before the connection is read (max.connection.creation.rate)
+        self.accept_delay = 0.0
 
     # -- framing ---------------------------------------------------------------
 
@@ -196,6 +208,9 @@ class KafkaProtocol(Int32StringReceiver):
         self._writer = ResponseWriter(self.transport, self._write_failed)
         # Streaming producer: the transport pauses us while its unsent bytes exceed its buffer.
         self.transport.registerProducer(self, True)
+        if self.accept_delay > 0:
+            self.pause(ACCEPT_THROTTLE)
+            self.broker.clock.callLater(self.accept_delay, self.unpause, ACCEPT_THROTTLE)
         if self.limits is not None and self.limits.idle_seconds > 0:
             self._last_active = self.broker.clock.seconds()
             self._idle_call = self.broker.clock.callLater(self.limits.idle_seconds, self._check_idle)
@@ -402,6 +417,7 @@ class KafkaProtocol(Int32StringReceiver):
                 f"(supported {handler.min_version}-{handler.max_version})"
             )
             return
+        started = time.perf_counter()
         try:
             request = handler.decode(header.api_version, frame, header.body_offset)
         except Exception as e:
@@ -415,8 +431,10 @@ class KafkaProtocol(Int32StringReceiver):
             reply.observed = RequestEvent(
                 self.number, self.peer, self.listener, header.client_id, header.api_key,
                 header.api_version, header.correlation_id, len(frame), None,
-                time.perf_counter(), 0.0, 0.0, request, None)
-        context = RequestContext(header, self.peer, self.broker, self, self.listener)
+                started, 0.0, 0.0, request, None)
+        context = RequestContext(header, self.peer, self.broker, self, self.listener,
+                                 started=started)
+        reply.context = context
         try:
             result = handler.handle(request, context)
         except MalformedRequest as e:  # well-formed, but a request Kafka refuses to parse
@@ -427,6 +445,7 @@ class KafkaProtocol(Int32StringReceiver):
                         key=header.api_key, peer=self.peer)
             self.drop("internal error")
             return
+        context.handled = time.perf_counter() - started
         if isinstance(result, Deferred):
             reply.pending = result
             result.addCallbacks(self._answered, self._failed, callbackArgs=(reply,),
@@ -448,16 +467,23 @@ class KafkaProtocol(Int32StringReceiver):
         reply.pending = None
         if self._closing:
             return
+        context = reply.context
+        if response is not None and context is not None and not context.request_recorded:
+            response = self._request_quota(response, context)
         if reply.observed is not None:
             reply.observed.answered = time.perf_counter()
             reply.observed.response = response
         if response is not None:
+            encoding = time.perf_counter()
             try:
                 body = reply.handler.encode(reply.header.api_version, response)
             except Exception:
                 log.failure("Encoding the response to API key {key} failed", key=reply.header.api_key)
                 self.drop("internal error")
                 return
+            if context is not None:
+                # as Kafka's network-thread time: counted, never throttling this response
+                self.broker.quotas.record_encoding(context, time.perf_counter() - encoding)
             parts = body if isinstance(body, list) else [body]
             try:
                 hold(parts)  # stored batches to send from their files stay readable till sent
@@ -467,6 +493,19 @@ class KafkaProtocol(Int32StringReceiver):
             reply.parts = parts
         reply.ready = True
         self._finish_ready()
+
+    def _request_quota(self, response: Any, context: RequestContext) -> Any:
+        """request_percentage: the response carries the larger throttle time, and the
+        connection is not read for it (akfak.quota_manager)."""
+        quotas = self.broker.quotas
+        throttle_ms = quotas.record_request(context)
+        if throttle_ms <= 0:
+            return response
+        quotas.throttle(self, throttle_ms)
+        current = getattr(response, "throttle_time", None)
+        if current is not None and current.total_seconds() * 1000 < throttle_ms:
+            response = dataclasses.replace(response, throttle_time=throttle_time(throttle_ms))
+        return response
 
     def _failed(self, failure: Failure, reply: _Reply) -> None:
         reply.pending = None

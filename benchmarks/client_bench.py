@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/client_bench.py [--records 500000] [--size 1000]
         [--compression none] [--storage disk|memory|postgres|postgres-nofsync|URL]
+        [--security plaintext|ssl|sasl_ssl]
         [--kafka | --only kafka]
 
 `--size` and `--compression` take comma-separated lists (e.g. `--size 100,1024
@@ -14,6 +15,10 @@ consumer, timed from assign to the last record), and the broker process's CPU
 time (user + system, from /proc) per record in each phase: on a shared machine
 the rates follow the load and the client's own costs, the broker's CPU per
 record much less.
+
+`--security ssl|sasl_ssl` puts the clients on an SSL or SASL_SSL (SCRAM-SHA-512) listener
+instead of PLAINTEXT, on both brokers (certificates and settings from akfak.testing.security;
+a PLAINTEXT listener beside it serves the admin calls that set the benchmark up).
 
 `--kafka` (or `--compare`) runs the same workloads against a real Apache Kafka
 4.1.1 broker (tests/kafka_peer.py, needs java and mvn) after akfak, in the same
@@ -30,11 +35,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -43,48 +50,136 @@ from confluent_kafka.admin import AdminClient, NewTopic
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.brokers import start_process  # noqa: E402
+from akfak.testing.security import Certificates, Security  # noqa: E402
+from tests.brokers import free_port, start_process  # noqa: E402
 
 MIB = 1 << 20
 MAX_MESSAGE = 10 * MIB
+USER, PASSWORD, MECHANISM = "bench", "bench-secret", "SCRAM-SHA-512"
+
+
+@dataclass
+class Target:
+    """A running broker: where clients connect (with what settings), where admin calls go."""
+
+    bootstrap: str
+    pid: int
+    client: dict[str, str]
+    admin_bootstrap: str
+
+
+def secured(tmp: Path, protocol: str) -> tuple[Security, Certificates] | None:
+    if protocol == "PLAINTEXT":
+        return None
+    certificates = Certificates(tmp / "tls")
+    return Security(listeners=[protocol], users={USER: PASSWORD}, mechanisms=[MECHANISM],
+                    certificates=certificates), certificates
+
+
+def add_scram_user(admin_bootstrap: str) -> None:
+    from confluent_kafka.admin import ScramCredentialInfo, ScramMechanism, UserScramCredentialUpsertion
+    admin = AdminClient({"bootstrap.servers": admin_bootstrap})
+    upsertion = UserScramCredentialUpsertion(
+        USER, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 4096), PASSWORD.encode())
+    for future in admin.alter_user_scram_credentials([upsertion]).values():
+        future.result(30)
+
+
+def client_settings(protocol: str, setup: tuple[Security, Certificates] | None) -> dict[str, str]:
+    if setup is None:
+        return {}
+    security, certificates = setup
+    return security.client_properties(protocol, certificates, user=USER)
 
 
 @contextmanager
-def akfak_broker(tmp: Path, storage: str) -> Iterator[tuple[str, int]]:
+def akfak_broker(tmp: Path, storage: str, protocol: str) -> Iterator[Target]:
     if storage in ("postgres", "postgres-nofsync"):
         from tests.postgres import PostgresServer
 
         server = PostgresServer.start(fsync=storage == "postgres")
         try:
-            with akfak_broker(tmp, server.new_database()) as broker:
+            with akfak_broker(tmp, server.new_database(), protocol) as broker:
                 yield broker
         finally:
             server.stop()
         return
-    broker = start_process(tmp / "akfak-data", "--storage", storage,
-                           "-o", f"message.max.bytes={MAX_MESSAGE}")
+    tmp.mkdir(parents=True, exist_ok=True)
+    setup = secured(tmp, protocol)
+    extra = ["--storage", storage, "-o", f"message.max.bytes={MAX_MESSAGE}"]
+    port = free_port()
+    command = None
+    admin_port = port
+    if setup is not None:
+        security, certificates = setup
+        admin_port = free_port()
+        properties = security.broker_properties("127.0.0.1", certificates)
+        properties["listeners"] = f"{protocol}://127.0.0.1:{port},PLAINTEXT://127.0.0.1:{admin_port}"
+        properties["listener.security.protocol.map"] = f"{protocol}:{protocol},PLAINTEXT:PLAINTEXT"
+        for key, value in properties.items():
+            extra += ["-o", f"{key}={value}"]
+        data = tmp / "akfak-data"
+        data.mkdir(exist_ok=True)
+        command = [sys.executable, "-m", "akfak", "--data-dir", str(data), *extra]
+    broker = start_process(tmp / "akfak-data", *extra, port=port, command=command)
     try:
-        yield broker.bootstrap, broker.proc.pid
+        admin = f"127.0.0.1:{admin_port}"
+        if setup is not None:
+            wait_listening(admin)
+            if protocol.startswith("SASL"):
+                add_scram_user(admin)
+        yield Target(f"127.0.0.1:{port}", broker.proc.pid, client_settings(protocol, setup), admin)
     finally:
         broker.stop()
 
 
 @contextmanager
-def kafka_broker(tmp: Path, _storage: str) -> Iterator[tuple[str, int]]:
+def kafka_broker(tmp: Path, _storage: str, protocol: str) -> Iterator[Target]:
     import pytest
 
     from tests.kafka_peer import start_kafka
+    setup = secured(tmp, protocol)
+    properties = {"message.max.bytes": str(MAX_MESSAGE)}
+    listeners = None
+    if setup is not None:
+        security, certificates = setup
+        listeners = {protocol: protocol}
+        secure = security.broker_properties("127.0.0.1", certificates)
+        del secure["listeners"], secure["listener.security.protocol.map"]
+        secure.pop(f"listener.name.{protocol.lower()}.plain.sasl.jaas.config", None)
+        if protocol.startswith("SASL"):
+            secure[f"listener.name.{protocol.lower()}.{MECHANISM.lower()}.sasl.jaas.config"] = (
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;")
+        properties.update(secure)
     try:
-        peer = start_kafka(tmp / "kafka", properties={"message.max.bytes": str(MAX_MESSAGE)})
+        # the full JIT: the test suite's JVMs stop at C1 to start fast, which slows TLS most
+        peer = start_kafka(tmp / "kafka", properties=properties, listeners=listeners,
+                           jvm_flags=["-XX:TieredStopAtLevel=4"])
     except (pytest.skip.Exception, pytest.fail.Exception) as e:
         raise SystemExit(f"cannot start Kafka 4.1.1: {e}") from None
     try:
-        yield peer.bootstrap, peer.proc.pid
+        if protocol.startswith("SASL"):
+            add_scram_user(peer.bootstrap)
+        bootstrap = peer.bootstrap_for(protocol) if setup is not None else peer.bootstrap
+        yield Target(bootstrap, peer.proc.pid, client_settings(protocol, setup), peer.bootstrap)
     finally:
         peer.stop()
 
 
-BROKERS: dict[str, Callable[[Path, str], AbstractContextManager[tuple[str, int]]]] = {
+def wait_listening(bootstrap: str) -> None:
+    host, port = bootstrap.rsplit(":", 1)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            socket.create_connection((host, int(port)), timeout=1).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+BROKERS: dict[str, Callable[[Path, str, str], AbstractContextManager[Target]]] = {
     "akfak": akfak_broker, "kafka": kafka_broker}
 
 
@@ -95,7 +190,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def create_topic(bootstrap: str, name: str) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient({"bootstrap.servers": bootstrap})  # the PLAINTEXT listener
     admin.create_topics([NewTopic(name, 1, 1)])[name].result(30)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -107,9 +202,9 @@ def create_topic(bootstrap: str, name: str) -> None:
     raise RuntimeError(f"topic {name} has no leader after 30 s")
 
 
-def produce(bootstrap: str, topic: str, records: int, value: bytes, compression: str) -> float:
+def produce(target: Target, topic: str, records: int, value: bytes, compression: str) -> float:
     producer = Producer({
-        "bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5,
+        **target.client, "bootstrap.servers": target.bootstrap, "acks": "all", "linger.ms": 5,
         "batch.size": 1 << 20, "compression.type": compression,
         "queue.buffering.max.kbytes": 1 << 20,
     })
@@ -128,9 +223,10 @@ def produce(bootstrap: str, topic: str, records: int, value: bytes, compression:
     return time.perf_counter() - start
 
 
-def consume(bootstrap: str, topic: str, records: int) -> float:
+def consume(target: Target, topic: str, records: int) -> float:
     consumer = Consumer({
-        "bootstrap.servers": bootstrap, "group.id": "bench", "enable.auto.commit": False,
+        **target.client, "bootstrap.servers": target.bootstrap, "group.id": "bench",
+        "enable.auto.commit": False,
         "fetch.max.bytes": 50 * MIB, "max.partition.fetch.bytes": 10 * MIB,
         # librdkafka stops fetching for fetch.queue.backoff.ms (1 s) once it holds
         # queued.min.messages (100,000) or queued.max.messages.kbytes (64 MiB): that would
@@ -155,31 +251,32 @@ def consume(bootstrap: str, topic: str, records: int) -> float:
         consumer.close()
 
 
-def run(bootstrap: str, pid: int, args: argparse.Namespace
+def run(target: Target, args: argparse.Namespace
         ) -> dict[tuple[str, str], tuple[float, float, float]]:
     """{(workload, "produce" | "consume"): (records/s, MiB/s, broker CPU µs per record)}"""
     figures: dict[tuple[str, str], tuple[float, float, float]] = {}
     # the same untimed warm-up on both brokers (the JVM's JIT, the codecs, the page cache)
     warm = max(args.records // 10, 1000)
     for compression in args.compression:
-        create_topic(bootstrap, f"warmup-{compression}")
-        produce(bootstrap, f"warmup-{compression}", warm, b"w" * args.size[0], compression)
-        consume(bootstrap, f"warmup-{compression}", warm)
+        create_topic(target.admin_bootstrap, f"warmup-{compression}")
+        produce(target, f"warmup-{compression}", warm, b"w" * args.size[0], compression)
+        consume(target, f"warmup-{compression}", warm)
     for size in args.size:
         for compression in args.compression:
             name = f"{size} B {compression}"
             topic = f"bench-{size}-{compression}"
-            create_topic(bootstrap, topic)
+            create_topic(target.admin_bootstrap, topic)
             value = b"x" * size
             mib = args.records * size / MIB
             for phase in ("produce", "consume"):
-                cpu = cpu_seconds(pid)
-                seconds = (produce(bootstrap, topic, args.records, value, compression)
-                           if phase == "produce" else consume(bootstrap, topic, args.records))
-                cpu_us = (cpu_seconds(pid) - cpu) / args.records * 1e6
+                cpu = cpu_seconds(target.pid)
+                seconds = (produce(target, topic, args.records, value, compression)
+                           if phase == "produce" else consume(target, topic, args.records))
+                cpu_us = (cpu_seconds(target.pid) - cpu) / args.records * 1e6
                 figures[name, phase] = (args.records / seconds, mib / seconds, cpu_us)
                 print(f"  {phase}: {args.records / seconds:10.0f} records/s {mib / seconds:8.1f} MiB/s "
-                      f"broker CPU {cpu_us:6.2f} µs/record ({args.records} x {name}, {args.storage})",
+                      f"broker CPU {cpu_us:6.2f} µs/record ({args.records} x {name}, {args.storage}, "
+                      f"{args.security})",
                       flush=True)
     return figures
 
@@ -215,6 +312,8 @@ def main() -> None:
     parser.add_argument("--kafka", "--compare", action="store_true",
                         help="also run against Kafka 4.1.1, print ratios")
     parser.add_argument("--only", choices=sorted(BROKERS), help="one broker only")
+    parser.add_argument("--security", default="plaintext", choices=["plaintext", "ssl", "sasl_ssl"],
+                        help="the clients' listener (sasl_ssl: SCRAM-SHA-512)")
     args = parser.parse_args()
     args.size = [int(s) for s in args.size.split(",")]
     args.compression = args.compression.split(",")
@@ -225,8 +324,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="client-bench-") as tmp:
         for name in brokers:
             print(f"{name}:", flush=True)
-            with BROKERS[name](Path(tmp), args.storage) as (bootstrap, pid):
-                results[name] = run(bootstrap, pid, args)
+            with BROKERS[name](Path(tmp) / name, args.storage, args.security.upper()) as target:
+                results[name] = run(target, args)
     load = os.getloadavg()
     print(f"load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     print()

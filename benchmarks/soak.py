@@ -149,8 +149,10 @@ class GroupMember:
 
 
 def start_broker(data_dir: Path, port: int, log_path: Path) -> BrokerProcess:
+    # Each start recovers every segment written since the last recovery-point checkpoint
+    # (written each minute): late in a long run on a loaded machine that took over 60 s.
     return start_process(data_dir, *(a for o in BROKER_OVERRIDES for a in ("--override", o)),
-                         port=port, log_path=log_path, start_timeout=60)
+                         port=port, log_path=log_path, start_timeout=600)
 
 
 def committed_offsets(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:

@@ -281,7 +281,8 @@ class Target:
         self._log_offset = 0
 
     def _start(self) -> BrokerProcess:
-        broker = start_process(self.data_dir, *self.extra)
+        # a restart after a death or stall may be slow on a loaded machine (the long run is niced)
+        broker = start_process(self.data_dir, *self.extra, start_timeout=120)
         with socket.create_connection(("127.0.0.1", broker.port)) as sock:
             # the topic the seeds name
             from tests.requests import build

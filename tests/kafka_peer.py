@@ -128,7 +128,8 @@ def kafka_classpath() -> str:
 
 def start_kafka(tmp_path: Path, log_dir: Path | None = None, *,
                 properties: dict[str, str] | None = None,
-                listeners: dict[str, str] | None = None) -> KafkaPeer:
+                listeners: dict[str, str] | None = None,
+                jvm_flags: list[str] | None = None) -> KafkaPeer:
     """Formats a KRaft log directory under tmp_path and starts Kafka on it; returns once the
     broker reports it has started (or fails with its log).
 
@@ -138,7 +139,9 @@ def start_kafka(tmp_path: Path, log_dir: Path | None = None, *,
     port (KafkaPeer.ports), advertised as 127.0.0.1 (their settings, such as SASL's, go in
     `properties`).
     A directory without KRaft voter records (akfak writes none: kraft.version 0) needs the
-    static `controller.quorum.voters`, as a Kafka cluster formatted without --standalone."""
+    static `controller.quorum.voters`, as a Kafka cluster formatted without --standalone.
+    `jvm_flags` come after the test suite's (tests/jvm.py: C1 only, for fast starts), e.g.
+    `-XX:TieredStopAtLevel=4` for a benchmark."""
     classpath = kafka_classpath()
     tmp_path.mkdir(parents=True, exist_ok=True)
     port, controller_port = free_port(), free_port()
@@ -172,7 +175,8 @@ def start_kafka(tmp_path: Path, log_dir: Path | None = None, *,
     properties_file.write_text(text)
     log4j = tmp_path / "log4j2.properties"
     log4j.write_text(LOG4J2)
-    flags = ["-Xmx768m", f"-Dlog4j2.configurationFile={log4j}", "-Djava.awt.headless=true"]
+    flags = ["-Xmx768m", f"-Dlog4j2.configurationFile={log4j}", "-Djava.awt.headless=true",
+             *(jvm_flags or [])]
     cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
     log_path = tmp_path / "kafka.log"
     with open(log_path, "ab") as out:

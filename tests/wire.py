@@ -67,8 +67,10 @@ def decode_response(
 class WireClient:
     """A blocking socket speaking Kafka's framing."""
 
-    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 10.0):
+    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 10.0,
+                 client_id: str = "akfak-tests"):
         self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.client_id = client_id
         self._correlation = 0
 
     def close(self) -> None:
@@ -106,7 +108,8 @@ class WireClient:
         api_key = int(entity.__api_key__)
         version = int(entity.__version__) if version is None else version
         correlation_id = self.next_correlation_id()
-        self.send(encode_request(api_key, version, correlation_id, encode_body(entity)))
+        self.send(encode_request(api_key, version, correlation_id, encode_body(entity),
+                                 client_id=self.client_id))
         got, response = decode_response(api_key, version, self.recv_frame())
         assert got == correlation_id
         return response

@@ -22,7 +22,8 @@ Behavior:
 - consumer_byte_rate (akfak.quota_manager) counts the record bytes of each answer; one that
   takes the client over its quota is not sent (and max_bytes is at most the quota times
   `quota.window.num - 1` windows): as Kafka, the answer is empty (the session
-  unchanged) with the throttle time, and the connection is not read for that long.
+  unchanged) with the throttle time, and the connection is not read for that long. So is
+  one that takes it over request_percentage (its bytes are then not counted).
 """
 
 from __future__ import annotations
@@ -114,10 +115,13 @@ class FetchHandler(Handler):
             reads, size, errors = self._read(fetch, leader_epochs, by_id, isolation, max_bytes, acl)
             remaining = deadline - broker.clock.seconds()
             if size >= min_bytes or errors or remaining <= 0 or not reads:
-                throttle_ms = broker.quotas.record(FETCH, context, size)
+                quotas = broker.quotas
+                throttle_ms = max(quotas.record(FETCH, context, size),
+                                  quotas.record_request(context))
                 if throttle_ms > 0:
-                    broker.quotas.unrecord(FETCH, context, size)
-                    broker.quotas.throttle(context.connection, throttle_ms)
+                    # either quota: the answer is empty, so its bytes are not counted (Kafka)
+                    quotas.unrecord(FETCH, context, size)
+                    quotas.throttle(context.connection, throttle_ms)
                     return encode_fetch_response(version, 0, fetch.session_id, [], throttle_ms)
                 return self._respond(version, fetch, reads)
             waiting: Deferred[bool] = broker.waiters.wait(

@@ -32,6 +32,11 @@ Behavior (as Kafka 4's ControllerApis and ReplicationControlManager):
   answer POLICY_VIOLATION for every topic (Kafka's answer to an operation past its
   controller's 10,000-record bound); a topic that would take the broker past
   akfak.max.partitions answers INVALID_PARTITIONS.
+- controller_mutation_rate (akfak.quota_manager): each topic's partitions created or
+  deleted are counted once the topic is otherwise valid; strict from CreateTopics v6,
+  DeleteTopics v5 and CreatePartitions v3 (THROTTLING_QUOTA_EXCEEDED for the topics past
+  an exhausted quota), permissive before (done, and the response throttled). The response's
+  throttle_time is what is left of the quota's throttle when it is built.
 - Changes are metadata records (TopicRecord, PartitionRecord, ConfigRecord,
   RemoveTopicRecord) through the controller; the answer waits until they are on disk and
   the partition logs exist.  Creating the logs runs in bounded slices of the reactor's
@@ -66,10 +71,11 @@ from akfak.handlers.admin_common import (
     registered_brokers,
     run_or_error,
 )
-from akfak.handlers.base import NO_THROTTLE, NO_TOPIC_ID, Handler
+from akfak.handlers.base import NO_THROTTLE, NO_TOPIC_ID, Handler, throttle_time
 from akfak.log.config import validate_topic_config
 from akfak.metadata_image import TopicImage, validate_topic_name
 from akfak.protocol import RequestContext
+from akfak.quota_manager import MutationQuota
 from akfak.security.acls import ALTER, CREATE, DELETE, DESCRIBE, DESCRIBE_CONFIGS, TOPIC
 from akfak.security.checks import DENIED_MESSAGES, access
 
@@ -105,11 +111,13 @@ class CreateTopicsHandler(Handler):
         creatable = names if acl.cluster(CREATE, log_denied=False) else acl.allowed(
             CREATE, TOPIC, names)
         describable = acl.allowed(DESCRIBE_CONFIGS, TOPIC, names, log_denied=False)
+        quota = self.broker.quotas.mutation_quota(context, strict_since=6)
         for topic in request.topics:
             if topic.name not in creatable:
                 continue
             created, error, message = run_or_error(
-                lambda topic=topic: self._create(topic, validate_only), f"creating {topic.name}")
+                lambda topic=topic: self._create(topic, validate_only, quota),
+                f"creating {topic.name}")
             changed = changed or (created is not None and not validate_only)
             results.append(self._result(module, version, topic, created, error, message,
                                         describable=topic.name in describable))
@@ -131,10 +139,11 @@ class CreateTopicsHandler(Handler):
                 results.append(self._result(module, version, topic, None,
                                             ErrorCode.topic_authorization_failed,
                                             "Authorization failed."))
-        response = self.response_type(version)(throttle_time=NO_THROTTLE, topics=tuple(results))
+        response = self.response_type(version)(throttle_time=_throttle(context, quota),
+                                               topics=tuple(results))
         return after_durable(self.broker, response, changed)
 
-    def _create(self, topic: Any, validate_only: bool) -> TopicImage:
+    def _create(self, topic: Any, validate_only: bool, quota: MutationQuota | None) -> TopicImage:
         controller = self.broker.controller
         # Kafka's order: the name, existence, collision, configs, then the assignment.
         validate_topic_name(topic.name)
@@ -152,7 +161,8 @@ class CreateTopicsHandler(Handler):
             assignments = self._assignments(topic)
         return controller.create_topic(
             topic.name, int(topic.num_partitions), int(topic.replication_factor), configs,
-            assignments=assignments, validate_only=validate_only, in_slices=True)
+            assignments=assignments, validate_only=validate_only, in_slices=True,
+            quota=quota.record if quota is not None else None)
 
     def _count(self, topic: Any) -> int:
         """The partitions a topic of the request asks for."""
@@ -288,18 +298,22 @@ class DeleteTopicsHandler(Handler):
         named_twice = duplicates(i for _, i, error, _ in entries if error is None)
         results = []
         changed = False
+        quota = self.broker.quotas.mutation_quota(context, strict_since=5)
+        record = quota.record if quota is not None else None
         for name, topic_id, error, message in entries:
             if error is None and topic_id in named_twice:
                 error, message = ErrorCode.invalid_request, (
                     "The provided topic name maps to an ID that was already supplied.")
             elif error is None:
                 _, error, message = run_or_error(
-                    lambda topic_id=topic_id: self.broker.delete_topic(topic_id), f"deleting {name}")
+                    lambda topic_id=topic_id: self.broker.delete_topic(topic_id, record),
+                    f"deleting {name}")
                 if error == ErrorCode.none:
                     changed = True
                     log.info("Deleted topic {name} ({id})", name=name, id=topic_id)
             results.append(self._result(module, version, name, topic_id, error, message))
-        response = self.response_type(version)(throttle_time=NO_THROTTLE, responses=tuple(results))
+        response = self.response_type(version)(throttle_time=_throttle(context, quota),
+                                               responses=tuple(results))
         return after_durable(self.broker, response, changed)
 
     @staticmethod
@@ -341,21 +355,23 @@ class CreatePartitionsHandler(Handler):
             name=t.name, error_code=ErrorCode.topic_authorization_failed, error_message=None)
             for t in request.topics if t.name not in repeated and t.name not in alterable)
         changed = False
+        quota = self.broker.quotas.mutation_quota(context, strict_since=3)
         for topic in request.topics:
             if topic.name not in alterable:
                 continue
             grown, error, message = run_or_error(
-                lambda topic=topic: self._grow(topic, validate_only),
+                lambda topic=topic: self._grow(topic, validate_only, quota),
                 f"creating partitions of {topic.name}")
             if error == ErrorCode.unknown_topic_or_partition:
                 message = None  # Kafka's controller throws it without a message
             changed = changed or (grown is not None and not validate_only)
             results.append(module.CreatePartitionsTopicResult(
                 name=topic.name, error_code=error, error_message=message))
-        response = self.response_type(version)(throttle_time=NO_THROTTLE, results=tuple(results))
+        response = self.response_type(version)(throttle_time=_throttle(context, quota),
+                                               results=tuple(results))
         return after_durable(self.broker, response, changed)
 
-    def _grow(self, topic: Any, validate_only: bool) -> TopicImage:
+    def _grow(self, topic: Any, validate_only: bool, quota: MutationQuota | None) -> TopicImage:
         controller = self.broker.controller
         assignments = None
         if topic.assignments is not None:
@@ -369,7 +385,16 @@ class CreatePartitionsHandler(Handler):
                 for replicas in assignments:
                     check_manual_assignment(replicas, existing.replication_factor, brokers)
         return controller.create_partitions(topic.name, int(topic.count), assignments=assignments,
-                                            validate_only=validate_only, in_slices=True)
+                                            validate_only=validate_only, in_slices=True,
+                                            quota=quota.record if quota is not None else None)
+
+
+def _throttle(context: RequestContext, quota: MutationQuota | None) -> Any:
+    """The response's throttle_time for the controller mutation quota, the connection not
+    read for it (request_percentage is added when the response is sent)."""
+    throttle_ms = quota.throttle_ms if quota is not None else 0
+    context.broker.quotas.throttle(context.connection, throttle_ms)
+    return throttle_time(throttle_ms)
 
 
 def _request_error(broker: Any, added: int, api: str) -> tuple[ErrorCode, str | None] | None:

@@ -26,7 +26,7 @@ from akfak.log.metadata_records import (
     MetadataRecord,
     UnknownRecord,
     decode_record,
-    encode_record,
+    encode_records,
 )
 from akfak.log.partition import ORIGIN_RAFT, PartitionLog
 from akfak.log.records import encode_batch, iter_records
@@ -76,8 +76,7 @@ class MetadataLog:
                metadata_version: int | None = None) -> int:
         if not records:
             return self.log.log_end_offset
-        values = [encode_record(r, None if metadata_version is None
-                                else type(r).version_at(metadata_version)) for r in records]
+        values = encode_records(records, metadata_version)
         batch = encode_batch([(None, v) for v in values], timestamp=now_ms,
                              leader_epoch=self.epoch)
         info = self.log.append(batch, leader_epoch=self.epoch, now_ms=now_ms, origin=ORIGIN_RAFT)

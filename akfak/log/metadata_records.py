@@ -13,9 +13,10 @@ skipped on replay.
 from __future__ import annotations
 
 import io
+import struct
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 from kio.serial.readers import (
@@ -567,6 +568,48 @@ def encode_record(record: MetadataRecord, version: int | None = None) -> bytes:
     write_unsigned_varint(out, version)
     encode_struct(record, out, version)
     return out.getvalue()
+
+
+_I32 = struct.Struct(">i")
+
+
+def encode_records(records: Sequence[MetadataRecord], metadata_version: int | None = None
+                   ) -> list[bytes]:
+    """The record values for `records`, each at its version for `metadata_version` (None:
+    its WRITE_VERSION). PartitionRecords that differ only in their id (a topic's, created
+    together) are encoded once and the id spliced in: the id is the first field, a fixed
+    INT32 after the three one-byte varints of the record header."""
+    values: list[bytes] = []
+    # Templates by the fields but the id. The previous record's is compared, not hashed
+    # (tuples and lists compare items by identity first, in C); others (replicas cycling
+    # over brokers) are looked up by a key naming the ids' objects by identity, as UUIDs
+    # hash slowly (the records outlive this call, so identities stay unique).
+    last: tuple[Any, ...] | None = None
+    head = tail = b""
+    templates: dict[tuple[Any, ...], tuple[bytes, bytes]] = {}
+    version = None if metadata_version is None else PartitionRecord.version_at(metadata_version)
+    for record in records:
+        if type(record) is not PartitionRecord:
+            values.append(encode_record(record, None if metadata_version is None
+                                        else type(record).version_at(metadata_version)))
+            continue
+        r = record
+        fields = (r.topic_id, r.replicas, r.isr, r.removing_replicas, r.adding_replicas, r.leader,
+                  r.leader_recovery_state, r.leader_epoch, r.partition_epoch, r.directories,
+                  r.eligible_leader_replicas, r.last_known_elr)
+        if fields != last:
+            key = (id(r.topic_id), tuple(r.replicas), tuple(r.isr), tuple(r.removing_replicas),
+                   tuple(r.adding_replicas), r.leader, r.leader_recovery_state, r.leader_epoch,
+                   r.partition_epoch, tuple(map(id, r.directories)),
+                   None if r.eligible_leader_replicas is None else tuple(r.eligible_leader_replicas),
+                   None if r.last_known_elr is None else tuple(r.last_known_elr))
+            found = templates.get(key)
+            if found is None:
+                template = encode_record(replace(record, partition_id=0), version)
+                found = templates[key] = (template[:3], template[7:])
+            (head, tail), last = found, fields
+        values.append(head + _I32.pack(r.partition_id) + tail)
+    return values
 
 
 def decode_record(value: bytes) -> MetadataRecord | UnknownRecord:
