@@ -23,6 +23,7 @@ from akfak.log import BaseLogStorage, PartitionLog, handles, storage_for
 from akfak.log.postgres import redacted
 from akfak.metadata import Controller
 from akfak.metadata_image import MetadataImage
+from akfak.peers import Peers
 from akfak.quota_manager import ClientQuotas
 from akfak.request_events import RequestObservers
 from akfak.security.acls import Authorizer
@@ -61,6 +62,8 @@ class Broker:
         self.controller: Controller = None  # type: ignore[assignment]
         #: the cluster of brokers over PostgreSQL (akfak/cluster.py); None for one broker
         self.cluster: Cluster | None = None
+        #: requests to the cluster's other brokers (akfak/peers.py); None for one broker
+        self.peers: Peers | None = None
         self.group_coordinator: GroupCoordinator | None = None  # akfak.groups, set by open()
         #: akfak.transactions, set by open()
         self.transaction_coordinator: TransactionCoordinator | None = None
@@ -106,6 +109,7 @@ class Broker:
         if self.controller.clustered:
             cluster = self.cluster = Cluster(self, self.storage)  # type: ignore[arg-type]
             self.controller.live_brokers = lambda: set(cluster.live) | {self.node_id}
+            self.peers = Peers(self)
         url = getattr(self.storage, "url", None)
         log.info("Opened {storage} storage {where}: cluster {cluster}, {topics} topics",
                  storage="postgres" if url else self.config.storage,
@@ -140,6 +144,8 @@ class Broker:
             self.transaction_coordinator.stop()
         if self.storage is None:
             return None
+        if self.peers is not None:
+            self.peers.close()
         if self.cluster is not None:
             storage = self.storage
             stopped = self.cluster.stop()

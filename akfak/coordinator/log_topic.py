@@ -7,6 +7,12 @@ gives it: `__consumer_offsets` gets `cleanup.policy=compact`,
 coordinator's own batches are uncompressed); `__transaction_state` gets
 `cleanup.policy=compact`, `segment.bytes=transaction.state.log.segment.bytes`,
 `compression.type=uncompressed` and `unclean.leader.election.enable=false`.
+
+In a cluster (akfak/cluster.py) the topic gets `offsets.topic.replication.factor` /
+`transaction.state.log.replication.factor` replicas (at most the live brokers), so its
+partitions, and the coordinators with them, move when a broker goes.  Only the controller
+creates topics: another broker asks it through the database (`Cluster.request_topic`)
+and waits for the topic to appear.
 """
 
 from __future__ import annotations
@@ -49,21 +55,33 @@ def transaction_state_topic_configs(config: BrokerConfig) -> dict[str, str | Non
 class LogCoordinatorTopic:
     """A coordinator topic as partition logs of `storage`, created by `controller`."""
 
-    def __init__(self, name: str, configs: dict[str, str | None], controller: Any, storage: Any):
+    def __init__(self, name: str, configs: dict[str, str | None], controller: Any, storage: Any,
+                 *, replication_factor: int = 1, cluster: Any = None):
         self.name = name
         self.configs = configs
         self.controller = controller
         self.storage = storage
+        self.replication_factor = replication_factor
+        self.cluster = cluster
 
     def num_partitions(self) -> int | None:
         topic = self.controller.image.topic(self.name)
         return None if topic is None else int(topic.num_partitions)
 
-    def create(self, num_partitions: int) -> None:
+    def create(self, num_partitions: int) -> Deferred[None] | None:
         if self.num_partitions() is not None:
-            return
+            return None
+        if self.cluster is None:
+            with contextlib.suppress(TopicAlreadyExists):
+                self.controller.create_topic(self.name, num_partitions, 1, self.configs)
+            return None
+        if not self.controller.active:
+            return self.cluster.request_topic(self.name)
+        rf = max(1, min(self.replication_factor, len(self.controller.live_brokers())))
         with contextlib.suppress(TopicAlreadyExists):
-            self.controller.create_topic(self.name, num_partitions, 1, self.configs)
+            self.controller.create_topic(self.name, num_partitions, rf, self.configs)
+        self.cluster.sync_coordinators()
+        return None
 
     def _log(self, partition: int) -> Any:
         partition_log = self.storage.get_log(self.name, partition)

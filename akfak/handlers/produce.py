@@ -44,7 +44,7 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 from kio.static.primitive import i32, i64
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.logger import Logger
 
 from akfak.errors import CorruptMessage, InvalidRecord, KafkaError, MessageTooLarge, UnknownServerError
@@ -171,6 +171,9 @@ class ProduceHandler(Handler):
         if coordinator is None:
             return dict.fromkeys(wanted, ErrorCode.not_enough_replicas)
         transactional_id = str(request.transactional_id)
+        if (self.broker.cluster is not None
+                and coordinator.status(transactional_id) is ErrorCode.not_coordinator):
+            return self._verify_remotely(transactional_id, wanted, version)
         if version >= 12:
             # Transaction version 2: the produce itself adds the partition.
             adds = [coordinator.add_partitions(transactional_id, pid, epoch, {key},
@@ -185,6 +188,50 @@ class ProduceHandler(Handler):
             if error is not ErrorCode.none:
                 errors[key] = _produce_error(error, version)
         return errors
+
+    def _verify_remotely(self, transactional_id: str, wanted: dict[tuple[str, int], tuple[int, int]],
+                         version: int) -> Deferred[dict[tuple[str, int], ErrorCode]]:
+        """The verification as Kafka's partition leader asks another broker, the id's
+        coordinator: AddPartitionsToTxn v5, verify_only unless the produce adds (v12+)."""
+        from kio.schema.add_partitions_to_txn.v5 import request as req
+        from kio.static.primitive import i16, i64
+
+        from akfak.groups.records import partition_for
+
+        busy = dict.fromkeys(wanted, ErrorCode.not_enough_replicas)
+        topic = self.broker.image.topic("__transaction_state")
+        p = None if topic is None else topic.partitions.get(
+            partition_for(transactional_id, int(topic.num_partitions)))
+        if p is None or p.leader < 0 or p.leader == self.broker.node_id:
+            return succeed(busy)
+        by_producer: dict[tuple[int, int], dict[str, list[int]]] = {}
+        for (name, index), ids in wanted.items():
+            by_producer.setdefault(ids, {}).setdefault(name, []).append(index)
+        request = req.AddPartitionsToTxnRequest(transactions=tuple(
+            req.AddPartitionsToTxnTransaction(
+                transactional_id=transactional_id, producer_id=i64(pid),
+                producer_epoch=i16(epoch), verify_only=version < 12,
+                topics=tuple(req.AddPartitionsToTxnTopic(
+                    name=name, partitions=tuple(i32(i) for i in indexes))
+                    for name, indexes in topics.items()))
+            for (pid, epoch), topics in by_producer.items()))
+
+        def answered(response: Any) -> dict[tuple[str, int], ErrorCode]:
+            if response.error_code != ErrorCode.none:
+                return dict.fromkeys(wanted, _produce_error(ErrorCode(response.error_code),
+                                                            version))
+            errors = {}
+            for txn in response.results_by_transaction:
+                for topic_result in txn.topic_results:
+                    for r in topic_result.results_by_partition:
+                        error = ErrorCode(r.partition_error_code)
+                        if error is not ErrorCode.none:
+                            errors[(topic_result.name, int(r.partition_index))] = \
+                                _produce_error(error, version)
+            return errors
+
+        sent = self.broker.peers.send(p.leader, request)  # type: ignore[union-attr]
+        return sent.addCallbacks(answered, lambda _: busy)
 
     def _append(self, request: Any, context: RequestContext,
                 txn_errors: dict[tuple[str, int], ErrorCode], acl: Everything,

@@ -45,6 +45,8 @@ class Snapshot:
     tail: tuple[tuple[int, bytes], ...]
     #: the controller's epoch if this tick made this broker the controller
     took_control: int | None = None
+    #: topics other brokers asked the controller to create (request_topic)
+    wanted: tuple[str, ...] = ()
 
 
 def register(conn: Any, node_id: int, incarnation: uuid.UUID, endpoints: Sequence[Endpoint],
@@ -59,9 +61,11 @@ def register(conn: Any, node_id: int, incarnation: uuid.UUID, endpoints: Sequenc
 
 
 def tick(conn: Any, node_id: int, incarnation: uuid.UUID, endpoints: Sequence[Endpoint],
-         lease_ms: int, tail_from: int, *, may_take_control: bool = True) -> Snapshot:
+         lease_ms: int, tail_from: int, *, may_take_control: bool = True,
+         created: Sequence[str] = ()) -> Snapshot:
     """Renew this broker's lease, read the cluster, take the controller role if its holder's
-    lease ran out, and read the metadata log from `tail_from`."""
+    lease ran out, and read the metadata log from `tail_from`; the controller also reads the
+    topics asked for (and forgets the requests for `created`, which exist now)."""
     renewed = conn.execute(
         "UPDATE akfak_broker SET lease_until = now() + %s * interval '1 millisecond', "
         "endpoints = %s WHERE node_id = %s AND incarnation = %s",
@@ -91,7 +95,24 @@ def tick(conn: Any, node_id: int, incarnation: uuid.UUID, endpoints: Sequence[En
     tail = tuple((base, bytes(data)) for base, data in conn.execute(
         "SELECT base_offset, data FROM akfak_batch WHERE topic_id = %s AND partition = %s "
         "AND last_offset >= %s ORDER BY base_offset", (*METADATA_KEY, tail_from)).fetchall())
-    return Snapshot(brokers, controller, epoch, tail, took)
+    wanted: tuple[str, ...] = ()
+    if controller == node_id:
+        if created:
+            conn.execute("DELETE FROM akfak_cluster WHERE name = ANY(%s)",
+                         ([TOPIC_REQUEST + t for t in created],))
+        wanted = tuple(name[len(TOPIC_REQUEST):] for (name,) in conn.execute(
+            "SELECT name FROM akfak_cluster WHERE name LIKE %s", (TOPIC_REQUEST + "%",)))
+    return Snapshot(brokers, controller, epoch, tail, took, wanted)
+
+
+#: the akfak_cluster rows by which a broker asks the controller to create a topic
+TOPIC_REQUEST = "create.topic."
+
+
+def request_topic(conn: Any, topic: str) -> None:
+    """Ask the controller to create an internal topic (it reads the request on its tick)."""
+    conn.execute("INSERT INTO akfak_cluster (name, value) VALUES (%s, '') ON CONFLICT DO NOTHING",
+                 (TOPIC_REQUEST + topic,))
 
 
 def deregister(conn: Any, node_id: int, incarnation: uuid.UUID) -> None:
