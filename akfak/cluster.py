@@ -160,6 +160,7 @@ class Cluster:
         self._schedule(self.interval)
 
     def _view(self, snapshot: pg_cluster.Snapshot) -> None:
+        self.registered = {b.node_id for b in snapshot.brokers}
         self.live = {b.node_id: LiveBroker(b.node_id, {e[0]: (e[1], e[2]) for e in b.endpoints},
                                            b.rack)
                      for b in snapshot.brokers if b.live and b.endpoints}

@@ -34,10 +34,21 @@ def admin(cluster: AkfakCluster) -> Any:
 
 
 def create(cluster: AkfakCluster, topic: str, partitions: int, rf: int = 3) -> None:
+    """Create a topic, retried while the controller has not seen a restarted broker yet."""
+    from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import NewTopic
 
     client = admin(cluster)
-    client.create_topics([NewTopic(topic, partitions, rf)])[topic].result(TIMEOUT)
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        try:
+            client.create_topics([NewTopic(topic, partitions, rf)])[topic].result(TIMEOUT)
+            return
+        except KafkaException as e:
+            if (e.args[0].code() != KafkaError.INVALID_REPLICATION_FACTOR
+                    or time.monotonic() > deadline):
+                raise
+            time.sleep(0.2)
 
 
 def wait_leaders(cluster: AkfakCluster, topic: str, avoid: int | None = None) -> dict[int, int]:

@@ -9,8 +9,9 @@ coordinator's own batches are uncompressed); `__transaction_state` gets
 `compression.type=uncompressed` and `unclean.leader.election.enable=false`.
 
 In a cluster (akfak/cluster.py) the topic gets `offsets.topic.replication.factor` /
-`transaction.state.log.replication.factor` replicas (at most the live brokers), so its
-partitions, and the coordinators with them, move when a broker goes.  Only the controller
+`transaction.state.log.replication.factor` replicas (at most as many as brokers ever
+registered; COORDINATOR_NOT_AVAILABLE while fewer are live), so its partitions, and the
+coordinators with them, move when a broker goes.  Only the controller
 creates topics: another broker asks it through the database (`Cluster.request_topic`)
 and waits for the topic to appear.
 """
@@ -25,7 +26,7 @@ from zope.interface import implementer
 
 from akfak.config import BrokerConfig
 from akfak.coordinator.topic import ICoordinatorTopic
-from akfak.errors import KafkaStorageError, TopicAlreadyExists
+from akfak.errors import CoordinatorNotAvailable, KafkaStorageError, TopicAlreadyExists
 
 OFFSETS_TOPIC = "__consumer_offsets"
 TRANSACTION_STATE_TOPIC = "__transaction_state"
@@ -77,7 +78,12 @@ class LogCoordinatorTopic:
             return None
         if not self.controller.active:
             return self.cluster.request_topic(self.name)
-        rf = max(1, min(self.replication_factor, len(self.controller.live_brokers())))
+        # Kafka refuses to create it with fewer live brokers than its replication factor;
+        # a cluster of fewer brokers than that (ever registered) gets one replica each.
+        rf = max(1, min(self.replication_factor, len(self.cluster.registered)))
+        live = len(self.controller.live_brokers())
+        if live < rf:
+            raise CoordinatorNotAvailable(f"{self.name} needs {rf} live brokers, {live} are")
         with contextlib.suppress(TopicAlreadyExists):
             self.controller.create_topic(self.name, num_partitions, rf, self.configs)
         self.cluster.sync_coordinators()

@@ -230,8 +230,13 @@ class ProduceHandler(Handler):
                                 _produce_error(error, version)
             return errors
 
+        def failed(failure: Any) -> dict[tuple[str, int], ErrorCode]:
+            _log.info("Verifying {id} with its coordinator, node {node}, failed: {e}",
+                      id=transactional_id, node=p.leader, e=failure.getErrorMessage())
+            return busy
+
         sent = self.broker.peers.send(p.leader, request)  # type: ignore[union-attr]
-        return sent.addCallbacks(answered, lambda _: busy)
+        return sent.addCallback(answered).addErrback(failed)
 
     def _append(self, request: Any, context: RequestContext,
                 txn_errors: dict[tuple[str, int], ErrorCode], acl: Everything,

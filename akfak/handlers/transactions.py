@@ -113,8 +113,10 @@ class AddPartitionsToTxnHandler(_TxnHandler):
                 return succeed(dict.fromkeys(wanted, ErrorCode.transactional_id_authorization_failed))
             failed = {tp: ErrorCode.topic_authorization_failed for tp in wanted
                       if tp[0] in INTERNAL_TOPICS or not acl.allows(WRITE, TOPIC, tp[0])}
+        # in a cluster the partition may be led by another broker: the metadata says it exists
         failed.update((tp, ErrorCode.unknown_topic_or_partition) for tp in wanted
-                      if tp not in failed and self.broker.get_log(*tp) is None)
+                      if tp not in failed and self.broker.get_log(*tp) is None
+                      and (self.broker.cluster is None or self.broker.image.partition(*tp) is None))
         if failed:
             return succeed({tp: failed.get(tp, ErrorCode.operation_not_attempted) for tp in wanted})
         coordinator = self._coordinator()
