@@ -242,6 +242,9 @@ class PgWriter:
         #: (partition, leader epoch) whose ops are refused: a newer leader has the partition.
         #: Their ops are skipped from then on (their logs raise NotLeaderOrFollower).
         self.fenced: set[tuple[Key, int]] = set()
+        #: on_commit(topic, partition): a partition's high watermark rose (the broker wakes
+        #: the fetches waiting for it)
+        self.on_commit: Callable[[str, int], None] | None = None
 
     # -- reactor side ----------------------------------------------------------------------
 
