@@ -23,10 +23,15 @@ akfak/log/pg_cluster.py).  Runs on every broker whose storage is postgres.
   when it comes to lead it and forgetting it when it stops (`sync_coordinators`).  Only the
   controller creates those topics; another broker asks it with a row in akfak_cluster
   (`request_topic`) and waits for the topic to appear.
+- Notifications: the controller's metadata commits, a broker's first registered listeners
+  and a clean shutdown NOTIFY a channel every broker LISTENs on (a thread of its own), so
+  the others read the cluster at once rather than at their next heartbeat.  Lease expiry
+  (a broker that died) is seen by the clock only, at the heartbeat.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -76,6 +81,12 @@ class Cluster:
         self._created: set[str] = set()
         #: coordinator topic -> partition -> the leader epoch its coordinator loaded it in
         self._coordinated: dict[str, dict[int, int]] = {}
+        #: a notification came while a tick ran: tick again right after it
+        self._again = False
+        self._announced = False
+        #: waiting for the end of a tick that started after they asked (`fresh`)
+        self._fresh: list[Deferred[None]] = []
+        self._fresh_next: list[Deferred[None]] = []
         self._view(snapshot)
 
     # -- what handlers ask ---------------------------------------------------------------
@@ -100,6 +111,37 @@ class Cluster:
     def start(self) -> None:
         self.sync_leadership()
         self._schedule(0)
+        threading.Thread(target=pg_cluster.listen, name=f"akfak-listen-{self.node_id}",
+                         args=(self.storage._connect, self._notified, lambda: self._stopped),
+                         daemon=True).start()
+
+    def _notified(self) -> None:
+        """(the listening thread) Another broker changed the cluster: read it now."""
+        clock = self.broker.clock
+        if not hasattr(clock, "callFromThread"):  # a test's Clock: the global reactor runs
+            from twisted.internet import reactor as clock
+        clock.callFromThread(self._tick_now)
+
+    def fresh(self) -> Deferred[None]:
+        """Fires after a tick that began after this call (so the live brokers are current)."""
+        waiter: Deferred[None] = Deferred()
+        if self._busy:
+            self._fresh_next.append(waiter)
+            self._again = True
+        else:
+            self._fresh.append(waiter)
+            self._tick_now()
+        return waiter
+
+    def _tick_now(self) -> None:
+        if self._stopped:
+            return
+        if self._busy:
+            self._again = True
+            return
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._tick()
 
     def stop(self) -> Deferred[None] | None:
         """Stop renewing; the lease ends now (a clean shutdown), so others take over."""
@@ -131,10 +173,12 @@ class Cluster:
         if self._busy or self._stopped:
             return
         self._busy = True
+        waiting, self._fresh = self._fresh, []
         metadata = self.storage.metadata_log.log
         storage = self.storage
         endpoints = self._endpoints()
         created = sorted(self._created)
+        announce = bool(endpoints) and not self._announced
 
         def work() -> pg_cluster.Snapshot:
             if self._conn is None or self._conn.closed:
@@ -142,8 +186,11 @@ class Cluster:
             try:
                 snapshot = pg_cluster.tick(
                     self._conn, self.node_id, storage.incarnation, endpoints, storage.lease_ms,
-                    metadata.log_end_offset, may_take_control=bool(endpoints), created=created)
+                    metadata.log_end_offset, may_take_control=bool(endpoints), created=created,
+                    announce=announce)
                 self._created.difference_update(created)
+                if announce:
+                    self._announced = True
                 return snapshot
             except Exception:
                 if self._conn.broken:
@@ -153,11 +200,15 @@ class Cluster:
         defer_to_thread(self.broker.clock, work).addCallbacks(
             self._apply, lambda f: log.warn("Cluster tick failed: {e}",
                                             e=f.getErrorMessage().strip())
-        ).addBoth(self._ticked)
+        ).addBoth(self._ticked, waiting)
 
-    def _ticked(self, _: object) -> None:
+    def _ticked(self, _: object, waiting: list[Deferred[None]]) -> None:
         self._busy = False
-        self._schedule(self.interval)
+        self._fresh, self._fresh_next = self._fresh + self._fresh_next, []
+        for waiter in waiting:
+            waiter.callback(None)
+        again, self._again = self._again, False
+        self._schedule(0 if again else self.interval)
 
     def _view(self, snapshot: pg_cluster.Snapshot) -> None:
         self.registered = {b.node_id for b in snapshot.brokers}

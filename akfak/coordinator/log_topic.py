@@ -78,6 +78,15 @@ class LogCoordinatorTopic:
             return None
         if not self.controller.active:
             return self.cluster.request_topic(self.name)
+        # after a fresh look at the cluster: brokers that just registered count
+        return self.cluster.fresh().addCallback(lambda _: self._create_replicated(num_partitions))
+
+    def _create_replicated(self, num_partitions: int) -> None:
+        if self.num_partitions() is not None:
+            return
+        if not self.controller.active:
+            raise CoordinatorNotAvailable(f"Node {self.controller.node_id} is no longer the "
+                                          f"controller")
         # Kafka refuses to create it with fewer live brokers than its replication factor;
         # a cluster of fewer brokers than that (ever registered) gets one replica each.
         rf = max(1, min(self.replication_factor, len(self.cluster.registered)))
@@ -87,7 +96,6 @@ class LogCoordinatorTopic:
         with contextlib.suppress(TopicAlreadyExists):
             self.controller.create_topic(self.name, num_partitions, rf, self.configs)
         self.cluster.sync_coordinators()
-        return None
 
     def _log(self, partition: int) -> Any:
         partition_log = self.storage.get_log(self.name, partition)

@@ -62,7 +62,7 @@ def register(conn: Any, node_id: int, incarnation: uuid.UUID, endpoints: Sequenc
 
 def tick(conn: Any, node_id: int, incarnation: uuid.UUID, endpoints: Sequence[Endpoint],
          lease_ms: int, tail_from: int, *, may_take_control: bool = True,
-         created: Sequence[str] = ()) -> Snapshot:
+         created: Sequence[str] = (), announce: bool = False) -> Snapshot:
     """Renew this broker's lease, read the cluster, take the controller role if its holder's
     lease ran out, and read the metadata log from `tail_from`; the controller also reads the
     topics asked for (and forgets the requests for `created`, which exist now)."""
@@ -72,6 +72,8 @@ def tick(conn: Any, node_id: int, incarnation: uuid.UUID, endpoints: Sequence[En
         (lease_ms, json.dumps(list(endpoints)), node_id, incarnation)).rowcount
     if renewed != 1:  # another process registered with this node id since
         raise RuntimeError(f"node id {node_id} was registered by another broker")
+    if announce:  # this broker's listeners are registered now: the others list it at once
+        conn.execute(NOTIFY[0])
     brokers = tuple(
         BrokerRow(n, tuple(tuple(e) for e in json.loads(ends)), rack, live)  # type: ignore[misc]
         for n, ends, rack, live in conn.execute(
@@ -115,10 +117,34 @@ def request_topic(conn: Any, topic: str) -> None:
                  (TOPIC_REQUEST + topic,))
 
 
+#: the channel the controller (and a broker joining or leaving) notifies on, so the other
+#: brokers read the cluster at once instead of at their next heartbeat
+CHANNEL = "akfak_cluster"
+NOTIFY = (f"NOTIFY {CHANNEL}", ())  # a Statement's (sql, params)
+
+
+def listen(connect: Any, notified: Any, stopped: Any) -> None:
+    """Block (a thread of its own) calling `notified()` on every notification on CHANNEL
+    until `stopped()`; reconnects after an error (PostgreSQL restarting)."""
+    import time
+
+    while not stopped():
+        try:
+            with connect() as conn:
+                conn.execute(f"LISTEN {CHANNEL}")
+                while not stopped():
+                    if any(True for _ in conn.notifies(timeout=0.5)):
+                        notified()
+        except Exception:
+            if not stopped():
+                time.sleep(1.0)
+
+
 def deregister(conn: Any, node_id: int, incarnation: uuid.UUID) -> None:
     """A clean shutdown: the lease ends now, so the others take over without waiting."""
     conn.execute("UPDATE akfak_broker SET lease_until = now() WHERE node_id = %s AND "
                  "incarnation = %s", (node_id, incarnation))
+    conn.execute(NOTIFY[0])
 
 
 def partition_rows(conn: Any, topic_id: uuid.UUID, partition: int

@@ -371,6 +371,9 @@ class PostgresLogStorage(BaseLogStorage):
                     "leader_epoch) VALUES (%s, %s, %s, %s, %s) ON CONFLICT (topic_id, partition) "
                     "DO UPDATE SET leader = EXCLUDED.leader, leader_epoch = EXCLUDED.leader_epoch",
                     (record.topic_id, record.partition_id, topic.name, p.leader, p.leader_epoch)))
+        # Delivered when the metadata batch commits (the same transaction): the other
+        # brokers read the log at once.
+        statements.append(pg_cluster.NOTIFY)
         if statements:
             metadata = self.metadata_log.log
             self._writer.submit(Statement(metadata.key, statements,  # type: ignore[attr-defined]
