@@ -259,6 +259,15 @@ class PostgresPartitionLog(MemoryPartitionLog):
         super().delete_files()
 
 
+def _schema_ready(conn: Any) -> bool:
+    """Whether the tables of this version exist (the last ones SCHEMA adds)."""
+    column = conn.execute(
+        "SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() "
+        "AND table_name = 'akfak_partition' AND column_name = 'leader_epoch'").fetchone()
+    broker = conn.execute("SELECT to_regclass('akfak_broker')").fetchone()
+    return column is not None and broker[0] is not None
+
+
 @implementer(ILogStorage)
 class PostgresLogStorage(BaseLogStorage):
     """Every log in PostgreSQL (see the module doc and ILogStorage)."""
@@ -295,7 +304,10 @@ class PostgresLogStorage(BaseLogStorage):
         self.writer = PgWriter(self._connect, conn, self.clock)
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(7233)")  # two first starts at once
-            conn.execute(SCHEMA)
+            # The DDL only when something is missing: its ALTERs lock the tables, which
+            # would deadlock with the other brokers' writes when one restarts.
+            if not _schema_ready(conn):
+                conn.execute(SCHEMA)
             conn.execute("INSERT INTO akfak_cluster (name, value) VALUES ('cluster.id', %s) "
                          "ON CONFLICT DO NOTHING",
                          (MetaProperties.new(0, self.config.get("cluster.id")).cluster_id,))
