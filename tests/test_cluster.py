@@ -10,14 +10,13 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import defaultdict
 from typing import Any
 
 import pytest
 
-from tests.cluster import SESSION_MS, AkfakCluster
+from tests.cluster import SESSION_MS, AkfakCluster, Load
 
 TIMEOUT = 30
 
@@ -135,52 +134,17 @@ def test_kill_leader_under_load(cluster: AkfakCluster) -> None:
     topic, partitions = "failover", 4
     create(cluster, topic, partitions)
     victim = wait_leaders(cluster, topic)[0]
-    acked: dict[int, list[bytes]] = defaultdict(list)
-    errors: list[str] = []
-    lock = threading.Lock()
-    stop = threading.Event()
-
-    def run(name: str) -> None:
-        p = producer(cluster.bootstrap)
-
-        def report(err: Any, msg: Any) -> None:
-            with lock:
-                if err is None:
-                    acked[msg.partition()].append(msg.value())
-                else:
-                    errors.append(str(err))
-
-        i = 0
-        while not stop.is_set():
-            p.produce(topic, f"{name}-{i:06d}".encode(), partition=i % partitions,
-                      on_delivery=report)
-            i += 1
-            p.poll(0.002 if i % 20 == 0 else 0)
-        assert p.flush(90) == 0
-
-    threads = [threading.Thread(target=run, args=(n,)) for n in ("a", "b")]
-    for t in threads:
-        t.start()
+    load = Load(cluster.bootstrap, topic, partitions).start()
     time.sleep(1.5)
     cluster.kill(victim)
     killed = time.monotonic()
     leaders = wait_leaders(cluster, topic, avoid=victim)
     moved = time.monotonic() - killed
     time.sleep(1.5)
-    stop.set()
-    for t in threads:
-        t.join(120)
-    assert not errors, errors[:5]
+    total = load.finish()
+    assert not load.errors, load.errors[:5]
     assert victim not in leaders.values()
     assert moved < SESSION_MS / 1000 + 5, moved
-    total = sum(map(len, acked.values()))
     assert total > 100
-    got = consume_all(cluster.bootstrap, topic, partitions, total)
-    for partition in range(partitions):
-        values = got[partition]
-        assert len(values) == len(set(values)), f"duplicates in {partition}"
-        assert set(acked[partition]) <= set(values), f"lost in {partition}"
-        for name in ("a", "b"):  # each producer's order per partition
-            mine = [v for v in values if v.startswith(name.encode())]
-            assert mine == sorted(mine)
+    load.check(consume_all(cluster.bootstrap, topic, partitions, total))
     cluster.restart(victim)

@@ -49,7 +49,7 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 from kio.static.primitive import i32, i64
-from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.defer import CancelledError, Deferred, gatherResults, succeed
 from twisted.logger import Logger
 
 from akfak.errors import (
@@ -353,6 +353,8 @@ class ProduceHandler(Handler):
                     ) -> None:
             # Not committed: a deposed leader's append (fenced) or a storage failure.  That
             # partition is answered so; the others as they went.
+            if failure.check(CancelledError):
+                return  # the client went away (its connection closed) while it waited
             error = (ErrorCode.not_leader_or_follower
                      if isinstance(failure.value, NotLeaderOrFollower)
                      else ErrorCode.kafka_storage_error)
