@@ -184,22 +184,22 @@ class Cluster:
             if self._conn is None or self._conn.closed:
                 self._conn = storage._connect()
             try:
-                snapshot = pg_cluster.tick(
+                return pg_cluster.tick(
                     self._conn, self.node_id, storage.incarnation, endpoints, storage.lease_ms,
                     metadata.log_end_offset, may_take_control=bool(endpoints), created=created,
                     announce=announce)
-                self._created.difference_update(created)
-                if announce:
-                    self._announced = True
-                return snapshot
             except Exception:
                 if self._conn.broken:
                     self._conn = None
                 raise
 
+        def done(snapshot: pg_cluster.Snapshot) -> None:
+            self._created.difference_update(created)  # their requests are gone
+            self._announced = self._announced or announce
+            self._apply(snapshot)
+
         defer_to_thread(self.broker.clock, work).addCallbacks(
-            self._apply, lambda f: log.warn("Cluster tick failed: {e}",
-                                            e=f.getErrorMessage().strip())
+            done, lambda f: log.warn("Cluster tick failed: {e}", e=f.getErrorMessage().strip())
         ).addBoth(self._ticked, waiting)
 
     def _ticked(self, _: object, waiting: list[Deferred[None]]) -> None:
@@ -340,7 +340,6 @@ class Cluster:
                 if partition not in loaded:
                     loaded[partition] = epoch
                     coordinator.on_election(partition)
-
 
     def sync_leadership(self) -> None:
         """Load the partitions this broker leads and has no current log of; drop the others."""

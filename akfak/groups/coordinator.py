@@ -1,7 +1,8 @@
 """The group coordinator: the classic group protocol as Apache Kafka runs it.
 
-One coordinator serves every group of this (single-node) broker.  It follows
-Kafka's GroupMetadataManager for membership (join, sync, heartbeat, leave, the
+One coordinator serves every group of a single broker; in a cluster, the groups of the
+`__consumer_offsets` partitions this broker leads (others: NOT_COORDINATOR; runtime.py).
+It follows Kafka's GroupMetadataManager for membership (join, sync, heartbeat, leave, the
 initial rebalance delay, rebalance and session timeouts, static membership) and
 OffsetMetadataManager for committed offsets (commit, fetch, delete, expiry).
 

@@ -1,6 +1,7 @@
 """The transaction coordinator, as Apache Kafka's TransactionCoordinator runs it.
 
-One coordinator serves every transactional id of this (single-node) broker.  Its
+One coordinator serves every transactional id of a single broker; in a cluster, those of
+the `__transaction_state` partitions this broker leads (others: NOT_COORDINATOR).  Its
 state is one `TransactionMetadata` per transactional id, kept in
 `__transaction_state` (partition = abs(javaHashCode(id)) % 50) in Kafka's record
 formats and replayed at start on the coordinator runtime (akfak.coordinator):
