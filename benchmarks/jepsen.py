@@ -1,7 +1,7 @@
 """A bounded Jepsen-style run against a cluster of akfak brokers over one PostgreSQL.
 
     .venv/bin/python benchmarks/jepsen.py --cycles 12            # the long run (README)
-    .venv/bin/python benchmarks/jepsen.py --cycles 3 --faults kill,stop,pg   # CI (one each)
+    .venv/bin/python benchmarks/jepsen.py --cycles 3 --rate 500    # CI (one fault of each)
 
 A throwaway PostgreSQL (tests/postgres.py) and `--brokers` akfak brokers over it
 (tests/cluster.py: 3 s leases), a topic with replication factor = brokers, then, all
@@ -46,8 +46,11 @@ TOPIC = "jepsen"
 
 
 class Run:
-    def __init__(self, cluster: AkfakCluster, partitions: int, producers: int) -> None:
+    def __init__(self, cluster: AkfakCluster, partitions: int, producers: int,
+                 rate: float = 0) -> None:
         self.cluster = cluster
+        #: records per second per producer (0: as fast as it goes)
+        self.rate = rate
         self.partitions = partitions
         self.producers = producers
         self.stop = threading.Event()
@@ -80,7 +83,11 @@ class Run:
                     self.failed[str(err)] += 1
 
         i = 0
+        started = time.monotonic()
         while not self.stop.is_set():
+            if self.rate and i > (time.monotonic() - started) * self.rate:
+                p.poll(0.005)
+                continue
             try:
                 p.produce(TOPIC, f"{name}-{i:08d}".encode(), partition=i % self.partitions,
                           on_delivery=report)
@@ -168,6 +175,8 @@ def main() -> int:
     parser.add_argument("--producers", type=int, default=2)
     parser.add_argument("--faults", default="kill,stop,pg")
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--rate", type=float, default=0,
+                        help="records/s per producer (default: as fast as they go)")
     args = parser.parse_args()
     seed = args.seed if args.seed is not None else random.randrange(1 << 30)
     rng = random.Random(seed)
@@ -182,7 +191,7 @@ def main() -> int:
 
         admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
         admin.create_topics([NewTopic(TOPIC, args.partitions, args.brokers)])[TOPIC].result(30)
-        run = Run(cluster, args.partitions, args.producers)
+        run = Run(cluster, args.partitions, args.producers, args.rate)
         run.start()
         started = time.monotonic()
         for cycle in range(args.cycles):
