@@ -1,7 +1,7 @@
 """A bounded Jepsen-style run against a cluster of akfak brokers over one PostgreSQL.
 
     .venv/bin/python benchmarks/jepsen.py --cycles 12            # the long run (README)
-    .venv/bin/python benchmarks/jepsen.py --cycles 3 --rate 500    # CI (one fault of each)
+    .venv/bin/python benchmarks/jepsen.py --cycles 3 --rate 500 --max-wait 1   # CI
 
 A throwaway PostgreSQL (tests/postgres.py) and `--brokers` akfak brokers over it
 (tests/cluster.py: 3 s leases), a topic with replication factor = brokers, then, all
@@ -11,7 +11,7 @@ running through every fault:
 - a consumer reading every partition from the start as the records come (read_uncommitted),
   noting what it read.
 
-Each cycle waits a random 1-3 s, then injects one fault, in turn from `--faults`:
+Each cycle waits a random 1-3 s (`--min-wait`, `--max-wait`), then injects one fault, in turn from `--faults`:
 - `kill`: kill -9 of a random broker, restarted after the lease ran out;
 - `stop`: SIGSTOP of a random broker for longer than the lease (it is deposed, and its
   late appends are refused by the leader epoch), then SIGCONT;
@@ -125,7 +125,7 @@ class Run:
         final: dict[int, list[bytes]] = defaultdict(list)
         deadline = time.monotonic() + 120
         idle = 0
-        while time.monotonic() < deadline and idle < 6:
+        while time.monotonic() < deadline and idle < 4:
             got = [m for m in c.consume(500, 0.5) if m.error() is None]
             idle = 0 if got else idle + 1
             for m in got:
@@ -175,6 +175,8 @@ def main() -> int:
     parser.add_argument("--producers", type=int, default=2)
     parser.add_argument("--faults", default="kill,stop,pg")
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--min-wait", type=float, default=1.0, help="seconds between faults")
+    parser.add_argument("--max-wait", type=float, default=3.0)
     parser.add_argument("--rate", type=float, default=0,
                         help="records/s per producer (default: as fast as they go)")
     args = parser.parse_args()
@@ -195,10 +197,10 @@ def main() -> int:
         run.start()
         started = time.monotonic()
         for cycle in range(args.cycles):
-            time.sleep(rng.uniform(1, 3))
+            time.sleep(rng.uniform(args.min_wait, args.max_wait))
             what = inject(faults[cycle % len(faults)], cluster, pg, rng)
             print(f"cycle {cycle + 1}: {what}", flush=True)
-        time.sleep(2)
+        time.sleep(1)
         run.finish()
         elapsed = time.monotonic() - started
         result = run.check()

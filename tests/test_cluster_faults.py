@@ -110,7 +110,8 @@ def test_rolling_restart_under_load(cluster: AkfakCluster) -> None:
 
 def test_jepsen_short() -> None:
     run = subprocess.run([sys.executable, "benchmarks/jepsen.py", "--cycles", "3",
-                          "--faults", "kill,stop,pg", "--partitions", "3", "--rate", "500"],
+                          "--faults", "kill,stop,pg", "--partitions", "3", "--rate", "500",
+                          "--min-wait", "0.5", "--max-wait", "1"],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr[-3000:]
     counts = dict((k, int(v)) for k, v in re.findall(r"(\w+) (\d+)(?:,|$)", run.stdout))
