@@ -148,3 +148,38 @@ def test_kill_leader_under_load(cluster: AkfakCluster) -> None:
     assert total > 100
     load.check(consume_all(cluster.bootstrap, topic, partitions, total))
     cluster.restart(victim)
+
+
+def test_kip951_leader_hints_off_the_leader(cluster: AkfakCluster) -> None:
+    """Produce v10 and Fetch v16 sent to a broker that does not lead the partition answer
+    NOT_LEADER_OR_FOLLOWER with the current leader and its endpoint (KIP-951)."""
+    from kio.schema.errors import ErrorCode
+
+    from tests.recordbatch import make_batch
+    from tests.requests import fetch, produce
+    from tests.wire import WireClient
+
+    create(cluster, "hints", 1)
+    leader = wait_leaders(cluster, "hints")[0]
+    (epoch, topic_id) = cluster.query_rows(
+        "SELECT leader_epoch, topic_id FROM akfak_partition WHERE topic = 'hints'")[0]
+    other = next(n for n in cluster.ports if n != leader)
+    deadline = time.monotonic() + TIMEOUT
+    with WireClient(cluster.ports[other]) as client:
+        while True:  # the other broker knows the election once it replayed it
+            produced = client.request(produce("hints", {0: make_batch([(None, b"v", None, 0)])},
+                                              acks=-1, version=10))
+            answer = produced.responses[0].partition_responses[0]
+            if answer.current_leader.leader_id == leader or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        fetched = client.request(fetch({topic_id: {0: 0}}, version=16))
+    assert answer.error_code == ErrorCode.not_leader_or_follower
+    assert (answer.current_leader.leader_id, answer.current_leader.leader_epoch) == (leader, epoch)
+    assert [(e.node_id, e.port) for e in produced.node_endpoints] == [
+        (leader, cluster.ports[leader])]
+    part = fetched.responses[0].partitions[0]
+    assert part.error_code == ErrorCode.not_leader_or_follower
+    assert part.current_leader.leader_id == leader
+    assert [(e.node_id, e.port) for e in fetched.node_endpoints] == [
+        (leader, cluster.ports[leader])]
