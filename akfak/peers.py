@@ -83,6 +83,7 @@ class _PeerProtocol(Int32StringReceiver):
         done.callback(response)
 
     def connectionLost(self, reason: Failure | None = None) -> None:  # type: ignore[override]
+        self.connected = 0  # the next request makes a new connection
         waiting, self.waiting = self.waiting, {}
         for _schema, done, call in waiting.values():
             if call.active():
