@@ -153,3 +153,35 @@ async def test_a_second_writer_is_refused(postgres: PostgresServer, clock: Clock
         raise AssertionError("the conflicting append was acknowledged")
     first.abandon()
     await second.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_metadata_commit_notifies_the_listening_brokers(postgres: PostgresServer,
+                                                                clock: Clock) -> None:
+    """What the cluster's brokers LISTEN for (akfak/cluster.py): the controller's metadata
+    commits NOTIFY in their transaction, so the others read the log at once."""
+    import threading
+
+    from akfak.log import pg_cluster
+
+    storage = open_pg(postgres.new_schema(), clock)
+    assert storage.writer is not None
+    notified = threading.Event()
+    stopped = threading.Event()
+    listening = threading.Thread(target=pg_cluster.listen, daemon=True,
+                                 args=(storage._connect, notified.set, stopped.is_set))
+    listening.start()
+    try:
+        await deferLater(reactor, 0.5, lambda: None)  # LISTEN is registered by then
+        assert not notified.is_set()
+        storage.mirror_leadership([], None)  # what Controller._commit adds to a metadata batch
+        await storage.writer.barrier()
+        for _ in range(40):
+            if notified.is_set():
+                break
+            await deferLater(reactor, 0.05, lambda: None)
+        assert notified.is_set()
+    finally:
+        stopped.set()
+        listening.join(5)
+        await storage.close()
