@@ -81,14 +81,16 @@ def bench_kafka(brokers: int, records: int, size: int, partitions: int) -> dict[
 
     from tests import jvm
     from tests.brokers import free_port
-    from tests.kafka_peer import STARTED, kafka_classpath
+    from tests.kafka_peer import LOG4J2, STARTED, kafka_classpath
 
     classpath = kafka_classpath()
     base = Path(tempfile.mkdtemp(prefix="kafka-cb-"))
     ports = {n: (free_port(), free_port()) for n in range(1, brokers + 1)}
     voters = ",".join(f"{n}@127.0.0.1:{c}" for n, (_, c) in ports.items())
     cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-    flags = ["-Xmx768m", "-Djava.awt.headless=true"]
+    (base / "log4j2.properties").write_text(LOG4J2)  # INFO to stdout: the "started" line
+    flags = ["-Xmx768m", "-Djava.awt.headless=true",
+             f"-Dlog4j2.configurationFile={base / 'log4j2.properties'}"]
     procs: list[subprocess.Popen[bytes]] = []
     logs: list[Path] = []
     try:
