@@ -23,6 +23,7 @@ from akfak.log import BaseLogStorage, PartitionLog, handles, storage_for
 from akfak.log.postgres import redacted
 from akfak.metadata import Controller
 from akfak.metadata_image import MetadataImage
+from akfak.peers import Peers
 from akfak.quota_manager import ClientQuotas
 from akfak.request_events import RequestObservers
 from akfak.security.acls import Authorizer
@@ -62,6 +63,8 @@ class Broker:
         self.controller: Controller = None  # type: ignore[assignment]
         #: the cluster of brokers over PostgreSQL (akfak/cluster.py); None for one broker
         self.cluster: Cluster | None = None
+        #: requests to the cluster's other brokers (akfak/peers.py); None for one broker
+        self.peers: Peers | None = None
         self.group_coordinator: GroupCoordinator | None = None  # akfak.groups, set by open()
         #: akfak.transactions, set by open()
         self.transaction_coordinator: TransactionCoordinator | None = None
@@ -108,11 +111,16 @@ class Broker:
         if self.controller.clustered:
             cluster = self.cluster = Cluster(self, self.storage)  # type: ignore[arg-type]
             self.controller.live_brokers = lambda: set(cluster.live) | {self.node_id}
+            self.peers = Peers(self)
         url = getattr(self.storage, "url", None)
         log.info("Opened {storage} storage {where}: cluster {cluster}, {topics} topics",
                  storage="postgres" if url else self.config.storage,
                  where=f"at {redacted(url)}" if url else f"in {self.config.data_dir}",
                  cluster=self.cluster_id, topics=len(self.image.topics_by_name))
+        writer = getattr(self.storage, "writer", None)
+        if writer is not None and hasattr(writer, "on_commit"):
+            # postgres: the high watermark rises on commit; waiting fetches read then
+            writer.on_commit = self.appended
         # group coordinator (akfak.groups): loads __consumer_offsets, registers its periodic tasks
         self.group_coordinator = open_group_coordinator(self)
         # transaction coordinator (akfak.transactions): loads __transaction_state
@@ -146,6 +154,8 @@ class Broker:
             self.share.stop()
         if self.storage is None:
             return None
+        if self.peers is not None:
+            self.peers.close()
         if self.cluster is not None:
             storage = self.storage
             stopped = self.cluster.stop()
@@ -198,6 +208,24 @@ class Broker:
         if self.cluster is not None and self.image.partition(topic, partition) is not None:
             return ErrorCode.not_leader_or_follower  # another broker's (or being loaded)
         return ErrorCode.unknown_topic_or_partition
+
+    def current_leader(self, topic: str, partition: int) -> tuple[int, int] | None:
+        """KIP-951: (leader, leader epoch) of a partition another broker of the cluster
+        leads, for a NOT_LEADER_OR_FOLLOWER answer; None when unknown or not clustered."""
+        if self.cluster is None:
+            return None
+        p = self.image.partition(topic, partition)
+        if p is None or p.leader < 0 or p.leader == self.node_id:
+            return None
+        return p.leader, p.leader_epoch
+
+    def node_endpoint(self, node_id: int, listener: str) -> tuple[str, int, str | None] | None:
+        """(host, port, rack) of a live broker of the cluster on `listener`."""
+        if self.cluster is None:
+            return None
+        address = self.cluster.endpoint(node_id, listener)
+        live = self.cluster.live.get(node_id)
+        return None if address is None else (*address, live.rack if live else None)
 
     def topic_name(self, topic_id: Any) -> str | None:
         topic = self.controller.image.topic_by_id(topic_id)

@@ -18,17 +18,28 @@ akfak/log/pg_cluster.py).  Runs on every broker whose storage is postgres.
 - A broker serves the partitions it leads only (others answer NOT_LEADER_OR_FOLLOWER): it
   loads a partition's rows when it becomes the leader (after the election is committed, so
   nothing the former leader committed is missing), and drops the cache when it stops.
+- Coordinators follow leadership: the group and transaction coordinators own the
+  partitions of `__consumer_offsets` / `__transaction_state` this broker leads, loading one
+  when it comes to lead it and forgetting it when it stops (`sync_coordinators`).  Only the
+  controller creates those topics; another broker asks it with a row in akfak_cluster
+  (`request_topic`) and waits for the topic to appear.
+- Notifications: the controller's metadata commits, a broker's first registered listeners
+  and a clean shutdown NOTIFY a channel every broker LISTENs on (a thread of its own), so
+  the others read the cluster at once rather than at their next heartbeat.  Lease expiry
+  (a broker that died) is seen by the clock only, at the heartbeat.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
+from akfak.errors import CoordinatorNotAvailable
 from akfak.log import pg_cluster
 from akfak.log.metadata_log import MetadataLog
 from akfak.log.metadata_records import PartitionChangeRecord
@@ -66,6 +77,16 @@ class Cluster:
         self._stopped = False
         self._call: Any = None
         self._loading: set[tuple[str, int]] = set()
+        #: topics asked for by other brokers that exist now (their requests go next tick)
+        self._created: set[str] = set()
+        #: coordinator topic -> partition -> the leader epoch its coordinator loaded it in
+        self._coordinated: dict[str, dict[int, int]] = {}
+        #: a notification came while a tick ran: tick again right after it
+        self._again = False
+        self._announced = False
+        #: waiting for the end of a tick that started after they asked (`fresh`)
+        self._fresh: list[Deferred[None]] = []
+        self._fresh_next: list[Deferred[None]] = []
         self._view(snapshot)
 
     # -- what handlers ask ---------------------------------------------------------------
@@ -90,6 +111,37 @@ class Cluster:
     def start(self) -> None:
         self.sync_leadership()
         self._schedule(0)
+        threading.Thread(target=pg_cluster.listen, name=f"akfak-listen-{self.node_id}",
+                         args=(self.storage._connect, self._notified, lambda: self._stopped),
+                         daemon=True).start()
+
+    def _notified(self) -> None:
+        """(the listening thread) Another broker changed the cluster: read it now."""
+        clock = self.broker.clock
+        if not hasattr(clock, "callFromThread"):  # a test's Clock: the global reactor runs
+            from twisted.internet import reactor as clock
+        clock.callFromThread(self._tick_now)
+
+    def fresh(self) -> Deferred[None]:
+        """Fires after a tick that began after this call (so the live brokers are current)."""
+        waiter: Deferred[None] = Deferred()
+        if self._busy:
+            self._fresh_next.append(waiter)
+            self._again = True
+        else:
+            self._fresh.append(waiter)
+            self._tick_now()
+        return waiter
+
+    def _tick_now(self) -> None:
+        if self._stopped:
+            return
+        if self._busy:
+            self._again = True
+            return
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._tick()
 
     def stop(self) -> Deferred[None] | None:
         """Stop renewing; the lease ends now (a clean shutdown), so others take over."""
@@ -121,32 +173,45 @@ class Cluster:
         if self._busy or self._stopped:
             return
         self._busy = True
+        waiting, self._fresh = self._fresh, []
         metadata = self.storage.metadata_log.log
         storage = self.storage
         endpoints = self._endpoints()
+        created = sorted(self._created)
+        announce = bool(endpoints) and not self._announced
 
         def work() -> pg_cluster.Snapshot:
             if self._conn is None or self._conn.closed:
                 self._conn = storage._connect()
             try:
-                return pg_cluster.tick(self._conn, self.node_id, storage.incarnation, endpoints,
-                                       storage.lease_ms, metadata.log_end_offset,
-                                       may_take_control=bool(endpoints))
+                return pg_cluster.tick(
+                    self._conn, self.node_id, storage.incarnation, endpoints, storage.lease_ms,
+                    metadata.log_end_offset, may_take_control=bool(endpoints), created=created,
+                    announce=announce)
             except Exception:
                 if self._conn.broken:
                     self._conn = None
                 raise
 
-        defer_to_thread(self.broker.clock, work).addCallbacks(
-            self._apply, lambda f: log.warn("Cluster tick failed: {e}",
-                                            e=f.getErrorMessage().strip())
-        ).addBoth(self._ticked)
+        def done(snapshot: pg_cluster.Snapshot) -> None:
+            self._created.difference_update(created)  # their requests are gone
+            self._announced = self._announced or announce
+            self._apply(snapshot)
 
-    def _ticked(self, _: object) -> None:
+        defer_to_thread(self.broker.clock, work).addCallbacks(
+            done, lambda f: log.warn("Cluster tick failed: {e}", e=f.getErrorMessage().strip())
+        ).addBoth(self._ticked, waiting)
+
+    def _ticked(self, _: object, waiting: list[Deferred[None]]) -> None:
         self._busy = False
-        self._schedule(self.interval)
+        self._fresh, self._fresh_next = self._fresh + self._fresh_next, []
+        for waiter in waiting:
+            waiter.callback(None)
+        again, self._again = self._again, False
+        self._schedule(0 if again else self.interval)
 
     def _view(self, snapshot: pg_cluster.Snapshot) -> None:
+        self.registered = {b.node_id for b in snapshot.brokers}
         self.live = {b.node_id: LiveBroker(b.node_id, {e[0]: (e[1], e[2]) for e in b.endpoints},
                                            b.rack)
                      for b in snapshot.brokers if b.live and b.endpoints}
@@ -171,6 +236,7 @@ class Cluster:
             controller.active = False
         if controller.active:
             self._elect()
+            self._create_wanted(snapshot.wanted)
         self.sync_leadership()
 
     # -- the controller's elections ------------------------------------------------------
@@ -206,7 +272,74 @@ class Cluster:
         # A new leader loads the partition once the election is committed.
         controller.wait_durable().addCallback(lambda _: self.sync_leadership())
 
+    # -- internal topics asked for by other brokers -------------------------------------
+
+    def _coordinator_for(self, topic: str) -> Any:
+        for coordinator in (self.broker.group_coordinator, self.broker.transaction_coordinator):
+            if coordinator is not None and coordinator.store.name == topic:
+                return coordinator
+        return None
+
+    def _create_wanted(self, wanted: Iterable[str]) -> None:
+        for topic in wanted:
+            coordinator = self._coordinator_for(topic)
+            if coordinator is None or topic in self.broker.image.topics_by_name:
+                self._created.add(topic)
+                continue
+            coordinator.ensure_topic().addCallbacks(
+                lambda _, t=topic: self._created.add(t),
+                lambda f, t=topic: log.warn("Creating {topic} failed: {e}", topic=t,
+                                            e=f.getErrorMessage()))
+
+    def request_topic(self, topic: str, timeout: float = 15.0) -> Deferred[None]:
+        """Ask the controller to create `topic` (through the database); fires once this
+        broker's metadata has it, or fails with COORDINATOR_NOT_AVAILABLE after `timeout`."""
+        storage = self.storage
+        clock = self.broker.clock
+        deadline = clock.seconds() + timeout
+
+        def ask() -> None:
+            with storage._connect() as conn:
+                pg_cluster.request_topic(conn, topic)
+
+        def wait(_: object) -> Deferred[None]:
+            if topic in self.broker.image.topics_by_name:
+                return succeed(None)
+            if clock.seconds() > deadline or self._stopped:
+                raise CoordinatorNotAvailable(f"{topic} was not created in {timeout:.0f} s")
+            later: Deferred[None] = Deferred()
+            clock.callLater(0.05, later.callback, None)
+            return later.addCallback(wait)
+
+        log.info("Asking the controller to create {topic}", topic=topic)
+        return defer_to_thread(clock, ask).addCallback(wait)
+
     # -- following the leadership --------------------------------------------------------
+
+    def sync_coordinators(self) -> None:
+        """Give each coordinator the partitions of its topic this broker leads (in the epoch
+        it leads them in) and take back the others: Kafka's onElection / onResignation."""
+        image = self.broker.controller.image
+        for coordinator in (self.broker.group_coordinator, self.broker.transaction_coordinator):
+            if coordinator is None or coordinator.owned is None:
+                continue
+            name = coordinator.store.name
+            topic = image.topic(name)
+            led: dict[int, int] = {}
+            for p in (topic.partitions.values() if topic is not None else ()):
+                have = self.storage.get_log(name, p.partition)
+                if (p.leader == self.node_id and have is not None
+                        and getattr(have, "fence_epoch", None) == p.leader_epoch):
+                    led[p.partition] = p.leader_epoch
+            loaded = self._coordinated.setdefault(name, {})
+            for partition, epoch in list(loaded.items()):
+                if led.get(partition) != epoch:
+                    del loaded[partition]
+                    coordinator.on_resignation(partition)
+            for partition, epoch in led.items():
+                if partition not in loaded:
+                    loaded[partition] = epoch
+                    coordinator.on_election(partition)
 
     def sync_leadership(self) -> None:
         """Load the partitions this broker leads and has no current log of; drop the others."""
@@ -230,6 +363,7 @@ class Cluster:
                 log.info("{tp}: led by node {leader} now", tp=f"{key[0]}-{key[1]}",
                          leader=self._leader(*key))
                 storage.release(*key)
+        self.sync_coordinators()
 
     def _leader(self, topic: str, partition: int) -> int:
         p = self.broker.controller.image.partition(topic, partition)
@@ -256,6 +390,7 @@ class Cluster:
             storage.adopt(built)
             log.info("{tp}: leading in epoch {epoch}, {n} offsets loaded",
                      tp=f"{topic}-{partition}", epoch=epoch, n=built.log_end_offset)
+            self.sync_coordinators()
 
         def done(_: object) -> None:
             self._loading.discard(key)

@@ -69,6 +69,13 @@ class NotController(KafkaError):
     retriable = True
 
 
+class CoordinatorNotAvailable(KafkaError):
+    """The coordinator is not available."""
+
+    error_code = 15
+    retriable = True
+
+
 class NotLeaderOrFollower(KafkaError):
     """This server is not the leader or follower for this partition."""
 

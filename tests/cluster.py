@@ -6,6 +6,9 @@
     cluster.restart(node)      # a new broker with the same node id and port
     cluster.stop()
 
+    load = Load(cluster.bootstrap, "topic", partitions=4).start()   # idempotent producers
+    ...; load.finish(); load.acked / load.errors
+
 Each broker is a `python -m akfak --storage URL --node-id N` subprocess with short leases
 (`broker.session.timeout.ms`, `broker.heartbeat.interval.ms`) so failover tests are quick.
 The `akfak_cluster` fixture (tests/conftest.py) starts one per test module.
@@ -14,7 +17,9 @@ The `akfak_cluster` fixture (tests/conftest.py) starts one per test module.
 from __future__ import annotations
 
 import signal
+import threading
 import time
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -99,3 +104,66 @@ class AkfakCluster:
         for broker in self.brokers.values():
             if broker.proc.poll() is None:
                 broker.stop()
+
+
+class Load:
+    """Idempotent acks=all confluent-kafka producers writing "<name>-<sequence>" round-robin
+    over a topic's partitions, on threads, until `finish()`; `acked` holds what was
+    acknowledged per partition, `errors` the delivery errors."""
+
+    def __init__(self, bootstrap: str, topic: str, partitions: int,
+                 names: tuple[str, ...] = ("a", "b")) -> None:
+        self.bootstrap, self.topic, self.partitions = bootstrap, topic, partitions
+        self.acked: dict[int, list[bytes]] = defaultdict(list)
+        self.errors: list[str] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(n,)) for n in names]
+
+    def start(self) -> Load:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def _run(self, name: str) -> None:
+        from confluent_kafka import Producer
+
+        p = Producer({"bootstrap.servers": self.bootstrap, "enable.idempotence": True,
+                      "acks": "all", "linger.ms": 2, "message.timeout.ms": 90000})
+
+        def report(err: Any, msg: Any) -> None:
+            with self._lock:
+                if err is None:
+                    self.acked[msg.partition()].append(msg.value())
+                else:
+                    self.errors.append(str(err))
+
+        i = 0
+        while not self._stop.is_set():
+            try:
+                p.produce(self.topic, f"{name}-{i:06d}".encode(), partition=i % self.partitions,
+                          on_delivery=report)
+            except BufferError:
+                p.poll(0.05)
+                continue
+            i += 1
+            p.poll(0.002 if i % 20 == 0 else 0)
+        p.flush(120)
+
+    def finish(self) -> int:
+        """Stop producing, wait for every delivery; the number acknowledged."""
+        self._stop.set()
+        for t in self._threads:
+            t.join(150)
+        return sum(map(len, self.acked.values()))
+
+    def check(self, got: dict[int, list[bytes]]) -> None:
+        """What was read back (partition -> values): every acknowledged record once, each
+        producer's records in order."""
+        for partition in range(self.partitions):
+            values = got.get(partition, [])
+            assert len(values) == len(set(values)), f"duplicates in {partition}"
+            assert set(self.acked[partition]) <= set(values), f"lost in {partition}"
+            for name in {v.split(b"-")[0] for v in values}:
+                mine = [v for v in values if v.startswith(name + b"-")]
+                assert mine == sorted(mine), f"out of order in {partition}"

@@ -10,14 +10,13 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import defaultdict
 from typing import Any
 
 import pytest
 
-from tests.cluster import SESSION_MS, AkfakCluster
+from tests.cluster import SESSION_MS, AkfakCluster, Load
 
 TIMEOUT = 30
 
@@ -34,10 +33,21 @@ def admin(cluster: AkfakCluster) -> Any:
 
 
 def create(cluster: AkfakCluster, topic: str, partitions: int, rf: int = 3) -> None:
+    """Create a topic, retried while the controller has not seen a restarted broker yet."""
+    from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import NewTopic
 
     client = admin(cluster)
-    client.create_topics([NewTopic(topic, partitions, rf)])[topic].result(TIMEOUT)
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        try:
+            client.create_topics([NewTopic(topic, partitions, rf)])[topic].result(TIMEOUT)
+            return
+        except KafkaException as e:
+            if (e.args[0].code() != KafkaError.INVALID_REPLICATION_FACTOR
+                    or time.monotonic() > deadline):
+                raise
+            time.sleep(0.2)
 
 
 def wait_leaders(cluster: AkfakCluster, topic: str, avoid: int | None = None) -> dict[int, int]:
@@ -124,52 +134,52 @@ def test_kill_leader_under_load(cluster: AkfakCluster) -> None:
     topic, partitions = "failover", 4
     create(cluster, topic, partitions)
     victim = wait_leaders(cluster, topic)[0]
-    acked: dict[int, list[bytes]] = defaultdict(list)
-    errors: list[str] = []
-    lock = threading.Lock()
-    stop = threading.Event()
-
-    def run(name: str) -> None:
-        p = producer(cluster.bootstrap)
-
-        def report(err: Any, msg: Any) -> None:
-            with lock:
-                if err is None:
-                    acked[msg.partition()].append(msg.value())
-                else:
-                    errors.append(str(err))
-
-        i = 0
-        while not stop.is_set():
-            p.produce(topic, f"{name}-{i:06d}".encode(), partition=i % partitions,
-                      on_delivery=report)
-            i += 1
-            p.poll(0.002 if i % 20 == 0 else 0)
-        assert p.flush(90) == 0
-
-    threads = [threading.Thread(target=run, args=(n,)) for n in ("a", "b")]
-    for t in threads:
-        t.start()
+    load = Load(cluster.bootstrap, topic, partitions).start()
     time.sleep(1.5)
     cluster.kill(victim)
     killed = time.monotonic()
     leaders = wait_leaders(cluster, topic, avoid=victim)
     moved = time.monotonic() - killed
     time.sleep(1.5)
-    stop.set()
-    for t in threads:
-        t.join(120)
-    assert not errors, errors[:5]
+    total = load.finish()
+    assert not load.errors, load.errors[:5]
     assert victim not in leaders.values()
     assert moved < SESSION_MS / 1000 + 5, moved
-    total = sum(map(len, acked.values()))
     assert total > 100
-    got = consume_all(cluster.bootstrap, topic, partitions, total)
-    for partition in range(partitions):
-        values = got[partition]
-        assert len(values) == len(set(values)), f"duplicates in {partition}"
-        assert set(acked[partition]) <= set(values), f"lost in {partition}"
-        for name in ("a", "b"):  # each producer's order per partition
-            mine = [v for v in values if v.startswith(name.encode())]
-            assert mine == sorted(mine)
+    load.check(consume_all(cluster.bootstrap, topic, partitions, total))
     cluster.restart(victim)
+
+
+def test_kip951_leader_hints_off_the_leader(cluster: AkfakCluster) -> None:
+    """Produce v10 and Fetch v16 sent to a broker that does not lead the partition answer
+    NOT_LEADER_OR_FOLLOWER with the current leader and its endpoint (KIP-951)."""
+    from kio.schema.errors import ErrorCode
+
+    from tests.recordbatch import make_batch
+    from tests.requests import fetch, produce
+    from tests.wire import WireClient
+
+    create(cluster, "hints", 1)
+    leader = wait_leaders(cluster, "hints")[0]
+    (epoch, topic_id) = cluster.query_rows(
+        "SELECT leader_epoch, topic_id FROM akfak_partition WHERE topic = 'hints'")[0]
+    other = next(n for n in cluster.ports if n != leader)
+    deadline = time.monotonic() + TIMEOUT
+    with WireClient(cluster.ports[other]) as client:
+        while True:  # the other broker knows the election once it replayed it
+            produced = client.request(produce("hints", {0: make_batch([(None, b"v", None, 0)])},
+                                              acks=-1, version=10))
+            answer = produced.responses[0].partition_responses[0]
+            if answer.current_leader.leader_id == leader or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        fetched = client.request(fetch({topic_id: {0: 0}}, version=16))
+    assert answer.error_code == ErrorCode.not_leader_or_follower
+    assert (answer.current_leader.leader_id, answer.current_leader.leader_epoch) == (leader, epoch)
+    assert [(e.node_id, e.port) for e in produced.node_endpoints] == [
+        (leader, cluster.ports[leader])]
+    part = fetched.responses[0].partitions[0]
+    assert part.error_code == ErrorCode.not_leader_or_follower
+    assert part.current_leader.leader_id == leader
+    assert [(e.node_id, e.port) for e in fetched.node_endpoints] == [
+        (leader, cluster.ports[leader])]

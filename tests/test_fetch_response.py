@@ -17,7 +17,8 @@ from akfak.handlers.fetch_response import PartitionResult, TopicResult, encode_f
 TOPIC_ID = uuid.UUID("6ba7b810-9dad-11d1-80b4-00c04fd430c8")
 
 
-def kio_entity(version: int, topics: list[TopicResult], error: int, session_id: int) -> Any:
+def kio_entity(version: int, topics: list[TopicResult], error: int, session_id: int,
+               endpoints: tuple[tuple[int, str, int, str | None], ...] = ()) -> Any:
     schema = load_response_schema(1, version)
     module = sys.modules[schema.__module__]
     names = {f.name for f in dataclasses.fields(schema)}
@@ -38,6 +39,9 @@ def kio_entity(version: int, topics: list[TopicResult], error: int, session_id: 
             "preferred_read_replica": -1,
             "records": b"".join(p.records),
         }
+        if p.current_leader is not None:
+            values["current_leader"] = module.LeaderIdAndEpoch(leader_id=p.current_leader[0],
+                                                               leader_epoch=p.current_leader[1])
         return partition_type(**{k: v for k, v in values.items() if k in partition_fields})
 
     def topic(t: TopicResult) -> Any:
@@ -46,6 +50,9 @@ def kio_entity(version: int, topics: list[TopicResult], error: int, session_id: 
 
     values = {"throttle_time": NO_THROTTLE, "error_code": ErrorCode(error), "session_id": session_id,
               "responses": tuple(map(topic, topics))}
+    if endpoints:
+        values["node_endpoints"] = tuple(module.NodeEndpoint(node_id=n, host=h, port=p, rack=r)
+                                         for n, h, p, r in endpoints)
     return schema(**{k: v for k, v in values.items() if k in names})
 
 
@@ -68,6 +75,18 @@ def test_matches_kio(version: int) -> None:
 def test_session_error_response(version: int) -> None:
     ours = b"".join(encode_fetch_response(version, 70, 0, []))
     assert ours == encode_entity(kio_entity(version, [], 70, 0))
+
+
+@pytest.mark.parametrize("version", [12, 15, 16, 18])
+def test_kip951_current_leader_and_node_endpoints(version: int) -> None:
+    topics = [TopicResult("orders", TOPIC_ID, [
+        PartitionResult(0, 6, current_leader=(2, 7)),
+        PartitionResult(1, 0, 5, 5, 0, [b"batch"], 5),
+    ])]
+    endpoints = [(2, "127.0.0.1", 9093, None), (3, "broker-3", 9094, "rack-a")]
+    ours = b"".join(encode_fetch_response(version, 0, 0, topics, node_endpoints=endpoints))
+    assert ours == encode_entity(kio_entity(version, topics, 0, 0,
+                                            tuple(endpoints) if version >= 16 else ()))
 
 
 def test_records_are_passed_through_not_copied() -> None:

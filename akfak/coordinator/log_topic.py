@@ -7,6 +7,13 @@ gives it: `__consumer_offsets` gets `cleanup.policy=compact`,
 coordinator's own batches are uncompressed); `__transaction_state` gets
 `cleanup.policy=compact`, `segment.bytes=transaction.state.log.segment.bytes`,
 `compression.type=uncompressed` and `unclean.leader.election.enable=false`.
+
+In a cluster (akfak/cluster.py) the topic gets `offsets.topic.replication.factor` /
+`transaction.state.log.replication.factor` replicas (at most as many as brokers ever
+registered; COORDINATOR_NOT_AVAILABLE while fewer are live), so its partitions, and the
+coordinators with them, move when a broker goes.  Only the controller
+creates topics: another broker asks it through the database (`Cluster.request_topic`)
+and waits for the topic to appear.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from zope.interface import implementer
 
 from akfak.config import BrokerConfig
 from akfak.coordinator.topic import ICoordinatorTopic
-from akfak.errors import KafkaStorageError, TopicAlreadyExists
+from akfak.errors import CoordinatorNotAvailable, KafkaStorageError, TopicAlreadyExists
 
 OFFSETS_TOPIC = "__consumer_offsets"
 TRANSACTION_STATE_TOPIC = "__transaction_state"
@@ -49,21 +56,46 @@ def transaction_state_topic_configs(config: BrokerConfig) -> dict[str, str | Non
 class LogCoordinatorTopic:
     """A coordinator topic as partition logs of `storage`, created by `controller`."""
 
-    def __init__(self, name: str, configs: dict[str, str | None], controller: Any, storage: Any):
+    def __init__(self, name: str, configs: dict[str, str | None], controller: Any, storage: Any,
+                 *, replication_factor: int = 1, cluster: Any = None):
         self.name = name
         self.configs = configs
         self.controller = controller
         self.storage = storage
+        self.replication_factor = replication_factor
+        self.cluster = cluster
 
     def num_partitions(self) -> int | None:
         topic = self.controller.image.topic(self.name)
         return None if topic is None else int(topic.num_partitions)
 
-    def create(self, num_partitions: int) -> None:
+    def create(self, num_partitions: int) -> Deferred[None] | None:
+        if self.num_partitions() is not None:
+            return None
+        if self.cluster is None:
+            with contextlib.suppress(TopicAlreadyExists):
+                self.controller.create_topic(self.name, num_partitions, 1, self.configs)
+            return None
+        if not self.controller.active:
+            return self.cluster.request_topic(self.name)
+        # after a fresh look at the cluster: brokers that just registered count
+        return self.cluster.fresh().addCallback(lambda _: self._create_replicated(num_partitions))
+
+    def _create_replicated(self, num_partitions: int) -> None:
         if self.num_partitions() is not None:
             return
+        if not self.controller.active:
+            raise CoordinatorNotAvailable(f"Node {self.controller.node_id} is no longer the "
+                                          f"controller")
+        # Kafka refuses to create it with fewer live brokers than its replication factor;
+        # a cluster of fewer brokers than that (ever registered) gets one replica each.
+        rf = max(1, min(self.replication_factor, len(self.cluster.registered)))
+        live = len(self.controller.live_brokers())
+        if live < rf:
+            raise CoordinatorNotAvailable(f"{self.name} needs {rf} live brokers, {live} are")
         with contextlib.suppress(TopicAlreadyExists):
-            self.controller.create_topic(self.name, num_partitions, 1, self.configs)
+            self.controller.create_topic(self.name, num_partitions, rf, self.configs)
+        self.cluster.sync_coordinators()
 
     def _log(self, partition: int) -> Any:
         partition_log = self.storage.get_log(self.name, partition)

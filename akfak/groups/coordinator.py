@@ -1,7 +1,8 @@
 """The group coordinator: the classic group protocol as Apache Kafka runs it.
 
-One coordinator serves every group of this (single-node) broker.  It follows
-Kafka's GroupMetadataManager for membership (join, sync, heartbeat, leave, the
+One coordinator serves every group of a single broker; in a cluster, the groups of the
+`__consumer_offsets` partitions this broker leads (others: NOT_COORDINATOR; runtime.py).
+It follows Kafka's GroupMetadataManager for membership (join, sync, heartbeat, leave, the
 initial rebalance delay, rebalance and session timeouts, static membership) and
 OffsetMetadataManager for committed offsets (commit, fetch, delete, expiry).
 
@@ -138,11 +139,30 @@ class GroupCoordinator(LoadingCoordinator):
         COORDINATOR_LOAD_IN_PROGRESS, or None when the group may be served."""
         if not group_id and not allow_empty_id:
             return ErrorCode.invalid_group_id
-        if not self.active:
-            return ErrorCode.coordinator_not_available
-        if self.loading and self.partition_for(group_id) in self.loading:
-            return ErrorCode.coordinator_load_in_progress
-        return None
+        return self.key_status(self.partition_for(group_id))
+
+    def _unload(self, partition: int) -> None:
+        """Forget the groups of `partition` (another broker coordinates them now): their
+        timers stop and waiting joins and syncs are answered NOT_COORDINATOR."""
+        def mine(group_id: str) -> bool:
+            return self.partition_for(group_id) == partition
+
+        for key in [k for k in self._timers if len(k) > 1 and mine(k[1])]:
+            self._cancel_timer(key)
+        for group_id in [g for g in self.groups if mine(g)]:
+            group = self.groups.pop(group_id)
+            for member in list(group.members.values()):
+                group.complete_join(member, JoinResult(ErrorCode.not_coordinator, member.member_id))
+                group.complete_sync(member, SyncResult(ErrorCode.not_coordinator))
+        for group_id in [g for g in self.offsets if mine(g)]:
+            del self.offsets[group_id]
+        for group_id in [g for g in self.consumer.groups if mine(g)]:
+            del self.consumer.groups[group_id]
+            self.consumer._regexes_checked.pop(group_id, None)
+        for groups in list(self.pending.by_producer.values()):
+            for group_id in [g for g in groups if mine(g)]:
+                del groups[group_id]
+        self.pending.by_producer = {p: g for p, g in self.pending.by_producer.items() if g}
 
     # -- loading ---------------------------------------------------------------------
 

@@ -31,8 +31,10 @@ def offsets_topic_for(broker: Broker) -> ICoordinatorTopic:
             offsets_topic_configs,
         )
 
-        return LogCoordinatorTopic(OFFSETS_TOPIC, offsets_topic_configs(broker.config),
-                                   controller, storage)
+        return LogCoordinatorTopic(
+            OFFSETS_TOPIC, offsets_topic_configs(broker.config), controller, storage,
+            replication_factor=broker.config.get_int("offsets.topic.replication.factor"),
+            cluster=getattr(broker, "cluster", None))
     return MemoryCoordinatorTopic("__consumer_offsets")
 
 
@@ -43,7 +45,7 @@ def open_group_coordinator(broker: Broker) -> GroupCoordinator:
                                    image=lambda: getattr(controller, "image", None))
     interval_ms = broker.config.get_int("offsets.retention.check.interval.ms")
     broker.every(interval_ms / 1000.0, coordinator.cleanup_group_metadata)
-    coordinator.start()
+    coordinator.start(clustered=getattr(broker, "cluster", None) is not None)
     return coordinator
 
 

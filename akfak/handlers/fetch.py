@@ -13,6 +13,10 @@ Behavior:
 - v7+: fetch sessions (KIP-227, akfak.fetch_sessions); session errors answer
   with a top-level error and no partitions.  v13+: topics by id (UNKNOWN_TOPIC_ID).
 - current_leader_epoch newer than ours: UNKNOWN_LEADER_EPOCH; older: FENCED_LEADER_EPOCH.
+- In a cluster, a partition another broker leads is NOT_LEADER_OR_FOLLOWER; with KIP-951
+  it carries that leader and epoch (`current_leader`, v12+) and the response the
+  leaders' `node_endpoints` (v16+), so the consumer re-routes at once.  The high
+  watermark on postgres is what PostgreSQL committed: nothing is read before that.
 - Record bytes go from the log to the transport untouched (fetch_response), stored
   batches already CRC-checked as file ranges that the connection sendfile()s
   (akfak.response_writer).
@@ -48,6 +52,7 @@ OFFSET_OUT_OF_RANGE = 1
 UNKNOWN_TOPIC_OR_PARTITION = 3
 UNKNOWN_TOPIC_ID = 100
 FENCED_LEADER_EPOCH = 74
+NOT_LEADER_OR_FOLLOWER = 6
 UNKNOWN_LEADER_EPOCH = 75
 TOPIC_AUTHORIZATION_FAILED = 29
 
@@ -123,7 +128,7 @@ class FetchHandler(Handler):
                     quotas.unrecord(FETCH, context, size)
                     quotas.throttle(context.connection, throttle_ms)
                     return encode_fetch_response(version, 0, fetch.session_id, [], throttle_ms)
-                return self._respond(version, fetch, reads)
+                return self._respond(version, fetch, reads, context.listener)
             waiting: Deferred[bool] = broker.waiters.wait(
                 [(r.name, r.result.index) for r in reads if r.name is not None], remaining)
             return waiting.addCallback(attempt)
@@ -151,6 +156,8 @@ class FetchHandler(Handler):
                 result.error = ((UNKNOWN_TOPIC_ID if by_id else UNKNOWN_TOPIC_OR_PARTITION)
                                 if name is None else int(broker.missing_log_error(name, index)))
                 errors = True
+                if result.error == NOT_LEADER_OR_FOLLOWER and name is not None:
+                    result.current_leader = broker.current_leader(name, index)
                 continue
             result.high_watermark = log.high_watermark
             result.last_stable_offset = log.last_stable_offset
@@ -183,7 +190,8 @@ class FetchHandler(Handler):
                                       for a in log.collect_aborted(offset, upper)]
         return reads, total, errors
 
-    def _respond(self, version: int, fetch: FetchContext, reads: list[_Read]) -> list[Any]:
+    def _respond(self, version: int, fetch: FetchContext, reads: list[_Read], listener: str
+                 ) -> list[Any]:
         topics: list[TopicResult] = []
         by_ref: dict[Hashable, TopicResult] = {}
         for read in reads:
@@ -201,7 +209,13 @@ class FetchHandler(Handler):
                 by_ref[ref] = topic
                 topics.append(topic)
             topic.partitions.append(result)
-        encoded = encode_fetch_response(version, 0, fetch.session_id, topics)
+        endpoints = []
+        if version >= 16:
+            leaders = {r.result.current_leader[0] for r in reads if r.result.current_leader}
+            endpoints = [(n, *e) for n in sorted(leaders)
+                         if (e := self.broker.node_endpoint(n, listener)) is not None]
+        encoded = encode_fetch_response(version, 0, fetch.session_id, topics,
+                                        node_endpoints=endpoints)
         encoded.reads = [(read.name, read.result) for read in reads]
         return encoded
 

@@ -20,6 +20,23 @@ _I32 = struct.Struct(">i")
 _PARTITION_HEAD = struct.Struct(">ihqq")  # index, error, high watermark, last stable offset
 _I64 = struct.Struct(">q")
 _ABORTED = struct.Struct(">qq")
+_LEADER = struct.Struct(">ii")
+
+
+def _compact_string(value: str | None) -> bytes:
+    if value is None:
+        return b"\x00"
+    data = value.encode()
+    return uvarint(len(data) + 1) + data
+
+
+def _node_endpoints(endpoints: list[tuple[int, str, int, str | None]]) -> bytes:
+    """The response's tagged fields holding only tag 0, NodeEndpoints."""
+    field = bytearray(uvarint(len(endpoints) + 1))
+    for node_id, host, port, rack in endpoints:
+        field += _I32.pack(node_id) + _compact_string(host) + _I32.pack(port)
+        field += _compact_string(rack) + b"\x00"
+    return b"\x01\x00" + uvarint(len(field)) + bytes(field)
 
 
 @dataclass(slots=True)
@@ -34,6 +51,8 @@ class PartitionResult:
     records_size: int = 0
     #: (producer id, first offset) of aborted transactions; None unless read_committed
     aborted: list[tuple[int, int]] | None = None
+    #: KIP-951: (leader id, leader epoch) for a partition another broker leads
+    current_leader: tuple[int, int] | None = None
 
 
 @dataclass(slots=True)
@@ -60,8 +79,11 @@ class EncodedFetch(list):  # type: ignore[type-arg]
 
 
 def encode_fetch_response(
-    version: int, error: int, session_id: int, topics: list[TopicResult], throttle_ms: int = 0
+    version: int, error: int, session_id: int, topics: list[TopicResult], throttle_ms: int = 0,
+    node_endpoints: list[tuple[int, str, int, str | None]] | None = None,
 ) -> EncodedFetch:
+    """`node_endpoints`: (node id, host, port, rack) of the leaders named by the partitions'
+    current_leader (KIP-951, v16+)."""
     flexible = version >= 12
     parts = EncodedFetch(error, topics)
     buf = bytearray(_I32.pack(throttle_ms))
@@ -100,10 +122,16 @@ def encode_fetch_response(
                 parts.extend(p.records)
                 buf = bytearray()
             if flexible:
-                buf.append(0)  # partition tagged fields
+                if p.current_leader is None:
+                    buf.append(0)  # partition tagged fields: none
+                else:  # one: tag 1, current_leader (leader id, epoch, no tagged fields)
+                    buf += b"\x01\x01\x09" + _LEADER.pack(*p.current_leader) + b"\x00"
         if flexible:
             buf.append(0)  # topic tagged fields
     if flexible:
-        buf.append(0)  # response tagged fields
+        if version >= 16 and node_endpoints:
+            buf += _node_endpoints(node_endpoints)
+        else:
+            buf.append(0)  # response tagged fields
     parts.append(bytes(buf))
     return parts

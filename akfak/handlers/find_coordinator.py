@@ -9,6 +9,12 @@ Behavior / Version notes:
   it does not exist yet, and asking for a transaction coordinator
   `__transaction_state`; the answer waits until it does (COORDINATOR_NOT_AVAILABLE
   if that fails, or while the coordinator is not running).
+- In a cluster (akfak/cluster.py) the coordinator of a key is the leader of its partition of
+  `__consumer_offsets` / `__transaction_state` (abs(javaHashCode(key)) % partitions), as
+  every broker's metadata says: any broker answers with that leader's node and endpoint on
+  the listener asked through, COORDINATOR_NOT_AVAILABLE while the partition has no live
+  leader.  A broker asked for keys it no longer coordinates answers NOT_COORDINATOR, and the
+  client asks FindCoordinator again.
 - v0 has no key type (a group); v0-v3 ask for one key, v4+ for a batch of
   `coordinator_keys` of one type and get one entry per key (KIP-699).
 - A success carries error_message "NONE", as Kafka's Errors.NONE.message() does.
@@ -26,6 +32,7 @@ from kio.static.primitive import i32
 from twisted.internet.defer import Deferred, succeed
 from twisted.python.failure import Failure
 
+from akfak.groups.records import partition_for
 from akfak.handlers.base import NO_THROTTLE, Handler, make
 from akfak.handlers.groups import coordinator_of
 from akfak.protocol import RequestContext
@@ -58,22 +65,45 @@ class FindCoordinatorHandler(Handler):
         ready = self._ready(key_type) if set(keys) - denied else succeed(ErrorCode.none)
 
         def respond(error: ErrorCode) -> Any:
-            host, port = self.broker.advertised_address(context.listener)
-            found = error is ErrorCode.none
-            entry = dict(node_id=i32(self.broker.node_id if found else -1), host=host if found else "",
-                         port=i32(port if found else -1), error_code=error,
-                         error_message="NONE" if found else error.name)
-            refused = dict(node_id=i32(-1), host="", port=i32(-1), error_code=denial,
-                           error_message=DENIED_MESSAGES[denial] if version < 4 else None) if denied else {}
+            def entry(key: str) -> dict[str, Any]:
+                if key in denied:
+                    return dict(node_id=i32(-1), host="", port=i32(-1), error_code=denial,
+                                error_message=DENIED_MESSAGES[denial] if version < 4 else None)
+                found, node, (host, port) = error, self.broker.node_id, \
+                    self.broker.advertised_address(context.listener)
+                if found is ErrorCode.none and self.broker.cluster is not None:
+                    found, node, (host, port) = self._leader(key_type, key, context.listener)
+                if found is not ErrorCode.none:
+                    return dict(node_id=i32(-1), host="", port=i32(-1), error_code=found,
+                                error_message=found.name)
+                return dict(node_id=i32(node), host=host, port=i32(port), error_code=found,
+                            error_message="NONE")
+
             if version < 4:
                 return make(self.response_type(version), throttle_time=NO_THROTTLE,
-                            **(refused if denied else entry))
+                            **entry(keys[0]))
             coordinator_type = self.response_module(version).Coordinator
             return make(self.response_type(version), throttle_time=NO_THROTTLE, coordinators=tuple(
-                make(coordinator_type, key=key, **(refused if key in denied else entry))
-                for key in keys))
+                make(coordinator_type, key=key, **entry(key)) for key in keys))
 
         return ready.addCallback(respond)
+
+    def _leader(self, key_type: int, key: str, listener: str
+                ) -> tuple[ErrorCode, int, tuple[str, int]]:
+        """The cluster's coordinator of `key`: the leader of the key's partition."""
+        coordinator: Any = (self.broker.transaction_coordinator if key_type == KEY_TYPE_TRANSACTION
+                            else self.broker.group_coordinator)
+        unavailable = (ErrorCode.coordinator_not_available, -1, ("", -1))
+        topic = self.broker.image.topic(coordinator.store.name)
+        if topic is None or not topic.num_partitions:
+            return unavailable
+        p = topic.partitions.get(partition_for(key, int(topic.num_partitions)))
+        if p is None or p.leader < 0:
+            return unavailable
+        if p.leader == self.broker.node_id:
+            return ErrorCode.none, p.leader, self.broker.advertised_address(listener)
+        endpoint = self.broker.cluster.endpoint(p.leader, listener)  # type: ignore[union-attr]
+        return unavailable if endpoint is None else (ErrorCode.none, p.leader, endpoint)
 
     def _ready(self, key_type: int) -> Deferred[ErrorCode]:
         if key_type == KEY_TYPE_TRANSACTION:

@@ -32,7 +32,12 @@ Behavior:
   busy or loading NOT_ENOUGH_REPLICAS (retriable).
 - Record batches go to the log as they came, but for the patched offsets.
 - When flush.messages makes an append fsync, the answer waits for the fsync (which
-  runs on a thread), so with flush.messages=1 an acknowledged batch is on disk.
+  runs on a thread), so with flush.messages=1 an acknowledged batch is on disk; on
+  postgres every answer waits for the commit.  An append that is not committed (a deposed
+  leader's, refused by the leader epoch: fencing) answers NOT_LEADER_OR_FOLLOWER for its
+  partition, a storage failure KAFKA_STORAGE_ERROR; the other partitions as they went.
+- KIP-951 (v10+): a NOT_LEADER_OR_FOLLOWER partition carries `current_leader` (the
+  cluster's leader and epoch) and the response `node_endpoints` of those leaders.
 - producer_byte_rate (akfak.quota_manager) counts the request's record bytes; over the
   quota, the answer carries throttle_time_ms and the connection is not read for that long.
 """
@@ -44,10 +49,17 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 from kio.static.primitive import i32, i64
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import CancelledError, Deferred, gatherResults, succeed
 from twisted.logger import Logger
 
-from akfak.errors import CorruptMessage, InvalidRecord, KafkaError, MessageTooLarge, UnknownServerError
+from akfak.errors import (
+    CorruptMessage,
+    InvalidRecord,
+    KafkaError,
+    MessageTooLarge,
+    NotLeaderOrFollower,
+    UnknownServerError,
+)
 from akfak.handlers.base import Handler, encode_entity, throttle_time, timestamp
 from akfak.log.batch import HEADER_SIZE, parse_header
 from akfak.log.validator import RecordErrors
@@ -171,6 +183,9 @@ class ProduceHandler(Handler):
         if coordinator is None:
             return dict.fromkeys(wanted, ErrorCode.not_enough_replicas)
         transactional_id = str(request.transactional_id)
+        if (self.broker.cluster is not None
+                and coordinator.status(transactional_id) is ErrorCode.not_coordinator):
+            return self._verify_remotely(transactional_id, wanted, version)
         if version >= 12:
             # Transaction version 2: the produce itself adds the partition.
             adds = [coordinator.add_partitions(transactional_id, pid, epoch, {key},
@@ -186,6 +201,55 @@ class ProduceHandler(Handler):
                 errors[key] = _produce_error(error, version)
         return errors
 
+    def _verify_remotely(self, transactional_id: str, wanted: dict[tuple[str, int], tuple[int, int]],
+                         version: int) -> Deferred[dict[tuple[str, int], ErrorCode]]:
+        """The verification as Kafka's partition leader asks another broker, the id's
+        coordinator: AddPartitionsToTxn v5, verify_only unless the produce adds (v12+)."""
+        from kio.schema.add_partitions_to_txn.v5 import request as req
+        from kio.static.primitive import i16, i64
+
+        from akfak.groups.records import partition_for
+
+        busy = dict.fromkeys(wanted, ErrorCode.not_enough_replicas)
+        topic = self.broker.image.topic("__transaction_state")
+        p = None if topic is None else topic.partitions.get(
+            partition_for(transactional_id, int(topic.num_partitions)))
+        if p is None or p.leader < 0 or p.leader == self.broker.node_id:
+            return succeed(busy)
+        by_producer: dict[tuple[int, int], dict[str, list[int]]] = {}
+        for (name, index), ids in wanted.items():
+            by_producer.setdefault(ids, {}).setdefault(name, []).append(index)
+        request = req.AddPartitionsToTxnRequest(transactions=tuple(
+            req.AddPartitionsToTxnTransaction(
+                transactional_id=transactional_id, producer_id=i64(pid),
+                producer_epoch=i16(epoch), verify_only=version < 12,
+                topics=tuple(req.AddPartitionsToTxnTopic(
+                    name=name, partitions=tuple(i32(i) for i in indexes))
+                    for name, indexes in topics.items()))
+            for (pid, epoch), topics in by_producer.items()))
+
+        def answered(response: Any) -> dict[tuple[str, int], ErrorCode]:
+            if response.error_code != ErrorCode.none:
+                return dict.fromkeys(wanted, _produce_error(ErrorCode(response.error_code),
+                                                            version))
+            errors = {}
+            for txn in response.results_by_transaction:
+                for topic_result in txn.topic_results:
+                    for r in topic_result.results_by_partition:
+                        error = ErrorCode(r.partition_error_code)
+                        if error is not ErrorCode.none:
+                            errors[(topic_result.name, int(r.partition_index))] = \
+                                _produce_error(error, version)
+            return errors
+
+        def failed(failure: Any) -> dict[tuple[str, int], ErrorCode]:
+            _log.info("Verifying {id} with its coordinator, node {node}, failed: {e}",
+                      id=transactional_id, node=p.leader, e=failure.getErrorMessage())
+            return busy
+
+        sent = self.broker.peers.send(p.leader, request)  # type: ignore[union-attr]
+        return sent.addCallback(answered).addErrback(failed)
+
     def _append(self, request: Any, context: RequestContext,
                 txn_errors: dict[tuple[str, int], ErrorCode], acl: Everything,
                 unauthorized: bool) -> Any:
@@ -195,14 +259,16 @@ class ProduceHandler(Handler):
         broker = self.broker
         now_ms = broker.now_ms()
         failed = False
-        topics = []
-        fsyncs: list[Deferred[None]] = []
+        #: (topic fields, partition responses) per topic, built once the commits are known
+        topics: list[tuple[dict[str, Any], list[Any]]] = []
+        #: (partition responses, position, name, index, commit) of appends that wait for it
+        fsyncs: list[tuple[list[Any], int, str, int, Deferred[None]]] = []
         for topic_data in request.topic_data:
             if version >= 13:
                 name = broker.topic_name(topic_data.topic_id)
             else:
                 name = topic_data.name
-            partitions = []
+            partitions: list[Any] = []
             for data in topic_data.partition_data:
                 index = int(data.index)
                 if version < self.kio_min_version:
@@ -243,16 +309,18 @@ class ProduceHandler(Handler):
                         else:
                             broker.appended(name, index)
                             if result.flushed is not None:
-                                fsyncs.append(result.flushed)
+                                fsyncs.append((partitions, len(partitions), name, index,
+                                               result.flushed))
                 failed = failed or bool(error)
-                partitions.append(self._partition(module, version, index, error, message, result,
-                                                  record_errors))
-            topic_fields: dict[str, Any] = {"partition_responses": tuple(partitions)}
+                partitions.append(self._partition(
+                    module, version, index, error, message, result, record_errors,
+                    self._leader_hint(module, version, name, index, error)))
+            topic_fields: dict[str, Any] = {}
             if version >= 13:
                 topic_fields["topic_id"] = topic_data.topic_id
             else:
                 topic_fields["name"] = topic_data.name
-            topics.append(module.TopicProduceResponse(**topic_fields))
+            topics.append((topic_fields, partitions))
         # producer_byte_rate counts the records of every partition, appended or not, as Kafka
         # counts the request's size
         throttle_ms = broker.quotas.record(PRODUCE, context, sum(
@@ -263,16 +331,60 @@ class ProduceHandler(Handler):
                 context.connection.drop("a Produce with acks=0 failed; closing so the client "
                                         "refreshes its metadata")
             return None
-        response = self.response_type(max(version, self.kio_min_version))(
-            responses=tuple(topics), throttle_time=throttle_time(throttle_ms))
-        if fsyncs:
-            # flush.messages made these appends fsync: as in Kafka, the answer waits for it.
-            return gatherResults(fsyncs, consumeErrors=True).addCallback(lambda _: response)
-        return response
+
+        def respond(_: object = None) -> Any:
+            leaders = {p.current_leader.leader_id for _, ps in topics for p in ps
+                       if version >= 10 and p.current_leader.leader_id >= 0}
+            extra: dict[str, Any] = {}
+            if leaders:
+                extra["node_endpoints"] = tuple(
+                    module.NodeEndpoint(node_id=i32(n), host=e[0], port=i32(e[1]), rack=e[2])
+                    for n in sorted(leaders)
+                    if (e := broker.node_endpoint(n, context.listener)) is not None)
+            return self.response_type(max(version, self.kio_min_version))(
+                responses=tuple(module.TopicProduceResponse(partition_responses=tuple(ps), **f)
+                                for f, ps in topics),
+                throttle_time=throttle_time(throttle_ms), **extra)
+
+        if not fsyncs:
+            return respond()
+
+        def refused(failure: Any, partitions: list[Any], position: int, name: str, index: int
+                    ) -> None:
+            # Not committed: a deposed leader's append (fenced) or a storage failure.  That
+            # partition is answered so; the others as they went.
+            if failure.check(CancelledError):
+                return  # the client went away (its connection closed) while it waited
+            error = (ErrorCode.not_leader_or_follower
+                     if isinstance(failure.value, NotLeaderOrFollower)
+                     else ErrorCode.kafka_storage_error)
+            _log.info("Produce to {topic}-{partition} not committed ({error}): {reason}",
+                      topic=name, partition=index, error=error.name,
+                      reason=failure.getErrorMessage())
+            partitions[position] = self._partition(
+                module, version, index, error, None, None, (),
+                self._leader_hint(module, version, name, index, error))
+
+        # The answer waits for the commit (postgres) or fsync (flush.messages), as in Kafka.
+        waits = [d.addErrback(refused, partitions, position, name, index)
+                 for partitions, position, name, index, d in fsyncs]
+        return gatherResults(waits).addCallback(respond)
+
+    def _leader_hint(self, module: Any, version: int, name: str | None, index: int,
+                     error: ErrorCode) -> Any:
+        """KIP-951 (v10+): the current leader of a partition answered NOT_LEADER_OR_FOLLOWER
+        here, so the client re-routes without asking Metadata first."""
+        if version < 10 or name is None or error is not ErrorCode.not_leader_or_follower:
+            return None
+        leader = self.broker.current_leader(name, index)
+        if leader is None:
+            return None
+        return module.LeaderIdAndEpoch(leader_id=i32(leader[0]), leader_epoch=i32(leader[1]))
 
     @staticmethod
     def _partition(module: Any, version: int, index: int, error: ErrorCode, message: str | None,
-                   result: Any, record_errors: tuple[tuple[int, str], ...] = ()) -> Any:
+                   result: Any, record_errors: tuple[tuple[int, str], ...] = (),
+                   current_leader: Any = None) -> Any:
         fields: dict[str, Any] = {
             "index": i32(index),
             "error_code": error,
@@ -286,6 +398,8 @@ class ProduceHandler(Handler):
                 module.BatchIndexAndErrorMessage(batch_index=i32(i), batch_index_error_message=m)
                 for i, m in record_errors)
             fields["error_message"] = message
+        if current_leader is not None:
+            fields["current_leader"] = current_leader
         return module.PartitionProduceResponse(**fields)
 
 

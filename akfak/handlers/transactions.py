@@ -20,7 +20,9 @@ Behavior / Version notes (Kafka's KafkaApis and TransactionCoordinator):
   markers itself; a request is still answered, writing the markers it names as a
   partition leader does (a marker in `__consumer_offsets` settles the transaction's
   pending offsets there; UNKNOWN_TOPIC_OR_PARTITION, or the error the log answers, per
-  partition).
+  partition).  The answer waits for the markers' commit (postgres); in a cluster a
+  partition led elsewhere is NOT_LEADER_OR_FOLLOWER, and the coordinator's markers come as
+  this request.
 - ACLs (as KafkaApis): AddPartitionsToTxn v0-v3 needs WRITE on the transactional id (else
   every partition TRANSACTIONAL_ID_AUTHORIZATION_FAILED) and WRITE on each topic (else
   TOPIC_AUTHORIZATION_FAILED, and OPERATION_NOT_ATTEMPTED for the rest); an internal topic
@@ -111,8 +113,10 @@ class AddPartitionsToTxnHandler(_TxnHandler):
                 return succeed(dict.fromkeys(wanted, ErrorCode.transactional_id_authorization_failed))
             failed = {tp: ErrorCode.topic_authorization_failed for tp in wanted
                       if tp[0] in INTERNAL_TOPICS or not acl.allows(WRITE, TOPIC, tp[0])}
+        # in a cluster the partition may be led by another broker: the metadata says it exists
         failed.update((tp, ErrorCode.unknown_topic_or_partition) for tp in wanted
-                      if tp not in failed and self.broker.get_log(*tp) is None)
+                      if tp not in failed and self.broker.get_log(*tp) is None
+                      and (self.broker.cluster is None or self.broker.image.partition(*tp) is None))
         if failed:
             return succeed({tp: failed.get(tp, ErrorCode.operation_not_attempted) for tp in wanted})
         coordinator = self._coordinator()
@@ -195,30 +199,40 @@ class WriteTxnMarkersHandler(Handler):
         broker = self.broker
         acl = access(context)
         allowed = acl.cluster(ALTER, log_denied=False) or acl.cluster(CLUSTER_ACTION)
-        markers = []
+        results: list[Deferred[ErrorCode]] = []
         for marker in request.markers:
-            topics = []
             for topic in marker.topics:
-                partitions = []
                 for index in topic.partition_indexes:
-                    error = (_write(broker, marker, topic.name, int(index)) if allowed
-                             else ErrorCode.cluster_authorization_failed)
-                    partitions.append(module.WritableTxnMarkerPartitionResult(
-                        partition_index=i32(index), error_code=error))
-                topics.append(module.WritableTxnMarkerTopicResult(name=topic.name,
-                                                                  partitions=tuple(partitions)))
-            markers.append(module.WritableTxnMarkerResult(producer_id=marker.producer_id,
-                                                          topics=tuple(topics)))
-        return self.response_type(context.api_version)(markers=tuple(markers))
+                    results.append(_write(broker, marker, topic.name, int(index)) if allowed
+                                   else succeed(ErrorCode.cluster_authorization_failed))
+
+        def respond(errors: list[ErrorCode]) -> Any:
+            each = iter(errors)
+            return self.response_type(context.api_version)(markers=tuple(
+                module.WritableTxnMarkerResult(producer_id=marker.producer_id, topics=tuple(
+                    module.WritableTxnMarkerTopicResult(name=topic.name, partitions=tuple(
+                        module.WritableTxnMarkerPartitionResult(
+                            partition_index=i32(index), error_code=next(each))
+                        for index in topic.partition_indexes))
+                    for topic in marker.topics))
+                for marker in request.markers))
+
+        return gatherResults(results).addCallback(respond)
 
 
-def _write(broker: Any, marker: Any, topic: str, index: int) -> ErrorCode:
+def _write(broker: Any, marker: Any, topic: str, index: int) -> Deferred[ErrorCode]:
+    """The marker's error, once it is committed where the storage commits (postgres)."""
     try:
-        write_marker(broker, int(marker.producer_id), int(marker.producer_epoch),
-                     bool(marker.transaction_result), int(marker.coordinator_epoch), topic, index)
+        flushed = write_marker(broker, int(marker.producer_id), int(marker.producer_epoch),
+                               bool(marker.transaction_result), int(marker.coordinator_epoch),
+                               topic, index)
     except KafkaError as e:
-        return ErrorCode(e.error_code)
-    return ErrorCode.none
+        return succeed(ErrorCode(e.error_code))
+    if flushed is None:
+        return succeed(ErrorCode.none)
+    # not committed: a deposed leader's (fenced), so the coordinator asks the new one
+    return flushed.addCallbacks(lambda _: ErrorCode.none,
+                                lambda _: ErrorCode.not_leader_or_follower)
 
 
 HANDLERS = (AddPartitionsToTxnHandler, AddOffsetsToTxnHandler, EndTxnHandler,

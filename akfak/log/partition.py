@@ -407,10 +407,12 @@ class PartitionLog:
         `ranges`, parts may be FileRanges (akfak.log.handles) rather than bytes."""
         self._check_open()
         hw = self.high_watermark
-        if offset < self.log_start_offset or offset > hw:
+        # Between the high watermark and the log end (not committed yet: postgres) a read
+        # is empty, as on a Kafka leader; beyond the end it is out of range.
+        if offset < self.log_start_offset or offset > self.log_end_offset:
             raise OffsetOutOfRange(
                 f"Offset {offset} is out of range for partition {self.topic}-{self.partition}: "
-                f"[{self.log_start_offset}, {hw}]")
+                f"[{self.log_start_offset}, {self.log_end_offset}]")
         limit = hw if max_offset is None else min(max_offset, hw)
         parts: list[bytes | FileRange] = []
         total = 0

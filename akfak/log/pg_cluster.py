@@ -45,6 +45,8 @@ class Snapshot:
     tail: tuple[tuple[int, bytes], ...]
     #: the controller's epoch if this tick made this broker the controller
     took_control: int | None = None
+    #: topics other brokers asked the controller to create (request_topic)
+    wanted: tuple[str, ...] = ()
 
 
 def register(conn: Any, node_id: int, incarnation: uuid.UUID, endpoints: Sequence[Endpoint],
@@ -59,15 +61,19 @@ def register(conn: Any, node_id: int, incarnation: uuid.UUID, endpoints: Sequenc
 
 
 def tick(conn: Any, node_id: int, incarnation: uuid.UUID, endpoints: Sequence[Endpoint],
-         lease_ms: int, tail_from: int, *, may_take_control: bool = True) -> Snapshot:
+         lease_ms: int, tail_from: int, *, may_take_control: bool = True,
+         created: Sequence[str] = (), announce: bool = False) -> Snapshot:
     """Renew this broker's lease, read the cluster, take the controller role if its holder's
-    lease ran out, and read the metadata log from `tail_from`."""
+    lease ran out, and read the metadata log from `tail_from`; the controller also reads the
+    topics asked for (and forgets the requests for `created`, which exist now)."""
     renewed = conn.execute(
         "UPDATE akfak_broker SET lease_until = now() + %s * interval '1 millisecond', "
         "endpoints = %s WHERE node_id = %s AND incarnation = %s",
         (lease_ms, json.dumps(list(endpoints)), node_id, incarnation)).rowcount
     if renewed != 1:  # another process registered with this node id since
         raise RuntimeError(f"node id {node_id} was registered by another broker")
+    if announce:  # this broker's listeners are registered now: the others list it at once
+        conn.execute(NOTIFY[0])
     brokers = tuple(
         BrokerRow(n, tuple(tuple(e) for e in json.loads(ends)), rack, live)  # type: ignore[misc]
         for n, ends, rack, live in conn.execute(
@@ -91,13 +97,54 @@ def tick(conn: Any, node_id: int, incarnation: uuid.UUID, endpoints: Sequence[En
     tail = tuple((base, bytes(data)) for base, data in conn.execute(
         "SELECT base_offset, data FROM akfak_batch WHERE topic_id = %s AND partition = %s "
         "AND last_offset >= %s ORDER BY base_offset", (*METADATA_KEY, tail_from)).fetchall())
-    return Snapshot(brokers, controller, epoch, tail, took)
+    wanted: tuple[str, ...] = ()
+    if controller == node_id:
+        if created:
+            conn.execute("DELETE FROM akfak_cluster WHERE name = ANY(%s)",
+                         ([TOPIC_REQUEST + t for t in created],))
+        wanted = tuple(name[len(TOPIC_REQUEST):] for (name,) in conn.execute(
+            "SELECT name FROM akfak_cluster WHERE name LIKE %s", (TOPIC_REQUEST + "%",)))
+    return Snapshot(brokers, controller, epoch, tail, took, wanted)
+
+
+#: the akfak_cluster rows by which a broker asks the controller to create a topic
+TOPIC_REQUEST = "create.topic."
+
+
+def request_topic(conn: Any, topic: str) -> None:
+    """Ask the controller to create an internal topic (it reads the request on its tick)."""
+    conn.execute("INSERT INTO akfak_cluster (name, value) VALUES (%s, '') ON CONFLICT DO NOTHING",
+                 (TOPIC_REQUEST + topic,))
+
+
+#: the channel the controller (and a broker joining or leaving) notifies on, so the other
+#: brokers read the cluster at once instead of at their next heartbeat
+CHANNEL = "akfak_cluster"
+NOTIFY = (f"NOTIFY {CHANNEL}", ())  # a Statement's (sql, params)
+
+
+def listen(connect: Any, notified: Any, stopped: Any) -> None:
+    """Block (a thread of its own) calling `notified()` on every notification on CHANNEL
+    until `stopped()`; reconnects after an error (PostgreSQL restarting)."""
+    import time
+
+    while not stopped():
+        try:
+            with connect() as conn:
+                conn.execute(f"LISTEN {CHANNEL}")
+                while not stopped():
+                    if any(True for _ in conn.notifies(timeout=0.5)):
+                        notified()
+        except Exception:
+            if not stopped():
+                time.sleep(1.0)
 
 
 def deregister(conn: Any, node_id: int, incarnation: uuid.UUID) -> None:
     """A clean shutdown: the lease ends now, so the others take over without waiting."""
     conn.execute("UPDATE akfak_broker SET lease_until = now() WHERE node_id = %s AND "
                  "incarnation = %s", (node_id, incarnation))
+    conn.execute(NOTIFY[0])
 
 
 def partition_rows(conn: Any, topic_id: uuid.UUID, partition: int

@@ -21,6 +21,7 @@ later append fails with KAFKA_STORAGE_ERROR until a restart.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -242,6 +243,9 @@ class PgWriter:
         #: (partition, leader epoch) whose ops are refused: a newer leader has the partition.
         #: Their ops are skipped from then on (their logs raise NotLeaderOrFollower).
         self.fenced: set[tuple[Key, int]] = set()
+        #: on_commit(topic, partition): a partition's high watermark rose (the broker wakes
+        #: the fetches waiting for it)
+        self.on_commit: Callable[[str, int], None] | None = None
 
     # -- reactor side ----------------------------------------------------------------------
 
@@ -330,9 +334,13 @@ class PgWriter:
                     if op.epoch is not None and (op.key, op.epoch) in fenced:
                         continue
                     op.run(cursor)
-        except Exception:
-            if conn.broken or conn.closed:
+        except Exception as e:
+            # A connection cut mid-pipeline (a PostgreSQL restart) may not say it is broken
+            # but refuses every later query: start again on a new one.
+            if conn.broken or conn.closed or not isinstance(e, Fenced | StorageConflict):
                 self._conn = None
+                with contextlib.suppress(Exception):
+                    conn.close()
             raise
 
     # -- closing -------------------------------------------------------------------------------

@@ -101,6 +101,15 @@ class PostgresPartitionLog(MemoryPartitionLog):
     #: The leader epoch this broker leads the partition in (a cluster; None: unfenced):
     #: every change it commits is conditional on the row still having it.
     fence_epoch: int | None = None
+    #: The high watermark: the end of what PostgreSQL committed, so a consumer never reads
+    #: a record that is not durable yet.  None for the metadata log (its end: the controller
+    #: applies its records as it writes them, the others replay committed ones).
+    committed_offset: int | None = None
+
+    @property
+    def high_watermark(self) -> int:
+        committed = self.committed_offset
+        return self.active.next_offset if committed is None else committed
 
     @property
     def key(self) -> Key:
@@ -234,6 +243,10 @@ class PostgresPartitionLog(MemoryPartitionLog):
         def committed(_: object) -> None:
             self._check_fenced()  # refused, not committed: the append is not acknowledged
             self.recovery_point = max(self.recovery_point, target)
+            if self.committed_offset is not None and target > self.committed_offset:
+                self.committed_offset = target
+                if self.writer.on_commit is not None:  # long-polling fetches may read it now
+                    self.writer.on_commit(self.topic, self.partition)
 
         return self.writer.barrier().addCallback(committed)
 
@@ -246,9 +259,23 @@ class PostgresPartitionLog(MemoryPartitionLog):
         super().delete_files()
 
 
+def _schema_ready(conn: Any) -> bool:
+    """Whether the tables of this version exist (the last ones SCHEMA adds)."""
+    column = conn.execute(
+        "SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() "
+        "AND table_name = 'akfak_partition' AND column_name = 'leader_epoch'").fetchone()
+    broker = conn.execute("SELECT to_regclass('akfak_broker')").fetchone()
+    return column is not None and broker[0] is not None
+
+
 @implementer(ILogStorage)
 class PostgresLogStorage(BaseLogStorage):
     """Every log in PostgreSQL (see the module doc and ILogStorage)."""
+
+    #: The high watermark of a partition is the end of what PostgreSQL committed (reads
+    #: stop there).  The storage suites shared with the synchronous providers turn it off
+    #: to check the cache's behaviour read-after-append (tests/log/conftest.py).
+    committed_high_watermark = True
 
     def __init__(self, config: BrokerConfig, *, clock: Any = None) -> None:
         super().__init__(config, clock=clock)
@@ -277,7 +304,10 @@ class PostgresLogStorage(BaseLogStorage):
         self.writer = PgWriter(self._connect, conn, self.clock)
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(7233)")  # two first starts at once
-            conn.execute(SCHEMA)
+            # The DDL only when something is missing: its ALTERs lock the tables, which
+            # would deadlock with the other brokers' writes when one restarts.
+            if not _schema_ready(conn):
+                conn.execute(SCHEMA)
             conn.execute("INSERT INTO akfak_cluster (name, value) VALUES ('cluster.id', %s) "
                          "ON CONFLICT DO NOTHING",
                          (MetaProperties.new(0, self.config.get("cluster.id")).cluster_id,))
@@ -353,6 +383,9 @@ class PostgresLogStorage(BaseLogStorage):
                     "leader_epoch) VALUES (%s, %s, %s, %s, %s) ON CONFLICT (topic_id, partition) "
                     "DO UPDATE SET leader = EXCLUDED.leader, leader_epoch = EXCLUDED.leader_epoch",
                     (record.topic_id, record.partition_id, topic.name, p.leader, p.leader_epoch)))
+        # Delivered when the metadata batch commits (the same transaction): the other
+        # brokers read the log at once.
+        statements.append(pg_cluster.NOTIFY)
         if statements:
             metadata = self.metadata_log.log
             self._writer.submit(Statement(metadata.key, statements,  # type: ignore[attr-defined]
@@ -405,7 +438,14 @@ class PostgresLogStorage(BaseLogStorage):
             expiration_ms=self.config.get_int("producer.id.expiration.ms"), reactor=self.clock)
         if fenced:
             built.fence_epoch = leader_epoch
+        self._commit_high_watermark(built)
         return built
+
+    def _commit_high_watermark(self, partition_log: PostgresPartitionLog) -> None:
+        """The log's high watermark is the committed end from now on (what it has now is
+        committed: loaded from the rows, or new)."""
+        if self.committed_high_watermark and partition_log.topic != METADATA_TOPIC:
+            partition_log.committed_offset = partition_log.log_end_offset
 
     def adopt(self, partition_log: PostgresPartitionLog) -> None:
         """Serve a log this broker now leads (built by build_log)."""
@@ -429,6 +469,7 @@ class PostgresLogStorage(BaseLogStorage):
         created = PostgresPartitionLog.create_in(self._writer, topic, partition, topic_id,
                                                  config, now_ms=self.now_ms(),
                                                  leader=self.config.node_id, reactor=self.clock)
+        self._commit_high_watermark(created)
         self._logs[(topic, partition)] = created
         return created
 

@@ -1,6 +1,7 @@
 """The transaction coordinator, as Apache Kafka's TransactionCoordinator runs it.
 
-One coordinator serves every transactional id of this (single-node) broker.  Its
+One coordinator serves every transactional id of a single broker; in a cluster, those of
+the `__transaction_state` partitions this broker leads (others: NOT_COORDINATOR).  Its
 state is one `TransactionMetadata` per transactional id, kept in
 `__transaction_state` (partition = abs(javaHashCode(id)) % 50) in Kafka's record
 formats and replayed at start on the coordinator runtime (akfak.coordinator):
@@ -28,7 +29,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from kio.schema.errors import ErrorCode
-from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -53,7 +54,8 @@ from akfak.transactions.records import decode_key, decode_value, encode_key, enc
 log = Logger()
 
 #: write_markers(producer id, epoch, commit, coordinator epoch, partitions)
-WriteMarkers = Callable[[int, int, bool, int, Iterable[TopicPartition]], None]
+#: (None, or a Deferred firing once they are written: a cluster's markers go to other brokers)
+WriteMarkers = Callable[[int, int, bool, int, Iterable[TopicPartition]], Deferred[None] | None]
 #: (error, producer id, epoch) as InitProducerId and EndTxn answer
 IdResult = tuple[ErrorCode, int, int]
 
@@ -93,12 +95,15 @@ class TransactionCoordinator(LoadingCoordinator):
         return self.creator.ensure()
 
     def status(self, transactional_id: str) -> ErrorCode | None:
-        """COORDINATOR_NOT_AVAILABLE, COORDINATOR_LOAD_IN_PROGRESS, or None: served."""
-        if not self.active:
-            return ErrorCode.coordinator_not_available
-        if self.loader.loading and self.partition_for(transactional_id) in self.loader.loading:
-            return ErrorCode.coordinator_load_in_progress
-        return None
+        """NOT_COORDINATOR, COORDINATOR_NOT_AVAILABLE, COORDINATOR_LOAD_IN_PROGRESS, or
+        None: served."""
+        return self.key_status(self.partition_for(transactional_id))
+
+    def _unload(self, partition: int) -> None:
+        """Forget the transactional ids of `partition` (another broker coordinates them
+        now; it completes what was being completed when it loads them)."""
+        for transactional_id in [t for t in self.txns if self.partition_for(t) == partition]:
+            del self.txns[transactional_id]
 
     def _replay_batch(self, partition: int, header: BatchHeader, batch: memoryview) -> None:
         if header.is_control:
@@ -337,14 +342,19 @@ class TransactionCoordinator(LoadingCoordinator):
     def _complete(self, txn: TransactionMetadata) -> Deferred[ErrorCode]:
         """Write the markers of a Prepare* transaction, then its Complete* state."""
         commit = txn.state is TxnState.PREPARE_COMMIT
-        try:
-            self.write_markers(txn.producer_id, txn.producer_epoch, commit,
-                               self._coordinator_epoch(txn), sorted(txn.partitions))
-        except Exception:
-            log.failure("Writing the markers of {id} failed", id=txn.transactional_id)
-        if txn.pending is not None:
-            return succeed(ErrorCode.concurrent_transactions)
-        return self._write(txn, txn.prepare_complete(self.now_ms()))
+        written = maybeDeferred(self.write_markers, txn.producer_id, txn.producer_epoch, commit,
+                                self._coordinator_epoch(txn), sorted(txn.partitions))
+        written.addErrback(lambda f: log.failure("Writing the markers of {id} failed", f,
+                                                 id=txn.transactional_id))
+
+        def complete(_: object) -> Deferred[ErrorCode]:
+            if txn.pending is not None:
+                return succeed(ErrorCode.concurrent_transactions)
+            if self.txns.get(txn.transactional_id) is not txn:
+                return succeed(ErrorCode.not_coordinator)  # unloaded meanwhile
+            return self._write(txn, txn.prepare_complete(self.now_ms()))
+
+        return written.addCallback(complete)
 
     # -- timers ------------------------------------------------------------------------
 

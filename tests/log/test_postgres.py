@@ -51,6 +51,7 @@ async def test_a_new_storage_loads_what_was_committed(postgres: PostgresServer,
         log.append(make_batch([(b"k", b"v%d" % i + b"." * 100, None, T0 + i)]),
                    leader_epoch=i // 10, now_ms=T0 + i)
     log.append(batch(7, 0, 0, 3), leader_epoch=4, now_ms=T0)  # an idempotent producer
+    await log.flush()  # DeleteRecords goes up to the high watermark: the committed end
     log.advance_log_start_offset(12)
     log.run_retention(T0)  # the segments below offset 12 go, with their rows
     await log.flush()
@@ -75,6 +76,7 @@ async def test_compaction_is_committed(postgres: PostgresServer, clock: Clock) -
     storage = open_pg(url, clock)
     log = compacted_log(storage)
     fill(log, 30)
+    await log.flush()  # the cleaner cleans below the high watermark: the committed end
     assert await storage.run_cleaner(NOW) == 1
     cleaned = stored(log)
     assert len(cleaned) < 90
@@ -98,7 +100,11 @@ async def test_a_postgres_restart_delays_the_acknowledgement(
     await deferLater(reactor, 0, postgres.restart)  # the writer's connection is cut
     acked = log.append(one(b"after"), leader_epoch=0, now_ms=T0).flushed
     assert acked is not None
+    # not committed yet: no consumer may read it (the high watermark is the committed end)
+    assert (log.log_end_offset, log.high_watermark) == (2, 1)
+    assert log.read(1, 1 << 20).parts == []
     await acked  # committed once the writer has reconnected
+    assert log.high_watermark == 2
     said = [e.get("log_format", "") for e in log_events]
     assert any("PostgreSQL is unavailable" in f for f in said)
     assert any("PostgreSQL is available again" in f for f in said)
@@ -106,6 +112,24 @@ async def test_a_postgres_restart_delays_the_acknowledgement(
     again = open_pg(url, clock)
     assert again.get_log("t", 0).log_end_offset == 2  # type: ignore[union-attr]
     await again.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_high_watermark_is_the_committed_end(postgres: PostgresServer,
+                                                       clock: Clock) -> None:
+    storage = open_pg(postgres.new_schema(), clock)
+    assert storage.writer is not None
+    woken: list[tuple[str, int]] = []
+    storage.writer.on_commit = lambda topic, partition: woken.append((topic, partition))
+    log = storage.create_log("t", 0, uuid.uuid4(), storage.default_log_config)
+    log.append(one(b"a"), leader_epoch=0, now_ms=T0)
+    info = log.append(one(b"b"), leader_epoch=0, now_ms=T0)
+    assert (log.log_end_offset, log.high_watermark, log.last_stable_offset) == (2, 0, 0)
+    assert log.read(0, 1 << 20).parts == []  # below the log end: empty, not out of range
+    await info.flushed
+    assert log.high_watermark == 2 and woken and woken[-1] == ("t", 0)
+    assert log.read(0, 1 << 20).next_offset == 2
+    await storage.close()
 
 
 @pytest_twisted.ensureDeferred
@@ -129,3 +153,35 @@ async def test_a_second_writer_is_refused(postgres: PostgresServer, clock: Clock
         raise AssertionError("the conflicting append was acknowledged")
     first.abandon()
     await second.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_metadata_commit_notifies_the_listening_brokers(postgres: PostgresServer,
+                                                                clock: Clock) -> None:
+    """What the cluster's brokers LISTEN for (akfak/cluster.py): the controller's metadata
+    commits NOTIFY in their transaction, so the others read the log at once."""
+    import threading
+
+    from akfak.log import pg_cluster
+
+    storage = open_pg(postgres.new_schema(), clock)
+    assert storage.writer is not None
+    notified = threading.Event()
+    stopped = threading.Event()
+    listening = threading.Thread(target=pg_cluster.listen, daemon=True,
+                                 args=(storage._connect, notified.set, stopped.is_set))
+    listening.start()
+    try:
+        await deferLater(reactor, 0.5, lambda: None)  # LISTEN is registered by then
+        assert not notified.is_set()
+        storage.mirror_leadership([], None)  # what Controller._commit adds to a metadata batch
+        await storage.writer.barrier()
+        for _ in range(40):
+            if notified.is_set():
+                break
+            await deferLater(reactor, 0.05, lambda: None)
+        assert notified.is_set()
+    finally:
+        stopped.set()
+        listening.join(5)
+        await storage.close()
