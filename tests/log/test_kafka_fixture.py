@@ -160,11 +160,11 @@ async def test_akfak_writes_the_same_shape(kafka_fixture: Path, tmp_path: Path,
     # The fixture is at metadata.version 3.8-IV0; a new akfak directory bootstraps as Kafka
     # 4.1.1 formats one (features, the cluster's min.insync.replicas), PartitionRecord v2.
     assert [d["type"] for d in theirs] == [12, 2, 3]
-    assert [d["type"] for d in ours] == [12, 12, 12, 4, 2, 3]
+    assert [d["type"] for d in ours] == [12, 12, 12, 12, 4, 2, 3]
     assert theirs[0]["level"] == 20 and ours[0]["level"] == 27
-    assert ours[4]["name"] == theirs[1]["name"] == "foo"
-    assert (ours[5]["version"], theirs[2]["version"]) == (2, 1)
-    mine, kafkas = dict(ours[5]), dict(theirs[2])
+    assert ours[5]["name"] == theirs[1]["name"] == "foo"
+    assert (ours[6]["version"], theirs[2]["version"]) == (2, 1)
+    mine, kafkas = dict(ours[6]), dict(theirs[2])
     for d in (mine, kafkas):
         for key in ("topic_id", "directories", "version"):
             d.pop(key)
