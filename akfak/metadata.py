@@ -18,6 +18,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from akfak import features, partition_limits, quota_control, resource_configs
 from akfak.config import BrokerConfig
@@ -29,6 +30,7 @@ from akfak.errors import (
     InvalidRequest,
     InvalidTopic,
     KafkaError,
+    KafkaStorageError,
     NotController,
     TopicAlreadyExists,
     TopicDeletionDisabled,
@@ -114,7 +116,7 @@ class Controller:
         if not storage.logs_loaded:
             # Partition logs load (and recover) with their topics' configs.
             storage.load_logs(self._safe_log_config)
-        self._durable: Deferred[None] | None = None
+        self._durable: _FlushOutcome | None = None
         if METADATA_VERSION_FEATURE not in self.image.features and self.active:
             self._bootstrap()
         if not self.clustered:  # a cluster's controller elects leaders (akfak/cluster.py)
@@ -191,14 +193,17 @@ class Controller:
         self.image = self.image.apply((base + i, r) for i, r in enumerate(records))
         if self.clustered:
             self.storage.mirror_leadership(records, self.image)  # type: ignore[attr-defined]
-        self._durable = metadata_log.flush()
-        self._durable.addErrback(
-            lambda f: log.failure("Flushing the metadata log failed", f))
+        self._durable = _FlushOutcome(metadata_log.flush())
         return self.image
 
     def wait_durable(self) -> Deferred[None]:
-        """A Deferred that fires once every committed change is fsynced."""
-        return self.storage.metadata_log.flush()
+        """A Deferred that fires once every committed change is fsynced, or fails with
+        KafkaStorageError when the flush of the last change failed: a second fsync after a
+        failed one can succeed with the failed pages gone (Linux drops them), so a later
+        flush proves nothing."""
+        if self._durable is None:
+            return self.storage.metadata_log.flush()
+        return self._durable.wait()
 
     def log_config(self, topic: str) -> LogConfig:
         """The LogConfig of `topic` from its overrides and the (dynamic) broker configs."""
@@ -652,3 +657,37 @@ class Controller:
             log.warn("Updating features: {changes}",
                      changes=", ".join(f"{n}={v}" for n, v in changed.items()))
             self._commit([FeatureLevelRecord(name, level) for name, level in changed.items()])
+
+
+class _FlushOutcome:
+    """How one flush of the metadata log ended, for every request that waits on it."""
+
+    def __init__(self, flushing: Deferred[None]) -> None:
+        self._failure: Failure | None = None
+        self._done = False
+        self._waiters: list[Deferred[None]] = []
+        flushing.addBoth(self._ended)
+
+    def _ended(self, result: object) -> None:
+        if isinstance(result, Failure):
+            log.failure("Flushing the metadata log failed", result)
+            self._failure = result
+        self._done = True
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            self._tell(waiter)
+
+    def wait(self) -> Deferred[None]:
+        waiter: Deferred[None] = Deferred()
+        if self._done:
+            self._tell(waiter)
+        else:
+            self._waiters.append(waiter)
+        return waiter
+
+    def _tell(self, waiter: Deferred[None]) -> None:
+        if self._failure is None:
+            waiter.callback(None)
+        else:
+            waiter.errback(KafkaStorageError(
+                f"The metadata log could not be flushed: {self._failure.getErrorMessage()}"))

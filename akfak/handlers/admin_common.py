@@ -6,13 +6,15 @@ No handlers here; the registry imports the module and finds none.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import fields, replace
 from typing import Any, TypeVar
 
 from kio.schema.errors import ErrorCode
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
-from akfak.errors import BY_CODE, InvalidReplicaAssignment, KafkaError
+from akfak.errors import BY_CODE, InvalidReplicaAssignment, KafkaError, KafkaStorageError
 
 log = Logger()
 
@@ -71,8 +73,32 @@ def after_durable(broker: Any, response: T, changed: bool) -> T | Deferred[T]:
     if not changed:
         return response
     durable = broker.controller.wait_durable()
-    return durable.addCallback(lambda _: broker.storage.slices.drained()).addCallback(
-        lambda _: response)
+    return durable.addCallbacks(
+        lambda _: broker.storage.slices.drained().addCallback(lambda _: response),
+        lambda failure: _not_durable(failure, response))
+
+
+def _not_durable(failure: Failure, response: T) -> T:
+    """The change was applied but its fsync failed: each result that said NONE says
+    KAFKA_STORAGE_ERROR instead (as for any storage failure, the change may or may not
+    survive a crash, so a client retrying may find it done)."""
+    failure.trap(KafkaStorageError)
+    message = failure.getErrorMessage()
+    changes: dict[str, Any] = {}
+    for item in fields(response):  # type: ignore[arg-type]
+        value = getattr(response, item.name)
+        if isinstance(value, tuple) and value and hasattr(value[0], "error_code"):
+            changes[item.name] = tuple(_storage_error(e, message) for e in value)
+    return replace(response, **changes)  # type: ignore[type-var]
+
+
+def _storage_error(entity: Any, message: str) -> Any:
+    if entity.error_code != ErrorCode.none:
+        return entity
+    changes: dict[str, Any] = {"error_code": ErrorCode.kafka_storage_error}
+    if hasattr(entity, "error_message"):
+        changes["error_message"] = message
+    return replace(entity, **changes)
 
 
 def check_manual_assignment(replicas: list[int], replication_factor: int | None,
