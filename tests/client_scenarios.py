@@ -141,3 +141,57 @@ def group_restart(program: Program, bootstrap: str, topic: str, group: str, half
     described = groups.last("described-group")
     assert described["state"] == "Empty" and described["members"] == 0, described
     return {"groups": groups.lines}
+
+
+def consumer_protocol_group(program: Program, bootstrap: str, topic: str, group: str,
+                            count: int = 80) -> list[dict[str, Any]]:
+    """Two members of a group.protocol=consumer (KIP-848) group over the 4-partition `topic`: once
+    both hold partitions and the group is Stable, `count` records are produced; each is processed
+    exactly once, each partition by one member, both members process some; at the end ListGroups
+    types the group `consumer` and the committed offsets are the log ends. Returns the last
+    `groups` lines."""
+    create(program, bootstrap, **{topic: 4})
+    common = (f"bootstrap={bootstrap}", f"group={group}", f"topic={topic}", "protocol=consumer")
+    a, b = Member(program("member"), *common, "name=a"), Member(program("member"), *common, "name=b")
+
+    def lookup() -> Run:
+        return run(program("groups"), f"bootstrap={bootstrap}", f"group={group}", f"topic={topic}",
+                   "type=consumer", "partitions=4")
+
+    with members(a, b):
+        def describe() -> str:
+            return "\n".join(f"{m.command[-1]}: {m.describe()}" for m in (a, b))
+
+        def stable() -> bool:
+            for m in (a, b):
+                assert m.proc.poll() is None, describe()
+            if not all(any(line["partitions"] for line in m.of_kind("assigned")) for m in (a, b)):
+                return False
+            listed = lookup()
+            return (listed.returncode == 0
+                    and listed.last("listed-groups")["groups"].get(group, {}).get("state") == "Stable")
+
+        wait_for(stable, 60, "a Stable group of two members holding partitions", describe)
+        running = lookup().check()
+        if running.of_kind("described-consumer-group"):  # the client has ConsumerGroupDescribe
+            described = running.last("described-consumer-group")
+            held = sorted(p for m in described["members"] for p in m["assignment"].get(topic, []))
+            assert len(described["members"]) == 2 and held == [0, 1, 2, 3], described
+            assert described["state"] == "Stable", described
+        produce(program, bootstrap, topic, "partitions=4", f"count={count}")
+        wait_for(lambda: sum(len(m.of_kind("record")) for m in (a, b)) >= count, 60,
+                 f"{count} records processed", describe)
+        done = [m.stop() for m in (a, b)]
+    for d in done:
+        assert d.returncode == 0 and d.of_kind("closed"), d.describe()
+    seen = [(line["member"], line["partition"], line["key"]) for d in done for line in d.of_kind("record")]
+    assert sorted(k for _, _, k in seen) == sorted(key(i) for i in range(count)), seen
+    owners = {p: {m for m, q, _ in seen if q == p} for p in range(4)}
+    assert all(len(o) == 1 for o in owners.values()), owners
+    assert {m for o in owners.values() for m in o} == {"a", "b"}, owners
+    final = lookup().check()
+    listed = final.last("listed-groups")["groups"][group]
+    assert listed["group_type"] == "consumer" and listed["state"] == "Empty", listed
+    ends = {topic: {str(p): count // 4 for p in range(4)}}
+    assert final.last("offsets")["offsets"] == ends, final.describe()
+    return final.lines

@@ -169,3 +169,10 @@ def test_sarama_delete_records(cluster: Cluster, request: pytest.FixtureRequest)
     out = run(prog("groups"), f"bootstrap={cluster.bootstrap}", f"group={group}", f"delete-records={topic}")
     assert out.check().last("deleted-records") == {"kind": "deleted-records", "beyond_end": True}
     check_records(scenarios.consume(prog, cluster.bootstrap, topic, 8), topic, range(2, 10))
+
+
+def test_franz_consumer_protocol_group(cluster: Cluster, request: pytest.FixtureRequest) -> None:
+    """franz-go with kgo.ServerSideBalancer: a KIP-848 group of two over 4 partitions, described
+    with ConsumerGroupDescribe (tests/client_scenarios.py consumer_protocol_group)."""
+    scenarios.consumer_protocol_group(program("franz"), cluster.bootstrap, name(request, "kip848"),
+                                      name(request, "kip848-group"))

@@ -129,3 +129,10 @@ def test_delete_records(cluster: Cluster, client: str, request: pytest.FixtureRe
         assert deleted["low_watermarks"] == {"0": 3}
     # (reading the rest back is left to the Go test: these clients take 3-4 s to reset their
     # offset out of range, which the budget of the suite does not have)
+
+
+def test_platformatic_consumer_protocol_group(cluster: Cluster, request: pytest.FixtureRequest) -> None:
+    """@platformatic/kafka with groupProtocol 'consumer': a KIP-848 group of two over 4 partitions
+    (tests/client_scenarios.py consumer_protocol_group)."""
+    scenarios.consumer_protocol_group(program("platformatic"), cluster.bootstrap, name(request, "kip848"),
+                                      name(request, "kip848-group"))

@@ -228,13 +228,19 @@ func franzConsume(a args) {
 	}
 }
 
-// franzMember is one member of a consumer group (classic protocol): it prints the records it
-// processes and commits after each poll, until SIGTERM, when it commits and leaves the group.
+// franzMember is one member of a consumer group: it prints the records it processes and commits
+// after each poll, until SIGTERM, when it commits and leaves the group. protocol=consumer joins
+// with KIP-848's ConsumerGroupHeartbeat (kgo.ServerSideBalancer, the default cooperative-sticky
+// balancer asking for the broker's "uniform" assignor); otherwise the classic protocol.
 func franzMember(a args) {
 	ctx := stopContext()
 	name := a.must("name")
+	var opts []kgo.Opt
+	if a.str("protocol", "classic") == "consumer" {
+		opts = append(opts, kgo.ServerSideBalancer())
+	}
 	var cl *kgo.Client
-	cl = franzClient(a, kgo.ConsumerGroup(a.must("group")), kgo.ConsumeTopics(a.must("topic")),
+	cl = franzClient(a, append(opts, kgo.ConsumerGroup(a.must("group")), kgo.ConsumeTopics(a.must("topic")),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.DisableAutoCommit(),
 		kgo.ClientID(name), kgo.HeartbeatInterval(500*time.Millisecond),
 		kgo.OnPartitionsAssigned(func(_ context.Context, _ *kgo.Client, assigned map[string][]int32) {
@@ -243,7 +249,7 @@ func franzMember(a args) {
 		kgo.OnPartitionsRevoked(func(ctx context.Context, cl *kgo.Client, revoked map[string][]int32) {
 			check(cl.CommitUncommittedOffsets(ctx), "commit on revoke")
 			emit("revoked", map[string]any{"member": name, "partitions": revoked})
-		}))
+		}))...)
 	for ctx.Err() == nil {
 		fetches := cl.PollFetches(ctx)
 		if ctx.Err() != nil {
@@ -275,9 +281,13 @@ func franzGroups(a args) {
 	check(err, "ListGroups")
 	groups := map[string]any{}
 	for name, g := range listed {
-		groups[name] = map[string]any{"state": g.State, "protocol_type": g.ProtocolType}
+		groups[name] = map[string]any{"state": g.State, "protocol_type": g.ProtocolType, "group_type": g.GroupType}
 	}
 	emit("listed-groups", map[string]any{"groups": groups})
+	if a.str("type", "classic") == "consumer" {
+		franzDescribeConsumerGroup(ctx, adm, group)
+		return
+	}
 	described, err := adm.DescribeGroups(ctx, group)
 	check(err, "DescribeGroups")
 	g := described[group]
@@ -288,6 +298,32 @@ func franzGroups(a args) {
 	check(g.Err, "DescribeGroups "+group)
 	emit("described-group", map[string]any{"group": g.Group, "state": g.State, "protocol_type": g.ProtocolType,
 		"protocol": g.Protocol, "members": len(g.Members), "coordinator": g.Coordinator.NodeID})
+	franzEmitCommitted(ctx, adm, group)
+	lag, err := adm.Lag(ctx, group)
+	check(err, "Lag")
+	groupLag := lag[group]
+	emit("lag", map[string]any{"group": group, "total": groupLag.Lag.Total(), "error": errName(groupLag.Error())})
+}
+
+// franzDescribeConsumerGroup: ConsumerGroupDescribe (KIP-848) and the committed offsets.
+func franzDescribeConsumerGroup(ctx context.Context, adm *kadm.Client, group string) {
+	described, err := adm.DescribeConsumerGroups(ctx, group)
+	check(err, "DescribeConsumerGroups")
+	g := described[group]
+	check(g.Err, "DescribeConsumerGroups "+group)
+	members := []map[string]any{}
+	for _, m := range g.Members {
+		assigned := map[string][]int32{}
+		m.Assignment.EachPartitions(func(t string, ps []int32) { assigned[t] = ps })
+		members = append(members, map[string]any{"client_id": m.ClientID, "epoch": m.MemberEpoch,
+			"type": m.MemberType, "assignment": assigned})
+	}
+	emit("described-consumer-group", map[string]any{"group": g.Group, "state": g.State, "epoch": g.Epoch,
+		"assignor": g.AssignorName, "members": members})
+	franzEmitCommitted(ctx, adm, group)
+}
+
+func franzEmitCommitted(ctx context.Context, adm *kadm.Client, group string) {
 	fetched, err := adm.FetchOffsets(ctx, group)
 	check(err, "FetchOffsets")
 	check(fetched.Error(), "FetchOffsets "+group)
@@ -299,10 +335,6 @@ func franzGroups(a args) {
 		offsets[o.Topic][o.Partition] = o.At
 	})
 	emit("offsets", map[string]any{"group": group, "offsets": offsets})
-	lag, err := adm.Lag(ctx, group)
-	check(err, "Lag")
-	groupLag := lag[group]
-	emit("lag", map[string]any{"group": group, "total": groupLag.Lag.Total(), "error": errName(groupLag.Error())})
 }
 
 func franzOffsets(listed kadm.ListedOffsets, topic string) map[int32]int64 {

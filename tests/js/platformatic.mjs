@@ -1,5 +1,5 @@
 // @platformatic/kafka 2.12.1 (pure JavaScript, its own codecs; zstd from node:zlib):
-// Producer (idempotent, transactional), Consumer (classic groups) and Admin.
+// Producer (idempotent, transactional), Consumer (classic and KIP-848 consumer groups) and Admin.
 import { emit, key, must, num, record, require, settle, stopped, topicsSpec, value } from './common.mjs'
 
 const { Admin, Consumer, Producer, ConfigResourceTypes, IncrementalAlterConfigOperationTypes } = require('@platformatic/kafka')
@@ -86,8 +86,18 @@ const platformaticCommands = {
 
   async member (a) {
     const name = must(a, 'name')
-    const consumer = new Consumer({ ...base(a), groupId: must(a, 'group'), heartbeatInterval: 500, sessionTimeout: 10000, rebalanceTimeout: 10000, maxWaitTime: 100 })
-    consumer.on('consumer:group:join', (e) => emit('assigned', { member: name, partitions: e.assignments }))
+    // protocol=consumer: KIP-848 (ConsumerGroupHeartbeat; the broker assigns, the interval is its own)
+    const group = a.protocol === 'consumer'
+      ? { groupProtocol: 'consumer' }
+      : { heartbeatInterval: 500, sessionTimeout: 10000, rebalanceTimeout: 10000 }
+    const consumer = new Consumer({ ...base(a), groupId: must(a, 'group'), ...group, maxWaitTime: 100 })
+    let assigned = ''
+    const report = () => { // the consumer protocol's join event carries no assignment: watch for changes
+      const now = JSON.stringify(Object.fromEntries((consumer.assignments || []).map((t) => [t.topic, [...t.partitions].sort()])))
+      if (now !== assigned) emit('assigned', { member: name, partitions: JSON.parse(assigned = now) })
+    }
+    const watch = a.protocol === 'consumer' ? setInterval(report, 100) : null
+    if (!watch) consumer.on('consumer:group:join', (e) => emit('assigned', { member: name, partitions: e.assignments }))
     const stream = await consumer.consume({ topics: [must(a, 'topic')], mode: 'committed', fallbackMode: 'earliest', autocommit: false })
     let pending = Promise.resolve()
     stream.on('data', (m) => {
@@ -96,6 +106,7 @@ const platformaticCommands = {
     })
     stream.on('error', (e) => emit('group-error', { member: name, error: String(e) }))
     await stopped
+    clearInterval(watch)
     await pending
     await stream.close()
     await consumer.close() // leaves the group
@@ -106,10 +117,11 @@ const platformaticCommands = {
     const adm = new Admin(base(a))
     const group = must(a, 'group')
     const topic = must(a, 'topic')
-    const listed = await adm.listGroups()
-    emit('listed-groups', { groups: Object.fromEntries([...listed.values()].map((g) => [g.id, { state: g.state, protocol_type: g.protocolType }])) })
-    const described = (await adm.describeGroups({ groups: [group] })).get(group)
-    emit('described-group', { group, state: described.state, protocol_type: described.protocolType, protocol: described.protocol, members: described.members.size })
+    const listed = await adm.listGroups({ types: ['classic', 'consumer'] }) // its default: classic only
+    emit('listed-groups', { groups: Object.fromEntries([...listed.values()].map((g) => [g.id, { state: g.state, protocol_type: g.protocolType, group_type: g.groupType }])) })
+    // DescribeGroups is for classic groups (Kafka describes a consumer group there as Dead)
+    const described = a.type === 'consumer' ? null : (await adm.describeGroups({ groups: [group] })).get(group)
+    if (described) emit('described-group', { group, state: described.state, protocol_type: described.protocolType, protocol: described.protocol, members: described.members.size })
     const [fetched] = await adm.listConsumerGroupOffsets({ groups: [group] })
     emit('offsets', { group, offsets: Object.fromEntries(fetched.topics.map((t) => [t.name, Object.fromEntries(t.partitions.map((p) => [p.partitionIndex, Number(p.committedOffset)]))])) })
     const partitions = (n) => Array.from({ length: n }, (_, i) => ({ partitionIndex: i, timestamp: -1n }))
