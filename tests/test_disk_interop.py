@@ -6,11 +6,20 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    ConsumerGroupState,
+    ConsumerGroupTopicPartitions,
+    ConsumerGroupType,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from tests.kafka_peer import start_kafka
@@ -72,6 +81,65 @@ def read_all(bootstrap: str, topic: str, group: str, count: int) -> tuple[list[s
     return seen, offsets
 
 
+def member_reads(bootstrap: str, topic: str, group: str, count: int) -> list[str]:
+    """A group.protocol=consumer (KIP-848) member of `group` on `topic`: `count` values from the
+    committed offsets (or the start), committed, then it closes (leaving the group)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "group.protocol": "consumer",
+                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    seen: list[str] = []
+    try:
+        consumer.subscribe([topic])
+        deadline = time.monotonic() + 60
+        while len(seen) < count and time.monotonic() < deadline:
+            message = consumer.poll(0.1)
+            if message is None:
+                continue
+            if message.error():
+                raise KafkaException(message.error())
+            seen.append(message.value().decode())
+        consumer.commit(asynchronous=False)
+    finally:
+        consumer.close()
+    return seen
+
+
+def consumer_group(bootstrap: str, topic: str, group: str) -> tuple[Any, Any, dict[int, int]]:
+    """`group`'s type and state (confluent-kafka's describe: ConsumerGroupDescribe) and its
+    committed offsets on `topic`, retried while the coordinator loads the group."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            described = admin.describe_consumer_groups([group])[group].result(30)
+            listed = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(
+                group, [TopicPartition(topic, p) for p in range(2)])])[group].result(30)
+            break
+        except KafkaException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+    offsets = {tp.partition: tp.offset for tp in listed.topic_partitions}
+    return described.type, described.state, offsets
+
+
+def moves_consumer_group(source: str, topic: str, group: str) -> Callable[[str], None]:
+    """The first half of a KIP-848 group's move between brokers: on `source`, a member reads 10 of
+    the 22 values of `topic` (fill), commits and leaves. The function returned checks the
+    destination: the group there is an Empty `consumer` group with the same committed offsets, and
+    a member rejoining reads exactly the 12 values left."""
+    first = member_reads(source, topic, group, 10)
+    _, _, committed = consumer_group(source, topic, group)
+    assert max(committed.values()) > 0, committed  # a partition fetched later may have none (-1001)
+
+    def check(destination: str) -> None:
+        kind, state, offsets = consumer_group(destination, topic, group)
+        assert (kind, state) == (ConsumerGroupType.CONSUMER, ConsumerGroupState.EMPTY)
+        assert offsets == committed
+        rest = member_reads(destination, topic, group, 12)
+        assert sorted(first + rest) == expected_values([(0, 20)])
+    return check
+
+
 def expected_values(batches: list[tuple[int, int]]) -> list[str]:
     values: list[str] = []
     for first, count in batches:
@@ -92,6 +160,7 @@ def test_akfak_serves_a_directory_kafka_stopped_cleanly(tmp_path: Path, broker_p
         create(kafka.bootstrap, "moved")
         fill(kafka.bootstrap, "moved", 0, 20)
         commit_offsets(kafka.bootstrap, "moved", "g", {0: 7, 1: 5})
+        consumer_group_there = moves_consumer_group(kafka.bootstrap, "moved", "cg")
     finally:
         assert kafka.stop() in (0, 143)  # SIGTERM: a controlled shutdown
     data = tmp_path / "copy"
@@ -101,6 +170,7 @@ def test_akfak_serves_a_directory_kafka_stopped_cleanly(tmp_path: Path, broker_p
     seen, offsets = read_all(akfak.bootstrap, "moved", "g", 22)
     assert sorted(seen) == expected_values([(0, 20)])
     assert offsets == {0: 7, 1: 5}
+    consumer_group_there(akfak.bootstrap)
     fill(akfak.bootstrap, "moved", 20, 10)  # and it keeps appending
     seen, _ = read_all(akfak.bootstrap, "moved", "g", 34)
     assert sorted(seen) == expected_values([(0, 20), (20, 10)])
@@ -117,6 +187,7 @@ def test_kafka_opens_a_directory_akfak_wrote(tmp_path: Path, broker_process: Any
     create(akfak.bootstrap, "back")
     fill(akfak.bootstrap, "back", 0, 20)
     commit_offsets(akfak.bootstrap, "back", "g", {0: 3, 1: 9})
+    consumer_group_there = moves_consumer_group(akfak.bootstrap, "back", "cg")
     assert akfak.stop() in (0, -15, 143)  # SIGTERM: twistd re-raises it
     copy = tmp_path / "copy"
     shutil.copytree(data, copy)
@@ -131,6 +202,7 @@ def test_kafka_opens_a_directory_akfak_wrote(tmp_path: Path, broker_process: Any
         seen, offsets = read_all(kafka.bootstrap, "back", "g", 22)
         assert sorted(seen) == expected_values([(0, 20)])
         assert offsets == {0: 3, 1: 9}
+        consumer_group_there(kafka.bootstrap)
         fill(kafka.bootstrap, "back", 20, 4)
     finally:
         kafka.stop()

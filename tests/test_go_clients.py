@@ -100,7 +100,7 @@ def test_group_with_restart(cluster: Cluster, client: str, request: pytest.Fixtu
     listed = next(line for line in lines if line["kind"] == "listed-groups")["groups"]
     assert group in listed
     if client == "franz":
-        assert listed[group] == {"state": "Empty", "protocol_type": "consumer"}
+        assert listed[group] == {"state": "Empty", "protocol_type": "consumer", "group_type": "classic"}
         assert next(line for line in lines if line["kind"] == "lag")["total"] == 0
     if client == "sarama":
         assert listed[group] == "consumer"
