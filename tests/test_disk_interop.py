@@ -97,13 +97,15 @@ def member_reads(bootstrap: str, topic: str, group: str, count: int) -> list[str
             if message.error():
                 raise KafkaException(message.error())
             seen.append(message.value().decode())
+        assert len(seen) == count, f"{group} read {len(seen)} of {count} values of {topic} in 60 s"
         consumer.commit(asynchronous=False)
     finally:
         consumer.close()
     return seen
 
 
-def consumer_group(bootstrap: str, topic: str, group: str) -> tuple[Any, Any, dict[int, int]]:
+def consumer_group(bootstrap: str, topic: str,
+                   group: str) -> tuple[ConsumerGroupType, ConsumerGroupState, dict[int, int]]:
     """`group`'s type and state (confluent-kafka's describe: ConsumerGroupDescribe) and its
     committed offsets on `topic`, retried while the coordinator loads the group."""
     admin = AdminClient({"bootstrap.servers": bootstrap})

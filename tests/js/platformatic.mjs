@@ -93,7 +93,7 @@ const platformaticCommands = {
     const consumer = new Consumer({ ...base(a), groupId: must(a, 'group'), ...group, maxWaitTime: 100 })
     let assigned = ''
     const report = () => { // the consumer protocol's join event carries no assignment: watch for changes
-      const now = JSON.stringify(Object.fromEntries((consumer.assignments || []).map((t) => [t.topic, [...t.partitions].sort()])))
+      const now = JSON.stringify(Object.fromEntries((consumer.assignments || []).map((t) => [t.topic, [...t.partitions].sort((x, y) => x - y)])))
       if (now !== assigned) emit('assigned', { member: name, partitions: JSON.parse(assigned = now) })
     }
     const watch = a.protocol === 'consumer' ? setInterval(report, 100) : null
