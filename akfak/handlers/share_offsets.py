@@ -18,7 +18,7 @@ Behavior (Kafka 4.1's KafkaApis and GroupCoordinatorService; what `kafka-share-g
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from kio.schema.errors import ErrorCode
 from kio.static.primitive import i32, i64
@@ -117,31 +117,43 @@ class DescribeShareGroupOffsetsHandler(Handler):
         return self.response_type(context.api_version)(throttle_time=NO_THROTTLE, groups=tuple(groups))
 
 
-class AlterShareGroupOffsetsHandler(Handler):
-    api_key = 91
+class _GroupOffsetsHandler(Handler):
+    """Alter and Delete: one group per request, refused as a whole by a top-level error."""
+
     min_version = 0
     max_version = 0
+    #: what the principal needs on the group
+    operation: ClassVar[int]
+
+    def error(self, context: RequestContext, code: ErrorCode, message: str | None = None) -> Any:
+        return self.response_type(context.api_version)(
+            throttle_time=NO_THROTTLE, error_code=code, error_message=message, responses=())
+
+    def refused(self, request: Any, context: RequestContext) -> Any | None:
+        """The answer when share groups are off or the group is not the principal's to touch."""
+        if share_service(self.broker) is None:
+            return self.error(context, ErrorCode.unsupported_version)
+        if not access(context).allows(self.operation, GROUP, request.group_id):
+            return self.error(context, ErrorCode.group_authorization_failed)
+        return None
+
+
+class AlterShareGroupOffsetsHandler(_GroupOffsetsHandler):
+    api_key = 91
+    operation = READ
 
     def handle(self, request: Any, context: RequestContext) -> Any:
+        refused = self.refused(request, context)
+        if refused is not None:
+            return refused
         module = self.response_module(context.api_version)
         response_type = self.response_type(context.api_version)
-
-        def error(code: ErrorCode, message: str | None = None) -> Any:
-            return response_type(throttle_time=NO_THROTTLE, error_code=code, error_message=message,
-                                 responses=())
-
-        service = share_service(self.broker)
-        if service is None:
-            return error(ErrorCode.unsupported_version)
-        acl = access(context)
-        group_id = request.group_id
-        if not acl.allows(READ, GROUP, group_id):
-            return error(ErrorCode.group_authorization_failed)
+        service, acl, group_id = share_service(self.broker), access(context), request.group_id
         if not request.topics:
-            return error(ErrorCode.none)
+            return self.error(context, ErrorCode.none)
         failure = _group_error(service, group_id)
         if failure is not None:
-            return error(*failure)
+            return self.error(context, *failure)
         image = self.broker.image
         group = service.groups.groups[group_id]
         responses = []
@@ -177,26 +189,17 @@ class AlterShareGroupOffsetsHandler(Handler):
         return gatherResults(writes, consumeErrors=True).addCallback(lambda _: result)
 
 
-class DeleteShareGroupOffsetsHandler(Handler):
+class DeleteShareGroupOffsetsHandler(_GroupOffsetsHandler):
     api_key = 92
-    min_version = 0
-    max_version = 0
+    operation = DELETE
 
     def handle(self, request: Any, context: RequestContext) -> Any:
+        refused = self.refused(request, context)
+        if refused is not None:
+            return refused
         module = self.response_module(context.api_version)
         response_type = self.response_type(context.api_version)
-
-        def error(code: ErrorCode, message: str | None = None) -> Any:
-            return response_type(throttle_time=NO_THROTTLE, error_code=code, error_message=message,
-                                 responses=())
-
-        service = share_service(self.broker)
-        if service is None:
-            return error(ErrorCode.unsupported_version)
-        acl = access(context)
-        group_id = request.group_id
-        if not acl.allows(DELETE, GROUP, group_id):
-            return error(ErrorCode.group_authorization_failed)
+        service, acl, group_id = share_service(self.broker), access(context), request.group_id
         responses = []
         allowed = []
         for t in request.topics:
@@ -212,7 +215,7 @@ class DeleteShareGroupOffsetsHandler(Handler):
                                  error_message=None, responses=tuple(responses))
         failure = _group_error(service, group_id)
         if failure is not None:
-            return error(*failure)
+            return self.error(context, *failure)
         image = self.broker.image
         with_state = service.topic_partitions_of(group_id)
         deleted = []
