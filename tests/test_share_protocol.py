@@ -424,8 +424,14 @@ def test_groups_and_state_survive_a_crash(broker_process: Any, tmp_path: Any) ->
     second = broker_process(data_dir=tmp_path / "crash", port=first.port)
     with WireClient(second.port) as c:
         m = _module(77, 1)
-        group = c.request(build(m.ShareGroupDescribeRequest, group_ids=("crash",),
-                                include_authorized_operations=False)).groups[0]
+        deadline = time.monotonic() + 20
+        while True:  # as a client: retried while the coordinator replays __consumer_offsets
+            group = c.request(build(m.ShareGroupDescribeRequest, group_ids=("crash",),
+                                    include_authorized_operations=False)).groups[0]
+            if group.error_code != ErrorCode.coordinator_load_in_progress:
+                break
+            assert time.monotonic() < deadline, "the group never loaded"
+            time.sleep(0.1)
         assert (group.error_code, group.group_epoch, group.assignment_epoch,
                 [(x.member_id, x.member_epoch, x.subscribed_topic_names,
                   [(t.topic_name, t.partitions) for t in x.assignment.topic_partitions])
