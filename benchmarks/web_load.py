@@ -33,12 +33,13 @@ import time
 import urllib.request
 from pathlib import Path
 
-from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.client_bench import Target  # noqa: E402
+from benchmarks.client_bench import produce as client_bench_produce  # noqa: E402
 from tests.brokers import free_port, start_process  # noqa: E402
 from tests.wire import WireClient, encode_request  # noqa: E402
 
@@ -113,21 +114,9 @@ def create_topic(admin: AdminClient, name: str, partitions: int) -> None:
 
 
 def produce(bootstrap: str, topic: str, records: int, value: bytes) -> float:
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 5,
-                         "batch.size": 1 << 20, "queue.buffering.max.kbytes": 1 << 20})
-    producer.produce(topic, b"")  # connected before the clock starts
-    producer.flush(60)
-    started = time.perf_counter()
-    for _ in range(records):
-        while True:
-            try:
-                producer.produce(topic, value)
-                break
-            except BufferError:
-                producer.poll(0.01)
-    if producer.flush(300) != 0:
-        raise RuntimeError("not every record was delivered")
-    return records / (time.perf_counter() - started)
+    """Records/s of client_bench.py's produce loop (acks=all, linger.ms=5, uncompressed)."""
+    target = Target(bootstrap, 0, {}, bootstrap)
+    return records / client_bench_produce(target, topic, records, value, "none")
 
 
 def round_trips(port: int, seconds: float) -> list[float]:

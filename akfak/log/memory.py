@@ -135,11 +135,6 @@ class MemoryLogStorage(BaseLogStorage):
         self._logs[(topic, partition)] = created
         return created
 
-    def delete_logs(self, topic: str) -> None:
-        for partition_log in self.topic_logs(topic):
-            partition_log.delete_files()
-            del self._logs[(topic, partition_log.partition)]
-
     def mark_stray(self, topic: str, partition: int) -> None:
         """A log the metadata does not know: memory logs just go."""
         partition_log = self._logs.pop((topic, partition), None)

@@ -473,11 +473,6 @@ class PostgresLogStorage(BaseLogStorage):
         self._logs[(topic, partition)] = created
         return created
 
-    def delete_logs(self, topic: str) -> None:
-        for partition_log in self.topic_logs(topic):
-            partition_log.delete_files()
-            del self._logs[(topic, partition_log.partition)]
-
     def mark_stray(self, topic: str, partition: int) -> None:
         """A log the metadata does not know (its topic's deletion did not commit before a
         crash): its rows go."""

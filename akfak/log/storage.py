@@ -138,7 +138,10 @@ class BaseLogStorage:
         raise NotImplementedError
 
     def delete_logs(self, topic: str) -> None:
-        raise NotImplementedError
+        """Delete the topic's logs (memory and postgres: their data goes at once)."""
+        for partition_log in self.topic_logs(topic):
+            partition_log.delete_files()
+            del self._logs[(topic, partition_log.partition)]
 
     def mark_stray(self, topic: str, partition: int) -> None:
         """Set aside a log the metadata does not know."""
