@@ -41,6 +41,10 @@ VALUE_SIZE = 1500
 Acked = dict[tuple[int, int], bytes]
 
 
+#: About 19 KB of metadata records (a 64-partition topic's are 4.8 KB).
+NEW_TOPIC_PARTITIONS = 256
+
+
 def _broker(data_dir: Path, log_path: Path) -> BrokerProcess:
     # The offsets topic small, so that its creation fits a small disk.
     return start_process(data_dir, "--override", "offsets.topic.num.partitions=1",
@@ -188,10 +192,12 @@ def _check_disk_fault(broker: BrokerProcess, data_dir: Path, log_path: Path, *,
     assert_all_there(acked, got, "while the disk fails")
 
     # A new topic and an offset commit answer errors, and the broker goes on.  (Both are
-    # larger than a page: a small write may still fit the free end of a file's last page.)
+    # larger than a page: a small write may still fit the free end of a file's last page.
+    # The topic's records are several pages, as ext2 may also reuse freed blocks whose
+    # pages the loop device's backing store still holds.)
     fault()  # whatever the producer left free
     with pytest.raises(KafkaException) as raised:
-        _create(broker.bootstrap, "new-topic", 64)
+        _create(broker.bootstrap, "new-topic", NEW_TOPIC_PARTITIONS)
     assert raised.value.args[0].code() == KafkaError.KAFKA_STORAGE_ERROR
     assert offset_commit_error(broker.port, TOPIC) == KafkaError.NOT_COORDINATOR
     assert _api_versions_ok(broker.port)
@@ -202,7 +208,7 @@ def _check_disk_fault(broker: BrokerProcess, data_dir: Path, log_path: Path, *,
     produce_all(broker.bootstrap, "other", {}, 20)
     assert offset_commit_error(broker.port, TOPIC) == 0
     try:
-        _create(broker.bootstrap, "new-topic", 64)
+        _create(broker.bootstrap, "new-topic", NEW_TOPIC_PARTITIONS)
     except KafkaException as e:
         # the failed CreateTopics may have been written before its fsync failed (an error
         # answers a change that may or may not have been made, as Kafka's timeouts do)
