@@ -542,8 +542,10 @@ def test_kafka_python_admin_lists_describes_and_deletes_groups_and_offsets(
     bootstrap = shared_broker.bootstrap
     produce(bootstrap, topic, 12)
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    # A long session: on a loaded machine kafka-python's heartbeat thread has been seen to
+    # miss 6 s (the broker then removed the member, and the assignment never came).
     consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group, auto_offset_reset="earliest",
-                             enable_auto_commit=False, session_timeout_ms=6000, heartbeat_interval_ms=250)
+                             enable_auto_commit=False, session_timeout_ms=20000, heartbeat_interval_ms=250)
     try:
         wait_for(lambda: consumer.poll(timeout_ms=100) is not None
                  and len(consumer.assignment()) == PARTITIONS, "the consumer's assignment")
