@@ -5,6 +5,11 @@ only when its sources changed since the last build (a hash of pom.xml and src/ i
 under target/); the dependencies stay in the local Maven repository (~/.m2). `run_java(main, ...)`
 then runs `akfak.tests.<main>` and parses the JSON lines it prints.
 
+JVM starts are much of the suite's time, so every JVM maps the classes an earlier run of the
+same classpath loaded (a dynamic AppCDS archive, `class_data_sharing`): the first one-shot run
+of a classpath writes the archive at its exit, under ~/.cache/akfak-cds (AKFAK_CDS_DIR), and
+the later ones start in about half the time.
+
 Without java or mvn on PATH the tests that need them skip, except under CI (CI=true), whose
 machine has both, where they fail. A Maven build that fails only because Maven Central cannot be
 reached skips too; any other build failure fails.
@@ -20,6 +25,8 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -161,17 +168,65 @@ def build() -> str:
 def java_command(classpath: str, main_class: str, *args: str, flags: list[str] | None = None) -> list[str]:
     log_level = os.environ.get("AKFAK_JAVA_LOG")
     logging = [f"-Dorg.slf4j.simpleLogger.defaultLogLevel={log_level}"] if log_level else []
-    return ["java", *JVM_FLAGS, *logging, *(flags or []), "-cp", classpath, main_class, *args]
+    archive = _cds_archive(classpath)
+    sharing = [f"-XX:SharedArchiveFile={archive}"] if archive.exists() else []
+    return ["java", *JVM_FLAGS, *CDS_QUIET, *sharing, *logging, *(flags or []),
+            "-cp", classpath, main_class, *args]
+
+
+#: CDS's warnings (an archive that no longer matches is simply not used) would go to stdout.
+CDS_QUIET = ["-Xlog:cds*=off"]
+
+
+def _cds_archive(classpath: str) -> Path:
+    """Where the archive of `classpath` is: named after the java binary and every entry's
+    path, size and mtime, which the JVM checks too (a rebuilt jar gets a new archive)."""
+    key = hashlib.sha256(os.path.realpath(shutil.which("java") or "java").encode())
+    for entry in classpath.split(os.pathsep):
+        try:
+            stat = os.stat(entry)
+        except OSError:
+            continue
+        key.update(f"{entry}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+    directory = Path(os.environ.get("AKFAK_CDS_DIR") or Path.home() / ".cache" / "akfak-cds")
+    return directory / f"{key.hexdigest()[:24]}.jsa"
+
+
+@contextmanager
+def class_data_sharing(classpath: str) -> Iterator[list[str]]:
+    """Extra JVM flags for a one-shot run of `classpath`: while it has no archive, the first
+    such run (elected by a lock file) writes one at its exit; the others run as they are."""
+    archive = _cds_archive(classpath)
+    if archive.exists():
+        yield []
+        return
+    lock = archive.with_suffix(".lock")
+    try:
+        archive.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except OSError:
+        yield []  # another run is writing it
+        return
+    partial = archive.with_suffix(f".{os.getpid()}.partial")
+    try:
+        yield [f"-XX:ArchiveClassesAtExit={partial}"]
+        if partial.exists():
+            partial.rename(archive)  # complete: the JVM has exited
+    finally:
+        partial.unlink(missing_ok=True)
+        lock.unlink(missing_ok=True)
 
 
 def run_java(main_class: str, *args: str, timeout: float = 120.0) -> JavaRun:
     """Runs akfak.tests.<main_class> (tests/java) with `args`; its stdout lines parsed as JSON
     (a line that is not JSON is kept as {"kind": "text", "text": line})."""
     name = main_class if "." in main_class else f"akfak.tests.{main_class}"
-    command = java_command(build(), name, *args)
+    classpath = build()
     try:
-        done = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              timeout=timeout)
+        with class_data_sharing(classpath) as sharing:
+            done = subprocess.run(java_command(classpath, name, *args, flags=sharing),
+                                  stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                                  timeout=timeout)
     except subprocess.TimeoutExpired as e:
         out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
         err = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else (e.stderr or "")

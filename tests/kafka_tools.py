@@ -51,11 +51,14 @@ def run_tool(main_class: str, *args: str, timeout: float = 90.0, input: str | No
     """Runs org.apache.kafka.tools.<main_class> (or a fully qualified class) with `args`, and
     `input` on its stdin."""
     name = main_class if "." in main_class else f"org.apache.kafka.tools.{main_class}"
-    command = jvm.java_command(kafka_classpath(), name, *args,
-                               flags=[f"-Dlog4j2.configurationFile={_log4j_config()}"])
+    classpath = kafka_classpath()
     try:
-        done = subprocess.run(command, input=input, stdin=None if input is not None else subprocess.DEVNULL,
-                              capture_output=True, text=True, timeout=timeout)
+        with jvm.class_data_sharing(classpath) as sharing:
+            command = jvm.java_command(classpath, name, *args, flags=[
+                f"-Dlog4j2.configurationFile={_log4j_config()}", *sharing])
+            done = subprocess.run(command, input=input,
+                                  stdin=None if input is not None else subprocess.DEVNULL,
+                                  capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         pytest.fail(f"{main_class} {' '.join(args)} ran over {timeout}s", pytrace=False)
     return ToolRun(done.returncode, done.stdout, done.stderr)
