@@ -137,6 +137,10 @@ OTHER_KNOWN_KEYS = frozenset(
         "controller.listener.names",
         # akfak's storage provider: disk, memory or postgresql://... (--storage)
         "akfak.storage",
+        # how the brokers of a cluster connect to each other (akfak.security.inter_broker)
+        "inter.broker.listener.name",
+        "security.inter.broker.protocol",
+        "sasl.mechanism.inter.broker.protocol",
     }
 )
 
@@ -158,6 +162,7 @@ SSL_KEYS = frozenset(
         "ssl.enabled.protocols",
         "ssl.cipher.suites",
         "ssl.protocol",
+        "ssl.endpoint.identification.algorithm",
     }
 )
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")

@@ -102,7 +102,7 @@ def server_tls(config: BrokerConfig, listener: Listener) -> ServerTLS:
         context.check_privatekey()
     except SSL.Error as e:
         raise ConfigError(f"{where}: the key store's key and certificate are unusable: {e}") from None
-    _set_protocols(context, get("ssl.enabled.protocols"), get("ssl.cipher.suites"), where)
+    set_protocols(context, get("ssl.enabled.protocols"), get("ssl.cipher.suites"), where)
     if client_auth != "none":
         store = context.get_cert_store()
         if truststore is None:
@@ -135,7 +135,7 @@ def _client_auth(config: BrokerConfig, listener: Listener) -> str:
     return value
 
 
-def _set_protocols(context: SSL.Context, protocols: str | None, suites: str | None, where: str) -> None:
+def set_protocols(context: SSL.Context, protocols: str | None, suites: str | None, where: str) -> None:
     names = _split(protocols if protocols is not None else DEFAULT_PROTOCOLS)
     unknown = [n for n in names if n not in _VERSIONS]
     if unknown or not names:
@@ -197,11 +197,11 @@ class TLSKafkaProtocol(KafkaProtocol):
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         if not self.handshake_done and reason is not None and reason.check(SSL.Error):
             log.info("Failed authentication with {peer} (SSL handshake failed: {error})",
-                     peer=self.peer, error=_ssl_reason(reason.value))
+                     peer=self.peer, error=ssl_reason(reason.value))
         super().connectionLost(reason)
 
 
-def _ssl_reason(error: BaseException) -> str:
+def ssl_reason(error: BaseException) -> str:
     """OpenSSL's reason strings (e.g. "wrong version number"), without the library names."""
     try:
         reasons = [entry[2] for entry in error.args[0] if len(entry) == 3]
