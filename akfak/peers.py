@@ -103,8 +103,10 @@ class _PeerProtocol(Int32StringReceiver):
             check = verify_ip_address if is_ip_address(self.host) else verify_hostname
             try:
                 check(self.transport.getHandle(), self.host)  # type: ignore[union-attr]
-            except VerificationError as e:
-                self._failed(f"SSL handshake failed: the certificate does not name {self.host} ({e})")
+            except VerificationError:  # Java's words
+                kind = "IP address" if is_ip_address(self.host) else "DNS name"
+                self._failed(f"SSL handshake failed: No subject alternative names matching {kind} "
+                             f"{self.host} found")
                 return
         self._versions()
 
