@@ -101,7 +101,8 @@ def inter_broker_listener(config: BrokerConfig) -> tuple[str, str]:
 
 
 def inter_broker(config: BrokerConfig, sasl: SaslSettings) -> InterBroker:
-    """The inter-broker settings of a broker in a cluster; ConfigError where Kafka refuses."""
+    """The inter-broker settings of a broker in a cluster; ConfigError where Kafka refuses
+    (akfak.tap checks them before the broker starts)."""
     name, protocol = inter_broker_listener(config)
     listeners = {lst.name: lst for lst in config.listeners()}
     listener = listeners.get(name)
