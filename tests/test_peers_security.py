@@ -27,6 +27,9 @@ from akfak.testing.security import Certificates, Security
 
 PLAIN_LOGIN = "org.apache.kafka.common.security.plain.PlainLoginModule"
 JAAS = "listener.name.sasl.plain.sasl.jaas.config"
+SCRAM_LOGIN = "org.apache.kafka.common.security.scram.ScramLoginModule"
+#: the SASL listener's session lifetime
+REAUTH_MS = 1500
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +41,8 @@ def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
 def server(certificates: Certificates) -> Iterator[EmbeddedBroker]:
     security = Security(listeners=["MTLS:SSL", "SASL:SASL_PLAINTEXT"], client_auth="required",
                         certificates=certificates, users={"broker": "broker-secret"},
-                        mechanisms=["PLAIN"])
+                        mechanisms=["PLAIN", "SCRAM-SHA-256"],
+                        properties={"listener.name.sasl.connections.max.reauth.ms": str(REAUTH_MS)})
     with EmbeddedBroker(security=security) as broker:
         yield broker
 
@@ -48,7 +52,8 @@ def peers(server: EmbeddedBroker, host: str, **properties: str) -> Peers:
     config = BrokerConfig(properties={
         "listeners": "MTLS://127.0.0.1:0,SASL://127.0.0.1:0",
         "listener.security.protocol.map": "MTLS:SSL,SASL:SASL_PLAINTEXT",
-        "sasl.enabled.mechanisms": "PLAIN", "sasl.mechanism.inter.broker.protocol": "PLAIN",
+        "sasl.enabled.mechanisms": "PLAIN,SCRAM-SHA-256",
+        "sasl.mechanism.inter.broker.protocol": "PLAIN",
         "listener.name.sasl.plain.sasl.jaas.config": sasl("broker-secret")[JAAS], **properties})
     endpoints = {name: (host, port) for name, port in server.ports.items()}
     broker = SimpleNamespace(config=config, sasl=SaslSettings(config), clock=server.reactor,
@@ -63,9 +68,12 @@ def tls(certificates: Certificates, **extra: str) -> dict[str, str]:
             **extra}
 
 
-def sasl(password: str) -> dict[str, str]:
-    return {"inter.broker.listener.name": "SASL",
-            JAAS: f'{PLAIN_LOGIN} required username="broker" password="{password}";'}
+def sasl(password: str, mechanism: str = "PLAIN") -> dict[str, str]:
+    login = f'required username="broker" password="{password}";'
+    if mechanism == "PLAIN":
+        return {"inter.broker.listener.name": "SASL", JAAS: f"{PLAIN_LOGIN} {login}"}
+    return {"inter.broker.listener.name": "SASL", "sasl.mechanism.inter.broker.protocol": mechanism,
+            f"listener.name.sasl.{mechanism.lower()}.sasl.jaas.config": f"{SCRAM_LOGIN} {login}"}
 
 
 def ask(server: EmbeddedBroker, peers: Peers) -> Any:
@@ -119,10 +127,26 @@ def test_tls_refusals(server: EmbeddedBroker, certificates: Certificates, tmp_pa
         ask(server, peers(server, "localhost", **properties))
 
 
-def test_sasl_plain_login(server: EmbeddedBroker) -> None:
-    assert ask(server, peers(server, "127.0.0.1", **sasl("broker-secret"))).error_code == ErrorCode.none
-    with pytest.raises(AuthenticationFailed, match="Invalid username or password"):
-        ask(server, peers(server, "127.0.0.1", **sasl("wrong")))
+@pytest.mark.parametrize(("mechanism", "refusal"), [
+    ("PLAIN", "Invalid username or password"),
+    ("SCRAM-SHA-256", "invalid credentials with SASL mechanism SCRAM-SHA-256")])
+def test_sasl_login(server: EmbeddedBroker, mechanism: str, refusal: str) -> None:
+    good = peers(server, "127.0.0.1", **sasl("broker-secret", mechanism))
+    assert ask(server, good).error_code == ErrorCode.none
+    with pytest.raises(AuthenticationFailed, match=refusal):
+        ask(server, peers(server, "127.0.0.1", **sasl("wrong", mechanism)))
+
+
+def test_a_session_with_a_lifetime_is_replaced_before_it_ends(server: EmbeddedBroker) -> None:
+    # the peer would close a connection used past its session (KIP-368)
+    node = peers(server, "127.0.0.1", **sasl("broker-secret"))
+    assert ask(server, node).error_code == ErrorCode.none
+    first = node._peers[2].protocol
+    assert ask(server, node).error_code == ErrorCode.none
+    assert node._peers[2].protocol is first
+    time.sleep(REAUTH_MS / 1000)
+    assert ask(server, node).error_code == ErrorCode.none
+    assert node._peers[2].protocol is not first
 
 
 @pytest.mark.parametrize(("properties", "message"), [
@@ -134,7 +158,7 @@ def test_sasl_plain_login(server: EmbeddedBroker) -> None:
     ({}, "inter.broker.listener.name must be a listener name defined in advertised.listeners. "
          "The valid options based on currently configured listeners are MTLS,SASL"),
     ({"security.inter.broker.protocol": "SSL"}, "must be a listener name defined in"),
-    ({"inter.broker.listener.name": "SASL", "sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-256"},
+    ({"inter.broker.listener.name": "SASL", "sasl.mechanism.inter.broker.protocol": "SCRAM-SHA-512"},
      "sasl.mechanism.inter.broker.protocol must be included in sasl.enabled.mechanisms"),
     ({"inter.broker.listener.name": "SASL", JAAS: f'{PLAIN_LOGIN} required user_broker="x";'},
      "needs the username and password options"),
