@@ -20,6 +20,7 @@ with the listener's prefixed configs):
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,8 +30,8 @@ from zope.interface import implementer
 
 from akfak.config import BrokerConfig, ConfigError, Listener
 from akfak.security import scram
-from akfak.security.sasl import PLAIN, SASL_PROTOCOLS, SaslSettings
-from akfak.security.tls import set_protocols
+from akfak.security.sasl import PLAIN, PROTOCOLS, SASL_PROTOCOLS, SaslSettings
+from akfak.security.tls import set_protocols, use_keystore
 from akfak.security.tls_stores import load_keystore, load_truststore
 
 #: what Java's SSLParameters.setEndpointIdentificationAlgorithm takes; both check host names
@@ -94,7 +95,7 @@ def inter_broker_listener(config: BrokerConfig) -> tuple[str, str]:
         raise ConfigError(f"Listener with name {name} defined in inter.broker.listener.name not "
                           "found in listener.security.protocol.map.")
     protocol = (config.get("security.inter.broker.protocol") or "PLAINTEXT").strip().upper()
-    if protocol not in ("PLAINTEXT", "SSL", *SASL_PROTOCOLS):
+    if protocol not in PROTOCOLS:
         raise ConfigError(f"Invalid value {protocol} for configuration security.inter.broker.protocol: "
                           "String must be one of: PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL")
     return protocol, protocol
@@ -128,14 +129,7 @@ def client_tls(config: BrokerConfig, listener: Listener) -> ClientTLS:
     context = SSL.Context(SSL.TLS_CLIENT_METHOD)
     context.set_options(SSL.OP_NO_COMPRESSION)
     if keystore is not None:  # presented when the peer asks (ssl.client.auth)
-        try:
-            context.use_certificate(keystore.certificate)
-            for certificate in keystore.chain:
-                context.add_extra_chain_cert(certificate)
-            context.use_privatekey(keystore.key)  # type: ignore[arg-type]
-            context.check_privatekey()
-        except SSL.Error as e:
-            raise ConfigError(f"{where}: the key store's key and certificate are unusable: {e}") from None
+        use_keystore(context, keystore, where)
     set_protocols(context, get("ssl.enabled.protocols"), get("ssl.cipher.suites"), where)
     if truststore is None:
         context.set_default_verify_paths()
@@ -173,8 +167,6 @@ def sasl_login(config: BrokerConfig, sasl: SaslSettings, listener: str) -> SaslL
 
 
 def is_ip_address(host: str) -> bool:
-    import ipaddress
-
     try:
         ipaddress.ip_address(host)
     except ValueError:

@@ -35,7 +35,7 @@ from akfak.config import BrokerConfig, ConfigError, Listener
 from akfak.protocol import KafkaProtocol
 from akfak.security.acls import ANONYMOUS
 from akfak.security.principal import NoMatchingRule, SslPrincipalMapper, rfc2253
-from akfak.security.tls_stores import load_keystore, load_truststore
+from akfak.security.tls_stores import KeyMaterial, load_keystore, load_truststore
 
 log = Logger()
 
@@ -94,14 +94,7 @@ def server_tls(config: BrokerConfig, listener: Listener) -> ServerTLS:
     context.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE)
     # needed for session resumption once client certificates are verified
     context.set_session_id(f"akfak-{listener.name}".encode()[:32])
-    try:
-        context.use_certificate(keystore.certificate)
-        for certificate in keystore.chain:
-            context.add_extra_chain_cert(certificate)
-        context.use_privatekey(keystore.key)  # type: ignore[arg-type]
-        context.check_privatekey()
-    except SSL.Error as e:
-        raise ConfigError(f"{where}: the key store's key and certificate are unusable: {e}") from None
+    use_keystore(context, keystore, where)
     set_protocols(context, get("ssl.enabled.protocols"), get("ssl.cipher.suites"), where)
     if client_auth != "none":
         store = context.get_cert_store()
@@ -117,6 +110,18 @@ def server_tls(config: BrokerConfig, listener: Listener) -> ServerTLS:
         context.set_verify(mode)
     return ServerTLS(context, SslPrincipalMapper(get("ssl.principal.mapping.rules")), client_auth,
                      names_principal=listener.security_protocol == "SSL")
+
+
+def use_keystore(context: SSL.Context, keystore: KeyMaterial, where: str) -> None:
+    """Present the key store's certificate chain with its key (a server's, or a client's)."""
+    try:
+        context.use_certificate(keystore.certificate)
+        for certificate in keystore.chain:
+            context.add_extra_chain_cert(certificate)
+        context.use_privatekey(keystore.key)  # type: ignore[arg-type]
+        context.check_privatekey()
+    except SSL.Error as e:
+        raise ConfigError(f"{where}: the key store's key and certificate are unusable: {e}") from None
 
 
 def _client_auth(config: BrokerConfig, listener: Listener) -> str:
