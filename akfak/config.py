@@ -137,6 +137,10 @@ OTHER_KNOWN_KEYS = frozenset(
         "controller.listener.names",
         # akfak's storage provider: disk, memory or postgresql://... (--storage)
         "akfak.storage",
+        # how the brokers of a cluster connect to each other (akfak.security.inter_broker)
+        "inter.broker.listener.name",
+        "security.inter.broker.protocol",
+        "sasl.mechanism.inter.broker.protocol",
     }
 )
 
@@ -158,10 +162,17 @@ SSL_KEYS = frozenset(
         "ssl.enabled.protocols",
         "ssl.cipher.suites",
         "ssl.protocol",
+        "ssl.endpoint.identification.algorithm",
     }
 )
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
-#: Keys that `listener.name.<name>.KEY` may override, besides the SSL ones.
+#: Kafka's SASL keys (akfak.security.sasl), also per listener; and per listener and mechanism
+#: (`listener.name.<name>.<mechanism>.KEY`) those of SASL_MECHANISM_KEYS
+SASL_KEYS = frozenset({"sasl.enabled.mechanisms", "connections.max.reauth.ms",
+                       "connection.failed.authentication.delay.ms", "sasl.server.max.receive.size"})
+SASL_MECHANISM_KEYS = frozenset({"sasl.jaas.config", "connections.max.reauth.ms",
+                                 "sasl.server.callback.handler.class"})
+#: Keys that `listener.name.<name>.KEY` may override, besides the SSL and SASL ones.
 LISTENER_KEYS: set[str] = {"max.connection.creation.rate"}
 
 _LISTENER = re.compile(r"^(?P<name>[A-Za-z0-9_]+)://(?P<host>\[[^\]]*\]|[^:]*):(?P<port>\d+)$")
@@ -418,12 +429,13 @@ class BrokerConfig:
 
 
 def _known_key(key: str) -> bool:
-    if key in DEFAULTS or key in OTHER_KNOWN_KEYS or key in SSL_KEYS:
+    if key in DEFAULTS or key in OTHER_KNOWN_KEYS or key in SSL_KEYS or key in SASL_KEYS:
         return True
     if key.startswith("listener.name."):
-        # listener.name.<name>.<key>: the listener name has no dots
+        # listener.name.<name>.<key>: the listener name has no dots, nor has a mechanism
         rest = key[len("listener.name."):].partition(".")[2]
-        return rest in SSL_KEYS or rest in LISTENER_KEYS
+        return (rest in SSL_KEYS or rest in SASL_KEYS or rest in LISTENER_KEYS
+                or rest.partition(".")[2] in SASL_MECHANISM_KEYS)
     return False
 
 

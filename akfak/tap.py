@@ -10,6 +10,8 @@ from twisted.python import usage
 
 from akfak.config import DEFAULT_HTTP, BrokerConfig, ConfigError, apply_overrides
 from akfak.log.postgres import is_postgres_url
+from akfak.security.inter_broker import inter_broker
+from akfak.security.sasl import SaslSettings
 from akfak.security.tls import server_tls
 from akfak.service import makeService as _makeService
 
@@ -101,6 +103,8 @@ def build_config(
     for listener in result.listeners():
         if listener.tls:
             server_tls(result, listener)
+    if is_postgres_url(storage):  # a cluster: its brokers connect to each other
+        inter_broker(result, SaslSettings(result))
     return result
 
 

@@ -12,11 +12,22 @@
 Each broker is a `python -m akfak --storage URL --node-id N` subprocess with short leases
 (`broker.session.timeout.ms`, `broker.heartbeat.interval.ms`) so failover tests are quick.
 The `akfak_cluster` fixture (tests/conftest.py) starts one per test module.
+
+By default each broker has one PLAINTEXT listener (`--listen`). With `listeners` (e.g.
+`("CLIENT:SASL_SSL", "BROKER:SASL_SSL")`) each gets those, each on a port of its own
+(`listener_ports[name][node]`; the first listener's are `ports`, what `bootstrap` names), and
+`properties` (every broker) and `node_properties` (one broker's, applied after) are passed as
+`--override`s: security, `inter.broker.listener.name` and the like.
+
+    cluster = AkfakCluster.start(url, tmp_path, 3, listeners=("CLIENT:SASL_SSL", "BROKER:SSL"),
+                                 properties=security.broker_properties("127.0.0.1", certificates),
+                                 node_properties={3: {"inter.broker.listener.name": "BROKER"}})
 """
 
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 import time
 from collections import defaultdict
@@ -36,10 +47,25 @@ class AkfakCluster:
     base: Path
     ports: dict[int, int]
     brokers: dict[int, BrokerProcess] = field(default_factory=dict)
+    #: "NAME:PROTOCOL" of each broker's listeners; empty: one PLAINTEXT listener (--listen)
+    listeners: tuple[str, ...] = ()
+    #: listener name -> node -> port
+    listener_ports: dict[str, dict[int, int]] = field(default_factory=dict)
+    #: broker properties of every broker, and of one (applied after), as --overrides
+    properties: dict[str, str] = field(default_factory=dict)
+    node_properties: dict[int, dict[str, str]] = field(default_factory=dict)
 
     @classmethod
-    def start(cls, url: str, base: Path, n: int = 3) -> AkfakCluster:
-        cluster = cls(url, base, {node: free_port() for node in range(1, n + 1)})
+    def start(cls, url: str, base: Path, n: int = 3, *, listeners: tuple[str, ...] = (),
+              properties: dict[str, str] | None = None,
+              node_properties: dict[int, dict[str, str]] | None = None) -> AkfakCluster:
+        nodes = range(1, n + 1)
+        names = [entry.partition(":")[0].upper() for entry in listeners]
+        listener_ports = {name: {node: free_port() for node in nodes} for name in names}
+        ports = listener_ports[names[0]] if names else {node: free_port() for node in nodes}
+        cluster = cls(url, base, ports, listeners=tuple(listeners), listener_ports=listener_ports,
+                      properties=dict(properties or {}),
+                      node_properties={k: dict(v) for k, v in (node_properties or {}).items()})
         for node in cluster.ports:
             cluster.restart(node, wait_live=False)
         cluster.wait_live(set(cluster.ports))
@@ -53,13 +79,27 @@ class AkfakCluster:
         return f"127.0.0.1:{self.ports[node]}"
 
     def restart(self, node: int, *, wait_live: bool = True) -> BrokerProcess:
-        broker = start_process(
-            self.base / f"unused-{node}", "--storage", self.url, "--node-id", str(node),
-            "--override", f"broker.session.timeout.ms={SESSION_MS}",
-            "--override", f"broker.heartbeat.interval.ms={HEARTBEAT_MS}",
-            "--override", "offsets.topic.num.partitions=6",
-            "--override", "transaction.state.log.num.partitions=3",
-            port=self.ports[node], log_path=self.base / f"broker-{node}.log")
+        """(Re)start broker `node`, with its `node_properties` as they are now."""
+        data_dir = self.base / f"unused-{node}"
+        properties = {
+            "broker.session.timeout.ms": str(SESSION_MS),
+            "broker.heartbeat.interval.ms": str(HEARTBEAT_MS),
+            "offsets.topic.num.partitions": "6",
+            "transaction.state.log.num.partitions": "3",
+            **self.properties, **self.node_properties.get(node, {}),
+        }
+        command = None
+        if self.listeners:  # instead of --listen, and of any `listeners` in the properties
+            properties["listeners"] = ",".join(
+                f"{name}://127.0.0.1:{ports[node]}" for name, ports in self.listener_ports.items())
+            properties["listener.security.protocol.map"] = ",".join(
+                entry.upper() for entry in self.listeners)
+            command = [sys.executable, "-m", "akfak", "--data-dir", str(data_dir), "--http", "none"]
+        args = ["--storage", self.url, "--node-id", str(node),
+                *(arg for key, value in properties.items() for arg in ("--override", f"{key}={value}"))]
+        broker = start_process(data_dir, *args, port=self.ports[node],
+                               log_path=self.base / f"broker-{node}.log",
+                               command=None if command is None else [*command, *args])
         self.brokers[node] = broker
         if wait_live:
             self.wait_live({node})

@@ -175,7 +175,7 @@ class SaslSettings:
         settings = ListenerSasl(listener, mechanisms)
         for mechanism in mechanisms:
             lower = mechanism.lower()
-            module = self._login_module(listener, mechanism)
+            module = self.login_module(listener, mechanism)
             if mechanism == PLAIN:
                 if module is None:
                     raise ConfigError(f"listener {listener}: PLAIN needs "
@@ -202,7 +202,7 @@ class SaslSettings:
                 raise ConfigError(f"connections.max.reauth.ms={reauth!r} is not an integer") from None
         return settings
 
-    def _login_module(self, listener: str, mechanism: str) -> LoginModule | None:
+    def login_module(self, listener: str, mechanism: str) -> LoginModule | None:
         key = f"listener.name.{listener.lower()}.{mechanism.lower()}.sasl.jaas.config"
         text = self.config.get(key)
         if not text:

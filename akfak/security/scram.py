@@ -174,3 +174,47 @@ class ScramServer:
         server_signature = _hmac(self.digest, credential.server_key, auth_message)
         self._credential = credential  # kept: a further message is a state error, not a first
         return b"v=" + base64.b64encode(server_signature)
+
+
+class ScramClient:
+    """The client side of one exchange, as Kafka's ScramSaslClient (a broker's inter-broker
+    connections): `first()`, then `final(server_first)`, then `verify(server_final)`."""
+
+    def __init__(self, mechanism: str, username: str, password: str) -> None:
+        self.digest = MECHANISMS[mechanism][1]
+        self.mechanism, self.password = mechanism, password
+        self._bare = f"n={username.replace('=', '=3D').replace(',', '=2C')},r={_random_nonce()}"
+        self._auth_message = b""
+        self._salted = b""
+
+    def first(self) -> bytes:
+        return f"n,,{self._bare}".encode()
+
+    def final(self, server_first: bytes) -> bytes:
+        message = server_first.decode("utf-8", "replace")
+        fields = dict(item.partition("=")[::2] for item in message.split(","))
+        nonce, iterations = fields.get("r", ""), fields.get("i", "")
+        if not nonce.startswith(self._bare.rpartition(",r=")[2]) or not iterations.isdigit():
+            raise ScramError(f"Invalid SCRAM server first message format: {message}")
+        if int(iterations) < MIN_ITERATIONS:
+            raise ScramError(f"Requested iterations {iterations} is less than the minimum "
+                             f"{MIN_ITERATIONS} for {self.mechanism}")
+        salt = base64.b64decode(fields.get("s", ""))
+        self._salted = salted_password(self.mechanism, self.password, salt, int(iterations))
+        without_proof = f"c=biws,r={nonce}"  # biws: base64 of the GS2 header "n,,"
+        self._auth_message = f"{self._bare},{message},{without_proof}".encode()
+        client_key = _hmac(self.digest, self._salted, b"Client Key")
+        signature = _hmac(self.digest, hashlib.new(self.digest, client_key).digest(),
+                          self._auth_message)
+        proof = bytes(a ^ b for a, b in zip(client_key, signature, strict=True))
+        return f"{without_proof},p={base64.b64encode(proof).decode()}".encode()
+
+    def verify(self, server_final: bytes) -> None:
+        message = server_final.decode("utf-8", "replace")
+        if message.startswith("e="):
+            raise ScramError(f"Sasl authentication using {self.mechanism} failed with error: "
+                             f"{message[2:]}")
+        server_key = _hmac(self.digest, self._salted, b"Server Key")
+        expected = b"v=" + base64.b64encode(_hmac(self.digest, server_key, self._auth_message))
+        if not hmac.compare_digest(expected, server_final):
+            raise ScramError("Invalid server signature in server final message")

@@ -35,7 +35,7 @@ from akfak.config import BrokerConfig, ConfigError, Listener
 from akfak.protocol import KafkaProtocol
 from akfak.security.acls import ANONYMOUS
 from akfak.security.principal import NoMatchingRule, SslPrincipalMapper, rfc2253
-from akfak.security.tls_stores import load_keystore, load_truststore
+from akfak.security.tls_stores import KeyMaterial, load_keystore, load_truststore
 
 log = Logger()
 
@@ -94,15 +94,8 @@ def server_tls(config: BrokerConfig, listener: Listener) -> ServerTLS:
     context.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE)
     # needed for session resumption once client certificates are verified
     context.set_session_id(f"akfak-{listener.name}".encode()[:32])
-    try:
-        context.use_certificate(keystore.certificate)
-        for certificate in keystore.chain:
-            context.add_extra_chain_cert(certificate)
-        context.use_privatekey(keystore.key)  # type: ignore[arg-type]
-        context.check_privatekey()
-    except SSL.Error as e:
-        raise ConfigError(f"{where}: the key store's key and certificate are unusable: {e}") from None
-    _set_protocols(context, get("ssl.enabled.protocols"), get("ssl.cipher.suites"), where)
+    use_keystore(context, keystore, where)
+    set_protocols(context, get("ssl.enabled.protocols"), get("ssl.cipher.suites"), where)
     if client_auth != "none":
         store = context.get_cert_store()
         if truststore is None:
@@ -117,6 +110,18 @@ def server_tls(config: BrokerConfig, listener: Listener) -> ServerTLS:
         context.set_verify(mode)
     return ServerTLS(context, SslPrincipalMapper(get("ssl.principal.mapping.rules")), client_auth,
                      names_principal=listener.security_protocol == "SSL")
+
+
+def use_keystore(context: SSL.Context, keystore: KeyMaterial, where: str) -> None:
+    """Present the key store's certificate chain with its key (a server's, or a client's)."""
+    try:
+        context.use_certificate(keystore.certificate)
+        for certificate in keystore.chain:
+            context.add_extra_chain_cert(certificate)
+        context.use_privatekey(keystore.key)  # type: ignore[arg-type]
+        context.check_privatekey()
+    except SSL.Error as e:
+        raise ConfigError(f"{where}: the key store's key and certificate are unusable: {e}") from None
 
 
 def _client_auth(config: BrokerConfig, listener: Listener) -> str:
@@ -135,7 +140,7 @@ def _client_auth(config: BrokerConfig, listener: Listener) -> str:
     return value
 
 
-def _set_protocols(context: SSL.Context, protocols: str | None, suites: str | None, where: str) -> None:
+def set_protocols(context: SSL.Context, protocols: str | None, suites: str | None, where: str) -> None:
     names = _split(protocols if protocols is not None else DEFAULT_PROTOCOLS)
     unknown = [n for n in names if n not in _VERSIONS]
     if unknown or not names:
@@ -197,11 +202,11 @@ class TLSKafkaProtocol(KafkaProtocol):
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         if not self.handshake_done and reason is not None and reason.check(SSL.Error):
             log.info("Failed authentication with {peer} (SSL handshake failed: {error})",
-                     peer=self.peer, error=_ssl_reason(reason.value))
+                     peer=self.peer, error=ssl_reason(reason.value))
         super().connectionLost(reason)
 
 
-def _ssl_reason(error: BaseException) -> str:
+def ssl_reason(error: BaseException) -> str:
     """OpenSSL's reason strings (e.g. "wrong version number"), without the library names."""
     try:
         reasons = [entry[2] for entry in error.args[0] if len(entry) == 3]
