@@ -1,0 +1,307 @@
+"""A partition log whose memory segments cache only its tail (the postgres provider).
+
+See pg_tail.py for what is loaded and read back.  Segments older than the cached tail are
+hollow (HollowStore): every read of them goes to PostgreSQL, through `prepare_read` /
+`prepare_timestamp` (a query on a thread; the caller waits on the Deferred, then reads on
+the reactor from the ReadBack LRU) or, for a caller that did not prepare, a query on the
+spot.  A segment leaves the cache, oldest first, once it is committed and the cached
+segments are over the budget; the active segment always stays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from akfak.log import pg_tail
+from akfak.log.batch import parse_header
+from akfak.log.handles import FileRange
+from akfak.log.index import OffsetIndex, TimeIndex
+from akfak.log.memory import MemoryPartitionLog
+from akfak.log.partition import ReadResult, TimestampAndOffset
+from akfak.log.pg_tail import HollowStore, Key, ReadBack, ReadConnection, Run
+from akfak.log.segment import LogSegment
+from akfak.log.threads import defer_to_thread
+
+log = Logger()
+
+
+@dataclass
+class TailCache:
+    """A storage's cache settings and its shared read-back state."""
+
+    #: Bytes of memory segments per partition (beyond: the oldest leave, once committed).
+    budget: int
+    readback: ReadBack
+    connection: ReadConnection
+
+    @property
+    def chunk(self) -> int:
+        return pg_tail.cache_chunk(self.budget)
+
+
+def is_hollow(segment: LogSegment) -> bool:
+    return isinstance(segment.store, HollowStore)
+
+
+class TailCachedLog(MemoryPartitionLog):
+    """Memory segments for the tail, hollow ones below it (see the module doc)."""
+
+    #: None: everything cached (the metadata log; a log being built).
+    tail: TailCache | None = None
+    #: Segments whose rows are not committed yet although their offsets are (a compaction's
+    #: cleaned segment until its swap commits): they stay cached.
+    _uncommitted: set[int]
+    #: Answers of prepare_timestamp, for the offset_for_timestamp / max_timestamp after it.
+    _prepared: dict[tuple[Any, ...], Any]
+    #: Raised whenever rows read back may be stale (a compaction swap).
+    _generation = 0
+
+    @property
+    def key(self) -> Key:
+        raise NotImplementedError
+
+    def _roll_bytes(self) -> int:
+        segment_bytes = self.config.segment_bytes
+        return segment_bytes if self.tail is None else min(segment_bytes, self.tail.chunk)
+
+    # -- leaving the cache -----------------------------------------------------------------
+
+    def hollow(self, segment: LogSegment, size: int) -> None:
+        """Drop the bytes (and indexes) of a segment whose rows are committed."""
+        tail = self.tail
+        assert tail is not None
+        key, base, stop = self.key, segment.base_offset, segment.next_offset
+        segment.store = HollowStore(size, lambda: pg_tail.RowsReader(tail.connection, key,
+                                                                     base, stop, size))
+        segment.offset_index = OffsetIndex(base)
+        segment.time_index = TimeIndex(base)
+
+    def evict(self) -> None:
+        """Hollow the oldest cached segments while the cache is over its budget."""
+        tail = self.tail
+        if tail is None or self.closed:
+            return
+        cached = [s for s in self.segments if not is_hollow(s)]
+        total = sum(s.size for s in cached)
+        uncommitted = getattr(self, "_uncommitted", set())
+        for segment in cached[:-1]:
+            if total <= tail.budget:
+                return
+            if segment.next_offset > self.recovery_point or id(segment) in uncommitted:
+                return
+            total -= segment.size
+            self.hollow(segment, segment.size)
+
+    def _hollow_end(self, i: int) -> int:
+        """The first offset at or after segment i that is cached."""
+        for segment in self.segments[i:]:
+            if not is_hollow(segment):
+                return segment.base_offset
+        return self.log_end_offset
+
+    def _cached_end(self, i: int) -> int | None:
+        """The base of the first hollow segment after cached segment i, None if none."""
+        return next((s.base_offset for s in self.segments[i + 1:] if is_hollow(s)), None)
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def _run_for(self, offset: int, max_bytes: int, stop: int) -> tuple[Run, int] | None:
+        """The read-back rows holding `offset`, if they serve a read of max_bytes."""
+        assert self.tail is not None
+        found = self.tail.readback.find(self.key, offset)
+        if found is None:
+            return None
+        run, i = found
+        if run.lasts[-1] + 1 >= stop or sum(len(d) for d in run.data[i:]) >= max_bytes:
+            return found
+        return None
+
+    def prepare_read(self, offset: int, max_bytes: int) -> Deferred[None] | None:
+        if self.tail is None or self.closed or not (
+                self.log_start_offset <= offset < self.log_end_offset):
+            return None
+        i = self._segment_index(offset)
+        if not is_hollow(self.segments[i]):
+            return None
+        stop = self._hollow_end(i)
+        if self._run_for(offset, max_bytes, stop) is not None:
+            return None
+        tail, key, generation = self.tail, self.key, self._generation
+
+        def store(rows: list[tuple[int, int, bytes]]) -> None:
+            if self._generation == generation:  # no compaction swap meanwhile
+                tail.readback.put(key, Run.of(rows))
+
+        d = defer_to_thread(self.reactor, tail.connection.run, pg_tail.rows_from, key, offset,
+                            stop, max_bytes)
+        return d.addCallback(store)
+
+    def _read_back(self, offset: int, max_bytes: int, stop: int) -> tuple[Run, int] | None:
+        found = self._run_for(offset, max_bytes, stop)
+        if found is not None:
+            return found
+        # Not prepared (or evicted meanwhile): the query on the spot.
+        assert self.tail is not None
+        run = Run.of(self.tail.connection.run(pg_tail.rows_from, self.key, offset, stop,
+                                              max_bytes))
+        self.tail.readback.put(self.key, run)
+        i = next((i for i, last in enumerate(run.lasts) if last >= offset), None)
+        return None if i is None else (run, i)
+
+    def read(self, offset: int, max_bytes: int, *, min_one: bool = True,
+             max_offset: int | None = None, ranges: bool = False) -> ReadResult:
+        """As PartitionLog.read, hollow segments read back from PostgreSQL: whole batches
+        from the one holding `offset`, across the cache boundary as a read of segments."""
+        if self.tail is None or not self.segments or not any(map(is_hollow, self.segments)):
+            return super().read(offset, max_bytes, min_one=min_one, max_offset=max_offset,
+                                ranges=ranges)
+        self._check_open()
+        if offset < self.log_start_offset or offset > self.log_end_offset:
+            return super().read(offset, max_bytes)  # its OFFSET_OUT_OF_RANGE
+        hw = self.high_watermark
+        limit = hw if max_offset is None else min(max_offset, hw)
+        parts: list[bytes | FileRange] = []
+        total = 0
+        first: int | None = None
+        next_offset: int | None = None
+        want = offset
+        while want < limit:
+            i = self._segment_index(want)
+            budget = max_bytes - total
+            if not is_hollow(self.segments[i]):
+                upper = self._cached_end(i)
+                piece = super().read(want, budget, min_one=min_one and first is None,
+                                     max_offset=limit if upper is None else min(limit, upper),
+                                     ranges=ranges)
+                got, got_first, got_next = piece.parts, piece.first_offset, piece.next_offset
+                size = piece.size
+            else:
+                stop = min(limit, self._hollow_end(i))
+                got, size, got_first, got_next = self._read_hollow(
+                    want, budget, stop, min_one and first is None)
+                if not got and got_next is not None:  # compacted away up to `stop`
+                    want = got_next
+                    continue
+            if not got:
+                break
+            parts.extend(got)
+            total += size
+            first = got_first if first is None else first
+            next_offset = got_next
+            if got_next is None or got_next <= want or total >= max_bytes:
+                break
+            want = got_next
+        return ReadResult(parts=parts, size=total, high_watermark=hw,
+                          log_start_offset=self.log_start_offset,
+                          last_stable_offset=self.last_stable_offset, first_offset=first,
+                          next_offset=next_offset)
+
+    def _read_hollow(self, offset: int, max_bytes: int, stop: int, min_one: bool
+                     ) -> tuple[list[bytes | FileRange], int, int | None, int | None]:
+        if offset >= stop:
+            return [], 0, None, None
+        found = self._read_back(offset, max(max_bytes, 1), stop)
+        if found is None:  # no row holds it (compacted away): on from `stop`
+            return [], 0, None, stop
+        run, i = found
+        parts: list[bytes | FileRange] = []
+        total, next_offset, full = 0, stop, False
+        for base, last, data in zip(run.bases[i:], run.lasts[i:], run.data[i:], strict=True):
+            if base >= stop:
+                break
+            if total + len(data) > max_bytes and not (min_one and not parts):
+                full = True
+                break
+            parts.append(data)
+            total += len(data)
+            next_offset = last + 1
+        if not parts:
+            return [], 0, None, None if full else stop
+        return parts, total, run.bases[i], next_offset
+
+    # -- timestamps --------------------------------------------------------------------------
+
+    def _old_row(self, memo: tuple[Any, ...], query: Callable[..., Any], *args: Any) -> Any:
+        prepared = getattr(self, "_prepared", {})
+        if memo in prepared:
+            return prepared.pop(memo)
+        assert self.tail is not None
+        return self.tail.connection.run(query, self.key, *args)
+
+    def _timestamp_query(self, timestamp: int) -> tuple[tuple[Any, ...], Any, tuple[Any, ...]
+                                                        ] | None:
+        """The query offset_for_timestamp (max_timestamp for -3) needs first, if any."""
+        start = self.log_start_offset
+        if timestamp == -3:
+            candidates = [s for s in self.segments if s.next_offset > start]
+            if not candidates:
+                return None
+            segment = max(candidates, key=lambda s: s.max_timestamp)
+            if not is_hollow(segment) or segment.max_timestamp < 0:
+                return None
+            args = (start, segment.next_offset)
+            return ("max", *args), pg_tail.max_time_row, args
+        for segment in self.segments:
+            if segment.next_offset <= start or segment.max_timestamp < timestamp:
+                continue
+            if not is_hollow(segment):
+                return None
+            args = (start, segment.next_offset, timestamp)
+            return ("ts", *args), pg_tail.first_at_time, args
+        return None
+
+    def prepare_timestamp(self, timestamp: int) -> Deferred[None] | None:
+        if self.tail is None or self.closed:
+            return None
+        query = self._timestamp_query(timestamp)
+        if query is None:
+            return None
+        memo, function, args = query
+        self._prepared = {}  # only the latest question's answer is kept
+
+        def store(row: Any) -> None:
+            self._prepared[memo] = row
+
+        return defer_to_thread(self.reactor, self.tail.connection.run, function, self.key,
+                               *args).addCallback(store)
+
+    def offset_for_timestamp(self, timestamp: int) -> TimestampAndOffset | None:
+        self._check_open()
+        start = self.log_start_offset
+        for segment in self.segments:
+            if segment.next_offset <= start or segment.max_timestamp < timestamp:
+                continue
+            if not is_hollow(segment):
+                found = self._search_segment(segment, timestamp, start)
+            else:
+                args = (start, segment.next_offset, timestamp)
+                row = self._old_row(("ts", *args), pg_tail.first_at_time, *args)
+                found = None if row is None else self._search_batch(
+                    parse_header(row[1]), row[1], timestamp, start)
+            if found is not None:
+                return found
+        return None
+
+    def max_timestamp(self) -> TimestampAndOffset | None:
+        query = self._timestamp_query(-3) if self.tail is not None else None
+        if query is None:
+            return super().max_timestamp()
+        self._check_open()
+        memo, function, args = query
+        row = self._old_row(memo, function, *args)
+        return None if row is None else self._max_in_batch(parse_header(row[1]), row[1])
+
+    def forget_read_back(self) -> None:
+        self._generation += 1
+        if self.tail is not None:
+            self.tail.readback.drop(self.key)
+
+    @property
+    def cached_from(self) -> int:
+        """The first offset whose batch is in memory (the log end when none is)."""
+        return self._hollow_end(0)
