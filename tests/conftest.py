@@ -79,9 +79,9 @@ def akfak_cluster(postgres: PostgresServer, tmp_path_factory: pytest.TempPathFac
 
     started: list[AkfakCluster] = []
 
-    def start(n: int = 3) -> AkfakCluster:
+    def start(n: int = 3, **overrides: str) -> AkfakCluster:
         cluster = AkfakCluster.start(postgres.new_database(),
-                                     tmp_path_factory.mktemp("cluster"), n)
+                                     tmp_path_factory.mktemp("cluster"), n, **overrides)
         started.append(cluster)
         return cluster
 

@@ -17,6 +17,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from akfak.errors import KafkaStorageError
 from akfak.log import pg_tail
 from akfak.log.batch import parse_header
 from akfak.log.handles import FileRange
@@ -147,8 +148,12 @@ class TailCachedLog(MemoryPartitionLog):
             return found
         # Not prepared (or evicted meanwhile): the query on the spot.
         assert self.tail is not None
-        run = Run.of(self.tail.connection.run(pg_tail.rows_from, self.key, offset, stop,
-                                              max_bytes))
+        try:
+            run = Run.of(self.tail.connection.run(pg_tail.rows_from, self.key, offset, stop,
+                                                  max_bytes))
+        except Exception as e:
+            raise KafkaStorageError(f"Reading {self.topic}-{self.partition} from PostgreSQL "
+                                    f"failed: {e}") from e
         self.tail.readback.put(self.key, run)
         i = next((i for i, last in enumerate(run.lasts) if last >= offset), None)
         return None if i is None else (run, i)

@@ -482,10 +482,15 @@ class PostgresLogStorage(BaseLogStorage):
                 config = METADATA_LOG_CONFIG
             else:
                 config = config_for(topic) if config_for is not None else self.default_log_config
-            loaded[(topic, partition)] = self.build_log(
+            rows = self.load_rows(conn, (tid, partition), next_offset, topic)
+            built = loaded[(topic, partition)] = self.build_log(
                 topic, partition, tid, config, (log_start, next_offset, epochs, leader_epoch),
-                self.load_rows(conn, (tid, partition), next_offset, topic),
-                fenced=topic_id is None)
+                rows, fenced=topic_id is None)
+            if built.cached_from > built.log_start_offset:
+                log.info("{tp}: offsets [{start}, {end}), {loaded} bytes loaded (cached from "
+                         "offset {cached})", tp=f"{topic}-{partition}",
+                         start=built.log_start_offset, end=built.log_end_offset,
+                         loaded=rows.bytes_loaded, cached=built.cached_from)
         return loaded
 
     def load_rows(self, conn: Any, key: Key, next_offset: int, topic: str) -> Loaded:
