@@ -10,21 +10,17 @@ metadata log (topics, configs, SCRAM credentials, ACLs, features) is one more pa
 `__cluster_metadata-0`, and the coordinators' `__consumer_offsets` / `__transaction_state`
 are partitions like any other: all of akfak's state is in those two tables.
 
-The broker in front of it works as with the memory provider: each log is a `PartitionLog`
-over memory segments, its write-behind cache, loaded from the batch rows at start (the
-indexes, leader epochs and producer state are rebuilt from them, as Kafka's recovery
-rebuilds them from segments).  Appends, reads, timestamp searches, retention and
-compaction run on the reactor against that cache as they do in memory; every change is
-also handed to the `PgWriter`, which commits it on a thread.  An append's `flushed` fires
-once its batches are committed, and Produce answers (acks=1 or all) only then, so an
-acknowledged record is a committed one; the coordinators' writes (offset commits, group
-and transaction state) wait the same way.
-
-What is not there yet (the cluster phase): the cache holds the whole log (retention bounds
-it); a read is served from the cache, so a record is visible to consumers from its append,
-a few milliseconds before its commit (if the broker dies in between, the record, never
-acknowledged, is gone).  Several brokers over one database: akfak/cluster.py (each serves
-the partitions it leads, loaded with `build_log` and fenced by their leader epoch).
+The broker in front of it works as with the memory provider, over a bounded cache: each log
+is a `PartitionLog` whose memory segments hold its tail (pg_cached.py), the older segments
+hollow and read back from the rows on demand (pg_tail.py: what is loaded, the read-back LRU).
+Appends, reads of the tail, timestamp searches, retention and compaction run on the reactor
+against that cache as they do in memory; every change is also handed to the `PgWriter`, which
+commits it on a thread.  An append's `flushed` fires once its batches are committed, and
+Produce answers (acks=1 or all) only then, so an acknowledged record is a committed one; the
+coordinators' writes (offset commits, group and transaction state) wait the same way.  The
+high watermark is the committed end.  Several brokers over one database: akfak/cluster.py
+(each serves the partitions it leads, loaded with `load_rows` / `build_log` and fenced by
+their leader epoch).
 """
 
 from __future__ import annotations
