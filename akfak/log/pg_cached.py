@@ -82,14 +82,21 @@ class TailCachedLog(MemoryPartitionLog):
         segment.offset_index = OffsetIndex(base)
         segment.time_index = TimeIndex(base)
 
-    def evict(self) -> None:
-        """Hollow the oldest cached segments while the cache is over its budget."""
+    def evict(self, *, everywhere: bool = False) -> None:
+        """Hollow the oldest cached segments while the cache is over its budget (with
+        `everywhere`, first any cached segment below the tail: a compaction's, once its
+        swap is committed)."""
         tail = self.tail
         if tail is None or self.closed:
             return
-        cached = [s for s in self.segments if not is_hollow(s)]
-        total = sum(s.size for s in cached)
         uncommitted = getattr(self, "_uncommitted", set())
+        first = self._tail_index()
+        if everywhere:
+            for segment in self.segments[:first]:
+                if not is_hollow(segment) and id(segment) not in uncommitted:
+                    self.hollow(segment, segment.size)
+        cached = self.segments[first:]
+        total = sum(s.size for s in cached)
         for segment in cached[:-1]:
             if total <= tail.budget:
                 return
@@ -98,16 +105,21 @@ class TailCachedLog(MemoryPartitionLog):
             total -= segment.size
             self.hollow(segment, segment.size)
 
-    def _hollow_end(self, i: int) -> int:
-        """The first offset at or after segment i that is cached."""
-        for segment in self.segments[i:]:
-            if not is_hollow(segment):
-                return segment.base_offset
-        return self.log_end_offset
+    def _tail_index(self) -> int:
+        """The index of the first segment of the cached tail: every one after the last
+        hollow segment (the segments before it are read from PostgreSQL, a compaction's
+        cleaned segment among them until its swap commits)."""
+        segments = self.segments
+        i = len(segments)
+        while i > 0 and not is_hollow(segments[i - 1]):
+            i -= 1
+        return i
 
-    def _cached_end(self, i: int) -> int | None:
-        """The base of the first hollow segment after cached segment i, None if none."""
-        return next((s.base_offset for s in self.segments[i + 1:] if is_hollow(s)), None)
+    @property
+    def cached_from(self) -> int:
+        """The first offset of the cached tail (everything below is read back)."""
+        i = self._tail_index()
+        return self.segments[i].base_offset if i < len(self.segments) else self.log_end_offset
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -126,11 +138,8 @@ class TailCachedLog(MemoryPartitionLog):
         if self.tail is None or self.closed or not (
                 self.log_start_offset <= offset < self.log_end_offset):
             return None
-        i = self._segment_index(offset)
-        if not is_hollow(self.segments[i]):
-            return None
-        stop = self._hollow_end(i)
-        if self._run_for(offset, max_bytes, stop) is not None:
+        stop = self.cached_from
+        if offset >= stop or self._run_for(offset, max_bytes, stop) is not None:
             return None
         tail, key, generation = self.tail, self.key, self._generation
 
@@ -160,48 +169,27 @@ class TailCachedLog(MemoryPartitionLog):
 
     def read(self, offset: int, max_bytes: int, *, min_one: bool = True,
              max_offset: int | None = None, ranges: bool = False) -> ReadResult:
-        """As PartitionLog.read, hollow segments read back from PostgreSQL: whole batches
-        from the one holding `offset`, across the cache boundary as a read of segments."""
-        if self.tail is None or not self.segments or not any(map(is_hollow, self.segments)):
+        """As PartitionLog.read, the part below the cached tail read back from PostgreSQL:
+        whole batches from the one holding `offset`, on across the tail's start."""
+        stop = self.cached_from if self.tail is not None else 0
+        if offset >= stop or offset < self.log_start_offset or offset > self.log_end_offset:
             return super().read(offset, max_bytes, min_one=min_one, max_offset=max_offset,
                                 ranges=ranges)
         self._check_open()
-        if offset < self.log_start_offset or offset > self.log_end_offset:
-            return super().read(offset, max_bytes)  # its OFFSET_OUT_OF_RANGE
         hw = self.high_watermark
         limit = hw if max_offset is None else min(max_offset, hw)
-        parts: list[bytes | FileRange] = []
-        total = 0
-        first: int | None = None
-        next_offset: int | None = None
-        want = offset
-        while want < limit:
-            i = self._segment_index(want)
-            budget = max_bytes - total
-            if not is_hollow(self.segments[i]):
-                upper = self._cached_end(i)
-                piece = super().read(want, budget, min_one=min_one and first is None,
-                                     max_offset=limit if upper is None else min(limit, upper),
-                                     ranges=ranges)
-                got, got_first, got_next = piece.parts, piece.first_offset, piece.next_offset
-                size = piece.size
-            else:
-                stop = min(limit, self._hollow_end(i))
-                got, size, got_first, got_next = self._read_hollow(
-                    want, budget, stop, min_one and first is None)
-                if not got and got_next is not None:  # compacted away up to `stop`
-                    want = got_next
-                    continue
-            if not got:
-                break
-            parts.extend(got)
-            total += size
-            first = got_first if first is None else first
-            next_offset = got_next
-            if got_next is None or got_next <= want or total >= max_bytes:
-                break
-            want = got_next
-        return ReadResult(parts=parts, size=total, high_watermark=hw,
+        parts, size, first, next_offset = self._read_hollow(offset, max_bytes, min(stop, limit),
+                                                            min_one)
+        if next_offset is not None and next_offset >= stop and size < max_bytes \
+                and stop < limit:
+            # On into the cached tail (compacted away up to it: from there).
+            more = super().read(stop, max_bytes - size, min_one=min_one and not parts,
+                                max_offset=max_offset, ranges=ranges)
+            parts.extend(more.parts)
+            size += more.size
+            first = first if first is not None else more.first_offset
+            next_offset = more.next_offset if more.next_offset is not None else next_offset
+        return ReadResult(parts=parts, size=size, high_watermark=hw,
                           log_start_offset=self.log_start_offset,
                           last_stable_offset=self.last_stable_offset, first_offset=first,
                           next_offset=next_offset)
@@ -306,7 +294,3 @@ class TailCachedLog(MemoryPartitionLog):
         if self.tail is not None:
             self.tail.readback.drop(self.key)
 
-    @property
-    def cached_from(self) -> int:
-        """The first offset whose batch is in memory (the log end when none is)."""
-        return self._hollow_end(0)

@@ -272,7 +272,7 @@ class PostgresPartitionLog(TailCachedLog):
 
         def committed(result: object) -> object:
             self._uncommitted.discard(id(new))
-            self.evict()
+            self.evict(everywhere=True)
             return result
 
         return self.writer.barrier().addBoth(committed)
