@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.logger import Logger
 
 from akfak.errors import KafkaStorageError
 from akfak.log import pg_tail
@@ -27,8 +26,6 @@ from akfak.log.partition import ReadResult, TimestampAndOffset
 from akfak.log.pg_tail import HollowStore, Key, ReadBack, ReadConnection, Run
 from akfak.log.segment import LogSegment
 from akfak.log.threads import defer_to_thread
-
-log = Logger()
 
 
 @dataclass
