@@ -127,7 +127,7 @@ class TailCachedLog(MemoryPartitionLog):
         if found is None:
             return None
         run, i = found
-        if run.lasts[-1] + 1 >= stop or sum(len(d) for d in run.data[i:]) >= max_bytes:
+        if run.until >= stop or sum(len(d) for d in run.data[i:]) >= max_bytes:
             return found
         return None
 
@@ -142,7 +142,7 @@ class TailCachedLog(MemoryPartitionLog):
 
         def store(rows: list[tuple[int, int, bytes]]) -> None:
             if self._generation == generation:  # no compaction swap meanwhile
-                tail.readback.put(key, Run.of(rows))
+                tail.readback.put(key, Run.of(rows, offset, stop, max_bytes))
 
         d = defer_to_thread(self.reactor, tail.connection.run, pg_tail.rows_from, key, offset,
                             stop, max_bytes)
@@ -156,12 +156,12 @@ class TailCachedLog(MemoryPartitionLog):
         assert self.tail is not None
         try:
             run = Run.of(self.tail.connection.run(pg_tail.rows_from, self.key, offset, stop,
-                                                  max_bytes))
+                                                  max_bytes), offset, stop, max_bytes)
         except Exception as e:
             raise KafkaStorageError(f"Reading {self.topic}-{self.partition} from PostgreSQL "
                                     f"failed: {e}") from e
         self.tail.readback.put(self.key, run)
-        i = next((i for i, last in enumerate(run.lasts) if last >= offset), None)
+        i = run.index(offset)
         return None if i is None else (run, i)
 
     def read(self, offset: int, max_bytes: int, *, min_one: bool = True,
@@ -189,30 +189,31 @@ class TailCachedLog(MemoryPartitionLog):
         return ReadResult(parts=parts, size=size, high_watermark=hw,
                           log_start_offset=self.log_start_offset,
                           last_stable_offset=self.last_stable_offset, first_offset=first,
-                          next_offset=next_offset)
+                          next_offset=next_offset if parts else None)
 
     def _read_hollow(self, offset: int, max_bytes: int, stop: int, min_one: bool
                      ) -> tuple[list[bytes | FileRange], int, int | None, int | None]:
+        """Read-back batches from `offset` below `stop`: (parts, size, first offset, next
+        offset); the next offset is `stop` when no row is left below it."""
         if offset >= stop:
             return [], 0, None, None
         found = self._read_back(offset, max(max_bytes, 1), stop)
-        if found is None:  # no row holds it (compacted away): on from `stop`
-            return [], 0, None, stop
+        if found is None:
+            return [], 0, None, None
         run, i = found
         parts: list[bytes | FileRange] = []
-        total, next_offset, full = 0, stop, False
+        total, next_offset = 0, min(run.until, stop)
         for base, last, data in zip(run.bases[i:], run.lasts[i:], run.data[i:], strict=True):
             if base >= stop:
+                next_offset = stop
                 break
             if total + len(data) > max_bytes and not (min_one and not parts):
-                full = True
+                next_offset = base
                 break
             parts.append(data)
             total += len(data)
             next_offset = last + 1
-        if not parts:
-            return [], 0, None, None if full else stop
-        return parts, total, run.bases[i], next_offset
+        return parts, total, run.bases[i] if parts else None, next_offset
 
     # -- timestamps --------------------------------------------------------------------------
 

@@ -174,23 +174,33 @@ def max_time_row(conn: Any, key: Key, low: int, stop: int) -> tuple[int, bytes] 
 
 @dataclass
 class Run:
-    """Consecutive rows of one partition read back together."""
+    """Consecutive rows of one partition read back together: every row holding offsets in
+    [start, until) (a range query's answer; `until` is where it stopped)."""
 
+    start: int
+    until: int
     bases: list[int]
     lasts: list[int]
     data: list[bytes]
     size: int
 
     @classmethod
-    def of(cls, rows: Sequence[tuple[int, int, bytes]]) -> Run:
-        return cls([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
-                   sum(len(r[2]) for r in rows))
+    def of(cls, rows: Sequence[tuple[int, int, bytes]], start: int, stop: int,
+           max_bytes: int) -> Run:
+        """The rows of `rows_from(start, stop, max_bytes)`: up to `stop` unless max_bytes
+        (or the row limit) ended them sooner."""
+        size = sum(len(r[2]) for r in rows)
+        complete = size < max_bytes and len(rows) < MAX_ROWS
+        until = stop if complete or not rows else rows[-1][1] + 1
+        return cls(start, until, [r[0] for r in rows], [r[1] for r in rows],
+                   [r[2] for r in rows], size)
 
     def index(self, offset: int) -> int | None:
-        """The index of the row holding `offset` (or the first after it), None outside."""
-        if not self.bases or offset > self.lasts[-1] or offset < self.bases[0]:
+        """The index of the first row holding `offset` or after it (len(bases): none up to
+        `until`), None when the run does not cover `offset`."""
+        if not self.start <= offset < self.until:
             return None
-        return next(i for i, last in enumerate(self.lasts) if last >= offset)
+        return next((i for i, last in enumerate(self.lasts) if last >= offset), len(self.lasts))
 
 
 class ReadBack:
@@ -206,21 +216,20 @@ class ReadBack:
         self.bytes_read = 0
 
     def find(self, key: Key, offset: int) -> tuple[Run, int] | None:
-        for (k, first), run in self._runs.items():
+        """The most recently read run covering `offset` (and the index of its row)."""
+        for (k, first), run in reversed(self._runs.items()):
             if k == key and (i := run.index(offset)) is not None:
                 self._runs.move_to_end((k, first))
                 return run, i
         return None
 
     def put(self, key: Key, run: Run) -> None:
-        if not run.bases:
-            return
         self.queries += 1
         self.bytes_read += run.size
-        old = self._runs.pop((key, run.bases[0]), None)
+        old = self._runs.pop((key, run.start), None)
         if old is not None:
             self.size -= old.size
-        self._runs[(key, run.bases[0])] = run
+        self._runs[(key, run.start)] = run
         self.size += run.size
         while self.size > self.budget and len(self._runs) > 1:
             _, evicted = self._runs.popitem(last=False)

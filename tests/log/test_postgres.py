@@ -210,7 +210,8 @@ async def test_a_tiny_cache_loads_the_tail_and_reads_the_rest_back(postgres: Pos
     data, end = read_all(log), log.log_end_offset
     await storage.close()
 
-    config = make_config(Path("/nonexistent"), akfak_postgres_cache_bytes_per_partition=65536)
+    config = make_config(Path("/nonexistent"), akfak_postgres_cache_bytes_per_partition=65536,
+                         akfak_postgres_readback_bytes=100_000)
     config.storage = url
     again = PostgresLogStorage(config, clock=clock)
     again.open()
@@ -229,6 +230,19 @@ async def test_a_tiny_cache_loads_the_tail_and_reads_the_rest_back(postgres: Pos
     queries = again.tail.readback.queries
     assert read_all(loaded) == data and again.tail.readback.queries == queries  # no more
     assert loaded.prepare_read(end - 1, 1 << 20) is None  # the tail: nothing to wait for
+    # A consumer catching up, 16 KiB a fetch: one query each, the read-back LRU bounded.
+    loaded.forget_read_back()  # type: ignore[attr-defined]
+    offset, queries, got = 0, again.tail.readback.queries, b""
+    while offset < loaded.cached_from:  # type: ignore[attr-defined]
+        waiting = loaded.prepare_read(offset, 16384)
+        if waiting is not None:
+            await waiting
+        result = loaded.read(offset, 16384)
+        got += b"".join(result.parts)  # type: ignore[arg-type]
+        offset = result.next_offset
+        assert again.tail.readback.size <= 100_000 + 16384 + 2000
+    assert data.startswith(got) and len(got) > 200_000
+    assert again.tail.readback.queries - queries <= len(got) // 15000
     found = loaded.offset_for_timestamp(T0 + 1000 + 10)
     assert found is not None and found.offset == 17
     latest_found = loaded.max_timestamp()
