@@ -250,4 +250,24 @@ async def test_a_tiny_cache_loads_the_tail_and_reads_the_rest_back(postgres: Pos
     # A retry of the old batch of producer 5 is recognised; its next one goes on.
     assert loaded.append(batch(5, 0, 0, 3), leader_epoch=1, now_ms=T0).base_offset == 0
     assert loaded.append(batch(5, 0, 3, 1), leader_epoch=1, now_ms=T0).base_offset == end
+    # DeleteRecords and retention below the tail: hollow segments and their rows go.
+    await loaded.flush()
+    segments = len(loaded.segments)
+    loaded.advance_log_start_offset(120)
+    assert loaded.run_retention(T0) > 0 and len(loaded.segments) < segments
+    await loaded.flush()
+    first = loaded.segments[0].base_offset
+    assert 0 < first <= 120 and loaded.log_start_offset == 120
+
+    def oldest(conn: Any) -> int:
+        return int(conn.execute("SELECT min(base_offset) FROM akfak_batch").fetchone()[0])
+
+    assert again.tail.connection.run(oldest) == first
+    result = loaded.read(120, 1 << 20)
+    assert result.first_offset == 120 and result.next_offset == end + 1
     await again.close()
+    third = open_pg(url, clock)
+    reopened = third.get_log("t", 0)
+    assert reopened is not None and reopened.log_start_offset == 120
+    assert b"".join(reopened.read(120, 1 << 20).parts) == b"".join(result.parts)
+    await third.close()
