@@ -376,7 +376,10 @@ class Cluster:
 
         def read() -> Any:
             with storage._connect() as conn:
-                return pg_cluster.partition_rows(conn, topic_id, partition)
+                row = pg_cluster.partition_row(conn, topic_id, partition)
+                if row is None:
+                    return None, None
+                return row, storage.load_rows(conn, (topic_id, partition), row[1], topic)
 
         def loaded(result: Any) -> None:
             row, rows = result
@@ -388,8 +391,10 @@ class Cluster:
                                       self.broker.controller._safe_log_config(topic), row, rows)
             built.assign_epoch_start_offset(epoch)
             storage.adopt(built)
-            log.info("{tp}: leading in epoch {epoch}, {n} offsets loaded",
-                     tp=f"{topic}-{partition}", epoch=epoch, n=built.log_end_offset)
+            log.info("{tp}: leading in epoch {epoch}, offsets [{start}, {end}), {loaded} bytes "
+                     "loaded (cached from offset {cached})", tp=f"{topic}-{partition}",
+                     epoch=epoch, start=built.log_start_offset, end=built.log_end_offset,
+                     loaded=rows.bytes_loaded, cached=built.cached_from)
             self.sync_coordinators()
 
         def done(_: object) -> None:

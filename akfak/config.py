@@ -125,6 +125,9 @@ DEFAULTS: Mapping[str, str] = {
 OTHER_KNOWN_KEYS = frozenset(
     {
         "akfak.http.listeners",
+        # the postgres provider's memory (akfak/log/pg_cached.py; defaults in postgres.py)
+        "akfak.postgres.cache.bytes.per.partition",
+        "akfak.postgres.readback.bytes",
         "listeners",
         "advertised.listeners",
         "log.dirs",

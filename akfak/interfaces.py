@@ -92,6 +92,13 @@ class IPartitionLog(Interface):
         `max_offset`).  OFFSET_OUT_OF_RANGE outside [log_start_offset, high_watermark].
         """
 
+    def prepare_read(offset: int, max_bytes: int) -> object:  # type: ignore[misc]
+        """A Deferred to wait for before a `read` from `offset` whose data is not in memory
+        (postgres: below the cached tail; read on a thread), else None (disk, memory)."""
+
+    def prepare_timestamp(timestamp: int) -> object:  # type: ignore[misc]
+        """As prepare_read, before `offset_for_timestamp` (or `max_timestamp` for -3)."""
+
     def offset_for_timestamp(timestamp: int) -> object:  # type: ignore[misc]
         """`TimestampAndOffset(offset, timestamp, leader_epoch)` of the first record whose
         timestamp is >= `timestamp`, or None (ListOffsets by time)."""

@@ -17,6 +17,8 @@ Behavior:
   it carries that leader and epoch (`current_leader`, v12+) and the response the
   leaders' `node_endpoints` (v16+), so the consumer re-routes at once.  The high
   watermark on postgres is what PostgreSQL committed: nothing is read before that.
+- Data a log does not hold in memory (postgres: below a partition's cached tail) is read
+  on a thread first (`prepare_read`, one query per partition); the answer waits for it.
 - Record bytes go from the log to the transport untouched (fetch_response), stored
   batches already CRC-checked as file ranges that the connection sendfile()s
   (akfak.response_writer).
@@ -36,7 +38,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults
 
 from akfak.errors import KafkaError
 from akfak.fetch_sessions import FetchContext, PartitionKey
@@ -117,6 +119,12 @@ class FetchHandler(Handler):
                 acl = EVERYTHING if acl.cluster(CLUSTER_ACTION) else NOTHING
 
         def attempt(_: object = None) -> Any:
+            waits = self._prepare(fetch, by_id)
+            if waits:  # old data (postgres: below the cached tail) is read on threads first
+                return gatherResults(waits, consumeErrors=True).addBoth(answer)
+            return answer()
+
+        def answer(_: object = None) -> Any:
             reads, size, errors = self._read(fetch, leader_epochs, by_id, isolation, max_bytes, acl)
             remaining = deadline - broker.clock.seconds()
             if size >= min_bytes or errors or remaining <= 0 or not reads:
@@ -134,6 +142,18 @@ class FetchHandler(Handler):
             return waiting.addCallback(attempt)
 
         return attempt()
+
+    def _prepare(self, fetch: FetchContext, by_id: bool) -> list[Deferred[None]]:
+        """The partitions' prepare_read Deferreds, for the data they do not hold in memory."""
+        broker = self.broker
+        waits = []
+        for (ref, index), offset, partition_max in fetch.partitions:
+            name = broker.topic_name(ref) if by_id else ref
+            log = broker.get_log(name, index) if name is not None else None
+            prepare = getattr(log, "prepare_read", None)
+            if prepare is not None and (waiting := prepare(offset, partition_max)) is not None:
+                waits.append(waiting)
+        return waits
 
     def _read(self, fetch: FetchContext, leader_epochs: dict[PartitionKey, int], by_id: bool,
               isolation: int, max_bytes: int, acl: Everything) -> tuple[list[_Read], int, bool]:

@@ -20,6 +20,7 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 from kio.static.primitive import i32, i64
+from twisted.internet.defer import gatherResults
 
 from akfak.handlers.base import NO_THROTTLE, Handler
 from akfak.protocol import RequestContext
@@ -37,6 +38,23 @@ class ListOffsetsHandler(Handler):
     max_version = 11
 
     def handle(self, request: Any, context: RequestContext) -> Any:
+        # A search in data the log does not hold in memory (postgres: below its cached tail)
+        # runs on a thread first; the answer is built once it is done.
+        waits = []
+        for topic in request.topics:
+            for p in topic.partitions:
+                timestamp = int(p.timestamp)
+                log = self.broker.get_log(topic.name, int(p.partition_index))
+                if log is not None and (timestamp >= 0 or timestamp == MAX_TIMESTAMP):
+                    prepare = getattr(log, "prepare_timestamp", None)
+                    if prepare is not None and (waiting := prepare(timestamp)) is not None:
+                        waits.append(waiting)
+        if waits:
+            return gatherResults(waits, consumeErrors=True).addBoth(
+                lambda _: self._answer(request, context))
+        return self._answer(request, context)
+
+    def _answer(self, request: Any, context: RequestContext) -> Any:
         version = context.api_version
         module = self.response_module(version)
         isolation = int(request.isolation_level) if version >= 2 else 0

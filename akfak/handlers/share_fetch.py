@@ -231,6 +231,17 @@ class ShareFetchHandler(_ShareHandler):
                     continue
                 answer.leader = (broker.node_id, max(broker.leader_epoch(name, index), 0))
                 sources.append((ref, name, log, sp))
+            # Data a log does not hold in memory (postgres: below the cached tail) is read
+            # on threads first.
+            waits = [d for _r, _n, log, sp in sources
+                     if (d := log.prepare_read(sp.next_fetch_offset(), max_bytes)) is not None]
+            if waits:
+                return gatherResults(waits, consumeErrors=True).addBoth(
+                    lambda _: acquire(acks, answers, sources))
+            return acquire(acks, answers, sources)
+
+        def acquire(acks: dict[Ref, int], answers: dict[Ref, PartitionAnswer],
+                    sources: list[tuple[Ref, str, Any, Any]]) -> Any:
             remaining = deadline - broker.clock.seconds()
             if remaining > 0 and min_bytes > 1 and sources and sum(
                     service.available_bytes(sp, log, max_bytes, read_committed)

@@ -181,6 +181,20 @@ class PartitionLog:
     def _persist_leader_epochs(self) -> None:
         """Record the epoch cache (disk: leader-epoch-checkpoint)."""
 
+    def _roll_bytes(self) -> int:
+        """The size at which the active segment rolls (postgres: smaller while it caches)."""
+        return self.config.segment_bytes
+
+    def prepare_read(self, offset: int, max_bytes: int) -> Deferred[None] | None:
+        """Get ready, off the reactor, for a `read` of data that is not in memory; a
+        Deferred to wait for before reading, or None when there is nothing to wait for
+        (always here: the postgres provider reads its old batches back)."""
+        return None
+
+    def prepare_timestamp(self, timestamp: int) -> Deferred[None] | None:
+        """As prepare_read, for `offset_for_timestamp` (or `max_timestamp` for -3)."""
+        return None
+
     def _sync_extra_targets(self) -> list[Syncable]:
         """What besides segments a flush must fsync (disk: snapshots, the directory)."""
         return []
@@ -286,7 +300,7 @@ class PartitionLog:
         next_offset = self.log_end_offset
         try:
             if self.active.should_roll(
-                    segment_bytes=config.segment_bytes, segment_ms=config.segment_ms,
+                    segment_bytes=self._roll_bytes(), segment_ms=config.segment_ms,
                     incoming_size=total, max_timestamp_in_messages=incoming_max_ts,
                     last_offset_in_messages=next_offset + count - 1, now_ms=now_ms,
                     max_index_entries=config.max_index_entries):
@@ -509,18 +523,23 @@ class PartitionLog:
         for pos, header in segment.headers_from(position):
             if header.last_offset < start or header.max_timestamp < timestamp:
                 continue
-            epoch = header.partition_leader_epoch if header.partition_leader_epoch >= 0 else None
-            data = segment.read(pos, header.size)
-            try:
-                for record_offset, record_ts in iter_timestamps(data):
-                    if record_ts >= timestamp and record_offset >= start:
-                        return TimestampAndOffset(record_offset, record_ts, epoch)
-            except UnsupportedCompressionType as e:
-                # Without the codec the batch is the best answer: its first offset.
-                log.warn("Timestamp search in {tp} uses batch granularity: {e}",
-                         tp=f"{self.topic}-{self.partition}", e=e)
-                return TimestampAndOffset(max(header.base_offset, start), header.max_timestamp,
-                                          epoch)
+            return self._search_batch(header, segment.read(pos, header.size), timestamp, start)
+        return None
+
+    def _search_batch(self, header: batches.BatchHeader, data: bytes, timestamp: int,
+                      start: int) -> TimestampAndOffset | None:
+        """The first record of a batch at or after `timestamp` and `start`, or None."""
+        epoch = header.partition_leader_epoch if header.partition_leader_epoch >= 0 else None
+        try:
+            for record_offset, record_ts in iter_timestamps(data):
+                if record_ts >= timestamp and record_offset >= start:
+                    return TimestampAndOffset(record_offset, record_ts, epoch)
+        except UnsupportedCompressionType as e:
+            # Without the codec the batch is the best answer: its first offset.
+            log.warn("Timestamp search in {tp} uses batch granularity: {e}",
+                     tp=f"{self.topic}-{self.partition}", e=e)
+            return TimestampAndOffset(max(header.base_offset, start), header.max_timestamp,
+                                      epoch)
         return None
 
     def max_timestamp(self) -> TimestampAndOffset | None:
@@ -534,19 +553,23 @@ class PartitionLog:
             return None
         _, position = segment.offset_index.lookup(segment.offset_of_max_timestamp)
         for pos, header in segment.headers_from(position):
-            if header.max_timestamp != segment.max_timestamp:
-                continue
-            epoch = header.partition_leader_epoch if header.partition_leader_epoch >= 0 else None
-            if header.is_log_append_time:
-                return TimestampAndOffset(header.base_offset, header.max_timestamp, epoch)
-            try:
-                for record_offset, record_ts in iter_timestamps(segment.read(pos, header.size)):
-                    if record_ts == header.max_timestamp:
-                        return TimestampAndOffset(record_offset, record_ts, epoch)
-            except UnsupportedCompressionType:
-                return TimestampAndOffset(header.last_offset, header.max_timestamp, epoch)
-            return TimestampAndOffset(header.last_offset, header.max_timestamp, epoch)
+            if header.max_timestamp == segment.max_timestamp:
+                return self._max_in_batch(header, segment.read(pos, header.size))
         return None
+
+    @staticmethod
+    def _max_in_batch(header: batches.BatchHeader, data: bytes) -> TimestampAndOffset:
+        """The record of a batch that has the batch's max timestamp."""
+        epoch = header.partition_leader_epoch if header.partition_leader_epoch >= 0 else None
+        if header.is_log_append_time:
+            return TimestampAndOffset(header.base_offset, header.max_timestamp, epoch)
+        try:
+            for record_offset, record_ts in iter_timestamps(data):
+                if record_ts == header.max_timestamp:
+                    return TimestampAndOffset(record_offset, record_ts, epoch)
+        except UnsupportedCompressionType:
+            pass
+        return TimestampAndOffset(header.last_offset, header.max_timestamp, epoch)
 
     # -- leader epochs -------------------------------------------------------------------
 

@@ -147,16 +147,13 @@ def deregister(conn: Any, node_id: int, incarnation: uuid.UUID) -> None:
     conn.execute(NOTIFY[0])
 
 
-def partition_rows(conn: Any, topic_id: uuid.UUID, partition: int
-                   ) -> tuple[tuple[int, int, str, int] | None, list[tuple[int, bytes]]]:
-    """A partition's row (log start, next offset, epochs cache, leader epoch) and batches."""
+def partition_row(conn: Any, topic_id: uuid.UUID, partition: int
+                  ) -> tuple[int, int, str, int] | None:
+    """A partition's row: log start, next offset, epochs cache, leader epoch."""
     row = conn.execute(
         "SELECT log_start_offset, next_offset, leader_epochs, leader_epoch FROM akfak_partition "
         "WHERE topic_id = %s AND partition = %s", (topic_id, partition)).fetchone()
-    rows = conn.execute(
-        "SELECT base_offset, data FROM akfak_batch WHERE topic_id = %s AND partition = %s "
-        "ORDER BY base_offset", (topic_id, partition)).fetchall()
-    return row, [(b, bytes(d)) for b, d in rows]
+    return None if row is None else tuple(row)
 
 
 def allocate_producer_ids(conn: Any, count: int, at_least: int) -> int:

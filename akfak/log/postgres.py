@@ -10,26 +10,23 @@ metadata log (topics, configs, SCRAM credentials, ACLs, features) is one more pa
 `__cluster_metadata-0`, and the coordinators' `__consumer_offsets` / `__transaction_state`
 are partitions like any other: all of akfak's state is in those two tables.
 
-The broker in front of it works as with the memory provider: each log is a `PartitionLog`
-over memory segments, its write-behind cache, loaded from the batch rows at start (the
-indexes, leader epochs and producer state are rebuilt from them, as Kafka's recovery
-rebuilds them from segments).  Appends, reads, timestamp searches, retention and
-compaction run on the reactor against that cache as they do in memory; every change is
-also handed to the `PgWriter`, which commits it on a thread.  An append's `flushed` fires
-once its batches are committed, and Produce answers (acks=1 or all) only then, so an
-acknowledged record is a committed one; the coordinators' writes (offset commits, group
-and transaction state) wait the same way.
-
-What is not there yet (the cluster phase): the cache holds the whole log (retention bounds
-it); a read is served from the cache, so a record is visible to consumers from its append,
-a few milliseconds before its commit (if the broker dies in between, the record, never
-acknowledged, is gone).  Several brokers over one database: akfak/cluster.py (each serves
-the partitions it leads, loaded with `build_log` and fenced by their leader epoch).
+The broker in front of it works as with the memory provider, over a bounded cache: each log
+is a `PartitionLog` whose memory segments hold its tail (pg_cached.py), the older segments
+hollow and read back from the rows on demand (pg_tail.py: what is loaded, the read-back LRU).
+Appends, reads of the tail, timestamp searches, retention and compaction run on the reactor
+against that cache as they do in memory; every change is also handed to the `PgWriter`, which
+commits it on a thread.  An append's `flushed` fires once its batches are committed, and
+Produce answers (acks=1 or all) only then, so an acknowledged record is a committed one; the
+coordinators' writes (offset commits, group and transaction state) wait the same way.  The
+high watermark is the committed end.  Several brokers over one database: akfak/cluster.py
+(each serves the partitions it leads, loaded with `load_rows` / `build_log` and fenced by
+their leader epoch).
 """
 
 from __future__ import annotations
 
 import uuid
+from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -42,7 +39,7 @@ from akfak.config import BrokerConfig
 from akfak.errors import NotLeaderOrFollower
 from akfak.interfaces import ILogStorage
 from akfak.log import batch as batches
-from akfak.log import pg_cluster
+from akfak.log import pg_cluster, pg_tail
 from akfak.log.batch import parse_header as batches_header
 from akfak.log.checkpoints import METADATA_TOPIC_ID, MetaProperties
 from akfak.log.config import LogConfig
@@ -55,7 +52,11 @@ from akfak.log.metadata_log import (
 )
 from akfak.log.metadata_records import PartitionChangeRecord, PartitionRecord, RemoveTopicRecord
 from akfak.log.partition import ORIGIN_CLIENT, ORIGIN_RAFT, AppendInfo, PartitionLog
+from akfak.log.pg_cached import TailCache, TailCachedLog
+from akfak.log.pg_tail import TAIL_SCHEMA, Loaded, ReadBack, ReadConnection
 from akfak.log.pg_writer import SCHEMA, Append, BatchRow, Key, PgWriter, Statement
+from akfak.log.producer_state import _headers_between
+from akfak.log.records import read_marker
 from akfak.log.segment import LogSegment
 from akfak.log.storage import BaseLogStorage, ConfigFor
 
@@ -94,8 +95,9 @@ def _parse_epochs(text: str) -> list[tuple[int, int]]:
     return [(int(e), int(o)) for e, o in pairs]
 
 
-class PostgresPartitionLog(MemoryPartitionLog):
-    """A partition log cached in memory segments, its changes committed to PostgreSQL."""
+class PostgresPartitionLog(TailCachedLog):
+    """A partition log whose tail is cached in memory segments (pg_cached.py), its changes
+    committed to PostgreSQL."""
 
     writer: PgWriter
     #: The leader epoch this broker leads the partition in (a cluster; None: unfenced):
@@ -118,11 +120,12 @@ class PostgresPartitionLog(MemoryPartitionLog):
 
     @classmethod
     def create_in(cls, writer: PgWriter, topic: str, partition: int, topic_id: uuid.UUID,
-                  config: LogConfig, *, now_ms: int, leader: int = -1, reactor: Any = None
-                  ) -> PostgresPartitionLog:
+                  config: LogConfig, *, now_ms: int, leader: int = -1, reactor: Any = None,
+                  tail: TailCache | None = None) -> PostgresPartitionLog:
         partition_log = cls.create(topic, partition, topic_id, config, now_ms=now_ms,
                                    reactor=reactor)
         partition_log.writer = writer
+        partition_log.tail = tail
         # In a cluster the controller made the row already (leader and epoch): it stays.
         writer.submit(Statement(partition_log.key, [(
             "INSERT INTO akfak_partition (topic_id, partition, topic, leader) "
@@ -136,25 +139,38 @@ class PostgresPartitionLog(MemoryPartitionLog):
     @classmethod
     def load(cls, writer: PgWriter, topic: str, partition: int, topic_id: uuid.UUID,
              config: LogConfig, *, log_start_offset: int, next_offset: int, epochs: str,
-             rows: Sequence[tuple[int, bytes]], now_ms: int, expiration_ms: int,
+             loaded: Loaded, tail: TailCache | None, now_ms: int, expiration_ms: int,
              reactor: Any = None) -> PostgresPartitionLog:
-        """The log from its rows: segments of up to segment.bytes, indexes rebuilt."""
+        """The log from its rows (pg_tail.load): hollow segments below the tail, memory
+        segments of the tail, the producer state and aborted transactions rebuilt from
+        the rows that matter (as Kafka's recovery rebuilds them from segments)."""
         partition_log = cls(topic, partition, topic_id, config, now_ms=now_ms, reactor=reactor)
         partition_log.writer = writer
+        partition_log.tail = tail
         segments: list[LogSegment] = []
+        for old in loaded.hollow:
+            # The first segment starts at the log start (compaction may have emptied its
+            # first offsets; they stay in the log, as in a compacted segment).
+            segment = partition_log._new_segment(
+                old.base_offset if segments else min(old.base_offset, log_start_offset), now_ms)
+            segment.next_offset = old.last_offset + 1
+            segment.max_timestamp = old.max_timestamp
+            segment.offset_of_max_timestamp = old.base_offset
+            partition_log.hollow(segment, old.size)
+            segments.append(segment)
+        hollow = len(segments)
+        roll = partition_log._roll_bytes()
         current: LogSegment | None = None
         data: bytearray = bytearray()
-        for base, batch in rows:
-            if current is None or (data and len(data) + len(batch) > config.segment_bytes):
-                # The first segment starts at the log start (compaction may have emptied
-                # its first offsets; they stay in the log, as in a compacted segment).
+        for base, batch in loaded.tail:
+            if current is None or (data and len(data) + len(batch) > roll):
                 current = partition_log._new_segment(
-                    min(base, log_start_offset) if current is None else base, now_ms)
+                    min(base, log_start_offset) if not segments else base, now_ms)
                 segments.append(current)
                 data = current.store.data  # type: ignore[attr-defined]
             data += batch
         recovered: list[tuple[int, int]] = []
-        for segment in segments:
+        for segment in segments[hollow:]:
             recovered.extend(segment.recover()[1])
         if not segments or segments[-1].next_offset < next_offset:
             segments.append(partition_log._new_segment(next_offset, now_ms))
@@ -164,13 +180,34 @@ class PostgresPartitionLog(MemoryPartitionLog):
         partition_log.epochs = [(e, o) for e, o in _parse_epochs(epochs) or recovered if o < end]
         partition_log.log_start_offset = min(max(log_start_offset, segments[0].base_offset), end)
         partition_log.recovery_point = end
-        state = partition_log._producer_state_manager()
-        if state is not None:
-            state.expiration_ms = expiration_ms
-            state.rebuild(partition_log.segments, partition_log.log_start_offset, end,
-                          clean=False, now_ms=now_ms,
-                          txn_index_from=partition_log.log_start_offset)
+        partition_log._rebuild_producer_state(loaded, hollow, expiration_ms)
         return partition_log
+
+    def _rebuild_producer_state(self, loaded: Loaded, hollow: int, expiration_ms: int) -> None:
+        """Replay the old part's producer rows, then the tail's batches; each abort goes to
+        the `.txnindex` of the segment holding its marker."""
+        state = self._producer_state_manager()
+        if state is None:
+            return
+        state.expiration_ms = expiration_ms
+        start, end = self.log_start_offset, self.log_end_offset
+        bases = [s.base_offset for s in self.segments]
+
+        def replay(header: Any, marker: tuple[int, int] | None) -> None:
+            abort = state._replay(header, marker)
+            if abort is not None:
+                segment = self.segments[max(0, bisect_right(bases, abort.last_offset) - 1)]
+                segment.txn_index.append(abort)
+
+        for _, blob in loaded.producers:
+            header = batches_header(blob)
+            if header.last_offset >= start:
+                replay(header, (read_marker(blob) or (-1, -1)) if header.is_control else None)
+        for segment in self.segments[hollow:]:
+            for header, marker in _headers_between(segment, max(segment.base_offset, start),
+                                                   end):
+                replay(header, marker)
+        state.update_map_end_offset(end)
 
     # -- the changes, committed ------------------------------------------------------------
 
@@ -230,7 +267,15 @@ class PostgresPartitionLog(MemoryPartitionLog):
             "AND base_offset >= %s AND base_offset < %s",
             (*self.key, old[0].base_offset, old[-1].next_offset))], rows)
         super()._remove_replaced(old)
-        return self.writer.barrier()
+        self.forget_read_back()  # its rows are replaced
+        self._uncommitted = {*getattr(self, "_uncommitted", ()), id(new)}
+
+        def committed(result: object) -> object:
+            self._uncommitted.discard(id(new))
+            self.evict(everywhere=True)
+            return result
+
+        return self.writer.barrier().addBoth(committed)
 
     def flush(self) -> Deferred[None]:
         """Fires once everything appended so far is committed in PostgreSQL."""
@@ -243,6 +288,7 @@ class PostgresPartitionLog(MemoryPartitionLog):
         def committed(_: object) -> None:
             self._check_fenced()  # refused, not committed: the append is not acknowledged
             self.recovery_point = max(self.recovery_point, target)
+            self.evict()
             if self.committed_offset is not None and target > self.committed_offset:
                 self.committed_offset = target
                 if self.writer.on_commit is not None:  # long-polling fetches may read it now
@@ -256,16 +302,23 @@ class PostgresPartitionLog(MemoryPartitionLog):
             self.writer.submit(Statement(self.key, [(
                 "DELETE FROM akfak_partition WHERE topic_id = %s AND partition = %s",
                 self.key)]))
+        self.forget_read_back()
         super().delete_files()
+
+    def abandon(self) -> None:
+        self.forget_read_back()
+        super().abandon()
 
 
 def _schema_ready(conn: Any) -> bool:
-    """Whether the tables of this version exist (the last ones SCHEMA adds)."""
-    column = conn.execute(
-        "SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() "
-        "AND table_name = 'akfak_partition' AND column_name = 'leader_epoch'").fetchone()
+    """Whether the tables of this version exist (the last ones SCHEMA and TAIL_SCHEMA add)."""
+    columns = conn.execute(
+        "SELECT count(*) FROM information_schema.columns WHERE table_schema = current_schema() "
+        "AND (table_name, column_name) IN (('akfak_partition', 'leader_epoch'), "
+        "('akfak_batch', 'attributes'))").fetchone()
+    index = conn.execute("SELECT to_regclass('akfak_batch_markers')").fetchone()
     broker = conn.execute("SELECT to_regclass('akfak_broker')").fetchone()
-    return column is not None and broker[0] is not None
+    return columns[0] == 2 and broker[0] is not None and index[0] is not None
 
 
 @implementer(ILogStorage)
@@ -285,6 +338,11 @@ class PostgresLogStorage(BaseLogStorage):
         #: the registration and the cluster as the first tick read it.
         self.incarnation = uuid.uuid4()
         self.first_snapshot: pg_cluster.Snapshot | None = None
+        #: The partitions' bounded cache (pg_cached.py): its budget, the read-back LRU.
+        self.tail = TailCache(
+            config.get_int("akfak.postgres.cache.bytes.per.partition", 4 << 20),
+            ReadBack(config.get_int("akfak.postgres.readback.bytes", 64 << 20)),
+            ReadConnection(self._connect))
 
     def _connect(self) -> Any:
         import psycopg
@@ -308,6 +366,7 @@ class PostgresLogStorage(BaseLogStorage):
             # would deadlock with the other brokers' writes when one restarts.
             if not _schema_ready(conn):
                 conn.execute(SCHEMA)
+                conn.execute(TAIL_SCHEMA)
             conn.execute("INSERT INTO akfak_cluster (name, value) VALUES ('cluster.id', %s) "
                          "ON CONFLICT DO NOTHING",
                          (MetaProperties.new(0, self.config.get("cluster.id")).cluster_id,))
@@ -419,22 +478,32 @@ class PostgresLogStorage(BaseLogStorage):
                 config = METADATA_LOG_CONFIG
             else:
                 config = config_for(topic) if config_for is not None else self.default_log_config
-            rows = conn.execute(
-                "SELECT base_offset, data FROM akfak_batch WHERE topic_id = %s AND partition = %s"
-                " ORDER BY base_offset", (tid, partition)).fetchall()
-            loaded[(topic, partition)] = self.build_log(
+            rows = self.load_rows(conn, (tid, partition), next_offset, topic)
+            built = loaded[(topic, partition)] = self.build_log(
                 topic, partition, tid, config, (log_start, next_offset, epochs, leader_epoch),
                 rows, fenced=topic_id is None)
+            if built.cached_from > built.log_start_offset:
+                log.info("{tp}: offsets [{start}, {end}), {loaded} bytes loaded (cached from "
+                         "offset {cached})", tp=f"{topic}-{partition}",
+                         start=built.log_start_offset, end=built.log_end_offset,
+                         loaded=rows.bytes_loaded, cached=built.cached_from)
         return loaded
 
+    def load_rows(self, conn: Any, key: Key, next_offset: int, topic: str) -> Loaded:
+        """The rows a log is built from: its tail and what rebuilds the rest (pg_tail.load);
+        the metadata log is cached whole (its records are replayed from memory)."""
+        budget = None if topic == METADATA_TOPIC else self.tail.budget
+        return pg_tail.load(conn, key, next_offset, budget, self.tail.chunk)
+
     def build_log(self, topic: str, partition: int, topic_id: uuid.UUID, config: LogConfig,
-                  row: tuple[int, int, str, int], rows: Sequence[tuple[int, bytes]], *,
+                  row: tuple[int, int, str, int], loaded: Loaded, *,
                   fenced: bool = True) -> PostgresPartitionLog:
-        """A log from its rows (pg_cluster.partition_rows), leading in the row's epoch."""
+        """A log from its rows (load_rows), leading in the row's epoch."""
         log_start, next_offset, epochs, leader_epoch = row
         built = PostgresPartitionLog.load(
             self._writer, topic, partition, topic_id, config, log_start_offset=log_start,
-            next_offset=next_offset, epochs=epochs, rows=rows, now_ms=self.now_ms(),
+            next_offset=next_offset, epochs=epochs, loaded=loaded,
+            tail=None if topic == METADATA_TOPIC else self.tail, now_ms=self.now_ms(),
             expiration_ms=self.config.get_int("producer.id.expiration.ms"), reactor=self.clock)
         if fenced:
             built.fence_epoch = leader_epoch
@@ -468,7 +537,8 @@ class PostgresLogStorage(BaseLogStorage):
             existing.delete_files()
         created = PostgresPartitionLog.create_in(self._writer, topic, partition, topic_id,
                                                  config, now_ms=self.now_ms(),
-                                                 leader=self.config.node_id, reactor=self.clock)
+                                                 leader=self.config.node_id, reactor=self.clock,
+                                                 tail=self.tail)
         self._commit_high_watermark(created)
         self._logs[(topic, partition)] = created
         return created
@@ -488,6 +558,7 @@ class PostgresLogStorage(BaseLogStorage):
         if self.writer is not None:
             writer = self.writer
             closing.addBoth(lambda _: writer.close())
+        closing.addBoth(lambda _: self.tail.connection.close())
         return closing.addCallback(lambda _: None)
 
     def abandon(self) -> None:
@@ -497,3 +568,4 @@ class PostgresLogStorage(BaseLogStorage):
             partition_log.abandon()
         if self.writer is not None:
             self.writer.abandon()
+        self.tail.connection.close()

@@ -14,7 +14,7 @@ from twisted.internet.task import Clock
 from akfak.config import BrokerConfig
 from akfak.log.disk import DiskLogStorage
 from akfak.log.memory import MemoryLogStorage
-from akfak.log.postgres import PostgresLogStorage
+from akfak.log.postgres import PostgresLogStorage, PostgresPartitionLog
 from akfak.log.storage import BaseLogStorage
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,20 +56,54 @@ def make_config(data_dir: Path, **properties: object) -> BrokerConfig:
 StorageFactory = Callable[..., BaseLogStorage]
 
 
-@pytest.fixture(params=["memory", "disk", "postgres"])
-def provider(request: pytest.FixtureRequest) -> str:
+@pytest.fixture(params=["memory", "disk", "postgres", "postgres-tiny"])
+def provider_variant(request: pytest.FixtureRequest) -> str:
+    """postgres-tiny: the postgres provider with a cache of one byte per partition, so that
+    every committed segment but the active one is read back from PostgreSQL."""
     return str(request.param)
 
 
 @pytest.fixture
-def open_storage(provider: str, tmp_path: Path, clock: Clock,
-                 request: pytest.FixtureRequest) -> Iterator[StorageFactory]:
+def provider(provider_variant: str) -> str:
+    return provider_variant.removesuffix("-tiny")
+
+
+def _read_committed_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    """postgres-tiny: a read from a test first waits for the commits (so that segments
+    leave the cache, as they do once committed) and for prepare_read, as Fetch does.  From
+    inside the reactor (an async test) the read queries on the spot instead."""
+    import greenlet
+
+    read = PostgresPartitionLog.read
+
+    def committed_read(self: PostgresPartitionLog, offset: int, max_bytes: int,
+                       **kwargs: object) -> object:
+        twisted_greenlet = pytest_twisted._instances.gr_twisted
+        if twisted_greenlet is not None and greenlet.getcurrent() is not twisted_greenlet:
+            pytest_twisted.blockon(self.flush())
+            prepared = self.prepare_read(offset, max_bytes)
+            if prepared is not None:
+                pytest_twisted.blockon(prepared)
+        return read(self, offset, max_bytes, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(PostgresPartitionLog, "read", committed_read)
+
+
+@pytest.fixture
+def open_storage(provider: str, provider_variant: str, tmp_path: Path, clock: Clock,
+                 request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+                 ) -> Iterator[StorageFactory]:
     """Open a storage of the test's provider over tmp_path/data (postgres: a fresh schema of
     the session's PostgreSQL server); all are closed afterwards."""
     opened: list[BaseLogStorage] = []
     url = request.getfixturevalue("postgres").new_schema() if provider == "postgres" else None
+    tiny = provider_variant == "postgres-tiny"
+    if tiny:
+        _read_committed_first(monkeypatch)
 
     def factory(config: BrokerConfig | None = None, **properties: object) -> BaseLogStorage:
+        if tiny:
+            properties.setdefault("akfak.postgres.cache.bytes.per.partition", 1)
         config = config or make_config(tmp_path / "data", **properties)
         storage: BaseLogStorage
         if url is not None:

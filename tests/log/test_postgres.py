@@ -185,3 +185,89 @@ async def test_a_metadata_commit_notifies_the_listening_brokers(postgres: Postgr
         stopped.set()
         listening.join(5)
         await storage.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_tiny_cache_loads_the_tail_and_reads_the_rest_back(postgres: PostgresServer,
+                                                                   clock: Clock) -> None:
+    """With a cache of 64 KiB, a 300 KiB log opens with only its tail in memory; reads,
+    the producer state (a retry of an old batch, an open transaction that began below the
+    tail), old aborted transactions and timestamp searches are served from the rows."""
+    from akfak.log.pg_cached import is_hollow
+    from tests.log.test_transactions_log import marker
+
+    url = postgres.new_schema()
+    storage = open_pg(url, clock)
+    log = storage.create_log("t", 0, uuid.uuid4(), storage.default_log_config)
+    log.append(batch(5, 0, 0, 3), leader_epoch=0, now_ms=T0)  # offsets 0-2, idempotent
+    log.append(batch(6, 0, 0, 2, transactional=True), leader_epoch=0, now_ms=T0)  # 3-4
+    marker(log, 6, 0, commit=False)  # 5: aborts 3-4
+    log.append(batch(8, 0, 0, 1, transactional=True), leader_epoch=0, now_ms=T0)  # 6: open
+    for i in range(300):
+        log.append(make_batch([(None, b"%d" % i + b"." * 1000, None, T0 + 1000 + i)]),
+                   leader_epoch=1, now_ms=T0 + i)
+    await log.flush()
+    data, end = read_all(log), log.log_end_offset
+    await storage.close()
+
+    config = make_config(Path("/nonexistent"), akfak_postgres_cache_bytes_per_partition=65536,
+                         akfak_postgres_readback_bytes=100_000)
+    config.storage = url
+    again = PostgresLogStorage(config, clock=clock)
+    again.open()
+    loaded = again.get_log("t", 0)
+    assert loaded is not None and loaded.log_end_offset == end
+    cached = [s for s in loaded.segments if not is_hollow(s)]
+    assert is_hollow(loaded.segments[0]) and sum(s.size for s in cached) <= 65536
+    assert loaded.cached_from > 100  # type: ignore[attr-defined]
+    # The transaction of producer 8 is open since offset 6: the last stable offset.
+    assert loaded.last_stable_offset == 6
+    assert [(a.producer_id, a.first_offset, a.last_offset)
+            for a in loaded.collect_aborted(0, 10)] == [(6, 3, 5)]
+    prepared = loaded.prepare_read(0, 1 << 20)
+    assert prepared is not None
+    await prepared
+    queries = again.tail.readback.queries
+    assert read_all(loaded) == data and again.tail.readback.queries == queries  # no more
+    assert loaded.prepare_read(end - 1, 1 << 20) is None  # the tail: nothing to wait for
+    # A consumer catching up, 16 KiB a fetch: one query each, the read-back LRU bounded.
+    loaded.forget_read_back()  # type: ignore[attr-defined]
+    offset, queries, got = 0, again.tail.readback.queries, b""
+    while offset < loaded.cached_from:  # type: ignore[attr-defined]
+        waiting = loaded.prepare_read(offset, 16384)
+        if waiting is not None:
+            await waiting
+        result = loaded.read(offset, 16384)
+        got += b"".join(result.parts)  # type: ignore[arg-type]
+        offset = result.next_offset
+        assert again.tail.readback.size <= 100_000 + 16384 + 2000
+    assert data.startswith(got) and len(got) > 200_000
+    assert again.tail.readback.queries - queries <= len(got) // 15000
+    found = loaded.offset_for_timestamp(T0 + 1000 + 10)
+    assert found is not None and found.offset == 17
+    latest_found = loaded.max_timestamp()
+    assert latest_found is not None and latest_found.offset == end - 1
+    # A retry of the old batch of producer 5 is recognised; its next one goes on.
+    assert loaded.append(batch(5, 0, 0, 3), leader_epoch=1, now_ms=T0).base_offset == 0
+    assert loaded.append(batch(5, 0, 3, 1), leader_epoch=1, now_ms=T0).base_offset == end
+    # DeleteRecords and retention below the tail: hollow segments and their rows go.
+    await loaded.flush()
+    segments = len(loaded.segments)
+    loaded.advance_log_start_offset(120)
+    assert loaded.run_retention(T0) > 0 and len(loaded.segments) < segments
+    await loaded.flush()
+    first = loaded.segments[0].base_offset
+    assert 0 < first <= 120 and loaded.log_start_offset == 120
+
+    def oldest(conn: Any) -> int:
+        return int(conn.execute("SELECT min(base_offset) FROM akfak_batch").fetchone()[0])
+
+    assert again.tail.connection.run(oldest) == first
+    result = loaded.read(120, 1 << 20)
+    assert result.first_offset == 120 and result.next_offset == end + 1
+    await again.close()
+    third = open_pg(url, clock)
+    reopened = third.get_log("t", 0)
+    assert reopened is not None and reopened.log_start_offset == 120
+    assert b"".join(reopened.read(120, 1 << 20).parts) == b"".join(result.parts)
+    await third.close()
