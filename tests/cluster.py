@@ -36,10 +36,12 @@ class AkfakCluster:
     base: Path
     ports: dict[int, int]
     brokers: dict[int, BrokerProcess] = field(default_factory=dict)
+    #: more broker arguments (`--override k=v` ...), for every broker
+    extra: tuple[str, ...] = ()
 
     @classmethod
-    def start(cls, url: str, base: Path, n: int = 3) -> AkfakCluster:
-        cluster = cls(url, base, {node: free_port() for node in range(1, n + 1)})
+    def start(cls, url: str, base: Path, n: int = 3, *extra: str) -> AkfakCluster:
+        cluster = cls(url, base, {node: free_port() for node in range(1, n + 1)}, extra=extra)
         for node in cluster.ports:
             cluster.restart(node, wait_live=False)
         cluster.wait_live(set(cluster.ports))
@@ -58,7 +60,7 @@ class AkfakCluster:
             "--override", f"broker.session.timeout.ms={SESSION_MS}",
             "--override", f"broker.heartbeat.interval.ms={HEARTBEAT_MS}",
             "--override", "offsets.topic.num.partitions=6",
-            "--override", "transaction.state.log.num.partitions=3",
+            "--override", "transaction.state.log.num.partitions=3", *self.extra,
             port=self.ports[node], log_path=self.base / f"broker-{node}.log")
         self.brokers[node] = broker
         if wait_live:

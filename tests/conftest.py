@@ -72,16 +72,16 @@ def postgres() -> Iterator[PostgresServer]:
 @pytest.fixture(scope="module")
 def akfak_cluster(postgres: PostgresServer, tmp_path_factory: pytest.TempPathFactory
                   ) -> Iterator[Any]:
-    """`akfak_cluster(n=3)`: starts n akfak brokers (subprocesses, node ids 1..n) over one new
-    PostgreSQL database and returns the AkfakCluster (tests/cluster.py); every cluster a
-    module started is stopped after it."""
+    """`akfak_cluster(n=3, *extra)`: starts n akfak brokers (subprocesses, node ids 1..n, with
+    the broker arguments `extra`) over one new PostgreSQL database and returns the
+    AkfakCluster (tests/cluster.py); every cluster a module started is stopped after it."""
     from tests.cluster import AkfakCluster
 
     started: list[AkfakCluster] = []
 
-    def start(n: int = 3) -> AkfakCluster:
+    def start(n: int = 3, *extra: str) -> AkfakCluster:
         cluster = AkfakCluster.start(postgres.new_database(),
-                                     tmp_path_factory.mktemp("cluster"), n)
+                                     tmp_path_factory.mktemp("cluster"), n, *extra)
         started.append(cluster)
         return cluster
 

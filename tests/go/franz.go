@@ -24,10 +24,11 @@ var franzCommands = map[string]func(args){
 	"groups":  franzGroups,
 	"cluster": franzCluster,
 	"txn":     franzTxn,
+	"load":    franzLoad,
 }
 
 func franzClient(a args, opts ...kgo.Opt) *kgo.Client {
-	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(a.must("bootstrap"))}, opts...)...)
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(strings.Split(a.must("bootstrap"), ",")...)}, opts...)...)
 	check(err, "kgo.NewClient")
 	return cl
 }
@@ -462,4 +463,38 @@ func franzTxn(a args) {
 	check(producer.ProduceSync(ctx, records...).FirstErr(), "produce to abort")
 	check(producer.EndTransaction(ctx, kgo.TryAbort), "abort")
 	emit("aborted", map[string]any{"records": aborted})
+}
+
+// franzLoad is an idempotent acks=all producer writing keys "NAME-SEQ" (zero-padded) round-robin
+// over `partitions` until SIGTERM, at most `in-flight` records unacknowledged, while the test
+// kills brokers; then it flushes. It prints {"kind":"acked","partition":p,"offset":o,"key":k}
+// per acknowledged record and {"kind":"failed","key":k,"error":e} per failed one.
+func franzLoad(a args) {
+	ctx := stopContext()
+	cl := franzClient(a, kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.RequiredAcks(kgo.AllISRAcks()),
+		kgo.ProducerLinger(2*time.Millisecond), kgo.RecordDeliveryTimeout(2*time.Minute),
+		kgo.RequestTimeoutOverhead(5*time.Second))
+	defer cl.Close()
+	topic, partitions, name := a.must("topic"), a.num("partitions", 1), a.str("name", "g")
+	window := make(chan struct{}, a.num("in-flight", 200))
+	for i := 0; ctx.Err() == nil; i++ {
+		select {
+		case window <- struct{}{}:
+		case <-ctx.Done():
+			continue
+		}
+		key := fmt.Sprintf("%s-%07d", name, i)
+		cl.Produce(context.Background(), &kgo.Record{Topic: topic, Partition: int32(i % partitions), Key: []byte(key)},
+			func(r *kgo.Record, err error) {
+				<-window
+				if err != nil {
+					emit("failed", map[string]any{"key": key, "error": err.Error()})
+					return
+				}
+				emit("acked", map[string]any{"partition": r.Partition, "offset": r.Offset, "key": key})
+			})
+	}
+	done, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	check(cl.Flush(done), "flush")
 }
