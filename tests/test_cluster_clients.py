@@ -10,7 +10,12 @@ brokers over PostgreSQL (akfak/cluster.py), on one cluster for the module:
   committing as it goes, while its group coordinator is killed: it reads everything, and the
   new coordinator has the group's offsets at the end of the log;
 - a Java transactional producer goes on across kill -9 of its transaction coordinator, and a
-  read_committed consumer reads every committed transaction whole and no other record.
+  read_committed consumer reads every committed transaction whole and no other record;
+- a share group of two Java KafkaShareConsumers on a replication-factor-3 partition, one
+  holding acquired records unacknowledged: kill -9 of the partition's leader makes them
+  available at once on the new leader (not after the 30 s lock), and kill -9 of the share
+  coordinator (the leader of `__share_group_state-0`) loses no acknowledgement; no record
+  whose acknowledgement was answered is delivered again.
 
 Each killed broker is restarted before the next test.
 """
@@ -23,12 +28,14 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from kio.schema.errors import ErrorCode
 
 from tests.cluster import SESSION_MS, AkfakCluster
 from tests.jvm import build, java_command, run_java
 from tests.programs import Member, go_program, run, wait_for
-from tests.test_cluster import TIMEOUT, create, wait_leaders
+from tests.test_cluster import TIMEOUT, admin, create, wait_leaders
 from tests.test_cluster_coordinators import coordinator_of, restart_dead
+from tests.wire import WireClient
 
 pytestmark = pytest.mark.timeout(600)  # the first test may wait for a build
 
@@ -37,8 +44,10 @@ PARTITIONS = 3
 
 @pytest.fixture(scope="module")
 def cluster(akfak_cluster: Any) -> AkfakCluster:
-    # no 3 s wait for more members before a classic group's first rebalance
-    return akfak_cluster(3, "--override", "group.initial.rebalance.delay.ms=0")
+    # no 3 s wait for more members before a classic group's first rebalance; one partition
+    # of share-group state, so that its coordinator is that partition's leader
+    return akfak_cluster(3, "--override", "group.initial.rebalance.delay.ms=0",
+                         "--override", "share.coordinator.state.topic.num.partitions=1")
 
 
 def java(main: str, *args: str) -> Member:
@@ -256,3 +265,138 @@ def test_franz_group_across_coordinator_kill(cluster: AkfakCluster) -> None:
     member = franz("member", f"bootstrap={cluster.bootstrap}", f"topic={topic}",
                    f"group={group}", "name=m1")
     member_survives_coordinator_kill(cluster, topic, group, member, total)
+
+
+# -- share groups -------------------------------------------------------------------------
+
+
+def create_placed(cluster: AkfakCluster, topic: str, replicas: list[int]) -> None:
+    """A one-partition topic on `replicas` (the first leads it)."""
+    from confluent_kafka import KafkaError, KafkaException
+    from confluent_kafka.admin import NewTopic
+
+    spec = NewTopic(topic, num_partitions=1, replication_factor=-1, replica_assignment=[replicas])
+    client = admin(cluster)
+    deadline = time.monotonic() + TIMEOUT
+    while True:  # until the controller has seen every broker registered (a tick)
+        try:
+            client.create_topics([spec])[topic].result(TIMEOUT)
+            break
+        except KafkaException as e:
+            assert e.args[0].code() == KafkaError.INVALID_REPLICA_ASSIGNMENT, e
+            assert time.monotonic() < deadline, e
+            time.sleep(0.2)
+    assert wait_leaders(cluster, topic) == {0: replicas[0]}
+
+
+def enable_share_groups(cluster: AkfakCluster) -> None:
+    from tests.test_features import update_features
+
+    with WireClient(cluster.ports[cluster.controller()], timeout=TIMEOUT) as c:
+        assert update_features(c, ("share.version", 1, 1)).error_code == ErrorCode.none
+
+
+def test_share_requests_go_to_the_leader_and_the_coordinator(cluster: AkfakCluster) -> None:
+    """Over raw sockets: ShareGroupHeartbeat is served by the group's coordinator only
+    (NOT_COORDINATOR elsewhere); ShareFetch and ShareAcknowledge by the partition's leader
+    only (NOT_LEADER_OR_FOLLOWER elsewhere), which acquires the records."""
+    from tests.test_share_protocol import (
+        acquired,
+        heartbeat,
+        new_member,
+        partition_of,
+        produce_values,
+        share_acknowledge,
+        share_fetch,
+    )
+
+    topic, group, member = "shared-wire", "wire-sharers", new_member()
+    enable_share_groups(cluster)
+    create_placed(cluster, topic, [2, 3, 1])
+    (topic_id,) = cluster.query("SELECT topic_id FROM akfak_partition WHERE topic = %s", topic)
+    with WireClient(cluster.ports[2], timeout=TIMEOUT) as c:
+        produce_values(c, topic, b"a", b"b", b"c")
+    coordinator = coordinator_of(cluster, group)
+    for node, port in cluster.ports.items():
+        with WireClient(port, timeout=TIMEOUT) as c:
+            answer = heartbeat(c, group, member, 0, (topic,))
+            if node != coordinator:
+                assert answer.error_code == ErrorCode.not_coordinator, (node, answer)
+                continue
+            deadline = time.monotonic() + TIMEOUT
+            while answer.error_code == ErrorCode.coordinator_load_in_progress:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+                answer = heartbeat(c, group, member, 0, (topic,))
+            assert answer.error_code == ErrorCode.none, answer
+    for node, port in cluster.ports.items():
+        with WireClient(port, timeout=TIMEOUT) as c:
+            fetched = share_fetch(c, group, member, 0, topic_id, max_wait_ms=3000)
+            if node != 2:
+                assert partition_of(fetched).error_code == ErrorCode.not_leader_or_follower
+                acked = share_acknowledge(c, group, member, 1, topic_id, {0: [(0, 0, [1])]})
+                assert acked.responses[0].partitions[0].error_code \
+                    == ErrorCode.not_leader_or_follower
+                continue
+            deadline = time.monotonic() + TIMEOUT  # the state comes from its coordinator
+            epoch = 0
+            while not acquired(fetched):
+                assert partition_of(fetched).error_code == ErrorCode.none, fetched
+                assert time.monotonic() < deadline
+                epoch += 1
+                fetched = share_fetch(c, group, member, epoch, topic_id, max_wait_ms=1000)
+            assert acquired(fetched) == [(0, 2, 1)]
+
+
+@pytest.mark.jvm
+def test_java_share_group_across_leader_and_coordinator_kill(cluster: AkfakCluster) -> None:
+    from confluent_kafka import Producer
+
+    topic, group = "shared-cluster", "sharers-cluster"
+    build()
+    # led by node 3; the share coordinator (`__share_group_state-0`, replicas 1, 2, 3) is
+    # node 1, then, once that is killed, node 2: the leader writes the state through another
+    # broker, across the coordinator's failover
+    create_placed(cluster, topic, [3, 1, 2])
+    holder = java("ShareConsumers", cluster.bootstrap, f"topic={topic}", f"group={group}",
+                  "setup=true", "records=200", "batch=10", "mode=stall", "consumers=2",
+                  "idle-ms=2000", "hold=true", "timeout-ms=90000",
+                  "config.max.poll.records=10")
+
+    def delivered(consumer: int) -> list[int]:
+        return [r["offset"] for r in holder.of_kind("record") if r["consumer"] == consumer]
+
+    try:
+        wait_for(lambda: holder.of_kind("done") or holder.proc.poll() is not None, 90,
+                 "the share consumers settled", holder.describe)
+        assert holder.of_kind("done"), holder.describe()
+        stalled = set(delivered(0))
+        assert stalled and not stalled & set(delivered(1)), holder.describe()
+        # the stalled records are locked for 30 s: only the failover brings them back sooner
+        killed_at = time.monotonic()
+        cluster.kill(wait_leaders(cluster, topic)[0])
+        wait_for(lambda: set(delivered(1)) >= set(range(200)), 25,
+                 "the stalled records on the new leader", holder.describe)
+        assert time.monotonic() - killed_at < 25
+        restart_dead(cluster)
+        wait_for(lambda: cluster.leaders(topic) == {0: 3}, TIMEOUT, "node 3 leading again")
+        coordinator = wait_leaders(cluster, "__share_group_state")[0]
+        assert coordinator != 3
+        cluster.kill(coordinator)
+        p = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all"})
+        for i in range(200, 300):
+            p.produce(topic, f"v{i}".encode(), partition=0)
+            if i % 10 == 9:
+                p.flush(TIMEOUT)
+        assert p.flush(TIMEOUT) == 0
+        wait_for(lambda: set(delivered(1)) >= set(range(300)), 60,
+                 "the records produced while the share coordinator moved", holder.describe)
+        done = holder.stop(30)
+    finally:
+        if holder.proc.poll() is None:
+            holder.proc.kill()
+        restart_dead(cluster)
+    unanswered = {o for r in done.of_kind("ack-failed") for o in r["offsets"]}
+    accepted = delivered(1)
+    again = {o for o in accepted if accepted.count(o) > 1}
+    assert again <= unanswered, f"accepted records delivered again: {sorted(again - unanswered)}"
