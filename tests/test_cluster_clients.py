@@ -34,7 +34,7 @@ from tests.cluster import SESSION_MS, AkfakCluster
 from tests.jvm import build, java_command, run_java
 from tests.programs import Member, go_program, run, wait_for
 from tests.test_cluster import TIMEOUT, admin, create, wait_leaders
-from tests.test_cluster_coordinators import coordinator_of, restart_dead
+from tests.test_cluster_coordinators import coordinator_of, find_coordinator, restart_dead
 from tests.wire import WireClient
 
 pytestmark = pytest.mark.timeout(600)  # the first test may wait for a build
@@ -289,6 +289,36 @@ def create_placed(cluster: AkfakCluster, topic: str, replicas: list[int]) -> Non
     assert wait_leaders(cluster, topic) == {0: replicas[0]}
 
 
+def replicas(cluster: AkfakCluster, topic: str) -> dict[int, list[int]]:
+    md = admin(cluster).list_topics(topic, timeout=TIMEOUT)
+    return {p: list(m.replicas) for p, m in md.topics[topic].partitions.items()}
+
+
+def share_coordinator(cluster: AkfakCluster, key: str) -> int:
+    """FindCoordinator (v6, key type SHARE) of a share-partition key, from every broker
+    (which creates `__share_group_state`): the node all of them answer."""
+    import importlib
+
+    from kio.static.primitive import i8
+
+    m = importlib.import_module("kio.schema.find_coordinator.v6.request")
+    found = set()
+    for port in cluster.ports.values():
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            with WireClient(port, timeout=TIMEOUT) as c:
+                (entry,) = c.request(m.FindCoordinatorRequest(
+                    key_type=i8(2), coordinator_keys=(key,))).coordinators
+            if entry.error_code == ErrorCode.none:
+                break
+            assert entry.error_code == ErrorCode.coordinator_not_available, entry
+            assert time.monotonic() < deadline, entry
+            time.sleep(0.2)
+        found.add(int(entry.node_id))
+    assert len(found) == 1, found
+    return found.pop()
+
+
 def enable_share_groups(cluster: AkfakCluster) -> None:
     from tests.test_features import update_features
 
@@ -302,6 +332,7 @@ def test_share_requests_go_to_the_leader_and_the_coordinator(cluster: AkfakClust
     only (NOT_LEADER_OR_FOLLOWER elsewhere), which acquires the records."""
     from tests.test_share_protocol import (
         acquired,
+        group_config,
         heartbeat,
         new_member,
         partition_of,
@@ -312,10 +343,13 @@ def test_share_requests_go_to_the_leader_and_the_coordinator(cluster: AkfakClust
 
     topic, group, member = "shared-wire", "wire-sharers", new_member()
     enable_share_groups(cluster)
+    with WireClient(cluster.ports[cluster.controller()], timeout=TIMEOUT) as c:
+        group_config(c, group, share_auto_offset_reset="earliest")
     create_placed(cluster, topic, [2, 3, 1])
     (topic_id,) = cluster.query("SELECT topic_id FROM akfak_partition WHERE topic = %s", topic)
     with WireClient(cluster.ports[2], timeout=TIMEOUT) as c:
         produce_values(c, topic, b"a", b"b", b"c")
+    find_coordinator(cluster.ports[1], group)  # creates __consumer_offsets, as clients do
     coordinator = coordinator_of(cluster, group)
     for node, port in cluster.ports.items():
         with WireClient(port, timeout=TIMEOUT) as c:
@@ -341,7 +375,9 @@ def test_share_requests_go_to_the_leader_and_the_coordinator(cluster: AkfakClust
             deadline = time.monotonic() + TIMEOUT  # the state comes from its coordinator
             epoch = 0
             while not acquired(fetched):
-                assert partition_of(fetched).error_code == ErrorCode.none, fetched
+                # (a later epoch answers only partitions with records or errors)
+                assert all(p.error_code == ErrorCode.none
+                           for t in fetched.responses for p in t.partitions), fetched
                 assert time.monotonic() < deadline
                 epoch += 1
                 fetched = share_fetch(c, group, member, epoch, topic_id, max_wait_ms=1000)
@@ -354,10 +390,15 @@ def test_java_share_group_across_leader_and_coordinator_kill(cluster: AkfakClust
 
     topic, group = "shared-cluster", "sharers-cluster"
     build()
-    # led by node 3; the share coordinator (`__share_group_state-0`, replicas 1, 2, 3) is
-    # node 1, then, once that is killed, node 2: the leader writes the state through another
-    # broker, across the coordinator's failover
-    create_placed(cluster, topic, [3, 1, 2])
+    enable_share_groups(cluster)
+    # `__share_group_state` has one partition: replicas C (its leader, the share
+    # coordinator), N (the next), X.  The topic is led by X, then (X killed) by N, then by X
+    # again while C is killed and N coordinates: the leader always writes the state through
+    # another broker, across the coordinator's failover.
+    coordinator = share_coordinator(cluster, f"{group}:AAAAAAAAAAAAAAAAAAAAAA:0")
+    c, n, x = replicas(cluster, "__share_group_state")[0]
+    assert c == coordinator
+    create_placed(cluster, topic, [x, n, c])
     holder = java("ShareConsumers", cluster.bootstrap, f"topic={topic}", f"group={group}",
                   "setup=true", "records=200", "batch=10", "mode=stall", "consumers=2",
                   "idle-ms=2000", "hold=true", "timeout-ms=90000",
@@ -374,15 +415,13 @@ def test_java_share_group_across_leader_and_coordinator_kill(cluster: AkfakClust
         assert stalled and not stalled & set(delivered(1)), holder.describe()
         # the stalled records are locked for 30 s: only the failover brings them back sooner
         killed_at = time.monotonic()
-        cluster.kill(wait_leaders(cluster, topic)[0])
+        cluster.kill(x)
         wait_for(lambda: set(delivered(1)) >= set(range(200)), 25,
                  "the stalled records on the new leader", holder.describe)
         assert time.monotonic() - killed_at < 25
         restart_dead(cluster)
-        wait_for(lambda: cluster.leaders(topic) == {0: 3}, TIMEOUT, "node 3 leading again")
-        coordinator = wait_leaders(cluster, "__share_group_state")[0]
-        assert coordinator != 3
-        cluster.kill(coordinator)
+        wait_for(lambda: cluster.leaders(topic) == {0: x}, TIMEOUT, f"node {x} leading again")
+        cluster.kill(c)
         p = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all"})
         for i in range(200, 300):
             p.produce(topic, f"v{i}".encode(), partition=0)
