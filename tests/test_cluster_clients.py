@@ -190,7 +190,8 @@ def test_java_idempotent_producer_across_kill_and_pause(cluster: AkfakCluster) -
 
 
 @pytest.mark.jvm
-@pytest.mark.parametrize("protocol", ["classic", "consumer"])
+# classic: also shown with confluent-kafka (test_cluster_coordinators.py) and franz-go (below)
+@pytest.mark.parametrize("protocol", [pytest.param("classic", marks=pytest.mark.slow), "consumer"])
 def test_java_group_across_coordinator_kill(cluster: AkfakCluster, protocol: str) -> None:
     topic, group, total = f"java-grouped-{protocol}", f"java-group-{protocol}", 3000
     build()
@@ -263,7 +264,7 @@ def test_franz_group_across_coordinator_kill(cluster: AkfakCluster) -> None:
     go_program()
     fill(cluster, topic, total)
     member = franz("member", f"bootstrap={cluster.bootstrap}", f"topic={topic}",
-                   f"group={group}", "name=m1")
+                   f"group={group}", "name=m1", "retry-errors=1")
     member_survives_coordinator_kill(cluster, topic, group, member, total)
 
 

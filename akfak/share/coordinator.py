@@ -81,7 +81,7 @@ class ShareCoordinator(LoadingCoordinator):
         self.active = False
 
     def partition_for(self, key: ShareKey) -> int:
-        return records.partition_for(key, self.num_partitions)
+        return records.partition_for(key, self.store.num_partitions() or self.num_partitions)
 
     def ensure_topic(self) -> Deferred[None]:
         return self.creator.ensure()

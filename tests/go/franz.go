@@ -232,7 +232,8 @@ func franzConsume(a args) {
 // franzMember is one member of a consumer group: it prints the records it processes and commits
 // after each poll, until SIGTERM, when it commits and leaves the group. protocol=consumer joins
 // with KIP-848's ConsumerGroupHeartbeat (kgo.ServerSideBalancer, the default cooperative-sticky
-// balancer asking for the broker's "uniform" assignor); otherwise the classic protocol.
+// balancer asking for the broker's "uniform" assignor); otherwise the classic protocol. With
+// retry-errors=1 the errors a poll returns are printed ({"kind":"fetch-error"}), not fatal.
 func franzMember(a args) {
 	ctx := stopContext()
 	name := a.must("name")
@@ -256,7 +257,13 @@ func franzMember(a args) {
 		if ctx.Err() != nil {
 			break
 		}
-		fetches.EachError(func(t string, p int32, err error) { fail("fetch %s/%d: %v", t, p, err) })
+		fetches.EachError(func(t string, p int32, err error) {
+			if a.str("retry-errors", "0") == "1" { // e.g. its coordinator died: the client retries
+				emit("fetch-error", map[string]any{"member": name, "error": err.Error()})
+				return
+			}
+			fail("fetch %s/%d: %v", t, p, err)
+		})
 		fetches.EachRecord(func(r *kgo.Record) {
 			record(r.Topic, r.Partition, r.Offset, r.Key, nil, nil, name)
 		})
