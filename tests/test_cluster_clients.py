@@ -73,12 +73,12 @@ def faults_under_load(cluster: AkfakCluster, topic: str, load: Member, pause: bo
     """kill -9 the leader of partition 0 once the load runs, restart it once the load goes on
     without it; with `pause`, SIGSTOP the leader of partition 1 past its lease, then SIGCONT."""
     try:
-        wait_acked(load, 300, "before the faults")
+        wait_acked(load, 200, "before the faults")
         victim = wait_leaders(cluster, topic)[0]
         cluster.kill(victim)
-        wait_acked(load, 600, f"after kill -9 of node {victim}")
+        wait_acked(load, 400, f"after kill -9 of node {victim}")
         cluster.restart(victim)
-        wait_acked(load, 300, f"after node {victim} came back")
+        wait_acked(load, 200, f"after node {victim} came back")
         if pause:
             paused = wait_leaders(cluster, topic)[1]
             cluster.kill(paused, signal.SIGSTOP)
@@ -86,7 +86,7 @@ def faults_under_load(cluster: AkfakCluster, topic: str, load: Member, pause: bo
                 time.sleep(SESSION_MS / 1000 + 1.5)
             finally:
                 cluster.kill(paused, signal.SIGCONT)
-            wait_acked(load, 600, f"after SIGSTOP of node {paused}")
+            wait_acked(load, 400, f"after SIGSTOP of node {paused}")
     finally:
         restart_dead(cluster)
 
@@ -215,7 +215,7 @@ def test_java_transactions_across_coordinator_kill(cluster: AkfakCluster) -> Non
         victim = coordinator_of(cluster, txn_id, key_type=1)
         cluster.kill(victim)
         before = count()
-        wait_for(lambda: count() >= before + 10, 90, "transactions after the kill",
+        wait_for(lambda: count() >= before + 5, 90, "transactions after the kill",
                  producer.describe)
         done = producer.stop(120)
     finally:
