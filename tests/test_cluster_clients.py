@@ -6,7 +6,7 @@ brokers over PostgreSQL (akfak/cluster.py), on one cluster for the module:
   one past its lease (SIGSTOP, then SIGCONT): every acknowledged record is in the log once,
   at the offset it was acknowledged with, and each partition holds the producer's records in
   order; no delivery fails;
-- a consumer group member (Java classic and KIP-848, franz-go classic) reads a topic,
+- a consumer group member (Java KIP-848 and, slow, classic; franz-go classic) reads a topic,
   committing as it goes, while its group coordinator is killed: it reads everything, and the
   new coordinator has the group's offsets at the end of the log;
 - a Java transactional producer goes on across kill -9 of its transaction coordinator, and a
@@ -15,7 +15,9 @@ brokers over PostgreSQL (akfak/cluster.py), on one cluster for the module:
   holding acquired records unacknowledged: kill -9 of the partition's leader makes them
   available at once on the new leader (not after the 30 s lock), and kill -9 of the share
   coordinator (the leader of `__share_group_state-0`) loses no acknowledgement; no record
-  whose acknowledgement was answered is delivered again.
+  whose acknowledgement was answered is delivered again; over raw sockets, share requests
+  elsewhere than at the group's coordinator / the partition's leader are NOT_COORDINATOR /
+  NOT_LEADER_OR_FOLLOWER.
 
 Each killed broker is restarted before the next test.
 """
