@@ -20,7 +20,9 @@ akfak/log/pg_cluster.py).  Runs on every broker whose storage is postgres.
   nothing the former leader committed is missing), and drops the cache when it stops.
 - Coordinators follow leadership: the group and transaction coordinators own the
   partitions of `__consumer_offsets` / `__transaction_state` this broker leads, loading one
-  when it comes to lead it and forgetting it when it stops (`sync_coordinators`).  Only the
+  when it comes to lead it and forgetting it when it stops (`sync_coordinators`); so do the
+  share groups (in `__consumer_offsets`) and the share coordinator (`__share_group_state`),
+  and a partition's share-partitions go with its leadership.  Only the
   controller creates those topics; another broker asks it with a row in akfak_cluster
   (`request_topic`) and waits for the topic to appear.
 - Notifications: the controller's metadata commits, a broker's first registered listeners
@@ -79,8 +81,8 @@ class Cluster:
         self._loading: set[tuple[str, int]] = set()
         #: topics asked for by other brokers that exist now (their requests go next tick)
         self._created: set[str] = set()
-        #: coordinator topic -> partition -> the leader epoch its coordinator loaded it in
-        self._coordinated: dict[str, dict[int, int]] = {}
+        #: id(coordinator) -> partition -> the leader epoch it loaded the partition in
+        self._coordinated: dict[int, dict[int, int]] = {}
         #: a notification came while a tick ran: tick again right after it
         self._again = False
         self._announced = False
@@ -274,9 +276,18 @@ class Cluster:
 
     # -- internal topics asked for by other brokers -------------------------------------
 
+    def _coordinators(self) -> list[Any]:
+        """What follows the leadership of a coordinator topic's partitions: the group and
+        transaction coordinators, the share groups (in `__consumer_offsets`, beside the
+        consumer groups) and the share coordinator (`__share_group_state`)."""
+        share = getattr(self.broker, "share", None)
+        return [c for c in (self.broker.group_coordinator, self.broker.transaction_coordinator,
+                            share and share.group_log, share and share.coordinator)
+                if c is not None]
+
     def _coordinator_for(self, topic: str) -> Any:
-        for coordinator in (self.broker.group_coordinator, self.broker.transaction_coordinator):
-            if coordinator is not None and coordinator.store.name == topic:
+        for coordinator in self._coordinators():
+            if coordinator.store.name == topic and hasattr(coordinator, "ensure_topic"):
                 return coordinator
         return None
 
@@ -320,8 +331,8 @@ class Cluster:
         """Give each coordinator the partitions of its topic this broker leads (in the epoch
         it leads them in) and take back the others: Kafka's onElection / onResignation."""
         image = self.broker.controller.image
-        for coordinator in (self.broker.group_coordinator, self.broker.transaction_coordinator):
-            if coordinator is None or coordinator.owned is None:
+        for coordinator in self._coordinators():
+            if coordinator.owned is None:
                 continue
             name = coordinator.store.name
             topic = image.topic(name)
@@ -331,7 +342,7 @@ class Cluster:
                 if (p.leader == self.node_id and have is not None
                         and getattr(have, "fence_epoch", None) == p.leader_epoch):
                     led[p.partition] = p.leader_epoch
-            loaded = self._coordinated.setdefault(name, {})
+            loaded = self._coordinated.setdefault(id(coordinator), {})
             for partition, epoch in list(loaded.items()):
                 if led.get(partition) != epoch:
                     del loaded[partition]
@@ -363,7 +374,13 @@ class Cluster:
                 log.info("{tp}: led by node {leader} now", tp=f"{key[0]}-{key[1]}",
                          leader=self._leader(*key))
                 storage.release(*key)
+                self._forget_share_partitions(*key)
         self.sync_coordinators()
+
+    def _forget_share_partitions(self, topic: str, partition: int) -> None:
+        share = getattr(self.broker, "share", None)
+        if share is not None:
+            share.forget_partition(topic, partition)
 
     def _leader(self, topic: str, partition: int) -> int:
         p = self.broker.controller.image.partition(topic, partition)
@@ -391,6 +408,7 @@ class Cluster:
                                       self.broker.controller._safe_log_config(topic), row, rows)
             built.assign_epoch_start_offset(epoch)
             storage.adopt(built)
+            self._forget_share_partitions(topic, partition)  # of an earlier epoch
             log.info("{tp}: leading in epoch {epoch}, offsets [{start}, {end}), {loaded} bytes "
                      "loaded (cached from offset {cached})", tp=f"{topic}-{partition}",
                      epoch=epoch, start=built.log_start_offset, end=built.log_end_offset,

@@ -151,12 +151,13 @@ def run(command: list[str], *args: str, timeout: float = 60.0) -> Run:
 
 
 class Member:
-    """A group member program running in the background; its lines are collected as printed."""
+    """A group member program running in the background; its lines are collected as printed.
+    `stop()` sends SIGTERM, or with `stdin=True` closes its stdin (how the Java programs stop)."""
 
-    def __init__(self, command: list[str], *args: str) -> None:
+    def __init__(self, command: list[str], *args: str, stdin: bool = False) -> None:
         self.command = [*command, *args]
-        self.proc = subprocess.Popen(self.command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(self.command, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.started = time.monotonic()
         self.lines: list[dict[str, Any]] = []
         self.stderr: list[str] = []
@@ -180,9 +181,13 @@ class Member:
         return [line for line in list(self.lines) if line.get("kind") == kind]
 
     def stop(self, timeout: float = 30.0) -> Run:
-        """SIGTERM (the member commits and leaves its group), then its whole output."""
+        """SIGTERM or stdin closed (the member commits and leaves its group), then its whole
+        output."""
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
+            else:
+                self.proc.send_signal(signal.SIGTERM)
         try:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:

@@ -288,6 +288,10 @@ def test_find_coordinator_key_types(cluster: ClockedBroker) -> None:
     share = conn.request(mod.FindCoordinatorRequest(key_type=i8(2), coordinator_keys=("s",)))
     assert share.coordinators[0].error_code == ErrorCode.invalid_request
     assert share.coordinators[0].node_id == -1
+    # v6 knows share coordinators, but share groups are not enabled (share.version 0)
+    v6 = schema("find_coordinator", 6)
+    share = conn.request(v6.FindCoordinatorRequest(key_type=i8(2), coordinator_keys=("s:x:0",)))
+    assert share.coordinators[0].error_code == ErrorCode.invalid_request
 
 
 # -- JoinGroup ---------------------------------------------------------------------------

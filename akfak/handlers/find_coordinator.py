@@ -3,8 +3,11 @@
 Behavior / Version notes:
 - Single node: this broker coordinates every group (key type 0) and every
   transactional id (key type 1); it answers its own node id and the address
-  advertised on the listener the request came in on.  Other key types (share
-  groups, 2) are INVALID_REQUEST.
+  advertised on the listener the request came in on.  Key type 2 (SHARE, v6+; INVALID_REQUEST
+  before, or without share groups) finds the share coordinator of a share-partition,
+  "group:topicId:partition", the leader of its partition of `__share_group_state` (created on
+  first use); it needs CLUSTER_ACTION (else CLUSTER_AUTHORIZATION_FAILED), as brokers' state
+  persisters ask it.
 - As Kafka does, asking for a group coordinator creates `__consumer_offsets` when
   it does not exist yet, and asking for a transaction coordinator
   `__transaction_state`; the answer waits until it does (COORDINATOR_NOT_AVAILABLE
@@ -35,12 +38,14 @@ from twisted.python.failure import Failure
 from akfak.groups.records import partition_for
 from akfak.handlers.base import NO_THROTTLE, Handler, make
 from akfak.handlers.groups import coordinator_of
+from akfak.handlers.share_groups import share_service
 from akfak.protocol import RequestContext
-from akfak.security.acls import DESCRIBE, GROUP, TRANSACTIONAL_ID
+from akfak.security.acls import CLUSTER_ACTION, DESCRIBE, GROUP, TRANSACTIONAL_ID
 from akfak.security.checks import DENIED_MESSAGES, access
 
 KEY_TYPE_GROUP = 0
 KEY_TYPE_TRANSACTION = 1
+KEY_TYPE_SHARE = 2
 #: per key type: the resource DESCRIBE is checked on and the error
 _DENIED = {
     KEY_TYPE_GROUP: (GROUP, ErrorCode.group_authorization_failed),
@@ -62,13 +67,16 @@ class FindCoordinatorHandler(Handler):
             resource, denial = _DENIED[key_type]
             acl = access(context)
             denied = {key for key in keys if not acl.allows(DESCRIBE, resource, key)}
-        ready = self._ready(key_type) if set(keys) - denied else succeed(ErrorCode.none)
+        elif key_type == KEY_TYPE_SHARE and version >= 6 \
+                and not access(context).cluster(CLUSTER_ACTION):
+            denied, denial = set(keys), ErrorCode.cluster_authorization_failed
+        ready = self._ready(key_type, version) if set(keys) - denied else succeed(ErrorCode.none)
 
         def respond(error: ErrorCode) -> Any:
             def entry(key: str) -> dict[str, Any]:
                 if key in denied:
                     return dict(node_id=i32(-1), host="", port=i32(-1), error_code=denial,
-                                error_message=DENIED_MESSAGES[denial] if version < 4 else None)
+                                error_message=DENIED_MESSAGES.get(denial) if version < 4 else None)
                 found, node, (host, port) = error, self.broker.node_id, \
                     self.broker.advertised_address(context.listener)
                 if found is ErrorCode.none and self.broker.cluster is not None:
@@ -91,8 +99,7 @@ class FindCoordinatorHandler(Handler):
     def _leader(self, key_type: int, key: str, listener: str
                 ) -> tuple[ErrorCode, int, tuple[str, int]]:
         """The cluster's coordinator of `key`: the leader of the key's partition."""
-        coordinator: Any = (self.broker.transaction_coordinator if key_type == KEY_TYPE_TRANSACTION
-                            else self.broker.group_coordinator)
+        coordinator = self._coordinator(key_type)
         unavailable = (ErrorCode.coordinator_not_available, -1, ("", -1))
         topic = self.broker.image.topic(coordinator.store.name)
         if topic is None or not topic.num_partitions:
@@ -105,11 +112,20 @@ class FindCoordinatorHandler(Handler):
         endpoint = self.broker.cluster.endpoint(p.leader, listener)  # type: ignore[union-attr]
         return unavailable if endpoint is None else (ErrorCode.none, p.leader, endpoint)
 
-    def _ready(self, key_type: int) -> Deferred[ErrorCode]:
+    def _coordinator(self, key_type: int) -> Any:
+        if key_type == KEY_TYPE_TRANSACTION:
+            return self.broker.transaction_coordinator
+        if key_type == KEY_TYPE_SHARE:
+            return self.broker.share.coordinator
+        return self.broker.group_coordinator
+
+    def _ready(self, key_type: int, version: int) -> Deferred[ErrorCode]:
         if key_type == KEY_TYPE_TRANSACTION:
             coordinator: Any = self.broker.transaction_coordinator
         elif key_type == KEY_TYPE_GROUP:
             coordinator = coordinator_of(self.broker)
+        elif key_type == KEY_TYPE_SHARE and version >= 6 and share_service(self.broker):
+            coordinator = self.broker.share.coordinator
         else:
             return succeed(ErrorCode.invalid_request)
         if coordinator is None:

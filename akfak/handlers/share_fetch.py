@@ -12,7 +12,8 @@ Behavior (Kafka 4.1's KafkaApis, SharePartitionManager and SharePartition):
   batches out of order, first > last, no types, types not one per offset or not 0-3;
   UNKNOWN_TOPIC_ID, TOPIC_AUTHORIZATION_FAILED, UNKNOWN_TOPIC_OR_PARTITION; then the
   share-partition's answer (INVALID_RECORD_STATE for records not acquired by the member).  The
-  answer waits until the new state is written to `__share_group_state`.
+  answer waits until the new state is written to `__share_group_state` (and is that write's
+  error if it fails).
 - Fetching acquires records for the member (akfak.share.partition) and returns the record
   batches that hold them as stored (bytes untouched, only batch headers read), with the
   acquired ranges and delivery counts and the group's lock duration (read_committed groups:
@@ -20,6 +21,10 @@ Behavior (Kafka 4.1's KafkaApis, SharePartitionManager and SharePartition):
   up to MaxWaitMs, woken by appends and by records becoming available again; MinBytes is
   checked before acquiring.  A full session answers every partition, a later one only those
   with records, errors or acknowledgement results.
+- In a cluster only the partition's leader serves it (others answer NOT_LEADER_OR_FOLLOWER,
+  for fetches and acknowledgements); a share-partition's state is read from its share
+  coordinator on first use (akfak.share.persister), meanwhile the partition has no records
+  (the fetch waits), and acknowledgements of it are INVALID_RECORD_STATE.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from akfak.protocol import RequestContext
 from akfak.security.acls import GROUP, READ, TOPIC
 from akfak.security.checks import access
 from akfak.share.partition import AcknowledgeError, Acquired
+from akfak.share.service import SharePartitionLoading
 from akfak.share.sessions import FINAL_EPOCH, SessionError
 
 _I16 = struct.Struct(">h")
@@ -140,7 +146,7 @@ class _ShareHandler(Handler):
                 elif not acl.allows(READ, TOPIC, name):
                     results[ref] = ErrorCode.topic_authorization_failed.value
                 elif (log := broker.get_log(name, ref[1])) is None:
-                    results[ref] = ErrorCode.unknown_topic_or_partition.value
+                    results[ref] = int(broker.missing_log_error(name, ref[1]))
                 elif not plan:
                     results[ref] = 0
                 else:
@@ -148,10 +154,13 @@ class _ShareHandler(Handler):
                         sp = service.partition(group_id, topic_id, name, ref[1], log)
                         written = sp.acknowledge(member_id, plan)
                         results[ref] = 0
-                        if isinstance(written, Deferred):
-                            writes.append(written)
+                        if isinstance(written, Deferred):  # fires with an error code, if any
+                            writes.append(written.addCallback(
+                                lambda code, ref=ref: code and results.__setitem__(ref, code)))
                     except AcknowledgeError as e:
                         results[ref] = e.error.value
+                    except SharePartitionLoading:  # it holds nothing the member acquired
+                        results[ref] = ErrorCode.invalid_record_state.value
                     except KafkaError as e:
                         results[ref] = e.error_code
         if not writes:
@@ -210,6 +219,8 @@ class ShareFetchHandler(_ShareHandler):
         def attempt(acks: dict[Ref, int]) -> Any:
             answers: dict[Ref, PartitionAnswer] = {}
             sources: list[tuple[Ref, str, Any, Any]] = []
+            #: (a cluster) share-partitions whose state is on its way: nothing yet, no error
+            loading: list[tuple[str, int]] = []
             for ref in refs:
                 topic_id, index = ref
                 answer = answers[ref] = PartitionAnswer(index)
@@ -226,6 +237,9 @@ class ShareFetchHandler(_ShareHandler):
                     continue
                 try:
                     sp = service.partition(group_id, topic_id, name, index, log)
+                except SharePartitionLoading:
+                    loading.append((name, index))
+                    continue
                 except KafkaError as e:
                     answer.error = e.error_code
                     continue
@@ -237,11 +251,12 @@ class ShareFetchHandler(_ShareHandler):
                      if (d := log.prepare_read(sp.next_fetch_offset(), max_bytes)) is not None]
             if waits:
                 return gatherResults(waits, consumeErrors=True).addBoth(
-                    lambda _: acquire(acks, answers, sources))
-            return acquire(acks, answers, sources)
+                    lambda _: acquire(acks, answers, sources, loading))
+            return acquire(acks, answers, sources, loading)
 
         def acquire(acks: dict[Ref, int], answers: dict[Ref, PartitionAnswer],
-                    sources: list[tuple[Ref, str, Any, Any]]) -> Any:
+                    sources: list[tuple[Ref, str, Any, Any]], loading: list[tuple[str, int]]
+                    ) -> Any:
             remaining = deadline - broker.clock.seconds()
             if remaining > 0 and min_bytes > 1 and sources and sum(
                     service.available_bytes(sp, log, max_bytes, read_committed)
@@ -260,14 +275,15 @@ class ShareFetchHandler(_ShareHandler):
                     records_left -= sum(a.last_offset - a.first_offset + 1 for a in acquired)
                     if records_left <= 0 or total >= max_bytes:
                         break
-            if total == 0 and remaining > 0 and sources and len(sources) == sum(
-                    1 for a in answers.values() if a.error == 0):
-                return wait(acks, sources, remaining)
+            if total == 0 and remaining > 0 and (sources or loading) and len(sources) + len(
+                    loading) == sum(1 for a in answers.values() if a.error == 0):
+                return wait(acks, sources, remaining, loading)
             return self._respond(lock_ms, answers, acks, full)
 
-        def wait(acks: dict[Ref, int], sources: list[Any], remaining: float) -> Any:
-            waiting = broker.waiters.wait([(name, ref[1]) for ref, name, _l, _s in sources],
-                                          remaining)
+        def wait(acks: dict[Ref, int], sources: list[Any], remaining: float,
+                 loading: list[tuple[str, int]] | None = None) -> Any:
+            waiting = broker.waiters.wait(
+                [(name, ref[1]) for ref, name, _l, _s in sources] + (loading or []), remaining)
             return waiting.addCallback(lambda _: attempt(acks))
 
         return acked.addCallback(attempt)

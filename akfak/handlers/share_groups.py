@@ -8,6 +8,9 @@ Behavior (Kafka 4.1's KafkaApis and GroupMetadataManager; akfak.share.group has 
 - Describe: DESCRIBE on each group, else GROUP_AUTHORIZATION_FAILED for it; a group that is not
   a share group (or none) is GROUP_ID_NOT_FOUND; the `simple` assignor; members' assignments
   with topic names; authorized operations when asked for.
+- In a cluster the broker leading the group's partition of `__consumer_offsets` coordinates
+  it (as for consumer groups); the others answer NOT_COORDINATOR, and while its records are
+  replayed COORDINATOR_LOAD_IN_PROGRESS.
 """
 
 from __future__ import annotations
@@ -109,8 +112,8 @@ class ShareGroupDescribeHandler(Handler):
             else:  # Kafka answers these first
                 described.append(failed(group_id, ErrorCode.group_authorization_failed))
         for group_id in allowed:
-            if service.loading(group_id):
-                described.append(failed(group_id, ErrorCode.coordinator_load_in_progress))
+            if (status := service.group_error(group_id)) is not None:
+                described.append(failed(group_id, status))
                 continue
             group = service.groups.groups.get(group_id)
             if group is None:

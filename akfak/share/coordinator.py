@@ -7,6 +7,8 @@ ShareUpdate (its state batches overlaid on what is known), or a ShareSnapshot of
 state every `share.coordinator.snapshot.update.records.per.snapshot` updates or when the state
 epoch rises; delete writes a tombstone.  On start every partition is replayed (the last
 snapshot plus the updates after it); meanwhile its keys answer COORDINATOR_LOAD_IN_PROGRESS.
+In a cluster it owns the partitions this broker leads, loading each on election and
+forgetting it on resignation (akfak.coordinator.runtime); other keys are NOT_COORDINATOR.
 The topic is created on first write with Kafka's configs (`cleanup.policy=delete`,
 `retention.ms=-1`).  Every `share.coordinator.state.topic.prune.interval.ms` each partition's
 log start moves up to the oldest latest snapshot of its keys, as Kafka prunes the topic.
@@ -79,13 +81,25 @@ class ShareCoordinator(LoadingCoordinator):
         self.active = False
 
     def partition_for(self, key: ShareKey) -> int:
-        return records.partition_for(key, self.num_partitions)
+        return records.partition_for(key, self.store.num_partitions() or self.num_partitions)
+
+    def ensure_topic(self) -> Deferred[None]:
+        return self.creator.ensure()
 
     def _check(self, key: ShareKey) -> None:
         if not self.active:
             raise ShareStateError(ErrorCode.not_coordinator)
-        if self.store.num_partitions() is not None and self.partition_for(key) in self.loader.loading:
-            raise ShareStateError(ErrorCode.coordinator_load_in_progress)
+        if self.store.num_partitions() is not None:
+            status = self.key_status(self.partition_for(key))
+            if status is not None:
+                raise ShareStateError(status)
+
+    def _unload(self, partition: int) -> None:
+        """(a cluster) Another broker coordinates `partition` now: forget its keys."""
+        for key in [k for k in self.states if self.partition_for(k) == partition]:
+            del self.states[key]
+            self._updates.pop(key, None)
+            self._snapshot_offsets.pop(key, None)
 
     # -- replay ------------------------------------------------------------------------
 
@@ -188,6 +202,10 @@ class ShareCoordinator(LoadingCoordinator):
         batch = encode_batch([(records.encode_key(record_type, key), value)], timestamp=self.now_ms())
 
         def write(_: Any) -> Any:
+            if self.owned is not None and partition not in self.owned:
+                # (a cluster) the topic was just created, and another broker leads it
+                self._unload(partition)
+                raise ShareStateError(ErrorCode.not_coordinator)
             return maybeDeferred(self.store.append, partition, batch, self.now_ms())
 
         def written(base_offset: Any) -> None:

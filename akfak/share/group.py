@@ -349,11 +349,22 @@ class ShareGroups:
         else:
             member.epoch, member.previous_epoch, _state, member.assigned = value
 
-    def loaded(self) -> None:
-        """Loading is done: the members loaded must heartbeat within their session timeout."""
-        for group in self.groups.values():
+    def loaded(self, of: Callable[[str], bool] = lambda _g: True) -> None:
+        """Loading is done (of the groups `of` names): the members loaded must heartbeat
+        within their session timeout."""
+        for group in [g for g in self.groups.values() if of(g.group_id)]:
             for member_id in group.members:
                 self._schedule_expiry(group, member_id)
+
+    def forget(self, of: Callable[[str], bool]) -> None:
+        """(a cluster) Drop the groups `of` names: another broker coordinates them now."""
+        for group_id in [g for g in self.groups if of(g)]:
+            del self.groups[group_id]
+        self.initialized = {k for k in self.initialized if not of(k[0])}
+        for key in [k for k in self._timers if of(k[0])]:
+            call = self._timers.pop(key)
+            if call.active():
+                call.cancel()
 
     def stop(self) -> None:
         for call in self._timers.values():

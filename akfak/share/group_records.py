@@ -18,6 +18,7 @@ from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from kio.schema.errors import ErrorCode
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.logger import Logger
 
@@ -169,39 +170,75 @@ def decode(key: bytes, value: bytes | None) -> Record | None:
 
 
 class ShareGroupLog:
-    """Writes share-group records to `__consumer_offsets` and replays them at start."""
+    """Writes share-group records to `__consumer_offsets` and replays them at start.  In a
+    cluster it owns the partitions this broker leads, as the group coordinator does (the
+    same topic, so the same placement): `on_election` replays one, `on_resignation` forgets
+    its groups (`forget`), and groups of the others are NOT_COORDINATOR (`status`)."""
+
+    LOADING = "share groups"
 
     def __init__(self, clock: Any, store: ICoordinatorTopic, ensure_topic: Callable[[], Any],
-                 num_partitions: Callable[[], int], replay: Callable[[Record], None]) -> None:
+                 num_partitions: Callable[[], int], replay: Callable[[Record], None],
+                 forget: Callable[[int], None] = lambda _p: None,
+                 partition_loaded: Callable[[int], None] = lambda _p: None) -> None:
         self.clock = clock
         self.store = store
         self.ensure_topic = ensure_topic
         self.num_partitions = num_partitions
         self.replay = replay
+        self.forget = forget
+        self.partition_loaded = partition_loaded
         self.active = False
-        self.loader = PartitionLoader(clock, store, self._replay_batch, lambda _p: None,
+        #: (a cluster) the partitions this broker leads; None for all (one broker)
+        self.owned: set[int] | None = None
+        self.loader = PartitionLoader(clock, store, self._replay_batch, self._partition_loaded,
                                       lambda: self.active)
         self.loaded: Deferred[None] = Deferred()
 
-    def start(self) -> None:
+    def start(self, *, clustered: bool = False) -> None:
         self.active = True
+        if clustered:
+            self.owned = set()
         existing = self.store.num_partitions()
-        if not existing:
+        if clustered or not existing:
             self.loaded.callback(None)
             return
-        self.loader.on_loaded = self._partition_loaded
         self.loader.start(existing)
 
     def _partition_loaded(self, partition: int) -> None:
-        if not self.loader.loading and not self.loaded.called:
+        if self.owned is not None:
+            self.partition_loaded(partition)
+        elif not self.loader.loading and not self.loaded.called:
             self.loaded.callback(None)
+
+    def on_election(self, partition: int) -> None:
+        if self.owned is None:
+            return
+        self.forget(partition)
+        self.owned.add(partition)
+        self.loader.load(partition)
+
+    def on_resignation(self, partition: int) -> None:
+        if self.owned is None or partition not in self.owned:
+            return
+        self.owned.discard(partition)
+        self.loader.unload(partition)
+        self.forget(partition)
 
     def stop(self) -> None:
         self.active = False
 
-    def loading(self, group_id: str) -> bool:
+    def status(self, group_id: str) -> ErrorCode | None:
+        """NOT_COORDINATOR (another broker's), COORDINATOR_LOAD_IN_PROGRESS, or None."""
         existing = self.store.num_partitions()
-        return bool(existing) and partition_for(group_id, existing) in self.loader.loading
+        if not existing:
+            return None
+        partition = partition_for(group_id, existing)
+        if self.owned is not None and partition not in self.owned:
+            return ErrorCode.not_coordinator
+        if partition in self.loader.loading:
+            return ErrorCode.coordinator_load_in_progress
+        return None
 
     def _replay_batch(self, partition: int, header: BatchHeader, batch: memoryview) -> None:
         if header.is_control or header.is_transactional:

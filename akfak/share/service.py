@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any
 
 from kio.schema.errors import ErrorCode
@@ -26,7 +26,7 @@ from twisted.logger import Logger
 
 from akfak import features
 from akfak.coordinator.topic import ICoordinatorTopic, MemoryCoordinatorTopic
-from akfak.errors import KafkaError
+from akfak.groups.records import partition_for
 from akfak.log.batch import parse_header, scan
 from akfak.log.records import CONTROL_ABORT, read_marker
 from akfak.share.coordinator import (
@@ -38,6 +38,7 @@ from akfak.share.coordinator import (
 from akfak.share.group import HeartbeatError, ShareGroups
 from akfak.share.group_records import ShareGroupLog
 from akfak.share.partition import Acquired, SharePartition
+from akfak.share.persister import SharePersister
 from akfak.share.records import ShareKey, ShareState, StateBatch
 from akfak.share.sessions import ShareSessionCache
 from akfak.share.settings import group_setting, int_setting, setting
@@ -57,8 +58,11 @@ def share_state_for(broker: Broker) -> ICoordinatorTopic:
     if getattr(broker, "controller", None) is not None and getattr(broker, "storage", None):
         from akfak.coordinator.log_topic import LogCoordinatorTopic
 
-        return LogCoordinatorTopic(SHARE_STATE_TOPIC, share_state_topic_configs(broker.config),
-                                   broker.controller, broker.storage)
+        return LogCoordinatorTopic(
+            SHARE_STATE_TOPIC, share_state_topic_configs(broker.config), broker.controller,
+            broker.storage, cluster=getattr(broker, "cluster", None),
+            replication_factor=int_setting(broker.config,
+                                           "share.coordinator.state.topic.replication.factor"))
     return MemoryCoordinatorTopic(SHARE_STATE_TOPIC)
 
 
@@ -87,6 +91,13 @@ def aborted_batches(chunks: list[bytes], headers: list[tuple[int, int, int, int,
     return out
 
 
+class SharePartitionLoading(ShareStateError):
+    """(a cluster) The share-partition's state is being read from its share coordinator."""
+
+    def __init__(self) -> None:
+        super().__init__(ErrorCode.coordinator_load_in_progress)
+
+
 class ShareService:
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
@@ -98,7 +109,11 @@ class ShareService:
         #: the share groups' records in __consumer_offsets (the group coordinator's topic)
         self.group_log = None if groups is None else ShareGroupLog(
             broker.clock, groups.store, groups.ensure_topic, lambda: groups.num_partitions,
-            self.groups.replay)
+            self.groups.replay, lambda p: self.groups.forget(self._in_partition(p)),
+            lambda p: self.groups.loaded(self._in_partition(p)))
+        self.persister = SharePersister(broker, self.coordinator)
+        #: (a cluster) share-partitions whose state is being read from the share coordinator
+        self._reading: set[ShareKey] = set()
         self.sessions = ShareSessionCache(int_setting(config, "group.share.max.share.sessions"))
         self.max_delivery = int_setting(config, "group.share.delivery.count.limit")
         self.max_locks = int_setting(config, "group.share.partition.max.record.locks")
@@ -107,14 +122,22 @@ class ShareService:
     # -- state -------------------------------------------------------------------------
 
     def start(self) -> None:
-        self.coordinator.start()
+        clustered = getattr(self.broker, "cluster", None) is not None
+        self.coordinator.start(clustered=clustered)
         if self.group_log is not None:
-            self.group_log.start()
+            self.group_log.start(clustered=clustered)
             self.group_log.loaded.addCallback(lambda _: self.groups.loaded())
 
-    def loading(self, group_id: str) -> bool:
-        """Whether the group's records are still being replayed."""
-        return self.group_log is not None and self.group_log.loading(group_id)
+    def _in_partition(self, partition: int) -> Callable[[str], bool]:
+        """Whether a group id falls in `partition` of `__consumer_offsets`."""
+        store = self.group_log.store if self.group_log is not None else None
+        return lambda group_id: store is not None and partition_for(
+            group_id, store.num_partitions() or 1) == partition
+
+    def group_error(self, group_id: str) -> ErrorCode | None:
+        """NOT_COORDINATOR (a cluster: another broker coordinates the group) or
+        COORDINATOR_LOAD_IN_PROGRESS (its records are being replayed), else None."""
+        return None if self.group_log is None else self.group_log.status(group_id)
 
     def _write_group(self, group_id: str, entries: list[tuple[bytes, bytes | None]]
                      ) -> Deferred[None]:
@@ -132,8 +155,9 @@ class ShareService:
                   ) -> Deferred[Any]:
         """ShareGroupHeartbeat: fires with its result once its records are written (raises
         HeartbeatError)."""
-        if self.loading(group_id):
-            raise HeartbeatError(ErrorCode.coordinator_load_in_progress)
+        error = self.group_error(group_id)
+        if error is not None:
+            raise HeartbeatError(error)
         out: list[tuple[bytes, bytes | None]] = []
         result = self.groups.heartbeat(group_id, member_id, member_epoch, rack_id, subscribed,
                                        client_id, client_host, out)
@@ -157,13 +181,14 @@ class ShareService:
 
     def _initialize(self, group_id: str, topic_id: Any, partition: int, epoch: int) -> None:
         key = ShareKey(group_id, topic_id, partition)
-        try:
-            if self.coordinator.read(key) is not None:
-                return
-            self.coordinator.initialize(key, epoch, -1).addErrback(
-                lambda f: log.failure("Initializing {key} failed", f, key=key))
-        except ShareStateError as e:
-            log.warn("Cannot initialize {key}: {e}", key=key, e=e)
+
+        def initialize(state: ShareState | None) -> Any:
+            if state is None:
+                return self.persister.initialize(key, epoch, -1)
+            return None
+
+        self.persister.read(key, -1).addCallback(initialize).addErrback(
+            lambda f: log.warn("Cannot initialize {key}: {e}", key=key, e=f.getErrorMessage()))
 
     def partition(self, group_id: str, topic_id: uuid.UUID, topic: str, index: int,
                   partition_log: Any) -> SharePartition:
@@ -173,7 +198,30 @@ class ShareService:
         sp = self.partitions.get(key)
         if sp is not None:
             return sp
-        state = self.coordinator.read(key) or ShareState(start_offset=-1)
+        if getattr(self.broker, "cluster", None) is None:
+            return self._open(key, topic, partition_log, self.coordinator.read(key))
+        # a cluster: the share coordinator may be another broker's; meanwhile, loading
+        if key not in self._reading:
+            self._reading.add(key)
+            epoch = self.broker.leader_epoch(topic, index)
+
+            def read(state: ShareState | None) -> None:
+                # not initialized yet (the group coordinator's initialization is on its way):
+                # a later fetch reads again
+                if state is not None and (self.broker.get_log(topic, index) is partition_log
+                        and self.broker.leader_epoch(topic, index) == epoch):
+                    self._open(key, topic, partition_log, state)
+                    self.broker.waiters.notify((topic, index))
+
+            self.persister.read(key, epoch).addCallbacks(read, lambda f: log.warn(
+                "Reading the state of {key} failed: {e}", key=key, e=f.getErrorMessage())
+            ).addBoth(lambda _: self._reading.discard(key))
+        raise SharePartitionLoading()
+
+    def _open(self, key: ShareKey, topic: str, partition_log: Any, state: ShareState | None
+              ) -> SharePartition:
+        group_id, topic_id, index = key.group_id, key.topic_id, key.partition
+        state = state or ShareState(start_offset=-1)
         start = state.start_offset
         if start < 0:
             reset = self.group_config(group_id, "share.auto.offset.reset", None)
@@ -198,20 +246,24 @@ class ShareService:
         return int(found.offset) if found is not None else int(partition_log.high_watermark)
 
     def _persist(self, sp: SharePartition, start_offset: int, batches: list[StateBatch]
-                 ) -> Deferred[None]:
+                 ) -> Deferred[int | None]:
+        """Write a change; fires with None once written, or with the error code that refused
+        it (what the acknowledgements it held answer)."""
         key = ShareKey(sp.group_id, sp.topic_id, sp.partition)
-        try:
-            written = self.coordinator.write(key, sp.state_epoch,
-                                             self.broker.leader_epoch(sp.topic, sp.partition),
-                                             start_offset, batches)
-        except KafkaError as e:
-            log.warn("Writing the state of {key} failed: {e}", key=key, e=e)
-            return succeed(None)
+        written = self.persister.write(key, sp.state_epoch,
+                                       self.broker.leader_epoch(sp.topic, sp.partition),
+                                       start_offset, batches)
 
-        def failed(f: Any) -> None:
-            log.failure("Writing the state of {key} failed", f, key=key)
+        def failed(f: Any) -> int:
+            code = getattr(f.value, "error_code", ErrorCode.unknown_server_error.value)
+            log.warn("Writing the state of {key} failed: {e}", key=key, e=f.getErrorMessage())
+            if code in (ErrorCode.fenced_state_epoch.value, ErrorCode.fenced_leader_epoch.value) \
+                    and self.partitions.get(key) is sp:
+                # as Kafka's SharePartitionManager: a fenced share-partition is read again
+                self.partitions.pop(key).close()
+            return int(code)
 
-        return written.addErrback(failed)
+        return written.addCallbacks(lambda _: None, failed)
 
     # -- reading and acquiring -----------------------------------------------------------
 
@@ -294,6 +346,14 @@ class ShareService:
         for session in self.sessions.of_connection(connection):
             self.sessions.remove(session.group_id, session.member_id)
             self.release(session.group_id, session.member_id)
+
+    def forget_partition(self, topic: str, index: int) -> None:
+        """(a cluster) This broker no longer leads the partition (or leads it in a new
+        epoch): its share-partitions go; what they had acquired was never written, so the
+        leader's share-partitions, read from the share coordinator, have it available."""
+        for key in [k for k, sp in self.partitions.items()
+                    if sp.topic == topic and k.partition == index]:
+            self.partitions.pop(key).close()
 
     def delete_group(self, group_id: str) -> Deferred[Any]:
         """DeleteGroups of an empty share group: its state goes from the coordinator."""

@@ -24,10 +24,11 @@ var franzCommands = map[string]func(args){
 	"groups":  franzGroups,
 	"cluster": franzCluster,
 	"txn":     franzTxn,
+	"load":    franzLoad,
 }
 
 func franzClient(a args, opts ...kgo.Opt) *kgo.Client {
-	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(a.must("bootstrap"))}, opts...)...)
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(strings.Split(a.must("bootstrap"), ",")...)}, opts...)...)
 	check(err, "kgo.NewClient")
 	return cl
 }
@@ -231,7 +232,8 @@ func franzConsume(a args) {
 // franzMember is one member of a consumer group: it prints the records it processes and commits
 // after each poll, until SIGTERM, when it commits and leaves the group. protocol=consumer joins
 // with KIP-848's ConsumerGroupHeartbeat (kgo.ServerSideBalancer, the default cooperative-sticky
-// balancer asking for the broker's "uniform" assignor); otherwise the classic protocol.
+// balancer asking for the broker's "uniform" assignor); otherwise the classic protocol. With
+// retry-errors=1 the errors a poll returns are printed ({"kind":"fetch-error"}), not fatal.
 func franzMember(a args) {
 	ctx := stopContext()
 	name := a.must("name")
@@ -255,7 +257,13 @@ func franzMember(a args) {
 		if ctx.Err() != nil {
 			break
 		}
-		fetches.EachError(func(t string, p int32, err error) { fail("fetch %s/%d: %v", t, p, err) })
+		fetches.EachError(func(t string, p int32, err error) {
+			if a.str("retry-errors", "0") == "1" { // e.g. its coordinator died: the client retries
+				emit("fetch-error", map[string]any{"member": name, "error": err.Error()})
+				return
+			}
+			fail("fetch %s/%d: %v", t, p, err)
+		})
 		fetches.EachRecord(func(r *kgo.Record) {
 			record(r.Topic, r.Partition, r.Offset, r.Key, nil, nil, name)
 		})
@@ -462,4 +470,38 @@ func franzTxn(a args) {
 	check(producer.ProduceSync(ctx, records...).FirstErr(), "produce to abort")
 	check(producer.EndTransaction(ctx, kgo.TryAbort), "abort")
 	emit("aborted", map[string]any{"records": aborted})
+}
+
+// franzLoad is an idempotent acks=all producer writing keys "NAME-SEQ" (zero-padded) round-robin
+// over `partitions` until SIGTERM, at most `in-flight` records unacknowledged, while the test
+// kills brokers; then it flushes. It prints {"kind":"acked","partition":p,"offset":o,"key":k}
+// per acknowledged record and {"kind":"failed","key":k,"error":e} per failed one.
+func franzLoad(a args) {
+	ctx := stopContext()
+	cl := franzClient(a, kgo.RecordPartitioner(kgo.ManualPartitioner()), kgo.RequiredAcks(kgo.AllISRAcks()),
+		kgo.ProducerLinger(2*time.Millisecond), kgo.RecordDeliveryTimeout(2*time.Minute),
+		kgo.RequestTimeoutOverhead(5*time.Second))
+	defer cl.Close()
+	topic, partitions, name := a.must("topic"), a.num("partitions", 1), a.str("name", "g")
+	window := make(chan struct{}, a.num("in-flight", 200))
+	for i := 0; ctx.Err() == nil; i++ {
+		select {
+		case window <- struct{}{}:
+		case <-ctx.Done():
+			continue
+		}
+		key := fmt.Sprintf("%s-%07d", name, i)
+		cl.Produce(context.Background(), &kgo.Record{Topic: topic, Partition: int32(i % partitions), Key: []byte(key)},
+			func(r *kgo.Record, err error) {
+				<-window
+				if err != nil {
+					emit("failed", map[string]any{"key": key, "error": err.Error()})
+					return
+				}
+				emit("acked", map[string]any{"partition": r.Partition, "offset": r.Offset, "key": key})
+			})
+	}
+	done, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	check(cl.Flush(done), "flush")
 }

@@ -42,8 +42,9 @@ import org.apache.kafka.common.serialization.StringSerializer;
  * <li>stall: consumer 0 takes one poll's records and then neither acknowledges nor polls (its
  *     locks expire, or the broker dies); the others start after it and ACCEPT everything.</li>
  * </ul>
- * Prints {"kind":"record","consumer":c,"offset":o,"deliveryCount":n} per delivery (not with
- * {@code quiet=true}) and {"kind":"done","deliveries":n,"firstMs":f,"spanMs":s} (f: from the start
+ * Prints {"kind":"record","consumer":c,"partition":p,"offset":o,"deliveryCount":n} per delivery (not
+ * with {@code quiet=true}), {"kind":"ack-failed","consumer":c,"partition":p,"offsets":[...],"error":e}
+ * for acknowledgements the broker did not take and {"kind":"done","deliveries":n,"firstMs":f,"spanMs":s} (f: from the start
  * to the first delivery, s: from the first delivery to the last) once {@code expect} deliveries were seen, or once
  * {@code idle-ms} passed without a delivery after at least one; exit 3 past {@code timeout-ms}.
  * With {@code hold=true} the consumers then stay (polling, or stalled) until stdin closes.
@@ -85,6 +86,12 @@ public final class ShareConsumers {
                 props.put("value.deserializer", StringDeserializer.class.getName());
                 boolean staller = mode.equals("stall") && id == 0;
                 KafkaShareConsumer<String, String> consumer = new KafkaShareConsumer<>(props);
+                consumer.setAcknowledgementCommitCallback((offsets, error) -> {
+                    if (error != null) {
+                        offsets.forEach((tp, acked) -> Util.emit("kind", "ack-failed", "consumer", id,
+                            "partition", tp.partition(), "offsets", List.copyOf(acked), "error", error.toString()));
+                    }
+                });
                 try {
                     if (mode.equals("stall") && id != 0) {
                         stalledLatch.await(30, TimeUnit.SECONDS);  // consumer 0 takes records first
@@ -100,7 +107,8 @@ public final class ShareConsumers {
                         for (ConsumerRecord<String, String> record : records) {
                             if (!quiet) {
                                 synchronized (System.out) {
-                                    Util.emit("kind", "record", "consumer", id, "offset", record.offset(),
+                                    Util.emit("kind", "record", "consumer", id, "partition", record.partition(),
+                                        "offset", record.offset(),
                                         "deliveryCount", (int) record.deliveryCount().orElse((short) -1));
                                 }
                             }
