@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 import pytest
 
-from tests import jvm
+from tests import jvm, tool_runner
 from tests.kafka_peer import kafka_classpath
 
 LOG4J2 = """\
@@ -29,6 +29,7 @@ rootLogger.appenderRef.err.ref=err
 appender.err.type=Console
 appender.err.name=err
 appender.err.target=SYSTEM_ERR
+appender.err.follow=true
 appender.err.layout.type=PatternLayout
 appender.err.layout.pattern=%p %m (%c)%n
 """
@@ -52,6 +53,15 @@ def run_tool(main_class: str, *args: str, timeout: float = 90.0, input: str | No
     `input` on its stdin."""
     name = main_class if "." in main_class else f"org.apache.kafka.tools.{main_class}"
     classpath = kafka_classpath()
+    if tool_runner.enabled(name):
+        try:
+            ran = tool_runner.run(classpath, [f"-Dlog4j2.configurationFile={_log4j_config()}"],
+                                  _log4j_config().with_name("runners.log"), name, args, input,
+                                  timeout)
+        except tool_runner.RunnerTimeout:
+            pytest.fail(f"{main_class} {' '.join(args)} ran over {timeout}s", pytrace=False)
+        if ran is not None:
+            return ToolRun(*ran)
     try:
         with jvm.class_data_sharing(classpath) as sharing:
             command = jvm.java_command(classpath, name, *args, flags=[
