@@ -77,12 +77,12 @@ def redacted(url: str) -> str:
     return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{host}"
 
 
-def batch_rows(data: bytes | bytearray | memoryview) -> list[BatchRow]:
-    """The akfak_batch rows of stored batches (offsets already assigned)."""
-    view = memoryview(data)
+def batch_rows(data: bytes) -> list[BatchRow]:
+    """The akfak_batch rows of stored batches (offsets already assigned).  One batch (a
+    produce request's usual one per partition) is `data` itself, not a copy."""
     return [(h.base_offset, h.last_offset, h.max_timestamp, h.partition_leader_epoch,
-             h.producer_id, bytes(view[pos : pos + h.size]))
-            for pos, h in batches.scan(view)]
+             h.producer_id, data if h.size == len(data) else data[pos : pos + h.size])
+            for pos, h in batches.scan(data)]
 
 
 def _epochs_text(epochs: Sequence[tuple[int, int]]) -> str:

@@ -1,0 +1,101 @@
+"""The akfak_batch rows as the writer sends them (pg_writer.py): with as few statements and
+as few copies of the bytes as it can, since an append's CPU is mostly its bytes.
+
+- Parameters are binary: a batch goes as it is, not hex-escaped (which doubles it).
+- A round's appends go in one statement (`append_all`): a CTE moving every partition's
+  next offset under the offset and epoch check, inserting the batches of the partitions
+  that moved, counting them.
+- Past a few hundred KiB the batches go by `COPY ... (FORMAT BINARY)` instead, written
+  by hand: each row's fixed fields packed at once and its data handed over as a view, which
+  psycopg passes to libpq in 128 KiB pieces.  One large statement would cost more than its
+  size: libpq moves the unsent rest of its output buffer to the front after every partial
+  send, so a message of n bytes costs about n²/(socket buffer) bytes of memmove.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from akfak.log.pg_writer import Append, BatchRow, Key
+
+COLUMNS = ("topic_id, partition, base_offset, last_offset, max_timestamp, leader_epoch, "
+           "producer_id, data")
+#: One akfak_batch row's parameters.
+_ROW = "(%b::uuid, %b::int4, %b::int8, %b::int8, %b::int8, %b::int4, %b::int8, %b::bytea)"
+#: One partition's offset check: topic id, partition, base, end, leader epoch (-1: none).
+_MOVE = "(%b::uuid, %b::int4, %b::int8, %b::int8, %b::int4)"
+#: At most so many rows or partitions in one statement (PostgreSQL takes 65535 parameters).
+MAX_STATEMENT_ROWS = 2000
+#: Batches of more bytes than this (together) go by COPY.
+COPY_ABOVE = 256 << 10
+
+_COPY = f"COPY akfak_batch ({COLUMNS}) FROM STDIN (FORMAT BINARY)"
+#: The binary COPY header: signature, flags, no extension.
+_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
+_COPY_TRAILER = b"\xff\xff"
+#: A row's field count and every field but the data (each a length, then the value), then
+#: the data's length.
+_COPY_FIELDS = struct.Struct("!hi16sii" + "iq" * 3 + "ii" + "iq" + "i")
+#: Hand libpq this much before waiting for it to be sent: its output buffer stays small.
+_FLUSH_EVERY = 128 << 10
+
+
+def _inline(rows: int, size: int) -> bool:
+    return rows <= MAX_STATEMENT_ROWS and size <= COPY_ABOVE
+
+
+def append_all(cursor: Any, appends: Sequence[Append]) -> bool:
+    """Appends to distinct partitions (at most MAX_STATEMENT_ROWS): each partition row whose
+    next offset is the append's base (and leader epoch its epoch) moves to its end, and the
+    batches of those partitions are inserted.  Returns whether every partition moved; if
+    not, the caller rolls back (some append needs a closer look)."""
+    rows = [(a.key, row) for a in appends for row in a.rows]
+    inline = _inline(len(rows), sum(len(row[5]) for _, row in rows))
+    params: list[Any] = []
+    for a in appends:
+        params += (*a.key, a.base, a.end, -1 if a.epoch is None else a.epoch)
+    insert = ""
+    if inline:
+        for key, row in rows:
+            params += (*key, *row)
+        insert = (f", b ({COLUMNS}) AS (VALUES {', '.join([_ROW] * len(rows))}), "
+                  f"i AS (INSERT INTO akfak_batch ({COLUMNS}) SELECT b.* FROM b "
+                  "JOIN u USING (topic_id, partition))")
+    cursor.execute(
+        f"WITH p (topic_id, partition, base, next, epoch) AS "
+        f"(VALUES {', '.join([_MOVE] * len(appends))}), "
+        "u AS (UPDATE akfak_partition t SET next_offset = p.next FROM p "
+        "WHERE t.topic_id = p.topic_id AND t.partition = p.partition AND t.next_offset = p.base "
+        "AND (p.epoch < 0 OR t.leader_epoch = p.epoch) RETURNING t.topic_id, t.partition)"
+        f"{insert} SELECT count(*) FROM u", params)
+    moved = cursor.fetchone()
+    if moved is None or moved[0] != len(appends):
+        return False
+    if not inline:
+        _copy(cursor, rows)
+    return True
+
+
+def insert_rows(cursor: Any, key: Key, rows: Sequence[BatchRow]) -> None:
+    """INSERT one partition's batch rows."""
+    if not _inline(len(rows), sum(len(row[5]) for row in rows)):
+        _copy(cursor, [(key, row) for row in rows])
+    elif rows:
+        cursor.execute(f"INSERT INTO akfak_batch ({COLUMNS}) VALUES "
+                       + ", ".join([_ROW] * len(rows)), [v for row in rows for v in (*key, *row)])
+
+
+def _copy(cursor: Any, rows: Sequence[tuple[Key, BatchRow]]) -> None:
+    from psycopg.copy import LibpqWriter
+
+    pack = _COPY_FIELDS.pack
+    with cursor.copy(_COPY, writer=LibpqWriter(cursor, flush_threshold=_FLUSH_EVERY)) as copy:
+        copy.write(_COPY_HEADER)
+        for (topic_id, partition), (base, last, max_ts, epoch, producer_id, data) in rows:
+            copy.write(pack(8, 16, topic_id.bytes, 4, partition, 8, base, 8, last, 8, max_ts,
+                            4, epoch, 8, producer_id, len(data)))
+            copy.write(memoryview(data))
+        copy.write(_COPY_TRAILER)
