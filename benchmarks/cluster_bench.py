@@ -14,7 +14,7 @@ broker's own share of the produce CPU (how the work divides); the PostgreSQL ser
 CPU comes on top.  `--kafka` runs the same workload on Apache Kafka
 4.1.1 with as many combined broker+controller KRaft nodes (JVMs of tests/kafka_peer.py's
 classpath; Kafka acknowledges acks=all once the in-sync replicas have the records in their
-page cache, without fsync).
+page cache, without fsync); `--disk` runs it on one akfak broker of the disk provider too.
 """
 
 from __future__ import annotations
@@ -58,6 +58,20 @@ def bench(brokers: int, records: int, size: int, partitions: int, fsync: bool) -
     finally:
         cluster.stop()
         pg.stop()
+
+
+def bench_disk(records: int, size: int, partitions: int) -> dict[str, Any]:
+    """The same workload on one broker of the disk provider (the reference for the cost of
+    the postgres provider's appends)."""
+    from tests.brokers import start_process
+
+    data = Path(tempfile.mkdtemp(prefix="akfak-cb-disk-")) / "data"
+    broker = start_process(data, "-o", "message.max.bytes=10485760")
+    try:
+        return workload(f"127.0.0.1:{broker.port}", [broker.proc.pid], 1, records, size,
+                        partitions)
+    finally:
+        broker.stop()
 
 
 KAFKA_PROPERTIES = """\
@@ -190,6 +204,8 @@ def main() -> None:
     parser.add_argument("--fsync", action="store_true")
     parser.add_argument("--kafka", action="store_true",
                         help="also Apache Kafka 4.1.1 (KRaft) with as many brokers")
+    parser.add_argument("--disk", action="store_true",
+                        help="also one akfak broker on the disk provider (with --brokers 1)")
     args = parser.parse_args()
     load = os.getloadavg()
     print(f"{args.records} records of {args.size} B, acks=all, PostgreSQL fsync "
@@ -202,6 +218,9 @@ def main() -> None:
         for partitions in (int(p) for p in args.partitions.split(",")):
             runs = [(f"akfak x{n}", lambda n=n, p=partitions: bench(n, args.records, args.size, p,
                                                                      args.fsync))]
+            if args.disk and n == 1:
+                runs.append(("akfak x1 disk", lambda p=partitions: bench_disk(
+                    args.records, args.size, p)))
             if args.kafka:
                 runs.append((f"Kafka x{n}", lambda n=n, p=partitions: bench_kafka(
                     n, args.records, args.size, p)))

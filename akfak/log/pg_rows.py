@@ -6,8 +6,9 @@ as few copies of the bytes as it can, since an append's CPU is mostly its bytes.
   next offset under the offset and epoch check, inserting the batches of the partitions
   that moved, counting them.
 - Past a few hundred KiB the batches go by `COPY ... (FORMAT BINARY)` instead, written
-  by hand: each row's fixed fields packed at once and its data handed over as a view, which
-  psycopg passes to libpq in 128 KiB pieces.  One large statement would cost more than its
+  by hand: each row's fixed fields packed at once, small rows gathered into 128 KiB
+  buffers, a large batch's data handed over as a view (psycopg passes it to libpq in
+  128 KiB pieces).  One large statement would cost more than its
   size: libpq moves the unsent rest of its output buffer to the front after every partial
   send, so a message of n bytes costs about n²/(socket buffer) bytes of memmove.
 """
@@ -89,13 +90,25 @@ def insert_rows(cursor: Any, key: Key, rows: Sequence[BatchRow]) -> None:
 
 
 def _copy(cursor: Any, rows: Sequence[tuple[Key, BatchRow]]) -> None:
+    """The rows by binary COPY: small ones gathered into buffers of _FLUSH_EVERY bytes
+    (each write to psycopg costs a round of its machinery), large data handed over as a
+    view of itself."""
     from psycopg.copy import LibpqWriter
 
     pack = _COPY_FIELDS.pack
     with cursor.copy(_COPY, writer=LibpqWriter(cursor, flush_threshold=_FLUSH_EVERY)) as copy:
-        copy.write(_COPY_HEADER)
+        buffer = bytearray(_COPY_HEADER)
         for (topic_id, partition), (base, last, max_ts, epoch, producer_id, data) in rows:
-            copy.write(pack(8, 16, topic_id.bytes, 4, partition, 8, base, 8, last, 8, max_ts,
-                            4, epoch, 8, producer_id, len(data)))
-            copy.write(memoryview(data))
-        copy.write(_COPY_TRAILER)
+            buffer += pack(8, 16, topic_id.bytes, 4, partition, 8, base, 8, last, 8, max_ts,
+                           4, epoch, 8, producer_id, len(data))
+            if len(data) >= _FLUSH_EVERY:
+                copy.write(buffer)
+                buffer = bytearray()
+                copy.write(memoryview(data))
+                continue
+            buffer += data
+            if len(buffer) >= _FLUSH_EVERY:
+                copy.write(buffer)
+                buffer = bytearray()
+        buffer += _COPY_TRAILER
+        copy.write(buffer)
