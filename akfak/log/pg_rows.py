@@ -3,7 +3,8 @@ as few copies of the bytes as it can, since an append's CPU is mostly its bytes.
 
 - Parameters are binary: a batch goes as it is, not hex-escaped (which doubles it).
 - A round's appends go in one statement (`append_all`): a CTE moving every partition's
-  next offset under the offset and epoch check, inserting the batches of the partitions
+  next offset under the offset and epoch check (the partitions as arrays: the statement's
+  text stays the same, whatever their number), inserting the batches of the partitions
   that moved, counting them.
 - Past a few hundred KiB the batches go by `COPY ... (FORMAT BINARY)` instead, written
   by hand: each row's fixed fields packed at once, small rows gathered into 128 KiB
@@ -15,7 +16,9 @@ as few copies of the bytes as it can, since an append's CPU is mostly its bytes.
 
 from __future__ import annotations
 
+import functools
 import struct
+import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -26,12 +29,12 @@ COLUMNS = ("topic_id, partition, base_offset, last_offset, max_timestamp, leader
            "producer_id, data")
 #: One akfak_batch row's parameters.
 _ROW = "(%b::uuid, %b::int4, %b::int8, %b::int8, %b::int8, %b::int4, %b::int8, %b::bytea)"
-#: One partition's offset check: topic id, partition, base, end, leader epoch (-1: none).
-_MOVE = "(%b::uuid, %b::int4, %b::int8, %b::int8, %b::int4)"
-#: At most so many rows or partitions in one statement (PostgreSQL takes 65535 parameters).
-MAX_STATEMENT_ROWS = 2000
-#: Batches of more bytes than this (together) go by COPY.
+#: At most so many partitions in one statement.
+MAX_STATEMENT_PARTITIONS = 2000
+#: Batches of more bytes, or more batches, than this (together) go by COPY: a statement's
+#: parameters cost more per row than COPY's packing.
 COPY_ABOVE = 256 << 10
+INLINE_ROWS = 32
 
 _COPY = f"COPY akfak_batch ({COLUMNS}) FROM STDIN (FORMAT BINARY)"
 #: The binary COPY header: signature, flags, no extension.
@@ -45,19 +48,32 @@ _FLUSH_EVERY = 128 << 10
 
 
 def _inline(rows: int, size: int) -> bool:
-    return rows <= MAX_STATEMENT_ROWS and size <= COPY_ABOVE
+    return rows <= INLINE_ROWS and size <= COPY_ABOVE
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _uuid_text(topic_id: uuid.UUID) -> str:
+    return str(topic_id)
+
+
+def _array(values: Any) -> str:
+    """A text array parameter (`%s::int8[]`): one join, not one parameter per value."""
+    return "{" + ",".join(values) + "}"
 
 
 def append_all(cursor: Any, appends: Sequence[Append]) -> bool:
-    """Appends to distinct partitions (at most MAX_STATEMENT_ROWS): each partition row whose
-    next offset is the append's base (and leader epoch its epoch) moves to its end, and the
-    batches of those partitions are inserted.  Returns whether every partition moved; if
-    not, the caller rolls back (some append needs a closer look)."""
+    """Appends to distinct partitions: each partition row whose next offset is the append's
+    base (and leader epoch its epoch) moves to its end, and the batches of those partitions
+    are inserted.  Returns whether every partition moved; if not, the caller rolls back
+    (some append needs a closer look)."""
     rows = [(a.key, row) for a in appends for row in a.rows]
     inline = _inline(len(rows), sum(len(row[5]) for _, row in rows))
-    params: list[Any] = []
-    for a in appends:
-        params += (*a.key, a.base, a.end, -1 if a.epoch is None else a.epoch)
+    params: list[Any] = [
+        _array([_uuid_text(a.key[0]) for a in appends]),
+        _array([str(a.key[1]) for a in appends]),
+        _array([str(a.base) for a in appends]),
+        _array([str(a.end) for a in appends]),
+        _array([str(-1 if a.epoch is None else a.epoch) for a in appends])]
     insert = ""
     if inline:
         for key, row in rows:
@@ -66,8 +82,8 @@ def append_all(cursor: Any, appends: Sequence[Append]) -> bool:
                   f"i AS (INSERT INTO akfak_batch ({COLUMNS}) SELECT b.* FROM b "
                   "JOIN u USING (topic_id, partition))")
     cursor.execute(
-        f"WITH p (topic_id, partition, base, next, epoch) AS "
-        f"(VALUES {', '.join([_MOVE] * len(appends))}), "
+        "WITH p AS (SELECT * FROM unnest(%s::uuid[], %s::int4[], %s::int8[], %s::int8[], "
+        "%s::int4[]) AS p (topic_id, partition, base, next, epoch)), "
         "u AS (UPDATE akfak_partition t SET next_offset = p.next FROM p "
         "WHERE t.topic_id = p.topic_id AND t.partition = p.partition AND t.next_offset = p.base "
         "AND (p.epoch < 0 OR t.leader_epoch = p.epoch) RETURNING t.topic_id, t.partition)"

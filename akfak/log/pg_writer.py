@@ -38,7 +38,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from akfak.errors import KafkaStorageError
-from akfak.log.pg_rows import MAX_STATEMENT_ROWS, append_all, insert_rows
+from akfak.log.pg_rows import MAX_STATEMENT_PARTITIONS, append_all, insert_rows
 from akfak.log.threads import defer_to_thread
 
 log = Logger()
@@ -227,7 +227,7 @@ def _run(cursor: Any, ops: Sequence[Op], *, together: bool) -> None:
 
     for op in ops:
         if together and isinstance(op, Append):
-            if op.key in keys or len(group) >= MAX_STATEMENT_ROWS:
+            if op.key in keys or len(group) >= MAX_STATEMENT_PARTITIONS:
                 flush()
             group.append(op)
             keys.add(op.key)
