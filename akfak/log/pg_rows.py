@@ -1,18 +1,18 @@
-"""The akfak_batch rows as the writer sends them (pg_writer.py): with as few statements and
-as few copies of the bytes as it can, since an append's CPU is mostly its bytes.
+"""The akfak_batch rows as the writer sends them (pg_writer.py), with as few statements,
+parameters and copies of the bytes as it can: an append's CPU is mostly its bytes, and with
+many partitions psycopg's cost per parameter.
 
-- Parameters are binary: a batch goes as it is, not hex-escaped (which doubles it).
 - A round's appends go in one statement (`append_all`): a CTE moving every partition's
-  next offset under the offset and epoch check (the partitions as arrays: the statement's
-  text stays the same, whatever their number), inserting the batches of the partitions
-  that moved, counting them.
-- Past a few hundred KiB the batches go by `COPY ... (FORMAT BINARY)` instead, written
-  by hand: each row's fixed fields packed at once, small rows gathered into 128 KiB
-  buffers, a large batch's data handed over as a view (psycopg passes it to libpq in
-  128 KiB pieces).  One large statement would cost more than its
-  size: libpq moves the unsent rest of its output buffer to the front after every partial
-  send, so a message of n bytes costs about n²/(socket buffer) bytes of memmove.
-"""
+  next offset under the offset and epoch check (the partitions as text arrays, so the
+  statement's text is the same whatever their number), inserting the batches of the
+  partitions that moved, counting them.
+- Batches are binary parameters: a batch goes as it is, not hex-escaped (which doubles it).
+- Past 32 batches or 256 KiB they go by `COPY ... (FORMAT BINARY)` instead, written by
+  hand: each row's fixed fields packed at once, small rows gathered into 128 KiB buffers, a
+  large batch's data handed over as a view (psycopg passes it to libpq in 128 KiB pieces).
+  One large statement would cost more than its size: libpq moves the unsent rest of its
+  output buffer to the front after every partial send, so a message of n bytes costs about
+  n²/(socket buffer) bytes of memmove."""
 
 from __future__ import annotations
 
@@ -31,10 +31,10 @@ COLUMNS = ("topic_id, partition, base_offset, last_offset, max_timestamp, leader
 _ROW = "(%b::uuid, %b::int4, %b::int8, %b::int8, %b::int8, %b::int4, %b::int8, %b::bytea)"
 #: At most so many partitions in one statement.
 MAX_STATEMENT_PARTITIONS = 2000
-#: Batches of more bytes, or more batches, than this (together) go by COPY: a statement's
-#: parameters cost more per row than COPY's packing.
-COPY_ABOVE = 256 << 10
+#: More batches, or bytes, than this (together) go by COPY: a statement's parameters cost
+#: more per batch than COPY's packing, and a large message more than its size.
 INLINE_ROWS = 32
+COPY_ABOVE = 256 << 10
 
 _COPY = f"COPY akfak_batch ({COLUMNS}) FROM STDIN (FORMAT BINARY)"
 #: The binary COPY header: signature, flags, no extension.
