@@ -1,19 +1,20 @@
 """Throughput of a cluster of akfak brokers over one PostgreSQL against one broker.
 
     .venv/bin/python benchmarks/cluster_bench.py [--brokers 1,3] [--records 200000]
-        [--size 1000] [--partitions 6] [--fsync] [--kafka]
+        [--size 1000] [--partitions 6[,60,600]] [--fsync] [--kafka]
 
-For each broker count: a throwaway PostgreSQL (tests/postgres.py; fsync off unless
-`--fsync`), that many brokers over it (tests/cluster.py), a topic of `--partitions`
-partitions with replication factor = brokers (leaders spread), then one confluent-kafka
+For each broker count and each partition count: a throwaway PostgreSQL (tests/postgres.py;
+fsync off unless `--fsync`), that many brokers over it (tests/cluster.py), a topic of that
+many partitions with replication factor = brokers (leaders spread), then one confluent-kafka
 producer (acks=all, linger.ms=5, 1 MiB batches) writing `--records` values of `--size`
 bytes round-robin over the partitions, timed from the first record to the last delivery,
 and one consumer reading them all back.  Prints records/s, MiB/s and the brokers' CPU
-(user + system, every broker summed, from /proc) per record for both phases; the
-PostgreSQL server's own CPU comes on top.  `--kafka` runs the same workload on Apache Kafka
+(user + system, every broker summed, from /proc) per record for both phases, and each
+broker's own share of the produce CPU (how the work divides); the PostgreSQL server's own
+CPU comes on top.  `--kafka` runs the same workload on Apache Kafka
 4.1.1 with as many combined broker+controller KRaft nodes (JVMs of tests/kafka_peer.py's
 classpath; Kafka acknowledges acks=all once the in-sync replicas have the records in their
-page cache, without fsync).
+page cache, without fsync); `--disk` runs it on one akfak broker of the disk provider too.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -33,15 +35,20 @@ from tests.postgres import PostgresServer
 MIB = 1 << 20
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    total = 0
+def cpu_each(pids: list[int]) -> list[float]:
+    """Each process's CPU seconds so far (user + system)."""
+    each = []
     for pid in pids:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])  # utime, stime (clock ticks)
-    return total / os.sysconf("SC_CLK_TCK")
+        each.append((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
+    return each
 
 
-def bench(brokers: int, records: int, size: int, partitions: int, fsync: bool) -> dict[str, float]:
+def cpu_seconds(pids: list[int]) -> float:
+    return sum(cpu_each(pids))
+
+
+def bench(brokers: int, records: int, size: int, partitions: int, fsync: bool) -> dict[str, Any]:
     pg = PostgresServer.start(fsync=fsync)
     cluster = AkfakCluster.start(pg.new_database(), Path(tempfile.mkdtemp(prefix="akfak-cb-")),
                                  brokers)
@@ -51,6 +58,20 @@ def bench(brokers: int, records: int, size: int, partitions: int, fsync: bool) -
     finally:
         cluster.stop()
         pg.stop()
+
+
+def bench_disk(records: int, size: int, partitions: int) -> dict[str, Any]:
+    """The same workload on one broker of the disk provider (the reference for the cost of
+    the postgres provider's appends)."""
+    from tests.brokers import start_process
+
+    data = Path(tempfile.mkdtemp(prefix="akfak-cb-disk-")) / "data"
+    broker = start_process(data, "-o", "message.max.bytes=10485760")
+    try:
+        return workload(f"127.0.0.1:{broker.port}", [broker.proc.pid], 1, records, size,
+                        partitions)
+    finally:
+        broker.stop()
 
 
 KAFKA_PROPERTIES = """\
@@ -72,7 +93,7 @@ message.max.bytes=10485760
 """
 
 
-def bench_kafka(brokers: int, records: int, size: int, partitions: int) -> dict[str, float]:
+def bench_kafka(brokers: int, records: int, size: int, partitions: int) -> dict[str, Any]:
     """The same workload on Apache Kafka 4.1.1, `brokers` combined broker+controller nodes
     (KRaft, a static quorum), each a JVM with -Xmx768m (tests/kafka_peer.py's classpath)."""
     import base64
@@ -128,7 +149,7 @@ def bench_kafka(brokers: int, records: int, size: int, partitions: int) -> dict[
 
 
 def workload(bootstrap: str, pids: list[int], rf: int, records: int, size: int,
-             partitions: int) -> dict[str, float]:
+             partitions: int) -> dict[str, Any]:
     from confluent_kafka import Consumer, Producer, TopicPartition
     from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -143,7 +164,8 @@ def workload(bootstrap: str, pids: list[int], rf: int, records: int, size: int,
     for i in range(warm):  # warm-up: metadata, connections
         producer.produce("bench", value, partition=i % partitions)
     producer.flush(60)
-    cpu0, t0 = cpu_seconds(pids), time.monotonic()
+    each0 = cpu_each(pids)
+    cpu0, t0 = sum(each0), time.monotonic()
     for i in range(records):
         while True:
             try:
@@ -154,7 +176,8 @@ def workload(bootstrap: str, pids: list[int], rf: int, records: int, size: int,
         if i % 1000 == 0:
             producer.poll(0)
     assert producer.flush(300) == 0
-    produce_s, produce_cpu = time.monotonic() - t0, cpu_seconds(pids) - cpu0
+    each = [after - before for after, before in zip(cpu_each(pids), each0, strict=True)]
+    produce_s, produce_cpu = time.monotonic() - t0, sum(each)
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench",
                          "enable.auto.commit": False, "fetch.max.bytes": 64 * MIB})
     consumer.assign([TopicPartition("bench", p, 0) for p in range(partitions)])
@@ -168,6 +191,7 @@ def workload(bootstrap: str, pids: list[int], rf: int, records: int, size: int,
     return {"produce_rps": records / produce_s,
             "produce_mibs": records * size / MIB / produce_s,
             "produce_us": produce_cpu / records * 1e6,
+            "produce_us_each": [c / records * 1e6 for c in each],
             "consume_rps": got / consume_s, "consume_us": consume_cpu / got * 1e6}
 
 
@@ -176,27 +200,36 @@ def main() -> None:
     parser.add_argument("--brokers", default="1,3")
     parser.add_argument("--records", type=int, default=200_000)
     parser.add_argument("--size", type=int, default=1000)
-    parser.add_argument("--partitions", type=int, default=6)
+    parser.add_argument("--partitions", default="6", help="partition counts, comma-separated")
     parser.add_argument("--fsync", action="store_true")
     parser.add_argument("--kafka", action="store_true",
                         help="also Apache Kafka 4.1.1 (KRaft) with as many brokers")
+    parser.add_argument("--disk", action="store_true",
+                        help="also one akfak broker on the disk provider (with --brokers 1)")
     args = parser.parse_args()
-    print(f"{args.records} records of {args.size} B over {args.partitions} partitions, "
-          f"acks=all, PostgreSQL fsync {'on' if args.fsync else 'off'}")
-    print("| broker | produce rec/s | produce MiB/s | broker CPU µs/rec (produce) "
-          "| consume rec/s | broker CPU µs/rec (consume) |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    load = os.getloadavg()
+    print(f"{args.records} records of {args.size} B, acks=all, PostgreSQL fsync "
+          f"{'on' if args.fsync else 'off'}; load average before {load[0]:.2f} on "
+          f"{os.cpu_count()} CPUs")
+    print("| broker | partitions | produce rec/s | produce MiB/s | broker CPU µs/rec (produce) "
+          "| each broker's µs/rec (produce) | consume rec/s | broker CPU µs/rec (consume) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for n in (int(b) for b in args.brokers.split(",")):
-        runs = [(f"akfak x{n}", lambda n=n: bench(n, args.records, args.size, args.partitions,
-                                                   args.fsync))]
-        if args.kafka:
-            runs.append((f"Kafka x{n}",
-                         lambda n=n: bench_kafka(n, args.records, args.size, args.partitions)))
-        for name, run in runs:
-            r = run()
-            print(f"| {name} | {r['produce_rps']:,.0f} | {r['produce_mibs']:.1f} | "
-                  f"{r['produce_us']:.1f} | {r['consume_rps']:,.0f} | {r['consume_us']:.1f} |",
-                  flush=True)
+        for partitions in (int(p) for p in args.partitions.split(",")):
+            runs = [(f"akfak x{n}", lambda n=n, p=partitions: bench(n, args.records, args.size, p,
+                                                                     args.fsync))]
+            if args.disk and n == 1:
+                runs.append(("akfak x1 disk", lambda p=partitions: bench_disk(
+                    args.records, args.size, p)))
+            if args.kafka:
+                runs.append((f"Kafka x{n}", lambda n=n, p=partitions: bench_kafka(
+                    n, args.records, args.size, p)))
+            for name, run in runs:
+                r = run()
+                each = " / ".join(f"{c:.1f}" for c in r["produce_us_each"])
+                print(f"| {name} | {partitions} | {r['produce_rps']:,.0f} | {r['produce_mibs']:.1f} | "
+                      f"{r['produce_us']:.1f} | {each} | {r['consume_rps']:,.0f} | "
+                      f"{r['consume_us']:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -61,7 +61,10 @@ class MemoryStore:
             self.data += part
 
     def read(self, position: int, length: int) -> bytes:
-        return bytes(self.data[position : position + length])
+        # One copy (a bytearray slice would be a second); the view is gone on return, so
+        # the bytearray can grow again.
+        with memoryview(self.data) as view:
+            return bytes(view[position : position + length])
 
     range = read  # nothing to sendfile from
 

@@ -17,6 +17,11 @@ second); acknowledgements wait meanwhile.  A commit whose answer was lost is rec
 the retry: an append's offsets are checked against the partition row (`Append.run`).
 Anything else failing is a bug or a second writer: the writer stops, and every waiting and
 later append fails with KAFKA_STORAGE_ERROR until a restart.
+
+A round's appends (each partition's merged) go in one statement that checks and moves every
+partition's next offset and inserts the batches (pg_rows.py: binary, by COPY when large).
+If some partition did not move, the round rolls back and runs again op by op, where each
+append finds out why (`Append.run`).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from akfak.errors import KafkaStorageError
+from akfak.log.pg_rows import MAX_STATEMENT_PARTITIONS, append_all, insert_rows
 from akfak.log.threads import defer_to_thread
 
 log = Logger()
@@ -85,11 +91,6 @@ Key = tuple[uuid.UUID, int]
 #: An akfak_batch row without its key: base, last, max timestamp, leader epoch, producer id, data.
 BatchRow = tuple[int, int, int, int, int, bytes]
 
-_INSERT_BATCH = ("INSERT INTO akfak_batch (topic_id, partition, base_offset, last_offset, "
-                 "max_timestamp, leader_epoch, producer_id, data) "
-                 "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)")
-
-
 class StorageConflict(Exception):
     """The database does not hold what this broker's log expects (another writer?)."""
 
@@ -128,7 +129,8 @@ class Append(Op):
     """Batches at [base, end) of a partition: the offsets are taken in the same statement
     that checks them (next_offset must be `base`), so two writers can never both append
     at one offset; in a cluster the leader epoch is in that condition too (fencing: a
-    deposed leader's append is refused, however late it comes)."""
+    deposed leader's append is refused, however late it comes).  Usually committed with the
+    round's other appends (`append_all`); `run` is the careful way, one append at a time."""
 
     key: Key
     base: int
@@ -137,33 +139,46 @@ class Append(Op):
     epoch: int | None = None
 
     def run(self, cursor: Any) -> None:
-        topic_id, partition = self.key
-        fence = "" if self.epoch is None else " AND leader_epoch = %s"
-        cursor.execute("UPDATE akfak_partition SET next_offset = %s "
-                       "WHERE topic_id = %s AND partition = %s AND next_offset = %s" + fence,
-                       (self.end, topic_id, partition, self.base,
-                        *(() if self.epoch is None else (self.epoch,))))
-        if cursor.rowcount != 1:
-            if self._committed_before(cursor):
-                return  # by an attempt whose answer was lost
+        rows = self.rows
+        if not self._move(cursor, self.base):
             cursor.execute("SELECT next_offset, leader_epoch FROM akfak_partition "
                            "WHERE topic_id = %s AND partition = %s", self.key)
             row = cursor.fetchone()
-            if self.epoch is not None and (row is None or row[1] != self.epoch):
-                raise Fenced(self.key, self.epoch)
-            raise StorageConflict(f"append at {self.base} to {topic_id}-{partition}: the "
-                                  f"database's next offset is {row[0] if row else None}")
-        cursor.executemany(_INSERT_BATCH, [(topic_id, partition, *r) for r in self.rows])
+            # A retry of an attempt whose answer was lost (merged with later appends, maybe):
+            # the batches below the database's next offset are these very ones.
+            stored = self._stored(cursor, row[0]) if row is not None else None
+            if stored == len(rows):
+                return
+            if stored is None or not self._move(cursor, row[0]):
+                if self.epoch is not None and (row is None or row[1] != self.epoch):
+                    raise Fenced(self.key, self.epoch)
+                raise StorageConflict(
+                    f"append at {self.base} to {self.key[0]}-{self.key[1]}: the database's "
+                    f"next offset is {row[0] if row else None}")
+            rows = rows[stored:]
+        insert_rows(cursor, self.key, rows)
 
-    def _committed_before(self, cursor: Any) -> bool:
-        """Whether these very batches are the stored ones (first and last compared)."""
-        for row in {self.rows[0], self.rows[-1]}:
-            cursor.execute("SELECT data = %s FROM akfak_batch WHERE topic_id = %s AND "
+    def _move(self, cursor: Any, base: int) -> bool:
+        fence = "" if self.epoch is None else " AND leader_epoch = %s"
+        cursor.execute("UPDATE akfak_partition SET next_offset = %s "
+                       "WHERE topic_id = %s AND partition = %s AND next_offset = %s" + fence,
+                       (self.end, *self.key, base, *(() if self.epoch is None else (self.epoch,))))
+        return cursor.rowcount == 1
+
+    def _stored(self, cursor: Any, next_offset: int) -> int | None:
+        """How many of the rows are stored already, if those below `next_offset` are (the
+        first and last of them compared), else None."""
+        done = [row for row in self.rows if row[0] < next_offset]
+        boundary = self.rows[len(done)][0] if len(done) < len(self.rows) else self.end
+        if not done or boundary != next_offset:
+            return None
+        for row in {0: done[0], len(done) - 1: done[-1]}.values():
+            cursor.execute("SELECT data = %b FROM akfak_batch WHERE topic_id = %s AND "
                            "partition = %s AND base_offset = %s", (row[5], *self.key, row[0]))
             same = cursor.fetchone()
             if not same or not same[0]:
-                return False
-        return True
+                return None
+        return len(done)
 
     def extend(self, other: Append) -> bool:
         """Merge a following append to the same partition (one UPDATE for both)."""
@@ -191,7 +206,35 @@ class Statement(Op):
         for sql, params in self.statements:
             cursor.execute(sql, params)
         if self.rows and self.key is not None:
-            cursor.executemany(_INSERT_BATCH, [(*self.key, *r) for r in self.rows])
+            insert_rows(cursor, self.key, self.rows)
+
+
+class _Recheck(Exception):
+    """Some append of a round's statement did not move its partition (`append_all`)."""
+
+
+def _run(cursor: Any, ops: Sequence[Op], *, together: bool) -> None:
+    """Run the ops in order; `together`: consecutive appends to distinct partitions in one
+    statement each (raises _Recheck if one of them did not apply)."""
+    group: list[Append] = []
+    keys: set[Key] = set()
+
+    def flush() -> None:
+        if group and not append_all(cursor, group):
+            raise _Recheck
+        group.clear()
+        keys.clear()
+
+    for op in ops:
+        if together and isinstance(op, Append):
+            if op.key in keys or len(group) >= MAX_STATEMENT_PARTITIONS:
+                flush()
+            group.append(op)
+            keys.add(op.key)
+            continue
+        flush()  # in order: what came before this op is applied before it
+        op.run(cursor)
+    flush()
 
 
 def _coalesce(ops: Sequence[Op]) -> list[Op]:
@@ -328,14 +371,16 @@ class PgWriter:
         if self._conn is None or self._conn.closed:
             self._conn = self._connect()
         conn = self._conn
+        live = [op for op in ops if op.epoch is None or (op.key, op.epoch) not in fenced]
         try:
-            with conn.transaction(), conn.cursor() as cursor:
-                for op in ops:
-                    if op.epoch is not None and (op.key, op.epoch) in fenced:
-                        continue
-                    op.run(cursor)
+            try:
+                with conn.transaction(), conn.cursor() as cursor:
+                    _run(cursor, live, together=True)
+            except _Recheck:  # rolled back: once more, each append on its own
+                with conn.transaction(), conn.cursor() as cursor:
+                    _run(cursor, live, together=False)
         except Exception as e:
-            # A connection cut mid-pipeline (a PostgreSQL restart) may not say it is broken
+            # A connection cut mid-statement (a PostgreSQL restart) may not say it is broken
             # but refuses every later query: start again on a new one.
             if conn.broken or conn.closed or not isinstance(e, Fenced | StorageConflict):
                 self._conn = None

@@ -28,7 +28,6 @@ from __future__ import annotations
 import uuid
 from bisect import bisect_right
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -78,12 +77,20 @@ def redacted(url: str) -> str:
     return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{host}"
 
 
-def batch_rows(data: bytes | bytearray | memoryview) -> list[BatchRow]:
-    """The akfak_batch rows of stored batches (offsets already assigned)."""
-    view = memoryview(data)
+def batch_rows(data: bytes) -> list[BatchRow]:
+    """The akfak_batch rows of stored batches (offsets already assigned).  One batch (a
+    produce request's usual one per partition) is `data` itself, not a copy."""
     return [(h.base_offset, h.last_offset, h.max_timestamp, h.partition_leader_epoch,
-             h.producer_id, bytes(view[pos : pos + h.size]))
-            for pos, h in batches.scan(view)]
+             h.producer_id, data if h.size == len(data) else data[pos : pos + h.size])
+            for pos, h in batches.scan(data)]
+
+
+def _with_flushed(info: AppendInfo, flushed: Deferred[None]) -> AppendInfo:
+    """`dataclasses.replace(info, flushed=flushed)` for a fraction of its cost (a few µs,
+    paid for every partition of every produce)."""
+    copy = object.__new__(AppendInfo)
+    copy.__dict__.update(info.__dict__, flushed=flushed)
+    return copy
 
 
 def _epochs_text(epochs: Sequence[tuple[int, int]]) -> str:
@@ -222,7 +229,7 @@ class PostgresPartitionLog(TailCachedLog):
             self.writer.submit(Append(self.key, end, self.log_end_offset, batch_rows(written),
                                       self.fence_epoch))
         # A duplicate (idempotence) is acknowledged once its original is committed too.
-        return replace(info, flushed=self._committed())
+        return _with_flushed(info, self._committed())
 
     def _persist_leader_epochs(self) -> None:
         if getattr(self, "writer", None) is None:  # still being made
