@@ -31,8 +31,7 @@ from zope.interface import implementer
 from akfak.config import BrokerConfig, ConfigError, Listener
 from akfak.security import scram
 from akfak.security.sasl import PLAIN, PROTOCOLS, SASL_PROTOCOLS, SaslSettings
-from akfak.security.tls import set_protocols, use_keystore
-from akfak.security.tls_stores import load_keystore, load_truststore
+from akfak.security.tls import listener_stores, set_protocols, use_keystore
 
 #: what Java's SSLParameters.setEndpointIdentificationAlgorithm takes; both check host names
 IDENTIFICATION_ALGORITHMS = ("HTTPS", "LDAPS")
@@ -117,15 +116,8 @@ def inter_broker(config: BrokerConfig, sasl: SaslSettings) -> InterBroker:
 
 
 def client_tls(config: BrokerConfig, listener: Listener) -> ClientTLS:
-    def get(key: str) -> str | None:
-        return config.listener_get(listener, key)
-
     where = f"inter-broker listener {listener.name} ({listener.security_protocol})"
-    try:
-        keystore = load_keystore(get)
-        truststore = load_truststore(get)
-    except ConfigError as e:
-        raise ConfigError(f"{where}: {e}") from None
+    get, keystore, truststore = listener_stores(config, listener, where)
     context = SSL.Context(SSL.TLS_CLIENT_METHOD)
     context.set_options(SSL.OP_NO_COMPRESSION)
     if keystore is not None:  # presented when the peer asks (ssl.client.auth)

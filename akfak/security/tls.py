@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography import x509
 from OpenSSL import SSL, crypto
 from twisted.internet.interfaces import IAddress, IHandshakeListener, IOpenSSLServerConnectionCreator
 from twisted.logger import Logger
@@ -35,7 +36,7 @@ from akfak.config import BrokerConfig, ConfigError, Listener
 from akfak.protocol import KafkaProtocol
 from akfak.security.acls import ANONYMOUS
 from akfak.security.principal import NoMatchingRule, SslPrincipalMapper, rfc2253
-from akfak.security.tls_stores import KeyMaterial, load_keystore, load_truststore
+from akfak.security.tls_stores import KeyMaterial, Lookup, load_keystore, load_truststore
 
 log = Logger()
 
@@ -76,16 +77,8 @@ def _split(value: str | None) -> list[str]:
 
 def server_tls(config: BrokerConfig, listener: Listener) -> ServerTLS:
     """The TLS settings of `listener` (SSL or SASL_SSL) from `config`; ConfigError if unusable."""
-
-    def get(key: str) -> str | None:
-        return config.listener_get(listener, key)
-
     where = f"listener {listener.name} ({listener.security_protocol})"
-    try:
-        keystore = load_keystore(get)
-        truststore = load_truststore(get)
-    except ConfigError as e:
-        raise ConfigError(f"{where}: {e}") from None
+    get, keystore, truststore = listener_stores(config, listener, where)
     if keystore is None:
         raise ConfigError(f"{where} needs a key store: set ssl.keystore.location (or, with "
                           "ssl.keystore.type=PEM, ssl.keystore.key and ssl.keystore.certificate.chain)")
@@ -110,6 +103,19 @@ def server_tls(config: BrokerConfig, listener: Listener) -> ServerTLS:
         context.set_verify(mode)
     return ServerTLS(context, SslPrincipalMapper(get("ssl.principal.mapping.rules")), client_auth,
                      names_principal=listener.security_protocol == "SSL")
+
+
+def listener_stores(config: BrokerConfig, listener: Listener, where: str
+                    ) -> tuple[Lookup, KeyMaterial | None, list[x509.Certificate] | None]:
+    """The getter of `listener`'s keys (`listener.name.<name>.` first), its key store and its
+    trust store (None where not set); ConfigError, naming `where`, if one cannot be read."""
+    def get(key: str) -> str | None:
+        return config.listener_get(listener, key)
+
+    try:
+        return get, load_keystore(get), load_truststore(get)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
 
 
 def use_keystore(context: SSL.Context, keystore: KeyMaterial, where: str) -> None:
