@@ -36,10 +36,14 @@ class AkfakCluster:
     base: Path
     ports: dict[int, int]
     brokers: dict[int, BrokerProcess] = field(default_factory=dict)
+    #: more broker properties, every broker's (key -> value, as --override)
+    overrides: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def start(cls, url: str, base: Path, n: int = 3) -> AkfakCluster:
-        cluster = cls(url, base, {node: free_port() for node in range(1, n + 1)})
+    def start(cls, url: str, base: Path, n: int = 3,
+              overrides: dict[str, str] | None = None) -> AkfakCluster:
+        cluster = cls(url, base, {node: free_port() for node in range(1, n + 1)},
+                      overrides=dict(overrides or {}))
         for node in cluster.ports:
             cluster.restart(node, wait_live=False)
         cluster.wait_live(set(cluster.ports))
@@ -59,6 +63,7 @@ class AkfakCluster:
             "--override", f"broker.heartbeat.interval.ms={HEARTBEAT_MS}",
             "--override", "offsets.topic.num.partitions=6",
             "--override", "transaction.state.log.num.partitions=3",
+            *(a for k, v in self.overrides.items() for a in ("--override", f"{k}={v}")),
             port=self.ports[node], log_path=self.base / f"broker-{node}.log")
         self.brokers[node] = broker
         if wait_live:
