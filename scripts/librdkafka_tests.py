@@ -19,7 +19,9 @@ Not part of the test suite (it takes minutes per target). Steps:
      `__consumer_offsets` with 3 replicas;
    - akfak1: one broker (disk storage) with `akfak.accept.any.replication.factor=true`, as a
      one-broker trivup cluster asks for replication factor 3 all the same;
-   - kafka3: three combined broker+controller KRaft nodes (tests/kafka_peer.py's classpath);
+   - kafka3: three combined broker+controller KRaft nodes (tests/kafka_peer.py's classpath),
+     `transaction.state.log.min.isr=2` as trivup's, and `super.users=User:ANONYMOUS` (the
+     quorum's own requests are ANONYMOUS on PLAINTEXT);
 3. every test number on its own test-runner (`-Q` quick mode, `-E` no sockem,
    TEST_KAFKA_VERSION=4.1.1, a timeout each), and a table of PASSED / FAILED / SKIPPED per
    test and target (the reason for failures and skips below it). Exit status 1 if an akfak
@@ -87,14 +89,14 @@ def build(cache: Path, source: str, commit: str) -> Path:
 
 
 @contextmanager
-def akfak_cluster(base: Path, n: int) -> Iterator[str]:
+def akfak_cluster(base: Path, n: int, extra: dict[str, str]) -> Iterator[str]:
     from tests.cluster import AkfakCluster
     from tests.postgres import PostgresServer
 
     pg = PostgresServer.start()
     cluster = None
     try:
-        cluster = AkfakCluster.start(pg.new_database(), base, n, overrides=TRIVUP)
+        cluster = AkfakCluster.start(pg.new_database(), base, n, overrides={**TRIVUP, **extra})
         yield cluster.bootstrap
     finally:
         if cluster is not None:
@@ -103,10 +105,10 @@ def akfak_cluster(base: Path, n: int) -> Iterator[str]:
 
 
 @contextmanager
-def akfak_single(base: Path) -> Iterator[str]:
+def akfak_single(base: Path, extra: dict[str, str]) -> Iterator[str]:
     from tests.brokers import start_process
 
-    overrides = {**TRIVUP, "akfak.accept.any.replication.factor": "true"}
+    overrides = {**TRIVUP, "akfak.accept.any.replication.factor": "true", **extra}
     broker = start_process(base / "data", *(a for k, v in overrides.items()
                                             for a in ("--override", f"{k}={v}")),
                            log_path=base / "broker.log")
@@ -117,31 +119,38 @@ def akfak_single(base: Path) -> Iterator[str]:
 
 
 @contextmanager
-def kafka_cluster(base: Path, n: int) -> Iterator[str]:
+def kafka_cluster(base: Path, n: int, extra: dict[str, str]) -> Iterator[str]:
     from tests.kafka_peer import start_kafka_cluster
 
-    cluster = start_kafka_cluster(base, n, {**TRIVUP, "transaction.state.log.min.isr": "2"})
+    # The quorum's Vote requests come as ANONYMOUS on PLAINTEXT: without it as a super user
+    # the StandardAuthorizer refuses them before its first ACL load, and no leader is elected.
+    cluster = start_kafka_cluster(base, n, {**TRIVUP, "transaction.state.log.min.isr": "2",
+                                            "super.users": "User:ANONYMOUS", **extra})
     try:
         yield cluster.bootstrap
     finally:
         cluster.stop()
 
 
-TARGETS: dict[str, Callable[[Path], Any]] = {
-    "akfak3": lambda base: akfak_cluster(base, 3),
+TARGETS: dict[str, Callable[[Path, dict[str, str]], Any]] = {
+    "akfak3": lambda base, extra: akfak_cluster(base, 3, extra),
     "akfak1": akfak_single,
-    "kafka3": lambda base: kafka_cluster(base, 3),
+    "kafka3": lambda base, extra: kafka_cluster(base, 3, extra),
 }
+#: tests that run only in a test-runner scenario (their _TEST's .scenario), and the broker
+#: properties trivup sets for that scenario
+SCENARIOS = {"0107": "noautocreate"}
+SCENARIO_PROPERTIES = {"default": {}, "noautocreate": {"auto.create.topics.enable": "false"}}
 
 
-def run_test(runner: Path, number: str, bootstrap: str, work: Path,
+def run_test(runner: Path, number: str, bootstrap: str, work: Path, scenario: str,
              timeout: float) -> tuple[str, str]:
     """(state, reason) of one test number on its own test-runner."""
     conf = work / "test.conf"
     conf.write_text(f"bootstrap.servers={bootstrap}\ntest.timeout.multiplier=2\n")
     log = work / f"{number}.log"
     env = {**os.environ, "TESTS": number, "TEST_KAFKA_VERSION": "4.1.1",
-           "RDKAFKA_TEST_CONF": str(conf)}
+           "TEST_SCENARIO": scenario, "RDKAFKA_TEST_CONF": str(conf)}
     tests_dir = runner.parents[2] / "tests"  # the test-runner reads its files from there
     with open(log, "wb") as out:
         try:
@@ -178,7 +187,7 @@ def main() -> int:
         # a background job ignores SIGINT: SIGTERM stops the target as cleanly
         signal.signal(signal.SIGTERM, signal.default_int_handler)
         base = Path(tempfile.mkdtemp(prefix=f"librdkafka-{args.serve}-"))
-        with TARGETS[args.serve](base) as bootstrap:
+        with TARGETS[args.serve](base, {}) as bootstrap:
             print(f"{args.serve}: bootstrap.servers={bootstrap} (logs in {base})", flush=True)
             try:
                 while True:
@@ -191,22 +200,31 @@ def main() -> int:
     logs = Path(tempfile.mkdtemp(prefix="librdkafka-tests-"))
     print(f"logs in {logs}", flush=True)
     results: dict[str, dict[str, tuple[str, str]]] = {}
+    scenarios = sorted({SCENARIOS.get(t, "default") for t in tests}, key=lambda s: s != "default")
     for target in targets:
-        base = logs / target
-        base.mkdir()
-        with TARGETS[target](base) as bootstrap:
-            print(f"{target}: {bootstrap}", flush=True)
-            for number in tests:
-                started = time.monotonic()
-                results.setdefault(number, {})[target] = run_test(
-                    runner, number, bootstrap, base, args.timeout)
-                state, reason = results[number][target]
-                print(f"  {number} {state} ({time.monotonic() - started:.0f} s) {reason}",
-                      flush=True)
+        for scenario in scenarios:
+            base = logs / (target if scenario == "default" else f"{target}-{scenario}")
+            base.mkdir()
+            with TARGETS[target](base, SCENARIO_PROPERTIES[scenario]) as bootstrap:
+                print(f"{target} ({scenario}): {bootstrap}", flush=True)
+                for number in tests:
+                    if SCENARIOS.get(number, "default") != scenario:
+                        continue
+                    started = time.monotonic()
+                    results.setdefault(number, {})[target] = run_test(
+                        runner, number, bootstrap, base, scenario, args.timeout)
+                    state, reason = results[number][target]
+                    print(f"  {number} {state} ({time.monotonic() - started:.0f} s) {reason}",
+                          flush=True)
     print("\n| test | " + " | ".join(targets) + " |")
     print("| --- |" + " --- |" * len(targets))
     for number in tests:
         print(f"| {number} | " + " | ".join(results[number][t][0] for t in targets) + " |")
+    for number in tests:
+        for target in targets:
+            state, reason = results[number][target]
+            if state != "PASSED" and reason:
+                print(f"- {number} on {target}: {state}, {reason}")
     regressions = [n for n in tests for t in targets if t.startswith("akfak")
                    and "kafka3" in results[n] and results[n]["kafka3"][0] == "PASSED"
                    and results[n][t][0] != "PASSED"]

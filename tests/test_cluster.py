@@ -167,6 +167,25 @@ def test_auto_create_through_a_broker_that_is_not_the_controller(
         f"v{i}".encode() for i in range(5)]
 
 
+def test_manual_assignments_name_the_other_brokers(cluster: AkfakCluster) -> None:
+    """CreateTopics and CreatePartitions with replica assignments naming every broker
+    (librdkafka's 0081 admin test): accepted, with those replicas."""
+    from confluent_kafka.admin import NewPartitions, NewTopic
+
+    client = admin(cluster)
+    client.create_topics([NewTopic("manual", replica_assignment=[[1, 2, 3], [2, 3, 1]])]
+                         )["manual"].result(TIMEOUT)
+    client.create_partitions([NewPartitions("manual", 3, [[3, 1, 2]])])["manual"].result(
+        TIMEOUT)
+    deadline = time.monotonic() + TIMEOUT
+    while len(parts := client.list_topics("manual", timeout=TIMEOUT).topics["manual"]
+              .partitions) < 3:
+        assert time.monotonic() < deadline, parts
+        time.sleep(0.1)
+    assert {i: p.replicas for i, p in parts.items()} == {
+        0: [1, 2, 3], 1: [2, 3, 1], 2: [3, 1, 2]}
+
+
 def test_kill_leader_under_load(cluster: AkfakCluster) -> None:
     """kill -9 of the broker leading partitions 0 while two idempotent acks=all producers
     run: nothing acknowledged is lost or duplicated, order per partition holds, and the
