@@ -173,7 +173,8 @@ def test_manual_assignments_name_the_other_brokers(cluster: AkfakCluster) -> Non
     from confluent_kafka.admin import NewPartitions, NewTopic
 
     client = admin(cluster)
-    client.create_topics([NewTopic("manual", replica_assignment=[[1, 2, 3], [2, 3, 1]])]
+    client.create_topics([NewTopic("manual", replica_assignment=[[1, 2, 3], [2, 3, 1]],
+                                   num_partitions=2)]
                          )["manual"].result(TIMEOUT)
     client.create_partitions([NewPartitions("manual", 3, [[3, 1, 2]])])["manual"].result(
         TIMEOUT)
