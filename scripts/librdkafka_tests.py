@@ -51,7 +51,8 @@ COMMIT = "4c3b017c3de8d9c10de12b9eec0ea688e8d5787d"  # librdkafka master, July 2
 SOURCE = "https://github.com/confluentinc/librdkafka"
 # Transactions, replication factor 3 and several brokers (0098 needs RapidJSON and Java's
 # TransactionProducerCli: skipped in this build; 0105 is the mock cluster).
-DEFAULT_TESTS = ("0081 0093 0098 0099 0102 0103 0107 0113 0118 0122 0125 0129 0137 0140")
+DEFAULT_TESTS = ("0055 0061 0081 0093 0098 0099 0102 0103 0107 0113 0118 0122 0125 0129 0137 "
+                 "0140")
 TRIVUP = {
     "num.partitions": "4",
     "default.replication.factor": "3",
