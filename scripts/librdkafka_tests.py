@@ -2,7 +2,7 @@
 one PostgreSQL, optionally a single broker and a 3-node Apache Kafka 4.1.1 for comparison.
 
     .venv/bin/python scripts/librdkafka_tests.py [--targets akfak3,akfak1,kafka3]
-        [--tests 0103,0129,...] [--cache ~/.cache/akfak-librdkafka]
+        [--tests 0103,0129,...] [--cache DIR]
         [--source https://github.com/confluentinc/librdkafka] [--commit SHA]
         [--timeout 600]
     .venv/bin/python scripts/librdkafka_tests.py --serve akfak3   # keep one running
@@ -22,7 +22,8 @@ Not part of the test suite (it takes minutes per target). Steps:
    - kafka3: three combined broker+controller KRaft nodes (tests/kafka_peer.py's classpath),
      `transaction.state.log.min.isr=2` as trivup's, and `super.users=User:ANONYMOUS` (the
      quorum's own requests are ANONYMOUS on PLAINTEXT);
-3. every test number on its own test-runner (`-Q` quick mode, `-E` no sockem,
+3. every test number on its own test-runner (`-Q` quick mode unless `--full`: quick mode
+   skips the subtests not marked quick, which leaves some tests empty; `-E` no sockem,
    TEST_KAFKA_VERSION=4.1.1, a timeout each), and a table of PASSED / FAILED / SKIPPED per
    test and target (the reason for failures and skips below it). Exit status 1 if an akfak
    target failed a test that passed on Kafka.
@@ -49,6 +50,8 @@ sys.path.insert(0, str(ROOT))
 
 COMMIT = "4c3b017c3de8d9c10de12b9eec0ea688e8d5787d"  # librdkafka master, July 2026
 SOURCE = "https://github.com/confluentinc/librdkafka"
+CACHE = Path(os.environ.get("AKFAK_LIBRDKAFKA_CACHE",
+                            Path.home() / ".cache" / "akfak-librdkafka"))
 # Transactions, replication factor 3 and several brokers (0098 needs RapidJSON and Java's
 # TransactionProducerCli: skipped in this build; 0105 is the mock cluster).
 DEFAULT_TESTS = ("0055 0061 0081 0093 0098 0099 0102 0103 0107 0113 0118 0122 0125 0129 0137 "
@@ -69,10 +72,15 @@ def run(command: list[str], cwd: Path, log: Path) -> None:
                        check=True)
 
 
+def runner_path(cache: Path = CACHE, commit: str = COMMIT) -> Path:
+    """Where build() leaves the test-runner of librdkafka `commit`."""
+    return cache / f"librdkafka-{commit[:12]}" / "build" / "tests" / "test-runner"
+
+
 def build(cache: Path, source: str, commit: str) -> Path:
     """The test-runner of librdkafka `commit` (cloned and built in `cache` once)."""
-    checkout = cache / f"librdkafka-{commit[:12]}"
-    runner = checkout / "build" / "tests" / "test-runner"
+    runner = runner_path(cache, commit)
+    checkout = runner.parents[2]
     if runner.exists():
         return runner
     cache.mkdir(parents=True, exist_ok=True)
@@ -145,7 +153,7 @@ SCENARIO_PROPERTIES = {"default": {}, "noautocreate": {"auto.create.topics.enabl
 
 
 def run_test(runner: Path, number: str, bootstrap: str, work: Path, scenario: str,
-             timeout: float) -> tuple[str, str]:
+             timeout: float, quick: bool = True) -> tuple[str, str]:
     """(state, reason) of one test number on its own test-runner."""
     conf = work / "test.conf"
     conf.write_text(f"bootstrap.servers={bootstrap}\ntest.timeout.multiplier=2\n")
@@ -155,7 +163,8 @@ def run_test(runner: Path, number: str, bootstrap: str, work: Path, scenario: st
     tests_dir = runner.parents[2] / "tests"  # the test-runner reads its files from there
     with open(log, "wb") as out:
         try:
-            done = subprocess.run(["nice", str(runner), "-Q", "-E"], cwd=tests_dir, env=env,
+            done = subprocess.run(["nice", str(runner), *(["-Q"] if quick else []), "-E"],
+                                  cwd=tests_dir, env=env,
                                   stdout=out, stderr=subprocess.STDOUT, timeout=timeout)
         except subprocess.TimeoutExpired:
             return "TIMEOUT", f"after {timeout:.0f} s"
@@ -175,11 +184,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--targets", default="akfak3,kafka3")
     parser.add_argument("--tests", default=DEFAULT_TESTS.replace(" ", ","))
-    parser.add_argument("--cache", type=Path,
-                        default=Path.home() / ".cache" / "akfak-librdkafka")
+    parser.add_argument("--cache", type=Path, default=CACHE,
+                        help="default: $AKFAK_LIBRDKAFKA_CACHE or ~/.cache/akfak-librdkafka")
     parser.add_argument("--source", default=SOURCE)
     parser.add_argument("--commit", default=COMMIT)
     parser.add_argument("--timeout", type=float, default=600, help="seconds per test")
+    parser.add_argument("--full", action="store_true",
+                        help="not in quick mode (-Q skips the subtests not marked quick)")
     parser.add_argument("--serve", metavar="TARGET", choices=sorted(TARGETS),
                         help="only start TARGET, print its bootstrap servers and keep it "
                              "running until interrupted (for test-runner by hand)")
@@ -213,7 +224,8 @@ def main() -> int:
                         continue
                     started = time.monotonic()
                     results.setdefault(number, {})[target] = run_test(
-                        runner, number, bootstrap, base, scenario, args.timeout)
+                        runner, number, bootstrap, base, scenario, args.timeout,
+                        quick=not args.full)
                     state, reason = results[number][target]
                     print(f"  {number} {state} ({time.monotonic() - started:.0f} s) {reason}",
                           flush=True)
