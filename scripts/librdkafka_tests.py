@@ -23,7 +23,8 @@ Not part of the test suite (it takes minutes per target). Steps:
      `transaction.state.log.min.isr=2` as trivup's, and `super.users=User:ANONYMOUS` (the
      quorum's own requests are ANONYMOUS on PLAINTEXT);
 3. every test number on its own test-runner (`-Q` quick mode unless `--full`: quick mode
-   skips the subtests not marked quick, which leaves some tests empty; `-E` no sockem,
+   skips the subtests not marked quick, which leaves some tests empty; `-L` broker tests
+   only, not the local ones such as the mock cluster's; `-E` no sockem,
    TEST_KAFKA_VERSION=4.1.1, a timeout each), and a table of PASSED / FAILED / SKIPPED per
    test and target (the reason for failures and skips below it). Exit status 1 if an akfak
    target failed a test that passed on Kafka.
@@ -163,8 +164,8 @@ def run_test(runner: Path, number: str, bootstrap: str, work: Path, scenario: st
     tests_dir = runner.parents[2] / "tests"  # the test-runner reads its files from there
     with open(log, "wb") as out:
         try:
-            done = subprocess.run(["nice", str(runner), *(["-Q"] if quick else []), "-E"],
-                                  cwd=tests_dir, env=env,
+            flags = ["-Q", "-L", "-E"] if quick else ["-L", "-E"]
+            done = subprocess.run(["nice", str(runner), *flags], cwd=tests_dir, env=env,
                                   stdout=out, stderr=subprocess.STDOUT, timeout=timeout)
         except subprocess.TimeoutExpired:
             return "TIMEOUT", f"after {timeout:.0f} s"
