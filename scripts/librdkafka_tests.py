@@ -4,7 +4,7 @@ one PostgreSQL, optionally a single broker and a 3-node Apache Kafka 4.1.1 for c
     .venv/bin/python scripts/librdkafka_tests.py [--targets akfak3,akfak1,kafka3]
         [--tests 0103,0129,...] [--cache DIR]
         [--source https://github.com/confluentinc/librdkafka] [--commit SHA]
-        [--timeout 600]
+        [--timeout 600] [--full]
     .venv/bin/python scripts/librdkafka_tests.py --serve akfak3   # keep one running
 
 Not part of the test suite (it takes minutes per target). Steps:
