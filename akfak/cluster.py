@@ -25,6 +25,10 @@ akfak/log/pg_cluster.py).  Runs on every broker whose storage is postgres.
   and a partition's share-partitions go with its leadership.  Only the
   controller creates those topics; another broker asks it with a row in akfak_cluster
   (`request_topic`) and waits for the topic to appear.
+- Auto-creation: Metadata on a broker that is not the controller asks it the same way
+  (`ask_topic`, without waiting) and answers UNKNOWN_TOPIC_OR_PARTITION meanwhile, as
+  Kafka's brokers forward CreateTopics to their controller; the controller creates the
+  topic with num.partitions and default.replication.factor.
 - Notifications: the controller's metadata commits, a broker's first registered listeners
   and a clean shutdown NOTIFY a channel every broker LISTENs on (a thread of its own), so
   the others read the cluster at once rather than at their next heartbeat.  Lease expiry
@@ -41,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
-from akfak.errors import CoordinatorNotAvailable
+from akfak.errors import CoordinatorNotAvailable, KafkaError
 from akfak.log import pg_cluster
 from akfak.log.metadata_log import MetadataLog
 from akfak.log.metadata_records import PartitionChangeRecord
@@ -81,6 +85,8 @@ class Cluster:
         self._loading: set[tuple[str, int]] = set()
         #: topics asked for by other brokers that exist now (their requests go next tick)
         self._created: set[str] = set()
+        #: topics this broker is asking the controller for (`ask_topic`), in flight
+        self._asking: set[str] = set()
         #: id(coordinator) -> partition -> the leader epoch it loaded the partition in
         self._coordinated: dict[int, dict[int, int]] = {}
         #: a notification came while a tick ran: tick again right after it
@@ -294,6 +300,8 @@ class Cluster:
     def _create_wanted(self, wanted: Iterable[str]) -> None:
         for topic in wanted:
             coordinator = self._coordinator_for(topic)
+            if coordinator is None and topic not in self.broker.image.topics_by_name:
+                self._auto_create(topic)
             if coordinator is None or topic in self.broker.image.topics_by_name:
                 self._created.add(topic)
                 continue
@@ -302,16 +310,41 @@ class Cluster:
                 lambda f, t=topic: log.warn("Creating {topic} failed: {e}", topic=t,
                                             e=f.getErrorMessage()))
 
-    def request_topic(self, topic: str, timeout: float = 15.0) -> Deferred[None]:
-        """Ask the controller to create `topic` (through the database); fires once this
-        broker's metadata has it, or fails with COORDINATOR_NOT_AVAILABLE after `timeout`."""
+    def _auto_create(self, topic: str) -> None:
+        """(the controller) Metadata's auto-creation asked for by another broker."""
+        if not self.broker.config.auto_create_topics:
+            return
+        try:
+            self.broker.controller.create_topic(topic)
+        except KafkaError as e:
+            log.warn("Auto-creating {topic} for another broker failed: {e}", topic=topic, e=e)
+            return
+        log.info("Auto-created {topic} for another broker", topic=topic)
+
+    def ask_topic(self, topic: str) -> Deferred[None]:
+        """Ask the controller to create `topic` (a row in the database and a notification);
+        fires once asked (not created). A request for a topic already being asked for is
+        not sent again."""
+        if topic in self._asking:
+            return succeed(None)
+        self._asking.add(topic)
         storage = self.storage
-        clock = self.broker.clock
-        deadline = clock.seconds() + timeout
 
         def ask() -> None:
             with storage._connect() as conn:
                 pg_cluster.request_topic(conn, topic)
+
+        def asked(result: object) -> object:
+            self._asking.discard(topic)
+            return result
+
+        return defer_to_thread(self.broker.clock, ask).addBoth(asked)
+
+    def request_topic(self, topic: str, timeout: float = 15.0) -> Deferred[None]:
+        """Ask the controller to create `topic` (through the database); fires once this
+        broker's metadata has it, or fails with COORDINATOR_NOT_AVAILABLE after `timeout`."""
+        clock = self.broker.clock
+        deadline = clock.seconds() + timeout
 
         def wait(_: object) -> Deferred[None]:
             if topic in self.broker.image.topics_by_name:
@@ -323,7 +356,7 @@ class Cluster:
             return later.addCallback(wait)
 
         log.info("Asking the controller to create {topic}", topic=topic)
-        return defer_to_thread(clock, ask).addCallback(wait)
+        return self.ask_topic(topic).addCallback(wait)
 
     # -- following the leadership --------------------------------------------------------
 

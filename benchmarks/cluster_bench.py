@@ -74,78 +74,18 @@ def bench_disk(records: int, size: int, partitions: int) -> dict[str, Any]:
         broker.stop()
 
 
-KAFKA_PROPERTIES = """\
-process.roles=broker,controller
-node.id={node}
-controller.quorum.voters={voters}
-listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
-advertised.listeners=PLAINTEXT://127.0.0.1:{port}
-controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
-log.dirs={log_dir}
-offsets.topic.replication.factor={n}
-transaction.state.log.replication.factor={n}
-transaction.state.log.min.isr=1
-share.coordinator.state.topic.replication.factor={n}
-group.initial.rebalance.delay.ms=0
-message.max.bytes=10485760
-"""
-
-
 def bench_kafka(brokers: int, records: int, size: int, partitions: int) -> dict[str, Any]:
     """The same workload on Apache Kafka 4.1.1, `brokers` combined broker+controller nodes
     (KRaft, a static quorum), each a JVM with -Xmx768m (tests/kafka_peer.py's classpath)."""
-    import base64
-    import subprocess
-    import uuid
+    from tests.kafka_peer import start_kafka_cluster
 
-    from tests import jvm
-    from tests.brokers import free_port
-    from tests.kafka_peer import LOG4J2, STARTED, kafka_classpath
-
-    classpath = kafka_classpath()
-    base = Path(tempfile.mkdtemp(prefix="kafka-cb-"))
-    ports = {n: (free_port(), free_port()) for n in range(1, brokers + 1)}
-    voters = ",".join(f"{n}@127.0.0.1:{c}" for n, (_, c) in ports.items())
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-    (base / "log4j2.properties").write_text(LOG4J2)  # INFO to stdout: the "started" line
-    flags = ["-Xmx768m", "-Djava.awt.headless=true",
-             f"-Dlog4j2.configurationFile={base / 'log4j2.properties'}"]
-    procs: list[subprocess.Popen[bytes]] = []
-    logs: list[Path] = []
+    cluster = start_kafka_cluster(Path(tempfile.mkdtemp(prefix="kafka-cb-")), brokers,
+                                  {"message.max.bytes": "10485760"})
     try:
-        for n, (port, controller_port) in ports.items():
-            home = base / f"kafka-{n}"
-            home.mkdir()
-            props = home / "server.properties"
-            props.write_text(KAFKA_PROPERTIES.format(
-                node=n, voters=voters, port=port, controller_port=controller_port,
-                log_dir=home / "logs", n=brokers))
-            log_path = home / "kafka.log"
-            logs.append(log_path)
-            with open(log_path, "ab") as out:
-                subprocess.run(jvm.java_command(classpath, "kafka.tools.StorageTool", "format",
-                                                f"--cluster-id={cluster_id}", "-c", str(props),
-                                                flags=flags),
-                               stdout=out, stderr=subprocess.STDOUT, check=True, timeout=120)
-                procs.append(subprocess.Popen(
-                    jvm.java_command(classpath, "kafka.Kafka", str(props), flags=flags),
-                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT))
-        deadline = time.monotonic() + 120
-        while not all(STARTED in p.read_text(errors="replace") for p in logs):
-            assert time.monotonic() < deadline, "Kafka did not start"
-            time.sleep(0.5)
-        bootstrap = ",".join(f"127.0.0.1:{p}" for p, _ in ports.values())
-        return workload(bootstrap, [p.pid for p in procs], brokers, records, size, partitions)
+        return workload(cluster.bootstrap, [p.pid for p in cluster.procs], brokers, records,
+                        size, partitions)
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        cluster.stop()
 
 
 def workload(bootstrap: str, pids: list[int], rf: int, records: int, size: int,

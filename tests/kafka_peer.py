@@ -201,3 +201,90 @@ def start_kafka(tmp_path: Path, log_dir: Path | None = None, *,
             raise RuntimeError(f"Kafka did not start (exit status {proc.returncode}):\n{peer.log()[-6000:]}")
         time.sleep(0.1)
     return peer
+
+
+CLUSTER_PROPERTIES = """\
+process.roles=broker,controller
+node.id={node}
+controller.quorum.voters={voters}
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs={log_dir}
+offsets.topic.replication.factor={rf}
+transaction.state.log.replication.factor={rf}
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor={rf}
+group.initial.rebalance.delay.ms=0
+"""
+
+
+@dataclass
+class KafkaCluster:
+    """`n` Kafka 4.1.1 nodes, each a combined broker+controller of one static KRaft quorum."""
+
+    procs: list[subprocess.Popen[bytes]]
+    ports: list[int]
+    logs: list[Path]
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(f"127.0.0.1:{p}" for p in self.ports)
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def start_kafka_cluster(base: Path, n: int, properties: dict[str, str] | None = None,
+                        timeout: float = 120.0) -> KafkaCluster:
+    """Formats and starts `n` Kafka nodes under `base` (a JVM of -Xmx768m each, on free
+    127.0.0.1 ports); returns once all of them report they have started. `properties` are
+    added to every node's CLUSTER_PROPERTIES (a key given twice: the last one wins)."""
+    classpath = kafka_classpath()
+    ports = {node: (free_port(), free_port()) for node in range(1, n + 1)}
+    voters = ",".join(f"{node}@127.0.0.1:{c}" for node, (_, c) in ports.items())
+    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    base.mkdir(parents=True, exist_ok=True)
+    (base / "log4j2.properties").write_text(LOG4J2)  # INFO to stdout: the "started" line
+    flags = ["-Xmx768m", "-Djava.awt.headless=true",
+             f"-Dlog4j2.configurationFile={base / 'log4j2.properties'}"]
+    cluster = KafkaCluster([], [port for port, _ in ports.values()], [])
+    try:
+        for node, (port, controller_port) in ports.items():
+            home = base / f"kafka-{node}"
+            home.mkdir()
+            props = home / "server.properties"
+            props.write_text(CLUSTER_PROPERTIES.format(
+                node=node, voters=voters, port=port, controller_port=controller_port,
+                log_dir=home / "logs", rf=min(n, 3))
+                + "".join(f"{k}={v}\n" for k, v in (properties or {}).items()))
+            log_path = home / "kafka.log"
+            cluster.logs.append(log_path)
+            with open(log_path, "ab") as out:
+                subprocess.run(jvm.java_command(classpath, "kafka.tools.StorageTool", "format",
+                                                f"--cluster-id={cluster_id}", "-c", str(props),
+                                                flags=flags),
+                               stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                               check=True, timeout=120)
+                cluster.procs.append(subprocess.Popen(
+                    jvm.java_command(classpath, "kafka.Kafka", str(props), flags=flags),
+                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT))
+        deadline = time.monotonic() + timeout
+        while not all(STARTED in p.read_text(errors="replace") for p in cluster.logs):
+            if time.monotonic() > deadline or any(p.poll() is not None for p in cluster.procs):
+                raise RuntimeError(f"Kafka did not start; logs in {base}")
+            time.sleep(0.5)
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster

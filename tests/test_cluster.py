@@ -2,7 +2,7 @@
 
 - the live brokers and the controller in Metadata; a topic with replication factor 3 has
   its leaders spread over the three; produce and consume through any broker (clients are
-  re-routed to the leaders);
+  re-routed to the leaders); auto-creation through a broker that is not the controller;
 - kill -9 of a leader while idempotent acks=all producers run: its partitions move to the
   others within the lease, and every acknowledged record is in the log once, in order;
 - fencing: a deposed leader's appends are refused by the epoch in the partition row.
@@ -125,6 +125,66 @@ def test_produce_and_consume_through_any_broker(cluster: AkfakCluster) -> None:
     got = consume_all(cluster.address(3), "anywhere", 3, 90)
     assert sorted(v for vs in got.values() for v in vs) == sorted(
         f"{n}-{i}".encode() for n in cluster.ports for i in range(30))
+
+
+def test_auto_create_through_a_broker_that_is_not_the_controller(
+        cluster: AkfakCluster) -> None:
+    """Metadata's auto-creation on a broker that is not the controller: that broker asks the
+    controller and answers UNKNOWN_TOPIC_OR_PARTITION meanwhile (as Kafka's brokers forward
+    CreateTopics), and the topic appears; a producer bootstrapped on that broker alone
+    delivers to a new topic (librdkafka's 0103 fenced_txn produced to an auto-created
+    topic and waited forever on NOT_CONTROLLER)."""
+    import importlib
+    import uuid
+
+    from kio.schema.errors import ErrorCode
+
+    from tests.wire import WireClient
+
+    other = next(n for n in cluster.ports if n != cluster.controller())
+    m = importlib.import_module("kio.schema.metadata.v12.request")
+
+    def ask(topic: str) -> Any:
+        request = m.MetadataRequest(
+            topics=(m.MetadataRequestTopic(name=topic, topic_id=uuid.UUID(int=0)),),
+            allow_auto_topic_creation=True, include_topic_authorized_operations=False)
+        with WireClient(cluster.ports[other], timeout=TIMEOUT) as client:
+            return client.request(request).topics[0]
+
+    assert ask("auto-raw").error_code == ErrorCode.unknown_topic_or_partition
+    deadline = time.monotonic() + TIMEOUT
+    while (answer := ask("auto-raw")).error_code != ErrorCode.none:
+        assert answer.error_code == ErrorCode.unknown_topic_or_partition
+        assert time.monotonic() < deadline, "the controller did not create it"
+        time.sleep(0.1)
+    assert len(answer.partitions) == 1  # num.partitions
+
+    p = producer(cluster.address(other))
+    for i in range(5):
+        p.produce("auto-client", f"v{i}".encode())
+    assert p.flush(TIMEOUT) == 0
+    assert sorted(consume_all(cluster.bootstrap, "auto-client", 1, 5)[0]) == [
+        f"v{i}".encode() for i in range(5)]
+
+
+def test_manual_assignments_name_the_other_brokers(cluster: AkfakCluster) -> None:
+    """CreateTopics and CreatePartitions with replica assignments naming every broker
+    (librdkafka's 0081 admin test): accepted, with those replicas."""
+    from confluent_kafka.admin import NewPartitions, NewTopic
+
+    client = admin(cluster)
+    client.create_topics([NewTopic("manual", replica_assignment=[[1, 2, 3], [2, 3, 1]],
+                                   num_partitions=2)]
+                         )["manual"].result(TIMEOUT)
+    client.create_partitions([NewPartitions("manual", 3, [[3, 1, 2]])])["manual"].result(
+        TIMEOUT)
+    deadline = time.monotonic() + TIMEOUT
+    while len(parts := client.list_topics("manual", timeout=TIMEOUT).topics["manual"]
+              .partitions) < 3:
+        assert time.monotonic() < deadline, parts
+        time.sleep(0.1)
+    assert {i: p.replicas for i, p in parts.items()} == {
+        0: [1, 2, 3], 1: [2, 3, 1], 2: [3, 1, 2]}
 
 
 def test_kill_leader_under_load(cluster: AkfakCluster) -> None:

@@ -5,6 +5,8 @@
   the other brokers answer NOT_COORDINATOR for that key;
 - a consumer group (classic and KIP-848) keeps its committed offsets across kill -9 of its
   coordinator, and consumes everything produced;
+- transactional offsets for a group coordinated by another broker than the transactional
+  id (the group coordinator verifies with the transaction coordinator);
 - a transactional producer continues across kill -9 of its coordinator: every
   transaction whose commit returned is read whole by a read_committed consumer, and no
   record of another transaction is read.
@@ -83,6 +85,45 @@ def test_find_coordinator_answers_the_partition_leader(cluster: AkfakCluster) ->
         assert len(parts) == count
         assert all(sorted(p.replicas) == [1, 2, 3] for p in parts.values()), {
             i: p.replicas for i, p in parts.items()}
+
+
+def test_txn_offsets_for_a_group_coordinated_elsewhere(cluster: AkfakCluster) -> None:
+    """send_offsets_to_transaction for a group whose coordinator is not the transactional
+    id's: the group coordinator verifies the transaction with the other broker (as Kafka's
+    AddPartitionsToTxnManager); the offset is committed with the transaction, and an aborted
+    one is not (librdkafka's 0103 consumer_producer_txn got NOT_COORDINATOR until its
+    timeout)."""
+    from confluent_kafka import Consumer, Producer, TopicPartition
+
+    for key_type in (0, 1):  # the coordinator topics exist
+        find_coordinator(cluster.ports[1], "probe", key_type)
+    txn_id, topic = "txo-txn", "txo"
+    txn_node = coordinator_of(cluster, txn_id, key_type=1)
+    group = next(g for g in (f"txo-group-{i}" for i in range(100))
+                 if coordinator_of(cluster, g) != txn_node)
+    create(cluster, topic, 1)
+    wait_leaders(cluster, topic)
+    p = Producer({"bootstrap.servers": cluster.bootstrap, "transactional.id": txn_id})
+    p.init_transactions(TIMEOUT)
+    consumer = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": group,
+                         "enable.auto.commit": False})
+    try:
+        for offset, commit_it in ((42, True), (50, False)):
+            p.begin_transaction()
+            p.produce(topic, b"x", partition=0)
+            p.send_offsets_to_transaction([TopicPartition(topic, 0, offset)],
+                                          consumer.consumer_group_metadata(), TIMEOUT)
+            if commit_it:
+                p.commit_transaction(TIMEOUT)
+            else:
+                p.abort_transaction(TIMEOUT)
+            # OffsetFetch answers once the markers are written (require_stable)
+            deadline = time.monotonic() + TIMEOUT
+            while (got := consumer.committed([TopicPartition(topic, 0)], 10)[0].offset) != 42:
+                assert time.monotonic() < deadline, got
+                time.sleep(0.2)
+    finally:
+        consumer.close()
 
 
 def commit(consumer: Any) -> None:

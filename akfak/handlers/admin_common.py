@@ -126,8 +126,9 @@ def check_manual_assignment(replicas: list[int], replication_factor: int | None,
 
 
 def registered_brokers(broker: Any) -> set[int]:
-    """The node ids a manual assignment may name: this node and any registered broker (in
-    a cluster, the brokers of `akfak_broker`, akfak/cluster.py)."""
-    cluster = getattr(broker, "cluster", None)
-    registered = cluster.registered if cluster is not None else set(broker.image.brokers)
-    return {broker.node_id} | set(registered)
+    """The node ids a manual assignment may name: this node and any registered broker (in a
+    cluster over PostgreSQL, every broker in akfak_broker, live or not, as Kafka counts its
+    fenced brokers' registrations)."""
+    cluster = broker.cluster
+    return ({broker.node_id} | set(broker.image.brokers)
+            | (set(cluster.registered) if cluster is not None else set()))

@@ -13,7 +13,9 @@ Behavior:
 - Unknown topics are created when auto.create.topics.enable and the request
   allows it (v4+; always before): num.partitions partitions, at once, so the
   answer already describes them (Kafka answers UNKNOWN_TOPIC_OR_PARTITION while
-  its controller creates them asynchronously).  A name Kafka would refuse gets
+  its controller creates them asynchronously).  In a cluster, a broker that is not the
+  controller asks the controller to create them (akfak/cluster.py `ask_topic`) and
+  answers UNKNOWN_TOPIC_OR_PARTITION meanwhile, as Kafka does.  A name Kafka would refuse gets
   INVALID_TOPIC_EXCEPTION, with or without auto-creation; other unknown topics
   without auto-creation UNKNOWN_TOPIC_OR_PARTITION.
 - With an authorizer (as Kafka's KafkaApis): all topics lists only those the principal
@@ -32,6 +34,7 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 from kio.static.primitive import i32
+from twisted.logger import Logger
 
 from akfak.coordinator.log_topic import OFFSETS_TOPIC
 from akfak.errors import KafkaError
@@ -41,6 +44,8 @@ from akfak.protocol import RequestContext
 from akfak.request_check import MalformedRequest
 from akfak.security.acls import CLUSTER, CLUSTER_NAME, CREATE, DESCRIBE, TOPIC
 from akfak.security.checks import Everything, access
+
+log = Logger()
 
 
 class MetadataHandler(Handler):
@@ -138,6 +143,14 @@ class MetadataHandler(Handler):
                 # With the coordinator's partition count and configs, as Kafka creates it.
                 coordinator.ensure_topic()
                 return self.broker.image.topic(name), ErrorCode.none
+            cluster = self.broker.cluster
+            if cluster is not None and not self.broker.controller.active:
+                # Kafka's broker forwards CreateTopics to its controller and answers this
+                # until the topic is there (AutoTopicCreationManager).
+                cluster.ask_topic(name).addErrback(
+                    lambda f: log.warn("Asking the controller to create {topic} failed: {e}",
+                                       topic=name, e=f.getErrorMessage()))
+                return None, ErrorCode.unknown_topic_or_partition
             topic = self.broker.controller.create_topic(name)
         except KafkaError as e:
             return None, ErrorCode(e.error_code)

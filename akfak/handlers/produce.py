@@ -49,7 +49,7 @@ from typing import Any
 
 from kio.schema.errors import ErrorCode
 from kio.static.primitive import i32, i64
-from twisted.internet.defer import CancelledError, Deferred, gatherResults, succeed
+from twisted.internet.defer import CancelledError, Deferred, gatherResults
 from twisted.logger import Logger
 
 from akfak.errors import (
@@ -68,6 +68,7 @@ from akfak.protocol import RequestContext
 from akfak.quota_manager import PRODUCE
 from akfak.security.acls import TOPIC, TRANSACTIONAL_ID, WRITE
 from akfak.security.checks import Everything, access
+from akfak.transactions.remote import verify_remotely
 
 _log = Logger()
 _BATCH_PREFIX = struct.Struct(">qi")  # base offset, batch length
@@ -205,50 +206,9 @@ class ProduceHandler(Handler):
                          version: int) -> Deferred[dict[tuple[str, int], ErrorCode]]:
         """The verification as Kafka's partition leader asks another broker, the id's
         coordinator: AddPartitionsToTxn v5, verify_only unless the produce adds (v12+)."""
-        from kio.schema.add_partitions_to_txn.v5 import request as req
-        from kio.static.primitive import i16, i64
-
-        from akfak.groups.records import partition_for
-
-        busy = dict.fromkeys(wanted, ErrorCode.not_enough_replicas)
-        topic = self.broker.image.topic("__transaction_state")
-        p = None if topic is None else topic.partitions.get(
-            partition_for(transactional_id, int(topic.num_partitions)))
-        if p is None or p.leader < 0 or p.leader == self.broker.node_id:
-            return succeed(busy)
-        by_producer: dict[tuple[int, int], dict[str, list[int]]] = {}
-        for (name, index), ids in wanted.items():
-            by_producer.setdefault(ids, {}).setdefault(name, []).append(index)
-        request = req.AddPartitionsToTxnRequest(transactions=tuple(
-            req.AddPartitionsToTxnTransaction(
-                transactional_id=transactional_id, producer_id=i64(pid),
-                producer_epoch=i16(epoch), verify_only=version < 12,
-                topics=tuple(req.AddPartitionsToTxnTopic(
-                    name=name, partitions=tuple(i32(i) for i in indexes))
-                    for name, indexes in topics.items()))
-            for (pid, epoch), topics in by_producer.items()))
-
-        def answered(response: Any) -> dict[tuple[str, int], ErrorCode]:
-            if response.error_code != ErrorCode.none:
-                return dict.fromkeys(wanted, _produce_error(ErrorCode(response.error_code),
-                                                            version))
-            errors = {}
-            for txn in response.results_by_transaction:
-                for topic_result in txn.topic_results:
-                    for r in topic_result.results_by_partition:
-                        error = ErrorCode(r.partition_error_code)
-                        if error is not ErrorCode.none:
-                            errors[(topic_result.name, int(r.partition_index))] = \
-                                _produce_error(error, version)
-            return errors
-
-        def failed(failure: Any) -> dict[tuple[str, int], ErrorCode]:
-            _log.info("Verifying {id} with its coordinator, node {node}, failed: {e}",
-                      id=transactional_id, node=p.leader, e=failure.getErrorMessage())
-            return busy
-
-        sent = self.broker.peers.send(p.leader, request)  # type: ignore[union-attr]
-        return sent.addCallback(answered).addErrback(failed)
+        verified = verify_remotely(self.broker, transactional_id, wanted, add=version >= 12)
+        return verified.addCallback(
+            lambda errors: {k: _produce_error(e, version) for k, e in errors.items()})
 
     def _append(self, request: Any, context: RequestContext,
                 txn_errors: dict[tuple[str, int], ErrorCode], acl: Everything,
@@ -425,7 +385,8 @@ def _produce_error(error: ErrorCode, version: int) -> ErrorCode:
     if error is ErrorCode.transaction_abortable and version <= 10:
         return ErrorCode.invalid_txn_state
     if error in (ErrorCode.concurrent_transactions, ErrorCode.coordinator_load_in_progress,
-                 ErrorCode.coordinator_not_available, ErrorCode.not_coordinator):
+                 ErrorCode.coordinator_not_available, ErrorCode.not_coordinator,
+                 ErrorCode.network_exception):
         return ErrorCode.not_enough_replicas
     return error
 

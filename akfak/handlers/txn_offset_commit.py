@@ -5,7 +5,10 @@ Behavior / Version notes (Kafka's KafkaApis and GroupCoordinator):
   AddOffsetsToTxn; v5, transaction version 2, adds it implicitly); else the
   coordinator's verification error (INVALID_TXN_STATE before v4 for a partition
   not in the transaction, as Kafka maps TRANSACTION_ABORTABLE for older clients;
-  INVALID_PRODUCER_EPOCH for PRODUCER_FENCED).
+  INVALID_PRODUCER_EPOCH for PRODUCER_FENCED).  In a cluster whose transactional id is
+  coordinated by another broker, the group coordinator asks that one
+  (akfak.transactions.remote, AddPartitionsToTxn v5); a request that fails answers
+  COORDINATOR_LOAD_IN_PROGRESS, a coordinator not known yet COORDINATOR_NOT_AVAILABLE.
 - The offsets are pending until the transaction's COMMIT marker reaches that
   partition (akfak.groups.txn_offsets); an ABORT drops them.
 - v3+ carry generation, member id and group instance id, checked as for
@@ -33,6 +36,7 @@ from akfak.handlers.offsets import TopicLookup
 from akfak.protocol import RequestContext
 from akfak.security.acls import GROUP, READ, TOPIC, TRANSACTIONAL_ID, WRITE
 from akfak.security.checks import access
+from akfak.transactions.remote import verify_remotely
 
 TopicPartition = tuple[str, int]
 
@@ -102,13 +106,33 @@ class TxnOffsetCommitHandler(Handler):
                 int(getattr(request, "generation_id", -1)), getattr(request, "member_id", ""),
                 getattr(request, "group_instance_id", None), wanted)
 
-        if version >= 5:
+        if (self.broker.cluster is not None
+                and txns.status(request.transactional_id) is ErrorCode.not_coordinator):
+            verified = verify_remotely(
+                self.broker, request.transactional_id, {offsets_partition: (producer_id, epoch)},
+                add=version >= 5).addCallback(
+                lambda errors: _remote_error(errors.get(offsets_partition, ErrorCode.none)))
+        elif version >= 5:
             verified = txns.add_partitions(request.transactional_id, producer_id, epoch,
                                            {offsets_partition}, client_version=2)
         else:
             verified = succeed(txns.verify(request.transactional_id, producer_id, epoch,
                                            [offsets_partition])[offsets_partition])
         return verified.addCallback(commit)
+
+
+def _remote_error(error: ErrorCode) -> ErrorCode:
+    """A verification error from the coordinator on another broker, as Kafka's group
+    coordinator answers it (CoordinatorOperationExceptionHelper): a failed request is
+    retried without a coordinator lookup, a coordinator not yet there looked up again."""
+    if error is ErrorCode.network_exception:
+        return ErrorCode.coordinator_load_in_progress
+    if error in (ErrorCode.unknown_topic_or_partition, ErrorCode.not_enough_replicas,
+                 ErrorCode.request_timed_out):
+        return ErrorCode.coordinator_not_available
+    if error is ErrorCode.cluster_authorization_failed:
+        return ErrorCode.invalid_txn_state
+    return error
 
 
 HANDLERS = (TxnOffsetCommitHandler,)

@@ -112,9 +112,11 @@ TOPIC_REQUEST = "create.topic."
 
 
 def request_topic(conn: Any, topic: str) -> None:
-    """Ask the controller to create an internal topic (it reads the request on its tick)."""
+    """Ask the controller to create a topic: a row it reads on its tick, and a notification
+    so that it ticks at once."""
     conn.execute("INSERT INTO akfak_cluster (name, value) VALUES (%s, '') ON CONFLICT DO NOTHING",
                  (TOPIC_REQUEST + topic,))
+    conn.execute(NOTIFY[0])
 
 
 #: the channel the controller (and a broker joining or leaving) notifies on, so the other
