@@ -207,7 +207,7 @@ def test_kafka_acls_tool_lists_what_it_lists_for_kafka(broker_process: Any, tmp_
             outputs[name] = [sorted(line.strip() for line in text.splitlines())
                              for text in (added, listed, removed, tool("--list"))]
         assert outputs["akfak"] == outputs["kafka"]
-        assert "\t(principal=User:alice, host=*, operation=READ, permissionType=ALLOW)" in \
+        assert "(principal=User:alice, host=*, operation=READ, permissionType=ALLOW)" in \
             outputs["akfak"][3]
         assert not any("mallory" in line for line in outputs["akfak"][3])
     finally:
