@@ -125,7 +125,7 @@ DEFAULTS: Mapping[str, str] = {
 OTHER_KNOWN_KEYS = frozenset(
     {
         "akfak.http.listeners",
-        # the postgres provider's memory (akfak/log/pg_cached.py; defaults in postgres.py)
+        # the postgres provider's memory (akfak/log/pg_cached.py, pg_tail.py)
         "akfak.postgres.cache.bytes.per.partition",
         "akfak.postgres.readback.bytes",
         "listeners",
@@ -144,6 +144,11 @@ OTHER_KNOWN_KEYS = frozenset(
         "inter.broker.listener.name",
         "security.inter.broker.protocol",
         "sasl.mechanism.inter.broker.protocol",
+        # a cluster's leases (akfak/cluster.py, akfak/log/postgres.py)
+        "broker.heartbeat.interval.ms",
+        "broker.session.timeout.ms",
+        # the share coordinator's topic (akfak/share/coordinator.py)
+        "share.coordinator.state.topic.num.partitions",
     }
 )
 
