@@ -268,7 +268,9 @@ def test_streams_word_count_with_restart(cluster: Cluster, tmp_path: Path, guara
     crashed = run_java("StreamsWordCount", *common, f"state-dir={tmp_path / 'state'}", "produce=3",
                        "produce-lines=0-3000", "halt-after=3000", timeout=120)
     halted = crashed.last("halted")
-    assert 3000 <= halted["words"] < 9000, crashed.describe()
+    # Usually mid-way; on a quiet machine the app may have committed all 9,000 words before
+    # its output watcher saw the first 3,000 (the restart then only adds the later lines).
+    assert 3000 <= halted["words"] <= 9000, crashed.describe()
     restart_dir = tmp_path / ("state" if guarantee == "exactly_once_v2" else "state-2")
     done = run_java("StreamsWordCount", *common, f"state-dir={restart_dir}", "produce=3",
                     "produce-lines=3000-5000", "timeout-ms=120000", timeout=180).check().last("done")
