@@ -47,19 +47,7 @@ public final class ClusterProducer {
             props.put("transactional.id", transactionalId);
             props.put("transaction.timeout.ms", "60000");
         }
-        AtomicBoolean stop = new AtomicBoolean();
-        Thread watcher = new Thread(() -> {
-            try {
-                while (System.in.read() >= 0) {
-                    // the test closes stdin to stop the producer
-                }
-            } catch (java.io.IOException e) {
-                // closed
-            }
-            stop.set(true);
-        });
-        watcher.setDaemon(true);
-        watcher.start();
+        AtomicBoolean stop = Util.stopWhenStdinCloses();  // stop the producer
         try (var producer = new KafkaProducer<>(props, new StringSerializer(), new StringSerializer())) {
             int partitions = producer.partitionsFor(topic).size();
             if (transactionalId == null) {

@@ -28,19 +28,7 @@ public final class GroupMember {
         props.put("group.id", Util.required(options, "group"));
         props.put("enable.auto.commit", "false");
         props.put("auto.offset.reset", "earliest");
-        AtomicBoolean stop = new AtomicBoolean();
-        Thread watcher = new Thread(() -> {
-            try {
-                while (System.in.read() >= 0) {
-                    // the test closes stdin to make the member leave
-                }
-            } catch (java.io.IOException e) {
-                // closed
-            }
-            stop.set(true);
-        });
-        watcher.setDaemon(true);
-        watcher.start();
+        AtomicBoolean stop = Util.stopWhenStdinCloses();  // make the member leave
         int records = 0;
         try (var consumer = new KafkaConsumer<>(props, new StringDeserializer(), new StringDeserializer())) {
             TreeSet<Integer> owned = new TreeSet<>();

@@ -80,6 +80,24 @@ final class Util {
     }
 
     /** Prints one JSON object, made of alternating keys and values, as a line of its own. */
+    /** A flag that turns true once stdin closes: how a test stops a program in the background. */
+    static java.util.concurrent.atomic.AtomicBoolean stopWhenStdinCloses() {
+        var stop = new java.util.concurrent.atomic.AtomicBoolean();
+        Thread watcher = new Thread(() -> {
+            try {
+                while (System.in.read() >= 0) {
+                    // until the test closes stdin
+                }
+            } catch (java.io.IOException e) {
+                // closed
+            }
+            stop.set(true);
+        });
+        watcher.setDaemon(true);
+        watcher.start();
+        return stop;
+    }
+
     static void emit(Object... keysAndValues) {
         Map<String, Object> object = new LinkedHashMap<>();
         for (int i = 0; i < keysAndValues.length; i += 2) {
