@@ -49,6 +49,7 @@ import org.apache.kafka.common.acl.AclBindingFilter;
 import org.apache.kafka.common.acl.AclOperation;
 import org.apache.kafka.common.acl.AclPermissionType;
 import org.apache.kafka.common.config.ConfigResource;
+import org.apache.kafka.common.errors.ResourceNotFoundException;
 import org.apache.kafka.common.quota.ClientQuotaAlteration;
 import org.apache.kafka.common.quota.ClientQuotaEntity;
 import org.apache.kafka.common.quota.ClientQuotaFilter;
@@ -275,8 +276,17 @@ public final class AdminMethods {
             call("alterUserScramCredentials", () -> get(admin.alterUserScramCredentials(List.of(
                 new UserScramCredentialUpsertion(p + "-user", new ScramCredentialInfo(ScramMechanism.SCRAM_SHA_256, 4096),
                                                  "secret"))).all()));
-            call("describeUserScramCredentials", () -> get(admin.describeUserScramCredentials(List.of(p + "-user")).all())
-                 .get(p + "-user").credentialInfos().toString());
+            // (the same lag: Kafka may answer the user with no credentials yet)
+            call("describeUserScramCredentials", () -> until(() -> {
+                try {
+                    var infos = get(admin.describeUserScramCredentials(List.of(p + "-user")).all())
+                        .get(p + "-user").credentialInfos();
+                    return infos.isEmpty() ? null : infos.toString();
+                } catch (ExecutionException e) {
+                    if (e.getCause() instanceof ResourceNotFoundException) return null;
+                    throw e;
+                }
+            }));
             call("createDelegationToken", () -> get(admin.createDelegationToken().delegationToken()) != null);
             call("renewDelegationToken", () -> get(admin.renewDelegationToken(new byte[] {1, 2, 3}).expiryTimestamp()));
             call("expireDelegationToken", () -> get(admin.expireDelegationToken(new byte[] {1, 2, 3}).expiryTimestamp()));
