@@ -1,7 +1,7 @@
 """Throughput of a cluster of akfak brokers over one PostgreSQL against one broker.
 
     .venv/bin/python benchmarks/cluster_bench.py [--brokers 1,3] [--records 200000]
-        [--size 1000] [--partitions 6[,60,600]] [--fsync] [--kafka]
+        [--size 1000] [--partitions 6[,60,600]] [--fsync] [--kafka] [--disk] [--py-spy DIR]
 
 For each broker count and each partition count: a throwaway PostgreSQL (tests/postgres.py;
 fsync off unless `--fsync`), that many brokers over it (tests/cluster.py), a topic of that
@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -51,7 +53,7 @@ def cpu_seconds(pids: list[int]) -> float:
 def bench(brokers: int, records: int, size: int, partitions: int, fsync: bool) -> dict[str, Any]:
     pg = PostgresServer.start(fsync=fsync)
     cluster = AkfakCluster.start(pg.new_database(), Path(tempfile.mkdtemp(prefix="akfak-cb-")),
-                                 brokers)
+                                 brokers, properties=dict(PROPERTIES))
     try:
         return workload(cluster.bootstrap, [b.proc.pid for b in cluster.brokers.values()],
                         brokers, records, size, partitions)
@@ -88,6 +90,22 @@ def bench_kafka(brokers: int, records: int, size: int, partitions: int) -> dict[
         cluster.stop()
 
 
+#: `--property KEY=VALUE`: broker properties for the akfak brokers
+PROPERTIES: dict[str, str] = {}
+#: `--py-spy DIR`: where each broker's profile of the produce phase goes (None: none)
+PROFILE: Path | None = None
+
+
+def profile(pid: int) -> subprocess.Popen[bytes]:
+    """py-spy sampling `pid` (where the GIL is held) until SIGINT, into PROFILE as folded
+    stacks."""
+    assert PROFILE is not None
+    out = PROFILE / f"produce-{pid}-{time.strftime('%H%M%S')}.txt"
+    return subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--gil", "--rate", "250",
+                             "--format", "raw", "--nonblocking", "-o", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def workload(bootstrap: str, pids: list[int], rf: int, records: int, size: int,
              partitions: int) -> dict[str, Any]:
     from confluent_kafka import Consumer, Producer, TopicPartition
@@ -104,6 +122,7 @@ def workload(bootstrap: str, pids: list[int], rf: int, records: int, size: int,
     for i in range(warm):  # warm-up: metadata, connections
         producer.produce("bench", value, partition=i % partitions)
     producer.flush(60)
+    spies = [profile(pid) for pid in pids] if PROFILE else []
     each0 = cpu_each(pids)
     cpu0, t0 = sum(each0), time.monotonic()
     for i in range(records):
@@ -116,6 +135,9 @@ def workload(bootstrap: str, pids: list[int], rf: int, records: int, size: int,
         if i % 1000 == 0:
             producer.poll(0)
     assert producer.flush(300) == 0
+    for spy in spies:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(30)
     each = [after - before for after, before in zip(cpu_each(pids), each0, strict=True)]
     produce_s, produce_cpu = time.monotonic() - t0, sum(each)
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench",
@@ -146,7 +168,17 @@ def main() -> None:
                         help="also Apache Kafka 4.1.1 (KRaft) with as many brokers")
     parser.add_argument("--disk", action="store_true",
                         help="also one akfak broker on the disk provider (with --brokers 1)")
+    parser.add_argument("--py-spy", type=Path, metavar="DIR",
+                        help="profile every broker's produce phase with py-spy (on PATH), "
+                             "folded stacks into DIR")
+    parser.add_argument("--property", action="append", default=[], metavar="KEY=VALUE",
+                        help="a broker property for the akfak brokers (repeatable)")
     args = parser.parse_args()
+    PROPERTIES.update(p.split("=", 1) for p in args.property)
+    global PROFILE
+    PROFILE = args.py_spy
+    if PROFILE is not None:
+        PROFILE.mkdir(parents=True, exist_ok=True)
     load = os.getloadavg()
     print(f"{args.records} records of {args.size} B, acks=all, PostgreSQL fsync "
           f"{'on' if args.fsync else 'off'}; load average before {load[0]:.2f} on "

@@ -1,4 +1,4 @@
-"""In-memory storage: the same partition logs with segments in bytearrays.
+"""In-memory storage: the same partition logs with segments in memory.
 
 For embedded brokers and fast tests.  Nothing survives `close()`; flushes
 complete at once.  Behaviour (offsets, rolling, retention, indexes, errors) is
@@ -8,6 +8,7 @@ the disk provider's, since both share `PartitionLog` and `LogSegment`.
 from __future__ import annotations
 
 import uuid
+from bisect import bisect_right
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,50 +32,77 @@ from akfak.log.segment import Buffer, LogSegment
 from akfak.log.storage import BaseLogStorage
 
 
-class _BufferReader:
-    """A memory segment's bytes, for the log cleaner's thread."""
+class _Chunks:
+    """Bytes kept as the list of what was appended: one immutable chunk per append.
 
-    def __init__(self, data: bytearray, size: int) -> None:
-        self._data = data
+    A bytearray grown by `+=` is copied whenever realloc has to move it, and with many
+    partitions' segments growing side by side it moves often: that cost more than the
+    bytes themselves (1.8 µs per 1 KiB append over 600 partitions, against 0.2 µs for a
+    list).  A read of exactly one append is that chunk, not a copy (what the postgres
+    provider sends on to PostgreSQL)."""
+
+    def __init__(self, chunks: list[bytes], starts: list[int], size: int) -> None:
+        self._chunks = chunks
+        #: Each chunk's position in the segment.
+        self._starts = starts
         self.size = size
 
     def read(self, position: int, length: int) -> bytes:
         end = min(position + length, self.size)
-        return bytes(self._data[position:end])
+        if position >= end or position < 0:
+            return b""
+        i = bisect_right(self._starts, position) - 1
+        chunk, offset = self._chunks[i], position - self._starts[i]
+        if offset + end - position <= len(chunk):
+            if offset == 0 and end - position == len(chunk):
+                return chunk
+            return chunk[offset : offset + end - position]
+        parts: list[Buffer] = [memoryview(chunk)[offset:]]
+        at = self._starts[i] + len(chunk)
+        while at < end:
+            i += 1
+            chunk = self._chunks[i]
+            parts.append(chunk if at + len(chunk) <= end else memoryview(chunk)[: end - at])
+            at += len(chunk)
+        return b"".join(parts)
 
     def close(self) -> None:
         pass
 
 
-class MemoryStore:
-    """A segment's bytes in a bytearray."""
+class MemoryStore(_Chunks):
+    """A segment's bytes in memory (see _Chunks)."""
 
     def __init__(self) -> None:
-        self.data = bytearray()
-
-    @property
-    def size(self) -> int:
-        return len(self.data)
+        super().__init__([], [], 0)
 
     def append(self, parts: Sequence[Buffer]) -> None:
-        for part in parts:
-            self.data += part
+        chunk = parts[0] if len(parts) == 1 and type(parts[0]) is bytes else b"".join(parts)
+        if chunk:
+            self._starts.append(self.size)
+            self._chunks.append(chunk)  # type: ignore[arg-type]
+            self.size += len(chunk)
 
-    def read(self, position: int, length: int) -> bytes:
-        # One copy (a bytearray slice would be a second); the view is gone on return, so
-        # the bytearray can grow again.
-        with memoryview(self.data) as view:
-            return bytes(view[position : position + length])
+    range = _Chunks.read  # nothing to sendfile from
 
-    range = read  # nothing to sendfile from
-
-    def open_reader(self) -> _BufferReader:
-        # An inactive segment's bytearray is never changed again (delete binds a new one),
-        # so a thread may read it while the reactor goes on.
-        return _BufferReader(self.data, self.size)
+    def open_reader(self) -> _Chunks:
+        # The chunks never change; the lists are the reactor's to extend or cut.
+        return _Chunks(list(self._chunks), list(self._starts), self.size)
 
     def truncate(self, size: int) -> None:
-        del self.data[size:]
+        if size >= self.size:
+            return
+        i = bisect_right(self._starts, size) - 1
+        if i < 0:
+            self.delete()
+            return
+        keep = size - self._starts[i]
+        del self._chunks[i + 1 :], self._starts[i + 1 :]
+        if keep:
+            self._chunks[i] = self._chunks[i][:keep]
+        else:
+            del self._chunks[i], self._starts[i]
+        self.size = size
 
     def sync_target(self) -> Syncable | None:
         return None
@@ -82,11 +110,8 @@ class MemoryStore:
     def mtime_ms(self) -> int | None:
         return None
 
-    def close(self) -> None:
-        pass
-
     def delete(self) -> None:
-        self.data = bytearray()
+        self._chunks, self._starts, self.size = [], [], 0
 
 
 class MemoryPartitionLog(PartitionLog):

@@ -96,7 +96,8 @@ def tick(conn: Any, node_id: int, incarnation: uuid.UUID, endpoints: Sequence[En
     # the whole log the new controller continues.
     tail = tuple((base, bytes(data)) for base, data in conn.execute(
         "SELECT base_offset, data FROM akfak_batch WHERE topic_id = %s AND partition = %s "
-        "AND last_offset >= %s ORDER BY base_offset", (*METADATA_KEY, tail_from)).fetchall())
+        "AND last_offset >= %s ORDER BY base_offset", (*METADATA_KEY, tail_from),
+        binary=True).fetchall())
     wanted: tuple[str, ...] = ()
     if controller == node_id:
         if created:

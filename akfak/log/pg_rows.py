@@ -22,6 +22,8 @@ import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from akfak.log.segment import Buffer
+
 if TYPE_CHECKING:
     from akfak.log.pg_writer import Append, BatchRow, Key
 
@@ -34,7 +36,7 @@ MAX_STATEMENT_PARTITIONS = 2000
 #: More batches, or bytes, than this (together) go by COPY: a statement's parameters cost
 #: more per batch than COPY's packing, and a large message more than its size.
 INLINE_ROWS = 32
-COPY_ABOVE = 256 << 10
+COPY_ABOVE = 1 << 20
 
 _COPY = f"COPY akfak_batch ({COLUMNS}) FROM STDIN (FORMAT BINARY)"
 #: The binary COPY header: signature, flags, no extension.
@@ -44,7 +46,8 @@ _COPY_TRAILER = b"\xff\xff"
 #: the data's length.
 _COPY_FIELDS = struct.Struct("!hi16sii" + "iq" * 3 + "ii" + "iq" + "i")
 #: Hand libpq this much before waiting for it to be sent: its output buffer stays small.
-_FLUSH_EVERY = 128 << 10
+#: Not above psycopg's MAX_BUFFER_SIZE (128 KiB), which it would cut into copies.
+_FLUSH_EVERY = 120 << 10
 
 
 def _inline(rows: int, size: int) -> bool:
@@ -59,6 +62,24 @@ def _uuid_text(topic_id: uuid.UUID) -> str:
 def _array(values: Any) -> str:
     """A text array parameter (`%s::int8[]`): one join, not one parameter per value."""
     return "{" + ",".join(values) + "}"
+
+
+def one_statement(ops: Sequence[object]) -> bool:
+    """Whether `append_all` commits these ops in one statement: appends only, to distinct
+    partitions, their batches inline (a single statement is a transaction of its own)."""
+    from akfak.log.pg_writer import Append
+
+    if not ops or len(ops) > MAX_STATEMENT_PARTITIONS:
+        return False
+    keys = set()
+    count = size = 0
+    for op in ops:
+        if not isinstance(op, Append) or op.key in keys:
+            return False
+        keys.add(op.key)
+        count += len(op.rows)
+        size += sum(len(row[5]) for row in op.rows)
+    return _inline(count, size)
 
 
 def append_all(cursor: Any, appends: Sequence[Append]) -> bool:
@@ -106,25 +127,28 @@ def insert_rows(cursor: Any, key: Key, rows: Sequence[BatchRow]) -> None:
 
 
 def _copy(cursor: Any, rows: Sequence[tuple[Key, BatchRow]]) -> None:
-    """The rows by binary COPY: small ones gathered into buffers of _FLUSH_EVERY bytes
-    (each write to psycopg costs a round of its machinery), large data handed over as a
+    """The rows by binary COPY: small ones joined into chunks of about _FLUSH_EVERY bytes
+    (each write to psycopg costs a round of its machinery; one join, not a bytearray
+    grown row by row, which realloc copies again and again), large data handed over as a
     view of itself."""
     from psycopg.copy import LibpqWriter
 
     pack = _COPY_FIELDS.pack
     with cursor.copy(_COPY, writer=LibpqWriter(cursor, flush_threshold=_FLUSH_EVERY)) as copy:
-        buffer = bytearray(_COPY_HEADER)
+        parts: list[Buffer] = [_COPY_HEADER]
+        size = len(_COPY_HEADER)
         for (topic_id, partition), (base, last, max_ts, epoch, producer_id, data) in rows:
-            buffer += pack(8, 16, topic_id.bytes, 4, partition, 8, base, 8, last, 8, max_ts,
-                           4, epoch, 8, producer_id, len(data))
-            if len(data) >= _FLUSH_EVERY:
-                copy.write(buffer)
-                buffer = bytearray()
-                copy.write(memoryview(data))
-                continue
-            buffer += data
-            if len(buffer) >= _FLUSH_EVERY:
-                copy.write(buffer)
-                buffer = bytearray()
-        buffer += _COPY_TRAILER
-        copy.write(buffer)
+            fields = pack(8, 16, topic_id.bytes, 4, partition, 8, base, 8, last, 8, max_ts,
+                          4, epoch, 8, producer_id, len(data))
+            if size + len(fields) + len(data) > _FLUSH_EVERY:
+                if parts:
+                    copy.write(b"".join(parts))
+                parts, size = [], 0
+                if len(data) >= _FLUSH_EVERY:
+                    copy.write(fields)
+                    copy.write(memoryview(data))
+                    continue
+            parts += (fields, data)
+            size += len(fields) + len(data)
+        parts.append(_COPY_TRAILER)
+        copy.write(b"".join(parts))

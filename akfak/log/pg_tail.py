@@ -106,8 +106,11 @@ def tail_start(conn: Any, key: Key, end: int, budget: int) -> int:
 def load(conn: Any, key: Key, end: int, budget: int | None, chunk: int) -> Loaded:
     """The rows a partition log is built from (budget None: every row, all cached)."""
     start = tail_start(conn, key, end, budget) if budget is not None else -1
+    # Batches come as binary results (as every query here that reads them): a bytea in
+    # text is hex, twice its size, and unescaping it cost more than the rest of a read.
     tail = conn.execute(f"SELECT base_offset, data FROM akfak_batch WHERE {_ROW} AND "
-                        "base_offset >= %s ORDER BY base_offset", (*key, start)).fetchall()
+                        "base_offset >= %s ORDER BY base_offset", (*key, start),
+                        binary=True).fetchall()
     loaded = Loaded([(b, bytes(d)) for b, d in tail])
     if budget is None:
         return loaded
@@ -130,7 +133,7 @@ def load(conn: Any, key: Key, end: int, budget: int | None, chunk: int) -> Loade
         "WHERE (t.attributes & 32) <> 0 OR t.rn <= %s OR ((t.attributes & 16) <> 0 AND "
         "  (t.prev IS NULL OR (t.prev & 32) <> 0 OR (t.prev & 16) = 0)) "
         "ORDER BY b.base_offset",
-        (HEADER_SIZE, *key, start, *key, PRODUCER_BATCHES)).fetchall()]
+        (HEADER_SIZE, *key, start, *key, PRODUCER_BATCHES), binary=True).fetchall()]
     return loaded
 
 
@@ -147,7 +150,7 @@ def rows_from(conn: Any, key: Key, offset: int, stop: int, max_bytes: int,
         f"      (SELECT max(base_offset) FROM akfak_batch WHERE {_ROW} AND base_offset <= %s), %s)"
         "    ORDER BY base_offset LIMIT %s) r) w "
         "WHERE before = 0 OR before < %s ORDER BY base_offset",
-        (*key, stop, *key, offset, offset, limit, max_bytes)).fetchall()]
+        (*key, stop, *key, offset, offset, limit, max_bytes), binary=True).fetchall()]
 
 
 def first_at_time(conn: Any, key: Key, low: int, stop: int, timestamp: int
@@ -156,7 +159,7 @@ def first_at_time(conn: Any, key: Key, low: int, stop: int, timestamp: int
     row = conn.execute(
         f"SELECT base_offset, data FROM akfak_batch WHERE {_ROW} AND last_offset >= %s AND "
         "base_offset < %s AND max_timestamp >= %s ORDER BY base_offset LIMIT 1",
-        (*key, low, stop, timestamp)).fetchone()
+        (*key, low, stop, timestamp), binary=True).fetchone()
     return None if row is None else (row[0], bytes(row[1]))
 
 
@@ -165,7 +168,7 @@ def max_time_row(conn: Any, key: Key, low: int, stop: int) -> tuple[int, bytes] 
     row = conn.execute(
         f"SELECT base_offset, data FROM akfak_batch WHERE {_ROW} AND last_offset >= %s AND "
         "base_offset < %s ORDER BY max_timestamp DESC, base_offset LIMIT 1",
-        (*key, low, stop)).fetchone()
+        (*key, low, stop), binary=True).fetchone()
     return None if row is None else (row[0], bytes(row[1]))
 
 

@@ -168,14 +168,12 @@ class PostgresPartitionLog(TailCachedLog):
         hollow = len(segments)
         roll = partition_log._roll_bytes()
         current: LogSegment | None = None
-        data: bytearray = bytearray()
         for base, batch in loaded.tail:
-            if current is None or (data and len(data) + len(batch) > roll):
+            if current is None or (current.size and current.size + len(batch) > roll):
                 current = partition_log._new_segment(
                     min(base, log_start_offset) if not segments else base, now_ms)
                 segments.append(current)
-                data = current.store.data  # type: ignore[attr-defined]
-            data += batch
+            current.store.append([batch])
         recovered: list[tuple[int, int]] = []
         for segment in segments[hollow:]:
             recovered.extend(segment.recover()[1])
