@@ -332,7 +332,8 @@ def enable_share_groups(cluster: AkfakCluster) -> None:
 def test_share_requests_go_to_the_leader_and_the_coordinator(cluster: AkfakCluster) -> None:
     """Over raw sockets: ShareGroupHeartbeat is served by the group's coordinator only
     (NOT_COORDINATOR elsewhere); ShareFetch and ShareAcknowledge by the partition's leader
-    only (NOT_LEADER_OR_FOLLOWER elsewhere), which acquires the records."""
+    only (NOT_LEADER_OR_FOLLOWER elsewhere, naming the leader and its endpoint), which
+    acquires the records."""
     from tests.test_share_protocol import (
         acquired,
         group_config,
@@ -370,10 +371,19 @@ def test_share_requests_go_to_the_leader_and_the_coordinator(cluster: AkfakClust
         with WireClient(port, timeout=TIMEOUT) as c:
             fetched = share_fetch(c, group, member, 0, topic_id, max_wait_ms=3000)
             if node != 2:
+                # with the leader and its endpoint, so the client goes there at once (KIP-951)
                 assert partition_of(fetched).error_code == ErrorCode.not_leader_or_follower
+                assert partition_of(fetched).current_leader.leader_id == 2, fetched
+                assert [(e.node_id, e.port) for e in fetched.node_endpoints] \
+                    == [(2, cluster.ports[2])], fetched
                 acked = share_acknowledge(c, group, member, 1, topic_id, {0: [(0, 0, [1])]})
-                assert acked.responses[0].partitions[0].error_code \
-                    == ErrorCode.not_leader_or_follower
+                answer = acked.responses[0].partitions[0]
+                assert answer.error_code == ErrorCode.not_leader_or_follower
+                assert answer.current_leader.leader_id == 2, acked
+                assert answer.current_leader.leader_epoch \
+                    == partition_of(fetched).current_leader.leader_epoch
+                assert [(e.node_id, e.port) for e in acked.node_endpoints] \
+                    == [(2, cluster.ports[2])], acked
                 continue
             deadline = time.monotonic() + TIMEOUT  # the state comes from its coordinator
             epoch = 0

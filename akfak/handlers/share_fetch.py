@@ -22,7 +22,8 @@ Behavior (Kafka 4.1's KafkaApis, SharePartitionManager and SharePartition):
   checked before acquiring.  A full session answers every partition, a later one only those
   with records, errors or acknowledgement results.
 - In a cluster only the partition's leader serves it (others answer NOT_LEADER_OR_FOLLOWER,
-  for fetches and acknowledgements); a share-partition's state is read from its share
+  for fetches and acknowledgements, with the current leader and its endpoint in the response
+  as KafkaApis does, KIP-951); a share-partition's state is read from its share
   coordinator on first use (akfak.share.persister), meanwhile the partition has no records
   (the fetch waits), and acknowledgements of it are INVALID_RECORD_STATE.
 """
@@ -36,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kio.schema.errors import ErrorCode
+from kio.static.primitive import i32
 from twisted.internet.defer import Deferred, gatherResults, succeed
 
 from akfak.coordinator.codec import uvarint
@@ -77,8 +79,13 @@ def _string(value: str | None) -> bytes:
     return uvarint(len(data) + 1) + data
 
 
+#: (node id, host, port, rack) of a leader named in a response (KIP-951)
+Endpoint = tuple[int, str, int, str | None]
+
+
 def encode_share_fetch_response(error: int, lock_ms: int, topics: dict[Hashable, list[PartitionAnswer]],
-                                throttle_ms: int = 0, message: str | None = None) -> list[Any]:
+                                throttle_ms: int = 0, message: str | None = None,
+                                endpoints: list[Endpoint] | tuple[()] = ()) -> list[Any]:
     """ShareFetchResponse v1 as parts, the record batches as they were read."""
     parts: list[Any] = []
     buf = bytearray(_HEAD.pack(throttle_ms, error) + _string(message) + _I32.pack(lock_ms))
@@ -100,7 +107,10 @@ def encode_share_fetch_response(error: int, lock_ms: int, topics: dict[Hashable,
                 buf += _ACQUIRED.pack(a.first_offset, a.last_offset, a.delivery_count) + b"\x00"
             buf.append(0)
         buf.append(0)
-    buf += b"\x01\x00"  # no node endpoints; tagged fields
+    buf += uvarint(len(endpoints) + 1)
+    for node_id, host, port, rack in endpoints:
+        buf += _I32.pack(node_id) + _string(host) + _I32.pack(port) + _string(rack) + b"\x00"
+    buf.append(0)  # tagged fields
     parts.append(bytes(buf))
     return parts
 
@@ -120,7 +130,24 @@ def _validate(batches: Any) -> tuple[int, list[tuple[int, int, list[int]]]]:
     return 0, out
 
 
+#: The errors whose answer names the partition's current leader (KafkaApis).
+_LEADER_ERRORS = (ErrorCode.not_leader_or_follower.value, ErrorCode.fenced_leader_epoch.value)
+
+
 class _ShareHandler(Handler):
+    def leader_hint(self, name: str | None, index: int, error: int) -> tuple[int, int] | None:
+        """KIP-951: (leader, epoch) for an answer that the partition is led elsewhere
+        ((-1, -1) when unknown); None for other answers."""
+        if error not in _LEADER_ERRORS:
+            return None
+        leader = self.broker.current_leader(name, index) if name is not None else None
+        return leader or (-1, -1)
+
+    def endpoints(self, leaders: Any, context: RequestContext) -> list[Endpoint]:
+        """The NodeEndpoints of the leaders named (those live on the request's listener)."""
+        return [(n, *e) for n in sorted({leader for leader, _epoch in leaders if leader >= 0})
+                if (e := self.broker.node_endpoint(n, context.listener)) is not None]
+
     def acknowledge(self, service: Any, group_id: str, member_id: str,
                     topics: Any, context: RequestContext, *, skip_empty: bool = False
                     ) -> Deferred[dict[Ref, int]]:
@@ -203,7 +230,7 @@ class ShareFetchHandler(_ShareHandler):
             def closed(acks: dict[Ref, int]) -> Any:
                 service.sessions.remove(group_id, member_id)
                 service.release(group_id, member_id)
-                return self._respond(lock_ms, {}, acks, True)
+                return self._respond(lock_ms, {}, acks, True, context)
 
             return acked.addCallback(closed)
         refs = list(dict.fromkeys(wanted)) if full else list(session.partitions)
@@ -234,6 +261,7 @@ class ShareFetchHandler(_ShareHandler):
                 log = broker.get_log(name, index)
                 if log is None:
                     answer.error = int(broker.missing_log_error(name, index))
+                    answer.leader = self.leader_hint(name, index, answer.error) or answer.leader
                     continue
                 try:
                     sp = service.partition(group_id, topic_id, name, index, log)
@@ -242,6 +270,7 @@ class ShareFetchHandler(_ShareHandler):
                     continue
                 except KafkaError as e:
                     answer.error = e.error_code
+                    answer.leader = self.leader_hint(name, index, answer.error) or answer.leader
                     continue
                 answer.leader = (broker.node_id, max(broker.leader_epoch(name, index), 0))
                 sources.append((ref, name, log, sp))
@@ -278,7 +307,7 @@ class ShareFetchHandler(_ShareHandler):
             if total == 0 and remaining > 0 and (sources or loading) and len(sources) + len(
                     loading) == sum(1 for a in answers.values() if a.error == 0):
                 return wait(acks, sources, remaining, loading)
-            return self._respond(lock_ms, answers, acks, full)
+            return self._respond(lock_ms, answers, acks, full, context)
 
         def wait(acks: dict[Ref, int], sources: list[Any], remaining: float,
                  loading: list[tuple[str, int]] | None = None) -> Any:
@@ -289,7 +318,7 @@ class ShareFetchHandler(_ShareHandler):
         return acked.addCallback(attempt)
 
     def _respond(self, lock_ms: int, answers: dict[Ref, PartitionAnswer], acks: dict[Ref, int],
-                 full: bool) -> list[Any]:
+                 full: bool, context: RequestContext) -> list[Any]:
         for ref, error in acks.items():
             answer = answers.get(ref)
             if answer is None:
@@ -299,7 +328,9 @@ class ShareFetchHandler(_ShareHandler):
         for (topic_id, _index), answer in answers.items():
             if full or answer.size or answer.error or answer.ack_error is not None:
                 topics.setdefault(topic_id, []).append(answer)
-        return encode_share_fetch_response(0, lock_ms, topics)
+        named = [a.leader for ps in topics.values() for a in ps if a.error in _LEADER_ERRORS]
+        return encode_share_fetch_response(0, lock_ms, topics,
+                                           endpoints=self.endpoints(named, context))
 
 
 class ShareAcknowledgeHandler(_ShareHandler):
@@ -333,15 +364,23 @@ class ShareAcknowledgeHandler(_ShareHandler):
                 service.sessions.remove(group_id, member_id)
                 service.release(group_id, member_id)
             topics: dict[Hashable, list[Any]] = {}
+            named: list[tuple[int, int]] = []
             for (topic_id, index), code in acks.items():
+                leader = self.leader_hint(self.broker.topic_name(topic_id), index, code)
+                if leader is not None:
+                    named.append(leader)
+                leader_id, leader_epoch = leader or (0, 0)
                 topics.setdefault(topic_id, []).append(module.PartitionData(
                     partition_index=index, error_code=ErrorCode(code), error_message=None,
-                    current_leader=module.LeaderIdAndEpoch(leader_id=0, leader_epoch=0)))
+                    current_leader=module.LeaderIdAndEpoch(leader_id=i32(leader_id),
+                                                           leader_epoch=i32(leader_epoch))))
             return response_type(
                 throttle_time=NO_THROTTLE, error_code=ErrorCode.none, error_message=None,
                 responses=tuple(module.ShareAcknowledgeTopicResponse(topic_id=t, partitions=tuple(ps))
                                 for t, ps in topics.items()),
-                node_endpoints=())
+                node_endpoints=tuple(
+                    module.NodeEndpoint(node_id=i32(n), host=h, port=i32(p), rack=r)
+                    for n, h, p, r in self.endpoints(named, context)))
 
         return self.acknowledge(service, group_id, member_id, request.topics, context) \
             .addCallback(respond)
