@@ -66,6 +66,23 @@ class _Chunks:
             at += len(chunk)
         return b"".join(parts)
 
+    def pieces(self, position: int, length: int) -> list[bytes]:
+        """What `read` would return as the chunks themselves (the first and last cut to
+        the range): a Fetch sends them as they are (one sendmsg), no copy joins them."""
+        end = min(position + length, self.size)
+        if position >= end or position < 0:
+            return []
+        i = bisect_right(self._starts, position) - 1
+        out: list[bytes] = []
+        at = self._starts[i]
+        while at < end:
+            chunk = self._chunks[i]
+            lo, hi = max(position - at, 0), min(end - at, len(chunk))
+            out.append(chunk if lo == 0 and hi == len(chunk) else chunk[lo:hi])
+            at += len(chunk)
+            i += 1
+        return out
+
     def close(self) -> None:
         pass
 
@@ -83,7 +100,7 @@ class MemoryStore(_Chunks):
             self._chunks.append(chunk)  # type: ignore[arg-type]
             self.size += len(chunk)
 
-    range = _Chunks.read  # nothing to sendfile from
+    range = _Chunks.pieces  # nothing to sendfile from
 
     def open_reader(self) -> _Chunks:
         # The chunks never change; the lists are the reactor's to extend or cut.

@@ -461,13 +461,18 @@ class PartitionLog:
                 if first is None:
                     raise
                 break  # what came before it is served; a fetch from it gets the error
-            parts.append(data)
-            total += len(data)
+            if isinstance(data, list):  # a memory store's pieces: all of [start, end)
+                parts.extend(data)
+                size = end - start
+            else:
+                parts.append(data)
+                size = len(data)
+            total += size
             if first is None:
                 first = header.base_offset
-            if len(data) < end - start:
+            if size < end - start:
                 # A corrupt batch follows: the next fetch starts at it (and gets the error).
-                next_offset = batches.parse_header(segment.read(start + len(data),
+                next_offset = batches.parse_header(segment.read(start + size,
                                                                 HEADER_SIZE)).base_offset
                 break
             if end < max_position:

@@ -27,6 +27,9 @@ from akfak.log.pg_tail import HollowStore, Key, ReadBack, ReadConnection, Run
 from akfak.log.segment import LogSegment
 from akfak.log.threads import defer_to_thread
 
+#: See TailCache.read_ahead.
+READ_AHEAD = 4 << 20
+
 
 @dataclass
 class TailCache:
@@ -40,6 +43,19 @@ class TailCache:
     @property
     def chunk(self) -> int:
         return pg_tail.cache_chunk(self.budget)
+
+    #: Bytes the read-backs under way asked for.
+    asked: int = 0
+
+    def ask(self, max_bytes: int) -> int:
+        """What a read-back for a read of `max_bytes` asks for: ahead, up to READ_AHEAD (a
+        consumer catching up asks for the next rows next, and one query for several
+        fetches costs less than one for each), while the read-backs under way are within
+        half the read-back budget (a fetch of many partitions reads just what it needs)."""
+        ahead = min(READ_AHEAD, self.readback.budget // 16)
+        if max_bytes >= ahead or self.asked + ahead > self.readback.budget // 2:
+            return max_bytes
+        return ahead
 
 
 def is_hollow(segment: LogSegment) -> bool:
@@ -127,7 +143,7 @@ class TailCachedLog(MemoryPartitionLog):
         if found is None:
             return None
         run, i = found
-        if run.until >= stop or sum(len(d) for d in run.data[i:]) >= max_bytes:
+        if run.until >= stop or run.bytes_from(i) >= max_bytes:
             return found
         return None
 
@@ -140,13 +156,20 @@ class TailCachedLog(MemoryPartitionLog):
             return None
         tail, key, generation = self.tail, self.key, self._generation
 
+        ask = tail.ask(max_bytes)
+
         def store(rows: list[tuple[int, int, bytes]]) -> None:
             if self._generation == generation:  # no compaction swap meanwhile
-                tail.readback.put(key, Run.of(rows, offset, stop, max_bytes))
+                tail.readback.put(key, Run.of(rows, offset, stop, ask))
 
+        def done(result: object) -> object:
+            tail.asked -= ask
+            return result
+
+        tail.asked += ask
         d = defer_to_thread(self.reactor, tail.connection.run, pg_tail.rows_from, key, offset,
-                            stop, max_bytes)
-        return d.addCallback(store)
+                            stop, ask)
+        return d.addBoth(done).addCallback(store)
 
     def _read_back(self, offset: int, max_bytes: int, stop: int) -> tuple[Run, int] | None:
         found = self._run_for(offset, max_bytes, stop)

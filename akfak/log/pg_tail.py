@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import threading
 import uuid
+from bisect import bisect_left
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import accumulate
 from typing import Any
 
 from akfak.log.batch import HEADER_SIZE
@@ -186,24 +188,31 @@ class Run:
     lasts: list[int]
     data: list[bytes]
     size: int
+    #: The bytes of the rows before each row (a read ahead holds thousands of rows).
+    before: list[int] = field(default_factory=list)
 
     @classmethod
     def of(cls, rows: Sequence[tuple[int, int, bytes]], start: int, stop: int,
            max_bytes: int) -> Run:
         """The rows of `rows_from(start, stop, max_bytes)`: up to `stop` unless max_bytes
         (or the row limit) ended them sooner."""
-        size = sum(len(r[2]) for r in rows)
+        before = list(accumulate((len(r[2]) for r in rows), initial=0))
+        size = before.pop()
         complete = size < max_bytes and len(rows) < MAX_ROWS
         until = stop if complete or not rows else rows[-1][1] + 1
         return cls(start, until, [r[0] for r in rows], [r[1] for r in rows],
-                   [r[2] for r in rows], size)
+                   [r[2] for r in rows], size, before)
 
     def index(self, offset: int) -> int | None:
         """The index of the first row holding `offset` or after it (len(bases): none up to
         `until`), None when the run does not cover `offset`."""
         if not self.start <= offset < self.until:
             return None
-        return next((i for i, last in enumerate(self.lasts) if last >= offset), len(self.lasts))
+        return bisect_left(self.lasts, offset)
+
+    def bytes_from(self, i: int) -> int:
+        """The bytes of the rows from index `i` on."""
+        return self.size - self.before[i] if i < len(self.before) else 0
 
 
 class ReadBack:

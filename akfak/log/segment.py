@@ -64,8 +64,9 @@ class SegmentStore(Protocol):
 
     def read(self, position: int, length: int) -> bytes: ...
 
-    def range(self, position: int, length: int) -> bytes | FileRange:
-        """What `read` would return, or a FileRange to send it from (a file's store)."""
+    def range(self, position: int, length: int) -> bytes | FileRange | list[bytes]:
+        """What `read` would return, or a FileRange to send it from (a file's store), or
+        its pieces (a memory store's chunks)."""
 
     def truncate(self, size: int) -> None: ...
 
@@ -313,10 +314,11 @@ class LogSegment:
         return self.store.read(position, length)
 
     def read_batches(self, position: int, length: int, where: str, *,
-                     ranges: bool = False) -> bytes | FileRange:
+                     ranges: bool = False) -> bytes | FileRange | list[bytes]:
         """Whole batches at [position, position + length), CRC-checked where not yet known
         good: cut before the first corrupt batch, CorruptMessage if that is the first.
-        With `ranges`, batches already checked may come as a FileRange (to sendfile).
+        With `ranges`, batches already checked may come as a FileRange (to sendfile) or
+        as a memory store's pieces.
 
         Kafka serves stored bytes unchecked (the consumer's check.crcs finds a flip, if
         it is on); akfak checks each stored batch once, when it is first served, so that
