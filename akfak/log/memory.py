@@ -48,23 +48,8 @@ class _Chunks:
         self.size = size
 
     def read(self, position: int, length: int) -> bytes:
-        end = min(position + length, self.size)
-        if position >= end or position < 0:
-            return b""
-        i = bisect_right(self._starts, position) - 1
-        chunk, offset = self._chunks[i], position - self._starts[i]
-        if offset + end - position <= len(chunk):
-            if offset == 0 and end - position == len(chunk):
-                return chunk
-            return chunk[offset : offset + end - position]
-        parts: list[Buffer] = [memoryview(chunk)[offset:]]
-        at = self._starts[i] + len(chunk)
-        while at < end:
-            i += 1
-            chunk = self._chunks[i]
-            parts.append(chunk if at + len(chunk) <= end else memoryview(chunk)[: end - at])
-            at += len(chunk)
-        return b"".join(parts)
+        pieces = self.pieces(position, length)
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     def pieces(self, position: int, length: int) -> list[bytes]:
         """What `read` would return as the chunks themselves (the first and last cut to

@@ -380,15 +380,16 @@ class PgWriter:
                 with conn.cursor() as cursor:
                     if append_all(cursor, live):  # type: ignore[arg-type]
                         return
-                with conn.transaction(), conn.cursor() as cursor:
-                    _run(cursor, live, together=False)
-                return
-            try:
-                with conn.transaction(), conn.cursor() as cursor:
-                    _run(cursor, live, together=True)
-            except _Recheck:  # rolled back: once more, each append on its own
-                with conn.transaction(), conn.cursor() as cursor:
-                    _run(cursor, live, together=False)
+            else:
+                try:
+                    with conn.transaction(), conn.cursor() as cursor:
+                        _run(cursor, live, together=True)
+                    return
+                except _Recheck:  # rolled back
+                    pass
+            # Once more, each append on its own.
+            with conn.transaction(), conn.cursor() as cursor:
+                _run(cursor, live, together=False)
         except Exception as e:
             # A connection cut mid-statement (a PostgreSQL restart) may not say it is broken
             # but refuses every later query: start again on a new one.
