@@ -94,10 +94,15 @@ class IPartitionLog(Interface):
 
     def prepare_read(offset: int, max_bytes: int) -> object:  # type: ignore[misc]
         """A Deferred to wait for before a `read` from `offset` whose data is not in memory
-        (postgres: below the cached tail; read on a thread), else None (disk, memory)."""
+        (postgres: below the cached tail; read on a thread), else None (disk, memory; or
+        postgres read it back already).  What it read is kept for that read."""
 
     def prepare_timestamp(timestamp: int) -> object:  # type: ignore[misc]
         """As prepare_read, before `offset_for_timestamp` (or `max_timestamp` for -3)."""
+
+    def read_back_bytes(offset: int, max_bytes: int) -> int:  # type: ignore[misc]
+        """About how many bytes prepare_read(offset, max_bytes) would read (0: none needs
+        reading, all in memory or prepared already): a Fetch prepares up to its max_bytes."""
 
     def offset_for_timestamp(timestamp: int) -> object:  # type: ignore[misc]
         """`TimestampAndOffset(offset, timestamp, leader_epoch)` of the first record whose

@@ -2,7 +2,8 @@
 many times larger than akfak.postgres.cache.bytes.per.partition (256 KiB here, 2 MiB of
 data) read from offset 0, read_committed over old aborted transactions, timestamps of old
 records, and a new leader (after a restart, after a kill -9 in a cluster) that loads only
-about the budget.
+about the budget; a consumer of many old partitions through a small read-back cache whose
+reads are all prepared off the reactor.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.brokers import start_process
+from tests.brokers import free_port, start_process
 from tests.clients import CLIENT_TIMEOUT_MS, T0, poll_until
 from tests.postgres import PostgresServer
+from tests.test_metrics import get, parse
+from tests.test_metrics import value as sample
 
 BUDGET = 256 * 1024
 RECORDS = 2048
@@ -27,7 +30,8 @@ def value(i: int) -> bytes:
     return b"%06d" % i + b"." * (VALUE - 6)
 
 
-def produce(bootstrap: str, topic: str, start: int = 0, count: int = RECORDS) -> None:
+def produce(bootstrap: str, topic: str, start: int = 0, count: int = RECORDS,
+            partition: int = 0) -> None:
     import confluent_kafka
 
     producer = confluent_kafka.Producer({"bootstrap.servers": bootstrap, "acks": "all",
@@ -35,11 +39,12 @@ def produce(bootstrap: str, topic: str, start: int = 0, count: int = RECORDS) ->
                                          "batch.size": 16384,
                                          "socket.timeout.ms": CLIENT_TIMEOUT_MS})
     for i in range(start, start + count):
-        producer.produce(topic, value=value(i), partition=0, timestamp=T0 + i)
+        producer.produce(topic, value=value(i), partition=partition, timestamp=T0 + i)
     assert producer.flush(60) == 0
 
 
-def read_all(bootstrap: str, topic: str, count: int, **config: Any) -> list[bytes]:
+def read_all(bootstrap: str, topic: str, count: int, partitions: int = 1, **config: Any
+             ) -> list[bytes]:
     import confluent_kafka
 
     consumer = confluent_kafka.Consumer({"bootstrap.servers": bootstrap, "group.id": "unused",
@@ -47,7 +52,7 @@ def read_all(bootstrap: str, topic: str, count: int, **config: Any) -> list[byte
                                          "fetch.max.bytes": 128 * 1024,
                                          "message.max.bytes": 64 * 1024,
                                          "max.partition.fetch.bytes": 64 * 1024, **config})
-    consumer.assign([confluent_kafka.TopicPartition(topic, 0, 0)])
+    consumer.assign([confluent_kafka.TopicPartition(topic, p, 0) for p in range(partitions)])
     got: list[bytes] = []
 
     def more() -> bool:
@@ -151,3 +156,35 @@ def test_failover_loads_only_the_tail(akfak_cluster: Any) -> None:
     assert loaded <= BUDGET + 64 * 1024, loaded  # not the 2 MiB of the partition
     assert read_all(cluster.bootstrap, "failover", RECORDS) == [value(i) for i in range(RECORDS)]
     cluster.restart(leader)
+
+
+def test_many_old_partitions_are_read_back_off_the_reactor(postgres: PostgresServer,
+                                                           tmp_path: Path) -> None:
+    """16 partitions of 512 KiB, each cached 64 KiB, read from offset 0 through a 256 KiB
+    read-back cache: a fetch of all 16 (64 KiB each, 128 KiB in all) prepares only its
+    128 KiB, and holds what it prepared for its read, so no read queries on the reactor
+    (it did when every partition prepared its 64 KiB, pushing the first ones out)."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    partitions, each = 16, 512
+    http = free_port()
+    broker = start_process(tmp_path / "unused", "--storage", postgres.new_database(),
+                           "--node-id", "1", "--http", f"tcp:{http}:interface=127.0.0.1",
+                           "-o", "akfak.postgres.cache.bytes.per.partition=65536",
+                           "-o", "akfak.postgres.readback.bytes=262144")
+    try:
+        admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+        admin.create_topics([NewTopic("wide", partitions, 1)])["wide"].result(30)
+        for p in range(partitions):
+            produce(broker.bootstrap, "wide", p * each, each, partition=p)
+        got = read_all(broker.bootstrap, "wide", partitions * each, partitions)
+        assert sorted(got) == [value(i) for i in range(partitions * each)]
+        status, body = get(f"http://127.0.0.1:{http}/metrics")
+        assert status == 200
+        samples = parse(body.decode())
+        prepared = sample(samples, "akfak_postgres_readback_queries_total", prepared="true")
+        assert prepared >= partitions  # most of it came from PostgreSQL
+        assert sample(samples, "akfak_postgres_readback_bytes_total") >= partitions * each * 700
+        assert sample(samples, "akfak_postgres_readback_queries_total", prepared="false") == 0
+    finally:
+        broker.stop()

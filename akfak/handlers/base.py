@@ -6,9 +6,10 @@ import dataclasses
 import io
 import sys
 import uuid
+from collections.abc import Hashable, Iterable
 from datetime import UTC, datetime, timedelta
 from functools import cache
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from kio.index import load_request_schema, load_response_schema
 from kio.serial import entity_reader, entity_writer
@@ -21,6 +22,8 @@ from akfak.request_check import checked_body
 if TYPE_CHECKING:
     from akfak.broker import Broker
     from akfak.protocol import RequestContext
+
+K = TypeVar("K", bound=Hashable)
 
 #: akfak never throttles; every response's throttle_time is zero.
 NO_THROTTLE = i32Timedelta.parse(timedelta(0))
@@ -57,6 +60,29 @@ def timestamp(ms: int) -> datetime | None:
     # kio's TZAware refuses sub-second values, but its writer encodes any datetime to the
     # millisecond, so a plain aware datetime is used.
     return None if ms < 0 else datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def prepare_reads(wanted: Iterable[tuple[K, Any, int, int]], max_bytes: int
+                  ) -> tuple[list[Any], set[K]]:
+    """For (key, log, offset, partition max bytes) in answer order: prepare the reads of
+    data the logs do not hold in memory (postgres: below the cached tail, read on threads)
+    up to max_bytes in all.  The Deferreds to wait for, and the keys past that budget: the
+    caller reads nothing from those this time (as once max_bytes is reached), so no read
+    of such data runs on the reactor."""
+    waits: list[Any] = []
+    later: set[K] = set()
+    left = max_bytes
+    for key, log, offset, partition_max in wanted:
+        needed = log.read_back_bytes(offset, partition_max)
+        if needed and left <= 0:
+            later.add(key)
+            continue
+        ask = min(partition_max, left) if needed else partition_max
+        # (also where nothing is needed: what was read back already is kept for the read)
+        if (waiting := log.prepare_read(offset, ask)) is not None:
+            waits.append(waiting)
+        left -= min(needed, ask)
+    return waits, later
 
 
 def make(cls: type, **values: Any) -> Any:

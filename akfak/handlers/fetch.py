@@ -19,6 +19,9 @@ Behavior:
   watermark on postgres is what PostgreSQL committed: nothing is read before that.
 - Data a log does not hold in memory (postgres: below a partition's cached tail) is read
   on a thread first (`prepare_read`, one query per partition); the answer waits for it.
+  Only up to the fetch's max_bytes is prepared, partitions in request order; a partition
+  past that gets no records this time (as it would once max_bytes is reached), so no read
+  of such data runs on the reactor.
 - Record bytes go from the log to the transport untouched (fetch_response), stored
   batches already CRC-checked as file ranges that the connection sendfile()s
   (akfak.response_writer).
@@ -42,7 +45,7 @@ from twisted.internet.defer import Deferred, gatherResults
 
 from akfak.errors import KafkaError
 from akfak.fetch_sessions import FetchContext, PartitionKey
-from akfak.handlers.base import NO_TOPIC_ID, Handler
+from akfak.handlers.base import NO_TOPIC_ID, Handler, prepare_reads
 from akfak.handlers.fetch_response import PartitionResult, TopicResult, encode_fetch_response
 from akfak.protocol import RequestContext
 from akfak.quota_manager import FETCH
@@ -118,14 +121,17 @@ class FetchHandler(Handler):
                 # A follower: CLUSTER_ACTION stands for READ on every topic (or for none).
                 acl = EVERYTHING if acl.cluster(CLUSTER_ACTION) else NOTHING
 
+        unprepared: set[PartitionKey] = set()
+
         def attempt(_: object = None) -> Any:
-            waits = self._prepare(fetch, by_id)
+            waits = self._prepare(fetch, by_id, max_bytes, unprepared)
             if waits:  # old data (postgres: below the cached tail) is read on threads first
                 return gatherResults(waits, consumeErrors=True).addBoth(answer)
             return answer()
 
         def answer(_: object = None) -> Any:
-            reads, size, errors = self._read(fetch, leader_epochs, by_id, isolation, max_bytes, acl)
+            reads, size, errors = self._read(fetch, leader_epochs, by_id, isolation, max_bytes, acl,
+                                             unprepared)
             remaining = deadline - broker.clock.seconds()
             if size >= min_bytes or errors or remaining <= 0 or not reads:
                 quotas = broker.quotas
@@ -143,20 +149,24 @@ class FetchHandler(Handler):
 
         return attempt()
 
-    def _prepare(self, fetch: FetchContext, by_id: bool) -> list[Deferred[None]]:
-        """The partitions' prepare_read Deferreds, for the data they do not hold in memory."""
+    def _prepare(self, fetch: FetchContext, by_id: bool, max_bytes: int,
+                 unprepared: set[PartitionKey]) -> list[Deferred[None]]:
+        """prepare_reads for the fetched partitions; `unprepared` gets those past max_bytes."""
         broker = self.broker
-        waits = []
-        for (ref, index), offset, partition_max in fetch.partitions:
+        wanted = []
+        for key, offset, partition_max in fetch.partitions:
+            ref, index = key
             name = broker.topic_name(ref) if by_id else ref
-            log = broker.get_log(name, index) if name is not None else None
-            prepare = getattr(log, "prepare_read", None)
-            if prepare is not None and (waiting := prepare(offset, partition_max)) is not None:
-                waits.append(waiting)
+            if name is not None and (log := broker.get_log(name, index)) is not None:
+                wanted.append((key, log, offset, partition_max))
+        waits, later = prepare_reads(wanted, max_bytes)
+        unprepared.clear()
+        unprepared.update(later)
         return waits
 
     def _read(self, fetch: FetchContext, leader_epochs: dict[PartitionKey, int], by_id: bool,
-              isolation: int, max_bytes: int, acl: Everything) -> tuple[list[_Read], int, bool]:
+              isolation: int, max_bytes: int, acl: Everything, unprepared: set[PartitionKey]
+              ) -> tuple[list[_Read], int, bool]:
         broker = self.broker
         reads: list[_Read] = []
         total = 0
@@ -191,6 +201,8 @@ class FetchHandler(Handler):
                     continue
             if isolation == READ_COMMITTED:
                 result.aborted = []
+            if key in unprepared:
+                continue
             limit = max(0, min(partition_max, max_bytes - total))
             try:
                 read = log.read(offset, limit, min_one=min_one, ranges=True,

@@ -42,7 +42,7 @@ from twisted.internet.defer import Deferred, gatherResults, succeed
 
 from akfak.coordinator.codec import uvarint
 from akfak.errors import KafkaError
-from akfak.handlers.base import NO_THROTTLE, NO_TOPIC_ID, Handler
+from akfak.handlers.base import NO_THROTTLE, NO_TOPIC_ID, Handler, prepare_reads
 from akfak.handlers.share_groups import share_service
 from akfak.protocol import RequestContext
 from akfak.security.acls import GROUP, READ, TOPIC
@@ -275,9 +275,11 @@ class ShareFetchHandler(_ShareHandler):
                 answer.leader = (broker.node_id, max(broker.leader_epoch(name, index), 0))
                 sources.append((ref, name, log, sp))
             # Data a log does not hold in memory (postgres: below the cached tail) is read
-            # on threads first.
-            waits = [d for _r, _n, log, sp in sources
-                     if (d := log.prepare_read(sp.next_fetch_offset(), max_bytes)) is not None]
+            # on threads first, up to max_bytes; the partitions past that wait their turn.
+            waits, later = prepare_reads(
+                [(ref, log, sp.next_fetch_offset(), max_bytes) for ref, _n, log, sp in sources],
+                max_bytes)
+            sources = [source for source in sources if source[0] not in later]
             if waits:
                 return gatherResults(waits, consumeErrors=True).addBoth(
                     lambda _: acquire(acks, answers, sources, loading))

@@ -195,6 +195,11 @@ class PartitionLog:
         """As prepare_read, for `offset_for_timestamp` (or `max_timestamp` for -3)."""
         return None
 
+    def read_back_bytes(self, offset: int, max_bytes: int) -> int:
+        """About how many bytes a read of max_bytes from `offset` would take from outside
+        memory (what prepare_read reads; 0: none, always here)."""
+        return 0
+
     def _sync_extra_targets(self) -> list[Syncable]:
         """What besides segments a flush must fsync (disk: snapshots, the directory)."""
         return []

@@ -3,9 +3,13 @@
 See pg_tail.py for what is loaded and read back.  Segments older than the cached tail are
 hollow (HollowStore): every read of them goes to PostgreSQL, through `prepare_read` /
 `prepare_timestamp` (a query on a thread; the caller waits on the Deferred, then reads on
-the reactor from the ReadBack LRU) or, for a caller that did not prepare, a query on the
-spot.  A segment leaves the cache, oldest first, once it is committed and the cached
-segments are over the budget; the active segment always stays.
+the reactor what it prepared) or, for a caller that did not prepare, a query on the spot.
+A prepared run is held by its log until its read takes it (HOLD_SECONDS at most), so that
+other partitions' read-backs meanwhile cannot push it out of the LRU and turn that read
+into a query on the reactor.  A Fetch prepares at most its max_bytes (`read_back_bytes`).
+
+A segment leaves the cache, oldest first, once it is committed and the cached segments are
+over the budget; the active segment always stays.
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ from akfak.log.threads import defer_to_thread
 
 #: See TailCache.read_ahead.
 READ_AHEAD = 4 << 20
+#: How long a prepared run waits for the read it was prepared for (which follows at once,
+#: unless its request went away meanwhile).
+HOLD_SECONDS = 10.0
 
 
 @dataclass
@@ -74,6 +81,8 @@ class TailCachedLog(MemoryPartitionLog):
     _prepared: dict[tuple[Any, ...], Any]
     #: Raised whenever rows read back may be stale (a compaction swap).
     _generation = 0
+    #: Prepared runs by start, each with the call that drops it if no read takes it.
+    _held: dict[int, tuple[Run, Any]]
 
     @property
     def key(self) -> Key:
@@ -136,31 +145,71 @@ class TailCachedLog(MemoryPartitionLog):
 
     # -- reads -------------------------------------------------------------------------------
 
-    def _run_for(self, offset: int, max_bytes: int, stop: int) -> tuple[Run, int] | None:
-        """The read-back rows holding `offset`, if they serve a read of max_bytes."""
+    def _run_for(self, offset: int, max_bytes: int, stop: int, *, take: bool = False
+                 ) -> tuple[Run, int] | None:
+        """The read-back rows holding `offset`, if they serve a read of max_bytes (with
+        `take`, for that read: a held run that serves it is released after this turn)."""
         assert self.tail is not None
+
+        def serves(run: Run, i: int | None) -> bool:
+            return i is not None and (run.until >= stop or run.bytes_from(i) >= max_bytes)
+
+        for run, call in getattr(self, "_held", {}).values():
+            if serves(run, i := run.index(offset)):
+                if take and call.active():
+                    call.reset(0)  # a reader may read on from there in this turn
+                return run, i  # type: ignore[return-value]
         found = self.tail.readback.find(self.key, offset)
-        if found is None:
-            return None
-        run, i = found
-        if run.until >= stop or run.bytes_from(i) >= max_bytes:
-            return found
-        return None
+        return found if found is not None and serves(*found) else None
+
+    def _hold(self, run: Run) -> None:
+        """Keep a prepared run for its read (see the module doc)."""
+        self._release(run.start)
+        if (held := getattr(self, "_held", None)) is None:
+            held = self._held = {}
+        held[run.start] = (run, self.reactor.callLater(HOLD_SECONDS, self._release, run.start))
+
+    def _release(self, start: int | None = None) -> None:
+        """Drop the held run at `start` (None: every one)."""
+        held = getattr(self, "_held", {})
+        for key in list(held) if start is None else [start]:
+            if (entry := held.pop(key, None)) is not None and entry[1].active():
+                entry[1].cancel()
+
+    def read_back_bytes(self, offset: int, max_bytes: int) -> int:
+        if self.tail is None or self.closed or not (
+                self.log_start_offset <= offset < self.log_end_offset):
+            return 0
+        stop = self.cached_from
+        if offset >= stop or self._run_for(offset, max_bytes, stop) is not None:
+            return 0
+        # The hollow segments' sizes from the one holding `offset`, up to max_bytes.
+        segments, total = self.segments, 0
+        i = self._segment_index(offset)
+        while i < len(segments) and is_hollow(segments[i]) and total < max_bytes:
+            total += segments[i].size
+            i += 1
+        return max(1, min(total, max_bytes))
 
     def prepare_read(self, offset: int, max_bytes: int) -> Deferred[None] | None:
         if self.tail is None or self.closed or not (
                 self.log_start_offset <= offset < self.log_end_offset):
             return None
         stop = self.cached_from
-        if offset >= stop or self._run_for(offset, max_bytes, stop) is not None:
+        if offset >= stop:
+            return None
+        if (found := self._run_for(offset, max_bytes, stop)) is not None:
+            self._hold(found[0])  # read back already: kept for this read too
             return None
         tail, key, generation = self.tail, self.key, self._generation
 
         ask = tail.ask(max_bytes)
 
         def store(rows: list[tuple[int, int, bytes]]) -> None:
-            if self._generation == generation:  # no compaction swap meanwhile
-                tail.readback.put(key, Run.of(rows, offset, stop, ask))
+            if self._generation == generation and not self.closed:  # no compaction swap
+                run = Run.of(rows, offset, stop, ask)
+                tail.readback.put(key, run)
+                self._hold(run)
 
         def done(result: object) -> object:
             tail.asked -= ask
@@ -172,11 +221,12 @@ class TailCachedLog(MemoryPartitionLog):
         return d.addBoth(done).addCallback(store)
 
     def _read_back(self, offset: int, max_bytes: int, stop: int) -> tuple[Run, int] | None:
-        found = self._run_for(offset, max_bytes, stop)
+        found = self._run_for(offset, max_bytes, stop, take=True)
         if found is not None:
             return found
-        # Not prepared (or evicted meanwhile): the query on the spot.
+        # Not prepared: the query on the spot.
         assert self.tail is not None
+        self.tail.readback.unprepared += 1
         try:
             run = Run.of(self.tail.connection.run(pg_tail.rows_from, self.key, offset, stop,
                                                   max_bytes), offset, stop, max_bytes)
@@ -218,7 +268,7 @@ class TailCachedLog(MemoryPartitionLog):
                      ) -> tuple[list[bytes | FileRange], int, int | None, int | None]:
         """Read-back batches from `offset` below `stop`: (parts, size, first offset, next
         offset); the next offset is `stop` when no row is left below it."""
-        if offset >= stop:
+        if offset >= stop or (max_bytes <= 0 and not min_one):
             return [], 0, None, None
         found = self._read_back(offset, max(max_bytes, 1), stop)
         if found is None:
@@ -312,6 +362,10 @@ class TailCachedLog(MemoryPartitionLog):
 
     def forget_read_back(self) -> None:
         self._generation += 1
+        self._release()
         if self.tail is not None:
             self.tail.readback.drop(self.key)
 
+    def _close_extra(self) -> None:
+        self._release()
+        super()._close_extra()

@@ -223,9 +223,12 @@ class ReadBack:
         self.budget = budget
         self.size = 0
         self._runs: OrderedDict[tuple[Key, int], Run] = OrderedDict()
-        #: Rows read back since the start (queries and bytes), for the logs and the tests.
+        #: Rows read back since the start (queries and bytes), for the metrics and tests;
+        #: `unprepared`: the queries of those that ran on the reactor, for a read that was
+        #: not prepared.
         self.queries = 0
         self.bytes_read = 0
+        self.unprepared = 0
 
     def find(self, key: Key, offset: int) -> tuple[Run, int] | None:
         """The most recently read run covering `offset` (and the index of its row)."""

@@ -118,6 +118,8 @@ class StateSnapshot:
     turns: Turns = field(default_factory=Turns)
     transactions: dict[str, int] = field(default_factory=dict)
     cleaner: dict[str, float] = field(default_factory=dict)
+    #: the postgres provider's read-back of old batches (empty for the others)
+    readback: dict[str, int] = field(default_factory=dict)
 
 
 class StateMetrics:
@@ -146,6 +148,10 @@ class StateMetrics:
             "since_last_run_ms": (-1 if cleaner.last_pass_end is None
                                   else (time.time() - cleaner.last_pass_end) * 1000),
         }
+        if (tail := getattr(storage, "tail", None)) is not None:
+            lru = tail.readback
+            snap.readback = {"queries": lru.queries, "unprepared": lru.unprepared,
+                             "bytes": lru.bytes_read, "cached": lru.size}
         if broker.transaction_coordinator is not None:
             snap.transactions = dict(Counter(
                 txn.state.display for txn in broker.transaction_coordinator.txns.values()))
@@ -225,6 +231,7 @@ class StateMetrics:
         yield from _partitions(snap)
         yield from _groups(snap)
         yield from _cleaner(snap)
+        yield from _readback(snap)
         turns = snap.turns
         yield _gauge("akfak_metrics_scrape_reactor_seconds",
                      "How long this scrape's reads held the reactor, in all its turns", turns.total)
@@ -357,4 +364,24 @@ def _cleaner(snap: StateSnapshot) -> Iterable[Metric]:
         CounterMetricFamily("akfak_log_retention_deleted_segments",
                             "Segments deleted by retention (time, size, log start offset)",
                             value=c["segments_deleted"]),
+    ]
+
+
+def _readback(snap: StateSnapshot) -> Iterable[Metric]:
+    r = snap.readback
+    if not r:
+        return []
+    queries = CounterMetricFamily(
+        "akfak_postgres_readback_queries",
+        "Queries reading old batches back from PostgreSQL (prepared: on a thread before the "
+        "read; false: on the reactor, for a read that was not prepared)", labels=["prepared"])
+    queries.add_metric(["true"], r["queries"] - r["unprepared"])
+    queries.add_metric(["false"], r["unprepared"])
+    return [
+        queries,
+        CounterMetricFamily("akfak_postgres_readback_bytes",
+                            "Bytes of old batches read back from PostgreSQL", value=r["bytes"]),
+        _gauge("akfak_postgres_readback_cached_bytes",
+               "Bytes in the read-back cache (akfak.postgres.readback.bytes at most, besides "
+               "prepared reads not taken yet)", r["cached"]),
     ]

@@ -271,3 +271,54 @@ async def test_a_tiny_cache_loads_the_tail_and_reads_the_rest_back(postgres: Pos
     assert reopened is not None and reopened.log_start_offset == 120
     assert b"".join(reopened.read(120, 1 << 20).parts) == b"".join(result.parts)
     await third.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_prepared_read_is_held_for_its_read(postgres: PostgresServer,
+                                                    clock: Clock) -> None:
+    """Two partitions read back through a cache smaller than both prepared reads: the
+    second pushes the first out of the LRU, yet the first's read needs no query, as its
+    log held it (until the end of that reactor turn); a prepared read nobody takes is let
+    go after HOLD_SECONDS.  read_back_bytes says what a read would take from PostgreSQL."""
+    from akfak.log.pg_cached import HOLD_SECONDS
+
+    url = postgres.new_schema()
+    storage = open_pg(url, clock)
+    for p in (0, 1):
+        log = storage.create_log("t", p, uuid.uuid4(), storage.default_log_config)
+        for i in range(200):
+            log.append(one(b"%d" % i + b"." * 1000), leader_epoch=0, now_ms=T0)
+        await log.flush()
+    await storage.close()
+
+    config = make_config(Path("/nonexistent"), akfak_postgres_cache_bytes_per_partition=65536,
+                         akfak_postgres_readback_bytes=100_000)
+    config.storage = url
+    again = PostgresLogStorage(config, clock=clock)
+    again.open()
+    first, second = again.get_log("t", 0), again.get_log("t", 1)
+    assert first is not None and second is not None
+    lru = again.tail.readback
+    wanted = first.read_back_bytes(0, 80_000)
+    assert 60_000 < wanted <= 80_000  # old enough: from the hollow segments' sizes
+    assert first.read_back_bytes(first.log_end_offset - 1, 80_000) == 0  # the cached tail
+    for log in (first, second):
+        waiting = log.prepare_read(0, 80_000)
+        assert waiting is not None
+        await waiting
+    assert lru.queries == 2 and lru.size <= 100_000  # the first run left the LRU
+    assert first.read_back_bytes(0, 80_000) == 0  # held: nothing more to read
+    result = first.read(0, 80_000)
+    assert result.first_offset == 0 and result.size > 60_000
+    assert first.read(result.next_offset, 1000).size > 0  # on from there, same turn
+    assert lru.queries == 2 and lru.unprepared == 0
+    clock.advance(0)  # the turn is over: the run is let go
+    assert first.read_back_bytes(0, 80_000) > 0
+    # The second's run, prepared and never read, is held HOLD_SECONDS, then let go.
+    waiting = first.prepare_read(0, 80_000)  # pushes the second's run out of the LRU
+    assert waiting is not None
+    await waiting
+    assert second.read_back_bytes(0, 80_000) == 0
+    clock.advance(HOLD_SECONDS)
+    assert second.read_back_bytes(0, 80_000) > 0
+    await again.close()
