@@ -188,3 +188,53 @@ def test_many_old_partitions_are_read_back_off_the_reactor(postgres: PostgresSer
         assert sample(samples, "akfak_postgres_readback_queries_total", prepared="false") == 0
     finally:
         broker.stop()
+
+
+def test_coordinator_loads_and_the_console_read_old_data_off_the_reactor(
+        postgres: PostgresServer, tmp_path: Path) -> None:
+    """1500 offset commits of one group, far past a 64 KiB cache: after a restart the group
+    coordinator replays its __consumer_offsets partition from PostgreSQL on a thread, the
+    console's message browser reads old records the same way, and the reactor itself runs
+    no read-back query."""
+    import json
+    import urllib.request
+
+    import confluent_kafka
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    http = free_port()
+    args = ("--storage", postgres.new_database(), "--node-id", "1",
+            "--http", f"tcp:{http}:interface=127.0.0.1",
+            "-o", "akfak.postgres.cache.bytes.per.partition=65536")
+    broker = start_process(tmp_path / "unused", *args)
+    try:
+        admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+        admin.create_topics([NewTopic("old", 1, 1)])["old"].result(30)
+        produce(broker.bootstrap, "old")
+        consumer = confluent_kafka.Consumer({"bootstrap.servers": broker.bootstrap,
+                                             "group.id": "committer",
+                                             "enable.auto.commit": False})
+        for i in range(1, 1501):
+            consumer.commit(offsets=[confluent_kafka.TopicPartition("old", 0, i, "m" * 100)],
+                            asynchronous=False)
+        consumer.close()
+        broker.stop()
+        broker = start_process(tmp_path / "unused", *args)
+
+        consumer = confluent_kafka.Consumer({"bootstrap.servers": broker.bootstrap,
+                                             "group.id": "committer"})
+        (committed,) = consumer.committed([confluent_kafka.TopicPartition("old", 0)], 60)
+        consumer.close()
+        assert committed.offset == 1500
+        with urllib.request.urlopen(f"http://127.0.0.1:{http}/api/topics/old/partitions/0/"
+                                    "records?offset=0&limit=3", timeout=30) as response:
+            page = json.loads(response.read())
+        assert [r["offset"] for r in page["records"]] == [0, 1, 2]
+        assert page["records"][0]["value"]["text"].startswith("000000")
+        status, body = get(f"http://127.0.0.1:{http}/metrics")
+        assert status == 200
+        samples = parse(body.decode())
+        assert sample(samples, "akfak_postgres_readback_queries_total", prepared="true") >= 2
+        assert sample(samples, "akfak_postgres_readback_queries_total", prepared="false") == 0
+    finally:
+        broker.stop()

@@ -108,6 +108,10 @@ class LogCoordinatorTopic:
     def end_offset(self, partition: int) -> int:
         return int(self._log(partition).log_end_offset)
 
+    def prepare_read(self, partition: int, offset: int, max_bytes: int) -> Any:
+        partition_log = self._log(partition)
+        return partition_log.prepare_read(max(offset, partition_log.log_start_offset), max_bytes)
+
     def read(self, partition: int, offset: int, max_bytes: int) -> bytes:
         partition_log = self._log(partition)
         offset = max(offset, partition_log.log_start_offset)

@@ -1,7 +1,8 @@
 """Loading and creating a coordinator's topic: the part both coordinators run alike.
 
 `PartitionLoader` replays partitions of an `ICoordinatorTopic`, one after another, a
-step of about `LOAD_STEP_BYTES` per reactor turn, handing each whole batch to the
+step of about `LOAD_STEP_BYTES` per reactor turn (its data read on a thread first where
+the storage does not hold it in memory: postgres), handing each whole batch to the
 coordinator; until a partition is loaded its coordinator answers
 COORDINATOR_LOAD_IN_PROGRESS for the keys it holds.  `TopicCreator` creates the
 topic on first use, once, however many requests wait for it.
@@ -86,8 +87,26 @@ class PartitionLoader:
     def _schedule(self, partition: int, offset: int) -> None:
         self.clock.callLater(0, self._step, partition, offset, self._generation)
 
+    def _current_load(self, partition: int, generation: int) -> bool:
+        return self.is_active() and generation == self._generation and self._current == partition
+
     def _step(self, partition: int, offset: int, generation: int) -> None:
-        if not self.is_active() or generation != self._generation or self._current != partition:
+        if not self._current_load(partition, generation):
+            return
+        try:
+            waiting = self.store.prepare_read(partition, offset, LOAD_STEP_BYTES)
+        except Exception:
+            waiting = None  # the read says why
+        if waiting is not None:
+            # Its data is not in memory (postgres: below the cached tail): read on a thread
+            # first; a failure there leaves the read to find it again.
+            waiting.addErrback(lambda _: None).addCallback(
+                lambda _: self._read_step(partition, offset, generation))
+            return
+        self._read_step(partition, offset, generation)
+
+    def _read_step(self, partition: int, offset: int, generation: int) -> None:
+        if not self._current_load(partition, generation):
             return
         try:
             data = self.store.read(partition, offset, LOAD_STEP_BYTES)

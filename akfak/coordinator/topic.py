@@ -34,6 +34,10 @@ class ICoordinatorTopic(Interface):
         """Whole batches from the one holding `offset` on, about `max_bytes` of them
         (always at least one batch when any remains); b"" at the end of the log."""
 
+    def prepare_read(partition: int, offset: int, max_bytes: int) -> Any:  # type: ignore[misc]
+        """A Deferred to wait for before that `read`, when its data is not in memory (the
+        postgres provider reads it on a thread), else None."""
+
     def leader_epoch(partition: int) -> int:  # type: ignore[misc]
         """The partition's leader epoch (the coordinator epoch of its records)."""
 
@@ -87,6 +91,9 @@ class MemoryCoordinatorTopic:
         batches.append((base, next_offset, patched))
         self._end[partition] = next_offset
         return base
+
+    def prepare_read(self, partition: int, offset: int, max_bytes: int) -> None:
+        return None  # all in memory
 
     def read(self, partition: int, offset: int, max_bytes: int) -> bytes:
         out: list[bytes] = []

@@ -4,8 +4,9 @@ A page of records from `offset` (default: the log start), or from the first reco
 after `timestamp` (ms; ListOffsets' look-up), at most `limit` (default 50, at most 500).
 The log is read in slices of at most SLICE_BYTES, each decoded on the reactor and followed
 by a turn of the reactor, and at most MAX_SLICES of them per page: a page never reads more
-than a few MiB nor holds the reactor for long.  Only the batches of the page are decoded
-(akfak.log.records).
+than a few MiB nor holds the reactor for long.  Data a log does not hold in memory (postgres:
+below the cached tail) is read on a thread first (`prepare_read`, `prepare_timestamp`).
+Only the batches of the page are decoded (akfak.log.records).
 
 Each record: offset, timestamp (and whether it is the broker's LogAppendTime), key, value
 and headers each as {size, text (UTF-8, else null), json (whether the text is JSON), hex
@@ -68,7 +69,10 @@ def browse(state: Any, params: Params, query: Query) -> Any:
     limit = int_param(query, "limit", 50, minimum=1, maximum=MAX_LIMIT)
     low, high = log.log_start_offset, log.high_watermark
     if query.get("timestamp"):
-        found = log.offset_for_timestamp(int_param(query, "timestamp"))
+        timestamp = int_param(query, "timestamp")
+        if (waiting := log.prepare_timestamp(timestamp)) is not None:
+            yield waiting  # (postgres: a search below the cached tail runs on a thread)
+        found = log.offset_for_timestamp(timestamp)
         start = high if found is None else found.offset
     else:
         start = int_param(query, "offset", low)
@@ -83,6 +87,10 @@ def browse(state: Any, params: Params, query: Query) -> Any:
                 break
             position = max(position, log.log_start_offset)
         slices += 1
+        if (waiting := log.prepare_read(position, SLICE_BYTES)) is not None:
+            yield waiting  # old data (postgres: below the cached tail) is read on a thread
+            if log.closed:
+                break
         result = log.read(position, SLICE_BYTES)
         if not result.parts or result.next_offset is None:
             break
