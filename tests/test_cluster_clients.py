@@ -452,3 +452,60 @@ def test_java_share_group_across_leader_and_coordinator_kill(cluster: AkfakClust
     accepted = delivered(1)
     again = {o for o in accepted if accepted.count(o) > 1}
     assert again <= unanswered, f"accepted records delivered again: {sorted(again - unanswered)}"
+
+
+@pytest.mark.jvm
+def test_java_share_group_offsets_admin_across_brokers(cluster: AkfakCluster) -> None:
+    """The Java Admin's listShareGroupOffsets, alterShareGroupOffsets and
+    deleteShareGroupOffsets at a group coordinator that is not the share coordinator (the
+    leader of `__share_group_state-0`): it asks that broker for the state (the summary, a new
+    state epoch, the deletion)."""
+    topic = "shared-admin"
+    build()
+    enable_share_groups(cluster)
+    share = share_coordinator(cluster, "probe:AAAAAAAAAAAAAAAAAAAAAA:0")
+    wait_for(lambda: find_coordinator(cluster.ports[share], "probe").error_code
+             == ErrorCode.none, TIMEOUT, "__consumer_offsets")  # made at the first look-up
+    group = next(g for g in (f"share-admin-{i}" for i in range(100))
+                 if coordinator_of(cluster, g) != share)
+    create(cluster, topic, 1)
+
+    def offsets() -> dict[str, int]:
+        run = run_java("Admin", cluster.bootstrap, f"share-offsets={group}").check()
+        return run.last("share-offsets")["offsets"]
+
+    run_java("ShareConsumers", cluster.bootstrap, f"topic={topic}", f"group={group}",
+             "consumers=1", "idle-ms=1500", "setup=true", "records=20", "batch=10",
+             "mode=accept", "expect=20").check()
+    # The share-partition, with its start offset as the share coordinator holds it (as
+    # Kafka's, the persisted start trails the last acknowledgement until the next write;
+    # the group coordinator's own share state has nothing for it).
+    assert offsets() == {f"{topic}-0": 0}
+    run_java("Admin", cluster.bootstrap, f"share-reset={group}:{topic}:0:5").check()
+    assert offsets() == {f"{topic}-0": 5}
+    run_java("Admin", cluster.bootstrap, f"share-delete={group}:{topic}").check()
+    assert offsets() == {}
+    # Consumed again (from the start: its state was deleted), then DeleteGroups: the state
+    # goes from the share coordinator too.
+    run_java("ShareConsumers", cluster.bootstrap, f"topic={topic}", f"group={group}",
+             "consumers=1", "idle-ms=1500", "setup=true", "records=5", "batch=10",
+             "mode=accept", "expect=25").check()
+    (topic_id,) = cluster.query("SELECT topic_id FROM akfak_partition WHERE topic = %s", topic)
+    assert share_summary(cluster.ports[share], group, topic_id) == ErrorCode.none
+    run_java("Admin", cluster.bootstrap, f"share-delete-group={group}").check()
+    assert share_summary(cluster.ports[share], group, topic_id) \
+        == ErrorCode.unknown_topic_or_partition
+
+
+def share_summary(port: int, group: str, topic_id: Any) -> ErrorCode:
+    """ReadShareGroupStateSummary (the share coordinator's internal API) of `topic_id`-0."""
+    import importlib
+
+    from kio.static.primitive import i32
+
+    m = importlib.import_module("kio.schema.read_share_group_state_summary.v0.request")
+    with WireClient(port, timeout=TIMEOUT) as c:
+        (result,) = c.request(m.ReadShareGroupStateSummaryRequest(group_id=group, topics=(
+            m.ReadStateSummaryData(topic_id=topic_id, partitions=(
+                m.PartitionData(partition=i32(0), leader_epoch=i32(-1)),)),))).results
+    return ErrorCode(int(result.partitions[0].error_code))

@@ -6,14 +6,18 @@ Behavior (Kafka 4.1's KafkaApis and GroupCoordinatorService; what `kafka-share-g
   share-partition the group has state for, the topics the principal may DESCRIBE; named
   topics: TOPIC_AUTHORIZATION_FAILED (start offset -1) for the others, start offset -1 for a
   topic that does not exist or a partition without state, else the persisted start offset and
-  leader epoch (-1 until a first acknowledgement is written, as Kafka's summary).
+  leader epoch (-1 until a first acknowledgement is written, as Kafka's summary).  The
+  share-partitions are those the group coordinator initialized; their state comes from each
+  one's share coordinator (ReadShareGroupStateSummary to another broker in a cluster).
 - Alter: READ on the group; an empty group id INVALID_GROUP_ID; a group that does not exist
   or is not a share group GROUP_ID_NOT_FOUND, one with members NON_EMPTY_GROUP; per topic READ
   (TOPIC_AUTHORIZATION_FAILED) and existence (UNKNOWN_TOPIC_OR_PARTITION, also per missing
-  partition); each share-partition starts again at the offset given (a new state epoch).
+  partition); each share-partition starts again at the offset given (a new state epoch, written
+  by its share coordinator, wherever it is).
 - Delete: DELETE on the group; per topic READ; the group must exist and be empty; a topic
   without state is UNKNOWN_TOPIC_OR_PARTITION ("There is no offset information to delete.");
-  the others' share-partition state is deleted.
+  the others' share-partition state is deleted (DeleteShareGroupState to another broker's share
+  coordinator in a cluster).
 """
 
 from __future__ import annotations
@@ -66,13 +70,26 @@ class DescribeShareGroupOffsetsHandler(Handler):
                 partition_index=i32(index), start_offset=i64(start), leader_epoch=i32(epoch),
                 error_code=error, error_message=message)
 
-        def state_of(group_id: str, topic_id: Any, index: int) -> Any:
-            state = service.coordinator.states.get(ShareKey(group_id, topic_id, index))
-            if state is None:
-                return partition(index)
-            return partition(index, state.start_offset, max(state.leader_epoch, 0))
+        reads: list[Deferred[Any]] = []
 
-        groups = []
+        def state_of(group_id: str, topic_id: Any, index: int) -> list[Any]:
+            """[the partition's answer], filled once its share coordinator (maybe another
+            broker's) answered."""
+            cell: list[Any] = [partition(index)]
+
+            def found(state: Any) -> None:
+                if state is not None:
+                    cell[0] = partition(index, state.start_offset, max(state.leader_epoch, 0))
+
+            def failed(f: Any) -> None:
+                cell[0] = partition(index, error=ErrorCode(getattr(
+                    f.value, "error_code", ErrorCode.unknown_server_error.value)))
+
+            reads.append(service.persister.summary(ShareKey(group_id, topic_id, index))
+                         .addCallbacks(found, failed))
+            return cell
+
+        groups: list[Any] = []
         for g in request.groups:
             def failed(code: ErrorCode, g: Any = g) -> Any:
                 return module.DescribeShareGroupOffsetsResponseGroup(
@@ -91,9 +108,8 @@ class DescribeShareGroupOffsetsHandler(Handler):
                     if topic is None or not acl.allows(DESCRIBE, TOPIC, topic.name,
                                                        log_denied=False):
                         continue
-                    topics.append(module.DescribeShareGroupOffsetsResponseTopic(
-                        topic_name=topic.name, topic_id=topic_id, partitions=tuple(
-                            state_of(g.group_id, topic_id, i) for i in sorted(indexes))))
+                    topics.append((topic.name, topic_id, [
+                        state_of(g.group_id, topic_id, i) for i in sorted(indexes)]))
             else:
                 refused = []
                 for t in g.topics:
@@ -104,17 +120,31 @@ class DescribeShareGroupOffsetsHandler(Handler):
                                           message=NOT_AUTHORIZED_MESSAGE) for i in t.partitions)))
                         continue
                     topic = image.topics_by_name.get(t.topic_name)
-                    topics.append(module.DescribeShareGroupOffsetsResponseTopic(
-                        topic_name=t.topic_name,
-                        topic_id=topic.topic_id if topic is not None else NO_TOPIC_ID,
-                        partitions=tuple(
+                    topics.append((
+                        t.topic_name, topic.topic_id if topic is not None else NO_TOPIC_ID, [
                             state_of(g.group_id, topic.topic_id, int(i)) if topic is not None
-                            else partition(int(i)) for i in t.partitions)))
+                            else [partition(int(i))] for i in t.partitions]))
                 topics.extend(refused)
-            groups.append(module.DescribeShareGroupOffsetsResponseGroup(
-                group_id=g.group_id, topics=tuple(topics), error_code=ErrorCode.none,
-                error_message=None))
-        return self.response_type(context.api_version)(throttle_time=NO_THROTTLE, groups=tuple(groups))
+            groups.append((g.group_id, topics))
+
+        def respond(_: object = None) -> Any:
+            def topic_answer(topic: Any) -> Any:
+                if not isinstance(topic, tuple):
+                    return topic  # refused as a whole
+                name, topic_id, cells = topic
+                return module.DescribeShareGroupOffsetsResponseTopic(
+                    topic_name=name, topic_id=topic_id, partitions=tuple(c[0] for c in cells))
+
+            return self.response_type(context.api_version)(throttle_time=NO_THROTTLE, groups=tuple(
+                group if not isinstance(group, tuple) else
+                module.DescribeShareGroupOffsetsResponseGroup(
+                    group_id=group[0], topics=tuple(topic_answer(t) for t in group[1]),
+                    error_code=ErrorCode.none, error_message=None)
+                for group in groups))
+
+        if not reads:
+            return respond()
+        return gatherResults(reads, consumeErrors=True).addCallback(respond)
 
 
 class _GroupOffsetsHandler(Handler):

@@ -164,9 +164,15 @@ class ShareCoordinator(LoadingCoordinator):
 
     def write(self, key: ShareKey, state_epoch: int, leader_epoch: int, start_offset: int,
               batches: list[StateBatch]) -> Deferred[None]:
-        """WriteShareGroupState: an update, or a snapshot when one is due."""
+        """WriteShareGroupState: an update, or a snapshot when one is due; refused with
+        FENCED_STATE_EPOCH from a share-partition leader whose state epoch is older (an
+        AlterShareGroupOffsets started the state again since)."""
         self._check(key)
         current = self.states.get(key)
+        if current is not None and state_epoch != -1 and current.state_epoch > state_epoch:
+            raise ShareStateError(ErrorCode.fenced_state_epoch,
+                                  "The share coordinator rejected the request because the "
+                                  "share-group state epoch did not match.")
         now = self.now_ms()
         if (current is None or self._updates.get(key, 0) >= self.updates_per_snapshot
                 or state_epoch > current.state_epoch):
@@ -193,9 +199,6 @@ class ShareCoordinator(LoadingCoordinator):
         self._updates.pop(key, None)
         self._snapshot_offsets.pop(key, None)
         return self._append(key, records.SNAPSHOT_TYPE, None)
-
-    def keys_of(self, group_id: str) -> list[ShareKey]:
-        return [k for k in self.states if k.group_id == group_id]
 
     def _append(self, key: ShareKey, record_type: int, value: bytes | None) -> Deferred[None]:
         partition = self.partition_for(key)

@@ -4,8 +4,10 @@ On one broker the share coordinator is local.  In a cluster (akfak/cluster.py) a
 share-partition's state lives with the leader of its `__share_group_state` partition
 (`records.partition_for`, the key "group:topicId:partition"): this broker's own coordinator
 when it leads that partition, else the leader's, asked with InitializeShareGroupState,
-ReadShareGroupState and WriteShareGroupState (v0) over akfak/peers.py.  As Kafka's persister
-does, a request refused while the coordinator moves or loads (NOT_COORDINATOR,
+ReadShareGroupState and WriteShareGroupState (v0) over akfak/peers.py; the group
+coordinator's offset admin (Describe/Alter/DeleteShareGroupOffsets) asks it with
+ReadShareGroupStateSummary, InitializeShareGroupState and DeleteShareGroupState, as Kafka's.
+As Kafka's persister does, a request refused while the coordinator moves or loads (NOT_COORDINATOR,
 COORDINATOR_NOT_AVAILABLE, COORDINATOR_LOAD_IN_PROGRESS, a lost connection) is sent again,
 to wherever the coordinator is then, every `RETRY_S` for up to `GIVE_UP_S`.
 """
@@ -143,3 +145,37 @@ class SharePersister:
 
         return self._call(key, lambda: self.coordinator.write(
             key, state_epoch, leader_epoch, start_offset, batches), remote)
+
+    def summary(self, key: ShareKey) -> Deferred[ShareState | None]:
+        """The key's state epoch, leader epoch and start offset (no batches), None if the
+        coordinator has no state for it."""
+        def remote(leader: int) -> Deferred[ShareState | None]:
+            m = _module("read_share_group_state_summary")
+            request = m.ReadShareGroupStateSummaryRequest(group_id=key.group_id, topics=(
+                m.ReadStateSummaryData(topic_id=key.topic_id, partitions=(m.PartitionData(
+                    partition=i32(key.partition), leader_epoch=i32(-1)),)),))
+
+            def state(result: Any) -> ShareState:
+                return ShareState(state_epoch=int(result.state_epoch),
+                                  leader_epoch=int(result.leader_epoch),
+                                  start_offset=int(result.start_offset))
+
+            def missing(f: Failure) -> None:
+                f.trap(ShareStateError)
+                if f.value.error_code != ErrorCode.unknown_topic_or_partition.value:
+                    return f  # type: ignore[return-value]
+                return None
+
+            return self._send(leader, request, lambda r: r.results).addCallbacks(state, missing)
+
+        return self._call(key, lambda: self.coordinator.read(key), remote)
+
+    def delete(self, key: ShareKey) -> Deferred[None]:
+        def remote(leader: int) -> Deferred[None]:
+            m = _module("delete_share_group_state")
+            request = m.DeleteShareGroupStateRequest(group_id=key.group_id, topics=(
+                m.DeleteStateData(topic_id=key.topic_id, partitions=(
+                    m.PartitionData(partition=i32(key.partition)),)),))
+            return self._send(leader, request, lambda r: r.results).addCallback(lambda _: None)
+
+        return self._call(key, lambda: self.coordinator.delete(key), remote)

@@ -356,44 +356,54 @@ class ShareService:
             self.partitions.pop(key).close()
 
     def delete_group(self, group_id: str) -> Deferred[Any]:
-        """DeleteGroups of an empty share group: its state goes from the coordinator."""
+        """DeleteGroups of an empty share group: its state goes from its share coordinators
+        (wherever they are, as the group's initialized share-partitions say)."""
+        keys = [ShareKey(group_id, topic_id, p)
+                for topic_id, ps in self.topic_partitions_of(group_id).items() for p in ps]
         writes = [self.groups.delete(group_id)]
         for key in [k for k in self.partitions if k.group_id == group_id]:
             self.partitions.pop(key).close()
-        for key in self.coordinator.keys_of(group_id):
-            writes.append(self.coordinator.delete(key))
+        writes.extend(self.persister.delete(key) for key in keys)
         return gatherResults(writes, consumeErrors=True)
 
     def reset_offset(self, group_id: str, topic_id: uuid.UUID, index: int, start_offset: int,
                      state_epoch: int) -> Deferred[None]:
-        """AlterShareGroupOffsets of an empty group: the share-partition starts again there."""
+        """AlterShareGroupOffsets of an empty group: the share-partition starts again there,
+        in a new state epoch (a share-partition another broker leads is fenced by it at its
+        next write, and reads the new state)."""
         key = ShareKey(group_id, topic_id, index)
         sp = self.partitions.pop(key, None)
         if sp is not None:
             sp.close()
         self.groups.initialized.add((group_id, topic_id, index))
-        current = self.coordinator.states.get(key)
-        epoch = max(state_epoch, current.state_epoch + 1 if current is not None else 0)
-        return gatherResults([self.coordinator.initialize(key, epoch, start_offset),
+
+        def initialize(current: ShareState | None) -> Deferred[None]:
+            epoch = max(state_epoch, current.state_epoch + 1 if current is not None else 0)
+            return self.persister.initialize(key, epoch, start_offset)
+
+        return gatherResults([self.persister.summary(key).addCallback(initialize),
                               self.groups.state_changed(group_id)], consumeErrors=True)
 
     def delete_offsets(self, group_id: str, topic_id: uuid.UUID) -> Deferred[Any]:
         """DeleteShareGroupOffsets of an empty group: the topic's share-partitions go."""
         writes = []
-        for key in [k for k in self.coordinator.keys_of(group_id) if k.topic_id == topic_id]:
+        for partition in sorted(self.topic_partitions_of(group_id).get(topic_id, ())):
+            key = ShareKey(group_id, topic_id, partition)
             sp = self.partitions.pop(key, None)
             if sp is not None:
                 sp.close()
-            self.groups.initialized.discard((group_id, topic_id, key.partition))
-            writes.append(self.coordinator.delete(key))
+            self.groups.initialized.discard((group_id, topic_id, partition))
+            writes.append(self.persister.delete(key))
         writes.append(self.groups.state_changed(group_id))
         return gatherResults(writes, consumeErrors=True)
 
     def topic_partitions_of(self, group_id: str) -> dict[Hashable, set[int]]:
-        """topic id -> partitions the group has state for (offsets describes)."""
+        """topic id -> the group's initialized share-partitions (what the group coordinator
+        records; their state may be another broker's share coordinator's)."""
         out: dict[Hashable, set[int]] = {}
-        for key in self.coordinator.keys_of(group_id):
-            out.setdefault(key.topic_id, set()).add(key.partition)
+        for group, topic_id, partition in self.groups.initialized:
+            if group == group_id:
+                out.setdefault(topic_id, set()).add(partition)
         return out
 
     def prune(self) -> None:
