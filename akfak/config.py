@@ -127,6 +127,7 @@ OTHER_KNOWN_KEYS = frozenset(
         "akfak.http.listeners",
         # the postgres provider's memory (akfak/log/pg_cached.py, pg_tail.py)
         "akfak.postgres.cache.bytes.per.partition",
+        "akfak.postgres.cache.bytes",
         "akfak.postgres.readback.bytes",
         "listeners",
         "advertised.listeners",

@@ -38,6 +38,10 @@ READ_AHEAD = 4 << 20
 HOLD_SECONDS = 10.0
 
 
+def _no_partitions() -> int:
+    return 0
+
+
 @dataclass
 class TailCache:
     """A storage's cache settings and its shared read-back state."""
@@ -46,10 +50,24 @@ class TailCache:
     budget: int
     readback: ReadBack
     connection: ReadConnection
+    #: Bytes of memory segments of every partition together (0: no such bound): each
+    #: partition's budget is at most its share of it (`per_partition`), so that many
+    #: partitions cannot take the broker's memory.
+    total: int = 0
+    #: How many partition logs share `total` now (the storage's count).
+    count: Callable[[], int] = _no_partitions
+
+    def per_partition(self, partitions: int | None = None) -> int:
+        """A partition's budget: `budget`, or its share of `total` among `partitions` (by
+        default, the storage's count) where smaller, at least MIN_CHUNK."""
+        n = self.count() if partitions is None else partitions
+        if self.total <= 0 or n <= 0:
+            return self.budget
+        return max(min(self.budget, self.total // n), pg_tail.MIN_CHUNK)
 
     @property
     def chunk(self) -> int:
-        return pg_tail.cache_chunk(self.budget)
+        return pg_tail.cache_chunk(self.per_partition())
 
     #: Bytes the read-backs under way asked for.
     asked: int = 0
@@ -119,8 +137,9 @@ class TailCachedLog(MemoryPartitionLog):
                     self.hollow(segment, segment.size)
         cached = self.segments[first:]
         total = sum(s.size for s in cached)
+        budget = tail.per_partition()
         for segment in cached[:-1]:
-            if total <= tail.budget:
+            if total <= budget:
                 return
             if segment.next_offset > self.recovery_point or id(segment) in uncommitted:
                 return

@@ -347,7 +347,9 @@ class PostgresLogStorage(BaseLogStorage):
         self.tail = TailCache(
             config.get_int("akfak.postgres.cache.bytes.per.partition", 4 << 20),
             ReadBack(config.get_int("akfak.postgres.readback.bytes", 64 << 20)),
-            ReadConnection(self._connect))
+            ReadConnection(self._connect),
+            total=config.get_int("akfak.postgres.cache.bytes", 1 << 30),
+            count=lambda: len(self._logs))
 
     def _connect(self) -> Any:
         import psycopg
@@ -483,7 +485,8 @@ class PostgresLogStorage(BaseLogStorage):
                 config = METADATA_LOG_CONFIG
             else:
                 config = config_for(topic) if config_for is not None else self.default_log_config
-            rows = self.load_rows(conn, (tid, partition), next_offset, topic)
+            rows = self.load_rows(conn, (tid, partition), next_offset, topic,
+                                  len(self._logs) + len(partitions))
             built = loaded[(topic, partition)] = self.build_log(
                 topic, partition, tid, config, (log_start, next_offset, epochs, leader_epoch),
                 rows, fenced=topic_id is None)
@@ -494,11 +497,17 @@ class PostgresLogStorage(BaseLogStorage):
                          loaded=rows.bytes_loaded, cached=built.cached_from)
         return loaded
 
-    def load_rows(self, conn: Any, key: Key, next_offset: int, topic: str) -> Loaded:
+    def load_rows(self, conn: Any, key: Key, next_offset: int, topic: str,
+                  partitions: int | None = None) -> Loaded:
         """The rows a log is built from: its tail and what rebuilds the rest (pg_tail.load);
-        the metadata log is cached whole (its records are replayed from memory)."""
-        budget = None if topic == METADATA_TOPIC else self.tail.budget
-        return pg_tail.load(conn, key, next_offset, budget, self.tail.chunk)
+        the metadata log is cached whole (its records are replayed from memory).  With
+        `partitions`, the tail is its share of the cache among that many logs (those loaded
+        at start), else among the storage's logs and this one."""
+        if topic == METADATA_TOPIC:
+            return pg_tail.load(conn, key, next_offset, None, self.tail.chunk)
+        budget = self.tail.per_partition(
+            partitions if partitions is not None else len(self._logs) + 1)
+        return pg_tail.load(conn, key, next_offset, budget, pg_tail.cache_chunk(budget))
 
     def build_log(self, topic: str, partition: int, topic_id: uuid.UUID, config: LogConfig,
                   row: tuple[int, int, str, int], loaded: Loaded, *,

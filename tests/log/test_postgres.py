@@ -322,3 +322,47 @@ async def test_a_prepared_read_is_held_for_its_read(postgres: PostgresServer,
     clock.advance(HOLD_SECONDS)
     assert second.read_back_bytes(0, 80_000) > 0
     await again.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_many_partitions_share_the_cache(postgres: PostgresServer, clock: Clock) -> None:
+    """akfak.postgres.cache.bytes bounds the memory segments of all partitions together:
+    with 256 KiB for 16 partitions, each caches about its share (the 64 KiB floor here),
+    not the 4 MiB per partition it may have alone; what left the cache reads back whole,
+    and a storage opened again loads only about that share of each."""
+    from akfak.log.pg_cached import is_hollow
+
+    def cached(log: PartitionLog) -> int:
+        return sum(s.size for s in log.segments if not is_hollow(s))
+
+    url = postgres.new_schema()
+    config = make_config(Path("/nonexistent"), akfak_postgres_cache_bytes=256 * 1024)
+    config.storage = url
+    storage = PostgresLogStorage(config, clock=clock)
+    storage.open()
+    logs = [storage.create_log("t", p, uuid.uuid4(), storage.default_log_config)
+            for p in range(16)]
+    assert storage.tail.per_partition() == 64 * 1024
+    for i in range(200):
+        for log in logs:
+            log.append(one(b"%d" % i + b"." * 1000), leader_epoch=0, now_ms=T0)
+        if i % 20 == 19:
+            await logs[-1].flush()  # one writer: everything before is committed too
+    await logs[-1].flush()
+    for log in logs:
+        log.evict()  # type: ignore[attr-defined]
+        assert log.size_in_bytes > 200_000
+        # the budget, plus the active segment (a chunk of 64 KiB) rolling over it
+        assert cached(log) <= 2 * 64 * 1024 + 2048, cached(log)
+    data = read_all(logs[3])
+    await storage.close()
+
+    again = PostgresLogStorage(config, clock=clock)
+    again.open()
+    reopened = [again.get_log("t", p) for p in range(16)]
+    assert all(log is not None and cached(log) <= 64 * 1024 + 2048 for log in reopened)
+    waiting = reopened[3].prepare_read(0, 1 << 26)  # type: ignore[union-attr]
+    if waiting is not None:
+        await waiting
+    assert read_all(reopened[3]) == data  # type: ignore[arg-type]
+    await again.close()
