@@ -44,8 +44,9 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from akfak.security import scram
+from akfak.security import oauthbearer_login, scram
 from akfak.security.inter_broker import InterBroker, SaslLogin, inter_broker, is_ip_address
+from akfak.security.sasl import OAUTHBEARER
 from akfak.security.tls import ssl_reason
 
 if TYPE_CHECKING:
@@ -134,6 +135,12 @@ class _PeerProtocol(Int32StringReceiver):
             client = scram.ScramClient(login.mechanism, login.username, login.password)
             return self._token(client.first()).addCallback(
                 lambda first: self._token(client.final(first))).addCallback(client.verify).addCallback(
+                lambda _: self._done())
+        if login.mechanism == OAUTHBEARER:
+            first = oauthbearer_login.initial_response(login.oauth, int(self.clock.seconds() * 1000))
+            # an error challenge (RFC 7628) is answered with \x01, which the peer refuses
+            return self._token(first).addCallback(
+                lambda challenge: self._token(b"\x01") if challenge else None).addCallback(
                 lambda _: self._done())
         token = f"\x00{login.username}\x00{login.password}".encode()  # PLAIN, RFC 4616
         return self._token(token).addCallback(lambda _: self._done())

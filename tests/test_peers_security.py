@@ -28,6 +28,7 @@ from akfak.testing.security import Certificates, Security
 PLAIN_LOGIN = "org.apache.kafka.common.security.plain.PlainLoginModule"
 JAAS = "listener.name.sasl.plain.sasl.jaas.config"
 SCRAM_LOGIN = "org.apache.kafka.common.security.scram.ScramLoginModule"
+OAUTH_LOGIN = "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule"
 #: the SASL listener's session lifetime
 REAUTH_MS = 1500
 
@@ -41,8 +42,12 @@ def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
 def server(certificates: Certificates) -> Iterator[EmbeddedBroker]:
     security = Security(listeners=["MTLS:SSL", "SASL:SASL_PLAINTEXT"], client_auth="required",
                         certificates=certificates, users={"broker": "broker-secret"},
-                        mechanisms=["PLAIN", "SCRAM-SHA-256"],
-                        properties={"listener.name.sasl.connections.max.reauth.ms": str(REAUTH_MS)})
+                        mechanisms=["PLAIN", "SCRAM-SHA-256", "OAUTHBEARER"],
+                        properties={"listener.name.sasl.connections.max.reauth.ms": str(REAUTH_MS),
+                                    # a token must have the scope "broker"
+                                    "listener.name.sasl.oauthbearer.sasl.jaas.config":
+                                        f'{OAUTH_LOGIN} required '
+                                        'unsecuredValidatorRequiredScope="broker";'})
     with EmbeddedBroker(security=security) as broker:
         yield broker
 
@@ -52,7 +57,7 @@ def peers(server: EmbeddedBroker, host: str, **properties: str) -> Peers:
     config = BrokerConfig(properties={
         "listeners": "MTLS://127.0.0.1:0,SASL://127.0.0.1:0",
         "listener.security.protocol.map": "MTLS:SSL,SASL:SASL_PLAINTEXT",
-        "sasl.enabled.mechanisms": "PLAIN,SCRAM-SHA-256",
+        "sasl.enabled.mechanisms": "PLAIN,SCRAM-SHA-256,OAUTHBEARER",
         "sasl.mechanism.inter.broker.protocol": "PLAIN",
         "listener.name.sasl.plain.sasl.jaas.config": sasl("broker-secret")[JAAS], **properties})
     endpoints = {name: (host, port) for name, port in server.ports.items()}
@@ -70,6 +75,12 @@ def tls(certificates: Certificates, **extra: str) -> dict[str, str]:
 
 def sasl(password: str, mechanism: str = "PLAIN") -> dict[str, str]:
     login = f'required username="broker" password="{password}";'
+    if mechanism == "OAUTHBEARER":  # the good login has the scope the listener asks for
+        scope = 'unsecuredLoginListClaim_scope=",broker,other"' if password == "broker-secret" \
+            else 'unsecuredLoginListClaim_scope=",other"'
+        return {"inter.broker.listener.name": "SASL", "sasl.mechanism.inter.broker.protocol":
+                mechanism, "listener.name.sasl.oauthbearer.sasl.jaas.config":
+                f'{OAUTH_LOGIN} required unsecuredLoginStringClaim_sub="broker" {scope};'}
     if mechanism == "PLAIN":
         return {"inter.broker.listener.name": "SASL", JAAS: f"{PLAIN_LOGIN} {login}"}
     return {"inter.broker.listener.name": "SASL", "sasl.mechanism.inter.broker.protocol": mechanism,
@@ -129,7 +140,8 @@ def test_tls_refusals(server: EmbeddedBroker, certificates: Certificates, tmp_pa
 
 @pytest.mark.parametrize(("mechanism", "refusal"), [
     ("PLAIN", "Invalid username or password"),
-    ("SCRAM-SHA-256", "invalid credentials with SASL mechanism SCRAM-SHA-256")])
+    ("SCRAM-SHA-256", "invalid credentials with SASL mechanism SCRAM-SHA-256"),
+    ("OAUTHBEARER", '"status":"insufficient_scope"')])
 def test_sasl_login(server: EmbeddedBroker, mechanism: str, refusal: str) -> None:
     good = peers(server, "127.0.0.1", **sasl("broker-secret", mechanism))
     assert ask(server, good).error_code == ErrorCode.none
@@ -162,6 +174,12 @@ def test_a_session_with_a_lifetime_is_replaced_before_it_ends(server: EmbeddedBr
      "sasl.mechanism.inter.broker.protocol must be included in sasl.enabled.mechanisms"),
     ({"inter.broker.listener.name": "SASL", JAAS: f'{PLAIN_LOGIN} required user_broker="x";'},
      "needs the username and password options"),
+    ({"inter.broker.listener.name": "SASL", "sasl.mechanism.inter.broker.protocol": "OAUTHBEARER",
+      "listener.name.sasl.oauthbearer.sasl.jaas.config": f"{OAUTH_LOGIN} required;"},
+     "unsecuredLoginStringClaim_sub is required"),
+    ({**sasl("broker-secret", "OAUTHBEARER"), "sasl.login.callback.handler.class":
+      "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginCallbackHandler"},
+     "sasl.login.callback.handler.class: akfak's brokers log in"),
     ({"inter.broker.listener.name": "MTLS", "ssl.endpoint.identification.algorithm": "dns"},
      "ssl.endpoint.identification.algorithm=dns"),
 ])

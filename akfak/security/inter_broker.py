@@ -15,13 +15,16 @@ with the listener's prefixed configs):
 - SASL_PLAINTEXT and SASL_SSL: `sasl.mechanism.inter.broker.protocol` (Kafka's default GSSAPI
   is not implemented), which must be enabled on the listener, with the `username` and
   `password` options of the listener's `listener.name.<l>.<mechanism>.sasl.jaas.config`, as
-  Kafka's PlainLoginModule / ScramLoginModule give them to the broker's client side.
+  Kafka's PlainLoginModule / ScramLoginModule give them to the broker's client side; for
+  OAUTHBEARER, that line's `unsecuredLogin*` options, as Kafka's OAuthBearerLoginModule with
+  its default (unsecured) login handler (akfak/security/oauthbearer_login.py).
 """
 
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from OpenSSL import SSL, crypto
@@ -29,8 +32,8 @@ from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from zope.interface import implementer
 
 from akfak.config import BrokerConfig, ConfigError, Listener
-from akfak.security import scram
-from akfak.security.sasl import PLAIN, PROTOCOLS, SASL_PROTOCOLS, SaslSettings
+from akfak.security import oauthbearer_login, scram
+from akfak.security.sasl import OAUTHBEARER, PLAIN, PROTOCOLS, SASL_PROTOCOLS, SaslSettings
 from akfak.security.tls import listener_stores, set_protocols, use_keystore
 
 #: what Java's SSLParameters.setEndpointIdentificationAlgorithm takes; both check host names
@@ -40,8 +43,10 @@ IDENTIFICATION_ALGORITHMS = ("HTTPS", "LDAPS")
 @dataclass(frozen=True)
 class SaslLogin:
     mechanism: str
-    username: str
-    password: str
+    username: str = ""
+    password: str = ""
+    #: OAUTHBEARER: the login module's options (oauthbearer_login makes the token of each login)
+    oauth: Mapping[str, str] = field(default_factory=dict)
 
     def __repr__(self) -> str:  # never print the password
         return f"SaslLogin({self.mechanism!r}, {self.username!r})"
@@ -146,12 +151,25 @@ def sasl_login(config: BrokerConfig, sasl: SaslSettings, listener: str) -> SaslL
                           "sasl.enabled.mechanisms when SASL is used for inter-broker communication"
                           + (" (Kafka's default GSSAPI needs Kerberos, which akfak does not have)"
                              if mechanism == "GSSAPI" else ""))
-    if mechanism != PLAIN and mechanism not in scram.MECHANISMS:
+    if mechanism not in (PLAIN, OAUTHBEARER, *scram.MECHANISMS):
         raise ConfigError(f"sasl.mechanism.inter.broker.protocol={mechanism}: akfak's brokers log "
-                          f"in to each other with PLAIN, {', '.join(scram.MECHANISMS)}")
+                          f"in to each other with PLAIN, {', '.join(scram.MECHANISMS)} or "
+                          f"{OAUTHBEARER}")
     key = f"listener.name.{listener.lower()}.{mechanism.lower()}.sasl.jaas.config"
     module = sasl.login_module(listener, mechanism)
     options = module.options if module is not None else {}
+    if mechanism == OAUTHBEARER:
+        handler = f"listener.name.{listener.lower()}.oauthbearer.sasl.login.callback.handler.class"
+        for name in (handler, "sasl.login.callback.handler.class"):
+            if config.get(name):
+                raise ConfigError(f"{name}: akfak's brokers log in to each other with Kafka's "
+                                  "unsecured OAUTHBEARER tokens only (no token endpoint)")
+        try:
+            oauthbearer_login.check_options(options)
+        except oauthbearer_login.LoginOptionsError as e:
+            raise ConfigError(f"{key}: {e} (inter-broker SASL/OAUTHBEARER, Kafka's unsecured "
+                              "login)") from None
+        return SaslLogin(mechanism, oauth=dict(options))
     if "username" not in options or "password" not in options:
         raise ConfigError(f"{key} needs the username and password options this broker logs in to "
                           "the others with (inter-broker SASL)")
