@@ -32,6 +32,16 @@ def open_pg(url: str, clock: Clock) -> PostgresLogStorage:
     return storage
 
 
+def open_small_cache(url: str, clock: Clock) -> PostgresLogStorage:
+    """A storage that caches 64 KiB per partition and reads back into 100 KB at most."""
+    config = make_config(Path("/nonexistent"), akfak_postgres_cache_bytes_per_partition=65536,
+                         akfak_postgres_readback_bytes=100_000)
+    config.storage = url
+    storage = PostgresLogStorage(config, clock=clock)
+    storage.open()
+    return storage
+
+
 def one(value: bytes) -> bytes:
     return make_batch([(None, value, None, T0)])
 
@@ -210,11 +220,7 @@ async def test_a_tiny_cache_loads_the_tail_and_reads_the_rest_back(postgres: Pos
     data, end = read_all(log), log.log_end_offset
     await storage.close()
 
-    config = make_config(Path("/nonexistent"), akfak_postgres_cache_bytes_per_partition=65536,
-                         akfak_postgres_readback_bytes=100_000)
-    config.storage = url
-    again = PostgresLogStorage(config, clock=clock)
-    again.open()
+    again = open_small_cache(url, clock)
     loaded = again.get_log("t", 0)
     assert loaded is not None and loaded.log_end_offset == end
     cached = [s for s in loaded.segments if not is_hollow(s)]
@@ -291,11 +297,7 @@ async def test_a_prepared_read_is_held_for_its_read(postgres: PostgresServer,
         await log.flush()
     await storage.close()
 
-    config = make_config(Path("/nonexistent"), akfak_postgres_cache_bytes_per_partition=65536,
-                         akfak_postgres_readback_bytes=100_000)
-    config.storage = url
-    again = PostgresLogStorage(config, clock=clock)
-    again.open()
+    again = open_small_cache(url, clock)
     first, second = again.get_log("t", 0), again.get_log("t", 1)
     assert first is not None and second is not None
     lru = again.tail.readback
