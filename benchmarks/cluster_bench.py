@@ -113,6 +113,13 @@ def workload(bootstrap: str, pids: list[int], rf: int, records: int, size: int,
 
     admin = AdminClient({"bootstrap.servers": bootstrap})
     admin.create_topics([NewTopic("bench", partitions, rf)])["bench"].result(60)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # every partition has a leader (Kafka: elected)
+        topic = admin.list_topics("bench", timeout=30).topics["bench"]
+        if len(topic.partitions) == partitions and all(
+                p.leader >= 0 and not p.error for p in topic.partitions.values()):
+            break
+        time.sleep(0.5)
     time.sleep(2)  # leaders loaded everywhere
     producer = Producer({"bootstrap.servers": bootstrap, "acks": "all",
                          "linger.ms": 5, "batch.size": MIB, "enable.idempotence": True,
