@@ -34,7 +34,7 @@ This follows Apache Kafka's LogCleaner, Cleaner and LogCleanerManager:
   thread, after checking that the log still holds exactly the segments that were
   cleaned (else the cleaned files are discarded and the round ends), through
   `PartitionLog.replace_segments` (crash-safe on disk: `.cleaned`, `.swap`,
-  `.deleted`, see `disk.py`).
+  `.deleted`, see `disk_partition.py`).
 - Appends to a compacted log must carry a key: akfak.log.validator refuses others.
 
 - Transactions.  Cleaning stops at the last stable offset (an undecided
@@ -676,7 +676,7 @@ class LogCleaner:
                 yield defer_to_thread(partition_log.reactor,
                                       partition_log.discard_cleaned_segment, cleaned)
                 raise
-            # From here a failure leaves the files to recovery (see disk.py), as Kafka does.
+            # From here a failure leaves the files to recovery (see disk_partition.py), as Kafka does.
             yield partition_log.replace_segments(cleaned, group)
             stats.groups += 1
 
