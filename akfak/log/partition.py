@@ -1,8 +1,8 @@
 """The partition log: appends and reads, and the class that joins its other parts.
 
-One class serves both providers; a provider supplies how segments are made
-(files in a partition directory, or memory) and where the leader-epoch
-checkpoint goes.  Everything runs on the reactor thread except fsync, which
+One class serves every provider; a provider supplies how segments are made
+(files in a partition directory, memory, or memory over PostgreSQL rows) and where
+the leader-epoch checkpoint goes.  Everything runs on the reactor thread except fsync, which
 runs on a thread over duplicated descriptors (so closing or deleting a segment
 never races a flush).
 
