@@ -223,6 +223,9 @@ class ReadBack:
         self.budget = budget
         self.size = 0
         self._runs: OrderedDict[tuple[Key, int], Run] = OrderedDict()
+        #: The same runs by partition, each partition's most recently used last: a look-up
+        #: reads only its partition's (a fetch of many partitions looks up each).
+        self._by_key: dict[Key, dict[int, Run]] = {}
         #: Rows read back since the start (queries and bytes), for the metrics and tests;
         #: `unprepared`: the queries of those that ran on the reactor, for a read that was
         #: not prepared.
@@ -232,27 +235,39 @@ class ReadBack:
 
     def find(self, key: Key, offset: int) -> tuple[Run, int] | None:
         """The most recently read run covering `offset` (and the index of its row)."""
-        for (k, first), run in reversed(self._runs.items()):
-            if k == key and (i := run.index(offset)) is not None:
-                self._runs.move_to_end((k, first))
+        runs = self._by_key.get(key)
+        if not runs:
+            return None
+        for first, run in reversed(runs.items()):
+            if (i := run.index(offset)) is not None:
+                self._runs.move_to_end((key, first))
+                runs[first] = runs.pop(first)
                 return run, i
         return None
 
     def put(self, key: Key, run: Run) -> None:
         self.queries += 1
         self.bytes_read += run.size
-        old = self._runs.pop((key, run.start), None)
-        if old is not None:
-            self.size -= old.size
+        self._remove(key, run.start)
         self._runs[(key, run.start)] = run
+        self._by_key.setdefault(key, {})[run.start] = run
         self.size += run.size
         while self.size > self.budget and len(self._runs) > 1:
-            _, evicted = self._runs.popitem(last=False)
-            self.size -= evicted.size
+            self._remove(*next(iter(self._runs)))
 
     def drop(self, key: Key) -> None:
-        for k in [k for k in self._runs if k[0] == key]:
-            self.size -= self._runs.pop(k).size
+        for first in list(self._by_key.get(key, ())):
+            self._remove(key, first)
+
+    def _remove(self, key: Key, first: int) -> None:
+        run = self._runs.pop((key, first), None)
+        if run is None:
+            return
+        self.size -= run.size
+        runs = self._by_key[key]
+        del runs[first]
+        if not runs:
+            del self._by_key[key]
 
 
 class ReadConnection:
