@@ -60,7 +60,7 @@ UNLIMITED_RATE = 2**31 - 1
 #: APIs whose time is not held against request_percentage (Kafka: cluster actions, and the
 #: authentication exchange, which its authenticator answers before KafkaApis)
 EXEMPT_APIS = frozenset({17, 27, 36})
-#: why the connection is not read (akfak.protocol's pause reasons)
+#: why the connection is not read (akfak.protocol_base's pause reasons)
 THROTTLED = "client quota throttle"
 
 

@@ -12,7 +12,7 @@
   __cluster_metadata-0/                 the KRaft metadata log
   <topic>-<partition>/
     00000000000000000000.log  .index  .timeindex
-    00000000000000000042.snapshot       producer state as of offset 42 (log/producer_state.py)
+    00000000000000000042.snapshot       producer state as of offset 42 (log/producer_snapshots.py)
     leader-epoch-checkpoint
     partition.metadata                  version: 0 / topic_id: <base64url>
 ```

@@ -32,456 +32,97 @@ so right after a restart from a snapshot only the last batch of each producer
 is recognised as a duplicate (plus any batches replayed from the log).
 
 The memory provider keeps the same state without snapshots.
+
+The producer state is one class in parts, so that no module grows too large to read: what
+is remembered per producer (producer_entries.py), the snapshot files' format
+(producer_snapshots.py), the fields, the append hook and the queries (producer_state_base.py),
+and here the snapshots and the rebuild after a restart.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import struct
-from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import crc32c
 from twisted.logger import Logger
 
-from akfak.errors import InvalidProducerEpoch, KafkaError, OutOfOrderSequenceNumber
 from akfak.log.batch import BatchHeader
-from akfak.log.records import CONTROL_ABORT, CONTROL_COMMIT, read_marker
-from akfak.log.txn_index import AbortedTxn
+from akfak.log.producer_entries import (
+    DEFAULT_EXPIRATION_MS,
+    INT32_MAX,
+    NO_PRODUCER_EPOCH,
+    NO_PRODUCER_ID,
+    NO_SEQUENCE,
+    NO_TIMESTAMP,
+    NUM_BATCHES_TO_RETAIN,
+    BatchMetadata,
+    InvalidTxnState,
+    ProducerStateEntry,
+    is_epoch_exhausted,
+)
+from akfak.log.producer_snapshots import (
+    SNAPSHOT_SUFFIX,
+    SNAPSHOT_VERSION,
+    CorruptSnapshot,
+    decode_snapshot,
+    encode_snapshot,
+    read_snapshot,
+    snapshot_name,
+    snapshot_offset,
+    write_snapshot,
+)
+from akfak.log.producer_state_base import (
+    ORIGIN_CLIENT,
+    ORIGIN_COORDINATOR,
+    ORIGIN_RAFT,
+    ORIGIN_REPLICATION,
+    ProducerStateBase,
+)
+from akfak.log.records import read_marker
 
 if TYPE_CHECKING:
-    from akfak.log.partition import AppendInfo, PartitionLog
     from akfak.log.segment import LogSegment
+
+# What producer_entries.py, producer_snapshots.py and producer_state_base.py hold is
+# importable here too.
+__all__ = [
+    "DEFAULT_EXPIRATION_MS",
+    "INT32_MAX",
+    "NO_PRODUCER_EPOCH",
+    "NO_PRODUCER_ID",
+    "NO_SEQUENCE",
+    "NO_TIMESTAMP",
+    "NUM_BATCHES_TO_RETAIN",
+    "ORIGIN_CLIENT",
+    "ORIGIN_COORDINATOR",
+    "ORIGIN_RAFT",
+    "ORIGIN_REPLICATION",
+    "SNAPSHOT_SUFFIX",
+    "SNAPSHOT_VERSION",
+    "BatchMetadata",
+    "CorruptSnapshot",
+    "InvalidTxnState",
+    "ProducerStateEntry",
+    "ProducerStateManager",
+    "decode_snapshot",
+    "encode_snapshot",
+    "is_epoch_exhausted",
+    "read_snapshot",
+    "snapshot_name",
+    "snapshot_offset",
+    "write_snapshot",
+]
 
 log = Logger()
 
-#: Kafka's ProducerStateEntry.NUM_BATCHES_TO_RETAIN.
-NUM_BATCHES_TO_RETAIN = 5
-NO_PRODUCER_ID = -1
-NO_PRODUCER_EPOCH = -1
-NO_SEQUENCE = -1
-NO_TIMESTAMP = -1
-INT32_MAX = 2**31 - 1
-#: producer.id.expiration.ms's default (one day).
-DEFAULT_EXPIRATION_MS = 86_400_000
 
-SNAPSHOT_SUFFIX = ".snapshot"
-SNAPSHOT_VERSION = 1
-#: version int16, crc uint32 (CRC-32C of everything after it), entry count int32.
-_SNAPSHOT_HEADER = struct.Struct(">hIi")
-_CRC_START = 6
-#: producer id, epoch, last sequence, last offset, offset delta, timestamp,
-#: coordinator epoch, current transaction's first offset.
-_SNAPSHOT_ENTRY = struct.Struct(">qhiqiqiq")
-
-# Append origins (as akfak.log.partition names them).
-ORIGIN_CLIENT = "client"
-ORIGIN_COORDINATOR = "coordinator"
-ORIGIN_RAFT = "raft"
-ORIGIN_REPLICATION = "replication"
-
-
-class InvalidTxnState(KafkaError):
-    """The producer attempted a transactional operation in an invalid state."""
-
-    error_code = 48
-
-
-class CorruptSnapshot(Exception):
-    """A producer-state snapshot that cannot be read (Kafka's CorruptSnapshotException)."""
-
-
-def snapshot_name(offset: int) -> str:
-    return f"{offset:020d}{SNAPSHOT_SUFFIX}"
-
-
-def snapshot_offset(path: Path) -> int | None:
-    """The offset a `<20 digits>.snapshot` file is named by, None for other names."""
-    stem = path.name[: -len(SNAPSHOT_SUFFIX)]
-    if not path.name.endswith(SNAPSHOT_SUFFIX) or not stem.isdigit():
-        return None
-    return int(stem)
-
-
-def _decrement_sequence(sequence: int, decrement: int) -> int:
-    return (sequence - decrement) % (INT32_MAX + 1)
-
-
-def _in_sequence(last_seq: int, next_seq: int) -> bool:
-    return next_seq == last_seq + 1 or (next_seq == 0 and last_seq == INT32_MAX)
-
-
-def is_epoch_exhausted(epoch: int) -> bool:
-    """Kafka's TransactionMetadata.isEpochExhausted: no room left for a bump."""
-    return epoch >= 32767 - 1
-
-
-class BatchMetadata:
-    """One remembered batch: its last sequence and offset, their span, its max timestamp."""
-
-    __slots__ = ("last_offset", "last_seq", "offset_delta", "timestamp")
-
-    def __init__(self, last_seq: int, last_offset: int, offset_delta: int, timestamp: int) -> None:
-        self.last_seq = last_seq
-        self.last_offset = last_offset
-        self.offset_delta = offset_delta
-        self.timestamp = timestamp
-
-    @property
-    def first_seq(self) -> int:
-        return _decrement_sequence(self.last_seq, self.offset_delta)
-
-    @property
-    def first_offset(self) -> int:
-        return self.last_offset - self.offset_delta
-
-    def __repr__(self) -> str:
-        return (f"BatchMetadata(seq {self.first_seq}..{self.last_seq}, "
-                f"offsets {self.first_offset}..{self.last_offset}, ts {self.timestamp})")
-
-
-class ProducerStateEntry:
-    """What a partition knows about one producer id."""
-
-    __slots__ = ("batches", "coordinator_epoch", "current_txn_first_offset", "last_timestamp",
-                 "producer_epoch", "producer_id")
-
-    def __init__(self, producer_id: int, producer_epoch: int = NO_PRODUCER_EPOCH, *,
-                 coordinator_epoch: int = -1, last_timestamp: int = NO_TIMESTAMP,
-                 current_txn_first_offset: int | None = None,
-                 batches: Iterable[BatchMetadata] = ()) -> None:
-        self.producer_id = producer_id
-        self.producer_epoch = producer_epoch
-        self.coordinator_epoch = coordinator_epoch
-        self.last_timestamp = last_timestamp
-        self.current_txn_first_offset = current_txn_first_offset
-        self.batches: deque[BatchMetadata] = deque(batches, NUM_BATCHES_TO_RETAIN)
-
-    def __repr__(self) -> str:
-        return (f"ProducerStateEntry(id={self.producer_id}, epoch={self.producer_epoch}, "
-                f"batches={list(self.batches)}, last_timestamp={self.last_timestamp}, "
-                f"txn={self.current_txn_first_offset})")
-
-    @property
-    def is_empty(self) -> bool:
-        return not self.batches
-
-    @property
-    def last_seq(self) -> int:
-        return self.batches[-1].last_seq if self.batches else NO_SEQUENCE
-
-    @property
-    def last_data_offset(self) -> int:
-        return self.batches[-1].last_offset if self.batches else -1
-
-    @property
-    def last_offset_delta(self) -> int:
-        return self.batches[-1].offset_delta if self.batches else 0
-
-    def maybe_update_epoch(self, epoch: int) -> None:
-        # A new epoch starts a new sequence space: the old batches can never be retried.
-        if epoch != self.producer_epoch:
-            self.batches.clear()
-            self.producer_epoch = epoch
-
-    def add_batch(self, epoch: int, last_seq: int, last_offset: int, offset_delta: int,
-                  timestamp: int) -> None:
-        self.maybe_update_epoch(epoch)
-        self.batches.append(BatchMetadata(last_seq, last_offset, offset_delta, timestamp))
-        self.last_timestamp = timestamp
-
-    def find_duplicate(self, epoch: int, first_seq: int, last_seq: int) -> BatchMetadata | None:
-        if epoch != self.producer_epoch:
-            return None
-        for batch in self.batches:
-            if batch.first_seq == first_seq and batch.last_seq == last_seq:
-                return batch
-        return None
-
-
-# -- snapshot files ------------------------------------------------------------------------
-
-
-def encode_snapshot(entries: Iterable[ProducerStateEntry]) -> bytes:
-    """Kafka's producer snapshot (version 1) of `entries`."""
-    items = list(entries)
-    body = bytearray(_SNAPSHOT_HEADER.size + _SNAPSHOT_ENTRY.size * len(items))
-    _SNAPSHOT_HEADER.pack_into(body, 0, SNAPSHOT_VERSION, 0, len(items))
-    pos = _SNAPSHOT_HEADER.size
-    for e in items:
-        _SNAPSHOT_ENTRY.pack_into(
-            body, pos, e.producer_id, e.producer_epoch, e.last_seq, e.last_data_offset,
-            e.last_offset_delta, e.last_timestamp, e.coordinator_epoch,
-            -1 if e.current_txn_first_offset is None else e.current_txn_first_offset)
-        pos += _SNAPSHOT_ENTRY.size
-    struct.pack_into(">I", body, 2, crc32c.crc32c(memoryview(body)[_CRC_START:]))
-    return bytes(body)
-
-
-def decode_snapshot(data: bytes) -> list[ProducerStateEntry]:
-    """The entries of a producer snapshot; CorruptSnapshot if it is not a valid one."""
-    if len(data) < _SNAPSHOT_HEADER.size:
-        raise CorruptSnapshot(f"Snapshot is {len(data)} bytes, shorter than its header")
-    version, crc, count = _SNAPSHOT_HEADER.unpack_from(data)
-    if version != SNAPSHOT_VERSION:
-        raise CorruptSnapshot(f"Snapshot contained an unknown file version {version}")
-    computed = crc32c.crc32c(memoryview(data)[_CRC_START:])
-    if crc != computed:
-        raise CorruptSnapshot(f"Snapshot is corrupt (CRC is no longer valid). Stored crc: {crc}. "
-                              f"Computed crc: {computed}")
-    if count < 0 or len(data) != _SNAPSHOT_HEADER.size + count * _SNAPSHOT_ENTRY.size:
-        raise CorruptSnapshot(f"Snapshot of {len(data)} bytes cannot hold {count} entries")
-    entries = []
-    for i in range(count):
-        (pid, epoch, seq, offset, delta, timestamp, coordinator_epoch,
-         txn_first) = _SNAPSHOT_ENTRY.unpack_from(data, _SNAPSHOT_HEADER.size + i * _SNAPSHOT_ENTRY.size)
-        batches = [BatchMetadata(seq, offset, delta, timestamp)] if offset >= 0 else []
-        entries.append(ProducerStateEntry(
-            pid, epoch, coordinator_epoch=coordinator_epoch, last_timestamp=timestamp,
-            current_txn_first_offset=txn_first if txn_first >= 0 else None, batches=batches))
-    return entries
-
-
-def write_snapshot(path: Path, entries: Iterable[ProducerStateEntry]) -> None:
-    """Write a snapshot (no fsync: the log's next flush syncs it, on a thread)."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(encode_snapshot(entries))
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):  # a full disk: leave nothing half-written
-            tmp.unlink(missing_ok=True)
-        raise
-
-
-def read_snapshot(path: Path) -> list[ProducerStateEntry]:
-    return decode_snapshot(path.read_bytes())
-
-
-# -- the manager ---------------------------------------------------------------------------
-
-
-class _Pending:
-    """A producer's state as the batches of one append, validated in order, would leave it."""
-
-    __slots__ = ("epoch", "last_seq", "txn_open")
-
-    def __init__(self, entry: ProducerStateEntry | None) -> None:
-        self.epoch = entry.producer_epoch if entry is not None else NO_PRODUCER_EPOCH
-        #: None until a batch of this append is seen (Kafka's empty updatedEntry).
-        self.last_seq: int | None = None
-        self.txn_open = entry is not None and entry.current_txn_first_offset is not None
-
-
-class ProducerStateManager:
+class ProducerStateManager(ProducerStateBase):
     """The producer state of one partition log (see the module doc).
 
     Used as the log's `producer_state` hook: `before_append` validates (and
     answers duplicates), `after_append` records what was appended.
     """
-
-    def __init__(self, topic: str, partition: int, directory: Path | None = None, *,
-                 expiration_ms: int = DEFAULT_EXPIRATION_MS) -> None:
-        self.topic = topic
-        self.partition = partition
-        #: Where snapshots go; None keeps the state in memory only.
-        self.directory = directory
-        self.expiration_ms = expiration_ms
-        self.producers: dict[int, ProducerStateEntry] = {}
-        #: Producer id -> first offset of its open transaction.
-        self.ongoing: dict[int, int] = {}
-        #: The state reflects the log up to (excluding) this offset.
-        self.map_end_offset = 0
-        self.last_snap_offset = 0
-        self.snapshots: dict[int, Path] = {}
-        #: Snapshots written since the last flush picked them up for fsync.
-        self._unsynced: list[Path] = []
-
-    def __repr__(self) -> str:
-        return (f"<ProducerStateManager {self.topic}-{self.partition} producers="
-                f"{len(self.producers)} end={self.map_end_offset}>")
-
-    @property
-    def _tp(self) -> str:
-        return f"{self.topic}-{self.partition}"
-
-    # -- the append hook -----------------------------------------------------------------
-
-    def before_append(self, partition_log: PartitionLog, headers: Sequence[BatchHeader], *,
-                      origin: str = ORIGIN_CLIENT) -> AppendInfo | None:
-        """Validate the producer fields of the batches about to be appended.
-
-        Returns the original append's result when a client retries a batch it
-        already appended (nothing is appended then), raises the KafkaError Kafka
-        answers for a bad epoch or sequence, or returns None to go ahead.
-        """
-        pending: dict[int, _Pending] = {}
-        offset = partition_log.log_end_offset
-        for h in headers:
-            pid = h.producer_id
-            if pid < 0:
-                offset += h.last_offset_delta + 1
-                continue
-            entry = self.producers.get(pid)
-            if origin == ORIGIN_CLIENT and entry is not None:
-                duplicate = entry.find_duplicate(h.producer_epoch, h.base_sequence,
-                                                 h.last_sequence)
-                if duplicate is not None:
-                    return self._duplicate_result(partition_log, duplicate)
-            state = pending.get(pid)
-            if state is None:
-                state = pending[pid] = _Pending(entry)
-            self._validate(pid, h, entry, state, offset, origin)
-            if not h.is_control:
-                state.last_seq = h.last_sequence
-                if state.txn_open and not h.is_transactional:
-                    raise InvalidTxnState(
-                        f"Expected transactional write from producer {pid} at offset {offset} "
-                        f"in partition {self._tp}")
-                state.txn_open = state.txn_open or h.is_transactional
-            else:
-                state.txn_open = False
-            state.epoch = h.producer_epoch
-            offset += h.last_offset_delta + 1
-        return None
-
-    def _validate(self, pid: int, h: BatchHeader, entry: ProducerStateEntry | None,
-                  state: _Pending, offset: int, origin: str) -> None:
-        """Kafka's ProducerAppendInfo checks: the epoch, then (for clients) the sequence."""
-        epoch = h.producer_epoch
-        if epoch < state.epoch:
-            message = (f"Epoch of producer {pid} at offset {offset} in {self._tp} is {epoch}, "
-                       f"which is smaller than the last seen epoch {state.epoch}")
-            if origin == ORIGIN_REPLICATION:
-                log.warn(message)
-                return
-            raise InvalidProducerEpoch(message)
-        if origin != ORIGIN_CLIENT or h.is_control:
-            return
-        first_seq = h.base_sequence
-        current_epoch = entry.producer_epoch if entry is not None else NO_PRODUCER_EPOCH
-        if epoch != state.epoch:
-            if first_seq != 0 and state.epoch != NO_PRODUCER_EPOCH:
-                raise OutOfOrderSequenceNumber(
-                    f"Invalid sequence number for new epoch of producer {pid} at offset {offset} "
-                    f"in partition {self._tp}: {epoch} (request epoch), {first_seq} (seq. "
-                    f"number), {state.epoch} (current producer epoch)")
-            return
-        if state.last_seq is not None:
-            last_seq = state.last_seq
-        elif entry is not None and epoch == current_epoch:
-            last_seq = entry.last_seq
-        else:
-            last_seq = NO_SEQUENCE
-        # An unknown producer (no epoch: never seen, expired, or its data deleted) may
-        # start at any sequence.
-        if current_epoch != NO_PRODUCER_EPOCH and not _in_sequence(last_seq, first_seq):
-            raise OutOfOrderSequenceNumber(
-                f"Out of order sequence number for producer {pid} at offset {offset} in "
-                f"partition {self._tp}: {first_seq} (incoming seq. number), {last_seq} "
-                f"(current end sequence number)")
-
-    @staticmethod
-    def _duplicate_result(partition_log: PartitionLog, duplicate: BatchMetadata) -> AppendInfo:
-        from akfak.log.partition import AppendInfo
-
-        # As Kafka: the original offsets, and the batch's timestamp as the append time.
-        return AppendInfo(
-            base_offset=duplicate.first_offset, last_offset=duplicate.last_offset,
-            log_append_time=duplicate.timestamp, log_start_offset=partition_log.log_start_offset,
-            max_timestamp=duplicate.timestamp, offset_of_max_timestamp=duplicate.last_offset,
-            record_count=duplicate.offset_delta + 1, size=0, batches=())
-
-    def after_append(self, partition_log: PartitionLog, info: AppendInfo) -> list[AbortedTxn]:
-        """Record the batches an append stored (their offsets are known now); return the
-        transactions it aborted, for the segment's `.txnindex`."""
-        aborted = []
-        for b in info.batches:
-            if b.producer_id < 0:
-                continue
-            abort = self._apply(b.producer_id, b.producer_epoch, b.last_sequence, b.base_offset,
-                                b.last_offset, b.max_timestamp, b.is_transactional, b.marker)
-            if abort is not None:
-                aborted.append(abort)
-        self.map_end_offset = info.last_offset + 1
-        return aborted
-
-    def first_unstable_offset(self) -> int | None:
-        """The first offset of the earliest open transaction, None when none is open."""
-        return min(self.ongoing.values(), default=None)
-
-    def _apply(self, pid: int, epoch: int, last_seq: int, base_offset: int, last_offset: int,
-               timestamp: int, transactional: bool, marker: tuple[int, int] | None
-               ) -> AbortedTxn | None:
-        """Apply one stored batch; `marker` is (control type, coordinator epoch) for a
-        control batch, None for data.  Returns the transaction an ABORT marker ended."""
-        entry = self.producers.get(pid)
-        if entry is None:
-            entry = self.producers[pid] = ProducerStateEntry(pid)
-        if marker is not None:
-            kind, coordinator_epoch = marker
-            entry.maybe_update_epoch(epoch)
-            entry.last_timestamp = timestamp
-            if kind not in (CONTROL_ABORT, CONTROL_COMMIT):
-                return None  # another control record (Kafka's LEADER_CHANGE, ...)
-            entry.coordinator_epoch = coordinator_epoch
-            first = entry.current_txn_first_offset
-            entry.current_txn_first_offset = None
-            self.ongoing.pop(pid, None)
-            if kind != CONTROL_ABORT or first is None:
-                return None
-            # Kafka's lastStableOffset(completedTxn): the LSO once this one is decided.
-            lso = self.first_unstable_offset()
-            return AbortedTxn(pid, first, last_offset, last_offset + 1 if lso is None else lso)
-        entry.add_batch(epoch, last_seq, last_offset, last_offset - base_offset, timestamp)
-        if transactional and entry.current_txn_first_offset is None:
-            entry.current_txn_first_offset = base_offset
-            self.ongoing[pid] = base_offset
-        return None
-
-    def _replay(self, h: BatchHeader, marker: tuple[int, int] | None) -> AbortedTxn | None:
-        """Apply a stored batch while rebuilding (Kafka's replication origin: no checks
-        beyond a warning for an epoch going backwards)."""
-        if h.producer_id < 0:
-            return None
-        entry = self.producers.get(h.producer_id)
-        if entry is not None and h.producer_epoch < entry.producer_epoch:
-            log.warn("Epoch of producer {pid} at offset {offset} in {tp} is {epoch}, which is "
-                     "smaller than the last seen epoch {current}", pid=h.producer_id,
-                     offset=h.base_offset, tp=self._tp, epoch=h.producer_epoch,
-                     current=entry.producer_epoch)
-        return self._apply(h.producer_id, h.producer_epoch, h.last_sequence, h.base_offset,
-                           h.last_offset, h.max_timestamp, h.is_transactional, marker)
-
-    # -- queries, expiry -----------------------------------------------------------------
-
-    def last_entry(self, producer_id: int) -> ProducerStateEntry | None:
-        return self.producers.get(producer_id)
-
-    def active_producers(self) -> list[ProducerStateEntry]:
-        """Every producer this partition knows, by producer id (DescribeProducers)."""
-        return [self.producers[pid] for pid in sorted(self.producers)]
-
-    def _is_expired(self, now_ms: int, entry: ProducerStateEntry, expiration_ms: int) -> bool:
-        return (entry.current_txn_first_offset is None
-                and now_ms - entry.last_timestamp >= expiration_ms)
-
-    def remove_expired(self, now_ms: int, expiration_ms: int | None = None) -> int:
-        """Forget producers idle for producer.id.expiration.ms; return how many."""
-        limit = self.expiration_ms if expiration_ms is None else expiration_ms
-        expired = [pid for pid, e in self.producers.items() if self._is_expired(now_ms, e, limit)]
-        for pid in expired:
-            del self.producers[pid]
-        return len(expired)
-
-    def _set_producers(self, entries: Iterable[ProducerStateEntry]) -> None:
-        self.producers = {e.producer_id: e for e in entries}
-        self.ongoing = {e.producer_id: e.current_txn_first_offset for e in self.producers.values()
-                        if e.current_txn_first_offset is not None}
 
     # -- snapshots -----------------------------------------------------------------------
 
