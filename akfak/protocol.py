@@ -55,13 +55,8 @@ _KEY_VERSION = struct.Struct(">hh")
 
 
 class KafkaProtocol(KafkaProtocolBase):
-    """Kafka's wire protocol, server side.
-
-    Keeps `Int32StringReceiver`'s contract (`stringReceived`, `sendString`,
-    `MAX_LENGTH`, `lengthLimitExceeded`) but buffers so that each received byte is
-    copied a bounded number of times: the stock `dataReceived` concatenates its
-    whole unprocessed buffer on every read, which is quadratic in the frame size.
-    """
+    """Kafka's wire protocol, server side: each frame's request dispatched to its handler,
+    the replies sent in request order (the framing and buffering: KafkaProtocolBase)."""
 
     # -- dispatch --------------------------------------------------------------
 

@@ -55,7 +55,13 @@ class _Reply:
 
 
 class KafkaProtocolBase(Int32StringReceiver):
-    """The state, framing, flow control and closing of a connection (see the module doc)."""
+    """The state, framing, flow control and closing of a connection (see the module doc).
+
+    Keeps `Int32StringReceiver`'s contract (`stringReceived`, `sendString`,
+    `MAX_LENGTH`, `lengthLimitExceeded`) but buffers so that each received byte is
+    copied a bounded number of times: the stock `dataReceived` concatenates its
+    whole unprocessed buffer on every read, which is quadratic in the frame size.
+    """
 
     structFormat = ">i"  # signed: a negative length is an error, not 2 GiB
     #: the listener's security protocol: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL
