@@ -128,6 +128,9 @@ def makeService(config: BrokerConfig, *, reactor: Any = None) -> MultiService:
 
 def makeApplication(config: BrokerConfig) -> Any:
     """An Application for `twistd -y` (see akfak.tac)."""
+    from akfak.allocator import keep_freed_memory
+
+    keep_freed_memory()  # the broker's own process
     application = Application("akfak")
     makeService(config).setServiceParent(application)
     return application

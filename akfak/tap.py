@@ -8,6 +8,7 @@ from typing import Any
 from twisted.application.service import IService
 from twisted.python import usage
 
+from akfak.allocator import keep_freed_memory
 from akfak.config import DEFAULT_HTTP, BrokerConfig, ConfigError, apply_overrides
 from akfak.log.postgres import is_postgres_url
 from akfak.security.inter_broker import inter_broker
@@ -124,4 +125,5 @@ def config_from_environment(environ: Any = os.environ) -> BrokerConfig:
 
 
 def makeService(options: Options) -> IService:
+    keep_freed_memory()  # the broker's own process (twistd akfak, python -m akfak)
     return _makeService(options.config)

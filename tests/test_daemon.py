@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import platform
 import signal
 import struct
 import sys
@@ -22,6 +23,9 @@ TWISTD = str(Path(sys.executable).with_name("twistd"))
 
 # twistd shuts down cleanly on SIGTERM, then re-raises it so the exit status tells why.
 CLEAN_EXIT = (0, -signal.SIGTERM)
+#: what a broker's own process logs once it set glibc's allocator (akfak.allocator)
+KEPT = "Memory allocator: freed memory kept for reuse"
+GLIBC = platform.libc_ver()[0] == "glibc"
 
 
 def answers_api_versions(port: int) -> None:
@@ -43,6 +47,7 @@ def test_twistd_nodaemon(broker_process: Any, tmp_path: Path) -> None:
     assert proc.stop(signal.SIGTERM) in CLEAN_EXIT
     log = proc.log()
     assert "listening on" in log and "Server Shut Down" in log
+    assert (KEPT in log) == GLIBC  # the broker's own process: akfak.allocator
 
 
 def test_twistd_tac(broker_process: Any, tmp_path: Path) -> None:
@@ -56,6 +61,19 @@ def test_twistd_tac(broker_process: Any, tmp_path: Path) -> None:
     answers_api_versions(port)
     assert proc.stop(signal.SIGTERM) in CLEAN_EXIT
     assert "Server Shut Down" in proc.log()
+    assert (KEPT in proc.log()) == GLIBC
+
+
+def test_the_environment_keeps_its_allocator_settings(broker_process: Any, tmp_path: Path) -> None:
+    port = free_port()
+    proc = broker_process(
+        port=port,
+        command=[sys.executable, "-m", "akfak", "--listen", f"tcp:{port}:interface=127.0.0.1",
+                 "--data-dir", str(tmp_path / "data"), "--http", "none"],
+        cwd=tmp_path, env={"MALLOC_TRIM_THRESHOLD_": str(64 << 20)})
+    answers_api_versions(port)
+    assert proc.stop(signal.SIGTERM) in CLEAN_EXIT
+    assert KEPT not in proc.log()
 
 
 def test_twistd_daemonizes_with_pid_and_log_files(tmp_path: Path) -> None:
