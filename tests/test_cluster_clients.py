@@ -35,6 +35,8 @@ from kio.schema.errors import ErrorCode
 from tests.cluster import SESSION_MS, AkfakCluster
 from tests.jvm import build, java_command, run_java
 from tests.programs import Member, go_program, run, wait_for
+from tests.recordbatch import make_batch
+from tests.requests import produce
 from tests.test_cluster import TIMEOUT, admin, create, wait_leaders
 from tests.test_cluster_coordinators import coordinator_of, find_coordinator, restart_dead
 from tests.wire import WireClient
@@ -340,7 +342,6 @@ def test_share_requests_go_to_the_leader_and_the_coordinator(cluster: AkfakClust
         heartbeat,
         new_member,
         partition_of,
-        produce_values,
         share_acknowledge,
         share_fetch,
     )
@@ -352,7 +353,18 @@ def test_share_requests_go_to_the_leader_and_the_coordinator(cluster: AkfakClust
     create_placed(cluster, topic, [2, 3, 1])
     (topic_id,) = cluster.query("SELECT topic_id FROM akfak_partition WHERE topic = %s", topic)
     with WireClient(cluster.ports[2], timeout=TIMEOUT) as c:
-        produce_values(c, topic, b"a", b"b", b"c")
+        # The partition rows name the leader a moment before it has loaded the log; until
+        # then it answers NOT_LEADER_OR_FOLLOWER, which a client retries.
+        batch = make_batch([(None, v) for v in (b"a", b"b", b"c")])
+        errors: list[ErrorCode] = []
+
+        def produced() -> bool:
+            errors.append(c.request(produce(topic, {0: batch})).responses[0]
+                          .partition_responses[0].error_code)
+            return errors[-1] != ErrorCode.not_leader_or_follower
+
+        wait_for(produced, TIMEOUT, f"node 2 serving {topic}")
+        assert errors[-1] == ErrorCode.none, errors
     find_coordinator(cluster.ports[1], group)  # creates __consumer_offsets, as clients do
     coordinator = coordinator_of(cluster, group)
     for node, port in cluster.ports.items():
