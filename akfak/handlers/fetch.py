@@ -124,7 +124,8 @@ class FetchHandler(Handler):
         unprepared: set[PartitionKey] = set()
 
         def attempt(_: object = None) -> Any:
-            waits = self._prepare(fetch, by_id, max_bytes, unprepared)
+            nonlocal unprepared
+            waits, unprepared = self._prepare(fetch, by_id, max_bytes)
             if waits:  # old data (postgres: below the cached tail) is read on threads first
                 return gatherResults(waits, consumeErrors=True).addBoth(answer)
             return answer()
@@ -149,9 +150,9 @@ class FetchHandler(Handler):
 
         return attempt()
 
-    def _prepare(self, fetch: FetchContext, by_id: bool, max_bytes: int,
-                 unprepared: set[PartitionKey]) -> list[Deferred[None]]:
-        """prepare_reads for the fetched partitions; `unprepared` gets those past max_bytes."""
+    def _prepare(self, fetch: FetchContext, by_id: bool, max_bytes: int
+                 ) -> tuple[list[Deferred[None]], set[PartitionKey]]:
+        """prepare_reads for the fetched partitions: the Deferreds, and those past max_bytes."""
         broker = self.broker
         wanted = []
         for key, offset, partition_max in fetch.partitions:
@@ -159,10 +160,7 @@ class FetchHandler(Handler):
             name = broker.topic_name(ref) if by_id else ref
             if name is not None and (log := broker.get_log(name, index)) is not None:
                 wanted.append((key, log, offset, partition_max))
-        waits, later = prepare_reads(wanted, max_bytes)
-        unprepared.clear()
-        unprepared.update(later)
-        return waits
+        return prepare_reads(wanted, max_bytes)
 
     def _read(self, fetch: FetchContext, leader_epochs: dict[PartitionKey, int], by_id: bool,
               isolation: int, max_bytes: int, acl: Everything, unprepared: set[PartitionKey]
