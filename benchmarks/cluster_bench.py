@@ -1,7 +1,7 @@
 """Throughput of a cluster of akfak brokers over one PostgreSQL against one broker.
 
     .venv/bin/python benchmarks/cluster_bench.py [--brokers 1,3] [--records 200000]
-        [--size 1000] [--partitions 6[,60,600]] [--fsync] [--kafka] [--disk] [--py-spy DIR]
+        [--size 1000] [--partitions 6[,60,600]] [--fsync] [--kafka] [--disk] [--rate N] [--py-spy DIR]
 
 For each broker count and each partition count: a throwaway PostgreSQL (tests/postgres.py;
 fsync off unless `--fsync`), that many brokers over it (tests/cluster.py), a topic of that
@@ -15,6 +15,9 @@ CPU comes on top.  `--kafka` runs the same workload on Apache Kafka
 4.1.1 with as many combined broker+controller KRaft nodes (JVMs of tests/kafka_peer.py's
 classpath; Kafka acknowledges acks=all once the in-sync replicas have the records in their
 page cache, without fsync); `--disk` runs it on one akfak broker of the disk provider too.
+`--rate N` offers N records/s instead of as many as the broker takes: a faster broker gets
+fuller batches from the producer (linger), so only at one offered rate do two brokers get
+the same requests.
 """
 
 from __future__ import annotations
@@ -92,6 +95,8 @@ def bench_kafka(brokers: int, records: int, size: int, partitions: int) -> dict[
 
 #: `--property KEY=VALUE`: broker properties for the akfak brokers
 PROPERTIES: dict[str, str] = {}
+#: `--rate N`: records per second offered (0: as fast as the broker takes them)
+RATE = 0
 #: `--py-spy DIR`: where each broker's profile of the produce phase goes (None: none)
 PROFILE: Path | None = None
 
@@ -141,6 +146,8 @@ def workload(bootstrap: str, pids: list[int], rf: int, records: int, size: int,
                 producer.poll(0.01)
         if i % 1000 == 0:
             producer.poll(0)
+        if RATE and i % 100 == 0 and (ahead := t0 + i / RATE - time.monotonic()) > 0:
+            time.sleep(ahead)
     assert producer.flush(300) == 0
     for spy in spies:
         spy.send_signal(signal.SIGINT)
@@ -178,11 +185,15 @@ def main() -> None:
     parser.add_argument("--py-spy", type=Path, metavar="DIR",
                         help="profile every broker's produce phase with py-spy (on PATH), "
                              "folded stacks into DIR")
+    parser.add_argument("--rate", type=int, default=0,
+                        help="offer this many records per second (default: as many as the "
+                             "broker takes): brokers that keep up with one rate get the same batches")
     parser.add_argument("--property", action="append", default=[], metavar="KEY=VALUE",
                         help="a broker property for the akfak brokers (repeatable)")
     args = parser.parse_args()
     PROPERTIES.update(p.split("=", 1) for p in args.property)
-    global PROFILE
+    global PROFILE, RATE
+    RATE = args.rate
     PROFILE = args.py_spy
     if PROFILE is not None:
         PROFILE.mkdir(parents=True, exist_ok=True)
