@@ -324,12 +324,15 @@ def check_offsets(bootstrap: str, acknowledged: dict[int, int],
     for p, offset in committed.items():
         if offset > ends[p][1]:
             problems.append(f"partition {p}: committed {offset} beyond the log end {ends[p][1]}")
-        if offset < acknowledged.get(p, -1):
+        # A partition with no commit reads back as OFFSET_INVALID (-1001): a loss only when a
+        # commit to it was acknowledged or seen before.
+        if p in acknowledged and offset < acknowledged[p]:
             problems.append(f"partition {p}: committed {offset} behind the acknowledged commit "
                             f"of {acknowledged[p]}")
-        if offset < last_seen.get(p, -1):
+        if p in last_seen and offset < last_seen[p]:
             problems.append(f"partition {p}: committed {offset} went back from {last_seen[p]}")
-        last_seen[p] = max(last_seen.get(p, -1), offset)
+        if offset >= 0:
+            last_seen[p] = max(last_seen.get(p, offset), offset)
     return problems
 
 
