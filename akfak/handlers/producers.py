@@ -42,6 +42,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from akfak.handlers.base import NO_THROTTLE, Handler, make
+from akfak.log.batch import NO_PRODUCER_EPOCH, NO_PRODUCER_ID
 from akfak.log.producer_state import ProducerStateManager
 from akfak.protocol import RequestContext
 from akfak.security.acls import IDEMPOTENT_WRITE, READ, TOPIC, TRANSACTIONAL_ID, TWO_PHASE_COMMIT, WRITE
@@ -49,8 +50,6 @@ from akfak.security.checks import DENIED_MESSAGES, access
 
 log = Logger()
 
-NO_PRODUCER_ID = -1
-NO_PRODUCER_EPOCH = -1
 
 
 class InitProducerIdError(Exception):

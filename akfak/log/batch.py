@@ -54,7 +54,9 @@ COMPRESSION_NAMES = {0: "none", 1: "gzip", 2: "snappy", 3: "lz4", 4: "zstd"}
 
 NO_TIMESTAMP = -1
 NO_PRODUCER_ID = -1
+NO_PRODUCER_EPOCH = -1
 NO_SEQUENCE = -1
+INT32_MAX = 2**31 - 1
 
 #: The whole batch header, field by field (BatchHeader order).
 HEADER_STRUCT = struct.Struct(">qiibIhiqqqhii")

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from akfak.errors import CorruptMessage
-from akfak.log.batch import HEADER_SIZE, BatchHeader, parse_header
+from akfak.log.batch import HEADER_SIZE, INT32_MAX, BatchHeader, parse_header
 from akfak.log.cleaner_txns import AbortedTransactions, CleanedTransactions
 from akfak.log.records import (
     RawRecord,
@@ -22,7 +22,7 @@ from akfak.log.records import (
     read_marker,
     rebuild_batch,
 )
-from akfak.log.segment import INT32_MAX, LogSegment, SegmentReader
+from akfak.log.segment import LogSegment, SegmentReader
 from akfak.log.txn_index import AbortedTxn
 
 #: How much of a segment to read at a time while scanning it.

@@ -33,6 +33,7 @@ from akfak.log.handles import FileRange
 from akfak.log.partition_compaction import PartitionCompaction
 from akfak.log.partition_retention import PartitionRetention
 from akfak.log.partition_timestamps import PartitionTimestamps, TimestampAndOffset
+from akfak.log.producer_state_base import ORIGIN_CLIENT, ORIGIN_COORDINATOR, ORIGIN_RAFT
 from akfak.log.records import encode_marker, read_marker
 from akfak.log.txn_index import AbortedTxn
 
@@ -50,9 +51,6 @@ __all__ = [
 
 log = Logger()
 
-ORIGIN_CLIENT = "client"
-ORIGIN_COORDINATOR = "coordinator"
-ORIGIN_RAFT = "raft"
 
 
 @dataclass(frozen=True)

@@ -11,14 +11,10 @@ from collections import deque
 from collections.abc import Iterable
 
 from akfak.errors import KafkaError
+from akfak.log.batch import INT32_MAX, NO_PRODUCER_EPOCH, NO_SEQUENCE, NO_TIMESTAMP
 
 #: Kafka's ProducerStateEntry.NUM_BATCHES_TO_RETAIN.
 NUM_BATCHES_TO_RETAIN = 5
-NO_PRODUCER_ID = -1
-NO_PRODUCER_EPOCH = -1
-NO_SEQUENCE = -1
-NO_TIMESTAMP = -1
-INT32_MAX = 2**31 - 1
 #: producer.id.expiration.ms's default (one day).
 DEFAULT_EXPIRATION_MS = 86_400_000
 

@@ -47,14 +47,16 @@ from typing import TYPE_CHECKING
 
 from twisted.logger import Logger
 
-from akfak.log.batch import BatchHeader
-from akfak.log.producer_entries import (
-    DEFAULT_EXPIRATION_MS,
+from akfak.log.batch import (
     INT32_MAX,
     NO_PRODUCER_EPOCH,
     NO_PRODUCER_ID,
     NO_SEQUENCE,
     NO_TIMESTAMP,
+    BatchHeader,
+)
+from akfak.log.producer_entries import (
+    DEFAULT_EXPIRATION_MS,
     NUM_BATCHES_TO_RETAIN,
     BatchMetadata,
     InvalidTxnState,

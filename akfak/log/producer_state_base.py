@@ -15,12 +15,9 @@ from typing import TYPE_CHECKING
 from twisted.logger import Logger
 
 from akfak.errors import InvalidProducerEpoch, OutOfOrderSequenceNumber
-from akfak.log.batch import BatchHeader
+from akfak.log.batch import INT32_MAX, NO_PRODUCER_EPOCH, NO_SEQUENCE, BatchHeader
 from akfak.log.producer_entries import (
     DEFAULT_EXPIRATION_MS,
-    INT32_MAX,
-    NO_PRODUCER_EPOCH,
-    NO_SEQUENCE,
     BatchMetadata,
     InvalidTxnState,
     ProducerStateEntry,

@@ -20,14 +20,13 @@ from typing import Protocol
 from twisted.logger import Logger
 
 from akfak.errors import CorruptMessage, KafkaStorageError
-from akfak.log.batch import HEADER_SIZE, MIN_BATCH_LENGTH, BatchHeader, crc_of, parse_header
+from akfak.log.batch import HEADER_SIZE, INT32_MAX, MIN_BATCH_LENGTH, BatchHeader, crc_of, parse_header
 from akfak.log.handles import FileRange, PooledFile, Syncable, pread_all
 from akfak.log.index import NO_TIMESTAMP, IndexFile, OffsetIndex, TimeIndex
 from akfak.log.txn_index import TransactionIndex
 
 log = Logger()
 
-INT32_MAX = 2**31 - 1
 #: How much to read at a time when walking batch headers or recovering.
 SCAN_CHUNK = 64 * 1024
 RECOVERY_CHUNK = 8 * 1024 * 1024

@@ -14,11 +14,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from enum import IntEnum
 
+from akfak.log.batch import NO_PRODUCER_EPOCH, NO_PRODUCER_ID
 from akfak.log.producer_state import is_epoch_exhausted
 from akfak.transactions.records import TransactionLogValue
 
-NO_PRODUCER_ID = -1
-NO_PRODUCER_EPOCH = -1
 TopicPartition = tuple[str, int]
 
 
