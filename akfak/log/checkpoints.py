@@ -25,7 +25,7 @@ from pathlib import Path
 
 from twisted.logger import Logger
 
-from akfak.config import parse_properties
+from akfak.properties import parse_properties
 
 log = Logger()
 
