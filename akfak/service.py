@@ -12,6 +12,8 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from akfak import collector
+from akfak.allocator import keep_freed_memory
 from akfak.broker import Broker
 from akfak.config import BrokerConfig, Listener
 from akfak.connections import ConnectionLimits
@@ -30,6 +32,7 @@ class BrokerService(Service):
 
     def startService(self) -> None:
         self.broker.open()
+        collector.settle(full=True)  # the logs opened, the modules loaded: all long-lived
         super().startService()
 
     def stopService(self) -> Deferred[None]:
@@ -126,11 +129,16 @@ def makeService(config: BrokerConfig, *, reactor: Any = None) -> MultiService:
     return top
 
 
+def own_process() -> None:
+    """The broker has its process to itself (twistd akfak, python -m akfak, akfak.tac), not
+    an embedded broker's host program: tune glibc's allocator and Python's collector for it."""
+    keep_freed_memory()
+    collector.keep_long_lived_out_of_sight()
+
+
 def makeApplication(config: BrokerConfig) -> Any:
     """An Application for `twistd -y` (see akfak.tac)."""
-    from akfak.allocator import keep_freed_memory
-
-    keep_freed_memory()  # the broker's own process
+    own_process()
     application = Application("akfak")
     makeService(config).setServiceParent(application)
     return application

@@ -8,13 +8,13 @@ from typing import Any
 from twisted.application.service import IService
 from twisted.python import usage
 
-from akfak.allocator import keep_freed_memory
 from akfak.config import DEFAULT_HTTP, BrokerConfig, ConfigError, apply_overrides
 from akfak.log.postgres import is_postgres_url
 from akfak.security.inter_broker import inter_broker
 from akfak.security.sasl import SaslSettings
 from akfak.security.tls import server_tls
 from akfak.service import makeService as _makeService
+from akfak.service import own_process
 
 
 class Options(usage.Options):
@@ -125,5 +125,5 @@ def config_from_environment(environ: Any = os.environ) -> BrokerConfig:
 
 
 def makeService(options: Options) -> IService:
-    keep_freed_memory()  # the broker's own process (twistd akfak, python -m akfak)
+    own_process()  # twistd akfak, python -m akfak
     return _makeService(options.config)

@@ -196,8 +196,14 @@ class LogSegment:
         self.bytes_since_last_index_entry = 0
         #: Whether bytes were written since the last flush started.
         self.dirty = False
-        for index_file in self.index_files():
-            index_file.on_failure = self._index_failed
+        # A `.timeindex` or `.txnindex` that fails fails the `.index` too: without it the
+        # segment is recovered at the next start, which rebuilds all three (a `.txnindex`
+        # that is merely missing would read as empty).  The `.index`'s own method, not the
+        # segment's: that would be a reference cycle, which only the garbage collector frees
+        # (akfak/collector.py keeps long-lived logs out of its sight).
+        offset_file = self.offset_index.file
+        for index_file in (self.time_index.file, self.txn_index.file):
+            index_file.on_failure = offset_file.fail
         #: Bytes below this are known good: written by this process (validated on the way
         #: in) or CRC-checked by recovery or a read.  A segment trusted at start without
         #: recovery begins at 0, so its batches are CRC-checked as they are first served.
@@ -455,11 +461,6 @@ class LogSegment:
         self.offset_index.file.close()
         self.time_index.file.close()
         self.txn_index.file.close()
-
-    def _index_failed(self) -> None:
-        # Without its `.index` the segment is recovered at the next start, which rebuilds
-        # all three indexes (a `.txnindex` that is merely missing would read as empty).
-        self.offset_index.file.fail()
 
     def index_files(self) -> tuple[IndexFile, ...]:
         return (self.offset_index.file, self.time_index.file, self.txn_index.file)
