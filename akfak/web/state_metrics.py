@@ -112,6 +112,8 @@ class StateSnapshot:
     connections: dict[str, tuple[int, int]] = field(default_factory=dict)
     #: (group, state, protocol type, protocol, members)
     groups: list[tuple[str, str, str, str, int]] = field(default_factory=list)
+    #: the same of the consumer rebalance protocol's (KIP-848) groups, the assignor as protocol
+    consumer_groups: list[tuple[str, str, str, str, int]] = field(default_factory=list)
     lags: list[GroupLag] = field(default_factory=list)
     offsets: int = 0
     #: the reactor turns this snapshot took
@@ -161,6 +163,10 @@ class StateMetrics:
             for name, group in coordinator.groups.items():
                 snap.groups.append((name, str(group.state), group.protocol_type or "",
                                     group.protocol_name or "", len(group.members)))
+            consumer = coordinator.consumer
+            for name, cg in consumer.groups.items():
+                assignor = cg.preferred_assignor(cg.members.values()) or consumer.assignor_names[0]
+                snap.consumer_groups.append((name, cg.state, "consumer", assignor, len(cg.members)))
             group_names = sorted(coordinator.offsets)
             snap.offsets = sum(len(o) for o in coordinator.offsets.values())
 
@@ -335,11 +341,24 @@ def _groups(snap: StateSnapshot) -> Iterator[Metric]:
                                 labels=["consumergroup"])
     group_info = GaugeMetricFamily("akfak_consumergroup_info", "The group's state and protocol",
                                    labels=["consumergroup", "state", "protocol_type", "protocol"])
-    for name, state, protocol_type, protocol, count in sorted(snap.groups):
+    for name, state, protocol_type, protocol, count in sorted(snap.groups + snap.consumer_groups):
         members.add_metric([name], count)
         group_info.add_metric([name, state, protocol_type, protocol], 1)
     yield members
     yield group_info
+    # NumGroups counts classic groups only, as Kafka's; Kafka 4's group-coordinator-metrics
+    # (group-count per protocol, consumer-group-count per state) as the JMX exporter names them
+    counts = GaugeMetricFamily("kafka_server_group_coordinator_metrics_group_count",
+                               "Groups by rebalance protocol", labels=["protocol"])
+    counts.add_metric(["classic"], len(snap.groups))
+    counts.add_metric(["consumer"], len(snap.consumer_groups))
+    yield counts
+    by_state = Counter(state for _, state, _, _, _ in snap.consumer_groups)
+    modern = GaugeMetricFamily("kafka_server_group_coordinator_metrics_consumer_group_count",
+                               "Consumer-protocol groups by state", labels=["state"])
+    for state in ("Empty", "Assigning", "Reconciling", "Stable", "Dead"):
+        modern.add_metric([state], by_state[state])
+    yield modern
 
 
 def _cleaner(snap: StateSnapshot) -> Iterable[Metric]:

@@ -4,6 +4,9 @@ From the group coordinator's memory: state, protocol type and name, generation, 
 (client id and host, their assignment decoded from the consumer protocol when the group
 is a "consumer" group), each committed partition's offset, end offset and lag
 (akfak.group_lag), and the lag samples of the last minutes (akfak.web.api.state).
+Groups of the consumer rebalance protocol (KIP-848) are shown from their own records, as
+ConsumerGroupDescribe answers: protocol type "consumer", the assignor as protocol, the
+group epoch as generation, and each member's current assignment by topic name.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import struct
 from typing import Any
 
 from akfak.group_lag import group_lags
+from akfak.groups.consumer_coordinator import PROTOCOL_TYPE as CONSUMER_GROUP_PROTOCOL_TYPE
+from akfak.groups.consumer_group import ConsumerGroup
 from akfak.groups.consumer_protocol import CONSUMER_PROTOCOL_TYPE, MalformedSubscription, subscribed_topics
 from akfak.groups.group import GroupState
 from akfak.web.api import ApiError, Params, Query, Routes
@@ -54,11 +59,18 @@ def list_groups(state: Any, params: Params, query: Query) -> list[dict[str, Any]
         total, partitions = lags.get(lag.group, (0, 0))
         lags[lag.group] = (total + lag.lag, partitions + 1)
     result = []
-    for group_id in sorted(set(coordinator.groups) | set(coordinator.offsets)):
+    modern = coordinator.consumer.groups
+    for group_id in sorted(set(coordinator.groups) | set(modern) | set(coordinator.offsets)):
         group = coordinator.groups.get(group_id)
         if group is not None and group.state is GroupState.DEAD:
             continue
         total, partitions = lags.get(group_id, (0, 0))
+        if group is None and group_id in modern:
+            result.append({"group": group_id, "state": modern[group_id].state,
+                           "protocol_type": CONSUMER_GROUP_PROTOCOL_TYPE,
+                           "members": len(modern[group_id].members),
+                           "lag": total, "partitions": partitions})
+            continue
         result.append({
             "group": group_id,
             "state": str(group.state) if group is not None else "Empty",
@@ -73,6 +85,8 @@ def group_detail(state: Any, params: Params, query: Query) -> dict[str, Any]:
     coordinator = _coordinator(state)
     group_id = params["group"]
     group = coordinator.groups.get(group_id)
+    if group is None and group_id in coordinator.consumer.groups:
+        return _consumer_group_detail(state, coordinator, coordinator.consumer.groups[group_id])
     if (group is None and group_id not in coordinator.offsets) or (
             group is not None and group.state is GroupState.DEAD):
         raise ApiError(404, f"no group {group_id!r}")
@@ -114,6 +128,44 @@ def group_detail(state: Any, params: Params, query: Query) -> dict[str, Any]:
         "partitions": partitions,
         "lag": sum(p["lag"] for p in partitions),
         "lag_history": history,
+    }
+
+
+def _consumer_group_detail(state: Any, coordinator: Any, group: ConsumerGroup) -> dict[str, Any]:
+    """A KIP-848 group: members with their current assignment (topic ids named from the
+    metadata image; a deleted topic's partitions are left out, as Kafka's describe does)."""
+    image = state.broker.image
+    members = []
+    owners: dict[tuple[str, int], str] = {}
+    for member in group.members.values():
+        assignment: dict[str, list[int]] = {}
+        for topic_id, partitions in member.assigned.items():
+            topic = image.topic_by_id(topic_id)
+            if topic is not None:
+                assignment[topic.name] = sorted(partitions)
+                owners.update(((topic.name, p), member.member_id) for p in partitions)
+        subscription = list(member.subscribed_topic_names)
+        if member.subscribed_topic_regex:
+            subscription.append(member.subscribed_topic_regex)
+        members.append({
+            "member_id": member.member_id, "group_instance_id": member.instance_id,
+            "client_id": member.client_id, "client_host": member.client_host,
+            "member_epoch": member.member_epoch, "subscription": subscription,
+            "assignment": dict(sorted(assignment.items())),
+        })
+    partitions = [{"topic": lag.topic, "partition": lag.partition, "committed": lag.committed,
+                   "end_offset": lag.end_offset, "lag": lag.lag,
+                   "member_id": owners.get((lag.topic, lag.partition))}
+                  for lag in group_lags(state.broker, group.group_id)]
+    assignor = (group.preferred_assignor(group.members.values())
+                or coordinator.consumer.assignor_names[0])
+    return {
+        "group": group.group_id, "state": group.state,
+        "protocol_type": CONSUMER_GROUP_PROTOCOL_TYPE, "protocol": assignor,
+        "generation": group.group_epoch, "leader": None, "members": members,
+        "partitions": partitions, "lag": sum(p["lag"] for p in partitions),
+        "lag_history": [{"t": t, "lag": total, "partitions": parts}
+                        for t, total, parts in state.sampler.lag.get(group.group_id, ())],
     }
 
 
