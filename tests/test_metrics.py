@@ -4,6 +4,7 @@ HTTP Basic authentication against the broker's SASL users; loopback-only without
 from __future__ import annotations
 
 import base64
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -279,6 +280,56 @@ def test_daemon_prints_the_url_and_serves_metrics(tmp_path: Path) -> None:
         samples = parse(body.decode())
         assert value(samples, "kafka_brokers") == 1
         assert value(samples, "kafka_controller_kafkacontroller_activecontrollercount") == 1
+    finally:
+        daemon.stop()
+
+
+def test_http_listeners_property_and_repeated_http(tmp_path: Path) -> None:
+    first, second, third = free_port(), free_port(), free_port()
+    properties = tmp_path / "server.properties"
+    properties.write_text(f"akfak.http.listeners=tcp:{first}:interface=127.0.0.1, "
+                          f"tcp:{second}:interface=127.0.0.1\n")
+    port = free_port()
+    command = [sys.executable, "-m", "akfak", "--listen", f"tcp:{port}:interface=127.0.0.1",
+               "--data-dir", str(tmp_path / "data"), "--config", str(properties)]
+    daemon = start_process(tmp_path / "data", port=port, command=command)
+    try:
+        for http in (first, second):  # both endpoints of the property, each printed
+            eventually(lambda http=http: f"http://127.0.0.1:{http}/" in daemon.log())
+            assert get(f"http://127.0.0.1:{http}/metrics")[0] == 200
+    finally:
+        daemon.stop()
+    # --http, repeated, replaces the property (another port: a log file of its own)
+    port = free_port()
+    command[4] = f"tcp:{port}:interface=127.0.0.1"
+    daemon = start_process(tmp_path / "data", port=port, command=[
+        *command, "--http", f"tcp:{third}:interface=127.0.0.1", "--http", f"tcp:{first}:interface=127.0.0.1"])
+    try:
+        for http in (third, first):
+            eventually(lambda http=http: f"http://127.0.0.1:{http}/" in daemon.log())
+            assert get(f"http://127.0.0.1:{http}/")[0] == 200  # the console's page
+        assert f":{second}/" not in daemon.log()
+    finally:
+        daemon.stop()
+
+
+@pytest.mark.parametrize("how", ["python -m akfak", "twistd akfak"])
+def test_http_is_on_by_default_on_loopback_8080(tmp_path: Path, how: str) -> None:
+    port = free_port()
+    listen = ["--listen", f"tcp:{port}:interface=127.0.0.1", "--data-dir", str(tmp_path / "data")]
+    command = ([sys.executable, "-m", "akfak", *listen] if how == "python -m akfak" else
+               [str(Path(sys.executable).with_name("twistd")), "-n", "--pidfile=", "akfak", *listen])
+    daemon = start_process(tmp_path / "data", port=port, command=command, cwd=tmp_path)
+    try:
+        # served, or refused because something else on this machine holds port 8080: either
+        # way the log names the default endpoint
+        eventually(lambda: "metrics and console on" in daemon.log()
+                   or "no metrics or console on tcp:8080" in daemon.log())
+        log = daemon.log()
+        if "metrics and console on" in log:
+            assert "http://127.0.0.1:8080/ (tcp:8080:interface=127.0.0.1)" in log
+        else:
+            assert "no metrics or console on tcp:8080:interface=127.0.0.1:" in log
     finally:
         daemon.stop()
 
