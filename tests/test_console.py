@@ -326,6 +326,15 @@ def test_pages_in_a_browser(seeded: Seeded, browser: Any, tmp_path: Path) -> Non
     page.screenshot(path=str(tmp_path / "requests.png"), full_page=True)
     page.click("#pause")
     assert page.text_content("#pause") == "Resume"
+    # paused: a new Produce is not listed (the page polls every second) until resumed
+    produced = f'{row}[data-api="Produce"]'
+    shown_before = len(page.query_selector_all(produced))
+    producer.produce("watched", value=b"while paused", partition=0)
+    assert producer.flush(10) == 0
+    page.wait_for_timeout(2500)
+    assert len(page.query_selector_all(produced)) == shown_before
+    page.click("#pause")
+    page.wait_for_function(f"document.querySelectorAll('{produced}').length > {shown_before}")
 
     show("#/", "overview", "#chart-bytes svg path")
     topics = len(seeded.get("topics"))
@@ -363,6 +372,13 @@ def test_pages_in_a_browser(seeded: Seeded, browser: Any, tmp_path: Path) -> Non
     page.click("#browse-next")
     page.wait_for_selector('#records tr.record[data-offset="5"]')
     assert page.text_content('#records tr.record[data-offset="5"] td.value') == "late"
+
+    # the same records as hex and as JSON
+    show("#/browse/browse/0?limit=5&format=hex", "messages-hex", "#records tr.record")
+    assert page.text_content('#records tr.record[data-offset="0"] td.value') == b'{"n": 0}'.hex()
+    assert page.text_content('#records tr.record[data-offset="2"] td.value') == "000102ff"
+    show("#/browse/browse/0?limit=5&format=json", "messages-json", "#records tr.record")
+    assert page.text_content('#records tr.record[data-offset="0"] td.value') == '{\n  "n": 0\n}'
 
     show("#/browse/txns/0", "messages-txns", "#records tr.record")
     assert page.query_selector_all("#records tr.control") and page.query_selector_all("#records tr.aborted")
