@@ -205,3 +205,26 @@ def test_overview_totals_series_and_topic_rates(broker: EmbeddedBroker) -> None:
     # idle for two sampling periods: the rates fall to 0
     wait_for(lambda: {t["name"]: t for t in api(broker, "topics")}[topic]["produce_per_s"] == 0,
              timeout=10, what="the produce rate to fall to 0")
+
+
+def test_inspector_filters_by_connection(broker: EmbeddedBroker) -> None:
+    topic = "two-connections"
+    broker.create_topic(topic, partitions=1)
+    since = api(broker, "requests?limit=1")["last"]
+    # two producers with one client id: only the connection tells their requests apart
+    for payload in (b"first", b"second"):
+        producer = Producer({"bootstrap.servers": broker.bootstrap_servers, "client.id": "twins"})
+        producer.produce(topic, payload)
+        assert producer.flush(10) == 0
+    produces = api(broker, f"requests?since={since}&client_id=twins&api=Produce")["requests"]
+    assert len(produces) == 2 and produces[0]["connection"] != produces[1]["connection"]
+    for entry in produces:
+        only = api(broker, f"requests?since={since}&connection={entry['connection']}")["requests"]
+        assert {e["connection"] for e in only} == {entry["connection"]}
+        assert [e["seq"] for e in only if e["api"] == "Produce"] == [entry["seq"]]
+
+
+def test_the_fixture_serves_no_http_unless_asked(akfak_broker: EmbeddedBroker) -> None:
+    assert akfak_broker.http_url is None
+    # nothing observes requests: the hot path records no events
+    assert not akfak_broker.call(lambda: bool(akfak_broker.broker.request_observers))
