@@ -1,5 +1,6 @@
 """The web console: its JSON API with confluent-kafka producing and consuming, its write
-actions, and its pages in a real headless browser (Debian's chromium under Playwright).
+actions, and its pages in a real headless browser (Debian's chromium under Playwright:
+the `browser` fixture of tests/conftest.py).
 
 One broker for the module (disk storage, write actions allowed), seeded once: a topic
 with records carrying keys, values and headers, a transactional topic with a committed
@@ -9,7 +10,6 @@ and an aborted transaction, and a group that consumed 10 records of 15 (lag 5).
 from __future__ import annotations
 
 import json
-import shutil
 import time
 import urllib.error
 import urllib.request
@@ -23,7 +23,6 @@ from confluent_kafka import Consumer, Producer
 from akfak.group_lag import GroupLag, group_lags
 from akfak.testing.embedded import EmbeddedBroker
 
-CHROMIUM = "/usr/bin/chromium"
 RECORDS = [  # (key, value, headers) produced to browse-0
     (b"k0", b'{"n": 0}', [("trace", b"t0")]),
     (None, b"plain text", []),
@@ -285,18 +284,6 @@ def test_read_only_unless_allowed(akfak_broker: EmbeddedBroker) -> None:
 
 
 # -- in a browser ----------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists() or shutil.which("chromium") is None:
-        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        # the system browser: Playwright downloads none
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield launched
-        launched.close()
 
 
 def test_pages_in_a_browser(seeded: Seeded, browser: Any, tmp_path: Path) -> None:

@@ -1,7 +1,8 @@
 """What /metrics and the console's API show of the broker's live state, with real clients:
 consumer groups of both rebalance protocols while their members run (state, members and
 their assignment), producers and transactions, the log cleaner and retention, the
-overview and the topics' produce and consume rates."""
+overview and the topics' produce and consume rates, the inspector's connection filter, and
+the console behind a secured broker's users in a browser (tests/conftest.py's `browser`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import json
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +18,8 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
 from akfak.testing.embedded import EmbeddedBroker
-from tests.test_metrics import Samples, scrape, value
+from akfak.testing.security import Security
+from tests.test_metrics import Samples, get, scrape, value
 
 
 def wait_for(condition: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
@@ -228,3 +231,25 @@ def test_the_fixture_serves_no_http_unless_asked(akfak_broker: EmbeddedBroker) -
     assert akfak_broker.http_url is None
     # nothing observes requests: the hot path records no events
     assert not akfak_broker.call(lambda: bool(akfak_broker.broker.request_observers))
+
+
+def test_the_console_asks_a_secured_brokers_users(browser: Any, tmp_path: Path) -> None:
+    security = Security(listeners=["SASL_PLAINTEXT"], users={"alice": "alice-secret"},
+                        mechanisms=["PLAIN"])
+    with EmbeddedBroker(security=security, http=True) as secured:
+        secured.create_topic("secret-topic", partitions=1)
+        for path in ("", "static/console.js", "api/topics", "api/requests"):
+            assert get(f"{secured.http_url}{path}")[0] == 401
+            assert get(f"{secured.http_url}{path}", ("alice", "wrong"))[0] == 401
+            assert get(f"{secured.http_url}{path}", ("alice", "alice-secret"))[0] == 200
+        # a browser given the user's credentials: the page and every API call it makes pass
+        context = browser.new_context(http_credentials={"username": "alice", "password": "alice-secret"})
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(secured.http_url + "#/topics")
+        page.wait_for_selector('#topics tr[data-topic="secret-topic"]', timeout=15_000)
+        page.screenshot(path=str(tmp_path / "secured-topics.png"), full_page=True)
+        context.close()
+        assert errors == []
