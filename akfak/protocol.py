@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import struct
 import time
+from functools import partial
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred
@@ -106,7 +107,7 @@ class KafkaProtocol(KafkaProtocolBase):
             reply.observed = RequestEvent(
                 self.number, self.peer, self.listener, header.client_id, header.api_key,
                 header.api_version, header.correlation_id, len(frame), None,
-                started, 0.0, 0.0, request, None)
+                started, 0.0, 0.0, request, None, self.arrived)
         context = RequestContext(header, self.peer, self.broker, self, self.listener,
                                  started=started)
         reply.context = context
@@ -190,9 +191,8 @@ class KafkaProtocol(KafkaProtocolBase):
                     failure, key=reply.header.api_key, peer=self.peer)
         self.drop("internal error")
 
-    def _observed(self, event: RequestEvent, size: int | None) -> None:
-        event.response_size = size
-        event.sent = time.perf_counter()
+    def _flushed(self, event: RequestEvent) -> None:
+        event.flushed = time.perf_counter()
         self.broker.request_observers.emit(event)
 
     # -- ordering --------------------------------------------------------------
@@ -206,17 +206,22 @@ class KafkaProtocol(KafkaProtocolBase):
             reply = replies.popleft()
             if self.limits is not None:
                 self.limits.answered()
+            observed = reply.observed
             if reply.parts is None:
-                if reply.observed is not None:
-                    self._observed(reply.observed, None)
+                if observed is not None:
+                    observed.sent = time.perf_counter()
+                    self._flushed(observed)
                 continue  # Kafka sends nothing back (Produce with acks=0)
             header = reply.header
             # The ApiVersions response header is always v0, even for flexible versions.
             tagged = header.flexible and header.api_key != API_VERSIONS_KEY
             head = _INT32.pack(header.correlation_id) + (b"\x00" if tagged else b"")
             size = len(head) + sum(len(p) for p in reply.parts)
-            self._writer.write([_INT32.pack(size), head, *reply.parts])  # type: ignore[union-attr]
-            if reply.observed is not None:
-                self._observed(reply.observed, size)
+            parts = [_INT32.pack(size), head, *reply.parts]
+            if observed is None:
+                self._writer.write(parts)  # type: ignore[union-attr]
+            else:
+                observed.response_size, observed.sent = size, time.perf_counter()
+                self._writer.write(parts, partial(self._flushed, observed))  # type: ignore[union-attr]
         if self._writer is not None and self._writer.blocked and not self._closing:
             self.pause(WRITING)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import struct
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -79,6 +80,8 @@ class KafkaProtocolBase(Int32StringReceiver):
         #: the broker-wide bounds (akfak.connections); None: unbounded, no idle timeout
         self.limits = limits
         self.MAX_LENGTH = broker.config.socket_request_max_bytes
+        #: `perf_counter()` of the last read: the frames it completes arrived then
+        self.arrived = 0.0
         self._chunks: list[bytes] = []
         self._buffered = 0
         self._needed = 4  # bytes required before the next frame can be parsed
@@ -126,6 +129,7 @@ class KafkaProtocolBase(Int32StringReceiver):
     def dataReceived(self, data: bytes) -> None:
         if self._idle_call is not None:
             self._last_active = self.broker.clock.seconds()
+        self.arrived = time.perf_counter()
         self._reading = True
         try:
             self._frames(data)

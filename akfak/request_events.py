@@ -2,9 +2,11 @@
 
 The protocol records, for every request it answers, a `RequestEvent` and hands it to the
 broker's `RequestObservers`.  Nothing is recorded while no one observes, so the hot path
-pays one truthiness test per request.  Observers run on the reactor right after the
-response went to the transport: they must be quick and must not keep what they do not need
-(a Fetch response holds the stored batches it sent).
+pays one truthiness test per request.  Observers run on the reactor once the response's
+last byte has left for the socket, as Kafka records its request metrics when the send
+completes (at once when nothing is sent back): they must be quick and must not keep what
+they do not need (a Fetch response holds the stored batches it sent).  A response whose
+connection closes before it is sent is not observed.
 """
 
 from __future__ import annotations
@@ -33,14 +35,21 @@ class RequestEvent:
     request_size: int
     #: the response's size in bytes, None when nothing is sent back (Produce acks=0)
     response_size: int | None
-    #: `time.perf_counter()` seconds: the frame was whole, the handler's answer was ready,
-    #: its bytes were handed to the transport (queue/handle/send as Kafka's request metrics)
+    #: `time.perf_counter()` seconds: its handler began (the frame decoded), the handler's
+    #: answer was ready, the answer went to the connection's writer (behind the answers to
+    #: earlier requests of the connection)
     received: float
     answered: float
     sent: float
     #: the decoded request and response (kio entities); the response is None with no answer
     request: object
     response: object | None
+    #: the read that completed the frame (earlier frames of that read, or a pause of the
+    #: connection, kept it waiting until `received`), and the answer's last byte left for the
+    #: socket (or the TLS transport); Kafka's request metrics split a request's time so:
+    #: request queue, local, response queue, response send
+    arrived: float = 0.0
+    flushed: float = 0.0
 
 
 Observer = Callable[[RequestEvent], None]

@@ -22,6 +22,9 @@ sends from the segment file) and sends them itself:
 
 The connection stops reading requests while more than `PAUSE_BYTES` of responses
 wait (the transport's own bound, for a client that pipelines and never reads).
+
+A response written with `on_sent` has it called once its last byte has left: taken by the
+socket, or by the transport (TLS).  That ends Kafka's ResponseSendTimeMs.
 """
 
 from __future__ import annotations
@@ -81,10 +84,14 @@ class ResponseWriter:
         self._sent = 0  # bytes of the first part already sent
         self.pending = 0  # bytes not yet sent
         self._transport_full = False  # the transport paused us (its buffer is above bufferSize)
+        self._written = 0  # bytes sent since the connection began
+        self._marks: deque[tuple[int, Callable[[], None]]] = deque()  # (end, on_sent)
 
-    def write(self, parts: list[Part]) -> None:
+    def write(self, parts: list[Part], on_sent: Callable[[], None] | None = None) -> None:
         self._parts.extend(parts)
         self.pending += sum(len(p) for p in parts)
+        if on_sent is not None:
+            self._marks.append((self._written + self.pending, on_sent))
         if self._direct_socket() is None:
             self._through_transport()
         else:
@@ -122,6 +129,7 @@ class ResponseWriter:
         """The connection is gone: drop what is unsent, unpinning its files."""
         parts, self._parts = self._parts, deque()
         self.pending = self._sent = 0
+        self._marks.clear()
         release(parts)
 
     def flush_into_transport(self) -> None:
@@ -137,7 +145,9 @@ class ResponseWriter:
                 if isinstance(part, FileRange):
                     part.release()
             self._sent = 0
+        self._written += self.pending
         self.pending = 0
+        self._passed()
 
     # -- directly to the socket ------------------------------------------------------------
 
@@ -200,8 +210,16 @@ class ResponseWriter:
             size += len(part)
         return iov
 
+    def _passed(self) -> None:
+        marks = self._marks
+        while marks and marks[0][0] <= self._written:
+            marks.popleft()[1]()
+
     def _advance(self, sent: int) -> None:
         self.pending -= sent
+        self._written += sent
+        if self._marks and self._marks[0][0] <= self._written:
+            self._passed()
         parts = self._parts
         while sent:
             left = len(parts[0]) - self._sent

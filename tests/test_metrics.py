@@ -4,6 +4,8 @@ HTTP Basic authentication against the broker's SASL users; loopback-only without
 from __future__ import annotations
 
 import base64
+import os
+import socket
 import sys
 import time
 import urllib.error
@@ -28,8 +30,8 @@ from akfak.web.root import build_root
 from akfak.web.service import HttpService
 from tests.brokers import free_port, start_process
 from tests.recordbatch import make_batch
-from tests.requests import metadata, produce
-from tests.wire import WireClient
+from tests.requests import fetch, metadata, produce
+from tests.wire import WireClient, encode_body, encode_request
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -170,11 +172,54 @@ def test_request_counts_latencies_and_errors_by_code(broker: EmbeddedBroker) -> 
     assert delta("kafka_server_brokertopicmetrics_messagesin_total", topic=topic) == 2
     assert delta("kafka_server_brokertopicmetrics_totalproducerequests_total", topic=topic) == 1
     assert delta("kafka_server_brokertopicmetrics_failedproducerequests_total", topic=topic) == 0
-    for histogram in ("totaltimems", "localtimems", "responsequeuetimems", "requestbytes"):
+    for histogram in ("totaltimems", "requestqueuetimems", "localtimems", "responsequeuetimems",
+                      "responsesendtimems", "requestbytes"):
         name = f"kafka_network_requestmetrics_{histogram}"
         assert delta(f"{name}_count", request="Metadata") == 3
         assert delta(f"{name}_bucket", request="Metadata", le="+Inf") == 3
     assert value(after, "kafka_network_requestmetrics_totaltimems_sum", request="Metadata") > 0
+
+
+def test_a_response_read_slowly_counts_as_send_time(broker: EmbeddedBroker) -> None:
+    """ResponseSendTimeMs ends when the answer's last byte has left for the socket: a client
+    that reads a 16 MiB Fetch answer only after 0.5 s (through a small receive window)
+    shows it there and in the total, not in the local or response queue time."""
+    topic = "read-slowly"
+    broker.create_topic(topic, partitions=1)
+    with WireClient(broker.port) as client:
+        for _ in range(16):
+            batch = make_batch([(None, os.urandom(1000)) for _ in range(1000)])
+            (answer,) = client.request(produce(topic, {0: batch})).responses
+            assert answer.partition_responses[0].error_code == 0
+    before = scrape(broker)
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", broker.port))
+    with sock:
+        request = fetch({topic: {0: 0}}, partition_max_bytes=32 << 20)
+        sock.sendall(encode_request(1, 12, 1, encode_body(request)))
+        time.sleep(0.5)
+        received = 0
+        while received < 16_000_000:
+            chunk = sock.recv(1 << 20)
+            assert chunk
+            received += len(chunk)
+    eventually(lambda: value(scrape(broker), "kafka_network_requestmetrics_responsesendtimems_count",
+                             request="Fetch") > value(
+        before, "kafka_network_requestmetrics_responsesendtimems_count", request="Fetch"))
+    after = scrape(broker)
+
+    def delta(name: str, **labels: Any) -> float:
+        return value(after, f"kafka_network_requestmetrics_{name}", request="Fetch", **labels) - value(
+            before, f"kafka_network_requestmetrics_{name}", request="Fetch", **labels)
+
+    assert delta("responsesendtimems_count") == 1
+    assert delta("responsesendtimems_sum") >= 400
+    assert delta("responsesendtimems_bucket", le="+Inf") == 1
+    assert delta("responsesendtimems_bucket", le="250.0") == 0
+    assert delta("totaltimems_sum") >= 400
+    assert delta("localtimems_sum") < 250 and delta("responsequeuetimems_sum") < 250
 
 
 def test_connections_per_listener(broker: EmbeddedBroker) -> None:

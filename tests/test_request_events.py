@@ -28,7 +28,8 @@ def test_observers_see_each_answered_request_in_order(akfak_broker: Any) -> None
     assert keys[0] == API_VERSIONS and METADATA in keys and PRODUCE in keys
     produce = next(e for e in seen if e.api_key == PRODUCE)
     assert produce.client_id == "watched" and produce.listener == "PLAINTEXT"
-    assert produce.received <= produce.answered <= produce.sent
+    assert 0 < produce.arrived <= produce.received <= produce.answered <= produce.sent
+    assert produce.sent <= produce.flushed
     assert produce.request_size > 0 and produce.response_size and produce.response_size > 0
     assert produce.response is not None and produce.request is not None
     # one connection per broker for librdkafka's produce path; numbered from the broker's counter

@@ -11,11 +11,13 @@ Kafka's meaning, and its JMX names as the Prometheus JMX exporter's Kafka rules 
 - kafka_network_requestmetrics_errors_total{request,error}: the error codes in responses,
   NONE included, as Kafka's errorCounts: the top-level error_code and those of nested
   entities (topics, partitions) to a depth of three, at most 2,000 entities per response;
-- histograms in ms per request name: totaltimems (frame received to response handed to
-  the transport), localtimems (until the handler's answer was ready: long polls, fsync
-  waits and coordinator writes included, which Kafka counts as RemoteTimeMs),
-  responsequeuetimems (answer ready to sent: waiting behind earlier answers of the same
-  connection); requestbytes (bytes);
+- histograms in ms per request name, Kafka's split of a request's time (akfak.request_events):
+  requestqueuetimems (the frame read until its handler began: behind earlier frames of the
+  same read, or a paused connection), localtimems (until the handler's answer was ready:
+  long polls, fsync waits and coordinator writes included, which Kafka counts as
+  RemoteTimeMs), responsequeuetimems (behind earlier answers of the same connection),
+  responsesendtimems (until the answer's last byte left for the socket), totaltimems (all
+  of it); requestbytes (bytes);
 - kafka_server_brokertopicmetrics_*: messagesin (the record count field of each appended
   batch's header, never decoded), bytesin (the appended record set), bytesout (fetched
   record bytes), totalproducerequests / totalfetchrequests per partition that reached the
@@ -53,7 +55,8 @@ PRODUCE, FETCH = 0, 1
 TIME_BOUNDS_MS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000,
                   10000, 30000)
 SIZE_BOUNDS = (64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216)
-HISTOGRAMS = ("totaltimems", "localtimems", "responsequeuetimems", "requestbytes")
+HISTOGRAMS = ("totaltimems", "requestqueuetimems", "localtimems", "responsequeuetimems",
+              "responsesendtimems", "requestbytes")
 
 MAX_ENTITIES = 2000  # per response, for the error walk
 MAX_DEPTH = 3
@@ -176,14 +179,15 @@ class RequestMetrics:
             replica = (request.replica_state.replica_id if event.api_version >= 15
                        else request.replica_id)
             names = (name, "FetchFollower" if int(replica) >= 0 else "FetchConsumer")
-        total = (event.sent - event.received) * 1000
-        local = (event.answered - event.received) * 1000
-        queued = (event.sent - event.answered) * 1000
+        times = (("totaltimems", (event.flushed - event.arrived) * 1000),
+                 ("requestqueuetimems", (event.received - event.arrived) * 1000),
+                 ("localtimems", (event.answered - event.received) * 1000),
+                 ("responsequeuetimems", (event.sent - event.answered) * 1000),
+                 ("responsesendtimems", (event.flushed - event.sent) * 1000))
         for metric_name in names:
             self.requests[metric_name, event.api_version] += 1
             hists = self.histograms
-            for hist, value in (("totaltimems", total), ("localtimems", local),
-                                ("responsequeuetimems", queued)):
+            for hist, value in times:
                 found = hists.get((hist, metric_name))
                 if found is None:
                     found = hists[hist, metric_name] = _Histogram(TIME_BOUNDS_MS)

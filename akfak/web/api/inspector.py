@@ -54,9 +54,10 @@ class Entry(NamedTuple):
     correlation_id: int
     request_size: int
     response_size: int | None
-    received: float
+    #: the frame arrived, the answer was ready, its last byte left (RequestEvent's)
+    arrived: float
     answered: float
-    sent: float
+    flushed: float
     errors: list[str]
 
     def summary(self) -> dict[str, Any]:
@@ -66,10 +67,10 @@ class Entry(NamedTuple):
             "api_key": self.api_key, "api": self.api, "version": self.version,
             "correlation_id": self.correlation_id, "request_size": self.request_size,
             "response_size": self.response_size,
-            # queue+handle, then send, as Kafka's request metrics split them
-            "handle_ms": round((self.answered - self.received) * 1000, 3),
-            "send_ms": round((self.sent - self.answered) * 1000, 3),
-            "latency_ms": round((self.sent - self.received) * 1000, 3),
+            # request queue + local, then response queue + send (Kafka's request metrics)
+            "handle_ms": round((self.answered - self.arrived) * 1000, 3),
+            "send_ms": round((self.flushed - self.answered) * 1000, 3),
+            "latency_ms": round((self.flushed - self.arrived) * 1000, 3),
             "errors": self.errors,
         }
 
@@ -92,8 +93,8 @@ class RequestLog:
         self.entries.append(Entry(
             seq, time.time(), event.connection, event.peer, event.listener, event.client_id,
             event.api_key, api_name(event.request, event.api_key), event.api_version,
-            event.correlation_id, event.request_size, event.response_size, event.received,
-            event.answered, event.sent, errors))
+            event.correlation_id, event.request_size, event.response_size, event.arrived,
+            event.answered, event.flushed, errors))
         size = event.request_size + (event.response_size or 0)
         if size <= LARGEST_DETAILED:
             self._objects[seq] = (event.api_key, event.api_version, event.request, response, size)
