@@ -203,7 +203,7 @@ class KafkaProtocol(KafkaProtocolBase):
         if self._idle_call is not None:
             self._last_active = self.broker.clock.seconds()
         while replies and replies[0].ready:
-            reply = replies.popleft()
+            reply = replies.pop(0)
             if self.limits is not None:
                 self.limits.answered()
             observed = reply.observed

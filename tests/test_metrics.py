@@ -248,6 +248,7 @@ def test_connections_per_listener(broker: EmbeddedBroker) -> None:
 
 
 def test_process_and_broker_state_series(broker: EmbeddedBroker) -> None:
+    broker.create_topic("state-series", partitions=1)  # not relying on the other tests' topics
     samples = scrape(broker)
     assert value(samples, "process_cpu_seconds_total") > 0
     assert value(samples, "process_resident_memory_bytes") > 0
