@@ -75,9 +75,9 @@ class BrokerConfigDef:
 
 
 #: Where akfak's default differs from Kafka's because akfak does something else: it
-#: serves only classic groups, and has no JMX.
+#: serves no streams groups (KIP-1071), and has no JMX.
 AKFAK_DEFAULTS: Mapping[str, str] = {
-    "group.coordinator.rebalance.protocols": "classic",
+    "group.coordinator.rebalance.protocols": "classic,consumer",
     "metric.reporters": "",
 }
 

@@ -94,6 +94,8 @@ DEFAULTS: Mapping[str, str] = {
     "group.consumer.max.session.timeout.ms": "60000",
     "group.consumer.max.size": str(2**31 - 1),
     "group.consumer.migration.policy": "bidirectional",
+    # Kafka's default is classic,consumer,streams: akfak has no streams groups (KIP-1071)
+    "group.coordinator.rebalance.protocols": "classic,consumer",
     "transactional.id.expiration.ms": "604800000",
     "transaction.state.log.num.partitions": "50",
     "transaction.state.log.replication.factor": "3",

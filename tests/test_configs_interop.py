@@ -216,8 +216,8 @@ BROKER_DIFFERENCES = {
     "akfak.log.max.open.files": "+",
     "akfak.max.partitions": "+",
     "akfak.max.partitions.per.request": "+",
-    # akfak serves classic groups only (no KIP-848, share or streams group protocols).
-    "group.coordinator.rebalance.protocols": "classic",
+    # akfak serves classic and consumer (KIP-848) groups, no streams groups (KIP-1071).
+    "group.coordinator.rebalance.protocols": "classic,consumer",
     # akfak has no JMX.
     "metric.reporters": "",
 }

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
 
 from tests.brokers import BrokerProcess, start_process
@@ -288,3 +288,45 @@ def test_upgrade_and_downgrade_of_a_live_group_with_classic_members(broker: Brok
     assert modern.records  # it did take part
     for m in classic:
         m.close()
+
+
+@pytest.mark.parametrize("target", ["akfak", pytest.param("kafka", marks=pytest.mark.jvm)])
+def test_rebalance_protocols_without_consumer(target: str, tmp_path: Any) -> None:
+    """`group.coordinator.rebalance.protocols=classic` turns the consumer protocol off, as in
+    Kafka 4.1.1: a consumer-protocol member fails (UNSUPPORTED_VERSION from its heartbeat),
+    ConsumerGroupDescribe answers UNSUPPORTED_VERSION for every group, classic groups work."""
+    from kio.schema.errors import ErrorCode
+
+    from tests.kafka_peer import start_kafka
+    from tests.test_consumer_groups_protocol import schema
+    from tests.wire import WireClient
+
+    setting = "group.coordinator.rebalance.protocols"
+    if target == "akfak":
+        server: Any = start_process(tmp_path / "data", *broker_args(f"{setting}=classic"))
+        bootstrap = server.bootstrap
+    else:
+        server = start_kafka(tmp_path / "kafka", properties={setting: "classic"})
+        bootstrap = f"127.0.0.1:{server.port}"
+    try:
+        create_topic(bootstrap, "off", 2)
+        modern = Consumer({"bootstrap.servers": bootstrap, "group.id": "off-g",
+                           "group.protocol": "consumer"})
+        modern.subscribe(["off"])
+        error = wait_for(lambda: (m := modern.poll(0.2)) is not None and m.error(), "the error")
+        assert error.code() == KafkaError._FATAL and "API version not supported" in error.str()
+        modern.close()
+        classic = Member(bootstrap, "off-classic", ["off"], "classic", **CLASSIC)
+        wait_for(lambda: len(classic.assigned) == 2, "the classic member's partitions",
+                 poll_all([classic]))
+        host, port = bootstrap.split(":")
+        with WireClient(int(port), host) as c:
+            m = schema("consumer_group_describe", 1)
+            groups = c.request(m.ConsumerGroupDescribeRequest(
+                group_ids=("off-classic", "off-g"), include_authorized_operations=False)).groups
+        assert [(g.group_id, g.error_code, g.error_message) for g in groups] == [
+            ("off-classic", ErrorCode.unsupported_version, None),
+            ("off-g", ErrorCode.unsupported_version, None)]
+        classic.close()
+    finally:
+        server.stop()

@@ -6,10 +6,12 @@ Behavior / Version notes:
   decides; these handlers translate.  Without a coordinator: COORDINATOR_NOT_AVAILABLE;
   while the group's `__consumer_offsets` partition loads: COORDINATOR_LOAD_IN_PROGRESS.
 - The protocol needs the finalized `group.version` >= 1 (a new cluster finalizes 1, as
-  Kafka 4.1 does); below that ConsumerGroupHeartbeat answers UNSUPPORTED_VERSION, as
-  KafkaApis does.  ApiVersions lists both APIs whatever the finalized level, as Kafka 4.1.1
-  does (checked against it: `kafka-features downgrade --feature group.version=0` leaves
-  ConsumerGroupHeartbeat and ConsumerGroupDescribe 0 to 1 in its ApiVersions).
+  Kafka 4.1 does) and `consumer` in `group.coordinator.rebalance.protocols`; otherwise
+  ConsumerGroupHeartbeat answers UNSUPPORTED_VERSION, and ConsumerGroupDescribe so for
+  every group, as KafkaApis does (isConsumerGroupProtocolEnabled).  ApiVersions lists
+  both APIs whatever the finalized level, as Kafka 4.1.1 does (checked against it:
+  `kafka-features downgrade --feature group.version=0` leaves ConsumerGroupHeartbeat
+  and ConsumerGroupDescribe 0 to 1 in its ApiVersions).
 - ConsumerGroupHeartbeat v1 requires the member id (the client generates it); v0 may
   leave it empty on a first heartbeat and gets one.  Request validation (INVALID_REQUEST,
   UNSUPPORTED_ASSIGNOR) and every error's message are Kafka's.  The assignment is sent when
@@ -51,8 +53,16 @@ MEMBER_TYPE_CONSUMER = 1
 
 
 def protocol_enabled(broker: Any) -> bool:
+    config = getattr(broker, "config", None)
+    if config is not None and "consumer" not in rebalance_protocols(config):
+        return False
     image = getattr(getattr(broker, "controller", None), "image", None)
     return image is None or image.features.get(GROUP_VERSION, 0) >= 1
+
+
+def rebalance_protocols(config: Any) -> set[str]:
+    value = config.get("group.coordinator.rebalance.protocols") or ""
+    return {p.strip().lower() for p in value.split(",") if p.strip()}
 
 
 class ConsumerGroupHeartbeatHandler(Handler):
@@ -129,6 +139,9 @@ class ConsumerGroupDescribeHandler(Handler):
         acl = access(context)
         with_operations = bool(request.include_authorized_operations)
         groups = []
+        if not protocol_enabled(self.broker):  # every group, before any ACL check, as Kafka
+            return make(self.response_type(version), throttle_time=NO_THROTTLE, groups=tuple(
+                _error(module, g, ErrorCode.unsupported_version) for g in request.group_ids))
         for group_id in request.group_ids:
             if not acl.allows(DESCRIBE, GROUP, group_id):
                 groups.append(_error(module, group_id, ErrorCode.group_authorization_failed))
