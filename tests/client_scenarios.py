@@ -195,3 +195,114 @@ def consumer_protocol_group(program: Program, bootstrap: str, topic: str, group:
     ends = {topic: {str(p): count // 4 for p in range(4)}}
     assert final.last("offsets")["offsets"] == ends, final.describe()
     return final.lines
+
+
+#: Broker settings for the longer consumer-protocol scenarios: KIP-848 puts the heartbeat
+#: interval and session on the broker, and Kafka's 5 s / 45 s would make each step that long.
+FAST_CONSUMER_GROUPS = ("group.initial.rebalance.delay.ms=0", "group.consumer.heartbeat.interval.ms=300",
+                        "group.consumer.min.heartbeat.interval.ms=300",
+                        "group.consumer.session.timeout.ms=4000",
+                        "group.consumer.min.session.timeout.ms=4000")
+
+
+@pytest.fixture(scope="module")
+def akfak_fast_groups(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    data = tmp_path_factory.mktemp("akfak-fast") / "data"
+    with running_broker(data, *(arg for o in FAST_CONSUMER_GROUPS for arg in ("-o", o))) as b:
+        yield Cluster("akfak", b.port)
+
+
+def owned_partitions(member: Member, topic: str, whole_sets: bool) -> tuple[set[int], list[int]]:
+    """What `member` owns now and every partition it gave up, in order, from its lines: with
+    `whole_sets` each "assigned" line is the whole assignment (partitions missing from the next
+    one were revoked), otherwise "assigned" adds and "revoked" removes (franz-go)."""
+    owned: set[int] = set()
+    revoked: list[int] = []
+    for line in member.lines:
+        if line.get("kind") not in ("assigned", "revoked"):
+            continue
+        parts = set((line["partitions"] or {}).get(topic, []))
+        if line["kind"] == "revoked":
+            revoked += sorted(parts & owned)
+            owned -= parts
+        elif whole_sets:
+            revoked += sorted(owned - parts)
+            owned = parts
+        else:
+            owned |= parts
+    return owned, revoked
+
+
+def consumer_protocol_scale_out(program: Program, bootstrap: str, topic: str, group: str, *,
+                                whole_sets: bool) -> None:
+    """A KIP-848 group over the 12-partition `topic` grows from one member to four, one at a
+    time: each time every partition is owned once, the owners are balanced, and an old member
+    gives up only partitions the newcomer gets (6, 4 then 3: the least that can move); then
+    one member is killed (SIGKILL) and, after its session, the other three share its
+    partitions. Every record produced before the kill is processed exactly once; every record
+    is processed, and the committed offsets end at the log ends."""
+    create(program, bootstrap, **{topic: 12})
+    common = (f"bootstrap={bootstrap}", f"group={group}", f"topic={topic}", "protocol=consumer")
+    state = {"produced": 0}
+
+    def add(count: int) -> None:
+        produce(program, bootstrap, topic, "partitions=12", f"start={state['produced']}", f"count={count}")
+        state["produced"] += count
+
+    def committed() -> dict[str, int] | None:
+        listed = run(program("groups"), f"bootstrap={bootstrap}", f"group={group}", f"topic={topic}",
+                     "type=consumer", "partitions=12")
+        return listed.last("offsets")["offsets"].get(topic) if listed.returncode == 0 else None
+
+    def all_committed() -> bool:
+        return committed() == {str(p): state["produced"] // 12 for p in range(12)}
+
+    running: list[Member] = []
+    with members() as started:
+        def describe() -> str:
+            return "\n".join(f"{m.command[-1]}: {owned_partitions(m, topic, whole_sets)} "
+                             f"{m.describe()}" for m in running)
+
+        def balanced() -> bool:
+            for m in running:
+                assert m.proc.poll() is None, describe()
+            owned = [owned_partitions(m, topic, whole_sets)[0] for m in running]
+            return (sum(map(len, owned)) == 12 and set().union(*owned) == set(range(12))
+                    and max(map(len, owned)) - min(map(len, owned)) <= 1)
+
+        def processed() -> list[str]:
+            return [line["key"] for m in started for line in m.of_kind("record")]
+
+        add(240)
+        for i in range(4):
+            before = {m.command[-1]: owned_partitions(m, topic, whole_sets) for m in running}
+            newcomer = Member(program("member"), *common, f"name=m{i}")
+            started.append(newcomer)
+            running.append(newcomer)
+            wait_for(balanced, 60, f"{len(running)} members balanced", describe)
+            mine = owned_partitions(newcomer, topic, whole_sets)[0]
+            for m in running[:-1]:
+                owned, revoked = owned_partitions(m, topic, whole_sets)
+                was, gone = before[m.command[-1]]
+                assert set(revoked[len(gone):]) == was - owned <= mine, describe()
+            wait_for(lambda: len(processed()) >= state["produced"] and all_committed(), 60,
+                     "every record processed and committed", describe)
+        moved = sum(len(owned_partitions(m, topic, whole_sets)[1]) for m in running)
+        assert moved == 13, describe()  # 6 + 4 + 3
+        add(240)
+        wait_for(lambda: len(processed()) >= 480 and all_committed(), 60, "480 records committed",
+                 describe)
+        assert sorted(processed()) == sorted(key(i) for i in range(480)), describe()
+
+        killed = running.pop()
+        killed.proc.kill()
+        killed.proc.wait()
+        wait_for(balanced, 90, "the three survivors sharing the killed member's partitions", describe)
+        add(120)
+        wait_for(lambda: all_committed(), 60, "the records after the kill committed", describe)
+        done = [m.stop() for m in running]
+    for d in done:
+        assert d.returncode == 0 and d.of_kind("closed"), d.describe()
+    seen = [line["key"] for m in started for line in m.of_kind("record")]
+    assert set(seen) == {key(i) for i in range(600)}
+    assert len([k for k in seen if int(k.split("-")[1]) < 480]) == 480  # none of those twice

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from tests import client_scenarios as scenarios
-from tests.client_scenarios import BROKERS, Cluster, akfak, kafka, name  # noqa: F401 (fixtures)
+from tests.client_scenarios import BROKERS, Cluster, akfak, akfak_fast_groups, kafka, name  # noqa: F401 (fixtures)
 from tests.programs import CODECS, check_records, go_program, key, run
 
 pytestmark = pytest.mark.timeout(300)  # the first test may wait for the Go build
@@ -176,3 +176,13 @@ def test_franz_consumer_protocol_group(cluster: Cluster, request: pytest.Fixture
     with ConsumerGroupDescribe (tests/client_scenarios.py consumer_protocol_group)."""
     scenarios.consumer_protocol_group(program("franz"), cluster.bootstrap, name(request, "kip848"),
                                       name(request, "kip848-group"))
+
+
+def test_franz_consumer_protocol_scale_out_and_crash(request: pytest.FixtureRequest) -> None:
+    """franz-go (kgo.ServerSideBalancer): a KIP-848 group grows from one member to four over 12
+    partitions, only moving partitions revoked, then loses one to SIGKILL
+    (tests/client_scenarios.py consumer_protocol_scale_out)."""
+    go_program()  # build (or skip) before the broker starts
+    fast: Cluster = request.getfixturevalue("akfak_fast_groups")
+    scenarios.consumer_protocol_scale_out(program("franz"), fast.bootstrap, "kip848-scale",
+                                          "kip848-scale-g", whole_sets=False)

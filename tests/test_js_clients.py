@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from tests import client_scenarios as scenarios
-from tests.client_scenarios import BROKERS, Cluster, akfak, kafka, name  # noqa: F401 (fixtures)
+from tests.client_scenarios import BROKERS, Cluster, akfak, akfak_fast_groups, kafka, name  # noqa: F401 (fixtures)
 from tests.programs import CODECS, check_records, js_program, key, run
 
 pytestmark = pytest.mark.timeout(300)  # the first test may wait for npm ci
@@ -136,3 +136,13 @@ def test_platformatic_consumer_protocol_group(cluster: Cluster, request: pytest.
     (tests/client_scenarios.py consumer_protocol_group)."""
     scenarios.consumer_protocol_group(program("platformatic"), cluster.bootstrap, name(request, "kip848"),
                                       name(request, "kip848-group"))
+
+
+def test_platformatic_consumer_protocol_scale_out_and_crash(request: pytest.FixtureRequest) -> None:
+    """@platformatic/kafka (groupProtocol 'consumer'): a KIP-848 group grows from one member to
+    four over 12 partitions, only moving partitions revoked, then loses one to SIGKILL
+    (tests/client_scenarios.py consumer_protocol_scale_out)."""
+    js_program("clients")  # install (or skip) before the broker starts
+    fast: Cluster = request.getfixturevalue("akfak_fast_groups")
+    scenarios.consumer_protocol_scale_out(program("platformatic"), fast.bootstrap, "kip848-scale",
+                                          "kip848-scale-g", whole_sets=True)
