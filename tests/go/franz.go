@@ -233,13 +233,17 @@ func franzConsume(a args) {
 // after each poll, until SIGTERM, when it commits and leaves the group. protocol=consumer joins
 // with KIP-848's ConsumerGroupHeartbeat (kgo.ServerSideBalancer, the default cooperative-sticky
 // balancer asking for the broker's "uniform" assignor); otherwise the classic protocol. With
-// retry-errors=1 the errors a poll returns are printed ({"kind":"fetch-error"}), not fatal.
+// retry-errors=1 the errors a poll returns are printed ({"kind":"fetch-error"}), not fatal;
+// regex=1 makes topic a regex.
 func franzMember(a args) {
 	ctx := stopContext()
 	name := a.must("name")
 	var opts []kgo.Opt
 	if a.str("protocol", "classic") == "consumer" {
 		opts = append(opts, kgo.ServerSideBalancer())
+	}
+	if a.str("regex", "0") == "1" { // topic= is a regex (KIP-848: the broker resolves it)
+		opts = append(opts, kgo.ConsumeRegex())
 	}
 	var cl *kgo.Client
 	cl = franzClient(a, append(opts, kgo.ConsumerGroup(a.must("group")), kgo.ConsumeTopics(a.must("topic")),
