@@ -75,6 +75,53 @@ def test_records_of_a_stalled_consumer_come_back_after_the_lock_expires(
     assert all(n == 2 for o, n in accepted if o in stalled)
 
 
+def test_rejected_records_are_not_delivered_again(broker: BrokerProcess) -> None:
+    """Every record REJECTed: delivered once each, then archived (nothing comes back, also to
+    another consumer of the group started afterwards)."""
+    run = run_java("ShareConsumers", broker.bootstrap, "topic=rejected", "group=rejecters",
+                   "setup=true", "records=20", "batch=10", "mode=reject", "consumers=2",
+                   "idle-ms=2000", "config.max.poll.records=10").check()
+    assert sorted((o, n) for _c, o, n in deliveries(run)) == [(o, 1) for o in range(20)]
+    later = subprocess.run(java_command(build(), "akfak.tests.ShareConsumers", broker.bootstrap,
+                                        "topic=rejected", "group=rejecters", "consumers=1",
+                                        "mode=accept", "timeout-ms=5000"),
+                           capture_output=True, text=True, timeout=60)
+    assert later.returncode == 3 and '"kind":"record"' not in later.stdout  # timed out empty
+
+
+@pytest.fixture(scope="module")
+def kafka_share(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Kafka 4.1.1 with the same lower bound on the lock duration."""
+    from tests.kafka_peer import start_kafka
+
+    build()
+    peer = start_kafka(tmp_path_factory.mktemp("kafka-share"),
+                       properties={"group.share.min.record.lock.duration.ms": "1000"})
+    yield peer.bootstrap
+    peer.stop()
+
+
+@pytest.mark.parametrize("target", ["akfak", pytest.param("kafka", marks=pytest.mark.slow)])
+def test_records_whose_locks_expire_come_back_until_the_delivery_limit(
+        target: str, request: pytest.FixtureRequest) -> None:
+    """Two consumers acknowledge every record only after its 1 s lock expired: the broker
+    refuses each acknowledgement, and the record comes back, counted 1..5, until
+    group.share.delivery.count.limit (5) archives it (no sixth delivery)."""
+    bootstrap = (request.getfixturevalue("broker").bootstrap if target == "akfak"
+                 else request.getfixturevalue("kafka_share"))
+    run = run_java("ShareConsumers", bootstrap, "topic=expiring", "group=expirers",
+                   "setup=true", "records=20", "batch=10", "mode=late", "lock-ms=1000",
+                   "late-ms=1500", "consumers=2", "idle-ms=4000", "timeout-ms=90000",
+                   "config.max.poll.records=10", timeout=150).check()
+    by_offset: dict[int, list[int]] = {}
+    for _c, offset, count in deliveries(run):
+        by_offset.setdefault(offset, []).append(count)
+    assert sorted(by_offset) == list(range(20))
+    assert all(sorted(counts) == [1, 2, 3, 4, 5] for counts in by_offset.values()), by_offset
+    refused = {o for line in run.of_kind("ack-failed") for o in line["offsets"]}
+    assert refused == set(range(20)), run.of_kind("ack-failed")
+
+
 def test_acquired_records_are_redelivered_after_a_crash(tmp_path: Path) -> None:
     """kill -9 with records acquired and not acknowledged: after the restart they are delivered
     again, and no acknowledged record is.  (Consumer 0 stalls on its first records; its client

@@ -41,6 +41,8 @@ import org.apache.kafka.common.serialization.StringSerializer;
  * <li>reject: REJECT every record;</li>
  * <li>stall: consumer 0 takes one poll's records and then neither acknowledges nor polls (its
  *     locks expire, or the broker dies); the others start after it and ACCEPT everything.</li>
+ * <li>late: ACCEPT every record, but only {@code late-ms} after the poll that brought it (past
+ *     its lock: the broker refuses the acknowledgement and the record comes back).</li>
  * </ul>
  * Prints {"kind":"record","consumer":c,"partition":p,"offset":o,"deliveryCount":n} per delivery (not
  * with {@code quiet=true}), {"kind":"ack-failed","consumer":c,"partition":p,"offsets":[...],"error":e}
@@ -52,7 +54,7 @@ import org.apache.kafka.common.serialization.StringSerializer;
 public final class ShareConsumers {
     public static void main(String[] argv) throws Exception {
         Map<String, String> options = Util.args(argv, "ShareConsumers BOOTSTRAP topic=T group=G "
-            + "[setup=true records=N batch=B] [consumers=4] [mode=accept|release|reject|stall] "
+            + "[setup=true records=N batch=B] [consumers=4] [mode=accept|release|reject|stall|late] [late-ms=MS] "
             + "[expect=N] [idle-ms=MS] [timeout-ms=MS] [hold=true] [quiet=true]");
         String topic = Util.required(options, "topic");
         String group = Util.required(options, "group");
@@ -124,8 +126,13 @@ public final class ShareConsumers {
                                         consumer.acknowledge(record, AcknowledgeType.ACCEPT);
                                     }
                                 }
+                                case "late" -> { }  // after the loop, once the lock has expired
                                 default -> consumer.acknowledge(record, AcknowledgeType.ACCEPT);
                             }
+                        }
+                        if (mode.equals("late") && !records.isEmpty()) {
+                            Thread.sleep(Util.intOption(options, "late-ms", 2000));
+                            records.forEach(r -> consumer.acknowledge(r, AcknowledgeType.ACCEPT));
                         }
                         if (staller && !records.isEmpty()) {
                             stalled = true;  // holds its records' locks, acknowledges nothing
