@@ -61,6 +61,7 @@ from akfak.groups.consumer_requests import HeartbeatError, HeartbeatRequest, Hea
 from akfak.groups.consumer_topics import Topics, compile_regex
 from akfak.groups.consumer_writes import InFlightWrites
 from akfak.groups.migration import Migration
+from akfak.groups.re2 import syntax_error
 from akfak.groups.reconcile import FencedMemberEpoch, Owned, is_subset, reconcile
 from akfak.groups.records import CoordinatorRecord, GroupMetadataKey
 
@@ -445,9 +446,11 @@ class ConsumerGroups:
         if old_regex != new_regex:
             if old_regex and old_regex not in used and old_regex in group.resolved_regexes:
                 records.append(group_record(REGULAR_EXPRESSION, gid, old_regex, None))
-            if new_regex and group.regex_subscribers(new_regex) == 0 and compile_regex(new_regex) is None:
+            if new_regex and group.regex_subscribers(new_regex) == 0 \
+                    and (error := syntax_error(new_regex)) is not None:
                 raise HeartbeatError(ErrorCode.invalid_regular_expression,
-                                     f"SubscribedTopicRegex `{new_regex}` is not a valid regular expression.")
+                                     f"SubscribedTopicRegex `{new_regex}` is not a valid regular "
+                                     f"expression: {error}.")
             if new_regex and new_regex in group.resolved_regexes:
                 bump = True
         resolved = {r: v.topics for r, v in group.resolved_regexes.items() if r in used}

@@ -6,10 +6,8 @@ Kafka hashes with XXH3 over the topic id, name, partition count and racks; akfak
 same fields with BLAKE2b, so a log written by one and read by the other bumps each group's
 epoch once (a rebalance with the same assignment), nothing worse.
 
-Regular expressions are matched in full against every topic name with Python's `re`, where
-Kafka uses RE2/J: the syntax both share (character classes, alternation, repetition, `.*`)
-means the same; RE2's Unicode classes (`\\pL`) and Python's lookarounds and backreferences
-are each the other's syntax errors (INVALID_REGULAR_EXPRESSION when `re` refuses).
+Regular expressions have RE2/J's syntax, as in Kafka (akfak.groups.re2 translates them
+into Python patterns), and are matched in full against every topic name.
 """
 
 from __future__ import annotations
@@ -20,6 +18,8 @@ import struct
 import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
+
+from akfak.groups.re2 import compile_re2
 
 _Q = struct.Struct(">q")
 
@@ -76,7 +76,5 @@ class Topics:
 
 
 def compile_regex(regex: str) -> re.Pattern[str] | None:
-    try:
-        return re.compile(regex)
-    except re.error:
-        return None
+    """`regex` as Kafka's RE2/J reads it; None where RE2/J refuses it."""
+    return compile_re2(regex)
