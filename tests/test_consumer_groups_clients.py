@@ -330,3 +330,53 @@ def test_rebalance_protocols_without_consumer(target: str, tmp_path: Any) -> Non
         classic.close()
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("target", ["akfak", pytest.param("kafka", marks=pytest.mark.jvm)])
+def test_group_configs_set_the_members_interval_and_session(target: str, tmp_path: Any) -> None:
+    """GROUP configs set with confluent-kafka's incremental_alter_configs apply to the group's
+    members, as on Kafka 4.1.1: consumer.heartbeat.interval.ms is the interval the heartbeat
+    hands out, consumer.session.timeout.ms the silence after which a member is fenced."""
+    import uuid
+
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
+    from kio.schema.errors import ErrorCode
+
+    from tests.kafka_peer import start_kafka
+    from tests.test_consumer_groups_protocol import heartbeat
+    from tests.wire import WireClient
+
+    bounds = {"group.consumer.min.session.timeout.ms": "1000",
+              "group.consumer.min.heartbeat.interval.ms": "500"}
+    if target == "akfak":
+        server: Any = start_process(tmp_path / "data", "-o", "offsets.topic.num.partitions=3",
+                                    *(a for k, v in bounds.items() for a in ("-o", f"{k}={v}")))
+        bootstrap = server.bootstrap
+    else:
+        server = start_kafka(tmp_path / "kafka", properties=bounds)
+        bootstrap = f"127.0.0.1:{server.port}"
+    try:
+        create_topic(bootstrap, "cfg", 2)
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        resource = ConfigResource(ResourceType.GROUP, "cfg-g", incremental_configs=[
+            ConfigEntry(name, value, incremental_operation=AlterConfigOpType.SET)
+            for name, value in (("consumer.heartbeat.interval.ms", "700"),
+                                ("consumer.session.timeout.ms", "2000"))])
+        admin.incremental_alter_configs([resource])[resource].result(30)
+        # FindCoordinator, which makes Kafka create __consumer_offsets (the group is unknown)
+        admin.describe_consumer_groups(["cfg-g"])["cfg-g"].exception(30)
+        host, port = bootstrap.split(":")
+        member = uuid.uuid4().hex[:22]
+        with WireClient(int(port), host) as c:
+            def beat(epoch: int) -> Any:
+                return c.request(heartbeat("cfg-g", member, epoch, names=["cfg"] if epoch == 0 else None,
+                                           owned={}, rebalance_ms=30_000))
+
+            joined = wait_for(lambda: (r := beat(0)).error_code == ErrorCode.none and r, "a join")
+            assert joined.heartbeat_interval.total_seconds() == 0.7
+            time.sleep(1.0)
+            assert beat(int(joined.member_epoch)).error_code == ErrorCode.none  # within 2 s
+            time.sleep(3.5)  # silent past the group's 2 s session (the broker's is 45 s)
+            assert beat(int(joined.member_epoch)).error_code == ErrorCode.unknown_member_id
+    finally:
+        server.stop()
