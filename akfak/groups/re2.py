@@ -1,15 +1,15 @@
 """RE2/J syntax, as Kafka compiles a KIP-848 SubscribedTopicRegex (com.google.re2j 1.8,
-`Pattern.compile`: Perl flags, one-line mode), translated into a Python `re` pattern.
+`Pattern.compile`: Perl flags, one-line mode), for matching topic names.
 
 Kafka answers INVALID_REGULAR_EXPRESSION for what RE2/J does not parse and matches the rest
-against every topic name in full.  `translate` parses the syntax as RE2/J's Parser does (the
-same errors: lookarounds, backreferences, possessive or stacked repetitions, `\\Z`, `\\C`,
-unknown `\\p{..}` names, repeat counts over 1000, ...) and returns a pattern that
-`fullmatch`es exactly the ASCII strings the RE2/J regex matches: topic names are
-`[a-zA-Z0-9._-]+`, so character classes (POSIX `[[:alpha:]]`, `\\pL`, `\\d`, ranges, case
-folding with RE2's K/k/U+212A and S/s/U+017F orbits) are computed here over ASCII and
-emitted as explicit sets, and the Python pattern needs no flags.  RE2's `(?U)` (ungreedy)
-cannot change whether a name matches in full, so it is accepted and dropped.
+against every topic name in full.  `parse` reads the syntax as RE2/J's Parser does (the same
+errors and descriptions: lookarounds, backreferences, possessive or stacked repetitions,
+`\\Z`, `\\C`, unknown `\\p{..}` names, repeat counts over 1000, ...) into a tree whose
+character classes (POSIX `[[:alpha:]]`, `\\pL`, `\\d`, ranges, case folding with RE2's
+K/k/U+212A and S/s/U+017F orbits) are computed over ASCII, as topic names are
+`[a-zA-Z0-9._-]+`; akfak.groups.re2_match matches it in linear time.  RE2's non-greedy
+operators and `(?U)` cannot change whether a name matches in full, so they are accepted and
+have no effect.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from functools import lru_cache
+
+from akfak.groups.re2_match import BOL, BOT, EOL, EOT, Matcher, Node, Re2Error
 
 CharSet = frozenset[int]
 
@@ -34,10 +36,6 @@ for _orbit in (frozenset({ord("k"), ord("K"), _KELVIN}), frozenset({ord("s"), or
 FOLD, MULTI_LINE, DOT_NL = 1, 2, 4
 _FLAG_BITS = {"i": FOLD, "m": MULTI_LINE, "s": DOT_NL, "U": 0}
 _REPEAT = re.compile(r"\{([0-9]+)(?:(,)([0-9]*))?\}")
-
-
-class Re2Error(ValueError):
-    """What RE2/J's PatternSyntaxException would report."""
 
 
 def _span(*ranges: tuple[int, int]) -> CharSet:
@@ -93,25 +91,17 @@ def _unicode_table(name: str) -> CharSet | None:
     return None
 
 
-def _emit_set(chars: CharSet) -> str:
-    """A Python class of the ASCII members (topic names hold nothing else)."""
-    ascii_members = sorted(c for c in chars if c < 128)
-    if not ascii_members:
-        return r"[^\x00-\U0010ffff]"
-    ranges: list[list[int]] = []
-    for c in ascii_members:
-        if ranges and ranges[-1][1] == c - 1:
-            ranges[-1][1] = c
-        else:
-            ranges.append([c, c])
-    return "[" + "".join(f"\\x{lo:02x}" if lo == hi else f"\\x{lo:02x}-\\x{hi:02x}"
-                         for lo, hi in ranges) + "]"
+def _set(chars: CharSet) -> Node:
+    return ("set", frozenset(c for c in chars if c < 128))
 
 
 @dataclass
 class _Group:
     saved_flags: int
-    alternatives: list[list[str]] = field(default_factory=lambda: [[]])
+    alternatives: list[list[Node]] = field(default_factory=lambda: [[]])
+
+    def node(self) -> Node:
+        return ("alt", tuple(("cat", tuple(a)) for a in self.alternatives))
 
 
 class _Parser:
@@ -126,14 +116,12 @@ class _Parser:
     def peek(self, text: str) -> bool:
         return self.s.startswith(text, self.i)
 
-    def push(self, atom: str) -> None:
+    def push(self, atom: Node) -> None:
         self.stack[-1].alternatives[-1].append(atom)
 
     def literal(self, rune: int) -> None:
-        if self.flags & FOLD and rune in _UNIVERSE and len(_fold(frozenset({rune}))) > 1:
-            self.push(_emit_set(_fold(frozenset({rune}))))
-        else:
-            self.push(f"\\U{rune:08x}")
+        chars = frozenset({rune})
+        self.push(_set(_fold(chars) if self.flags & FOLD else chars))
 
     def chars(self, chars: CharSet, sign: int = 1) -> CharSet:
         """A group of `chars` with the current case folding, then its sign (appendGroup)."""
@@ -141,7 +129,7 @@ class _Parser:
             chars = _fold(chars)
         return chars if sign > 0 else _UNIVERSE - chars
 
-    def parse(self) -> str:
+    def parse(self) -> Node:
         last_repeat = False
         while self.more():
             c = self.s[self.i]
@@ -160,22 +148,22 @@ class _Parser:
                     raise Re2Error("regexp/syntax: internal error")
                 group = self.stack.pop()
                 self.flags = group.saved_flags
-                self.push("(?:" + "|".join("".join(a) for a in group.alternatives) + ")")
+                self.push(group.node())
                 self.i += 1
             elif c == "^":
-                self.push("(?m:^)" if self.flags & MULTI_LINE else r"(?:\A)")
+                self.push(("assert", BOL if self.flags & MULTI_LINE else BOT))
                 self.i += 1
             elif c == "$":
-                self.push("(?m:$)" if self.flags & MULTI_LINE else r"(?:\Z)")
+                self.push(("assert", EOL if self.flags & MULTI_LINE else EOT))
                 self.i += 1
             elif c == ".":
-                self.push(r"[\x00-\U0010ffff]" if self.flags & DOT_NL else r"[^\n]")
+                self.push(_set(_UNIVERSE if self.flags & DOT_NL else _UNIVERSE - {10}))
                 self.i += 1
             elif c == "[":
-                self.push(_emit_set(self.char_class()))
+                self.push(_set(self.char_class()))
             elif c in "*+?":
                 self.i += 1
-                self.repeat(c, last_repeat)
+                self.repeat({"*": (0, -1), "+": (1, -1), "?": (0, 1)}[c], last_repeat)
                 repeat = True
             elif c == "{":
                 start = self.i
@@ -194,21 +182,20 @@ class _Parser:
             last_repeat = repeat
         if len(self.stack) != 1:
             raise Re2Error("missing closing )")
-        return "|".join("".join(a) for a in self.stack[0].alternatives)
+        return self.stack[0].node()
 
-    def repeat(self, op: str, last_repeat: bool) -> None:
+    def repeat(self, op: tuple[int, int], last_repeat: bool) -> None:
         if self.peek("?"):  # non-greedy: the same full matches
             self.i += 1
-            op += "?"
         if last_repeat:
             raise Re2Error("invalid nested repetition operator")
         sequence = self.stack[-1].alternatives[-1]
         if not sequence:
             raise Re2Error("missing argument to repetition operator")
-        sequence.append(f"(?:{sequence.pop()}){op}")
+        sequence.append(("rep", sequence.pop(), *op))
 
-    def repeat_counts(self) -> str | None:
-        """{n}, {n,} or {n,m} (parseRepeat): its Python form, None if not of that form."""
+    def repeat_counts(self) -> tuple[int, int] | None:
+        """{n}, {n,} or {n,m} (parseRepeat): (min, max or -1), None if not of that form."""
         m = _REPEAT.match(self.s, self.i)
         if m is None:
             return None
@@ -220,7 +207,7 @@ class _Parser:
         if low > 1000 or high > 1000 or (high >= 0 and low > high):
             raise Re2Error("invalid repeat count")
         self.i = m.end()
-        return f"{{{low}}}" if m.group(2) is None else f"{{{low},{'' if high < 0 else high}}}"
+        return low, high
 
     def perl_flags(self) -> None:
         rest = self.s[self.i:]
@@ -260,9 +247,8 @@ class _Parser:
         if self.i + 1 >= len(self.s):
             raise Re2Error("trailing backslash at end of expression")
         c = self.s[self.i + 1]
-        anchors = {"A": r"(?:\A)", "b": r"(?:\b)", "B": r"(?:\B)", "z": r"(?:\Z)"}
-        if c in anchors:
-            self.push(anchors[c])
+        if c in "AbBz":
+            self.push(("assert", c))
             self.i += 2
         elif c == "C":
             raise Re2Error("invalid escape sequence")
@@ -273,9 +259,9 @@ class _Parser:
                 self.literal(ord(ch))
             self.i = len(self.s) if end < 0 else end + 2
         elif c in "pP":
-            self.push(_emit_set(self.unicode_class()))
+            self.push(_set(self.unicode_class()))
         elif c.lower() in _PERL:
-            self.push(_emit_set(self.chars(_PERL[c.lower()], 1 if c.islower() else -1)))
+            self.push(_set(self.chars(_PERL[c.lower()], 1 if c.islower() else -1)))
             self.i += 2
         else:
             self.literal(self.rune_escape())
@@ -380,31 +366,27 @@ class _Parser:
         return _UNIVERSE - members if negated else frozenset(members)
 
 
-def translate(regex: str) -> str:
-    """The Python pattern matching (in full) the topic names RE2/J's `regex` matches; Re2Error
-    with RE2/J's description where it reports a syntax error (Kafka's
-    INVALID_REGULAR_EXPRESSION)."""
-    try:
-        pattern = _Parser(regex).parse()
-        re.compile(pattern)
-    except RecursionError:  # deeper nesting than Python's parser takes (RE2/J has no limit)
-        raise Re2Error("expression nests too deeply") from None
-    return pattern
+def parse(regex: str) -> Node:
+    """`regex` parsed as RE2/J parses it; Re2Error with RE2/J's description where it reports
+    a syntax error (Kafka's INVALID_REGULAR_EXPRESSION)."""
+    return _Parser(regex).parse()
 
 
 @lru_cache(maxsize=1024)  # a group's regexes are resolved again whenever the topics change
 def syntax_error(regex: str) -> str | None:
     """RE2/J's description of what is wrong with `regex`, None when it compiles."""
     try:
-        translate(regex)
+        compile_re2(regex)
     except Re2Error as e:
         return str(e)
     return None
 
 
 @lru_cache(maxsize=1024)
-def compile_re2(regex: str) -> re.Pattern[str] | None:
+def compile_re2(regex: str) -> Matcher:
+    """A matcher of the topic names `regex` matches in full; Re2Error where RE2/J refuses it
+    (or where it needs more than MAX_STATES states: see akfak.groups.re2_match)."""
     try:
-        return re.compile(translate(regex))
-    except Re2Error:
-        return None
+        return Matcher(parse(regex))
+    except RecursionError:  # deeper than Python's stack: refused, where RE2/J would take it
+        raise Re2Error("expression nests too deeply") from None
