@@ -24,6 +24,8 @@ _CHAR, _SPLIT, _EMPTY, _MATCH = range(4)
 _WORD = frozenset(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz")
 # the context of a position: which assertions hold there
 _AT_BOT, _AT_EOT, _AT_BOL, _AT_EOL, _AT_BOUNDARY = 1, 2, 4, 8, 16
+#: what a previous rune means to assertions: -1 (none: the start) 0, newline 1, word 2, other 3
+_KIND_OF = {-1: 0, 10: 1, **dict.fromkeys(_WORD, 2)}
 _NEEDS = {BOT: _AT_BOT, EOT: _AT_EOT, BOL: _AT_BOL, EOL: _AT_EOL, WORD_BOUNDARY: _AT_BOUNDARY}
 
 
@@ -41,8 +43,10 @@ class Matcher:
         self.alt: list[int] = []
         match = self._state(_MATCH)
         self.start = self._build(node, match)
+        self._start = frozenset({self.start})
         self._closures: dict[tuple[frozenset[int], int], frozenset[int]] = {}
         self._steps: dict[tuple[frozenset[int], int], frozenset[int]] = {}
+        self._moves: dict[tuple[frozenset[int], int, int], frozenset[int]] = {}
 
     def _state(self, kind: int, arg: Any = None, out: int = -1, alt: int = -1) -> int:
         if len(self.kind) >= MAX_STATES:
@@ -128,19 +132,27 @@ class Matcher:
             self._steps[key] = found
         return found
 
+    def _context(self, previous: int, rune: int) -> int:
+        return ((_AT_BOT | _AT_BOL if previous < 0 else _AT_BOL if previous == 10 else 0)
+                | (_AT_EOT | _AT_EOL if rune < 0 else _AT_EOL if rune == 10 else 0)
+                | (_AT_BOUNDARY if (previous in _WORD) != (rune in _WORD) else 0))
+
     def fullmatch(self, text: str) -> bool:
-        current = frozenset({self.start})
-        previous = -1
-        for i in range(len(text) + 1):
-            rune = ord(text[i]) if i < len(text) else -1
-            context = ((_AT_BOT | _AT_BOL if previous < 0 else _AT_BOL if previous == 10 else 0)
-                       | (_AT_EOT | _AT_EOL if rune < 0 else _AT_EOL if rune == 10 else 0)
-                       | (_AT_BOUNDARY if (previous in _WORD) != (rune in _WORD) else 0))
-            closed = self._closure(current, context)
-            if rune < 0:
-                return any(self.kind[s] == _MATCH for s in closed)
-            current = self._step(closed, rune)
-            if not current:
+        # One lookup per rune: the DFA's move from (states, what the previous rune was, rune);
+        # the previous rune matters only as start, newline, word rune or other (assertions).
+        moves = self._moves
+        current, previous = self._start, -1
+        for ch in text:
+            rune = ord(ch)
+            key = (current, _KIND_OF.get(previous, 3), rune)
+            following = moves.get(key)
+            if following is None:
+                following = self._step(self._closure(current, self._context(previous, rune)), rune)
+                if len(moves) > _MEMO_LIMIT:
+                    moves.clear()
+                moves[key] = following
+            if not following:
                 return False
-            previous = rune
-        return False  # not reached: the loop returns at the end of the text
+            current, previous = following, rune
+        closed = self._closure(current, self._context(previous, -1))
+        return any(self.kind[s] == _MATCH for s in closed)
