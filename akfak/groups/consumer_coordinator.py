@@ -61,9 +61,9 @@ from akfak.groups.consumer_requests import HeartbeatError, HeartbeatRequest, Hea
 from akfak.groups.consumer_topics import Topics, compile_regex
 from akfak.groups.consumer_writes import InFlightWrites
 from akfak.groups.migration import Migration
-from akfak.groups.re2 import syntax_error
 from akfak.groups.reconcile import FencedMemberEpoch, Owned, is_subset, reconcile
 from akfak.groups.records import CoordinatorRecord, GroupMetadataKey
+from akfak.groups.topic_regex import syntax_error
 
 if TYPE_CHECKING:
     from akfak.groups.coordinator import GroupCoordinator

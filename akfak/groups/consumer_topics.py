@@ -6,8 +6,8 @@ Kafka hashes with XXH3 over the topic id, name, partition count and racks; akfak
 same fields with BLAKE2b, so a log written by one and read by the other bumps each group's
 epoch once (a rebalance with the same assignment), nothing worse.
 
-Regular expressions have RE2/J's syntax, as in Kafka (akfak.groups.re2), and are matched in
-full against every topic name, in linear time (akfak.groups.re2_match).
+Regular expressions have RE2's syntax, as in Kafka, and are matched in full against every
+topic name, in linear time (akfak.groups.topic_regex).
 """
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from akfak.groups.re2 import compile_re2
-from akfak.groups.re2_match import Matcher, Re2Error
+from akfak.groups.topic_regex import Re2Error, TopicPattern, compile_re2
 
 _Q = struct.Struct(">q")
 
@@ -53,7 +52,7 @@ class Topics:
     def ids(self, names: Iterable[str]) -> frozenset[uuid.UUID]:
         return frozenset(i for i in (self.id_of(n) for n in names) if i is not None)
 
-    def matching(self, pattern: Matcher) -> frozenset[str]:
+    def matching(self, pattern: TopicPattern) -> frozenset[str]:
         return frozenset(name for name in self.by_name if pattern.fullmatch(name))
 
     def topic_hash(self, name: str) -> int:
@@ -75,7 +74,7 @@ class Topics:
         return int(_Q.unpack(h.digest())[0])
 
 
-def compile_regex(regex: str) -> Matcher | None:
+def compile_regex(regex: str) -> TopicPattern | None:
     """`regex` as Kafka's RE2/J reads it; None where RE2/J refuses it."""
     try:
         return compile_re2(regex)
