@@ -1,6 +1,6 @@
 """The disk format both ways with a real Kafka 4.1.1 broker (tests/kafka_peer.py): akfak serves a
-directory Kafka stopped cleanly (controlled shutdown leaves every partition leaderless), and
-Kafka opens a directory akfak wrote at the metadata level akfak finalized."""
+directory Kafka stopped cleanly (controlled shutdown leaves every partition leaderless) or was
+killed in (kill -9), and Kafka opens a directory akfak wrote at the metadata level akfak finalized."""
 
 from __future__ import annotations
 
@@ -181,6 +181,32 @@ def test_akfak_serves_a_directory_kafka_stopped_cleanly(tmp_path: Path, broker_p
     assert levels["metadata.version"] == 27 and levels["transaction.version"] == 2
     # moved-0/1 and the internal topics' partitions (3 + 3 on the Kafka peer)
     assert "Registered again and elected this node for 8 leaderless partitions" in akfak.log()
+
+
+def test_akfak_serves_a_directory_kafka_was_killed_in(tmp_path: Path, broker_process: Any) -> None:
+    """kill -9: no controlled shutdown, so the partitions keep their leader (this node) and the
+    segments their unflushed tails past the recovery point, which akfak recovers."""
+    kafka = start_kafka(tmp_path / "kafka")
+    try:
+        create(kafka.bootstrap, "killed")
+        fill(kafka.bootstrap, "killed", 0, 20)
+        commit_offsets(kafka.bootstrap, "killed", "g", {0: 4, 1: 6})
+    finally:
+        kafka.proc.kill()
+        assert kafka.proc.wait(30) == -9
+    data = tmp_path / "copy"
+    shutil.copytree(tmp_path / "kafka" / "kraft-logs", data)
+
+    akfak = broker_process(data_dir=data)
+    seen, offsets = read_all(akfak.bootstrap, "killed", "g", 22)
+    assert sorted(seen) == expected_values([(0, 20)])
+    assert offsets == {0: 4, 1: 6}
+    fill(akfak.bootstrap, "killed", 20, 10)  # and it keeps appending
+    seen, _ = read_all(akfak.bootstrap, "killed", "g", 34)
+    assert sorted(seen) == expected_values([(0, 20), (20, 10)])
+    with WireClient(akfak.port) as c:
+        assert finalized(api_versions(c))["metadata.version"] == 27
+    assert "leaderless partitions" not in akfak.log()  # nothing to elect: Kafka still led them
 
 
 def test_kafka_opens_a_directory_akfak_wrote(tmp_path: Path, broker_process: Any) -> None:
