@@ -1,9 +1,9 @@
 """Config resources against a real Kafka 4.1.1 broker (tests/kafka_peer.py), with the same
 server.properties on both: DescribeConfigs / AlterConfigs / IncrementalAlterConfigs for groups
 and client-metrics subscriptions (raw requests, then confluent-kafka), ListConfigResources,
-`kafka-configs --describe --all` for the broker and a topic, `kafka-configs` for groups and
-client-metrics, `kafka-client-metrics`; and ApiVersions, which must never offer a version
-newer than Kafka 4.1.1's but for the listed exceptions.  Also `listeners=PLAINTEXT://:PORT`,
+`kafka-configs --describe --all` for the broker and a topic, `kafka-configs --alter` of both,
+`kafka-configs` for groups and client-metrics, `kafka-client-metrics`; and ApiVersions, which
+must never offer a version newer than Kafka 4.1.1's but for the listed exceptions.  Also `listeners=PLAINTEXT://:PORT`,
 advertised as Java's InetAddress.getLocalHost().getCanonicalHostName()."""
 
 from __future__ import annotations
@@ -290,6 +290,51 @@ def test_kafka_configs_groups_and_client_metrics(brokers: dict[str, str]) -> Non
                               "  match=client_software_name=kafka-python",
                               "  metrics=org.apache.kafka.producer."])
     assert "tool-metrics" in printed[-1][1] and "tool-sub" not in printed[-1][1]
+
+
+def test_kafka_configs_alters_topics_and_brokers(brokers: dict[str, str]) -> None:
+    """`kafka-configs --alter` of a topic and of the broker (per broker and cluster default):
+    adding, describing and deleting configs, and the refusals (unknown or read-only names, bad
+    values, an unknown topic), printed alike; the dynamic broker configs put back at the end."""
+    for bootstrap in brokers.values():
+        client = AdminClient({"bootstrap.servers": bootstrap})
+        client.create_topics([NewTopic("altered", 1, 1)])["altered"].result(30)
+    topic = ["--entity-type", "topics", "--entity-name", "altered"]
+    broker = ["--entity-type", "brokers", "--entity-name", "1"]
+    default = ["--entity-type", "brokers", "--entity-default"]
+    steps = [
+        [*topic, "--alter", "--add-config", "retention.ms=86400000,cleanup.policy=[compact,delete]"],
+        [*topic, "--describe"],
+        [*topic, "--alter", "--delete-config", "retention.ms"],
+        [*topic, "--describe"],
+        [*topic, "--alter", "--add-config", "colour=blue"],
+        [*topic, "--alter", "--add-config", "retention.ms=forever"],
+        [*topic, "--alter", "--delete-config", "no.such.config"],
+        ["--entity-type", "topics", "--entity-name", "no-such-topic", "--alter", "--add-config",
+         "retention.ms=1000"],
+        [*broker, "--alter", "--add-config", "log.cleaner.threads=2"],
+        [*default, "--alter", "--add-config", "log.retention.ms=604800001"],
+        [*broker, "--describe"],
+        [*default, "--describe"],
+        [*broker, "--alter", "--add-config", "node.id=5"],
+        [*broker, "--alter", "--add-config", "log.retention.ms=abc"],
+        [*broker, "--alter", "--delete-config", "log.cleaner.threads"],
+        [*default, "--alter", "--delete-config", "log.retention.ms"],
+        [*broker, "--describe"],
+    ]
+    printed = []
+    for args in steps:
+        runs = tool_output(brokers, CONFIGS, *args)
+        assert runs["akfak"] == runs["kafka"], args
+        printed.append(runs["akfak"])
+    assert printed[0] == (0, ["Completed updating config for topic altered."])
+    assert printed[1][1][1:] == [
+        "  cleanup.policy=compact,delete sensitive=false "
+        "synonyms={DYNAMIC_TOPIC_CONFIG:cleanup.policy=compact,delete, "
+        "DEFAULT_CONFIG:log.cleanup.policy=delete}",
+        "  retention.ms=86400000 sensitive=false synonyms={DYNAMIC_TOPIC_CONFIG:retention.ms=86400000}"]
+    assert all(code != 0 for code, _ in printed[4:8]), printed[4:8]
+    assert printed[-1] == (0, ["Dynamic configs for broker 1 are:"])
 
 
 # -- ApiVersions ------------------------------------------------------------------------------
