@@ -3,8 +3,8 @@ server.properties on both: DescribeConfigs / AlterConfigs / IncrementalAlterConf
 and client-metrics subscriptions (raw requests, then confluent-kafka), ListConfigResources,
 `kafka-configs --describe --all` for the broker and a topic, `kafka-configs --alter` of both,
 `kafka-configs` for groups and client-metrics, `kafka-client-metrics`; and ApiVersions, which
-must never offer a version newer than Kafka 4.1.1's but for the listed exceptions.  Also `listeners=PLAINTEXT://:PORT`,
-advertised as Java's InetAddress.getLocalHost().getCanonicalHostName()."""
+must never offer a version newer than Kafka 4.1.1's but for the listed exceptions.  Also
+`listeners=PLAINTEXT://:PORT`, advertised as Java's InetAddress.getLocalHost().getCanonicalHostName()."""
 
 from __future__ import annotations
 
