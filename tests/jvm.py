@@ -25,6 +25,7 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -245,3 +246,33 @@ def parse_lines(stdout: str) -> list[dict[str, Any]]:
             value = None
         lines.append(value if isinstance(value, dict) else {"kind": "text", "text": text})
     return lines
+
+
+class JavaProgram:
+    """A tests/java program running beside the test (`main_class` with `args`), its JSON
+    lines collected as they come; closing its stdin asks it to finish (a GroupMember leaves
+    its group)."""
+
+    def __init__(self, main_class: str, *args: str) -> None:
+        self.lines: list[dict[str, Any]] = []
+        self.process = subprocess.Popen(
+            java_command(build(), main_class, *args), stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.extend(parse_lines(line))
+
+    def leave(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        assert self.process.wait(60) == 0, self.lines[-5:]
+        self.reader.join(10)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()

@@ -7,8 +7,6 @@ test expects is first shown to be what Kafka itself does.
 
 from __future__ import annotations
 
-import subprocess
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -18,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.jvm import JavaRun, build, java_command, parse_lines, run_java
+from tests.jvm import JavaProgram, JavaRun, build, run_java
 
 # the first test may wait for the Maven build (tests/jvm.py), which the timeout counts
 pytestmark = [pytest.mark.jvm, pytest.mark.timeout(600)]
@@ -150,23 +148,13 @@ def test_exactly_once_with_the_consumer_group_protocol(cluster: Cluster) -> None
     assert group["committed"] == group["end"] == {"0": 1000, "1": 1000, "2": 1000}
 
 
-class JavaMember:
-    """A GroupMember program (tests/java) running beside the test; its lines collected as
-    they come. Closing its stdin makes it leave the group."""
+class JavaMember(JavaProgram):
+    """A GroupMember program (tests/java) running beside the test; leave() makes it leave
+    the group."""
 
     def __init__(self, cluster: Cluster, topic: str, group: str, *config: str):
-        self.lines: list[dict[str, Any]] = []
-        self.process = subprocess.Popen(
-            java_command(build(), "akfak.tests.GroupMember", cluster.bootstrap, f"topic={topic}",
-                         f"group={group}", *config),
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.extend(parse_lines(line))
+        super().__init__("akfak.tests.GroupMember", cluster.bootstrap, f"topic={topic}",
+                         f"group={group}", *config)
 
     def owned(self) -> set[int] | None:
         assigned = [line for line in list(self.lines) if line.get("kind") == "assigned"]
@@ -175,16 +163,6 @@ class JavaMember:
     def read(self) -> set[tuple[int, int]]:
         return {(r["partition"], r["offset"]) for r in list(self.lines) if r.get("kind") == "record"}
 
-    def leave(self) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.close()
-        assert self.process.wait(60) == 0, self.lines[-5:]
-        self.reader.join(10)
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
 
 
 def wait_until(condition: Callable[[], Any], what: str, deadline: float = 90.0) -> None:

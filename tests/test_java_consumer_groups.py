@@ -10,8 +10,6 @@ short heartbeat and session settings, which is how what they expect was checked.
 
 from __future__ import annotations
 
-import subprocess
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -20,7 +18,7 @@ from typing import Any
 import pytest
 
 from tests.brokers import start_process
-from tests.jvm import build, java_command, parse_lines, run_java
+from tests.jvm import JavaProgram, build, run_java
 
 pytestmark = [pytest.mark.jvm, pytest.mark.timeout(600)]
 
@@ -47,23 +45,12 @@ def bootstrap(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
         proc.stop()
 
 
-class Member:
-    """tests/java GroupMember (consumer protocol) beside the test, its lines collected as
-    they come; closing its stdin makes it leave (close())."""
+class Member(JavaProgram):
+    """tests/java GroupMember (consumer protocol) beside the test; leave() makes it leave."""
 
     def __init__(self, bootstrap: str, group: str, *args: str):
-        self.lines: list[dict[str, Any]] = []
-        self.process = subprocess.Popen(
-            java_command(build(), "akfak.tests.GroupMember", bootstrap, f"group={group}",
-                         "config.group.protocol=consumer", *args),
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.extend(parse_lines(line))
+        super().__init__("akfak.tests.GroupMember", bootstrap, f"group={group}",
+                         "config.group.protocol=consumer", *args)
 
     def history(self) -> tuple[set[str], list[str]]:
         """What it owns now ("topic:partition") and every partition it gave up, in order."""
@@ -83,16 +70,6 @@ class Member:
         return [(r["topic"], r["partition"], r["offset"]) for r in list(self.lines)
                 if r.get("kind") == "record"]
 
-    def leave(self) -> None:
-        assert self.process.stdin is not None
-        self.process.stdin.close()
-        assert self.process.wait(60) == 0, self.lines[-5:]
-        self.reader.join(10)
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
 
 
 @pytest.fixture
