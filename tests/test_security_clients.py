@@ -1,0 +1,255 @@
+"""SASL_SSL (TLS, then SASL) with every client library and every mechanism it has:
+confluent-kafka, kafka-python, aiokafka and kcat each make an admin call, produce and consume in
+a group; an expired OAUTHBEARER token from a real client is refused while others are served;
+the `akfak_broker` fixture with `@pytest.mark.akfak(security=...)`; a user's quota enforced on
+the principal SASL authenticated (tests/test_quotas.py caps client ids).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from confluent_kafka import KafkaError, Producer
+from confluent_kafka.admin import AdminClient
+
+from akfak.testing import EmbeddedBroker, Security
+from tests.clients import requires_kcat
+from tests.test_quotas import MB, _Stats, alter
+from tests.test_sasl import unsecured_jwt
+from tests.test_tls import EXPECTED, RECORDS, TIMEOUT, confluent_roundtrip, kcat_roundtrip, unique
+from tests.wire import WireClient
+
+PASSWORDS = {"alice": "alice-secret", "bob": "bob-secret"}
+ALL = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"]
+
+
+@pytest.fixture(scope="module")
+def broker() -> Iterator[EmbeddedBroker]:
+    with EmbeddedBroker(security=Security(listeners=["SASL_SSL"], users=PASSWORDS,
+                                          mechanisms=ALL)) as b:
+        yield b
+
+
+def python_options(config: dict[str, str], user: str) -> dict[str, Any]:
+    """kafka-python's / aiokafka's settings for confluent-kafka's `config` (SASL_SSL)."""
+    options: dict[str, Any] = {"bootstrap_servers": config["bootstrap.servers"],
+                               "security_protocol": config["security.protocol"],
+                               "sasl_mechanism": config["sasl.mechanism"]}
+    if config["sasl.mechanism"] != "OAUTHBEARER":
+        options.update(sasl_plain_username=config["sasl.username"],
+                       sasl_plain_password=config["sasl.password"])
+    return options
+
+
+def kafka_python_roundtrip(config: dict[str, str], topic: str, user: str) -> list[bytes]:
+    from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+    from kafka.admin import NewTopic
+    from kafka.net.sasl.oauth import AbstractTokenProvider
+
+    class Tokens(AbstractTokenProvider):
+        def token(self) -> str:
+            return unsecured_jwt(user)
+
+    options = {**python_options(config, user), "ssl_cafile": config["ssl.ca.location"]}
+    if config["sasl.mechanism"] == "OAUTHBEARER":
+        options["sasl_oauth_token_provider"] = Tokens()
+    admin = KafkaAdminClient(**options, request_timeout_ms=15_000)
+    admin.create_topics([NewTopic(topic, 1, 1)])
+    admin.close()
+    producer = KafkaProducer(**options, acks="all")
+    for i in range(RECORDS):
+        producer.send(topic, f"v{i}".encode())
+    producer.flush(TIMEOUT)
+    producer.close()
+    consumer = KafkaConsumer(topic, **options, group_id=unique("g"), auto_offset_reset="earliest",
+                             consumer_timeout_ms=20_000)
+    values = [m.value for _, m in zip(range(RECORDS), consumer, strict=False)]
+    consumer.commit()
+    consumer.close()
+    return values
+
+
+def aiokafka_roundtrip(config: dict[str, str], topic: str, user: str) -> list[bytes]:
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    from aiokafka.abc import AbstractTokenProvider
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.helpers import create_ssl_context
+
+    class Tokens(AbstractTokenProvider):
+        async def token(self) -> str:
+            return unsecured_jwt(user)
+
+    options = {**python_options(config, user),
+               "ssl_context": create_ssl_context(cafile=config["ssl.ca.location"])}
+    if config["sasl.mechanism"] == "OAUTHBEARER":
+        options["sasl_oauth_token_provider"] = Tokens()
+
+    async def run() -> list[bytes]:
+        admin = AIOKafkaAdminClient(**options)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(topic, 1, 1)])
+        finally:
+            await admin.close()
+        producer = AIOKafkaProducer(**options, acks="all")
+        await producer.start()
+        try:
+            for i in range(RECORDS):
+                await producer.send_and_wait(topic, f"v{i}".encode())
+        finally:
+            await producer.stop()
+        consumer = AIOKafkaConsumer(topic, **options, group_id=unique("g"), auto_offset_reset="earliest")
+        await consumer.start()
+        values: list[bytes] = []
+        try:
+            async with asyncio.timeout(TIMEOUT):
+                async for message in consumer:
+                    values.append(message.value)
+                    if len(values) == RECORDS:
+                        break
+            await consumer.commit()
+        finally:
+            await consumer.stop()
+        return values
+
+    return asyncio.run(run())
+
+
+@pytest.mark.parametrize("mechanism", ALL)
+@pytest.mark.parametrize("client", ["confluent-kafka", "kafka-python", "aiokafka"])
+def test_sasl_ssl_clients(broker: EmbeddedBroker, client: str, mechanism: str) -> None:
+    config = broker.client_config("alice", mechanism=mechanism)
+    assert config["security.protocol"] == "SASL_SSL" and "ssl.ca.location" in config
+    topic = unique(f"sasl-ssl-{client}-{mechanism.lower()}")
+    if client == "confluent-kafka":
+        values = confluent_roundtrip(config, topic)
+    elif client == "kafka-python":
+        values = kafka_python_roundtrip(config, topic, "alice")
+    else:
+        values = aiokafka_roundtrip(config, topic, "alice")
+    assert values == EXPECTED
+
+
+@requires_kcat
+# Not SCRAM: Debian's librdkafka 2.0.2 (kcat's) repeats the client nonce in its SCRAM
+# client-final message, which Kafka refuses (tests/test_sasl.py::test_kcat).
+@pytest.mark.parametrize("mechanism", ["PLAIN", "OAUTHBEARER"])
+def test_sasl_ssl_kcat(broker: EmbeddedBroker, mechanism: str) -> None:
+    config = broker.client_config("alice", mechanism=mechanism)
+    assert kcat_roundtrip(config, unique(f"kcat-{mechanism.lower()}")) == EXPECTED
+
+
+def test_expired_token_from_a_client_refused_others_served(broker: EmbeddedBroker,
+                                                           log_events: list[dict[str, Any]]) -> None:
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.abc import AbstractTokenProvider
+    from aiokafka.errors import KafkaError as AioKafkaError
+    from aiokafka.helpers import create_ssl_context
+
+    class Expired(AbstractTokenProvider):
+        async def token(self) -> str:
+            return unsecured_jwt("alice", lifetime=-60)
+
+    config = broker.client_config("alice", mechanism="OAUTHBEARER")
+    options = {**python_options(config, "alice"), "sasl_oauth_token_provider": Expired(),
+               "ssl_context": create_ssl_context(cafile=config["ssl.ca.location"]),
+               "request_timeout_ms": 5000}
+
+    async def start() -> BaseException | None:
+        producer = AIOKafkaProducer(**options)
+        try:
+            await producer.start()
+        except AioKafkaError as e:
+            return e
+        finally:
+            await producer.stop()
+        return None
+
+    refused = asyncio.run(start())
+    from twisted.logger import formatEvent
+
+    # aiokafka reads the error challenge ({"status":"invalid_token"}, RFC 7628) as a success and
+    # sends Metadata, which closes the connection, as in Kafka: it never gets a broker
+    assert refused is not None and "Unable to bootstrap" in str(refused), repr(refused)
+    lines = [formatEvent(e) for e in log_events]
+    assert any(line.startswith("Failed authentication with 127.0.0.1") and "mechanism OAUTHBEARER" in line
+               for line in lines), lines
+    assert AdminClient(config).list_topics(timeout=TIMEOUT).brokers  # a valid token is served
+
+
+@pytest.mark.akfak(security=Security(listeners=["SASL_SSL"], users={"carol": "carol-pw"},
+                                     mechanisms=["SCRAM-SHA-512"]))
+def test_the_akfak_broker_fixture_takes_security(akfak_broker: EmbeddedBroker) -> None:
+    config = akfak_broker.client_config("carol")
+    assert {k: config[k] for k in ("security.protocol", "sasl.mechanism", "sasl.username")} == {
+        "security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": "carol"}
+    assert confluent_roundtrip(config, unique("fixture")) == EXPECTED
+    errors: list[KafkaError] = []
+    producer = Producer({**akfak_broker.client_config("carol", password="nope"), "error_cb": errors.append})
+    deadline = time.monotonic() + 20
+    while not errors and time.monotonic() < deadline:
+        producer.poll(0.2)
+    assert errors and errors[0].code() == KafkaError._AUTHENTICATION
+
+
+# -- a user's quota, on the principal SASL authenticated --------------------------------------
+
+
+def _produce(config: dict[str, str], topic: str, seconds: float, out: dict[str, Any]) -> None:
+    """(bytes/s acknowledged after a 2 s burst, max throttle_time_ms librdkafka saw)."""
+    stats = _Stats()
+    producer = Producer({**config, "acks": 1, "linger.ms": 5, "statistics.interval.ms": 500,
+                         "stats_cb": stats, "queue.buffering.max.kbytes": 4096})
+    acked = 0
+
+    def delivered(err: Any, msg: Any) -> None:
+        nonlocal acked
+        if err is None:
+            acked += len(msg.value())
+
+    start = time.monotonic()
+    warm = None
+    while time.monotonic() - start < seconds:
+        try:
+            producer.produce(topic, b"x" * 10_000, callback=delivered)
+        except BufferError:
+            producer.poll(0.05)
+        producer.poll(0)
+        if warm is None and time.monotonic() - start >= 2.0:
+            warm = (time.monotonic(), acked)
+    assert warm is not None
+    rate = (acked - warm[1]) / (time.monotonic() - warm[0])
+    producer.flush(60)
+    producer.poll(1.0)  # the last stats
+    out[config["sasl.username"]] = (rate, stats.max_throttle)
+
+
+@pytest.mark.timeout(180)
+def test_a_users_quota_applies_to_its_authenticated_principal() -> None:
+    # 3 windows: the burst a fresh sensor allows is 2 MB, the steady rate shows within seconds
+    security = Security(listeners=["SASL_PLAINTEXT", "PLAINTEXT"], users=PASSWORDS, mechanisms=["PLAIN"],
+                        properties={"quota.window.num": "3"})
+    with EmbeddedBroker(security=security) as b:
+        with WireClient(b.ports["PLAINTEXT"]) as c:
+            assert alter(c, [([("user", "alice")], [("producer_byte_rate", float(MB))])]) == [(0, None)]
+        topic = unique("user-quota")
+        b.create_topic(topic)
+        out: dict[str, Any] = {}
+        # the same client id for both: only the user tells them apart
+        threads = [threading.Thread(target=_produce, args=(
+            {**b.client_config(user), "client.id": "same"}, topic, 8.0, out)) for user in ("alice", "bob")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+    rate, throttle = out["alice"]
+    assert 0.7 * MB <= rate <= 1.5 * MB, rate / MB
+    assert throttle > 0
+    free_rate, free_throttle = out["bob"]
+    assert free_throttle == 0
+    assert free_rate > 2 * MB, free_rate / MB
