@@ -1,7 +1,9 @@
 """Every API checks Kafka's ACLs with the StandardAuthorizer configured: real clients are
 refused with Kafka's error without the ACL and served with it (literal, prefixed, wildcard
 name and principal, host), DENY wins, super users bypass, ACLs survive a restart, Metadata
-hides what may not be described; raw answers match Kafka 4.1.1's for the same ACLs.
+and DescribeTopicPartitions hide what may not be described, Metadata auto-creates only with
+CREATE, the authorized-operations bitfields are the principal's; raw answers match Kafka
+4.1.1's for the same ACLs.
 
 Every PLAINTEXT client is User:ANONYMOUS (no SASL yet), so the ACLs are for it: they are
 created with super.users=User:ANONYMOUS, then the broker restarts without it.  ANONYMOUS
@@ -12,6 +14,7 @@ register with its controller over PLAINTEXT.
 from __future__ import annotations
 
 import importlib
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -69,7 +72,15 @@ ACLS = [
     _acl(X, "tx-", AclOperation.ALL, pattern=PREFIXED),
     _acl(X, "*", AclOperation.DESCRIBE),  # wildcard name
     _acl(C, "kafka-cluster", AclOperation.CLUSTER_ACTION),
+    _acl(T, "see-", AclOperation.DESCRIBE, pattern=PREFIXED),  # to describe, not to create
+    _acl(G, "ro-", AclOperation.DESCRIBE, pattern=PREFIXED),
 ]
+#: Topics Metadata may auto-create in raw_answers (a new name each call), left out of lists.
+AUTO = "pre-auto-"
+
+
+LOADING = (KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError.COORDINATOR_NOT_AVAILABLE,
+           KafkaError.NOT_COORDINATOR)
 
 
 def prepare(bootstrap: str) -> set[str]:
@@ -79,6 +90,17 @@ def prepare(bootstrap: str) -> set[str]:
         future.result(60)
     for future in admin.create_acls(ACLS).values():
         assert future.result(30) is None
+    # a group's coordinator: Kafka makes __consumer_offsets now, while ANONYMOUS is a super user
+    # (after the restart the broker, as ANONYMOUS, may not create it)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            admin.describe_consumer_groups(["g-none"])["g-none"].result(60)
+            break
+        except KafkaException as e:  # the coordinator is being made or loaded: a moment
+            if e.args[0].code() not in LOADING or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
     return set(admin.list_topics(timeout=30).topics)
 
 
@@ -109,7 +131,7 @@ def code(e: BaseException) -> int:
 def test_super_users_bypass_and_acls_survive_the_restart(secured: dict[str, Any]) -> None:
     assert set(TOPICS) <= secured["seen_as_super"]
     admin = AdminClient({"bootstrap.servers": secured["bootstrap"]})
-    listed = {t for t in admin.list_topics(timeout=30).topics if not t.startswith("__")}
+    listed = {t for t in admin.list_topics(timeout=30).topics if not t.startswith(("__", AUTO))}
     assert listed == DESCRIBABLE  # "hidden" (no ACL) and "remote" (another host) are left out
 
 
@@ -317,7 +339,8 @@ def raw_answers(port: int) -> dict[str, Any]:
     with WireClient(port) as client:
         out["metadata"] = metadata_operations(port)
         listed = client.request(metadata_request(None))
-        out["metadata_all"] = sorted(t.name for t in listed.topics if not t.name.startswith("__"))
+        out["metadata_all"] = sorted(t.name for t in listed.topics
+                                     if not t.name.startswith(("__", AUTO)))
         produced = client.request(produce_request("hidden", {0: make_batch()}))
         out["produce"] = produced.responses[0].partition_responses[0].error_code
         m = module("find_coordinator", 4)
@@ -357,7 +380,59 @@ def raw_answers(port: int) -> dict[str, Any]:
         m = module("describe_groups", 5)
         out["describe_groups"] = [(g.group_id, g.error_code) for g in client.request(
             m.DescribeGroupsRequest(groups=("bad",), include_authorized_operations=True)).groups]
+        # the principal's bitfields: ALL by prefix, DESCRIBE only, nothing
+        out["group_ops"] = group_operations(client)
+        m = module("describe_topic_partitions", 0)
+        topics = ("open", "any-user", "pre-secret", "see-none", "hidden", "nowhere")
+        described = client.request(m.DescribeTopicPartitionsRequest(
+            topics=tuple(m.TopicRequest(name=t) for t in topics), response_partition_limit=i32(2000),
+            cursor=None)).topics
+        out["dtp"] = sorted((t.name, t.error_code, t.topic_authorized_operations) for t in described)
+        every = client.request(m.DescribeTopicPartitionsRequest(
+            topics=(), response_partition_limit=i32(2000), cursor=None)).topics
+        out["dtp_all"] = sorted(t.name for t in every if not t.name.startswith(("__", AUTO)))
+        out["auto_create"] = auto_create(client)
     return out
+
+
+def group_operations(client: WireClient) -> list[tuple[str, int, int]]:
+    """DescribeGroups' bitfields: ALL by prefix, DESCRIBE only, nothing; once a fresh Kafka
+    has made __consumer_offsets (FindCoordinator asks for it) and stopped answering
+    NOT_COORDINATOR."""
+    m = importlib.import_module("kio.schema.describe_groups.v5.request")
+    find = importlib.import_module("kio.schema.find_coordinator.v4.request")
+    deadline = time.monotonic() + 30
+    while True:
+        client.request(find.FindCoordinatorRequest(key_type=i8(0), coordinator_keys=("g-none",)))
+        found = sorted((g.group_id, int(g.error_code), int(g.authorized_operations))
+                       for g in client.request(m.DescribeGroupsRequest(
+                           groups=("g-none", "ro-x", "bad"), include_authorized_operations=True)).groups)
+        if all(error != 16 for _, error, _ in found) or time.monotonic() > deadline:
+            return found
+        time.sleep(0.2)
+
+
+def auto_create(client: WireClient) -> dict[str, Any]:
+    """Metadata asked to auto-create: with CREATE (ALL by prefix) the topic is made; with
+    DESCRIBE only, or nothing, it is refused and not made."""
+    m = importlib.import_module("kio.schema.metadata.v12.request")
+    tag = uuid.uuid4().hex[:8]
+    roles = {f"{AUTO}{tag}": "may create", f"see-auto-{tag}": "may describe",
+             f"hide-auto-{tag}": "nothing"}
+
+    def ask(create: bool) -> dict[str, int]:
+        answer = client.request(m.MetadataRequest(
+            topics=tuple(m.MetadataRequestTopic(name=t, topic_id=uuid.UUID(int=0)) for t in roles),
+            allow_auto_topic_creation=create, include_topic_authorized_operations=False))
+        return {roles[t.name]: int(t.error_code) for t in answer.topics}
+
+    # made at once by akfak (0), asynchronously by Kafka (UNKNOWN_TOPIC_OR_PARTITION meanwhile,
+    # akfak/handlers/metadata.py): what the ACLs decide is whether it is refused
+    asked = {role: "refused" if error == 29 else "not refused" for role, error in ask(True).items()}
+    deadline = time.monotonic() + 10
+    while (after := ask(False))["may create"] != 0 and time.monotonic() < deadline:
+        time.sleep(0.1)  # Kafka creates it through its controller, a moment later
+    return {"asked": asked, "after": after}
 
 
 @pytest.mark.jvm
@@ -370,7 +445,8 @@ def test_answers_match_kafka(secured: dict[str, Any], tmp_path: Path) -> None:
     finally:
         first.stop()
     peer = start_kafka(tmp_path / "k2", log_dir=tmp_path / "k1" / "kraft-logs",
-                       properties={"authorizer.class.name": STANDARD})
+                       properties={"authorizer.class.name": STANDARD,
+                                   "auto.create.topics.enable": "true"})
     try:
         kafka = raw_answers(peer.port)
     finally:
@@ -381,6 +457,30 @@ def test_answers_match_kafka(secured: dict[str, Any], tmp_path: Path) -> None:
             kafka["create"], kafka["delete"], kafka["describe_groups"]) == (
         sorted(DESCRIBABLE), 29, [("bad", 30)], 53, [("bad", 30)], [("", 31), ("hidden", 29)],
         31, [("other-new", 29)], [("hidden", 29)], [("bad", 30)])
+    assert_bitfields_and_auto_creation(kafka)
+
+
+def assert_bitfields_and_auto_creation(answers: dict[str, Any]) -> None:
+    """DescribeGroups' and DescribeTopicPartitions' bitfields for the ACLs above, the topics
+    DescribeTopicPartitions leaves out, and Metadata auto-creating only with CREATE."""
+    group_all = _bits(AclOperation.READ, AclOperation.DESCRIBE, AclOperation.DELETE,
+                      AclOperation.DESCRIBE_CONFIGS, AclOperation.ALTER_CONFIGS)
+    assert answers["group_ops"] == [("bad", 30, UNASKED), ("g-none", 0, group_all),
+                                    ("ro-x", 0, _bits(AclOperation.DESCRIBE))], answers["group_ops"]
+    every = _bits(*TOPIC_OPS)
+    assert answers["dtp"] == [
+        ("any-user", 0, _bits(AclOperation.READ, AclOperation.DESCRIBE)), ("hidden", 29, UNASKED),
+        ("nowhere", 29, UNASKED), ("open", 0, every),
+        ("pre-secret", 0, every & ~_bits(AclOperation.READ)),
+        ("see-none", 3, _bits(AclOperation.DESCRIBE))], answers["dtp"]
+    assert answers["dtp_all"] == sorted(DESCRIBABLE)
+    assert answers["auto_create"]["asked"] == {"may create": "not refused", "may describe": "refused",
+                                               "nothing": "refused"}
+    assert answers["auto_create"]["after"] == {"may create": 0, "may describe": 3, "nothing": 29}
+
+
+def test_bitfields_and_auto_creation(secured: dict[str, Any]) -> None:
+    assert_bitfields_and_auto_creation(raw_answers(secured["port"]))
 
 
 @pytest.mark.akfak(overrides={"authorizer.class.name": STANDARD})
