@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
 from akfak.testing import EmbeddedBroker, Security
@@ -253,3 +253,50 @@ def test_a_users_quota_applies_to_its_authenticated_principal() -> None:
     free_rate, free_throttle = out["bob"]
     assert free_throttle == 0
     assert free_rate > 2 * MB, free_rate / MB
+
+
+# -- authorized operations of an authenticated principal, as a client reads them --------------
+
+
+def test_authorized_operations_of_an_authenticated_principal() -> None:
+    from confluent_kafka import TopicCollection
+    from confluent_kafka.admin import (
+        AclBinding,
+        AclOperation,
+        AclPermissionType,
+        ResourcePatternType,
+        ResourceType,
+    )
+
+    security = Security(listeners=["SASL_PLAINTEXT"], users={**PASSWORDS, "admin": "admin-pw"},
+                        mechanisms=["PLAIN"], authorizer=True, super_users=["User:admin"])
+    with EmbeddedBroker(security=security) as b:
+        b.create_topic("ops-t")
+
+        def allow(rtype: Any, name: str, op: Any) -> AclBinding:
+            return AclBinding(rtype, name, ResourcePatternType.LITERAL, "User:alice", "*", op,
+                              AclPermissionType.ALLOW)
+
+        acls = [allow(ResourceType.BROKER, "kafka-cluster", AclOperation.DESCRIBE),
+                allow(ResourceType.BROKER, "kafka-cluster", AclOperation.ALTER),
+                allow(ResourceType.TOPIC, "ops-t", AclOperation.READ),
+                allow(ResourceType.GROUP, "ops-g", AclOperation.DESCRIBE)]
+        admin = AdminClient(b.client_config("admin"))  # kept until the answers
+        for future in admin.create_acls(acls).values():
+            future.result(TIMEOUT)
+        alice, bob = AdminClient(b.client_config("alice")), AdminClient(b.client_config("bob"))
+        cluster = alice.describe_cluster(include_authorized_operations=True).result(TIMEOUT)
+        assert set(cluster.authorized_operations) == {AclOperation.DESCRIBE, AclOperation.ALTER}
+        topic = alice.describe_topics(TopicCollection(["ops-t"]),
+                                      include_authorized_operations=True)["ops-t"].result(TIMEOUT)
+        assert set(topic.authorized_operations) == {AclOperation.READ, AclOperation.DESCRIBE}
+        group = alice.describe_consumer_groups(
+            ["ops-g"], include_authorized_operations=True)["ops-g"].result(TIMEOUT)
+        assert set(group.authorized_operations) == {AclOperation.DESCRIBE}
+        # bob has no ACL: no DESCRIBE on the cluster (so no bitfield), the topic refused
+        assert not bob.describe_cluster(include_authorized_operations=True).result(
+            TIMEOUT).authorized_operations
+        with pytest.raises(KafkaException) as refused:
+            bob.describe_topics(TopicCollection(["ops-t"]),
+                                include_authorized_operations=True)["ops-t"].result(TIMEOUT)
+        assert refused.value.args[0].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
