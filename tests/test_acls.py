@@ -197,6 +197,11 @@ def test_kafka_acls_tool_lists_what_it_lists_for_kafka(broker_process: Any, tmp_
                          "--operation", "Describe", "--topic", "orders", "--group", "app")
             tool("--add", "--deny-principal", "User:mallory", "--operation", "All",
                  "--topic", "orders", "--resource-pattern-type", "prefixed")
+            # the USER and DELEGATION_TOKEN resource types
+            tool("--add", "--allow-principal", "User:alice", "--operation", "CreateTokens",
+                 "--operation", "DescribeTokens", "--user-principal", "User:bob")
+            tool("--add", "--allow-principal", "User:alice", "--operation", "Describe",
+                 "--delegation-token", "token-1")
             listed = tool("--list")
             removed = tool("--remove", "--force", "--deny-principal", "User:mallory",
                            "--operation", "All", "--topic", "orders",
@@ -210,5 +215,9 @@ def test_kafka_acls_tool_lists_what_it_lists_for_kafka(broker_process: Any, tmp_
         assert "(principal=User:alice, host=*, operation=READ, permissionType=ALLOW)" in \
             outputs["akfak"][3]
         assert not any("mallory" in line for line in outputs["akfak"][3])
+        listed = "\n".join(outputs["akfak"][3])
+        assert "resourceType=USER, name=User:bob" in listed, listed
+        assert "resourceType=DELEGATION_TOKEN, name=token-1" in listed, listed
+        assert "operation=CREATE_TOKENS" in listed and "operation=DESCRIBE_TOKENS" in listed
     finally:
         peer.stop()
