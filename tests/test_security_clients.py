@@ -300,3 +300,41 @@ def test_authorized_operations_of_an_authenticated_principal() -> None:
             bob.describe_topics(TopicCollection(["ops-t"]),
                                 include_authorized_operations=True)["ops-t"].result(TIMEOUT)
         assert refused.value.args[0].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+
+
+# -- a PEM key store whose key is encrypted with ssl.key.password ------------------------------
+
+
+@pytest.mark.parametrize("inline", [False, True])
+def test_encrypted_pem_key(tmp_path: Any, inline: bool) -> None:
+    from cryptography.hazmat.primitives.serialization import (
+        BestAvailableEncryption,
+        Encoding,
+        PrivateFormat,
+        load_pem_private_key,
+    )
+
+    from akfak.config import ConfigError
+    from akfak.testing.security import Certificates
+
+    certificates = Certificates(tmp_path / "tls")
+    key_pem, chain = certificates.server_key_and_chain()
+    encrypted = load_pem_private_key(key_pem.encode(), None).private_bytes(
+        Encoding.PEM, PrivateFormat.PKCS8, BestAvailableEncryption(b"key-pw")).decode()
+    assert "ENCRYPTED PRIVATE KEY" in encrypted
+    if inline:
+        store = {"ssl.keystore.key": encrypted, "ssl.keystore.certificate.chain": chain}
+    else:
+        keystore = tmp_path / "encrypted.pem"
+        keystore.write_text(encrypted + chain)
+        store = {"ssl.keystore.location": str(keystore)}
+
+    def security(password: str) -> Security:
+        # Security's own store first, replaced by this one (inline: no location beside it)
+        return Security(listeners=["SSL"], certificates=certificates, inline_pem=inline, properties={
+            "ssl.keystore.type": "PEM", **store, "ssl.key.password": password})
+
+    with EmbeddedBroker(security=security("key-pw")) as b:
+        assert confluent_roundtrip(b.client_config(), unique("encrypted")) == EXPECTED
+    with pytest.raises(ConfigError, match="could not be loaded"):
+        EmbeddedBroker(security=security("wrong")).start()
