@@ -230,13 +230,15 @@ def _produce(config: dict[str, str], topic: str, seconds: float, out: dict[str, 
 
 
 @pytest.mark.timeout(180)
-def test_a_users_quota_applies_to_its_authenticated_principal() -> None:
+def test_user_quotas_apply_to_the_authenticated_principal() -> None:
     # 3 windows: the burst a fresh sensor allows is 2 MB, the steady rate shows within seconds
     security = Security(listeners=["SASL_PLAINTEXT", "PLAINTEXT"], users=PASSWORDS, mechanisms=["PLAIN"],
                         properties={"quota.window.num": "3"})
     with EmbeddedBroker(security=security) as b:
         with WireClient(b.ports["PLAINTEXT"]) as c:
-            assert alter(c, [([("user", "alice")], [("producer_byte_rate", float(MB))])]) == [(0, None)]
+            # every user 1 MB/s (the default user), but bob 1 GB/s: his own entity comes first
+            assert alter(c, [([("user", None)], [("producer_byte_rate", float(MB))]),
+                             ([("user", "bob")], [("producer_byte_rate", 1024.0 * MB)])]) == [(0, None)] * 2
         topic = unique("user-quota")
         b.create_topic(topic)
         out: dict[str, Any] = {}
@@ -306,7 +308,7 @@ def test_authorized_operations_of_an_authenticated_principal() -> None:
 
 
 @pytest.mark.parametrize("inline", [False, True])
-def test_encrypted_pem_key(tmp_path: Any, inline: bool) -> None:
+def test_encrypted_pem_key(tmp_path: Any, inline: bool, log_events: list[dict[str, Any]]) -> None:
     from cryptography.hazmat.primitives.serialization import (
         BestAvailableEncryption,
         Encoding,
@@ -338,3 +340,8 @@ def test_encrypted_pem_key(tmp_path: Any, inline: bool) -> None:
         assert confluent_roundtrip(b.client_config(), unique("encrypted")) == EXPECTED
     with pytest.raises(ConfigError, match="could not be loaded"):
         EmbeddedBroker(security=security("wrong")).start()
+    from twisted.logger import formatEvent
+
+    # the key password is never logged (nor the key)
+    text = "\n".join(formatEvent(e) for e in log_events) + repr(log_events)
+    assert log_events and "key-pw" not in text and "PRIVATE KEY" not in text
