@@ -153,10 +153,11 @@ def test_produce(secured: dict[str, Any]) -> None:
             assert answer.responses[0].partition_responses[0].error_code == expected, topic
 
 
-def consume(bootstrap: str, group: str, topic: str, polls: int = 40) -> tuple[int, int]:
+def consume(bootstrap: str, group: str, topic: str, polls: int = 40, **settings: str
+            ) -> tuple[int, int]:
     """(messages received, first error code) polling a new consumer for a while."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False, **settings})
     consumer.subscribe([topic])
     received = error = 0
     try:
@@ -208,6 +209,20 @@ def test_consume(secured: dict[str, Any]) -> None:
         answer = client.request(fetch({"hidden": {0: 0}, "pre-secret": {0: 0}, "open": {0: 0}}))
         assert {t.topic: t.partitions[0].error_code for t in answer.responses} == {
             "hidden": 29, "pre-secret": 29, "open": 0}
+
+
+def test_consume_with_the_consumer_group_protocol(secured: dict[str, Any]) -> None:
+    # KIP-848's ConsumerGroupHeartbeat: READ on the group, DESCRIBE on the subscribed topics
+    bootstrap, kip848 = secured["bootstrap"], {"group.protocol": "consumer"}
+    producer = Producer({"bootstrap.servers": bootstrap})
+    producer.produce("open", b"x")
+    producer.flush(30)
+    assert consume(bootstrap, "g-848", "open", **kip848)[0] >= 1
+    assert consume(bootstrap, "g-848-2", "pre-secret", **kip848) == (
+        0, KafkaError.TOPIC_AUTHORIZATION_FAILED)  # described, not to READ
+    assert consume(bootstrap, "g-848-3", "hidden", polls=20, **kip848) == (
+        0, KafkaError.TOPIC_AUTHORIZATION_FAILED)  # not to describe: the heartbeat refuses it
+    assert consume(bootstrap, "bad-848", "open", **kip848) == (0, KafkaError.GROUP_AUTHORIZATION_FAILED)
 
 
 def _group_offsets(group: str) -> Any:
