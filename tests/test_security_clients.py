@@ -2,7 +2,9 @@
 confluent-kafka, kafka-python, aiokafka and kcat each make an admin call, produce and consume in
 a group; an expired OAUTHBEARER token from a real client is refused while others are served;
 the `akfak_broker` fixture with `@pytest.mark.akfak(security=...)`; a user's quota enforced on
-the principal SASL authenticated (tests/test_quotas.py caps client ids).
+the principal SASL authenticated (tests/test_quotas.py caps client ids); KIP-368 re-authentication
+by librdkafka on its open connections; an encrypted PEM key; authorized-operations bitfields
+as confluent-kafka reads them.
 """
 
 from __future__ import annotations
@@ -345,3 +347,37 @@ def test_encrypted_pem_key(tmp_path: Any, inline: bool, log_events: list[dict[st
     # the key password is never logged (nor the key)
     text = "\n".join(formatEvent(e) for e in log_events) + repr(log_events)
     assert log_events and "key-pw" not in text and "PRIVATE KEY" not in text
+
+
+# -- KIP-368 re-authentication by a real client ------------------------------------------------
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-512", "OAUTHBEARER"])
+def test_librdkafka_reauthenticates_before_the_session_ends(mechanism: str) -> None:
+    security = Security(listeners=["SASL_SSL"], users=PASSWORDS, mechanisms=[mechanism],
+                        properties={"connections.max.reauth.ms": "1500"})
+    with EmbeddedBroker(security=security) as b:
+        topic = unique("reauth")
+        b.create_topic(topic)
+        errors: list[Any] = []
+        producer = Producer({**b.client_config("alice", mechanism=mechanism), "linger.ms": 0})
+
+        def sessions() -> set[tuple[int, bool]]:
+            """(client port, re-authenticated) of alice's connections."""
+            return b.call(lambda: {(c.transport.getPeer().port, c.sasl._last_reauth is not None)
+                                   for s in b._listeners() for c in s.factory.connections
+                                   if c.principal == "User:alice"})
+
+        producer.produce(topic, b"first", on_delivery=lambda err, _m: errors.append(err))
+        producer.flush(TIMEOUT)
+        first = sessions()
+        deadline = time.monotonic() + 5  # more than three sessions' lifetimes
+        while time.monotonic() < deadline:
+            producer.produce(topic, b"v", on_delivery=lambda err, _m: errors.append(err))
+            producer.poll(0.2)
+        assert producer.flush(TIMEOUT) == 0
+        assert errors and not any(errors), errors
+        later = sessions()
+        # the same connections, each re-authenticated: the broker closed none of them
+        assert {port for port, _ in later} == {port for port, _ in first}, (first, later)
+        assert later and all(again for _, again in later), later
