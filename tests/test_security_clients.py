@@ -381,3 +381,28 @@ def test_librdkafka_reauthenticates_before_the_session_ends(mechanism: str) -> N
         # the same connections, each re-authenticated: the broker closed none of them
         assert {port for port, _ in later} == {port for port, _ in first}, (first, later)
         assert later and all(again for _, again in later), later
+
+
+# -- the failure delay (connection.failed.authentication.delay.ms) -------------------------------
+
+
+@pytest.mark.parametrize("delay_ms", [0, 1000])
+def test_failed_authentication_answered_after_the_delay_then_closed(delay_ms: int) -> None:
+    from kio.schema.errors import ErrorCode
+
+    from tests.test_sasl import authenticate, handshake
+
+    security = Security(listeners=["SASL_PLAINTEXT"], users=PASSWORDS, mechanisms=["PLAIN"],
+                        properties={"connection.failed.authentication.delay.ms": str(delay_ms)})
+    with EmbeddedBroker(security=security) as b, WireClient(b.port) as client:
+        assert handshake(client, "PLAIN").error_code == ErrorCode.none
+        started = time.monotonic()
+        answer = authenticate(client, b"\0alice\0wrong")
+        waited = time.monotonic() - started
+        assert answer.error_code == ErrorCode.sasl_authentication_failed
+        assert answer.error_message == "Authentication failed: Invalid username or password"
+        assert client.is_closed_by_peer()
+        if delay_ms:
+            assert waited >= 0.9 * delay_ms / 1000, waited
+        else:
+            assert waited < 0.5, waited  # at once (a generous bound: this machine is shared)
