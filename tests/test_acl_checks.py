@@ -92,6 +92,8 @@ def prepare(bootstrap: str) -> set[str]:
         assert future.result(30) is None
     # a group's coordinator: Kafka makes __consumer_offsets now, while ANONYMOUS is a super user
     # (after the restart the broker, as ANONYMOUS, may not create it)
+    # likewise __transaction_state, with a transactional id of its own
+    Producer({"bootstrap.servers": bootstrap, "transactional.id": "tx-prepare"}).init_transactions(60)
     deadline = time.monotonic() + 60
     while True:
         try:
