@@ -173,11 +173,13 @@ class _Stats:
             self.max_throttle = max(self.max_throttle, int(b.get("throttle", {}).get("max", 0)))
 
 
-def _produce(bootstrap: str, client_id: str, topic: str, seconds: float, out: dict[str, Any]) -> None:
+def produce_rate(config: dict[str, str], topic: str, seconds: float, out: dict[str, Any],
+                 key: str) -> None:
+    """out[key] = (bytes/s acknowledged after a 2 s burst, the largest throttle_time_ms
+    librdkafka saw), producing 10 kB values with `config` for `seconds` (a thread's target)."""
     stats = _Stats()
-    producer = Producer({"bootstrap.servers": bootstrap, "client.id": client_id, "acks": 1,
-                         "linger.ms": 5, "statistics.interval.ms": 500, "stats_cb": stats,
-                         "queue.buffering.max.kbytes": 4096})
+    producer = Producer({**config, "acks": 1, "linger.ms": 5, "statistics.interval.ms": 500,
+                         "stats_cb": stats, "queue.buffering.max.kbytes": 4096})
     payload = b"x" * 10_000
     acked = 0
 
@@ -201,7 +203,7 @@ def _produce(bootstrap: str, client_id: str, topic: str, seconds: float, out: di
     counted = acked - warm[1]  # acknowledged within the measured part of the run
     producer.flush(60)
     producer.poll(1.0)  # the last stats
-    out[client_id] = (counted / elapsed, stats.max_throttle)
+    out[key] = (counted / elapsed, stats.max_throttle)
 
 
 @pytest.fixture
@@ -221,7 +223,8 @@ def test_capped_producer_is_throttled_others_are_not(capped: BrokerProcess) -> N
     # (0.7-1.5 MB/s), while the uncapped producer runs faster than twice that.
     _topic(capped.bootstrap, "quota-p")
     out: dict[str, Any] = {}
-    threads = [threading.Thread(target=_produce, args=(capped.bootstrap, cid, "quota-p", 8.0, out))
+    threads = [threading.Thread(target=produce_rate, args=(
+        {"bootstrap.servers": capped.bootstrap, "client.id": cid}, "quota-p", 8.0, out, cid))
                for cid in ("c1", "free")]
     for t in threads:
         t.start()

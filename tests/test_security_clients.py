@@ -21,9 +21,17 @@ from confluent_kafka.admin import AdminClient
 
 from akfak.testing import EmbeddedBroker, Security
 from tests.clients import requires_kcat
-from tests.test_quotas import MB, _Stats, alter
+from tests.test_quotas import MB, alter, produce_rate
 from tests.test_sasl import unsecured_jwt
-from tests.test_tls import EXPECTED, RECORDS, TIMEOUT, confluent_roundtrip, kcat_roundtrip, unique
+from tests.test_tls import (
+    EXPECTED,
+    TIMEOUT,
+    aiokafka_exchange,
+    confluent_roundtrip,
+    kafka_python_exchange,
+    kcat_roundtrip,
+    unique,
+)
 from tests.wire import WireClient
 
 PASSWORDS = {"alice": "alice-secret", "bob": "bob-secret"}
@@ -49,8 +57,6 @@ def python_options(config: dict[str, str], user: str) -> dict[str, Any]:
 
 
 def kafka_python_roundtrip(config: dict[str, str], topic: str, user: str) -> list[bytes]:
-    from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
-    from kafka.admin import NewTopic
     from kafka.net.sasl.oauth import AbstractTokenProvider
 
     class Tokens(AbstractTokenProvider):
@@ -60,26 +66,11 @@ def kafka_python_roundtrip(config: dict[str, str], topic: str, user: str) -> lis
     options = {**python_options(config, user), "ssl_cafile": config["ssl.ca.location"]}
     if config["sasl.mechanism"] == "OAUTHBEARER":
         options["sasl_oauth_token_provider"] = Tokens()
-    admin = KafkaAdminClient(**options, request_timeout_ms=15_000)
-    admin.create_topics([NewTopic(topic, 1, 1)])
-    admin.close()
-    producer = KafkaProducer(**options, acks="all")
-    for i in range(RECORDS):
-        producer.send(topic, f"v{i}".encode())
-    producer.flush(TIMEOUT)
-    producer.close()
-    consumer = KafkaConsumer(topic, **options, group_id=unique("g"), auto_offset_reset="earliest",
-                             consumer_timeout_ms=20_000)
-    values = [m.value for _, m in zip(range(RECORDS), consumer, strict=False)]
-    consumer.commit()
-    consumer.close()
-    return values
+    return kafka_python_exchange(options, topic)
 
 
 def aiokafka_roundtrip(config: dict[str, str], topic: str, user: str) -> list[bytes]:
-    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
     from aiokafka.abc import AbstractTokenProvider
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.helpers import create_ssl_context
 
     class Tokens(AbstractTokenProvider):
@@ -90,36 +81,7 @@ def aiokafka_roundtrip(config: dict[str, str], topic: str, user: str) -> list[by
                "ssl_context": create_ssl_context(cafile=config["ssl.ca.location"])}
     if config["sasl.mechanism"] == "OAUTHBEARER":
         options["sasl_oauth_token_provider"] = Tokens()
-
-    async def run() -> list[bytes]:
-        admin = AIOKafkaAdminClient(**options)
-        await admin.start()
-        try:
-            await admin.create_topics([NewTopic(topic, 1, 1)])
-        finally:
-            await admin.close()
-        producer = AIOKafkaProducer(**options, acks="all")
-        await producer.start()
-        try:
-            for i in range(RECORDS):
-                await producer.send_and_wait(topic, f"v{i}".encode())
-        finally:
-            await producer.stop()
-        consumer = AIOKafkaConsumer(topic, **options, group_id=unique("g"), auto_offset_reset="earliest")
-        await consumer.start()
-        values: list[bytes] = []
-        try:
-            async with asyncio.timeout(TIMEOUT):
-                async for message in consumer:
-                    values.append(message.value)
-                    if len(values) == RECORDS:
-                        break
-            await consumer.commit()
-        finally:
-            await consumer.stop()
-        return values
-
-    return asyncio.run(run())
+    return aiokafka_exchange(options, topic)
 
 
 @pytest.mark.parametrize("mechanism", ALL)
@@ -202,35 +164,6 @@ def test_the_akfak_broker_fixture_takes_security(akfak_broker: EmbeddedBroker) -
 # -- a user's quota, on the principal SASL authenticated --------------------------------------
 
 
-def _produce(config: dict[str, str], topic: str, seconds: float, out: dict[str, Any]) -> None:
-    """(bytes/s acknowledged after a 2 s burst, max throttle_time_ms librdkafka saw)."""
-    stats = _Stats()
-    producer = Producer({**config, "acks": 1, "linger.ms": 5, "statistics.interval.ms": 500,
-                         "stats_cb": stats, "queue.buffering.max.kbytes": 4096})
-    acked = 0
-
-    def delivered(err: Any, msg: Any) -> None:
-        nonlocal acked
-        if err is None:
-            acked += len(msg.value())
-
-    start = time.monotonic()
-    warm = None
-    while time.monotonic() - start < seconds:
-        try:
-            producer.produce(topic, b"x" * 10_000, callback=delivered)
-        except BufferError:
-            producer.poll(0.05)
-        producer.poll(0)
-        if warm is None and time.monotonic() - start >= 2.0:
-            warm = (time.monotonic(), acked)
-    assert warm is not None
-    rate = (acked - warm[1]) / (time.monotonic() - warm[0])
-    producer.flush(60)
-    producer.poll(1.0)  # the last stats
-    out[config["sasl.username"]] = (rate, stats.max_throttle)
-
-
 @pytest.mark.timeout(180)
 def test_user_quotas_apply_to_the_authenticated_principal() -> None:
     # 3 windows: the burst a fresh sensor allows is 2 MB, the steady rate shows within seconds
@@ -245,8 +178,9 @@ def test_user_quotas_apply_to_the_authenticated_principal() -> None:
         b.create_topic(topic)
         out: dict[str, Any] = {}
         # the same client id for both: only the user tells them apart
-        threads = [threading.Thread(target=_produce, args=(
-            {**b.client_config(user), "client.id": "same"}, topic, 8.0, out)) for user in ("alice", "bob")]
+        threads = [threading.Thread(target=produce_rate, args=(
+            {**b.client_config(user), "client.id": "same"}, topic, 8.0, out, user))
+            for user in ("alice", "bob")]
         for t in threads:
             t.start()
         for t in threads:

@@ -104,15 +104,21 @@ def confluent_roundtrip(config: dict[str, str], topic: str) -> list[bytes]:
 
 
 def kafka_python_roundtrip(config: dict[str, str], topic: str) -> list[bytes]:
-    from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
-    from kafka.admin import NewTopic as KNewTopic
-
     options: dict[str, Any] = {"bootstrap_servers": config["bootstrap.servers"],
                                "security_protocol": config["security.protocol"],
                                "ssl_cafile": config["ssl.ca.location"]}
     if "ssl.certificate.location" in config:
         options.update(ssl_certfile=config["ssl.certificate.location"],
                        ssl_keyfile=config["ssl.key.location"])
+    return kafka_python_exchange(options, topic)
+
+
+def kafka_python_exchange(options: dict[str, Any], topic: str) -> list[bytes]:
+    """With kafka-python's `options`: create `topic`, produce RECORDS, consume them in a
+    group and commit; the values read."""
+    from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+    from kafka.admin import NewTopic as KNewTopic
+
     admin = KafkaAdminClient(**options, request_timeout_ms=15_000)
     admin.create_topics([KNewTopic(topic, 1, 1)])
     admin.close()
@@ -134,16 +140,20 @@ def kafka_python_roundtrip(config: dict[str, str], topic: str) -> list[bytes]:
 
 
 def aiokafka_roundtrip(config: dict[str, str], topic: str) -> list[bytes]:
-    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-    from aiokafka.admin import AIOKafkaAdminClient
-    from aiokafka.admin import NewTopic as ANewTopic
     from aiokafka.helpers import create_ssl_context
 
     context = create_ssl_context(cafile=config["ssl.ca.location"],
                                  certfile=config.get("ssl.certificate.location"),
                                  keyfile=config.get("ssl.key.location"))
-    options = {"bootstrap_servers": config["bootstrap.servers"], "security_protocol": "SSL",
-               "ssl_context": context}
+    return aiokafka_exchange({"bootstrap_servers": config["bootstrap.servers"],
+                              "security_protocol": "SSL", "ssl_context": context}, topic)
+
+
+def aiokafka_exchange(options: dict[str, Any], topic: str) -> list[bytes]:
+    """kafka_python_exchange with aiokafka."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    from aiokafka.admin import AIOKafkaAdminClient
+    from aiokafka.admin import NewTopic as ANewTopic
 
     async def run() -> list[bytes]:
         admin = AIOKafkaAdminClient(**options)
