@@ -105,6 +105,16 @@ class AkfakCluster:
             self.wait_live({node})
         return broker
 
+    def log_lines(self, *needles: str, last: int = 40) -> str:
+        """The last `last` lines of every broker's log naming any of `needles` (for a
+        failure's description)."""
+        found = []
+        for node in sorted(self.ports):
+            log = self.base / f"broker-{node}.log"
+            text = log.read_text(errors="replace") if log.exists() else ""
+            found += [f"[{node}] {line}" for line in text.splitlines() if any(n in line for n in needles)]
+        return "\n".join(found[-last:])
+
     def kill(self, node: int, sig: int = signal.SIGKILL) -> None:
         self.brokers[node].proc.send_signal(sig)
         if sig == signal.SIGKILL:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import uuid
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from kio.schema.errors import ErrorCode
 from kio.static.primitive import i8, i32, i32Timedelta
 
 from akfak.handlers.telemetry import subscription_id
-from tests.brokers import BrokerProcess
+from tests.brokers import BrokerProcess, start_process
 from tests.requests import metadata
 from tests.wire import WireClient
 
@@ -39,14 +40,23 @@ def schema(api: str, version: int) -> Any:
     return importlib.import_module(f"kio.schema.{api}.v{version}.request")
 
 
-@pytest.fixture
-def broker(broker_process: Any) -> BrokerProcess:
-    """An akfak subprocess with topic t (2 partitions) and u (1)."""
-    proc = broker_process()
+def with_topics(proc: BrokerProcess) -> BrokerProcess:
+    """`proc` with topic t (2 partitions) and u (1)."""
     admin = AdminClient({"bootstrap.servers": proc.bootstrap})
     for future in admin.create_topics([NewTopic("t", 2, 1), NewTopic("u", 1, 1)]).values():
         future.result(30)
     return proc
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
+    """One akfak subprocess for the module, with topics t and u: each test here only reads
+    what it holds or is refused (test_unregister_broker, which changes it, has its own)."""
+    proc = start_process(tmp_path_factory.mktemp("admin-apis") / "data")
+    try:
+        yield with_topics(proc)
+    finally:
+        proc.stop()
 
 
 def request(port: int, entity: Any) -> Any:
@@ -379,7 +389,8 @@ def test_alter_replica_log_dirs(broker: BrokerProcess) -> None:
         ("u", [(0, ErrorCode.log_dir_not_found)])]
 
 
-def test_unregister_broker(broker: BrokerProcess) -> None:
+def test_unregister_broker(broker_process: Any) -> None:
+    broker = with_topics(broker_process())
     m = schema("unregister_broker", 0)
     other = request(broker.port, m.UnregisterBrokerRequest(broker_id=i32(2)))
     assert (other.error_code, other.error_message) == (
@@ -403,11 +414,12 @@ def test_unregister_broker(broker: BrokerProcess) -> None:
     ("2", [("root", 0, "INFO")], ErrorCode.invalid_request, "Unexpected node id. Expected 1, but received 1"),
     ("one", [("root", 0, "INFO")], ErrorCode.invalid_request, "Node id must be an integer, but it is: one"),
 ])
-def test_broker_logger_alterations(broker_process: Any, name: str, configs: list[tuple[str, int, str | None]],
-                                   error: ErrorCode, message: str | None) -> None:
+def test_broker_logger_alterations(broker: BrokerProcess, name: str,
+                                   configs: list[tuple[str, int, str | None]], error: ErrorCode,
+                                   message: str | None) -> None:
     """IncrementalAlterConfigs of BROKER_LOGGER checked as Kafka's RuntimeLoggerManager checks it."""
     m = schema("incremental_alter_configs", 1)
-    answer = request(broker_process().port, m.IncrementalAlterConfigsRequest(validate_only=False, resources=(
+    answer = request(broker.port, m.IncrementalAlterConfigsRequest(validate_only=False, resources=(
         m.AlterConfigsResource(resource_type=i8(8), resource_name=name, configs=tuple(
             m.AlterableConfig(name=k, config_operation=i8(op), value=v) for k, op, v in configs)),)))
     assert [(r.error_code, r.error_message) for r in answer.responses] == [(error, message)]

@@ -19,7 +19,9 @@ brokers over PostgreSQL (akfak/cluster.py), on one cluster for the module:
   elsewhere than at the group's coordinator / the partition's leader are NOT_COORDINATOR /
   NOT_LEADER_OR_FOLLOWER.
 
-Each killed broker is restarted before the next test.
+Each killed broker is restarted before the next test. CI (the suite's 15-minute budget) runs
+the Java KIP-848 member, franz-go's group and the raw share requests; the rest is opt-in
+(AKFAK_SLOW=1), as is test_cluster_faults' rolling restart.
 """
 
 from __future__ import annotations
@@ -176,6 +178,7 @@ def member_survives_coordinator_kill(cluster: AkfakCluster, topic: str, group: s
 # -- the Java client ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.jvm
 def test_java_idempotent_producer_across_kill_and_pause(cluster: AkfakCluster) -> None:
     topic = "java-load"
@@ -205,6 +208,7 @@ def test_java_group_across_coordinator_kill(cluster: AkfakCluster, protocol: str
     member_survives_coordinator_kill(cluster, topic, group, member, total)
 
 
+@pytest.mark.slow
 @pytest.mark.jvm
 def test_java_transactions_across_coordinator_kill(cluster: AkfakCluster) -> None:
     topic, txn_id = "java-transacted", "java-txn"
@@ -214,19 +218,22 @@ def test_java_transactions_across_coordinator_kill(cluster: AkfakCluster) -> Non
     producer = java("ClusterProducer", cluster.bootstrap, f"topic={topic}",
                     f"transactional-id={txn_id}", "per-txn=6")
     count = lambda: len(producer.of_kind("committed"))  # noqa: E731
+
+    def describe() -> str:
+        return f"{producer.describe()}\nbrokers:\n{cluster.log_lines(txn_id, 'transaction', 'Loaded')}"
+
     try:
-        wait_for(lambda: count() >= 5, 60, "transactions before the kill", producer.describe)
+        wait_for(lambda: count() >= 5, 60, "transactions before the kill", describe)
         victim = coordinator_of(cluster, txn_id, key_type=1)
         cluster.kill(victim)
         before = count()
-        wait_for(lambda: count() >= before + 5, 90, "transactions after the kill",
-                 producer.describe)
+        wait_for(lambda: count() >= before + 5, 90, "transactions after the kill", describe)
         done = producer.stop(120)
     finally:
         if producer.proc.poll() is None:
             producer.proc.kill()
         restart_dead(cluster)
-    assert done.returncode == 0, done.describe()
+    assert done.returncode == 0, f"{done.describe()}\n{cluster.log_lines(txn_id, 'transaction')}"
     commits = {r["txn"] for r in done.of_kind("committed")}
     back = run_java("ReadCommittedConsumer", cluster.bootstrap, f"topic={topic}",
                     "isolation=read_committed", "timeout-ms=60000").check()
@@ -246,6 +253,7 @@ def test_java_transactions_across_coordinator_kill(cluster: AkfakCluster) -> Non
 # -- franz-go -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_franz_idempotent_producer_across_kill(cluster: AkfakCluster) -> None:
     topic = "franz-load"
     prog = go_program()
@@ -409,6 +417,7 @@ def test_share_requests_go_to_the_leader_and_the_coordinator(cluster: AkfakClust
             assert acquired(fetched) == [(0, 2, 1)]
 
 
+@pytest.mark.slow
 @pytest.mark.jvm
 def test_java_share_group_across_leader_and_coordinator_kill(cluster: AkfakCluster) -> None:
     from confluent_kafka import Producer
@@ -466,6 +475,7 @@ def test_java_share_group_across_leader_and_coordinator_kill(cluster: AkfakClust
     assert again <= unanswered, f"accepted records delivered again: {sorted(again - unanswered)}"
 
 
+@pytest.mark.slow
 @pytest.mark.jvm
 def test_java_share_group_offsets_admin_across_brokers(cluster: AkfakCluster) -> None:
     """The Java Admin's listShareGroupOffsets, alterShareGroupOffsets and

@@ -86,6 +86,7 @@ def test_a_paused_leader_is_fenced(cluster: AkfakCluster) -> None:
         f"after-{i}".encode() for i in range(5)]
 
 
+@pytest.mark.slow  # opt-in (AKFAK_SLOW=1): the jepsen-style test below restarts brokers under load in CI
 def test_rolling_restart_under_load(cluster: AkfakCluster) -> None:
     topic, partitions = "rolling", 3
     create(cluster, topic, partitions)

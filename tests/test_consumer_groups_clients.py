@@ -11,7 +11,6 @@ killed mid-rebalance keeps every committed offset.  Short heartbeat and session 
 
 from __future__ import annotations
 
-import contextlib
 import subprocess
 import sys
 import time
@@ -72,6 +71,10 @@ def produce(bootstrap: str, topic: str, count: int, partitions: int, start: int 
     assert producer.flush(10) == 0
 
 
+#: Kafka 4.1.1's run of a comparison (each starts its own) is opt-in (AKFAK_SLOW=1): the budget.
+KAFKA_TOO = ["akfak", pytest.param("kafka", marks=[pytest.mark.jvm, pytest.mark.slow])]
+
+
 class Member:
     """A confluent-kafka consumer with the consumer protocol, recording what it was given
     and what it gave back, and committing what it processed."""
@@ -81,6 +84,9 @@ class Member:
         self.assigned: set[tuple[str, int]] = set()
         self.revoked: list[tuple[str, int]] = []
         self.records: list[bytes] = []
+        self.commit_errors: list[KafkaError] = []
+        #: each commit on revocation: (partition, offset, error) of every partition it named
+        self.commits: list[list[tuple[int, int, str]]] = []
         self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
                                   "group.protocol": "consumer", "auto.offset.reset": "earliest",
                                   "enable.auto.commit": False, "client.id": name, **extra})
@@ -94,8 +100,11 @@ class Member:
         self.revoked += sorted(gone)
         self.assigned -= gone
         if self.records:
-            with contextlib.suppress(KafkaException):  # nothing consumed since the last commit
-                consumer.commit(asynchronous=False)
+            try:
+                done = consumer.commit(asynchronous=False)
+                self.commits.append([(t.partition, t.offset, str(t.error)) for t in done or []])
+            except KafkaException as e:
+                self.commit_errors.append(e.args[0])
 
     def poll(self) -> None:
         message = self.consumer.poll(0.05)
@@ -136,12 +145,15 @@ def test_scale_out_from_one_to_four_members(broker: BrokerProcess) -> None:
             assert moved <= members[-1].assigned, (m.name, moved)
             assert set(m.revoked[revoked_before[m.name]:]) == moved
     produce(broker.bootstrap, "scale", 240, 12, start=240)
-    wait_for(lambda: sum(len(m.records) for m in members) >= 480, "every record", poll_all(members))
+    wait_for(lambda: len({r for m in members for r in m.records}) >= 480, "every record", poll_all(members))
     seen = Counter(r for m in members for r in m.records)
     assert len(seen) == 480
     # Each record is processed once: no duplicates beyond what was consumed but not yet
-    # committed when its partition moved (none here: revocation commits first).
-    assert max(seen.values()) == 1
+    # committed when its partition moved (none here: revocation commits first). On one,
+    # say who read it, and what each member gave up and its commits answered.
+    twice = sorted(r for r, n in seen.items() if n > 1)
+    assert not twice, (twice, {m.name: ([r for r in m.records if r in twice], m.revoked, m.commits,
+                                        [str(e) for e in m.commit_errors]) for m in members})
     assert sum(len(m.revoked) for m in members) == 13  # 6, then 4, then 3 moved: the least
     for m in members:
         m.close()
@@ -290,7 +302,7 @@ def test_upgrade_and_downgrade_of_a_live_group_with_classic_members(broker: Brok
         m.close()
 
 
-@pytest.mark.parametrize("target", ["akfak", pytest.param("kafka", marks=pytest.mark.jvm)])
+@pytest.mark.parametrize("target", KAFKA_TOO)
 def test_rebalance_protocols_without_consumer(target: str, tmp_path: Any) -> None:
     """`group.coordinator.rebalance.protocols=classic` turns the consumer protocol off, as in
     Kafka 4.1.1: a consumer-protocol member fails (UNSUPPORTED_VERSION from its heartbeat),
@@ -332,7 +344,7 @@ def test_rebalance_protocols_without_consumer(target: str, tmp_path: Any) -> Non
         server.stop()
 
 
-@pytest.mark.parametrize("target", ["akfak", pytest.param("kafka", marks=pytest.mark.jvm)])
+@pytest.mark.parametrize("target", KAFKA_TOO)
 def test_group_configs_set_the_members_interval_and_session(target: str, tmp_path: Any) -> None:
     """GROUP configs set with confluent-kafka's incremental_alter_configs apply to the group's
     members, as on Kafka 4.1.1: consumer.heartbeat.interval.ms is the interval the heartbeat

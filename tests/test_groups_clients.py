@@ -78,6 +78,19 @@ def produce(bootstrap: str, topic: str, count: int, *, start: int = 0) -> list[s
     return values
 
 
+def kafka_python_subscribe(consumer: Any, topic: str) -> None:
+    """Subscribe a kafka-python consumer once it has the topic's metadata.
+
+    kafka-python 3.0.12 loses a rebalance that a metadata change starts (its first join
+    ran before the topic's metadata came) when the poll that drives it times out mid-join:
+    the JoinGroup/SyncGroup answers arrive, the join never completes, and heartbeats stay
+    off for good. Having the metadata first avoids that rejoin; callers also poll with
+    timeouts (1 s) far longer than a join takes.
+    """
+    consumer.partitions_for_topic(topic)
+    consumer.subscribe([topic])
+
+
 def committing_on_revoke(consumer: Consumer, partitions: list[TopicPartition]) -> None:
     # Commit what was consumed before partitions move, so that none is read twice.
     with contextlib.suppress(KafkaException):  # nothing consumed yet
@@ -160,16 +173,14 @@ def test_two_kafka_python_consumers_share_six_partitions(shared_broker: BrokerPr
     errors: list[BaseException] = []
 
     def run(index: int) -> None:
-        # Distinct client ids, and the topic's metadata before subscribing: kafka-python
-        # 3.0.12 can lose a leader's join when its metadata changes mid-rebalance.
+        # Distinct client ids (and kafka_python_subscribe, below).
         consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, client_id=f"kp-{index}",
                                  auto_offset_reset="earliest", session_timeout_ms=6000,
                                  heartbeat_interval_ms=250)
         try:
-            consumer.partitions_for_topic(topic)
-            consumer.subscribe([topic])
+            kafka_python_subscribe(consumer, topic)
             while not stop.is_set():
-                # A generous poll timeout: it also bounds the commit before a rebalance.
+                # It also bounds the commit before a rebalance.
                 for records in consumer.poll(timeout_ms=1000).values():
                     consumed[index].extend(r.value.decode() for r in records)
                 assignments[index] = {tp.partition for tp in consumer.assignment()}
@@ -544,10 +555,11 @@ def test_kafka_python_admin_lists_describes_and_deletes_groups_and_offsets(
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     # A long session: on a loaded machine kafka-python's heartbeat thread has been seen to
     # miss 6 s (the broker then removed the member, and the assignment never came).
-    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group, auto_offset_reset="earliest",
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, auto_offset_reset="earliest",
                              enable_auto_commit=False, session_timeout_ms=20000, heartbeat_interval_ms=250)
     try:
-        wait_for(lambda: consumer.poll(timeout_ms=100) is not None
+        kafka_python_subscribe(consumer, topic)
+        wait_for(lambda: consumer.poll(timeout_ms=1000) is not None
                  and len(consumer.assignment()) == PARTITIONS, "the consumer's assignment")
         consumer.commit({KTopicPartition(topic, p): OffsetAndMetadata(p + 1, "meta", -1)
                          for p in range(PARTITIONS)})

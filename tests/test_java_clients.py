@@ -87,7 +87,7 @@ def test_plain_round_trip(cluster: Cluster) -> None:
             assert [o for p, o, *_ in seen if p == partition] == list(range(end[partition]))
 
 
-@pytest.mark.parametrize("cluster", BROKERS, indirect=True)
+@pytest.mark.parametrize("cluster", BROKERS_KAFKA_SLOW, indirect=True)
 def test_commit_and_abort_across_partitions(cluster: Cluster) -> None:
     """Six transactions of 10 records over 3 partitions, committed, aborted, committed, ...:
     read_committed sees the 40 committed records only, read_uncommitted all 60; each transaction
@@ -113,7 +113,7 @@ def test_commit_and_abort_across_partitions(cluster: Cluster) -> None:
                            for txn in range(6)}
 
 
-@pytest.mark.parametrize("cluster", BROKERS, indirect=True)
+@pytest.mark.parametrize("cluster", BROKERS_KAFKA_SLOW, indirect=True)
 def test_consume_transform_produce_exactly_once(cluster: Cluster) -> None:
     """10,000 records copied input -> output in transactions that also commit the group's
     offsets: every record exactly once in the output, and the group's offsets at the input's end."""
@@ -172,6 +172,7 @@ def wait_until(condition: Callable[[], Any], what: str, deadline: float = 90.0) 
         time.sleep(0.1)
 
 
+@pytest.mark.slow  # in CI, test_java_consumer_groups' scale-out covers the same reconciliation
 @pytest.mark.parametrize("cluster", BROKERS_KAFKA_SLOW, indirect=True)
 def test_consumer_group_protocol_members_scale_and_leave(cluster: Cluster) -> None:
     """Java consumers with `group.protocol=consumer` (KIP-848): one member takes the 4
@@ -227,7 +228,8 @@ def word_counts(lines: int) -> Counter[str]:
     return Counter(word for i in range(lines) for word in (f"w{i % 50}", f"w{i % 20}", f"w{i % 7}"))
 
 
-@pytest.mark.parametrize("guarantee", ["exactly_once_v2", "at_least_once"])
+@pytest.mark.parametrize("guarantee", ["exactly_once_v2",
+                                       pytest.param("at_least_once", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("cluster", BROKERS_KAFKA_SLOW, indirect=True)
 def test_streams_word_count_with_restart(cluster: Cluster, tmp_path: Path, guarantee: str) -> None:
     """A Kafka Streams word count (lines split into words, re-keyed through a repartition topic,

@@ -138,6 +138,7 @@ def test_platformatic_consumer_protocol_group(cluster: Cluster, request: pytest.
                                       name(request, "kip848-group"))
 
 
+@pytest.mark.slow  # in CI, franz-go's run of the same scenario (test_go_clients) stands for it
 def test_platformatic_consumer_protocol_scale_out_and_crash(request: pytest.FixtureRequest) -> None:
     """@platformatic/kafka (groupProtocol 'consumer'): a KIP-848 group grows from one member to
     four over 12 partitions, only moving partitions revoked, then loses one to SIGKILL

@@ -190,11 +190,17 @@ def test_kcat(broker: EmbeddedBroker, mechanism: str) -> None:
 
 
 def auth_errors(config: dict[str, str]) -> list[KafkaError]:
+    """The authentication errors of a client with `config`: none once it has a Metadata
+    answer (which only an authenticated connection gets)."""
     errors: list[KafkaError] = []
     producer = Producer({**config, "error_cb": errors.append})
     deadline = time.monotonic() + 20
     while not any(e.code() == KafkaError._AUTHENTICATION for e in errors) and time.monotonic() < deadline:
-        producer.poll(0.2)
+        try:
+            producer.list_topics(timeout=0.5)
+            break
+        except KafkaException:
+            producer.poll(0.1)
     return [e for e in errors if e.code() == KafkaError._AUTHENTICATION]
 
 
@@ -536,22 +542,28 @@ def java_story(bootstrap: str, tmp: Path) -> list[str]:
 
 
 @pytest.mark.jvm
-def test_kafka_configs_and_java_client_match_kafka(tmp_path: Path) -> None:
+# Kafka 4.1.1's run of the same story, compared line by line, is opt-in (AKFAK_SLOW=1): the budget.
+@pytest.mark.parametrize("with_kafka", [False, pytest.param(True, id="with-kafka", marks=pytest.mark.slow)])
+def test_kafka_configs_and_java_client_match_kafka(tmp_path: Path, with_kafka: bool) -> None:
     from tests.jvm import build
     from tests.kafka_peer import start_kafka
 
     build()
-    peer = start_kafka(tmp_path / "kafka", properties=PEER_SASL,
-                       listeners={"SASL_PLAINTEXT": "SASL_PLAINTEXT"})
-    try:
-        theirs = java_story(f"127.0.0.1:{peer.ports['SASL_PLAINTEXT']}", tmp_path)
-    finally:
-        peer.stop()
     security = Security(listeners=["SASL_PLAINTEXT"], users={"admin": "admin-secret"},
                         mechanisms=["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
     with EmbeddedBroker(security=security) as b:
         ours = java_story(b.bootstrap_servers, tmp_path)
-    assert ours == theirs
-    assert theirs[0] == "alter SCRAM-SHA-256: rc=0 completed"
-    assert theirs[2:] == ["produce as carol: rc=0 True", "consume as carol: rc=0",
-                          theirs[4]] and theirs[4].endswith("True")
+    # what it does with Kafka 4.1.1 (the with-kafka run shows it)
+    assert ours == [
+        "alter SCRAM-SHA-256: rc=0 completed",
+        "alter SCRAM-SHA-512: rc=1 Iterations 1000 is less than the minimum 4096 required for "
+        "SCRAM-SHA-512\n",
+        "produce as carol: rc=0 True", "consume as carol: rc=0", "wrong password: rc=1 True"]
+    if with_kafka:
+        peer = start_kafka(tmp_path / "kafka", properties=PEER_SASL,
+                           listeners={"SASL_PLAINTEXT": "SASL_PLAINTEXT"})
+        try:
+            theirs = java_story(f"127.0.0.1:{peer.ports['SASL_PLAINTEXT']}", tmp_path)
+        finally:
+            peer.stop()
+        assert ours == theirs

@@ -10,6 +10,7 @@ Brokers come from akfak.testing (EmbeddedBroker with Security(...): certificates
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import json
 import socket
@@ -46,6 +47,8 @@ from tests.wire import WireClient
 
 RECORDS = 20
 TIMEOUT = 30.0
+#: how long a client refused at the handshake keeps trying before the test takes its failure
+REFUSED_S = 2.5
 
 
 def unique(prefix: str) -> str:
@@ -288,7 +291,7 @@ def test_client_without_certificate_refused_when_required(mtls_broker: EmbeddedB
     config = {**mtls_broker.client_config(), "socket.timeout.ms": 3000}
     del config["ssl.certificate.location"], config["ssl.key.location"]
     with pytest.raises(KafkaException):
-        AdminClient(config).list_topics(timeout=5)
+        AdminClient(config).list_topics(timeout=REFUSED_S)
     assert failed_handshakes(log_events)
     assert confluent_roundtrip(mtls_broker.client_config(), unique("after")) == EXPECTED
 
@@ -300,7 +303,7 @@ def test_untrusted_client_certificate_refused(mtls_broker: EmbeddedBroker, tmp_p
     config = {**mtls_broker.client_config(), "ssl.certificate.location": str(cert),
               "ssl.key.location": str(key)}
     with pytest.raises(KafkaException):
-        AdminClient(config).list_topics(timeout=5)
+        AdminClient(config).list_topics(timeout=REFUSED_S)
     assert any("certificate" in line for line in failed_handshakes(log_events)), failed_handshakes(log_events)
     assert confluent_roundtrip(mtls_broker.client_config(), unique("after")) == EXPECTED
 
@@ -309,7 +312,7 @@ def test_client_refuses_an_untrusted_broker(ssl_broker: EmbeddedBroker, tmp_path
     stranger = Certificates(tmp_path / "other-ca", ca_name="someone else's CA")
     config = {**ssl_broker.client_config(listener="SSL"), "ssl.ca.location": str(stranger.ca_file)}
     with pytest.raises(KafkaException):
-        AdminClient(config).list_topics(timeout=5)
+        AdminClient(config).list_topics(timeout=REFUSED_S)
     config = ssl_broker.client_config(listener="SSL")
     assert AdminClient(config).list_topics(timeout=TIMEOUT).brokers
 
@@ -410,7 +413,7 @@ def test_certificate_no_rule_maps_is_refused(log_events: list[dict[str, Any]]) -
     with EmbeddedBroker(security=security) as broker:
         with pytest.raises(KafkaException):
             AdminClient({**broker.client_config(certificate="bob"), "socket.timeout.ms": 3000}).list_topics(
-                timeout=5)
+                timeout=REFUSED_S)
         assert AdminClient(broker.client_config(certificate="admin")).list_topics(timeout=TIMEOUT).brokers
     from twisted.logger import formatEvent
 
@@ -554,31 +557,32 @@ def _java_options(config: dict[str, str]) -> list[str]:
 
 @pytest.mark.jvm
 @pytest.mark.timeout(600)
-def test_java_client_over_mutual_tls_against_akfak_and_kafka(tmp_path: Path) -> None:
+# Kafka 4.1.1's run (which shows the expectations are Kafka's) is opt-in (AKFAK_SLOW=1): the budget.
+@pytest.mark.parametrize("target", ["akfak", pytest.param("kafka", marks=pytest.mark.slow)])
+def test_java_client_over_mutual_tls_against_akfak_and_kafka(tmp_path: Path, target: str) -> None:
     jvm.build()
     from tests.kafka_peer import start_kafka
 
     certificates = Certificates(tmp_path / "tls")
     security = Security(listeners=["SSL"], client_auth="required", certificates=certificates,
                         principal_mapping_rules=MAPPING, authorizer=True, super_users=["User:client"])
-    kafka_properties = security.broker_properties("127.0.0.1", certificates)
-    del kafka_properties["listeners"], kafka_properties["listener.security.protocol.map"]
-    peer = start_kafka(tmp_path / "kafka", listeners={"SSL": "SSL"}, properties={
-        **kafka_properties, "super.users": "User:ANONYMOUS;User:client"})
-    try:
-        with EmbeddedBroker(security=security) as broker:
-            targets = (("akfak", broker.bootstrap_for("SSL")), ("kafka", peer.bootstrap_for("SSL")))
-            for name, bootstrap in targets:
-                config = broker.client_config(java=True)
-                run = jvm.run_java("SecureClient", bootstrap, "topic=secure", "records=25",
-                                   *_java_options(config))
-                run.check()
-                assert run.last("cluster")["nodes"] == [bootstrap], name
-                assert run.last("consumed")["values"] == [f"v{i}" for i in range(25)], name
-                # a client whose certificate maps to a principal without ACLs is denied by both
-                denied = jvm.run_java("SecureClient", bootstrap, "topic=secure", "records=1",
-                                      *_java_options(broker.client_config(certificate="eve", java=True)))
-                assert denied.returncode == 1, (name, denied.describe())
-                assert "AuthorizationException" in json.dumps(denied.last("error")), (name, denied.describe())
-    finally:
-        peer.stop()
+    with contextlib.ExitStack() as stack:
+        broker = stack.enter_context(EmbeddedBroker(security=security))
+        bootstrap = broker.bootstrap_for("SSL")
+        if target == "kafka":
+            kafka_properties = security.broker_properties("127.0.0.1", certificates)
+            del kafka_properties["listeners"], kafka_properties["listener.security.protocol.map"]
+            peer = start_kafka(tmp_path / "kafka", listeners={"SSL": "SSL"}, properties={
+                **kafka_properties, "super.users": "User:ANONYMOUS;User:client"})
+            stack.callback(peer.stop)
+            bootstrap = peer.bootstrap_for("SSL")
+        run = jvm.run_java("SecureClient", bootstrap, "topic=secure", "records=25",
+                           *_java_options(broker.client_config(java=True)))
+        run.check()
+        assert run.last("cluster")["nodes"] == [bootstrap]
+        assert run.last("consumed")["values"] == [f"v{i}" for i in range(25)]
+        # a client whose certificate maps to a principal without ACLs is denied by both
+        denied = jvm.run_java("SecureClient", bootstrap, "topic=secure", "records=1",
+                              *_java_options(broker.client_config(certificate="eve", java=True)))
+        assert denied.returncode == 1, denied.describe()
+        assert "AuthorizationException" in json.dumps(denied.last("error")), denied.describe()
