@@ -142,7 +142,8 @@ def commit(consumer: Any) -> None:
             time.sleep(0.2)
 
 
-@pytest.mark.parametrize("protocol", ["classic", "consumer"])
+# the classic group's run is opt-in (AKFAK_SLOW=1), for the suite's budget
+@pytest.mark.parametrize("protocol", [pytest.param("classic", marks=pytest.mark.slow), "consumer"])
 def test_group_survives_coordinator_kill(cluster: AkfakCluster, protocol: str) -> None:
     from confluent_kafka import Consumer, Producer, TopicPartition
 

@@ -14,7 +14,7 @@ of three): a wedged or busy reactor delays all three, a scheduling hiccup one.
 Without the partition limits (akfak.max.partitions...), CreateTopics and CreatePartitions
 are left out: a mutated count makes the broker create millions of partitions.
 
-CI=true runs a fixed number of batches (about 30-60 s); AKFAK_FUZZ_BATCHES overrides
+CI=true runs a fixed number of batches (about 15-30 s); AKFAK_FUZZ_BATCHES overrides
 it.  The long run is benchmarks/fuzz.py.
 """
 
@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 from tests.fuzzing import KINDS, UNBOUNDED_APIS, Mutation, Target, label, mutate, seeds
 
 SEEDS = seeds()
-BATCHES = int(os.environ.get("AKFAK_FUZZ_BATCHES", "120" if os.environ.get("CI") == "true" else "25"))
+BATCHES = int(os.environ.get("AKFAK_FUZZ_BATCHES", "60" if os.environ.get("CI") == "true" else "25"))
 
 mutation = st.builds(Mutation, st.sampled_from(KINDS), st.integers(0, 1 << 16), st.integers(0, 1 << 16))
 batch = st.lists(st.lists(mutation, min_size=1, max_size=4), min_size=len(SEEDS), max_size=len(SEEDS))

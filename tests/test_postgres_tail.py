@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.brokers import free_port, start_process
 from tests.clients import CLIENT_TIMEOUT_MS, T0, poll_until
 from tests.postgres import PostgresServer
@@ -158,6 +160,7 @@ def test_failover_loads_only_the_tail(akfak_cluster: Any) -> None:
     cluster.restart(leader)
 
 
+@pytest.mark.slow  # opt-in (AKFAK_SLOW=1), for the suite's budget: the tests beside it read old data back too
 def test_many_old_partitions_are_read_back_off_the_reactor(postgres: PostgresServer,
                                                            tmp_path: Path) -> None:
     """16 partitions of 512 KiB, each cached 64 KiB, read from offset 0 through a 256 KiB

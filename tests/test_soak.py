@@ -12,7 +12,7 @@ from tests.brokers import ROOT
 
 
 def test_soak_short() -> None:
-    run = subprocess.run([sys.executable, "benchmarks/soak.py", "--cycles", "3",
+    run = subprocess.run([sys.executable, "benchmarks/soak.py", "--cycles", "2",
                           "--min-seconds", "1", "--max-seconds", "2"],
                          cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert run.returncode == 0, run.stdout + run.stderr[-3000:]
