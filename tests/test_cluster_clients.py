@@ -219,8 +219,11 @@ def test_java_transactions_across_coordinator_kill(cluster: AkfakCluster) -> Non
                     f"transactional-id={txn_id}", "per-txn=6")
     count = lambda: len(producer.of_kind("committed"))  # noqa: E731
 
+    def brokers() -> str:
+        return f"\nbrokers:\n{cluster.log_lines(txn_id, 'transaction', 'Loaded')}"
+
     def describe() -> str:
-        return f"{producer.describe()}\nbrokers:\n{cluster.log_lines(txn_id, 'transaction', 'Loaded')}"
+        return producer.describe() + brokers()
 
     try:
         wait_for(lambda: count() >= 5, 60, "transactions before the kill", describe)
@@ -233,7 +236,7 @@ def test_java_transactions_across_coordinator_kill(cluster: AkfakCluster) -> Non
         if producer.proc.poll() is None:
             producer.proc.kill()
         restart_dead(cluster)
-    assert done.returncode == 0, f"{done.describe()}\n{cluster.log_lines(txn_id, 'transaction')}"
+    assert done.returncode == 0, done.describe() + brokers()
     commits = {r["txn"] for r in done.of_kind("committed")}
     back = run_java("ReadCommittedConsumer", cluster.bootstrap, f"topic={topic}",
                     "isolation=read_committed", "timeout-ms=60000").check()
