@@ -102,6 +102,10 @@ DEFAULTS: Mapping[str, str] = {
     "transaction.state.log.min.isr": "2",
     "transaction.state.log.segment.bytes": str(100 * 1024 * 1024),
     "transaction.max.timeout.ms": "900000",
+    # a partition leader's retries of CONCURRENT_TRANSACTIONS (akfak.transactions.verification)
+    "add.partitions.to.txn.retry.backoff.ms": "20",
+    "add.partitions.to.txn.retry.backoff.max.ms": "100",
+    "request.timeout.ms": "30000",
     "transaction.abort.timed.out.transaction.cleanup.interval.ms": "10000",
     "transaction.remove.expired.transaction.cleanup.interval.ms": "3600000",
     "producer.id.expiration.ms": "86400000",

@@ -62,6 +62,25 @@ def wait_leaders(cluster: AkfakCluster, topic: str, avoid: int | None = None) ->
         time.sleep(0.1)
 
 
+def create_placed(cluster: AkfakCluster, topic: str, replicas: list[int]) -> None:
+    """A one-partition topic on `replicas` (the first leads it)."""
+    from confluent_kafka import KafkaError, KafkaException
+    from confluent_kafka.admin import NewTopic
+
+    spec = NewTopic(topic, num_partitions=1, replication_factor=-1, replica_assignment=[replicas])
+    client = admin(cluster)
+    deadline = time.monotonic() + TIMEOUT
+    while True:  # until the controller has seen every broker registered (a tick)
+        try:
+            client.create_topics([spec])[topic].result(TIMEOUT)
+            break
+        except KafkaException as e:
+            assert e.args[0].code() == KafkaError.INVALID_REPLICA_ASSIGNMENT, e
+            assert time.monotonic() < deadline, e
+            time.sleep(0.2)
+    assert wait_leaders(cluster, topic) == {0: replicas[0]}
+
+
 def producer(bootstrap: str, **extra: Any) -> Any:
     from confluent_kafka import Producer
 

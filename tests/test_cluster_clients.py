@@ -39,7 +39,7 @@ from tests.jvm import build, java_command, run_java
 from tests.programs import Member, go_program, run, wait_for
 from tests.recordbatch import make_batch
 from tests.requests import produce
-from tests.test_cluster import TIMEOUT, admin, create, wait_leaders
+from tests.test_cluster import TIMEOUT, admin, create, create_placed, wait_leaders
 from tests.test_cluster_coordinators import coordinator_of, find_coordinator, restart_dead
 from tests.wire import WireClient
 
@@ -284,25 +284,6 @@ def test_franz_group_across_coordinator_kill(cluster: AkfakCluster) -> None:
 
 
 # -- share groups -------------------------------------------------------------------------
-
-
-def create_placed(cluster: AkfakCluster, topic: str, replicas: list[int]) -> None:
-    """A one-partition topic on `replicas` (the first leads it)."""
-    from confluent_kafka import KafkaError, KafkaException
-    from confluent_kafka.admin import NewTopic
-
-    spec = NewTopic(topic, num_partitions=1, replication_factor=-1, replica_assignment=[replicas])
-    client = admin(cluster)
-    deadline = time.monotonic() + TIMEOUT
-    while True:  # until the controller has seen every broker registered (a tick)
-        try:
-            client.create_topics([spec])[topic].result(TIMEOUT)
-            break
-        except KafkaException as e:
-            assert e.args[0].code() == KafkaError.INVALID_REPLICA_ASSIGNMENT, e
-            assert time.monotonic() < deadline, e
-            time.sleep(0.2)
-    assert wait_leaders(cluster, topic) == {0: replicas[0]}
 
 
 def replicas(cluster: AkfakCluster, topic: str) -> dict[int, list[int]]:

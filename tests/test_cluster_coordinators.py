@@ -9,12 +9,18 @@
   id (the group coordinator verifies with the transaction coordinator);
 - a transactional producer continues across kill -9 of its coordinator: every
   transaction whose commit returned is read whole by a read_committed consumer, and no
-  record of another transaction is read.
+  record of another transaction is read;
+- over raw sockets, a transaction version 2 Produce (v12) that opens the next transaction
+  while the coordinator still writes the last one's markers: its partition leader (the
+  coordinator itself, or another broker) retries CONCURRENT_TRANSACTIONS for 100 ms before
+  answering it, a v11 Produce gets NOT_ENOUGH_REPLICAS at once, and once the markers are
+  written the next transaction goes through.
 """
 
 from __future__ import annotations
 
 import importlib
+import signal
 import time
 from typing import Any
 
@@ -24,7 +30,10 @@ from kio.static.primitive import i8
 
 from akfak.groups.records import partition_for
 from tests.cluster import AkfakCluster
-from tests.test_cluster import TIMEOUT, admin, create, wait_leaders
+from tests.requests import produce
+from tests.test_cluster import TIMEOUT, admin, create, create_placed, wait_leaders
+from tests.test_idempotence import batch, init_producer_id
+from tests.test_transactions_protocol import end_txn
 from tests.wire import WireClient
 
 OFFSETS_PARTITIONS = 6  # tests/cluster.py: offsets.topic.num.partitions
@@ -281,3 +290,52 @@ def test_transactions_survive_coordinator_kill(cluster: AkfakCluster) -> None:
     for txn, records in got.items():
         # a transaction whose commit did not return may have committed; never partly
         assert sorted(records) == [str(i) for i in range(6)], txn
+
+
+def test_tv2_produce_waits_out_the_last_commits_markers(cluster: AkfakCluster) -> None:
+    txn_id = "tv2-next"
+    deadline = time.monotonic() + TIMEOUT  # the first lookup creates __transaction_state
+    while (found := find_coordinator(cluster.ports[1], txn_id, 1)).error_code != ErrorCode.none:
+        assert time.monotonic() < deadline, found
+        time.sleep(0.1)
+    coordinator = coordinator_of(cluster, txn_id, key_type=1)
+    stalled, other = sorted(set(cluster.ports) - {coordinator})
+    # one partition on the broker whose markers will stall, one on another broker (remote
+    # verification), one on the coordinator (verified where it is)
+    leaders = {"tv2-stalled": stalled, "tv2-remote": other, "tv2-local": coordinator}
+    for topic, node in leaders.items():
+        create_placed(cluster, topic, [node])
+
+    def send(topic: str, epoch: int, seq: int, version: int = 12) -> Any:
+        with WireClient(cluster.ports[leaders[topic]], timeout=TIMEOUT) as c:
+            response = c.request(produce(topic, {0: batch(pid, epoch, seq, transactional=True)},
+                                         acks=-1, version=version, transactional_id=txn_id))
+        return response.responses[0].partition_responses[0]
+
+    with WireClient(cluster.ports[coordinator], timeout=TIMEOUT) as c:
+        init = c.request(init_producer_id(txn_id))
+        assert init.error_code == ErrorCode.none, init
+        pid, epoch = int(init.producer_id), int(init.producer_epoch)
+        for topic in leaders:
+            assert send(topic, epoch, 0).error_code == ErrorCode.none, topic
+        cluster.kill(stalled, signal.SIGSTOP)  # its marker waits: the commit stays Prepare
+        try:
+            ended = c.request(end_txn(txn_id, pid, epoch, True, version=5))
+            assert (ended.error_code, int(ended.producer_epoch)) == (ErrorCode.none, epoch + 1)
+            for topic in ("tv2-remote", "tv2-local"):
+                started = time.monotonic()
+                busy = send(topic, epoch + 1, 0)
+                assert busy.error_code == ErrorCode.concurrent_transactions, (topic, busy)
+                assert time.monotonic() - started >= 0.1, topic  # retried by the leader first
+            old = send("tv2-remote", epoch + 1, 0, version=11)
+            assert (old.error_code, old.error_message) == (
+                ErrorCode.not_enough_replicas, "Unable to verify the partition has been added "
+                "to the transaction. Underlying error: CONCURRENT_TRANSACTIONS")
+        finally:
+            cluster.kill(stalled, signal.SIGCONT)
+        deadline = time.monotonic() + TIMEOUT
+        while (answer := send("tv2-remote", epoch + 1, 0)).error_code != ErrorCode.none:
+            assert answer.error_code == ErrorCode.concurrent_transactions, answer
+            assert time.monotonic() < deadline, answer
+        ended = c.request(end_txn(txn_id, pid, epoch + 1, True, version=5))
+        assert (ended.error_code, int(ended.producer_epoch)) == (ErrorCode.none, epoch + 2)

@@ -25,11 +25,12 @@ Behavior:
   (and, as Kafka, the batch's timestamp as log_append_time), a sequence gap
   OUT_OF_ORDER_SEQUENCE_NUMBER, an old epoch INVALID_PRODUCER_EPOCH.
 - Transactional batches (KIP-890): the first batch of a transaction in a partition
-  is verified with the transaction coordinator: v12+ (transaction version 2) adds
-  the partition to the transaction; older versions require AddPartitionsToTxn to
+  is verified with the transaction coordinator (akfak.transactions.verification): v12+
+  (transaction version 2) adds the partition to the transaction, retrying
+  CONCURRENT_TRANSACTIONS for up to 100 ms; older versions require AddPartitionsToTxn to
   have added it, else INVALID_TXN_STATE (TRANSACTION_ABORTABLE from v11).  As
   Kafka, PRODUCER_FENCED answers INVALID_PRODUCER_EPOCH and a coordinator that is
-  busy or loading NOT_ENOUGH_REPLICAS (retriable).
+  loading or away NOT_ENOUGH_REPLICAS (retriable).
 - Record batches go to the log as they came, but for the patched offsets.
 - When flush.messages makes an append fsync, the answer waits for the fsync (which
   runs on a thread), so with flush.messages=1 an acknowledged batch is on disk; on
@@ -68,7 +69,7 @@ from akfak.protocol import RequestContext
 from akfak.quota_manager import PRODUCE
 from akfak.security.acls import TOPIC, TRANSACTIONAL_ID, WRITE
 from akfak.security.checks import Everything, access
-from akfak.transactions.remote import verify_remotely
+from akfak.transactions.verification import Answer, verify_produce
 
 _log = Logger()
 _BATCH_PREFIX = struct.Struct(">qi")  # base offset, batch length
@@ -156,10 +157,9 @@ class ProduceHandler(Handler):
         return self._append(request, context, {}, acl, denied)
 
     def _verify_transactions(self, request: Any, version: int, acl: Everything
-                             ) -> dict[tuple[str, int], ErrorCode] | Deferred[Any]:
-        """Kafka's transaction verification before appending, for each partition whose
-        batch opens a transaction there; the errors of those that fail."""
-        coordinator = self.broker.transaction_coordinator
+                             ) -> dict[tuple[str, int], Answer] | Deferred[Any]:
+        """The partitions whose batch opens a transaction there, verified with the
+        coordinator (akfak.transactions.verification); the answers of those that fail."""
         wanted: dict[tuple[str, int], tuple[int, int]] = {}
         for topic_data in request.topic_data:
             name = (self.broker.topic_name(topic_data.topic_id) if version >= 13
@@ -181,37 +181,10 @@ class ProduceHandler(Handler):
                 wanted[key] = (header.producer_id, header.producer_epoch)
         if not wanted:
             return {}
-        if coordinator is None:
-            return dict.fromkeys(wanted, ErrorCode.not_enough_replicas)
-        transactional_id = str(request.transactional_id)
-        if (self.broker.cluster is not None
-                and coordinator.status(transactional_id) is ErrorCode.not_coordinator):
-            return self._verify_remotely(transactional_id, wanted, version)
-        if version >= 12:
-            # Transaction version 2: the produce itself adds the partition.
-            adds = [coordinator.add_partitions(transactional_id, pid, epoch, {key},
-                                               client_version=2).addCallback(lambda e, k=key: (k, e))
-                    for key, (pid, epoch) in wanted.items()]
-            return gatherResults(adds).addCallback(
-                lambda results: {k: _produce_error(e, version) for k, e in results
-                                 if e is not ErrorCode.none})
-        errors = {}
-        for key, (pid, epoch) in wanted.items():
-            error = coordinator.verify(transactional_id, pid, epoch, [key])[key]
-            if error is not ErrorCode.none:
-                errors[key] = _produce_error(error, version)
-        return errors
-
-    def _verify_remotely(self, transactional_id: str, wanted: dict[tuple[str, int], tuple[int, int]],
-                         version: int) -> Deferred[dict[tuple[str, int], ErrorCode]]:
-        """The verification as Kafka's partition leader asks another broker, the id's
-        coordinator: AddPartitionsToTxn v5, verify_only unless the produce adds (v12+)."""
-        verified = verify_remotely(self.broker, transactional_id, wanted, add=version >= 12)
-        return verified.addCallback(
-            lambda errors: {k: _produce_error(e, version) for k, e in errors.items()})
+        return verify_produce(self.broker, str(request.transactional_id), wanted, version)
 
     def _append(self, request: Any, context: RequestContext,
-                txn_errors: dict[tuple[str, int], ErrorCode], acl: Everything,
+                txn_errors: dict[tuple[str, int], Answer], acl: Everything,
                 unauthorized: bool) -> Any:
         version = context.api_version
         acks = int(request.acks)
@@ -244,7 +217,7 @@ class ProduceHandler(Handler):
                 elif not acl.allows(WRITE, TOPIC, name):
                     error, message = ErrorCode.topic_authorization_failed, None
                 elif (name, index) in txn_errors:
-                    error, message = txn_errors[(name, index)], None
+                    error, message = txn_errors[(name, index)]
                 else:
                     error, message = check_produce_records(data.records, version)
                 result = None
@@ -376,19 +349,6 @@ def _append_message(error: KafkaError) -> str | None:
 
 _I16 = struct.Struct(">h")
 _I32 = struct.Struct(">i")
-
-
-def _produce_error(error: ErrorCode, version: int) -> ErrorCode:
-    """A verification error as Kafka answers it in a Produce response."""
-    if error is ErrorCode.producer_fenced:
-        return ErrorCode.invalid_producer_epoch
-    if error is ErrorCode.transaction_abortable and version <= 10:
-        return ErrorCode.invalid_txn_state
-    if error in (ErrorCode.concurrent_transactions, ErrorCode.coordinator_load_in_progress,
-                 ErrorCode.coordinator_not_available, ErrorCode.not_coordinator,
-                 ErrorCode.network_exception):
-        return ErrorCode.not_enough_replicas
-    return error
 
 
 def encode_legacy_response(version: int, response: Any) -> bytes:

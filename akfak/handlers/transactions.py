@@ -124,7 +124,10 @@ class AddPartitionsToTxnHandler(_TxnHandler):
             return succeed(dict.fromkeys(wanted, ErrorCode.coordinator_not_available))
         if verify_only:
             return succeed(coordinator.verify(transactional_id, producer_id, epoch, wanted))
-        added = coordinator.add_partitions(transactional_id, producer_id, epoch, set(wanted))
+        # v4+ comes from brokers adding a Produce's partition: transaction version 2 (Kafka's
+        # transactionVersionForAddPartitionsToTxn)
+        added = coordinator.add_partitions(transactional_id, producer_id, epoch, set(wanted),
+                                           client_version=2 if version >= 4 else 0)
         return added.addCallback(lambda e: dict.fromkeys(wanted, fenced_for(version, e)))
 
     @staticmethod

@@ -240,9 +240,8 @@ class TransactionCoordinator(LoadingCoordinator):
             return succeed(ErrorCode.concurrent_transactions)
         if txn.state is TxnState.ONGOING and partitions <= txn.partitions:
             return succeed(ErrorCode.none)
-        version = max(client_version, txn.client_transaction_version) \
-            if txn.state is TxnState.ONGOING else client_version
-        return self._write(txn, txn.prepare_add_partitions(partitions, self.now_ms(), version))
+        return self._write(txn, txn.prepare_add_partitions(partitions, self.now_ms(),
+                                                           client_version))
 
     def verify(self, transactional_id: str, producer_id: int, epoch: int,
                partitions: Iterable[TopicPartition]) -> dict[TopicPartition, ErrorCode]:
