@@ -9,8 +9,11 @@ many partitions with replication factor = brokers (leaders spread), then one con
 producer (acks=all, linger.ms=5, 1 MiB batches) writing `--records` values of `--size`
 bytes round-robin over the partitions, timed from the first record to the last delivery,
 and one consumer reading them all back.  Prints records/s, MiB/s and the brokers' CPU
-(user + system, every broker summed, from /proc) per record for both phases, and each
-broker's own share of the produce CPU (how the work divides); the PostgreSQL server's own
+(user + system, every broker summed, from /proc) per record for both phases, each
+broker's own share of the produce CPU (how the work divides), the part of it on the
+brokers' main threads (the reactors; the rest is on threads: the postgres writer's, the
+disk provider's fsyncs), and how many records the
+producer put in each Produce request (librdkafka's statistics); the PostgreSQL server's own
 CPU comes on top.  `--kafka` runs the same workload on Apache Kafka
 4.1.1 with as many combined broker+controller KRaft nodes (JVMs of tests/kafka_peer.py's
 classpath; Kafka acknowledges acks=all once the in-sync replicas have the records in their
@@ -23,6 +26,7 @@ the same requests.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -47,6 +51,15 @@ def cpu_each(pids: list[int]) -> list[float]:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         each.append((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
     return each
+
+
+def cpu_reactor(pids: list[int]) -> float:
+    """The main threads' CPU seconds so far (the reactors; the rest is other threads)."""
+    total = 0.0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -111,6 +124,11 @@ def profile(pid: int) -> subprocess.Popen[bytes]:
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def produce_requests(stats: dict[str, Any]) -> int:
+    """Produce requests sent so far, from librdkafka's statistics (every broker's)."""
+    return sum(b.get("req", {}).get("Produce", 0) for b in stats["brokers"].values())
+
+
 def workload(bootstrap: str, pids: list[int], rf: int, records: int, size: int,
              partitions: int) -> dict[str, Any]:
     from confluent_kafka import Consumer, Producer, TopicPartition
@@ -126,16 +144,21 @@ def workload(bootstrap: str, pids: list[int], rf: int, records: int, size: int,
             break
         time.sleep(0.5)
     time.sleep(2)  # leaders loaded everywhere
+    stats: list[dict[str, Any]] = []  # librdkafka's statistics: requests and batches sent
     producer = Producer({"bootstrap.servers": bootstrap, "acks": "all",
                          "linger.ms": 5, "batch.size": MIB, "enable.idempotence": True,
-                         "queue.buffering.max.kbytes": 256 * 1024})
+                         "queue.buffering.max.kbytes": 256 * 1024,
+                         "statistics.interval.ms": 1000,
+                         "stats_cb": lambda raw: stats.append(json.loads(raw))})
     value = b"x" * size
     warm = min(records // 10, 20000)
     for i in range(warm):  # warm-up: metadata, connections
         producer.produce("bench", value, partition=i % partitions)
     producer.flush(60)
+    producer.poll(1.5)  # a statistics report after the warm-up
+    requests0, reports0 = produce_requests(stats[-1]), len(stats)
     spies = [profile(pid) for pid in pids] if PROFILE else []
-    each0 = cpu_each(pids)
+    each0, reactor0 = cpu_each(pids), cpu_reactor(pids)
     cpu0, t0 = sum(each0), time.monotonic()
     for i in range(records):
         while True:
@@ -154,6 +177,13 @@ def workload(bootstrap: str, pids: list[int], rf: int, records: int, size: int,
         spy.wait(30)
     each = [after - before for after, before in zip(cpu_each(pids), each0, strict=True)]
     produce_s, produce_cpu = time.monotonic() - t0, sum(each)
+    produce_reactor = cpu_reactor(pids) - reactor0
+    producer.poll(1.5)  # a statistics report after the last delivery
+    requests = produce_requests(stats[-1]) - requests0
+    # each report's histogram covers its own interval: weigh them by their batch counts
+    windows = [r["topics"]["bench"]["batchcnt"] for r in stats[reports0:] if "bench" in r["topics"]]
+    batches = sum(w["cnt"] for w in windows)
+    per_batch = sum(w["avg"] * w["cnt"] for w in windows) / max(batches, 1)
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench",
                          "enable.auto.commit": False, "fetch.max.bytes": 64 * MIB})
     consumer.assign([TopicPartition("bench", p, 0) for p in range(partitions)])
@@ -168,6 +198,9 @@ def workload(bootstrap: str, pids: list[int], rf: int, records: int, size: int,
             "produce_mibs": records * size / MIB / produce_s,
             "produce_us": produce_cpu / records * 1e6,
             "produce_us_each": [c / records * 1e6 for c in each],
+            "produce_us_reactor": produce_reactor / records * 1e6,
+            "records_per_request": records / max(requests, 1),
+            "records_per_batch": per_batch,
             "consume_rps": got / consume_s, "consume_us": consume_cpu / got * 1e6}
 
 
@@ -202,8 +235,10 @@ def main() -> None:
           f"{'on' if args.fsync else 'off'}; load average before {load[0]:.2f} on "
           f"{os.cpu_count()} CPUs")
     print("| broker | partitions | produce rec/s | produce MiB/s | broker CPU µs/rec (produce) "
-          "| each broker's µs/rec (produce) | consume rec/s | broker CPU µs/rec (consume) |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+          "| each broker's µs/rec (produce) | of which on the reactor | records per Produce "
+          "request | records per batch | consume rec/s "
+          "| broker CPU µs/rec (consume) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for n in (int(b) for b in args.brokers.split(",")):
         for partitions in (int(p) for p in args.partitions.split(",")):
             runs = [(f"akfak x{n}", lambda n=n, p=partitions: bench(n, args.records, args.size, p,
@@ -218,7 +253,9 @@ def main() -> None:
                 r = run()
                 each = " / ".join(f"{c:.1f}" for c in r["produce_us_each"])
                 print(f"| {name} | {partitions} | {r['produce_rps']:,.0f} | {r['produce_mibs']:.1f} | "
-                      f"{r['produce_us']:.1f} | {each} | {r['consume_rps']:,.0f} | "
+                      f"{r['produce_us']:.1f} | {each} | {r['produce_us_reactor']:.1f} | "
+                      f"{r['records_per_request']:.1f} | {r['records_per_batch']:.1f} | "
+                      f"{r['consume_rps']:,.0f} | "
                       f"{r['consume_us']:.1f} |", flush=True)
 
 

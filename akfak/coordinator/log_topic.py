@@ -130,7 +130,8 @@ class LogCoordinatorTopic:
         epoch = image.leader_epoch if image is not None else max(partition_log.leader_epoch, 0)
         # Written as the coordinator, as Kafka's coordinator appends (not a client's produce).
         info = partition_log.append(batch, leader_epoch=epoch, now_ms=now_ms, origin="coordinator")
-        if info.flushed is not None:
+        settled = info.settled()
+        if settled is not None:
             # Written once durable (the postgres provider: committed), as a Produce is answered.
-            return info.flushed.addCallback(lambda _: int(info.base_offset))
+            return settled.addCallback(lambda _: int(info.base_offset))
         return int(info.base_offset)

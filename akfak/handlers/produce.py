@@ -52,6 +52,7 @@ from kio.schema.errors import ErrorCode
 from kio.static.primitive import i32, i64
 from twisted.internet.defer import CancelledError, Deferred, gatherResults
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from akfak.errors import (
     CorruptMessage,
@@ -63,6 +64,7 @@ from akfak.errors import (
 )
 from akfak.handlers.base import Handler, encode_entity, throttle_time, timestamp
 from akfak.log.batch import HEADER_SIZE, parse_header
+from akfak.log.partition import Commit
 from akfak.log.validator import RecordErrors
 from akfak.metadata_image import INTERNAL_TOPICS
 from akfak.protocol import RequestContext
@@ -196,6 +198,8 @@ class ProduceHandler(Handler):
         topics: list[tuple[dict[str, Any], list[Any]]] = []
         #: (partition responses, position, name, index, commit) of appends that wait for it
         fsyncs: list[tuple[list[Any], int, str, int, Deferred[None]]] = []
+        #: the same, for appends acknowledged after a commit (postgres)
+        commits: list[tuple[list[Any], int, str, int, Commit]] = []
         for topic_data in request.topic_data:
             if version >= 13:
                 name = broker.topic_name(topic_data.topic_id)
@@ -241,7 +245,10 @@ class ProduceHandler(Handler):
                             record_errors = getattr(e, "record_errors", ())
                         else:
                             broker.appended(name, index)
-                            if result.flushed is not None:
+                            if result.commit is not None:
+                                commits.append((partitions, len(partitions), name, index,
+                                                result.commit))
+                            elif result.flushed is not None:
                                 fsyncs.append((partitions, len(partitions), name, index,
                                                result.flushed))
                 failed = failed or bool(error)
@@ -279,7 +286,7 @@ class ProduceHandler(Handler):
                                 for f, ps in topics),
                 throttle_time=throttle_time(throttle_ms), **extra)
 
-        if not fsyncs:
+        if not fsyncs and not commits:
             return respond()
 
         def refused(failure: Any, partitions: list[Any], position: int, name: str, index: int
@@ -298,9 +305,28 @@ class ProduceHandler(Handler):
                 module, version, index, error, None, None, (),
                 self._leader_hint(module, version, name, index, error))
 
-        # The answer waits for the commit (postgres) or fsync (flush.messages), as in Kafka.
+        def checked(_: object, waiting: list[tuple[list[Any], int, str, int, Commit]]) -> None:
+            for partitions, position, name, index, commit in waiting:
+                try:
+                    commit.check()
+                except Exception:
+                    refused(Failure(), partitions, position, name, index)
+
+        def failed_all(failure: Failure,
+                       waiting: list[tuple[list[Any], int, str, int, Commit]]) -> None:
+            for partitions, position, name, index, _ in waiting:
+                refused(failure, partitions, position, name, index)
+
+        # The answer waits for the commit (postgres) or fsync (flush.messages), as in Kafka:
+        # one barrier for all the partitions of a writer, each checked after it.
         waits = [d.addErrback(refused, partitions, position, name, index)
                  for partitions, position, name, index, d in fsyncs]
+        by_barrier: dict[Any, list[tuple[list[Any], int, str, int, Commit]]] = {}
+        for entry in commits:
+            by_barrier.setdefault(entry[4].barrier, []).append(entry)
+        waits += [barrier().addCallbacks(checked, failed_all, callbackArgs=(waiting,),
+                                         errbackArgs=(waiting,))
+                  for barrier, waiting in by_barrier.items()]
         return gatherResults(waits).addCallback(respond)
 
     def _leader_hint(self, module: Any, version: int, name: str | None, index: int,

@@ -17,7 +17,7 @@ the log cleaner calls (partition_compaction.py).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from twisted.internet.defer import Deferred
@@ -71,6 +71,24 @@ class BatchAppendInfo:
     marker: tuple[int, int] | None = None
 
 
+class Commit:
+    """What an append waits for before it is acknowledged where that is a commit (the
+    postgres provider): the writer's `barrier()`, then `check()`, which raises if the append
+    was refused (a deposed leader's).  Produce waits on one barrier for every partition of a
+    request: a Deferred per partition would cost several µs each, as much as the rest of a
+    one-record append.  The log's own bookkeeping after the commit does not wait for
+    anyone (the writer runs it)."""
+
+    __slots__ = ("barrier", "check")
+
+    def __init__(self, barrier: Callable[[], Deferred[None]], check: Callable[[], None]) -> None:
+        self.barrier = barrier
+        self.check = check
+
+    def wait(self) -> Deferred[None]:
+        return self.barrier().addCallback(lambda _: self.check())
+
+
 @dataclass(frozen=True)
 class AppendInfo:
     """The result of an append, as a Produce response needs it."""
@@ -87,6 +105,13 @@ class AppendInfo:
     batches: tuple[BatchAppendInfo, ...]
     #: Fires when an fsync this append triggered (flush.messages) completes, else None.
     flushed: Deferred[None] | None = field(default=None, compare=False, repr=False)
+    #: The commit it is acknowledged after (the postgres provider), else None.
+    commit: Commit | None = field(default=None, compare=False, repr=False)
+
+    def settled(self) -> Deferred[None] | None:
+        """Fires once the append is as durable as it is acknowledged (its fsync or its
+        commit); None: it is already."""
+        return self.commit.wait() if self.commit is not None else self.flushed
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import uuid
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import cached_property
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -21,7 +22,7 @@ from akfak.errors import NotLeaderOrFollower
 from akfak.log import batch as batches
 from akfak.log.batch import parse_header as batches_header
 from akfak.log.config import LogConfig
-from akfak.log.partition import ORIGIN_CLIENT, AppendInfo
+from akfak.log.partition import ORIGIN_CLIENT, AppendInfo, Commit
 from akfak.log.pg_cached import TailCache, TailCachedLog
 from akfak.log.pg_tail import Loaded
 from akfak.log.pg_writer import Append, BatchRow, Key, PgWriter, Statement
@@ -38,11 +39,11 @@ def batch_rows(data: bytes) -> list[BatchRow]:
             for pos, h in batches.scan(data)]
 
 
-def _with_flushed(info: AppendInfo, flushed: Deferred[None]) -> AppendInfo:
-    """`dataclasses.replace(info, flushed=flushed)` for a fraction of its cost (a few µs,
-    paid for every partition of every produce)."""
+def _with_commit(info: AppendInfo, commit: Commit) -> AppendInfo:
+    """`dataclasses.replace(info, flushed=None, commit=commit)` for a fraction of its cost
+    (a few µs, paid for every partition of every produce)."""
     copy = object.__new__(AppendInfo)
-    copy.__dict__.update(info.__dict__, flushed=flushed)
+    copy.__dict__.update(info.__dict__, flushed=None, commit=commit)
     return copy
 
 
@@ -72,6 +73,12 @@ class PostgresPartitionLog(TailCachedLog):
     def high_watermark(self) -> int:
         committed = self.committed_offset
         return self.active.next_offset if committed is None else committed
+
+    @cached_property
+    def _commit(self) -> Commit:
+        """Every append's: the writer's barrier, then whether this partition's appends were
+        refused (a deposed leader's are not acknowledged)."""
+        return Commit(self.writer.barrier, self._check_fenced)
 
     @property
     def key(self) -> Key:
@@ -179,8 +186,9 @@ class PostgresPartitionLog(TailCachedLog):
             written = store.read(store.size - info.size, info.size)  # type: ignore[attr-defined]
             self.writer.submit(Append(self.key, end, self.log_end_offset, batch_rows(written),
                                       self.fence_epoch))
+            self.writer.after_commit(self._settler(self.log_end_offset))
         # A duplicate (idempotence) is acknowledged once its original is committed too.
-        return _with_flushed(info, self._committed())
+        return _with_commit(info, self._commit)
 
     def _persist_leader_epochs(self) -> None:
         if getattr(self, "writer", None) is None:  # still being made
@@ -241,10 +249,21 @@ class PostgresPartitionLog(TailCachedLog):
         return self._committed()
 
     def _committed(self) -> Deferred[None]:
-        target = self.log_end_offset
+        settle = self._settler(self.log_end_offset)
 
         def committed(_: object) -> None:
             self._check_fenced()  # refused, not committed: the append is not acknowledged
+            settle()
+
+        return self.writer.barrier().addCallback(committed)
+
+    def _settler(self, target: int) -> Callable[[], None]:
+        """What follows the commit of everything up to `target`: the high watermark moves
+        (unless the partition's appends were refused: a deposed leader's)."""
+
+        def settle() -> None:
+            if self.writer.is_fenced(self.key, self.fence_epoch):
+                return
             self.recovery_point = max(self.recovery_point, target)
             self.evict()
             if self.committed_offset is not None and target > self.committed_offset:
@@ -252,7 +271,7 @@ class PostgresPartitionLog(TailCachedLog):
                 if self.writer.on_commit is not None:  # long-polling fetches may read it now
                     self.writer.on_commit(self.topic, self.partition)
 
-        return self.writer.barrier().addCallback(committed)
+        return settle
 
     def delete_files(self) -> None:
         """The topic is deleted: so are its rows (the batches by cascade)."""

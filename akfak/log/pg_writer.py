@@ -39,7 +39,7 @@ from twisted.python.failure import Failure
 
 from akfak.errors import KafkaStorageError
 from akfak.log.pg_rows import MAX_STATEMENT_PARTITIONS, append_all, insert_rows, one_statement
-from akfak.log.threads import defer_to_thread
+from akfak.log.threads import JobThread
 
 log = Logger()
 
@@ -270,11 +270,15 @@ class PgWriter:
         if not IReactorThreads.providedBy(clock):  # a test's Clock: the commits still run
             from twisted.internet import reactor as clock
         self._clock = clock
+        #: where the commits run, one after another
+        self._thread = JobThread(clock, "akfak-postgres-writer")
         self.retry_delay = retry_delay
         self._pending: list[Op] = []
         self._submitted = 0
         self._committed = 0
         self._waiters: list[tuple[int, Deferred[None]]] = []
+        #: (target, fn): run once the ops up to target are committed, before the waiters
+        self._after: list[tuple[int, Callable[[], None]]] = []
         self._busy = False
         self._scheduled: Any = None
         self._unavailable: str | None = None
@@ -311,14 +315,20 @@ class PgWriter:
         self._waiters.append((self._submitted, waiter))
         return waiter
 
+    def after_commit(self, fn: Callable[[], None]) -> None:
+        """Runs `fn` once every op submitted so far is committed, before the waiters of
+        `barrier()` are told (a log's bookkeeping: its high watermark moves first)."""
+        if self.failed is None and self._committed < self._submitted:
+            self._after.append((self._submitted, fn))
+
     def _start(self) -> None:
         self._scheduled = None
         if self._busy or not self._pending or self.failed is not None:
             return
         ops, self._pending = self._pending, []
         self._busy = True
-        defer_to_thread(self._clock, self._commit, _coalesce(ops), frozenset(self.fenced)
-                        ).addBoth(self._done, ops)
+        self._thread.run(self._commit, _coalesce(ops), frozenset(self.fenced)
+                         ).addBoth(self._done, ops)
 
     def _done(self, result: Any, ops: list[Op]) -> None:
         self._busy = False
@@ -346,8 +356,16 @@ class PgWriter:
             self._unavailable = None
         self.commits += 1
         self._committed += len(ops)
-        ready = [w for target, w in self._waiters if target <= self._committed]
-        self._waiters = [(t, w) for t, w in self._waiters if t > self._committed]
+        committed = self._committed
+        after, self._after = self._after, [(t, fn) for t, fn in self._after if t > committed]
+        for target, fn in after:
+            if target <= committed:
+                try:
+                    fn()
+                except Exception:
+                    log.failure("After a commit")
+        ready = [w for target, w in self._waiters if target <= committed]
+        self._waiters = [(t, w) for t, w in self._waiters if t > committed]
         for waiter in ready:
             waiter.callback(None)
         if self._pending and self._scheduled is None:
@@ -358,6 +376,7 @@ class PgWriter:
         log.failure("Writing to PostgreSQL failed; appends answer KAFKA_STORAGE_ERROR until "
                     "a restart", failure)
         self._pending.clear()
+        self._after.clear()
         waiters, self._waiters = self._waiters, []
         for _, waiter in waiters:
             waiter.errback(KafkaStorageError(self.failed))
@@ -405,7 +424,9 @@ class PgWriter:
         """Commit what is pending, then close the connection."""
         def close(_: Any) -> Deferred[None]:
             self.closed = True
-            return defer_to_thread(self._clock, self._close_conn)
+            closed = self._thread.run(self._close_conn)
+            self._thread.stop()
+            return closed
 
         return self.barrier().addBoth(close)
 
@@ -418,6 +439,7 @@ class PgWriter:
         self._scheduled = None
         if not self._busy:
             self._close_conn()
+        self._thread.stop()  # after the commit in flight, if any
 
     def _close_conn(self) -> None:
         if self._conn is not None:

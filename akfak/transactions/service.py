@@ -63,7 +63,7 @@ def write_marker(broker: Broker, producer_id: int, epoch: int, commit: bool,
     if topic == OFFSETS_TOPIC and broker.group_coordinator is not None:
         complete_txn(broker.group_coordinator, partition, producer_id, commit)
     broker.appended(topic, partition)
-    return info.flushed
+    return info.settled()
 
 
 def marker_writer(broker: Broker):  # type: ignore[no-untyped-def]

@@ -106,9 +106,9 @@ async def test_a_postgres_restart_delays_the_acknowledgement(
     assert storage.writer is not None
     storage.writer.retry_delay = 0.2
     log = storage.create_log("t", 0, uuid.uuid4(), storage.default_log_config)
-    await log.append(one(b"before"), leader_epoch=0, now_ms=T0).flushed
+    await log.append(one(b"before"), leader_epoch=0, now_ms=T0).settled()
     await deferLater(reactor, 0, postgres.restart)  # the writer's connection is cut
-    acked = log.append(one(b"after"), leader_epoch=0, now_ms=T0).flushed
+    acked = log.append(one(b"after"), leader_epoch=0, now_ms=T0).settled()
     assert acked is not None
     # not committed yet: no consumer may read it (the high watermark is the committed end)
     assert (log.log_end_offset, log.high_watermark) == (2, 1)
@@ -136,7 +136,7 @@ async def test_the_high_watermark_is_the_committed_end(postgres: PostgresServer,
     info = log.append(one(b"b"), leader_epoch=0, now_ms=T0)
     assert (log.log_end_offset, log.high_watermark, log.last_stable_offset) == (2, 0, 0)
     assert log.read(0, 1 << 20).parts == []  # below the log end: empty, not out of range
-    await info.flushed
+    await info.settled()
     assert log.high_watermark == 2 and woken and woken[-1] == ("t", 0)
     assert log.read(0, 1 << 20).next_offset == 2
     await storage.close()
@@ -147,13 +147,13 @@ async def test_a_second_writer_is_refused(postgres: PostgresServer, clock: Clock
     url = postgres.new_schema()
     first = open_pg(url, clock)
     log = first.create_log("t", 0, uuid.uuid4(), first.default_log_config)
-    await log.append(one(b"a"), leader_epoch=0, now_ms=T0).flushed
+    await log.append(one(b"a"), leader_epoch=0, now_ms=T0).settled()
     second = open_pg(url, clock)
     other = second.get_log("t", 0)
     assert other is not None
-    await other.append(one(b"b"), leader_epoch=0, now_ms=T0).flushed
+    await other.append(one(b"b"), leader_epoch=0, now_ms=T0).settled()
     # The first storage still believes offset 1 is next: PostgreSQL says otherwise.
-    refused = log.append(one(b"c"), leader_epoch=0, now_ms=T0).flushed
+    refused = log.append(one(b"c"), leader_epoch=0, now_ms=T0).settled()
     assert refused is not None
     try:
         await refused
