@@ -4,7 +4,8 @@ to PostgreSQL.
 `PostgresPartitionLog` is made from its rows at load (hollow segments below the cached
 tail, the producer state and aborted transactions rebuilt from the rows that matter) and
 hands each change (appends, the log start, leader epochs, compaction swaps, deletion) to
-the `PgWriter`; its `flush` and each append's `flushed` fire once that is committed.  The
+the `PgWriter`; its `flush` fires once that is committed, and each append's `commit` says
+what to wait for (the writer's barrier; the log's own bookkeeping runs after the commit).  The
 storage that makes these logs, and the design: postgres.py.
 """
 
