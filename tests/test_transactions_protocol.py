@@ -1,5 +1,6 @@
 """Transactions over raw sockets: the coordinator's answers on every error path Kafka
-defines, old and new versions, and the read_committed view of the log.
+defines, old and new versions (the epoch bumped by EndTxn v5, not by a transaction whose
+partitions came by AddPartitionsToTxn v5), and the read_committed view of the log.
 Batches are built and parsed by tests/recordbatch.py, independently of the broker.
 """
 
@@ -20,7 +21,7 @@ from tests.wire import WireClient
 
 
 def add_partitions(tid: str, pid: int, epoch: int, parts: dict[str, list[int]], *,
-                   version: int = 3) -> Any:
+                   version: int = 3, verify_only: bool = True) -> Any:
     m = _module(24, version)
     topics = tuple(m.AddPartitionsToTxnTopic(name=t, partitions=tuple(i32(p) for p in ps))
                    for t, ps in parts.items())
@@ -30,7 +31,7 @@ def add_partitions(tid: str, pid: int, epoch: int, parts: dict[str, list[int]], 
             v3_and_below_producer_epoch=i16(epoch), v3_and_below_topics=topics)
     return m.AddPartitionsToTxnRequest(transactions=(m.AddPartitionsToTxnTransaction(
         transactional_id=tid, producer_id=ProducerId(pid), producer_epoch=i16(epoch),
-        verify_only=True, topics=topics),))
+        verify_only=verify_only, topics=topics),))
 
 
 def end_txn(tid: str, pid: int, epoch: int, commit: bool, *, version: int = 3) -> Any:
@@ -264,5 +265,36 @@ def test_txn_offset_commit_of_a_consumer_protocol_member(inproc: Any) -> Any:
             c.request(write_txn_markers(pid, epoch, True, {"__consumer_offsets": [offsets_partition]}))
             part = c.request(offset_fetch_stable("cg", "t")).groups[0].topics[0].partitions[0]
             assert (part.error_code, int(part.committed_offset)) == (ErrorCode.none, 7)
+
+    yield in_thread(check)
+
+
+@pytest_twisted.inlineCallbacks
+def test_end_txn_v4_keeps_the_epoch_of_partitions_added_by_v5(inproc: Any) -> Any:
+    """@platformatic/kafka adds partitions with AddPartitionsToTxn v5 and ends with EndTxn
+    v4: as in Kafka, the EndTxn's version decides the epoch bump (none before v5)."""
+    inproc.broker.controller.create_topic("t", 1)
+
+    def check() -> None:
+        with WireClient(inproc.port) as c:
+            assert find_txn_coordinator(c, "v5-adder").error_code == ErrorCode.none
+            init = c.request(init_producer_id("v5-adder"))
+            pid, epoch = int(init.producer_id), int(init.producer_epoch)
+
+            def add() -> ErrorCode:
+                (result,) = c.request(add_partitions("v5-adder", pid, epoch, {"t": [0]}, version=5,
+                                                     verify_only=False)).results_by_transaction
+                return result.topic_results[0].results_by_partition[0].partition_error_code
+
+            for n in range(2):
+                assert add() == ErrorCode.none, n
+                assert produce_one(c, "t", batch(pid, epoch, n, transactional=True),
+                                   transactional_id="v5-adder").error_code == ErrorCode.none
+                ended = c.request(end_txn("v5-adder", pid, epoch, True, version=4))
+                assert ended.error_code == ErrorCode.none, n
+            # v5 bumps it, and says so
+            assert add() == ErrorCode.none
+            ended = c.request(end_txn("v5-adder", pid, epoch, True, version=5))
+            assert (ended.error_code, int(ended.producer_epoch)) == (ErrorCode.none, epoch + 1)
 
     yield in_thread(check)

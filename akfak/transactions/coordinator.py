@@ -314,8 +314,10 @@ class TransactionCoordinator(LoadingCoordinator):
                 txn.abort_transition()
             return succeed((error, *_FAIL))
         now = self.now_ms()
-        version = txn.client_transaction_version if not from_client else max(
-            client_version, txn.client_transaction_version if fence is None else 0)
+        # Kafka bumps the epoch by the EndTxn's version (v5: transaction version 2), not the
+        # transaction's: a client on EndTxn v4 whose partitions came by AddPartitionsToTxn v5
+        # (@platformatic/kafka) keeps its epoch
+        version = client_version if from_client else txn.client_transaction_version
         next_id = NO_PRODUCER_ID
         if fence is not None:
             # The fence's epoch goes with the abort (Kafka clears the pending fence first).
