@@ -75,8 +75,8 @@ class Commit:
     """What an append waits for before it is acknowledged where that is a commit (the
     postgres provider): the writer's `barrier()`, then `check()`, which raises if the append
     was refused (a deposed leader's).  Produce waits on one barrier for every partition of a
-    request: a Deferred per partition would cost several µs each, as much as the rest of a
-    one-record append.  The log's own bookkeeping after the commit does not wait for
+    request: a Deferred per partition, with its callbacks and the gathering, costs about 4 µs
+    each (measured in isolation).  The log's own bookkeeping after the commit does not wait for
     anyone (the writer runs it)."""
 
     __slots__ = ("barrier", "check")

@@ -39,9 +39,9 @@ def defer_to_thread(reactor: Any, f: Callable[..., T], *args: Any) -> Deferred[T
 class JobThread:
     """One thread of its own running jobs in order, each job's result back in the reactor
     as a Deferred: what a writer that hands over a job per commit round uses.  The reactor's
-    pool costs tens of µs of Python per job on the reactor (its Team and worker queues);
-    this costs a SimpleQueue.put.  Started by the first job; `stop()` ends it after the
-    jobs already given."""
+    pool runs several layers of Python per job on the reactor (its Team, its workers'
+    queue.Queue and Condition); this is a SimpleQueue.put.  Started by the first job;
+    `stop()` ends it after the jobs already given."""
 
     def __init__(self, reactor: Any, name: str) -> None:
         if not IReactorThreads.providedBy(reactor):  # a test's Clock: the global reactor
