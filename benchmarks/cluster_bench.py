@@ -1,7 +1,8 @@
 """Throughput of a cluster of akfak brokers over one PostgreSQL against one broker.
 
     .venv/bin/python benchmarks/cluster_bench.py [--brokers 1,3] [--records 200000]
-        [--size 1000] [--partitions 6[,60,600]] [--fsync] [--kafka] [--disk] [--rate N] [--py-spy DIR]
+        [--size 1000] [--partitions 6[,60,600]] [--fsync] [--kafka] [--disk] [--rate N]
+        [--warm RECORDS] [--py-spy DIR]
 
 For each broker count and each partition count: a throwaway PostgreSQL (tests/postgres.py;
 fsync off unless `--fsync`), that many brokers over it (tests/cluster.py), a topic of that
@@ -12,7 +13,7 @@ and one consumer reading them all back.  Prints records/s, MiB/s and the brokers
 (user + system, every broker summed, from /proc) per record for both phases, each
 broker's own share of the produce CPU (how the work divides), the part of it on the
 brokers' main threads (the reactors; the rest is on threads: the postgres writer's, the
-disk provider's fsyncs), and how many records the
+disk provider's fsyncs) with the kernel's share of that in parentheses, and how many records the
 producer put in each Produce request (librdkafka's statistics); the PostgreSQL server's own
 CPU comes on top.  `--kafka` runs the same workload on Apache Kafka
 4.1.1 with as many combined broker+controller KRaft nodes (JVMs of tests/kafka_peer.py's
@@ -20,7 +21,10 @@ classpath; Kafka acknowledges acks=all once the in-sync replicas have the record
 page cache, without fsync); `--disk` runs it on one akfak broker of the disk provider too.
 `--rate N` offers N records/s instead of as many as the broker takes: a faster broker gets
 fuller batches from the producer (linger), so only at one offered rate do two brokers get
-the same requests.
+the same requests.  `--warm N` writes N records before the measured phase (default: a tenth
+of `--records`, at most 20000): more than the postgres provider's tail cache holds
+(`akfak.postgres.cache.bytes`, 1 GiB: 1,200,000 records of 1000 bytes) measures a broker
+whose cache is full, as one that ran a while has it, rather than one still filling it.
 """
 
 from __future__ import annotations
@@ -53,13 +57,15 @@ def cpu_each(pids: list[int]) -> list[float]:
     return each
 
 
-def cpu_reactor(pids: list[int]) -> float:
-    """The main threads' CPU seconds so far (the reactors; the rest is other threads)."""
-    total = 0.0
+def cpu_reactor(pids: list[int]) -> tuple[float, float]:
+    """The main threads' CPU seconds so far (the reactors; the rest is other threads): user,
+    system (the kernel's share: sockets, wake-ups)."""
+    user = system = 0.0
     for pid in pids:
         fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
+        user += int(fields[11]) / os.sysconf("SC_CLK_TCK")
+        system += int(fields[12]) / os.sysconf("SC_CLK_TCK")
+    return user, system
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -110,6 +116,8 @@ def bench_kafka(brokers: int, records: int, size: int, partitions: int) -> dict[
 PROPERTIES: dict[str, str] = {}
 #: `--rate N`: records per second offered (0: as fast as the broker takes them)
 RATE = 0
+#: Records written before the measured phase (None: a tenth of them, at most 20000).
+WARM: int | None = None
 #: `--py-spy DIR`: where each broker's profile of the produce phase goes (None: none)
 PROFILE: Path | None = None
 
@@ -127,6 +135,16 @@ def profile(pid: int) -> subprocess.Popen[bytes]:
 def produce_requests(stats: dict[str, Any]) -> int:
     """Produce requests sent so far, from librdkafka's statistics (every broker's)."""
     return sum(b.get("req", {}).get("Produce", 0) for b in stats["brokers"].values())
+
+
+def send(producer: Any, value: bytes, partition: int) -> None:
+    """Produce one record, waiting while the producer's queue is full."""
+    while True:
+        try:
+            producer.produce("bench", value, partition=partition)
+            return
+        except BufferError:
+            producer.poll(0.01)
 
 
 def workload(bootstrap: str, pids: list[int], rf: int, records: int, size: int,
@@ -151,22 +169,17 @@ def workload(bootstrap: str, pids: list[int], rf: int, records: int, size: int,
                          "statistics.interval.ms": 1000,
                          "stats_cb": lambda raw: stats.append(json.loads(raw))})
     value = b"x" * size
-    warm = min(records // 10, 20000)
-    for i in range(warm):  # warm-up: metadata, connections
-        producer.produce("bench", value, partition=i % partitions)
-    producer.flush(60)
+    warm = min(records // 10, 20000) if WARM is None else WARM
+    for i in range(warm):  # warm-up: metadata, connections (and with --warm, caches)
+        send(producer, value, i % partitions)
+    assert producer.flush(300) == 0
     producer.poll(1.5)  # a statistics report after the warm-up
     requests0, reports0 = produce_requests(stats[-1]), len(stats)
     spies = [profile(pid) for pid in pids] if PROFILE else []
     each0, reactor0 = cpu_each(pids), cpu_reactor(pids)
     cpu0, t0 = sum(each0), time.monotonic()
     for i in range(records):
-        while True:
-            try:
-                producer.produce("bench", value, partition=i % partitions)
-                break
-            except BufferError:
-                producer.poll(0.01)
+        send(producer, value, i % partitions)
         if i % 1000 == 0:
             producer.poll(0)
         if RATE and i % 100 == 0 and (ahead := t0 + i / RATE - time.monotonic()) > 0:
@@ -177,7 +190,8 @@ def workload(bootstrap: str, pids: list[int], rf: int, records: int, size: int,
         spy.wait(30)
     each = [after - before for after, before in zip(cpu_each(pids), each0, strict=True)]
     produce_s, produce_cpu = time.monotonic() - t0, sum(each)
-    produce_reactor = cpu_reactor(pids) - reactor0
+    user, system = (after - before for after, before in zip(cpu_reactor(pids), reactor0,
+                                                             strict=True))
     producer.poll(1.5)  # a statistics report after the last delivery
     requests = produce_requests(stats[-1]) - requests0
     # each report's histogram covers its own interval: weigh them by their batch counts
@@ -198,7 +212,8 @@ def workload(bootstrap: str, pids: list[int], rf: int, records: int, size: int,
             "produce_mibs": records * size / MIB / produce_s,
             "produce_us": produce_cpu / records * 1e6,
             "produce_us_each": [c / records * 1e6 for c in each],
-            "produce_us_reactor": produce_reactor / records * 1e6,
+            "produce_us_reactor": (user + system) / records * 1e6,
+            "produce_us_reactor_system": system / records * 1e6,
             "records_per_request": records / max(requests, 1),
             "records_per_batch": per_batch,
             "consume_rps": got / consume_s, "consume_us": consume_cpu / got * 1e6}
@@ -221,12 +236,17 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=0,
                         help="offer this many records per second (default: as many as the "
                              "broker takes): brokers that keep up with one rate get the same batches")
+    parser.add_argument("--warm", type=int, metavar="RECORDS",
+                        help="write so many records before the measured phase (default: a "
+                             "tenth of --records, at most 20000); more than the postgres "
+                             "provider's cache (akfak.postgres.cache.bytes, 1 GiB) measures it "
+                             "full, as a broker that ran a while has it")
     parser.add_argument("--property", action="append", default=[], metavar="KEY=VALUE",
                         help="a broker property for the akfak brokers (repeatable)")
     args = parser.parse_args()
     PROPERTIES.update(p.split("=", 1) for p in args.property)
-    global PROFILE, RATE
-    RATE = args.rate
+    global PROFILE, RATE, WARM
+    RATE, WARM = args.rate, args.warm
     PROFILE = args.py_spy
     if PROFILE is not None:
         PROFILE.mkdir(parents=True, exist_ok=True)
@@ -235,7 +255,7 @@ def main() -> None:
           f"{'on' if args.fsync else 'off'}; load average before {load[0]:.2f} on "
           f"{os.cpu_count()} CPUs")
     print("| broker | partitions | produce rec/s | produce MiB/s | broker CPU µs/rec (produce) "
-          "| each broker's µs/rec (produce) | of which on the reactor | records per Produce "
+          "| each broker's µs/rec (produce) | of which on the reactor (kernel) | records per Produce "
           "request | records per batch | consume rec/s "
           "| broker CPU µs/rec (consume) |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -253,7 +273,8 @@ def main() -> None:
                 r = run()
                 each = " / ".join(f"{c:.1f}" for c in r["produce_us_each"])
                 print(f"| {name} | {partitions} | {r['produce_rps']:,.0f} | {r['produce_mibs']:.1f} | "
-                      f"{r['produce_us']:.1f} | {each} | {r['produce_us_reactor']:.1f} | "
+                      f"{r['produce_us']:.1f} | {each} | {r['produce_us_reactor']:.1f} "
+                      f"({r['produce_us_reactor_system']:.1f}) | "
                       f"{r['records_per_request']:.1f} | {r['records_per_batch']:.1f} | "
                       f"{r['consume_rps']:,.0f} | "
                       f"{r['consume_us']:.1f} |", flush=True)
