@@ -48,24 +48,23 @@ from tests.postgres import PostgresServer
 MIB = 1 << 20
 
 
+def _times(stat: str) -> tuple[float, float]:
+    """User and system CPU seconds from a /proc .../stat file."""
+    fields = Path(stat).read_text().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
 def cpu_each(pids: list[int]) -> list[float]:
     """Each process's CPU seconds so far (user + system)."""
-    each = []
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        each.append((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
-    return each
+    return [sum(_times(f"/proc/{pid}/stat")) for pid in pids]
 
 
 def cpu_reactor(pids: list[int]) -> tuple[float, float]:
     """The main threads' CPU seconds so far (the reactors; the rest is other threads): user,
     system (the kernel's share: sockets, wake-ups)."""
-    user = system = 0.0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        user += int(fields[11]) / os.sysconf("SC_CLK_TCK")
-        system += int(fields[12]) / os.sysconf("SC_CLK_TCK")
-    return user, system
+    times = [_times(f"/proc/{pid}/task/{pid}/stat") for pid in pids]
+    return sum(u for u, _ in times), sum(s for _, s in times)
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -116,7 +115,8 @@ def bench_kafka(brokers: int, records: int, size: int, partitions: int) -> dict[
 PROPERTIES: dict[str, str] = {}
 #: `--rate N`: records per second offered (0: as fast as the broker takes them)
 RATE = 0
-#: Records written before the measured phase (None: a tenth of them, at most 20000).
+#: `--warm N`: records written before the measured phase (None: a tenth of --records,
+#: at most 20000)
 WARM: int | None = None
 #: `--py-spy DIR`: where each broker's profile of the produce phase goes (None: none)
 PROFILE: Path | None = None
